@@ -1,0 +1,212 @@
+use crate::{Cmdline, DeviceSpec};
+use anyhow::{bail, Context};
+use std::time::Duration;
+
+/// Where /usr lives when the command line does not say: Flatcar's first slot.
+pub const DEFAULT_USR: &str = "PARTLABEL=USR-A";
+/// Flatcar's grub passes `root=LABEL=ROOT`; keel assumes it when nothing is given.
+pub const DEFAULT_ROOT: &str = "LABEL=ROOT";
+const DEFAULT_DEVICE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Flatcar's `mount.usr=` names the verity device itself, not the partition under it.
+const VERITY_USR_NODE: &str = "/dev/mapper/usr";
+
+/// What PID 1 does after it has reported a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmergencyAction {
+    Reboot,
+    Poweroff,
+    Halt,
+}
+
+/// What the kernel does when a /usr block does not match its hash. There is deliberately
+/// no way to ask it to ignore corruption.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UsrCorruption {
+    Panic,
+    Restart,
+}
+
+/// The boot parameters keel-init acts on, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootParams {
+    /// The partition holding /usr data and, unless `usr_hash_device` says otherwise, its tree.
+    pub usr_data: DeviceSpec,
+    pub usr_hash_device: Option<DeviceSpec>,
+    /// A root hash on the command line; it must equal the one baked into the initrd.
+    pub usr_root_hash: Option<String>,
+    pub usr_fstype: Option<String>,
+    pub usr_flags: Option<String>,
+    pub usr_corruption: UsrCorruption,
+    pub root: DeviceSpec,
+    pub root_fstype: Option<String>,
+    pub root_flags: Option<String>,
+    /// How long to wait for a device; `None` waits for ever (`rd.timeout=0`).
+    pub device_timeout: Option<Duration>,
+    pub emergency: EmergencyAction,
+    pub shell: bool,
+    /// `rd.break=<stage>`: stop before that stage. A bare `rd.break` stops before switch-root.
+    pub break_before: Option<String>,
+    pub init: Option<String>,
+}
+
+impl BootParams {
+    pub fn from_cmdline(cmdline: &Cmdline) -> anyhow::Result<BootParams> {
+        let device = |key: &str| -> anyhow::Result<Option<DeviceSpec>> {
+            cmdline.value(key).map(|v| DeviceSpec::parse(v).with_context(|| format!("bad {key}="))).transpose()
+        };
+        let mount_usr = match cmdline.last_of(&["mount.usr", "usr"]) {
+            Some((key, Some(value))) if value != VERITY_USR_NODE => {
+                Some(DeviceSpec::parse(value).with_context(|| format!("bad {key}="))?)
+            }
+            _ => None,
+        };
+        let usr_data = match (device("verity.usr")?, device("systemd.verity_usr_data")?, mount_usr) {
+            (Some(spec), _, _) | (None, Some(spec), _) | (None, None, Some(spec)) => spec,
+            (None, None, None) => DeviceSpec::parse(DEFAULT_USR)?,
+        };
+        let usr_root_hash = match cmdline.last_of(&["verity.usrhash", "usrhash"]) {
+            Some((_, Some(hash))) => Some(hash.to_ascii_lowercase()),
+            Some((key, None)) => bail!("{key} needs a value"),
+            None => None,
+        };
+        let root = match cmdline.value("root") {
+            Some(value) => DeviceSpec::parse(value).context("bad root=")?,
+            None => DeviceSpec::parse(DEFAULT_ROOT)?,
+        };
+        let break_before = match cmdline.last_of(&["rd.break"]) {
+            Some((_, Some(stage))) => Some(stage.to_string()),
+            Some((_, None)) => Some("switch-root".to_string()),
+            None => None,
+        };
+        Ok(BootParams {
+            usr_data,
+            usr_hash_device: device("systemd.verity_usr_hash")?,
+            usr_root_hash,
+            usr_fstype: cmdline.value("mount.usrfstype").map(str::to_string),
+            usr_flags: cmdline.value("mount.usrflags").map(str::to_string),
+            usr_corruption: parse_usr_options(cmdline.value("systemd.verity_usr_options"))?,
+            root,
+            root_fstype: cmdline.value("rootfstype").map(str::to_string),
+            root_flags: cmdline.value("rootflags").map(str::to_string),
+            device_timeout: match cmdline.value("rd.timeout") {
+                Some(text) => parse_timespan(text).context("bad rd.timeout=")?,
+                None => Some(DEFAULT_DEVICE_TIMEOUT),
+            },
+            emergency: match cmdline.value("rd.emergency") {
+                None | Some("reboot") => EmergencyAction::Reboot,
+                Some("poweroff") => EmergencyAction::Poweroff,
+                Some("halt") => EmergencyAction::Halt,
+                Some(other) => bail!("rd.emergency={other} is not reboot, poweroff or halt"),
+            },
+            shell: matches!(cmdline.last_of(&["rd.shell"]), Some((_, None | Some("1" | "yes" | "true" | "on")))),
+            break_before,
+            init: cmdline.value("init").map(str::to_string),
+        })
+    }
+}
+
+fn parse_usr_options(options: Option<&str>) -> anyhow::Result<UsrCorruption> {
+    let mut mode = UsrCorruption::Panic;
+    for option in options.unwrap_or_default().split(',').filter(|o| !o.is_empty()) {
+        mode = match option {
+            "panic-on-corruption" => UsrCorruption::Panic,
+            "restart-on-corruption" => UsrCorruption::Restart,
+            other => bail!(
+                "systemd.verity_usr_options={other} is not supported (keel accepts panic-on-corruption or restart-on-corruption)"
+            ),
+        };
+    }
+    Ok(mode)
+}
+
+/// systemd's time spans as used for `rd.timeout=`: a number with an optional unit.
+/// `0` means no limit, as for systemd's job timeouts.
+fn parse_timespan(text: &str) -> anyhow::Result<Option<Duration>> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().with_context(|| format!("{text:?} is not a time span such as 30, 30s or 2min"))?;
+    let seconds_per_unit = match unit.trim() {
+        "" | "s" | "sec" => 1.0,
+        "ms" | "msec" => 0.001,
+        "m" | "min" => 60.0,
+        "h" | "hr" => 3600.0,
+        other => bail!("unknown time unit {other:?} in {text:?}"),
+    };
+    Ok((number != 0).then(|| Duration::from_secs_f64(number as f64 * seconds_per_unit)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(line: &str) -> anyhow::Result<BootParams> {
+        BootParams::from_cmdline(&Cmdline::parse(line))
+    }
+
+    #[test]
+    fn defaults_are_flatcars() {
+        let p = params("console=ttyS0").unwrap();
+        assert_eq!(p.usr_data, DeviceSpec::PartLabel("USR-A".into()));
+        assert_eq!(p.root, DeviceSpec::Label("ROOT".into()));
+        assert_eq!(p.device_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(p.emergency, EmergencyAction::Reboot);
+        assert_eq!(p.usr_corruption, UsrCorruption::Panic);
+        assert!(!p.shell);
+        assert_eq!(p.break_before, None);
+    }
+
+    #[test]
+    fn flatcar_grub_line_picks_the_verity_data_device() {
+        let p = params(
+            "mount.usr=/dev/mapper/usr verity.usr=PARTUUID=e03dd35c-7c2d-4a47-b3fe-27f15780a57c \
+             verity.usrhash=ABCD rootflags=rw mount.usrflags=ro",
+        )
+        .unwrap();
+        assert_eq!(p.usr_data, DeviceSpec::PartUuid("e03dd35c-7c2d-4a47-b3fe-27f15780a57c".into()));
+        assert_eq!(p.usr_root_hash.as_deref(), Some("abcd"));
+        assert_eq!(p.root_flags.as_deref(), Some("rw"));
+        assert_eq!(p.usr_flags.as_deref(), Some("ro"));
+    }
+
+    #[test]
+    fn systemd_names_work_too() {
+        let p = params("systemd.verity_usr_data=PARTLABEL=USR-B systemd.verity_usr_hash=/dev/vdb usrhash=ff \
+                        systemd.verity_usr_options=restart-on-corruption")
+            .unwrap();
+        assert_eq!(p.usr_data, DeviceSpec::PartLabel("USR-B".into()));
+        assert_eq!(p.usr_hash_device, Some(DeviceSpec::Path("/dev/vdb".into())));
+        assert_eq!(p.usr_root_hash.as_deref(), Some("ff"));
+        assert_eq!(p.usr_corruption, UsrCorruption::Restart);
+        assert_eq!(params("usr=PARTLABEL=X").unwrap().usr_data, DeviceSpec::PartLabel("X".into()));
+    }
+
+    #[test]
+    fn time_spans() {
+        for (text, expected) in [("5", Some(5.0)), ("5s", Some(5.0)), ("2min", Some(120.0)), ("1500ms", Some(1.5)), ("0", None)] {
+            assert_eq!(parse_timespan(text).unwrap(), expected.map(Duration::from_secs_f64), "{text}");
+        }
+        assert!(parse_timespan("soon").is_err());
+        assert!(parse_timespan("5 days").is_err());
+    }
+
+    #[test]
+    fn debug_switches() {
+        let p = params("rd.shell rd.break=usr rd.emergency=poweroff init=/bin/sh").unwrap();
+        assert!(p.shell);
+        assert_eq!(p.break_before.as_deref(), Some("usr"));
+        assert_eq!(p.emergency, EmergencyAction::Poweroff);
+        assert_eq!(p.init.as_deref(), Some("/bin/sh"));
+        assert_eq!(params("rd.break").unwrap().break_before.as_deref(), Some("switch-root"));
+        assert!(!params("rd.shell=0").unwrap().shell);
+    }
+
+    #[test]
+    fn bad_values_are_errors_that_name_the_parameter() {
+        for line in ["rd.emergency=explode", "rd.timeout=soon", "root=sda1", "verity.usr=nothing", "usrhash",
+                     "systemd.verity_usr_options=ignore-corruption"] {
+            let error = format!("{:#}", params(line).unwrap_err());
+            let key = line.split('=').next().unwrap();
+            assert!(error.contains(key.trim_start_matches("verity.")), "{line}: {error}");
+        }
+    }
+}
