@@ -1,0 +1,303 @@
+use crate::crc32::crc32;
+use crate::Guid;
+use anyhow::{bail, ensure, Context};
+use std::io::{Read, Seek, SeekFrom, Write};
+
+/// keel handles 512-byte logical sectors: virtio, image files and most disks.
+pub const SECTOR_SIZE: u64 = 512;
+const SIGNATURE: &[u8; 8] = b"EFI PART";
+const HEADER_SIZE: usize = 92;
+const ENTRY_SIZE: usize = 128;
+const ENTRY_COUNT: usize = 128;
+const ENTRY_ARRAY_SECTORS: u64 = (ENTRY_SIZE * ENTRY_COUNT) as u64 / SECTOR_SIZE;
+/// No legitimate table needs more; a header asking for more is corrupt or hostile.
+const MAX_ENTRY_ARRAY_BYTES: u64 = 1 << 20;
+const NAME_UNITS: usize = 36;
+
+/// One used entry of a partition table. `number` is its 1-based slot in the entry array,
+/// which is what the kernel calls the partition (vda9 is number 9).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GptPartition {
+    pub number: u32,
+    pub type_guid: Guid,
+    pub guid: Guid,
+    pub first_lba: u64,
+    pub last_lba: u64,
+    pub attributes: u64,
+    pub name: String,
+}
+
+impl GptPartition {
+    pub fn start_bytes(&self) -> u64 {
+        self.first_lba * SECTOR_SIZE
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        (self.last_lba + 1 - self.first_lba) * SECTOR_SIZE
+    }
+}
+
+/// A partition table as read from a disk, with which of its two copies were intact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gpt {
+    pub disk_guid: Guid,
+    pub first_usable: u64,
+    pub last_usable: u64,
+    pub partitions: Vec<GptPartition>,
+    pub primary_intact: bool,
+    pub backup_intact: bool,
+    /// Both copies intact and describing the same partitions.
+    pub copies_agree: bool,
+}
+
+impl Gpt {
+    pub fn partition(&self, number: u32) -> Option<&GptPartition> {
+        self.partitions.iter().find(|p| p.number == number)
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&GptPartition> {
+        self.partitions.iter().find(|p| p.name == name)
+    }
+
+    pub fn by_guid(&self, guid: Guid) -> Option<&GptPartition> {
+        self.partitions.iter().find(|p| p.guid == guid)
+    }
+}
+
+struct Header {
+    my_lba: u64,
+    alternate_lba: u64,
+    first_usable: u64,
+    last_usable: u64,
+    disk_guid: Guid,
+    entries_lba: u64,
+    entry_count: u32,
+    entry_size: u32,
+    entries_crc: u32,
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from(u32_at(bytes, at)) | u64::from(u32_at(bytes, at + 4)) << 32
+}
+
+fn guid_at(bytes: &[u8], at: usize) -> Guid {
+    let mut raw = [0u8; 16];
+    raw.copy_from_slice(&bytes[at..at + 16]);
+    Guid::from_gpt_bytes(&raw)
+}
+
+fn parse_header(sector: &[u8; SECTOR_SIZE as usize], expected_lba: u64, disk_sectors: u64) -> anyhow::Result<Header> {
+    ensure!(&sector[..8] == SIGNATURE, "no \"EFI PART\" signature");
+    let header_size = u32_at(sector, 12) as usize;
+    ensure!((HEADER_SIZE..=SECTOR_SIZE as usize).contains(&header_size), "header size {header_size} is out of range");
+    let mut zeroed = sector[..header_size].to_vec();
+    zeroed[16..20].fill(0);
+    ensure!(crc32(&zeroed) == u32_at(sector, 16), "header checksum does not match");
+    let header = Header {
+        my_lba: u64_at(sector, 24),
+        alternate_lba: u64_at(sector, 32),
+        first_usable: u64_at(sector, 40),
+        last_usable: u64_at(sector, 48),
+        disk_guid: guid_at(sector, 56),
+        entries_lba: u64_at(sector, 72),
+        entry_count: u32_at(sector, 80),
+        entry_size: u32_at(sector, 84),
+        entries_crc: u32_at(sector, 88),
+    };
+    ensure!(header.my_lba == expected_lba, "header says it is at sector {}, found at {expected_lba}", header.my_lba);
+    let entry_size = header.entry_size as usize;
+    ensure!(
+        entry_size >= ENTRY_SIZE && (entry_size / ENTRY_SIZE).is_power_of_two() && entry_size % ENTRY_SIZE == 0,
+        "entry size {entry_size} is not 128 times a power of two"
+    );
+    let array_bytes = u64::from(header.entry_count) * entry_size as u64;
+    ensure!(array_bytes <= MAX_ENTRY_ARRAY_BYTES, "entry array of {array_bytes} bytes is implausibly large");
+    let array_end = header.entries_lba.saturating_add(array_bytes.div_ceil(SECTOR_SIZE));
+    ensure!(
+        header.first_usable <= header.last_usable && header.last_usable < disk_sectors,
+        "usable sectors {}..={} do not fit a disk of {disk_sectors} sectors",
+        header.first_usable,
+        header.last_usable
+    );
+    ensure!(
+        header.entries_lba >= 2 && array_end <= disk_sectors
+            && (array_end <= header.first_usable || header.entries_lba > header.last_usable),
+        "entry array at sector {} overlaps the usable area or leaves the disk",
+        header.entries_lba
+    );
+    Ok(header)
+}
+
+fn read_at(dev: &mut (impl Read + Seek), offset: u64, buffer: &mut [u8]) -> std::io::Result<()> {
+    dev.seek(SeekFrom::Start(offset))?;
+    dev.read_exact(buffer)
+}
+
+fn read_copy(dev: &mut (impl Read + Seek), lba: u64, disk_sectors: u64) -> anyhow::Result<(Header, Vec<GptPartition>)> {
+    let mut sector = [0u8; SECTOR_SIZE as usize];
+    read_at(dev, lba * SECTOR_SIZE, &mut sector).context("cannot read the header")?;
+    let header = parse_header(&sector, lba, disk_sectors)?;
+    let mut array = vec![0u8; header.entry_count as usize * header.entry_size as usize];
+    read_at(dev, header.entries_lba * SECTOR_SIZE, &mut array).context("cannot read the entry array")?;
+    ensure!(crc32(&array) == header.entries_crc, "entry array checksum does not match");
+    let partitions = parse_entries(&array, &header)?;
+    Ok((header, partitions))
+}
+
+fn parse_entries(array: &[u8], header: &Header) -> anyhow::Result<Vec<GptPartition>> {
+    let mut partitions: Vec<GptPartition> = Vec::new();
+    for (index, entry) in array.chunks_exact(header.entry_size as usize).enumerate() {
+        let type_guid = guid_at(entry, 0);
+        if type_guid == Guid::ZERO {
+            continue;
+        }
+        let units: Vec<u16> = entry[56..56 + 2 * NAME_UNITS]
+            .chunks_exact(2)
+            .map(|pair| u16::from_le_bytes([pair[0], pair[1]]))
+            .take_while(|&unit| unit != 0)
+            .collect();
+        let partition = GptPartition {
+            number: index as u32 + 1,
+            type_guid,
+            guid: guid_at(entry, 16),
+            first_lba: u64_at(entry, 32),
+            last_lba: u64_at(entry, 40),
+            attributes: u64_at(entry, 48),
+            name: String::from_utf16_lossy(&units),
+        };
+        check_placement(&partition, header.first_usable, header.last_usable, &partitions)?;
+        partitions.push(partition);
+    }
+    Ok(partitions)
+}
+
+fn check_placement(p: &GptPartition, first_usable: u64, last_usable: u64, others: &[GptPartition]) -> anyhow::Result<()> {
+    ensure!(
+        p.first_lba <= p.last_lba && p.first_lba >= first_usable && p.last_lba <= last_usable,
+        "partition {} ({:?}) spans sectors {}..={}, outside the usable {first_usable}..={last_usable}",
+        p.number,
+        p.name,
+        p.first_lba,
+        p.last_lba
+    );
+    if let Some(other) = others.iter().find(|o| o.first_lba <= p.last_lba && p.first_lba <= o.last_lba) {
+        bail!("partitions {} and {} overlap", other.number, p.number);
+    }
+    Ok(())
+}
+
+fn disk_sectors(dev: &mut impl Seek) -> anyhow::Result<u64> {
+    let bytes = dev.seek(SeekFrom::End(0)).context("cannot find the disk size")?;
+    ensure!(bytes >= 3 * SECTOR_SIZE, "the disk is only {bytes} bytes: too small for a partition table");
+    Ok(bytes / SECTOR_SIZE)
+}
+
+/// Reads the partition table from the primary copy, or from the backup when the primary
+/// is damaged. Both damaged, or the two disagreeing about the layout, is an error.
+pub fn read_gpt(dev: &mut (impl Read + Seek)) -> anyhow::Result<Gpt> {
+    let sectors = disk_sectors(dev)?;
+    let primary = read_copy(dev, 1, sectors);
+    let backup_lba = match &primary {
+        Ok((header, _)) if header.alternate_lba < sectors => header.alternate_lba,
+        _ => sectors - 1,
+    };
+    let backup = read_copy(dev, backup_lba, sectors);
+    // An intact primary wins, as in firmware: after a power cut between writing the backup
+    // and the primary, both are intact and the primary is the table the disk booted with.
+    let (header, partitions) = match (&primary, &backup) {
+        (Ok((header, partitions)), _) | (Err(_), Ok((header, partitions))) => (header, partitions),
+        (Err(primary_error), Err(backup_error)) => {
+            bail!("no valid GPT: primary: {primary_error:#}; backup at sector {backup_lba}: {backup_error:#}")
+        }
+    };
+    Ok(Gpt {
+        disk_guid: header.disk_guid,
+        first_usable: header.first_usable,
+        last_usable: header.last_usable,
+        partitions: partitions.clone(),
+        primary_intact: primary.is_ok(),
+        backup_intact: backup.is_ok(),
+        copies_agree: match (&primary, &backup) {
+            (Ok((a, a_parts)), Ok((b, b_parts))) => a_parts == b_parts && a.disk_guid == b.disk_guid,
+            _ => false,
+        },
+    })
+}
+
+/// The first and last sector partitions may use on a disk of `disk_sectors` sectors,
+/// with 128-entry arrays on both ends.
+pub fn usable_range(disk_sectors: u64) -> (u64, u64) {
+    (2 + ENTRY_ARRAY_SECTORS, disk_sectors - 2 - ENTRY_ARRAY_SECTORS)
+}
+
+/// Writes a protective MBR and both copies of a partition table whose entries keep their
+/// numbers. The backup goes first, so a table is never half-written in the primary slot.
+pub fn write_gpt(dev: &mut (impl Write + Seek), disk_guid: Guid, partitions: &[GptPartition]) -> anyhow::Result<()> {
+    let sectors = disk_sectors(dev)?;
+    ensure!(sectors > 2 * (2 + ENTRY_ARRAY_SECTORS), "a disk of {sectors} sectors cannot hold a GPT");
+    let (first_usable, last_usable) = usable_range(sectors);
+    let mut array = vec![0u8; ENTRY_SIZE * ENTRY_COUNT];
+    for (index, p) in partitions.iter().enumerate() {
+        ensure!((1..=ENTRY_COUNT as u32).contains(&p.number), "partition number {} is not 1..=128", p.number);
+        ensure!(partitions[..index].iter().all(|o| o.number != p.number), "partition number {} is used twice", p.number);
+        check_placement(p, first_usable, last_usable, &partitions[..index])?;
+        let units: Vec<u16> = p.name.encode_utf16().collect();
+        ensure!(units.len() <= NAME_UNITS, "partition name {:?} is longer than {NAME_UNITS} UTF-16 units", p.name);
+        let entry = &mut array[(p.number as usize - 1) * ENTRY_SIZE..][..ENTRY_SIZE];
+        entry[0..16].copy_from_slice(&p.type_guid.to_gpt_bytes());
+        entry[16..32].copy_from_slice(&p.guid.to_gpt_bytes());
+        entry[32..40].copy_from_slice(&p.first_lba.to_le_bytes());
+        entry[40..48].copy_from_slice(&p.last_lba.to_le_bytes());
+        entry[48..56].copy_from_slice(&p.attributes.to_le_bytes());
+        for (i, unit) in units.iter().enumerate() {
+            entry[56 + 2 * i..58 + 2 * i].copy_from_slice(&unit.to_le_bytes());
+        }
+    }
+    let array_crc = crc32(&array);
+    let header = |my_lba: u64, alternate_lba: u64, entries_lba: u64| {
+        let mut sector = [0u8; SECTOR_SIZE as usize];
+        sector[..8].copy_from_slice(SIGNATURE);
+        sector[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
+        sector[12..16].copy_from_slice(&(HEADER_SIZE as u32).to_le_bytes());
+        sector[24..32].copy_from_slice(&my_lba.to_le_bytes());
+        sector[32..40].copy_from_slice(&alternate_lba.to_le_bytes());
+        sector[40..48].copy_from_slice(&first_usable.to_le_bytes());
+        sector[48..56].copy_from_slice(&last_usable.to_le_bytes());
+        sector[56..72].copy_from_slice(&disk_guid.to_gpt_bytes());
+        sector[72..80].copy_from_slice(&entries_lba.to_le_bytes());
+        sector[80..84].copy_from_slice(&(ENTRY_COUNT as u32).to_le_bytes());
+        sector[84..88].copy_from_slice(&(ENTRY_SIZE as u32).to_le_bytes());
+        sector[88..92].copy_from_slice(&array_crc.to_le_bytes());
+        let crc = crc32(&sector[..HEADER_SIZE]);
+        sector[16..20].copy_from_slice(&crc.to_le_bytes());
+        sector
+    };
+    let last = sectors - 1;
+    let mut write_at = |lba: u64, bytes: &[u8]| -> anyhow::Result<()> {
+        dev.seek(SeekFrom::Start(lba * SECTOR_SIZE))?;
+        dev.write_all(bytes).with_context(|| format!("cannot write sector {lba}"))
+    };
+    write_at(last - ENTRY_ARRAY_SECTORS, &array)?;
+    write_at(last, &header(last, 1, last - ENTRY_ARRAY_SECTORS))?;
+    write_at(2, &array)?;
+    write_at(1, &header(1, last, 2))?;
+    write_at(0, &protective_mbr(sectors))?;
+    dev.flush().context("cannot flush the partition table")
+}
+
+fn protective_mbr(disk_sectors: u64) -> [u8; SECTOR_SIZE as usize] {
+    let mut mbr = [0u8; SECTOR_SIZE as usize];
+    let record = &mut mbr[446..462];
+    // Status 0, CHS start 0/0/2, type 0xEE, CHS end saturated, LBA 1, size capped at 32 bits.
+    record[..8].copy_from_slice(&[0x00, 0x00, 0x02, 0x00, 0xee, 0xff, 0xff, 0xff]);
+    record[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let size = u32::try_from(disk_sectors - 1).unwrap_or(u32::MAX);
+    record[12..16].copy_from_slice(&size.to_le_bytes());
+    mbr[510] = 0x55;
+    mbr[511] = 0xaa;
+    mbr
+}

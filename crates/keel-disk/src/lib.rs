@@ -1,0 +1,18 @@
+//! Disks as keel sees them: the GPT (read defensively, written so that every entry keeps
+//! its number), the Flatcar partition layout, and which filesystem a partition holds.
+//!
+//! keel reads and writes GPT itself rather than through the `gpt` crate: that crate's
+//! reader asserts (panics) on entry sizes other than 128, which a hostile or merely
+//! unusual disk can present to PID 1, and its writer packs entries together, which would
+//! renumber Flatcar's sparse layout (OEM is partition 6, ROOT partition 9).
+
+mod crc32;
+mod gpt;
+mod guid;
+mod layout;
+mod probe;
+
+pub use gpt::{read_gpt, write_gpt, Gpt, GptPartition, SECTOR_SIZE};
+pub use guid::Guid;
+pub use layout::{flatcar_layout, plan_layout, LayoutSizes, PartitionSpec, PlannedLayout, ALIGNMENT_SECTORS};
+pub use probe::{probe_filesystem, Filesystem, FsKind, Probe};

@@ -1,0 +1,161 @@
+//! keel's GPT against gdisk's `sgdisk`, the field's reference, and against damage.
+
+use keel_disk::{flatcar_layout, plan_layout, read_gpt, write_gpt, Guid, LayoutSizes, SECTOR_SIZE};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const MIB: u64 = 1 << 20;
+
+fn small_sizes() -> LayoutSizes {
+    LayoutSizes { esp: 2 * MIB, bios_boot: MIB, usr: 8 * MIB, oem: 2 * MIB, oem_config: MIB, root: 4 * MIB }
+}
+
+fn image(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("gpt-{name}.img"));
+    let layout = plan_layout(&flatcar_layout(&small_sizes()).unwrap(), |spec| {
+        Guid::from_random_bytes([spec.number as u8; 16])
+    })
+    .unwrap();
+    let file = File::create(&path).unwrap();
+    file.set_len(layout.disk_bytes).unwrap();
+    let mut file = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    write_gpt(&mut file, Guid::parse("00000000-0000-0000-0000-000000000001").unwrap(), &layout.partitions).unwrap();
+    path
+}
+
+fn sgdisk(args: &[&str], path: &Path) -> String {
+    let output = Command::new("sgdisk")
+        .args(args)
+        .arg(path)
+        .output()
+        .expect("sgdisk (gdisk) must be installed; `cargo xtask test` installs it");
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(output.status.success(), "sgdisk {args:?} failed: {text}{}", String::from_utf8_lossy(&output.stderr));
+    text
+}
+
+fn overwrite(path: &Path, offset: u64, bytes: &[u8]) {
+    let mut file = OpenOptions::new().write(true).open(path).unwrap();
+    file.seek(SeekFrom::Start(offset)).unwrap();
+    file.write_all(bytes).unwrap();
+}
+
+#[test]
+fn sgdisk_finds_no_problems_and_sees_the_same_partitions() {
+    let path = image("valid");
+    let verify = sgdisk(&["-v"], &path);
+    assert!(verify.contains("No problems found"), "{verify}");
+
+    let ours = read_gpt(&mut File::open(&path).unwrap()).unwrap();
+    assert!(ours.primary_intact && ours.backup_intact && ours.copies_agree);
+    assert_eq!(ours.disk_guid.to_string(), "00000000-0000-0000-0000-000000000001");
+    let numbers: Vec<u32> = ours.partitions.iter().map(|p| p.number).collect();
+    assert_eq!(numbers, [1, 2, 3, 4, 6, 7, 9]);
+    for p in &ours.partitions {
+        let info = sgdisk(&["-i", &p.number.to_string()], &path).to_ascii_lowercase();
+        assert!(info.contains(&format!("partition guid code: {}", p.type_guid)), "{info}");
+        assert!(info.contains(&format!("partition unique guid: {}", p.guid)), "{info}");
+        assert!(info.contains(&format!("first sector: {} ", p.first_lba)), "{info}");
+        assert!(info.contains(&format!("last sector: {} ", p.last_lba)), "{info}");
+        assert!(info.contains(&format!("partition name: '{}'", p.name.to_ascii_lowercase())), "{info}");
+    }
+    let usr_a = ours.by_name("USR-A").unwrap();
+    assert_eq!(usr_a.guid.to_string(), "7130c94a-213a-4e5a-8e26-6cce9662f132");
+    assert_eq!(usr_a.attributes, 1 << 48 | 1 << 56);
+}
+
+#[test]
+fn reads_tables_that_sgdisk_wrote() {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gpt-by-sgdisk.img");
+    fs::write(&path, vec![0u8; (16 * MIB) as usize]).unwrap();
+    sgdisk(&["-o", "-U", "R", "-n", "2:2048:+4M", "-c", "2:second", "-t", "2:8300", "-n", "5:0:+1M", "-c", "5:fifth"], &path);
+    let ours = read_gpt(&mut File::open(&path).unwrap()).unwrap();
+    let names: Vec<(u32, &str)> = ours.partitions.iter().map(|p| (p.number, p.name.as_str())).collect();
+    assert_eq!(names, [(2, "second"), (5, "fifth")]);
+    assert_eq!(ours.partition(2).unwrap().size_bytes(), 4 * MIB);
+}
+
+#[test]
+fn damaged_primary_falls_back_to_the_backup() {
+    let path = image("primary-damaged");
+    overwrite(&path, SECTOR_SIZE + 40, &[0xff; 8]);
+    let gpt = read_gpt(&mut File::open(&path).unwrap()).unwrap();
+    assert!(!gpt.primary_intact && gpt.backup_intact);
+    assert_eq!(gpt.partitions.len(), 7);
+
+    // Damage the primary entry array instead: its checksum no longer matches.
+    let path = image("primary-entries-damaged");
+    overwrite(&path, 2 * SECTOR_SIZE + 60, b"x");
+    let gpt = read_gpt(&mut File::open(&path).unwrap()).unwrap();
+    assert!(!gpt.primary_intact && gpt.backup_intact);
+}
+
+#[test]
+fn both_copies_damaged_is_a_clear_error() {
+    let path = image("both-damaged");
+    let len = fs::metadata(&path).unwrap().len();
+    overwrite(&path, SECTOR_SIZE, b"NOT PART");
+    overwrite(&path, len - SECTOR_SIZE, b"NOT PART");
+    let error = format!("{:#}", read_gpt(&mut File::open(&path).unwrap()).unwrap_err());
+    assert!(error.contains("no valid GPT") && error.contains("signature"), "{error}");
+}
+
+/// Re-signs a header after editing it, as a hostile disk would.
+fn edit_header(path: &Path, lba: u64, edit: impl Fn(&mut [u8])) {
+    let mut sector = fs::read(path).unwrap()[(lba * SECTOR_SIZE) as usize..][..512].to_vec();
+    edit(&mut sector);
+    sector[16..20].fill(0);
+    let crc = crc32(&sector[..92]);
+    sector[16..20].copy_from_slice(&crc.to_le_bytes());
+    overwrite(path, lba * SECTOR_SIZE, &sector);
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    !bytes.iter().fold(!0u32, |mut crc, &b| {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { 0xedb8_8320 ^ (crc >> 1) } else { crc >> 1 };
+        }
+        crc
+    })
+}
+
+#[test]
+fn hostile_headers_are_errors_not_panics() {
+    let len = fs::metadata(image("hostile-probe")).unwrap().len();
+    let last = len / SECTOR_SIZE - 1;
+    let cases: [(&str, fn(&mut [u8])); 5] = [
+        ("entry size 200", |s| s[84..88].copy_from_slice(&200u32.to_le_bytes())),
+        ("entry size 256", |s| s[84..88].copy_from_slice(&256u32.to_le_bytes())),
+        ("huge entry count", |s| s[80..84].copy_from_slice(&u32::MAX.to_le_bytes())),
+        ("entries past the end", |s| s[72..80].copy_from_slice(&u64::MAX.to_le_bytes())),
+        ("usable past the end", |s| s[48..56].copy_from_slice(&u64::MAX.to_le_bytes())),
+    ];
+    for (name, edit) in cases {
+        let path = image(&name.replace(' ', "-"));
+        edit_header(&path, 1, edit);
+        edit_header(&path, last, edit);
+        let result = read_gpt(&mut File::open(&path).unwrap());
+        assert!(result.is_err(), "{name} accepted");
+    }
+}
+
+#[test]
+fn random_bytes_are_errors_not_panics() {
+    let mut state = 0x2545f4914f6cdd1du64;
+    for round in 0..300 {
+        let mut disk = vec![0u8; 64 * 1024];
+        for byte in disk.iter_mut() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *byte = state as u8;
+        }
+        if round % 2 == 0 {
+            disk[512..520].copy_from_slice(b"EFI PART");
+        }
+        assert!(read_gpt(&mut std::io::Cursor::new(disk)).is_err());
+    }
+}

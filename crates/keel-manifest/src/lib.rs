@@ -1,0 +1,138 @@
+//! The image manifest: written by `keel image build`, baked into the initrd by
+//! `keel initrd build`, and read by keel-init, which trusts nothing about /usr that this
+//! file does not promise. It is the only thing that connects a disk image to its initrd.
+
+use anyhow::{bail, Context};
+use keel_verity::{decode_hex, encode_hex, Digest, HashType, VerityParams};
+use serde_json::{json, Value};
+
+/// Where the initrd holds the manifest.
+pub const INITRD_MANIFEST_PATH: &str = "/etc/keel/image.json";
+/// Where the initrd lists its kernel modules, one path per line, dependencies first.
+pub const INITRD_MODULES_PATH: &str = "/etc/keel/modules";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageManifest {
+    /// The OS name: /usr/share/<os>/etc is the lower layer of /etc.
+    pub os: String,
+    pub usr: UsrImage,
+}
+
+/// One USR partition's content: a filesystem with its verity hash area after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsrImage {
+    pub filesystem: String,
+    /// Byte offset of the verity superblock in the partition: the filesystem's size.
+    pub hash_offset: u64,
+    pub root_hash: Digest,
+    pub verity: VerityParams,
+}
+
+impl ImageManifest {
+    pub fn to_json(&self) -> String {
+        let usr = &self.usr;
+        let value = json!({
+            "os": self.os,
+            "usr": {
+                "filesystem": usr.filesystem,
+                "hash_offset": usr.hash_offset,
+                "root_hash": encode_hex(&usr.root_hash),
+                "hash_algorithm": usr.verity.algorithm(),
+                "hash_type": usr.verity.hash_type.number(),
+                "data_block_size": usr.verity.data_block_size,
+                "hash_block_size": usr.verity.hash_block_size,
+                "data_blocks": usr.verity.data_blocks,
+                "salt": encode_hex(&usr.verity.salt),
+            }
+        });
+        // Pretty and newline-terminated: image builders read and diff these files.
+        format!("{value:#}\n")
+    }
+
+    pub fn from_json(text: &str) -> anyhow::Result<ImageManifest> {
+        let value: Value = serde_json::from_str(text).context("the image manifest is not JSON")?;
+        let usr = value.get("usr").context("the image manifest has no \"usr\" object")?;
+        let algorithm = string(usr, "hash_algorithm")?;
+        let params = VerityParams {
+            hash_type: HashType::from_number(u32_field(usr, "hash_type")?)?,
+            data_block_size: u32_field(usr, "data_block_size")?,
+            hash_block_size: u32_field(usr, "hash_block_size")?,
+            data_blocks: u64_field(usr, "data_blocks")?,
+            salt: decode_hex(string(usr, "salt")?, "usr.salt")?,
+        };
+        if algorithm != params.algorithm() {
+            bail!("usr.hash_algorithm {algorithm:?} is not supported (only {})", params.algorithm());
+        }
+        params.validate()?;
+        let root_hash = decode_hex(string(usr, "root_hash")?, "usr.root_hash")?;
+        let os = string(&value, "os")?;
+        if os.is_empty() || os.contains('/') || os.starts_with('.') {
+            bail!("os {os:?} cannot name a directory under /usr/share");
+        }
+        Ok(ImageManifest {
+            os: os.to_string(),
+            usr: UsrImage {
+                filesystem: string(usr, "filesystem")?.to_string(),
+                hash_offset: u64_field(usr, "hash_offset")?,
+                root_hash: root_hash
+                    .try_into()
+                    .map_err(|bytes: Vec<u8>| anyhow::anyhow!("usr.root_hash has {} bytes, not 32", bytes.len()))?,
+                verity: params,
+            },
+        })
+    }
+}
+
+fn string<'a>(object: &'a Value, key: &str) -> anyhow::Result<&'a str> {
+    object.get(key).and_then(Value::as_str).with_context(|| format!("the image manifest has no string {key:?}"))
+}
+
+fn u64_field(object: &Value, key: &str) -> anyhow::Result<u64> {
+    object.get(key).and_then(Value::as_u64).with_context(|| format!("the image manifest has no whole number {key:?}"))
+}
+
+fn u32_field(object: &Value, key: &str) -> anyhow::Result<u32> {
+    u32::try_from(u64_field(object, key)?).with_context(|| format!("{key} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ImageManifest {
+        ImageManifest {
+            os: "keel".into(),
+            usr: UsrImage {
+                filesystem: "ext4".into(),
+                hash_offset: 1065345024,
+                root_hash: [0xab; 32],
+                verity: VerityParams::new(260094, vec![1, 2, 3]),
+            },
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let manifest = sample();
+        assert_eq!(ImageManifest::from_json(&manifest.to_json()).unwrap(), manifest);
+    }
+
+    #[test]
+    fn rejects_broken_manifests_with_the_field_named() {
+        let good: Value = serde_json::from_str(&sample().to_json()).unwrap();
+        for (pointer, bad, word) in [
+            ("/usr/root_hash", json!("abcd"), "root_hash"),
+            ("/usr/salt", json!("xyz"), "salt"),
+            ("/usr/hash_algorithm", json!("md5"), "md5"),
+            ("/usr/data_block_size", json!(1000), "block size"),
+            ("/usr/data_blocks", json!(-1), "data_blocks"),
+            ("/os", json!("../etc"), "os"),
+        ] {
+            let mut broken = good.clone();
+            *broken.pointer_mut(pointer).unwrap() = bad;
+            let error = format!("{:#}", ImageManifest::from_json(&broken.to_string()).unwrap_err());
+            assert!(error.contains(word), "{pointer}: {error}");
+        }
+        assert!(ImageManifest::from_json("not json").is_err());
+    }
+}
