@@ -1,0 +1,234 @@
+//! Finding block devices without udev: the kernel's uevents say when something changed,
+//! sysfs says what exists, and the GPT and filesystem superblocks say which device is which.
+
+use anyhow::{bail, Context};
+use keel_cmdline::DeviceSpec;
+use keel_disk::{probe_filesystem, read_gpt, Guid, Probe};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use std::fs::{self, File};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const SYS_BLOCK: &str = "/sys/class/block";
+
+/// A block device as sysfs shows it.
+#[derive(Clone, Debug)]
+struct SysBlock {
+    name: String,
+    major: u64,
+    minor: u64,
+    /// For a partition: its disk's name and its number there.
+    partition_of: Option<(String, u32)>,
+}
+
+fn read_trimmed(path: &Path) -> Option<String> {
+    fs::read_to_string(path).ok().map(|text| text.trim().to_string())
+}
+
+fn block_devices() -> Vec<SysBlock> {
+    let Ok(entries) = fs::read_dir(SYS_BLOCK) else { return Vec::new() };
+    let mut devices: Vec<SysBlock> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let dir = entry.path();
+            let name = entry.file_name().to_string_lossy().to_string();
+            if read_trimmed(&dir.join("size")).is_none_or(|size| size == "0") {
+                return None;
+            }
+            let (major, minor) = read_trimmed(&dir.join("dev"))?.split_once(':').and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))?;
+            let partition_of = match read_trimmed(&dir.join("partition")) {
+                Some(number) => {
+                    // /sys/class/block/vda3 -> ../../devices/.../block/vda/vda3: the parent is the disk.
+                    let real = fs::canonicalize(&dir).ok()?;
+                    let disk = real.parent()?.file_name()?.to_string_lossy().to_string();
+                    Some((disk, number.parse().ok()?))
+                }
+                None => None,
+            };
+            Some(SysBlock { name, major, minor, partition_of })
+        })
+        .collect();
+    devices.sort_by(|a, b| a.name.cmp(&b.name));
+    devices
+}
+
+/// `/dev/<name>`, made from sysfs's numbers if devtmpfs has not made it yet, so that a
+/// device sysfs shows can always be opened without waiting for another event.
+fn device_node(device: &SysBlock) -> anyhow::Result<PathBuf> {
+    let node = Path::new("/dev").join(&device.name);
+    match mknod(&node, SFlag::S_IFBLK, Mode::from_bits_truncate(0o600), makedev(device.major, device.minor)) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(node),
+        Err(error) => Err(error).with_context(|| format!("cannot create {}", node.display())),
+    }
+}
+
+/// A partition or disk that matched a device spec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundDevice {
+    pub node: PathBuf,
+    pub major: u64,
+    pub minor: u64,
+    /// True when only a blank partition named like the wanted label was found: it gets
+    /// that label when it is formatted (Flatcar's `root=LABEL=ROOT` on a first boot).
+    pub blank_by_name: bool,
+}
+
+/// What one look at the devices saw, for the message when the wait runs out.
+#[derive(Default)]
+struct Seen {
+    lines: Vec<String>,
+}
+
+fn found(device: &SysBlock, blank_by_name: bool) -> anyhow::Result<FoundDevice> {
+    Ok(FoundDevice { node: device_node(device)?, major: device.major, minor: device.minor, blank_by_name })
+}
+
+/// One look for `spec` among the devices present now.
+fn look_for(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Option<FoundDevice>> {
+    let devices = block_devices();
+    seen.lines.clear();
+    match spec {
+        DeviceSpec::Path(path) => {
+            let wanted = Path::new(path);
+            for device in &devices {
+                if wanted == Path::new("/dev").join(&device.name) {
+                    return found(device, false).map(Some);
+                }
+            }
+            if wanted.exists() {
+                let meta = fs::metadata(wanted).with_context(|| format!("cannot stat {path}"))?;
+                use std::os::unix::fs::MetadataExt;
+                let (major, minor) = (nix::sys::stat::major(meta.rdev()), nix::sys::stat::minor(meta.rdev()));
+                return Ok(Some(FoundDevice { node: wanted.to_path_buf(), major, minor, blank_by_name: false }));
+            }
+        }
+        DeviceSpec::PartLabel(_) | DeviceSpec::PartUuid(_) => {
+            let wanted_guid = match spec {
+                DeviceSpec::PartUuid(text) => Some(Guid::parse(text).context("PARTUUID= is not a GUID")?),
+                _ => None,
+            };
+            for disk in devices.iter().filter(|d| d.partition_of.is_none()) {
+                let gpt = match File::open(device_node(disk)?).map_err(anyhow::Error::from).and_then(|mut f| read_gpt(&mut f)) {
+                    Ok(gpt) => gpt,
+                    Err(error) => {
+                        seen.lines.push(format!("{}: no usable GPT ({error:#})", disk.name));
+                        continue;
+                    }
+                };
+                let names: Vec<String> = gpt.partitions.iter().map(|p| format!("{}={}", p.number, p.name)).collect();
+                seen.lines.push(format!("{}: GPT with {}", disk.name, names.join(" ")));
+                let partition = match (spec, wanted_guid) {
+                    (DeviceSpec::PartLabel(name), _) => gpt.by_name(name),
+                    (_, Some(guid)) => gpt.by_guid(guid),
+                    _ => None,
+                };
+                let Some(partition) = partition else { continue };
+                let child = devices.iter().find(|d| d.partition_of.as_ref() == Some(&(disk.name.clone(), partition.number)));
+                match child {
+                    Some(child) => return found(child, false).map(Some),
+                    None => seen.lines.push(format!("{}: partition {} is in the GPT but the kernel has not added it yet", disk.name, partition.number)),
+                }
+            }
+        }
+        DeviceSpec::Label(_) | DeviceSpec::Uuid(_) => {
+            let mut blank_named = None;
+            for device in &devices {
+                let node = device_node(device)?;
+                let probe = match File::open(&node).and_then(|mut f| probe_filesystem(&mut f)) {
+                    Ok(probe) => probe,
+                    Err(error) => {
+                        seen.lines.push(format!("{}: unreadable ({error})", device.name));
+                        continue;
+                    }
+                };
+                seen.lines.push(format!("{}: {probe:?}", device.name));
+                match (&probe, spec) {
+                    (Probe::Filesystem(fs), DeviceSpec::Label(label)) if &fs.label == label => return found(device, false).map(Some),
+                    (Probe::Filesystem(fs), DeviceSpec::Uuid(uuid)) if fs.uuid.eq_ignore_ascii_case(uuid) => {
+                        return found(device, false).map(Some);
+                    }
+                    (Probe::Blank, DeviceSpec::Label(label)) if blank_named.is_none() && partition_name(device, &devices)? == Some(label.clone()) => {
+                        blank_named = Some(device.clone());
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(device) = blank_named {
+                return found(&device, true).map(Some);
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The GPT name of a partition, read from its disk's table.
+fn partition_name(device: &SysBlock, devices: &[SysBlock]) -> anyhow::Result<Option<String>> {
+    let Some((disk_name, number)) = &device.partition_of else { return Ok(None) };
+    let Some(disk) = devices.iter().find(|d| &d.name == disk_name) else { return Ok(None) };
+    let Ok(gpt) = File::open(device_node(disk)?).map_err(anyhow::Error::from).and_then(|mut f| read_gpt(&mut f)) else {
+        return Ok(None);
+    };
+    Ok(gpt.partition(*number).map(|p| p.name.clone()))
+}
+
+/// Listens to the kernel's uevents. Open it before loading drivers: an event that comes
+/// between a look and the wait then still wakes the wait.
+pub struct DeviceWatcher {
+    socket: OwnedFd,
+}
+
+impl DeviceWatcher {
+    pub fn open() -> anyhow::Result<DeviceWatcher> {
+        let socket = socket(
+            AddressFamily::Netlink,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            SockProtocol::NetlinkKObjectUEvent,
+        )
+        .context("cannot open the kernel uevent socket")?;
+        // Group 1: the kernel's own events (udev re-broadcasts on group 2).
+        bind(socket.as_raw_fd(), &NetlinkAddr::new(0, 1)).context("cannot listen to kernel uevents")?;
+        Ok(DeviceWatcher { socket })
+    }
+
+    /// Looks for `spec` now and after every uevent until `timeout` runs out (`None`: for ever).
+    pub fn wait_for(&self, spec: &DeviceSpec, timeout: Option<Duration>) -> anyhow::Result<FoundDevice> {
+        let started = Instant::now();
+        let mut seen = Seen::default();
+        loop {
+            if let Some(device) = look_for(spec, &mut seen)? {
+                return Ok(device);
+            }
+            let remaining = match timeout {
+                Some(limit) => match limit.checked_sub(started.elapsed()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => {
+                        let seen = if seen.lines.is_empty() { "no block device appeared".to_string() } else { seen.lines.join("; ") };
+                        bail!("timed out after {} s waiting for {spec} (rd.timeout=): {seen}", limit.as_secs_f64());
+                    }
+                },
+                None => None,
+            };
+            self.wait_for_event(remaining)?;
+        }
+    }
+
+    fn wait_for_event(&self, timeout: Option<Duration>) -> anyhow::Result<()> {
+        let timeout = match timeout {
+            Some(left) => PollTimeout::try_from(left.as_millis().clamp(1, i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX),
+            None => PollTimeout::NONE,
+        };
+        let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(error) => return Err(error).context("cannot wait for kernel uevents"),
+        }
+        // The content does not matter, only that something changed: drain and look again.
+        let mut buffer = [0u8; 8192];
+        while recv(self.socket.as_raw_fd(), &mut buffer, MsgFlags::MSG_DONTWAIT).is_ok_and(|n| n > 0) {}
+        Ok(())
+    }
+}

@@ -1,0 +1,56 @@
+use crate::log::Log;
+use crate::stage::Stage;
+use keel_cmdline::EmergencyAction;
+use nix::sys::reboot::{reboot, RebootMode};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// How long a failure report stays on screen before an automatic reboot, so a person can
+/// read it and a failing machine does not reboot in a tight loop.
+const PAUSE_BEFORE_REBOOT: Duration = Duration::from_secs(10);
+const SHELL: &str = "/bin/sh";
+
+/// A stage failed, or `rd.break` stopped the boot.
+pub struct Failure {
+    pub stage: &'static Stage,
+    pub error: anyhow::Error,
+}
+
+/// Reports the failure, opens a shell when asked and one exists, then carries out the
+/// emergency action. Never returns: PID 1 must not exit.
+pub fn handle(log: &mut Log, failure: &Failure, action: EmergencyAction, shell: bool) -> ! {
+    log.error("==================== BOOT FAILED ====================");
+    log.error(&format!("stage: {} ({})", failure.stage.name, failure.stage.doing));
+    log.error(&format!("error: {}", failure.error));
+    for cause in failure.error.chain().skip(1) {
+        log.error(&format!("  because: {cause}"));
+    }
+    log.error(&format!("what to do: {}", failure.stage.remedy));
+    log.error("The real root was not started.");
+    if shell {
+        if Path::new(SHELL).exists() {
+            log.error("rd.shell: starting a shell; leave it to continue with the emergency action.");
+            let _ = Command::new(SHELL).status();
+        } else {
+            log.error("rd.shell: this initrd has no shell.");
+        }
+    }
+    let (mode, word) = match action {
+        EmergencyAction::Reboot => (RebootMode::RB_AUTOBOOT, "rebooting"),
+        EmergencyAction::Poweroff => (RebootMode::RB_POWER_OFF, "powering off"),
+        EmergencyAction::Halt => (RebootMode::RB_HALT_SYSTEM, "halting"),
+    };
+    if action == EmergencyAction::Reboot {
+        log.error(&format!("{word} in {} s (rd.emergency=reboot|poweroff|halt)", PAUSE_BEFORE_REBOOT.as_secs()));
+        std::thread::sleep(PAUSE_BEFORE_REBOOT);
+    } else {
+        log.error(&format!("{word} (rd.emergency)"));
+    }
+    nix::unistd::sync();
+    loop {
+        // reboot() only returns on failure; there is nothing left to do but try again.
+        let _ = reboot(mode);
+        std::thread::sleep(Duration::from_secs(5));
+    }
+}

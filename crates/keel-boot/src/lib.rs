@@ -1,0 +1,18 @@
+//! The boot plan of keel-init, PID 1 of a keel initrd: mount the pseudo-filesystems, read
+//! the command line and the baked-in image manifest, load modules, verify /usr with
+//! dm-verity, mount ROOT (formatting it when blank), overlay /etc and switch root.
+//! Any failure stops the boot with a report naming the stage; /usr is never used unverified.
+
+mod devices;
+mod emergency;
+mod log;
+mod modules;
+mod mounts;
+mod plan;
+mod root;
+mod stage;
+mod switch_root;
+mod usr;
+
+pub use plan::run_pid1;
+pub use root::MKFS_EXT4;

@@ -1,0 +1,28 @@
+use anyhow::Context;
+use nix::mount::{mount, MsFlags};
+use std::path::Path;
+
+/// Mounts `source` on `target` (made if missing), naming both in the error.
+pub fn mount_at(source: &str, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(target).with_context(|| format!("cannot create mount point {}", target.display()))?;
+    mount(Some(source), target, fstype, flags, data).with_context(|| {
+        format!("cannot mount {source} on {} (type {}, options {:?})", target.display(), fstype.unwrap_or("-"), data.unwrap_or(""))
+    })
+}
+
+/// The kernel's pseudo-filesystems, as every init needs them.
+pub fn mount_pseudo_filesystems() -> anyhow::Result<()> {
+    let secure = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    mount_at("proc", Path::new("/proc"), Some("proc"), secure, None)?;
+    mount_at("sysfs", Path::new("/sys"), Some("sysfs"), secure, None)?;
+    mount_at("devtmpfs", Path::new("/dev"), Some("devtmpfs"), MsFlags::MS_NOSUID, Some("mode=0755"))?;
+    mount_at("tmpfs", Path::new("/run"), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
+    Ok(())
+}
+
+/// Moves a mount, keeping everything under it.
+pub fn move_mount(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    mount(Some(from), to, None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .with_context(|| format!("cannot move the mount {} to {}", from.display(), to.display()))
+}

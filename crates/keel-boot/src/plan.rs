@@ -1,0 +1,144 @@
+use crate::devices::DeviceWatcher;
+use crate::emergency::{self, Failure};
+use crate::log::{uptime, Log, Timeline};
+use crate::mounts::{mount_at, mount_pseudo_filesystems};
+use crate::root::{ensure_skeleton, mount_etc_overlay, mount_root};
+use crate::stage::{self, Stage};
+use crate::switch_root::{check_init, switch_root, DEFAULT_INIT};
+use crate::usr::open_verified_usr;
+use anyhow::{bail, Context};
+use keel_cmdline::{BootParams, Cmdline, EmergencyAction};
+use keel_manifest::{ImageManifest, INITRD_MANIFEST_PATH, INITRD_MODULES_PATH};
+use nix::mount::MsFlags;
+use std::convert::Infallible;
+use std::path::Path;
+
+const SYSROOT: &str = "/sysroot";
+const TIMELINE: &str = "/run/keel/timeline.json";
+
+struct Boot {
+    log: Log,
+    timeline: Timeline,
+    break_before: Option<String>,
+}
+
+impl Boot {
+    /// Runs one stage: stops first if `rd.break` names it, then logs and records its
+    /// outcome and duration. The closure returns a short detail for the log.
+    fn stage<T>(&mut self, stage: &'static Stage, run: impl FnOnce(&mut Log) -> anyhow::Result<(T, String)>) -> Result<T, Failure> {
+        if self.break_before.as_deref() == Some(stage.name) {
+            return Err(Failure { stage, error: anyhow::anyhow!("stopped before stage {:?} because rd.break asked to", stage.name) });
+        }
+        let started = uptime();
+        let result = run(&mut self.log);
+        let took = uptime().saturating_sub(started);
+        let millis = took.as_secs_f64() * 1000.0;
+        match result {
+            Ok((value, detail)) => {
+                self.log.info(&format!("{}: {detail} ({millis:.1} ms)", stage.name));
+                self.timeline.record(stage.name, started, took, Ok(&detail));
+                Ok(value)
+            }
+            Err(error) => {
+                self.timeline.record(stage.name, started, took, Err(format!("{error:#}")));
+                Err(Failure { stage, error })
+            }
+        }
+    }
+}
+
+fn read_config() -> anyhow::Result<(BootParams, ImageManifest)> {
+    let cmdline_text = std::fs::read_to_string("/proc/cmdline").context("cannot read /proc/cmdline")?;
+    let params = BootParams::from_cmdline(&Cmdline::parse(&cmdline_text))?;
+    if let Some(name) = &params.break_before {
+        if !stage::ALL.iter().any(|s| s.name == name) {
+            let names: Vec<&str> = stage::ALL.iter().map(|s| s.name).collect();
+            bail!("rd.break={name} names no stage; stages are {}", names.join(", "));
+        }
+    }
+    let manifest_text =
+        std::fs::read_to_string(INITRD_MANIFEST_PATH).with_context(|| format!("cannot read {INITRD_MANIFEST_PATH}"))?;
+    let manifest = ImageManifest::from_json(&manifest_text).with_context(|| format!("in {INITRD_MANIFEST_PATH}"))?;
+    Ok((params, manifest))
+}
+
+/// keel-init's whole job. Never returns: it either executes the real init or carries out
+/// the emergency action.
+pub fn run_pid1() -> ! {
+    let mut boot = Boot { log: Log::new(), timeline: Timeline::new(), break_before: None };
+    let mut emergency = (EmergencyAction::Reboot, false);
+    let failure = match boot_to_real_root(&mut boot, &mut emergency) {
+        Ok(never) => match never {},
+        Err(failure) => failure,
+    };
+    emergency::handle(&mut boot.log, &failure, emergency.0, emergency.1)
+}
+
+fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -> Result<Infallible, Failure> {
+    boot.log.info("keel-init starting");
+    boot.stage(&stage::MOUNTS, |log| {
+        mount_pseudo_filesystems()?;
+        log.open_kmsg();
+        Ok(((), "/proc /sys /dev /run mounted".into()))
+    })?;
+    let (params, manifest) = boot.stage(&stage::CONFIG, |_| {
+        let (params, manifest) = read_config()?;
+        let detail = format!("/usr {} from {}, root {}", manifest.os, params.usr_data, params.root);
+        Ok(((params, manifest), detail))
+    })?;
+    *emergency = (params.emergency, params.shell);
+    boot.break_before = params.break_before.clone();
+
+    // Listening starts before drivers load, so no device's arrival is missed.
+    let watcher = boot.stage(&stage::MODULES, |_| {
+        let watcher = DeviceWatcher::open()?;
+        let list = std::fs::read_to_string(INITRD_MODULES_PATH).with_context(|| format!("cannot read {INITRD_MODULES_PATH}"))?;
+        let loaded = crate::modules::load_listed(&list)?;
+        Ok((watcher, format!("{loaded} modules loaded")))
+    })?;
+
+    let usr = boot.stage(&stage::USR, |_| {
+        let data = watcher.wait_for(&params.usr_data, params.device_timeout)?;
+        let hash = match &params.usr_hash_device {
+            Some(spec) => watcher.wait_for(spec, params.device_timeout)?,
+            None => data.clone(),
+        };
+        let device = open_verified_usr(&params, &manifest.usr, &data, &hash)?;
+        let detail = format!("{} verified: dm-verity device {} from {}, status V", params.usr_data, device.node.display(), data.node.display());
+        Ok((device, detail))
+    })?;
+
+    let sysroot = Path::new(SYSROOT);
+    boot.stage(&stage::ROOT, |_| {
+        let root = watcher.wait_for(&params.root, params.device_timeout)?;
+        let outcome = mount_root(&params, &root, sysroot)?;
+        ensure_skeleton(sysroot)?;
+        let fstype = manifest.usr.filesystem.as_str();
+        let usr_fstype = params.usr_fstype.as_deref().unwrap_or(fstype);
+        let usr_node = usr.node.display().to_string();
+        mount_at(&usr_node, &sysroot.join("usr"), Some(usr_fstype), MsFlags::MS_RDONLY | MsFlags::MS_NODEV, params.usr_flags.as_deref())?;
+        let formatted = if outcome.formatted { "formatted as ext4 and " } else { "" };
+        Ok(((), format!("{} {formatted}mounted ({}) at {SYSROOT}; /usr mounted read-only", root.node.display(), outcome.filesystem.mount_type())))
+    })?;
+
+    boot.stage(&stage::ETC, |_| {
+        mount_etc_overlay(sysroot, &manifest.os)?;
+        Ok(((), format!("overlay on /usr/share/{}/etc", manifest.os)))
+    })?;
+
+    let init = params.init.clone().unwrap_or_else(|| DEFAULT_INIT.to_string());
+    boot.stage(&stage::SWITCH_ROOT, |log| {
+        check_init(sysroot, &init)?;
+        std::fs::create_dir_all("/run/keel").context("cannot create /run/keel")?;
+        log.info(&format!("switch-root: executing {init} in the real root"));
+        Ok(((), String::new()))
+    })?;
+    // Written last so the real root sees every stage, including the switch itself.
+    let _ = std::fs::write(TIMELINE, boot.timeline.to_json());
+    let init_args: Vec<String> = std::env::args().skip(1).collect();
+    let error = match switch_root(sysroot, &init, &init_args) {
+        Ok(never) => match never {},
+        Err(error) => error,
+    };
+    Err(Failure { stage: &stage::SWITCH_ROOT, error })
+}

@@ -1,0 +1,49 @@
+/// One step of the boot plan, as a person reading a failure needs to see it.
+#[derive(Debug)]
+pub struct Stage {
+    /// The name `rd.break=` takes and logs show.
+    pub name: &'static str,
+    pub doing: &'static str,
+    /// What to do when this stage fails.
+    pub remedy: &'static str,
+}
+
+pub const MOUNTS: Stage = Stage {
+    name: "mounts",
+    doing: "mount /proc, /sys, /dev and /run",
+    remedy: "The kernel lacks proc, sysfs, devtmpfs or tmpfs support; use a kernel built for keel.",
+};
+pub const CONFIG: Stage = Stage {
+    name: "config",
+    doing: "read the kernel command line and the image manifest baked into the initrd",
+    remedy: "Fix the kernel command line parameter named above, or rebuild the initrd with `keel initrd build`.",
+};
+pub const MODULES: Stage = Stage {
+    name: "modules",
+    doing: "load the kernel modules the initrd lists",
+    remedy: "The initrd's modules must come from the running kernel (uname -r); rebuild it with `keel initrd build --kernel-modules` for this kernel.",
+};
+pub const USR: Stage = Stage {
+    name: "usr",
+    doing: "verify /usr with dm-verity",
+    remedy: "/usr was NOT used. The USR partition is damaged or does not belong to this initrd: boot the other slot \
+             (verity.usr=PARTLABEL=USR-B) or reinstall the image together with its initrd.",
+};
+pub const ROOT: Stage = Stage {
+    name: "root",
+    doing: "find, format if blank, and mount the root filesystem",
+    remedy: "Check root= on the kernel command line and that the ROOT partition holds a filesystem keel can mount (or is blank).",
+};
+pub const ETC: Stage = Stage {
+    name: "etc",
+    doing: "mount /etc as an overlay on the defaults in /usr",
+    remedy: "The /usr image must contain /usr/share/<os>/etc, and ROOT must be writable.",
+};
+pub const SWITCH_ROOT: Stage = Stage {
+    name: "switch-root",
+    doing: "switch to the real root and start its init",
+    remedy: "The real root must have an executable init (init= on the kernel command line, default /sbin/init).",
+};
+
+/// Every stage in boot order: what `rd.break=` accepts.
+pub const ALL: [&Stage; 7] = [&MOUNTS, &CONFIG, &MODULES, &USR, &ROOT, &ETC, &SWITCH_ROOT];

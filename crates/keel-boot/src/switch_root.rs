@@ -1,0 +1,65 @@
+use crate::mounts::move_mount;
+use anyhow::{bail, Context};
+use nix::unistd::{chdir, chroot, execv};
+use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+pub const DEFAULT_INIT: &str = "/sbin/init";
+
+/// Checks that `init` is an executable file inside `sysroot`, resolving symlinks as the
+/// new root will see them, while a failure can still be reported and nothing is lost.
+pub fn check_init(sysroot: &Path, init: &str) -> anyhow::Result<()> {
+    let root = std::fs::File::open(sysroot).with_context(|| format!("cannot open {}", sysroot.display()))?;
+    let file = openat2(&root, init, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::IN_ROOT)
+        .with_context(|| format!("init {init} does not exist in the real root"))?;
+    let stat = rustix::fs::fstat(&file).with_context(|| format!("cannot stat {init}"))?;
+    let is_file = rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::RegularFile;
+    if !is_file || stat.st_mode & 0o111 == 0 {
+        bail!("init {init} in the real root is not an executable file");
+    }
+    Ok(())
+}
+
+/// Moves the pseudo-filesystems into `sysroot`, frees the initramfs, makes `sysroot` the
+/// root and executes init there. Returns only on failure.
+pub fn switch_root(sysroot: &Path, init: &str, args: &[String]) -> anyhow::Result<Infallible> {
+    for mount in ["/dev", "/proc", "/sys", "/run"] {
+        move_mount(Path::new(mount), &sysroot.join(&mount[1..]))?;
+    }
+    let root_dev = std::fs::metadata("/").context("cannot stat /")?.dev();
+    free_initramfs(Path::new("/"), root_dev, sysroot);
+    chdir(sysroot).with_context(|| format!("cannot enter {}", sysroot.display()))?;
+    move_mount(Path::new("."), Path::new("/"))?;
+    chroot(".").context("cannot chroot into the real root")?;
+    chdir("/").context("cannot enter the new /")?;
+    let program = CString::new(init).context("init contains a NUL byte")?;
+    let mut argv = vec![program.clone()];
+    for arg in args {
+        argv.push(CString::new(arg.as_str()).context("an init argument contains a NUL byte")?);
+    }
+    let Err(errno) = execv(&program, &argv);
+    Err(errno).with_context(|| format!("cannot execute {init}"))
+}
+
+/// Deletes the initramfs's files: their memory is only freed when they are unlinked.
+/// Only files on the initramfs itself are touched, never anything mounted in it.
+/// Failures are ignored: a file left behind costs memory, not correctness.
+fn free_initramfs(dir: &Path, root_dev: u64, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = path.symlink_metadata() else { continue };
+        if path == keep || meta.dev() != root_dev {
+            continue;
+        }
+        if meta.is_dir() {
+            free_initramfs(&path, root_dev, keep);
+            let _ = std::fs::remove_dir(&path);
+        } else {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! /usr through dm-verity, fail-closed: every check here must pass before a `usr` device
+//! exists, and nothing mounts /usr except from that device.
+
+use crate::devices::FoundDevice;
+use anyhow::{bail, ensure, Context};
+use keel_cmdline::{BootParams, UsrCorruption};
+use keel_dm::{create_verity, verity_status, MappedDevice, VerityStatus};
+use keel_manifest::UsrImage;
+use keel_verity::{check_tree, encode_hex, tree_start_block, CorruptionMode, Superblock, TableLine, SUPERBLOCK_SIZE};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+
+pub const USR_DEVICE_NAME: &str = "usr";
+
+/// Checks the USR partition against the manifest baked into the initrd, then creates the
+/// verity device the kernel will check every /usr read against.
+pub fn open_verified_usr(
+    params: &BootParams,
+    usr: &UsrImage,
+    data: &FoundDevice,
+    hash: &FoundDevice,
+) -> anyhow::Result<MappedDevice> {
+    let baked_root = encode_hex(&usr.root_hash);
+    if let Some(requested) = &params.usr_root_hash {
+        ensure!(
+            *requested == baked_root,
+            "the command line asks for /usr root hash {requested}, but this initrd was built for {baked_root}: \
+             refusing, because the initrd's hash is the one that is trusted"
+        );
+    }
+    // A separate hash device (systemd.verity_usr_hash=) holds the superblock at its start.
+    let separate_hash = data.node != hash.node;
+    let hash_offset = if separate_hash { 0 } else { usr.hash_offset };
+    let mut hash_file = File::open(&hash.node).with_context(|| format!("cannot open {}", hash.node.display()))?;
+
+    let mut raw = [0u8; SUPERBLOCK_SIZE];
+    hash_file
+        .seek(SeekFrom::Start(hash_offset))
+        .and_then(|_| hash_file.read_exact(&mut raw))
+        .with_context(|| format!("cannot read the verity superblock at byte {hash_offset} of {}", hash.node.display()))?;
+    let superblock = Superblock::parse(&raw).with_context(|| format!("at byte {hash_offset} of {}", hash.node.display()))?;
+    if superblock.params != usr.verity {
+        bail!(
+            "the verity superblock on {} ({:?}) does not match the image manifest in the initrd ({:?})",
+            hash.node.display(),
+            superblock.params,
+            usr.verity
+        );
+    }
+
+    let data_size = File::open(&data.node)
+        .and_then(|mut f| f.seek(SeekFrom::End(0)))
+        .with_context(|| format!("cannot find the size of {}", data.node.display()))?;
+    ensure!(
+        data_size >= usr.verity.data_bytes() && (separate_hash || usr.hash_offset >= usr.verity.data_bytes()),
+        "{} is {data_size} bytes, too small for the {} bytes of /usr data the manifest describes",
+        data.node.display(),
+        usr.verity.data_bytes()
+    );
+
+    let tree_block = tree_start_block(hash_offset, usr.verity.hash_block_size, true);
+    check_tree(&mut hash_file, tree_block * u64::from(usr.verity.hash_block_size), &usr.verity, &usr.root_hash)
+        .with_context(|| format!("the /usr hash tree on {} does not match the root hash in the initrd ({baked_root})", hash.node.display()))?;
+
+    let table = TableLine {
+        data_device: format!("{}:{}", data.major, data.minor),
+        hash_device: format!("{}:{}", hash.major, hash.minor),
+        hash_start_block: tree_block,
+        params: usr.verity.clone(),
+        root: usr.root_hash,
+        corruption: match params.usr_corruption {
+            UsrCorruption::Panic => CorruptionMode::PanicOnCorruption,
+            UsrCorruption::Restart => CorruptionMode::RestartOnCorruption,
+        },
+    };
+    let device = create_verity(USR_DEVICE_NAME, &table)?;
+    match verity_status(USR_DEVICE_NAME)? {
+        VerityStatus::Verified => Ok(device),
+        other => bail!("the kernel reports the new verity device as {other:?}, not verified (V)"),
+    }
+}
