@@ -1,0 +1,108 @@
+//! Images checked by the field's own tools: sgdisk, e2fsck, veritysetup, debugfs.
+
+use keel_disk::{read_gpt, Guid, LayoutSizes, Probe};
+use keel_image::{build, ImageSpec, DEFAULT_DISK_GUID};
+use keel_verity::encode_hex;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const MIB: u64 = 1 << 20;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image").join(name);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn usr_tree(dir: &Path) -> PathBuf {
+    let tree = dir.join("usr");
+    fs::create_dir_all(tree.join("bin")).unwrap();
+    fs::create_dir_all(tree.join("share/keel/etc")).unwrap();
+    fs::write(tree.join("bin/hello"), "#!/bin/sh\necho hello\n").unwrap();
+    fs::write(tree.join("share/keel/etc/os-release"), "ID=keel\n").unwrap();
+    fs::write(tree.join("share/big"), vec![0x42u8; 3 * MIB as usize]).unwrap();
+    std::os::unix::fs::symlink("hello", tree.join("bin/hi")).unwrap();
+    tree
+}
+
+fn spec(tree: &Path, output: PathBuf) -> ImageSpec {
+    ImageSpec {
+        usr_tree: tree.to_path_buf(),
+        os: "keel".into(),
+        sizes: LayoutSizes { esp: 2 * MIB, bios_boot: MIB, usr: 16 * MIB, oem: 2 * MIB, oem_config: MIB, root: 8 * MIB },
+        output,
+        disk_guid: Guid::parse(DEFAULT_DISK_GUID).unwrap(),
+        epoch: 0,
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(output.status.success(), "{program} {args:?} failed: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
+fn extract(image: &Path, start: u64, len: u64, to: &Path) {
+    let mut file = fs::File::open(image).unwrap();
+    file.seek(SeekFrom::Start(start)).unwrap();
+    let mut bytes = vec![0u8; len as usize];
+    file.read_exact(&mut bytes).unwrap();
+    fs::write(to, bytes).unwrap();
+}
+
+#[test]
+fn image_passes_the_reference_tools() {
+    let dir = scratch("reference");
+    let tree = usr_tree(&dir);
+    let image = dir.join("disk.img");
+    let manifest = build(&spec(&tree, image.clone())).unwrap();
+    let image_str = image.to_str().unwrap();
+
+    assert!(run("sgdisk", &["-v", image_str]).contains("No problems found"));
+    let gpt = read_gpt(&mut fs::File::open(&image).unwrap()).unwrap();
+    assert_eq!(gpt.disk_guid.to_string(), DEFAULT_DISK_GUID);
+    let usr = gpt.by_name("USR-A").unwrap();
+    let root = gpt.by_name("ROOT").unwrap();
+
+    let usr_file = dir.join("usr-a.part");
+    extract(&image, usr.start_bytes(), usr.size_bytes(), &usr_file);
+    let usr_str = usr_file.to_str().unwrap();
+    let verify = Command::new("veritysetup")
+        .args(["verify", usr_str, usr_str, &encode_hex(&manifest.usr.root_hash)])
+        .arg(format!("--hash-offset={}", manifest.usr.hash_offset))
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "veritysetup rejected USR-A: {}", String::from_utf8_lossy(&verify.stderr));
+
+    let fs_file = dir.join("usr.ext4");
+    extract(&image, usr.start_bytes(), manifest.usr.hash_offset, &fs_file);
+    let fs_str = fs_file.to_str().unwrap();
+    run("e2fsck", &["-fn", fs_str]);
+    assert_eq!(run("debugfs", &["-R", "cat /share/keel/etc/os-release", fs_str]).lines().last(), Some("ID=keel"));
+    assert!(run("debugfs", &["-R", "stat /bin/hello", fs_str]).contains("mtime: 0x00000001"), "epoch 0 is stamped as 1 s");
+
+    let mut root_part = fs::File::open(&image).unwrap();
+    root_part.seek(SeekFrom::Start(root.start_bytes())).unwrap();
+    assert_eq!(keel_disk::probe_filesystem(&mut root_part.take(root.size_bytes())).unwrap(), Probe::Blank);
+}
+
+#[test]
+fn same_tree_copied_later_gives_the_same_bytes() {
+    let dir = scratch("reproducible");
+    let first_tree = usr_tree(&dir.join("one"));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second_tree = usr_tree(&dir.join("two"));
+    let first = build(&spec(&first_tree, dir.join("one.img"))).unwrap();
+    let second = build(&spec(&second_tree, dir.join("two.img"))).unwrap();
+    assert_eq!(first, second);
+    assert!(fs::read(dir.join("one.img")).unwrap() == fs::read(dir.join("two.img")).unwrap(), "images differ");
+
+    fs::write(second_tree.join("bin/hello"), "changed").unwrap();
+    let changed = build(&spec(&second_tree, dir.join("three.img"))).unwrap();
+    assert_ne!(changed.usr.root_hash, first.usr.root_hash);
+    assert_ne!(changed.usr.verity.salt, first.usr.verity.salt, "the salt follows the content");
+}

@@ -1,0 +1,140 @@
+//! `keel initrd build`: a keel initrd as a reproducible, compressed newc cpio holding
+//! keel-init as /init, the image manifest, the kernel modules keel-init loads (with their
+//! dependencies) and the programs it runs (with their libraries).
+
+mod cpio;
+mod elf;
+mod modules;
+
+pub use cpio::{Archive, Node};
+pub use elf::{library_closure, HostFile};
+pub use modules::module_closure;
+
+use anyhow::{bail, Context};
+use keel_manifest::{ImageManifest, INITRD_MANIFEST_PATH, INITRD_MODULES_PATH};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const DEFAULT_MODULES: &str = include_str!("../../../initrd/modules");
+const DEFAULT_PROGRAMS: &str = include_str!("../../../initrd/programs");
+
+fn data_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#'))
+}
+
+/// The modules of `initrd/modules`.
+pub fn default_modules() -> Vec<String> {
+    data_lines(DEFAULT_MODULES).map(str::to_string).collect()
+}
+
+/// The programs of `initrd/programs`: (path in the initrd, path on the build host).
+pub fn default_programs() -> Vec<(String, PathBuf)> {
+    data_lines(DEFAULT_PROGRAMS)
+        .filter_map(|line| line.split_once(char::is_whitespace))
+        .map(|(initrd, host)| (initrd.to_string(), PathBuf::from(host.trim())))
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Xz,
+    Zstd,
+}
+
+impl Compression {
+    pub fn parse(name: &str) -> anyhow::Result<Compression> {
+        Ok(match name {
+            "none" => Compression::None,
+            "gzip" => Compression::Gzip,
+            "xz" => Compression::Xz,
+            "zstd" => Compression::Zstd,
+            other => bail!("unknown compression {other:?}: use zstd, xz, gzip or none"),
+        })
+    }
+
+    /// The compressor and flags: single-threaded and without names or times, so the same
+    /// archive always compresses to the same bytes. xz must use CRC32: the kernel's
+    /// decoder knows no other check.
+    fn command(self) -> Option<(&'static str, &'static [&'static str])> {
+        match self {
+            Compression::None => None,
+            Compression::Gzip => Some(("gzip", &["-9", "-n", "-c"])),
+            Compression::Xz => Some(("xz", &["--check=crc32", "--lzma2=preset=9e,dict=4MiB", "-T1", "-c"])),
+            Compression::Zstd => Some(("zstd", &["-19", "-T1", "-q", "-c"])),
+        }
+    }
+}
+
+/// Everything an initrd is made from.
+#[derive(Clone, Debug)]
+pub struct InitrdSpec {
+    /// The static keel-init binary.
+    pub init: PathBuf,
+    pub manifest: ImageManifest,
+    /// The kernel's module directory, `/lib/modules/<version>`, with modules.dep.
+    pub modules_dir: PathBuf,
+    pub modules: Vec<String>,
+    pub programs: Vec<(String, PathBuf)>,
+    /// The system programs' libraries come from (`/` for the build host).
+    pub host_root: PathBuf,
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// The uncompressed tree.
+pub fn archive(spec: &InitrdSpec) -> anyhow::Result<Archive> {
+    let mut archive = Archive::default();
+    archive.insert("/init", Node::File { data: read(&spec.init)?, mode: 0o755 });
+    // The kernel opens /dev/console for init's stdio before /init runs, so it must be here.
+    archive.insert("/dev/console", Node::CharDevice { major: 5, minor: 1, mode: 0o600 });
+    archive.insert(INITRD_MANIFEST_PATH, Node::File { data: spec.manifest.to_json().into_bytes(), mode: 0o644 });
+
+    let version = spec.modules_dir.file_name().context("the module directory has no name")?.to_string_lossy();
+    let mut load_list = String::new();
+    for relative in module_closure(&spec.modules_dir, &spec.modules)? {
+        let initrd_path = format!("/lib/modules/{version}/{relative}");
+        archive.insert(&initrd_path, Node::File { data: read(&spec.modules_dir.join(&relative))?, mode: 0o644 });
+        load_list.push_str(&initrd_path);
+        load_list.push('\n');
+    }
+    archive.insert(INITRD_MODULES_PATH, Node::File { data: load_list.into_bytes(), mode: 0o644 });
+
+    for (initrd_path, host_path) in &spec.programs {
+        archive.insert(initrd_path, Node::File { data: read(host_path)?, mode: 0o755 });
+        for library in library_closure(&spec.host_root, host_path)? {
+            if !archive.contains(&library.initrd_path) {
+                archive.insert(&library.initrd_path, Node::File { data: read(&library.host_path)?, mode: 0o755 });
+            }
+        }
+    }
+    Ok(archive)
+}
+
+/// The initrd's bytes.
+pub fn build(spec: &InitrdSpec, compression: Compression) -> anyhow::Result<Vec<u8>> {
+    compress(archive(spec)?.to_newc(), compression)
+}
+
+fn compress(data: Vec<u8>, compression: Compression) -> anyhow::Result<Vec<u8>> {
+    let Some((program, args)) = compression.command() else { return Ok(data) };
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {program}"))?;
+    let mut stdin = child.stdin.take().context("no stdin")?;
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let output = child.wait_with_output().with_context(|| format!("{program} failed"))?;
+    writer.join().map_err(|_| anyhow::anyhow!("writing to {program} panicked"))?.with_context(|| format!("cannot feed {program}"))?;
+    if !output.status.success() {
+        bail!("{program} failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(output.stdout)
+}
