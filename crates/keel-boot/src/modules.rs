@@ -3,15 +3,31 @@ use nix::errno::Errno;
 use nix::kmod::{finit_module, ModuleInitFlags};
 use std::ffi::CString;
 use std::fs::File;
+use std::time::{Duration, Instant};
+
+/// What loading the listed modules did.
+pub struct Loaded {
+    pub count: usize,
+    /// The module that took longest, and how long: the first place to look when boot is slow.
+    pub slowest: Option<(String, Duration)>,
+}
 
 /// Loads each module of `list` (paths, dependencies first, as `keel initrd build` wrote
-/// them) and returns how many the kernel had not loaded yet.
-pub fn load_listed(list: &str) -> anyhow::Result<usize> {
-    let mut loaded = 0;
+/// them); modules the kernel already has are skipped.
+pub fn load_listed(list: &str) -> anyhow::Result<Loaded> {
+    let mut loaded = Loaded { count: 0, slowest: None };
     for path in list.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#')) {
         let file = File::open(path).with_context(|| format!("cannot open kernel module {path}"))?;
+        let started = Instant::now();
         match finit_module(&file, &CString::default(), ModuleInitFlags::empty()) {
-            Ok(()) => loaded += 1,
+            Ok(()) => {
+                loaded.count += 1;
+                let took = started.elapsed();
+                if loaded.slowest.as_ref().is_none_or(|(_, slowest)| took > *slowest) {
+                    let name = path.rsplit('/').next().unwrap_or(path).trim_end_matches(".ko");
+                    loaded.slowest = Some((name.to_string(), took));
+                }
+            }
             Err(Errno::EEXIST) => {}
             Err(errno) => {
                 let hint = match errno {

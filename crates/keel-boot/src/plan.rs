@@ -94,7 +94,11 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
         let watcher = DeviceWatcher::open()?;
         let list = std::fs::read_to_string(INITRD_MODULES_PATH).with_context(|| format!("cannot read {INITRD_MODULES_PATH}"))?;
         let loaded = crate::modules::load_listed(&list)?;
-        Ok((watcher, format!("{loaded} modules loaded")))
+        let slowest = match loaded.slowest {
+            Some((name, took)) => format!(", slowest {name} {:.1} ms", took.as_secs_f64() * 1000.0),
+            None => String::new(),
+        };
+        Ok((watcher, format!("{} modules loaded{slowest}", loaded.count)))
     })?;
 
     let usr = boot.stage(&stage::USR, |_| {
@@ -127,11 +131,10 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
     })?;
 
     let init = params.init.clone().unwrap_or_else(|| DEFAULT_INIT.to_string());
-    boot.stage(&stage::SWITCH_ROOT, |log| {
+    boot.stage(&stage::SWITCH_ROOT, |_| {
         check_init(sysroot, &init)?;
         std::fs::create_dir_all("/run/keel").context("cannot create /run/keel")?;
-        log.info(&format!("switch-root: executing {init} in the real root"));
-        Ok(((), String::new()))
+        Ok(((), format!("executing {init} in the real root")))
     })?;
     // Written last so the real root sees every stage, including the switch itself.
     let _ = std::fs::write(TIMELINE, boot.timeline.to_json());

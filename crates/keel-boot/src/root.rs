@@ -2,7 +2,7 @@ use crate::devices::FoundDevice;
 use crate::mounts::mount_at;
 use anyhow::{bail, Context};
 use keel_cmdline::{BootParams, DeviceSpec};
-use keel_disk::{probe_filesystem, FsKind, Probe};
+use keel_disk::{probe_filesystem, FsKind, Guid, Probe};
 use nix::mount::MsFlags;
 use std::fs::File;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -43,9 +43,24 @@ pub fn mount_root(params: &BootParams, root: &FoundDevice, sysroot: &Path) -> an
     Ok(RootOutcome { filesystem: kind, formatted })
 }
 
+/// A random GUID that does not wait for the kernel's entropy pool: early in boot
+/// getrandom() would block, and libuuid (inside mkfs) instead retries for about a second
+/// per UUID. Identifiers need to be unique, not secret, so GRND_INSECURE is the right call.
+fn early_random_guid() -> anyhow::Result<Guid> {
+    let mut bytes = [0u8; 16];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        filled += rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::INSECURE)
+            .context("getrandom failed")?;
+    }
+    Ok(Guid::from_random_bytes(bytes))
+}
+
 fn format_ext4(node: &str, label: &str) -> anyhow::Result<()> {
+    let uuid = early_random_guid()?.to_string();
+    let hash_seed = early_random_guid()?.to_string();
     let output = Command::new(MKFS_EXT4)
-        .args(["-q", "-F", "-L", label, node])
+        .args(["-q", "-F", "-L", label, "-U", &uuid, "-E", &format!("hash_seed={hash_seed}"), node])
         .output()
         .with_context(|| format!("cannot run {MKFS_EXT4}"))?;
     if !output.status.success() {

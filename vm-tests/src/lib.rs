@@ -1,0 +1,315 @@
+//! The harness behind keel's end-to-end tests and `cargo xtask demo`: a Debian cloud
+//! kernel, static keel binaries, a small real root, images and initrds built with keel's
+//! own builders, and QEMU (TCG) runs whose serial console the tests read.
+
+use anyhow::{bail, ensure, Context};
+use keel_disk::{Guid, LayoutSizes};
+use keel_image::{ImageSpec, DEFAULT_DISK_GUID};
+use keel_initrd::{Compression, InitrdSpec};
+use keel_manifest::ImageManifest;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, OnceLock};
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1 << 20;
+const KERNEL_META_PACKAGE: &str = "linux-image-cloud-amd64";
+const MUSL: &str = "x86_64-unknown-linux-musl";
+/// What every boot passes: the serial console, reboot at once on a kernel panic (QEMU's
+/// -no-reboot then ends the run) and power off on an initrd failure.
+pub const BASE_CMDLINE: &str = "console=ttyS0 quiet panic=-1 rd.emergency=poweroff";
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Scratch space for builds and disks, under the workspace's target directory.
+pub fn work_dir() -> PathBuf {
+    workspace().join("target/keel-vm")
+}
+
+fn run(command: &mut Command) -> anyhow::Result<String> {
+    let output = command.output().with_context(|| format!("cannot run {:?}", command.get_program()))?;
+    if !output.status.success() {
+        bail!("{command:?} failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).to_string())
+}
+
+/// A kernel and its module tree, as Debian ships it.
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    pub vmlinuz: PathBuf,
+    pub modules_dir: PathBuf,
+}
+
+/// Downloads and unpacks the kernel `linux-image-cloud-amd64` points at, once; later
+/// calls find it in the cache. depmod makes modules.dep (the package leaves that to its
+/// install script).
+pub fn kernel() -> anyhow::Result<Kernel> {
+    let depends = run(Command::new("apt-cache").args(["depends", KERNEL_META_PACKAGE]))?;
+    let package = depends
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Depends: linux-image-"))
+        .map(|rest| format!("linux-image-{rest}"))
+        .with_context(|| format!("apt-cache knows no kernel for {KERNEL_META_PACKAGE} (run apt-get update)"))?;
+    let version = package.trim_start_matches("linux-image-").to_string();
+    let dir = work_dir().join("kernel").join(&package);
+    let kernel = Kernel { vmlinuz: dir.join(format!("root/boot/vmlinuz-{version}")), modules_dir: dir.join(format!("root/lib/modules/{version}")) };
+    if dir.join("ready").exists() {
+        return Ok(kernel);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    run(Command::new("apt-get").arg("download").arg(&package).current_dir(&dir))?;
+    let deb = std::fs::read_dir(&dir)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .context("apt-get download left no .deb")?;
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(dir.join("root")))?;
+    run(Command::new("depmod").arg("-b").arg(dir.join("root")).arg(&version))?;
+    std::fs::remove_file(&deb)?;
+    std::fs::write(dir.join("ready"), &package)?;
+    Ok(kernel)
+}
+
+/// The static (musl) builds of keel-init and keel.
+#[derive(Clone, Debug)]
+pub struct StaticBinaries {
+    pub keel_init: PathBuf,
+    pub keel: PathBuf,
+}
+
+/// Builds them in a target directory of their own, so this works while an outer cargo
+/// (running these tests) holds the main one.
+pub fn static_binaries() -> anyhow::Result<StaticBinaries> {
+    let target_dir = workspace().join("target/static");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace())
+        .args(["build", "--quiet", "--release", "--target", MUSL, "-p", "keel-init", "-p", "keel", "--target-dir"])
+        .arg(&target_dir)
+        .status()
+        .context("cannot run cargo")?;
+    ensure!(status.success(), "the static build of keel-init and keel failed");
+    let release = target_dir.join(MUSL).join("release");
+    Ok(StaticBinaries { keel_init: release.join("keel-init"), keel: release.join("keel") })
+}
+
+/// Everything a boot needs that does not change between scenarios.
+pub struct Artifacts {
+    pub kernel: Kernel,
+    pub binaries: StaticBinaries,
+}
+
+/// Built once per process, whichever test asks first.
+pub fn artifacts() -> anyhow::Result<&'static Artifacts> {
+    static ARTIFACTS: OnceLock<Result<Artifacts, String>> = OnceLock::new();
+    ARTIFACTS
+        .get_or_init(|| {
+            let build = || anyhow::Ok(Artifacts { kernel: kernel()?, binaries: static_binaries()? });
+            build().map_err(|e| format!("{e:#}"))
+        })
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The /usr of keel's demo root: static busybox with its applets, the reporting init,
+/// keel itself, and the default /etc under share/keel/etc.
+pub fn demo_usr_tree(dir: &Path, keel: &Path) -> anyhow::Result<PathBuf> {
+    let usr = dir.join("usr");
+    let _ = std::fs::remove_dir_all(&usr);
+    for sub in ["bin", "sbin", "lib", "lib64", "share/keel/etc", "share/keel-test"] {
+        std::fs::create_dir_all(usr.join(sub))?;
+    }
+    std::fs::copy("/bin/busybox", usr.join("bin/busybox")).context("cannot copy /bin/busybox (install busybox-static)")?;
+    let applets = run(Command::new("/bin/busybox").arg("--list"))?;
+    for applet in applets.lines().filter(|a| !a.is_empty() && *a != "busybox") {
+        std::os::unix::fs::symlink("busybox", usr.join("bin").join(applet))?;
+    }
+    std::fs::copy(keel, usr.join("bin/keel"))?;
+    std::fs::copy(workspace().join("vm-tests/root/init"), usr.join("sbin/init"))?;
+    let os_release = "NAME=keel\nID=keel\nPRETTY_NAME=\"keel demo root\"\n";
+    std::fs::write(usr.join("lib/os-release"), os_release)?;
+    let etc = usr.join("share/keel/etc");
+    std::fs::write(etc.join("os-release"), os_release)?;
+    std::fs::write(etc.join("hostname"), "keel\n")?;
+    std::fs::write(etc.join("passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
+    std::fs::write(etc.join("group"), "root:x:0:\n")?;
+    // A file for the corruption scenario: recognisable bytes, a block of its own.
+    std::fs::write(usr.join("share/keel-test/corrupt-me"), corruption_target_bytes())?;
+    Ok(usr)
+}
+
+pub const CORRUPTION_TARGET: &str = "/usr/share/keel-test/corrupt-me";
+
+/// 64 KiB that appear nowhere else in the image.
+pub fn corruption_target_bytes() -> Vec<u8> {
+    b"keel corruption target: flip a byte here and dm-verity must refuse to read it. ".repeat(820)
+}
+
+/// A built image with its initrd.
+#[derive(Clone, Debug)]
+pub struct Fixture {
+    pub dir: PathBuf,
+    pub image: PathBuf,
+    pub initrd: PathBuf,
+    pub manifest: ImageManifest,
+}
+
+/// Small sizes, so every scenario's disk is cheap to copy.
+pub fn test_sizes() -> LayoutSizes {
+    LayoutSizes { esp: MIB, bios_boot: MIB, usr: 32 * MIB, oem: MIB, oem_config: MIB, root: 64 * MIB }
+}
+
+/// Builds the demo root's image and an initrd for it in `work_dir()/<name>`.
+/// `edit_manifest` may change what the initrd trusts (the wrong-root-hash scenario).
+pub fn build_fixture(name: &str, edit_manifest: impl FnOnce(&mut ImageManifest)) -> anyhow::Result<Fixture> {
+    let artifacts = artifacts()?;
+    let dir = work_dir().join(name);
+    std::fs::create_dir_all(&dir)?;
+    let usr = demo_usr_tree(&dir, &artifacts.binaries.keel)?;
+    let image = dir.join("disk.img");
+    let spec = ImageSpec {
+        usr_tree: usr,
+        os: "keel".into(),
+        sizes: test_sizes(),
+        output: image.clone(),
+        disk_guid: Guid::parse(DEFAULT_DISK_GUID)?,
+        epoch: 0,
+    };
+    let mut manifest = keel_image::build(&spec)?;
+    edit_manifest(&mut manifest);
+    let initrd_spec = InitrdSpec {
+        init: artifacts.binaries.keel_init.clone(),
+        manifest: manifest.clone(),
+        modules_dir: artifacts.kernel.modules_dir.clone(),
+        modules: keel_initrd::default_modules(),
+        programs: keel_initrd::default_programs(),
+        host_root: PathBuf::from("/"),
+    };
+    let initrd = dir.join("initrd.img");
+    std::fs::write(&initrd, keel_initrd::build(&initrd_spec, Compression::Xz)?)?;
+    Ok(Fixture { dir, image, initrd, manifest })
+}
+
+/// The fixture most scenarios share, built once per process; each test boots its own
+/// copy of the disk.
+pub fn shared_fixture() -> anyhow::Result<&'static Fixture> {
+    static FIXTURE: OnceLock<Result<Fixture, String>> = OnceLock::new();
+    FIXTURE.get_or_init(|| build_fixture("shared", |_| {}).map_err(|e| format!("{e:#}"))).as_ref().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// A private copy of `fixture`'s disk for one scenario.
+pub fn disk_copy(fixture: &Fixture, scenario: &str) -> anyhow::Result<PathBuf> {
+    let path = fixture.dir.join(format!("{scenario}.img"));
+    run(Command::new("cp").arg("--sparse=always").arg(&fixture.image).arg(&path))?;
+    Ok(path)
+}
+
+/// What one QEMU run printed.
+#[derive(Clone, Debug)]
+pub struct Console {
+    pub text: String,
+    pub timed_out: bool,
+    pub elapsed: Duration,
+}
+
+impl Console {
+    pub fn has(&self, needle: &str) -> bool {
+        self.text.contains(needle)
+    }
+
+    /// The lines the real init printed, without their prefix.
+    pub fn real_init(&self) -> Vec<&str> {
+        self.text.lines().filter_map(|line| line.split_once("REAL-INIT: ").map(|(_, rest)| rest.trim_end())).collect()
+    }
+
+    /// Seconds from the kernel's "Run /init" to the real init's first kernel-log line,
+    /// both from the kernel's own timestamps (read from dmesg in the real root).
+    pub fn initrd_seconds(&self) -> Option<f64> {
+        let stamp = |needle: &str| {
+            self.real_init().iter().find(|l| l.contains(needle)).and_then(|line| {
+                let open = line.find('[')?;
+                let close = line[open..].find(']')? + open;
+                line[open + 1..close].trim().parse::<f64>().ok()
+            })
+        };
+        Some(stamp("keel-root: real init started")? - stamp("Run /init as init process")?)
+    }
+}
+
+/// One QEMU boot. `disk` None boots with no disk at all. Ends when the guest powers off
+/// or reboots (QEMU exits), or is killed after `timeout`.
+pub fn boot(disk: Option<&Path>, initrd: &Path, extra_cmdline: &str, timeout: Duration) -> anyhow::Result<Console> {
+    let artifacts = artifacts()?;
+    let mut command = Command::new("qemu-system-x86_64");
+    command
+        .args(["-m", "512", "-smp", "1", "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"])
+        .arg("-kernel")
+        .arg(&artifacts.kernel.vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        .arg("-append")
+        .arg(format!("{BASE_CMDLINE} {extra_cmdline}"));
+    if let Some(disk) = disk {
+        command.arg("-drive").arg(format!("file={},format=raw,if=virtio,cache=unsafe", disk.display()));
+    }
+    let started = Instant::now();
+    let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("cannot start qemu-system-x86_64")?;
+    let stdout = child.stdout.take().context("no QEMU stdout")?;
+    let (lines_tx, lines_rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut text = String::new();
+    let mut timed_out = false;
+    loop {
+        match lines_rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                text.push_str(line.trim_end_matches('\r'));
+                text.push('\n');
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if started.elapsed() > timeout {
+            timed_out = true;
+            let _ = child.kill();
+            break;
+        }
+    }
+    let _ = child.wait();
+    let _ = reader.join();
+    while let Ok(line) = lines_rx.try_recv() {
+        text.push_str(&line);
+        text.push('\n');
+    }
+    Ok(Console { text, timed_out, elapsed: started.elapsed() })
+}
+
+/// Flips one bit of the byte at `offset` of `path`.
+pub fn flip_byte(path: &Path, offset: u64) -> anyhow::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+    let mut byte = [0u8];
+    file.seek(SeekFrom::Start(offset))?;
+    file.read_exact(&mut byte)?;
+    byte[0] ^= 0x01;
+    file.seek(SeekFrom::Start(offset))?;
+    file.write_all(&byte)?;
+    Ok(file.sync_all()?)
+}
+
+/// Where the USR-A partition starts in `image`.
+pub fn usr_a_start(image: &Path) -> anyhow::Result<u64> {
+    let gpt = keel_disk::read_gpt(&mut std::fs::File::open(image)?)?;
+    Ok(gpt.by_name("USR-A").context("no USR-A")?.start_bytes())
+}

@@ -1,0 +1,117 @@
+//! `cargo xtask setup|demo|test|vm-test`. Everything a fresh Debian machine needs is
+//! installed from here, so the README's two commands are the whole set-up.
+
+use anyhow::{bail, ensure, Context};
+use keel_vm_tests as vm;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Debian packages the builds and tests use, and why.
+const PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86", "boots the VM tests and the demo"),
+    ("cryptsetup-bin", "veritysetup: the reference for keel's verity format"),
+    ("gdisk", "sgdisk: the reference for keel's GPT"),
+    ("e2fsprogs", "mkfs.ext4 and debugfs for /usr and ROOT, e2fsck in tests"),
+    ("busybox-static", "the demo root's userland"),
+    ("xz-utils", "initrd compression"),
+    ("zstd", "initrd compression"),
+    ("kmod", "depmod for the kernel's modules.dep"),
+    ("libdevmapper-dev", "dm-ioctl.h for the devicemapper crate's bindings"),
+    ("clang", "bindgen finds its headers through clang"),
+    ("libclang-dev", "bindgen"),
+    ("pkg-config", "the devicemapper crate's build"),
+];
+const MUSL: &str = "x86_64-unknown-linux-musl";
+
+fn main() {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    let result = match task.as_str() {
+        "setup" => setup(),
+        "demo" => setup().and_then(|()| demo()),
+        "test" => setup().and_then(|()| cargo_test(&["--workspace"])),
+        "vm-test" => setup().and_then(|()| cargo_test(&["-p", "keel-vm-tests"])),
+        _ => Err(anyhow::anyhow!("usage: cargo xtask setup|demo|test|vm-test")),
+    };
+    if let Err(error) = result {
+        eprintln!("xtask {task}: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn status(command: &mut Command) -> anyhow::Result<()> {
+    let status = command.status().with_context(|| format!("cannot run {:?}", command.get_program()))?;
+    ensure!(status.success(), "{command:?} failed ({status})");
+    Ok(())
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
+}
+
+fn setup() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().map(|(name, _)| *name).filter(|name| !installed(name)).collect();
+    if !missing.is_empty() {
+        eprintln!("xtask: installing {}", missing.join(" "));
+        status(Command::new("apt-get").args(["update", "-q"]))?;
+        status(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
+            .context("installing Debian packages needs root")?;
+    }
+    let targets = Command::new("rustup").args(["target", "list", "--installed"]).output().context("cannot run rustup")?;
+    if !String::from_utf8_lossy(&targets.stdout).lines().any(|t| t == MUSL) {
+        status(Command::new("rustup").args(["target", "add", MUSL]))?;
+    }
+    // The kernel metadata apt-cache answers from is only there after an update.
+    if Command::new("apt-cache").args(["show", "linux-image-cloud-amd64"]).output().map_or(true, |o| !o.status.success()) {
+        status(Command::new("apt-get").args(["update", "-q"]))?;
+    }
+    Ok(())
+}
+
+fn cargo_test(selection: &[&str]) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let result = status(Command::new(cargo).current_dir(vm::workspace()).arg("test").args(selection));
+    eprintln!("xtask: tests took {:.0} s", started.elapsed().as_secs_f64());
+    result
+}
+
+fn demo() -> anyhow::Result<()> {
+    eprintln!("xtask: building the Debian cloud kernel cache, static keel binaries, image and initrd ...");
+    let fixture = vm::build_fixture("demo", |_| {})?;
+    let artifacts = vm::artifacts()?;
+    let console = vm::boot(Some(&fixture.image), &fixture.initrd, "", Duration::from_secs(120))?;
+    println!("---- the initrd (keel-init) ----");
+    for line in console.text.lines().filter(|l| l.starts_with("keel:")) {
+        println!("{line}");
+    }
+    println!("---- the real root reports ----");
+    for line in console.real_init() {
+        if !line.starts_with("timeline") {
+            println!("{line}");
+        }
+    }
+    let size = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    println!("---- figures ----");
+    println!("initrd (xz):          {} bytes", size(&fixture.initrd));
+    println!("keel-init (static):   {} bytes", size(&artifacts.binaries.keel_init));
+    match console.initrd_seconds() {
+        Some(seconds) => println!("Run /init -> real init: {:.3} s (kernel timestamps)", seconds),
+        None => println!("Run /init -> real init: not found in the console"),
+    }
+    println!("whole QEMU run:       {:.1} s", console.elapsed.as_secs_f64());
+
+    let lines = console.real_init();
+    let verified = lines.iter().any(|l| l.starts_with("mount /usr /dev/mapper/usr ext4 ro"))
+        && lines.iter().any(|l| l.ends_with("dm-name usr"))
+        && lines.iter().any(|l| l.starts_with("dm usr: verity "))
+        && lines.iter().any(|l| l == &"dm usr: status Verified");
+    if !verified {
+        println!("---- full console ----\n{}", console.text);
+        bail!("the real root did not confirm that /usr is the verified dm-verity device");
+    }
+    println!("demo: the real root runs on /usr from dm-verity device usr, status V");
+    Ok(())
+}
