@@ -168,29 +168,36 @@ pub fn check_tree(
         Ok(level)
     };
 
-    let Some(bottom) = geometry.levels.first() else { return Ok(()) };
-    let mut below = read_level(bottom.first_block, bottom.blocks)?;
-    for (index, above) in geometry.levels.iter().enumerate().skip(1) {
-        let stored = read_level(above.first_block, above.blocks)?;
-        let expected = hasher.level_above(&below, above.blocks);
-        if let Some(block) = first_different_block(&stored, &expected, hash_block_size as usize) {
+    // Top-down: a level is trusted once it matches the level above it (the top one, the
+    // root hash), and then vouches for every block of the level below. The first block
+    // whose hash differs from its trusted digest is the damaged one. Blocks are hashed
+    // whole, so padding and unused digest slots are covered too.
+    let Some(top) = geometry.levels.last() else { return Ok(()) };
+    let mut above = read_level(top.first_block, top.blocks)?;
+    if hasher.hash(&above) != *root {
+        return Err(VerityError::Corrupt(format!(
+            "the top hash block (block {}) does not match the root hash: the root hash is wrong or the block is damaged",
+            top.first_block
+        )));
+    }
+    for (index, level) in geometry.levels.iter().enumerate().rev().skip(1) {
+        let stored = read_level(level.first_block, level.blocks)?;
+        let trusted = hasher.level_above(&stored, geometry.levels[index + 1].blocks);
+        if let Some(block) = first_different_digest(&trusted, &above, params.digest_slot()) {
             return Err(VerityError::Corrupt(format!(
-                "hash block {} (level {index}) does not match the level below it",
-                above.first_block + block as u64
+                "hash block {} (level {index}) does not match its digest in level {}",
+                level.first_block + block as u64,
+                index + 1
             )));
         }
-        below = stored;
-    }
-    if hasher.hash(&below) != *root {
-        return Err(VerityError::Corrupt(
-            "the top hash block does not match the root hash (wrong root hash, or the top block is damaged)".into(),
-        ));
+        above = stored;
     }
     Ok(())
 }
 
-fn first_different_block(stored: &[u8], expected: &[u8], block_size: usize) -> Option<usize> {
-    stored.chunks(block_size).zip(expected.chunks(block_size)).position(|(a, b)| a != b)
+/// The index of the first digest slot where two levels differ: the block it hashes.
+fn first_different_digest(computed: &[u8], trusted: &[u8], slot: usize) -> Option<usize> {
+    computed.chunks(slot).zip(trusted.chunks(slot)).position(|(a, b)| a != b)
 }
 
 #[cfg(test)]
@@ -231,6 +238,20 @@ mod tests {
                 assert!(matches!(result, Err(VerityError::Corrupt(_))), "flip at {at} of {blocks} blocks missed");
             }
         }
+    }
+
+    #[test]
+    fn check_names_the_damaged_block() {
+        // 300 blocks: the top level is block 0, level 0 is blocks 1..=3.
+        let (tree, params, root) = formatted(300);
+        let mut broken = tree.clone();
+        broken[2 * 4096 + 77] ^= 1;
+        let error = check_tree(&mut Cursor::new(&broken), 0, &params, &root).unwrap_err().to_string();
+        assert!(error.contains("hash block 2 (level 0) does not match its digest in level 1"), "{error}");
+        broken = tree.clone();
+        broken[5] ^= 1;
+        let error = check_tree(&mut Cursor::new(&broken), 0, &params, &root).unwrap_err().to_string();
+        assert!(error.contains("top hash block (block 0) does not match the root hash"), "{error}");
     }
 
     #[test]
