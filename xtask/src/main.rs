@@ -13,6 +13,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("gdisk", "sgdisk: the reference for keel's GPT"),
     ("e2fsprogs", "mkfs.ext4 and debugfs for /usr and ROOT, e2fsck in tests"),
     ("busybox-static", "the demo root's userland"),
+    ("cpio", "GNU cpio: the reference reader of the initrd format"),
     ("xz-utils", "initrd compression"),
     ("zstd", "initrd compression"),
     ("kmod", "depmod for the kernel's modules.dep"),

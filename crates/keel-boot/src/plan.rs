@@ -47,15 +47,20 @@ impl Boot {
     }
 }
 
+fn params_from(cmdline_text: &str) -> anyhow::Result<BootParams> {
+    let params = BootParams::from_cmdline(&Cmdline::parse(cmdline_text))?;
+    if let Some(name) = &params.break_before
+        && !stage::ALL.iter().any(|s| s.name == name)
+    {
+        let names: Vec<&str> = stage::ALL.iter().map(|s| s.name).collect();
+        bail!("rd.break={name} names no stage; stages are {}", names.join(", "));
+    }
+    Ok(params)
+}
+
 fn read_config() -> anyhow::Result<(BootParams, ImageManifest)> {
     let cmdline_text = std::fs::read_to_string("/proc/cmdline").context("cannot read /proc/cmdline")?;
-    let params = BootParams::from_cmdline(&Cmdline::parse(&cmdline_text))?;
-    if let Some(name) = &params.break_before {
-        if !stage::ALL.iter().any(|s| s.name == name) {
-            let names: Vec<&str> = stage::ALL.iter().map(|s| s.name).collect();
-            bail!("rd.break={name} names no stage; stages are {}", names.join(", "));
-        }
-    }
+    let params = params_from(&cmdline_text)?;
     let manifest_text =
         std::fs::read_to_string(INITRD_MANIFEST_PATH).with_context(|| format!("cannot read {INITRD_MANIFEST_PATH}"))?;
     let manifest = ImageManifest::from_json(&manifest_text).with_context(|| format!("in {INITRD_MANIFEST_PATH}"))?;
@@ -144,4 +149,30 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
         Err(error) => error,
     };
     Err(Failure { stage: &stage::SWITCH_ROOT, error })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rd_break_takes_stage_names_only() {
+        for stage in stage::ALL {
+            assert!(params_from(&format!("rd.break={}", stage.name)).is_ok(), "{}", stage.name);
+        }
+        assert_eq!(params_from("rd.break").unwrap().break_before.as_deref(), Some(stage::SWITCH_ROOT.name));
+        let error = params_from("rd.break=pre-mount").unwrap_err().to_string();
+        assert!(error.contains("names no stage") && error.contains("usr"), "{error}");
+    }
+
+    #[test]
+    fn timeline_is_json_with_every_stage() {
+        let mut timeline = Timeline::new();
+        timeline.record("usr", std::time::Duration::from_millis(10), std::time::Duration::from_millis(5), Ok("ok"));
+        timeline.record("root", std::time::Duration::from_millis(20), std::time::Duration::from_millis(1), Err("boom".into()));
+        let json: serde_json::Value = serde_json::from_str(&timeline.to_json()).unwrap();
+        assert_eq!(json["stages"][0]["stage"], "usr");
+        assert_eq!(json["stages"][1]["ok"], false);
+        assert_eq!(json["stages"][1]["error"], "boom");
+    }
 }

@@ -110,3 +110,27 @@ pub fn mount_etc_overlay(sysroot: &Path, os: &str) -> anyhow::Result<()> {
     let options = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
     mount_at("overlay", &upper, Some("overlay"), MsFlags::empty(), Some(&options))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn skeleton_is_made_once_and_never_replaces_anything() {
+        let root = std::env::temp_dir().join(format!("keel-skeleton-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("var")).unwrap();
+        std::fs::write(root.join("var/keep"), "mine").unwrap();
+        std::os::unix::fs::symlink("elsewhere", root.join("lib")).unwrap();
+
+        ensure_skeleton(&root).unwrap();
+        ensure_skeleton(&root).unwrap();
+        assert_eq!(std::fs::read_link(root.join("sbin")).unwrap(), Path::new("usr/sbin"));
+        assert_eq!(std::fs::read_link(root.join("lib")).unwrap(), Path::new("elsewhere"), "an existing link was replaced");
+        assert_eq!(std::fs::read_to_string(root.join("var/keep")).unwrap(), "mine");
+        assert_eq!(std::fs::metadata(root.join("tmp")).unwrap().permissions().mode() & 0o7777, 0o1777);
+        assert_eq!(std::fs::metadata(root.join("root")).unwrap().permissions().mode() & 0o777, 0o700);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

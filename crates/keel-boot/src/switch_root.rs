@@ -63,3 +63,30 @@ fn free_initramfs(dir: &Path, root_dev: u64, keep: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn init_is_resolved_inside_the_new_root() {
+        let root = std::env::temp_dir().join(format!("keel-check-init-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+        std::fs::create_dir_all(root.join("usr/lib/systemd")).unwrap();
+        std::fs::write(root.join("usr/sbin/init"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(root.join("usr/sbin/init"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(root.join("usr/lib/systemd/plain"), "not executable").unwrap();
+        std::os::unix::fs::symlink("usr/sbin", root.join("sbin")).unwrap();
+        // An absolute link must resolve in the new root, not in the initrd.
+        std::os::unix::fs::symlink("/usr/sbin/init", root.join("usr/lib/systemd/systemd")).unwrap();
+
+        check_init(&root, "/sbin/init").unwrap();
+        check_init(&root, "/usr/lib/systemd/systemd").unwrap();
+        assert!(check_init(&root, "/usr/lib/systemd/plain").unwrap_err().to_string().contains("not an executable"));
+        assert!(check_init(&root, "/nonexistent").unwrap_err().to_string().contains("does not exist"));
+        assert!(check_init(&root, "/usr").is_err(), "a directory is not an init");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -111,7 +111,7 @@ fn parse_header(sector: &[u8; SECTOR_SIZE as usize], expected_lba: u64, disk_sec
     ensure!(header.my_lba == expected_lba, "header says it is at sector {}, found at {expected_lba}", header.my_lba);
     let entry_size = header.entry_size as usize;
     ensure!(
-        entry_size >= ENTRY_SIZE && (entry_size / ENTRY_SIZE).is_power_of_two() && entry_size % ENTRY_SIZE == 0,
+        entry_size >= ENTRY_SIZE && (entry_size / ENTRY_SIZE).is_power_of_two() && entry_size.is_multiple_of(ENTRY_SIZE),
         "entry size {entry_size} is not 128 times a power of two"
     );
     let array_bytes = u64::from(header.entry_count) * entry_size as u64;

@@ -126,7 +126,8 @@ fn crc32(bytes: &[u8]) -> u32 {
 fn hostile_headers_are_errors_not_panics() {
     let len = fs::metadata(image("hostile-probe")).unwrap().len();
     let last = len / SECTOR_SIZE - 1;
-    let cases: [(&str, fn(&mut [u8])); 5] = [
+    type Edit = fn(&mut [u8]);
+    let cases: [(&str, Edit); 5] = [
         ("entry size 200", |s| s[84..88].copy_from_slice(&200u32.to_le_bytes())),
         ("entry size 256", |s| s[84..88].copy_from_slice(&256u32.to_le_bytes())),
         ("huge entry count", |s| s[80..84].copy_from_slice(&u32::MAX.to_le_bytes())),

@@ -21,7 +21,7 @@ pub fn decode_hex(text: &str, what: &str) -> Result<Vec<u8>, VerityError> {
         }
     }
     let bad = || VerityError::InvalidParams(format!("{what} is not hex: {text:?}"));
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return Err(bad());
     }
     text.as_bytes()

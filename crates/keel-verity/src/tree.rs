@@ -222,7 +222,7 @@ mod tests {
         assert!(tree.is_empty());
         let mut expected = Sha256::new();
         expected.update(&params.salt);
-        expected.update(&data(1));
+        expected.update(data(1));
         assert_eq!(root, <Digest>::from(expected.finalize()));
     }
 

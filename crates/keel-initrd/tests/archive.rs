@@ -1,0 +1,99 @@
+//! The initrd archive: the same inputs give the same bytes, and GNU cpio (the reference
+//! reader of the format) extracts exactly what keel put in.
+
+use keel_initrd::{archive, build, Compression, InitrdSpec};
+use keel_manifest::{ImageManifest, UsrImage};
+use keel_verity::VerityParams;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn fake_kernel_modules(dir: &Path) -> PathBuf {
+    let modules = dir.join("lib/modules/6.1.0-test");
+    for path in ["kernel/drivers/virtio/virtio.ko", "kernel/drivers/virtio/virtio_ring.ko", "kernel/drivers/virtio/virtio_pci.ko",
+                 "kernel/drivers/block/virtio_blk.ko", "kernel/drivers/md/dm-mod.ko", "kernel/drivers/md/dm-verity.ko",
+                 "kernel/fs/overlayfs/overlay.ko", "kernel/drivers/firmware/qemu_fw_cfg.ko"] {
+        fs::create_dir_all(modules.join(path).parent().unwrap()).unwrap();
+        fs::write(modules.join(path), format!("module {path}")).unwrap();
+    }
+    fs::write(
+        modules.join("modules.dep"),
+        "kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko\n\
+         kernel/drivers/virtio/virtio.ko:\nkernel/drivers/virtio/virtio_ring.ko: kernel/drivers/virtio/virtio.ko\n\
+         kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko\n\
+         kernel/drivers/md/dm-mod.ko:\nkernel/drivers/md/dm-verity.ko: kernel/drivers/md/dm-mod.ko\n\
+         kernel/fs/overlayfs/overlay.ko:\nkernel/drivers/firmware/qemu_fw_cfg.ko:\n",
+    )
+    .unwrap();
+    modules
+}
+
+fn spec(dir: &Path) -> InitrdSpec {
+    fs::create_dir_all(dir).unwrap();
+    let init = dir.join("keel-init");
+    fs::write(&init, b"\x7fELF pretend init").unwrap();
+    InitrdSpec {
+        init,
+        manifest: ImageManifest {
+            os: "keel".into(),
+            usr: UsrImage { filesystem: "ext4".into(), hash_offset: 4096 * 100, root_hash: [3; 32], verity: VerityParams::new(100, vec![9; 32]) },
+        },
+        modules_dir: fake_kernel_modules(dir),
+        modules: keel_initrd::default_modules(),
+        programs: keel_initrd::default_programs(),
+        host_root: PathBuf::from("/"),
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("initrd").join(name);
+    let _ = fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn same_inputs_give_the_same_bytes_with_every_compression() {
+    let (one, two) = (spec(&scratch("one")), spec(&scratch("two")));
+    for compression in [Compression::None, Compression::Gzip, Compression::Xz, Compression::Zstd] {
+        let first = build(&one, compression).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let second = build(&two, compression).unwrap();
+        assert!(first == second, "{compression:?}: the initrds differ");
+    }
+}
+
+#[test]
+fn gnu_cpio_extracts_what_keel_packed() {
+    let dir = scratch("extract");
+    let spec = spec(&dir);
+    let tree = archive(&spec).unwrap();
+    let out = dir.join("out");
+    fs::create_dir_all(&out).unwrap();
+    let mut cpio = Command::new("cpio")
+        .args(["-idm", "--quiet", "--no-absolute-filenames"])
+        .current_dir(&out)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("GNU cpio must be installed; `cargo xtask test` installs it");
+    use std::io::Write;
+    cpio.stdin.take().unwrap().write_all(&tree.to_newc()).unwrap();
+    assert!(cpio.wait().unwrap().success());
+
+    assert_eq!(fs::read(out.join("init")).unwrap(), b"\x7fELF pretend init");
+    let modules = fs::read_to_string(out.join("etc/keel/modules")).unwrap();
+    let order: Vec<&str> = modules.lines().map(|l| l.rsplit('/').next().unwrap()).collect();
+    assert_eq!(order, ["virtio.ko", "virtio_ring.ko", "virtio_pci.ko", "virtio_blk.ko", "dm-mod.ko", "dm-verity.ko", "overlay.ko", "qemu_fw_cfg.ko"]);
+    for line in modules.lines() {
+        assert!(out.join(line.trim_start_matches('/')).is_file(), "{line} listed but not packed");
+    }
+    let manifest = ImageManifest::from_json(&fs::read_to_string(out.join("etc/keel/image.json")).unwrap()).unwrap();
+    assert_eq!(manifest, spec.manifest);
+    assert_eq!(fs::read(out.join("usr/sbin/mkfs.ext4")).unwrap(), fs::read("/usr/sbin/mkfs.ext4").unwrap());
+    assert!(out.join("lib64/ld-linux-x86-64.so.2").is_file(), "the ELF interpreter is missing");
+    // GNU cpio as an unprivileged extractor may not make device nodes; the listing shows it.
+    let listing = Command::new("cpio").args(["-itv", "--quiet"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut listing = listing;
+    listing.stdin.take().unwrap().write_all(&tree.to_newc()).unwrap();
+    let text = String::from_utf8(listing.wait_with_output().unwrap().stdout).unwrap();
+    assert!(text.lines().any(|l| l.starts_with("crw-------") && l.contains("5,   1") && l.ends_with("dev/console")), "{text}");
+}

@@ -1,0 +1,10 @@
+# Thin wrappers over `cargo xtask`, which does the work (and installs what it needs).
+
+demo:
+    cargo xtask demo
+
+test:
+    cargo xtask test
+
+vm-test:
+    cargo xtask vm-test
