@@ -71,7 +71,7 @@ pub fn probe_filesystem(dev: &mut (impl Read + Seek)) -> std::io::Result<Probe> 
 fn classify(head: &[u8]) -> Probe {
     let at = |offset: usize, len: usize| head.get(offset..offset + len);
     let filesystem = |kind, label: &[u8], uuid: String| Probe::Filesystem(Filesystem { kind, label: text(label), uuid });
-    if at(1024 + 56, 2) == Some(&[0x53, 0xef]) {
+    if at(1024 + 56, 2) == Some(&[0x53, 0xef]) && head.len() >= 1024 + 136 {
         return filesystem(FsKind::Ext4, &head[1024 + 120..1024 + 136], uuid(&head[1024 + 104..]));
     }
     if at(0, 4) == Some(b"XFSB") && head.len() >= 120 {
@@ -112,6 +112,17 @@ mod tests {
         let mut btrfs = vec![0; PROBE_BYTES];
         btrfs[65536 + 64..65536 + 72].copy_from_slice(b"_BHRfS_M");
         assert!(matches!(classify(&btrfs), Probe::Filesystem(Filesystem { kind: FsKind::Btrfs, .. })));
+    }
+
+    #[test]
+    fn short_heads_with_signatures_are_not_read_past_their_end() {
+        let cases: [(usize, usize, &[u8]); 4] =
+            [(1082, 1080, &[0x53, 0xef]), (1135, 1080, &[0x53, 0xef]), (119, 0, b"XFSB"), (65536 + 72, 65536 + 64, b"_BHRfS_M")];
+        for (len, at, magic) in cases {
+            let mut head = vec![0u8; len];
+            head[at..at + magic.len()].copy_from_slice(magic);
+            assert_eq!(classify(&head), Probe::Unknown, "{len} bytes with {magic:?}");
+        }
     }
 
     #[test]
