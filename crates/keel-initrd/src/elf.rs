@@ -104,15 +104,22 @@ pub struct HostFile {
 /// `host_root` is the root of the system the libraries come from (`/` on the build host).
 pub fn library_closure(host_root: &Path, program: &Path) -> anyhow::Result<Vec<HostFile>> {
     let mut files: Vec<HostFile> = Vec::new();
+    let mut interpreter_name: Option<String> = None;
     let mut queue = vec![program.to_path_buf()];
     while let Some(path) = queue.pop() {
         let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         let elf = Elf::parse(&bytes).with_context(|| format!("{}", path.display()))?;
         let mut wanted: Vec<String> = Vec::new();
         if let Some(interp) = elf.interpreter().with_context(|| format!("{}", path.display()))? {
+            interpreter_name = interp.rsplit('/').next().map(str::to_string);
             wanted.push(interp);
         }
         for name in elf.needed().with_context(|| format!("{}", path.display()))? {
+            // libc names the dynamic loader as a dependency; the loader answers to that
+            // soname itself, so the interpreter copied already is the one it gets.
+            if interpreter_name.as_deref() == Some(name.as_str()) {
+                continue;
+            }
             let found = LIBRARY_DIRS
                 .iter()
                 .map(|dir| format!("{dir}/{name}"))
@@ -146,8 +153,9 @@ mod tests {
         let files = library_closure(Path::new("/"), Path::new("/usr/sbin/mkfs.ext4")).unwrap();
         let names: Vec<&str> = files.iter().map(|f| f.initrd_path.rsplit('/').next().unwrap()).collect();
         for expected in ["ld-linux-x86-64.so.2", "libc.so.6", "libext2fs.so.2", "libcom_err.so.2", "libblkid.so.1", "libuuid.so.1", "libe2p.so.2"] {
-            assert!(names.contains(&expected), "{expected} missing from {names:?}");
+            assert_eq!(names.iter().filter(|n| **n == expected).count(), 1, "{expected} not exactly once in {files:?}");
         }
+        assert!(files.iter().any(|f| f.initrd_path == "/lib64/ld-linux-x86-64.so.2"), "the interpreter is not at its PT_INTERP path");
     }
 
     #[test]
