@@ -6,9 +6,8 @@ use anyhow::{bail, ensure, Context};
 use keel_cmdline::{BootParams, UsrCorruption};
 use keel_dm::{create_verity, verity_status, MappedDevice, VerityStatus};
 use keel_manifest::UsrImage;
-use keel_verity::{check_tree, encode_hex, tree_start_block, CorruptionMode, Superblock, TableLine, SUPERBLOCK_SIZE};
+use keel_verity::{check_tree, encode_hex, tree_start_block, CorruptionMode, ReadAt, Superblock, TableLine, SUPERBLOCK_SIZE};
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 
 pub const USR_DEVICE_NAME: &str = "usr";
 
@@ -31,12 +30,11 @@ pub fn open_verified_usr(
     // A separate hash device (systemd.verity_usr_hash=) holds the superblock at its start.
     let separate_hash = data.node != hash.node;
     let hash_offset = if separate_hash { 0 } else { usr.hash_offset };
-    let mut hash_file = File::open(&hash.node).with_context(|| format!("cannot open {}", hash.node.display()))?;
+    let hash_file = File::open(&hash.node).with_context(|| format!("cannot open {}", hash.node.display()))?;
 
     let mut raw = [0u8; SUPERBLOCK_SIZE];
     hash_file
-        .seek(SeekFrom::Start(hash_offset))
-        .and_then(|_| hash_file.read_exact(&mut raw))
+        .read_exact_at(&mut raw, hash_offset)
         .with_context(|| format!("cannot read the verity superblock at byte {hash_offset} of {}", hash.node.display()))?;
     let superblock = Superblock::parse(&raw).with_context(|| format!("at byte {hash_offset} of {}", hash.node.display()))?;
     if superblock.params != usr.verity {
@@ -49,7 +47,7 @@ pub fn open_verified_usr(
     }
 
     let data_size = File::open(&data.node)
-        .and_then(|mut f| f.seek(SeekFrom::End(0)))
+        .and_then(|f| f.size())
         .with_context(|| format!("cannot find the size of {}", data.node.display()))?;
     ensure!(
         data_size >= usr.verity.data_bytes() && (separate_hash || usr.hash_offset >= usr.verity.data_bytes()),
@@ -59,7 +57,7 @@ pub fn open_verified_usr(
     );
 
     let tree_block = tree_start_block(hash_offset, usr.verity.hash_block_size, true);
-    check_tree(&mut hash_file, tree_block * u64::from(usr.verity.hash_block_size), &usr.verity, &usr.root_hash)
+    check_tree(&hash_file, tree_block * u64::from(usr.verity.hash_block_size), &usr.verity, &usr.root_hash)
         .with_context(|| format!("the /usr hash tree on {} does not match the root hash in the initrd ({baked_root})", hash.node.display()))?;
 
     let table = TableLine {
@@ -67,11 +65,13 @@ pub fn open_verified_usr(
         hash_device: format!("{}:{}", hash.major, hash.minor),
         hash_start_block: tree_block,
         params: usr.verity.clone(),
-        root: usr.root_hash,
+        root: usr.root_hash.clone(),
         corruption: match params.usr_corruption {
             UsrCorruption::Panic => CorruptionMode::PanicOnCorruption,
             UsrCorruption::Restart => CorruptionMode::RestartOnCorruption,
         },
+        ignore_zero_blocks: false,
+        check_at_most_once: false,
     };
     let device = create_verity(USR_DEVICE_NAME, &table)?;
     match verity_status(USR_DEVICE_NAME)? {

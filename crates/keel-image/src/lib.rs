@@ -100,7 +100,7 @@ fn write_image(
     let hash_offset = data_blocks * BLOCK_SIZE;
     let verity_uuid: [u8; 16] = derive_guid(&params.salt, "verity uuid").0;
     let mut hash_area = Cursor::new(Vec::new());
-    let formatted = format_hash_area(&mut File::open(fs_path)?, &params, Some(verity_uuid), &mut hash_area, 0)?;
+    let formatted = format_hash_area(&File::open(fs_path)?, &params, Some(verity_uuid), &mut hash_area, 0)?;
     ensure!(hash_offset + formatted.end <= usr_partition.size_bytes(), "the hash area does not fit in USR-A");
 
     let output = &spec.output;

@@ -3,7 +3,7 @@
 //! file does not promise. It is the only thing that connects a disk image to its initrd.
 
 use anyhow::{bail, Context};
-use keel_verity::{decode_hex, encode_hex, Digest, HashType, VerityParams};
+use keel_verity::{decode_hex, encode_hex, Digest, HashAlgorithm, HashType, VerityParams};
 use serde_json::{json, Value};
 
 /// Where the initrd holds the manifest.
@@ -37,7 +37,7 @@ impl ImageManifest {
                 "filesystem": usr.filesystem,
                 "hash_offset": usr.hash_offset,
                 "root_hash": encode_hex(&usr.root_hash),
-                "hash_algorithm": usr.verity.algorithm(),
+                "hash_algorithm": usr.verity.algorithm.name(),
                 "hash_type": usr.verity.hash_type.number(),
                 "data_block_size": usr.verity.data_block_size,
                 "hash_block_size": usr.verity.hash_block_size,
@@ -52,31 +52,29 @@ impl ImageManifest {
     pub fn from_json(text: &str) -> anyhow::Result<ImageManifest> {
         let value: Value = serde_json::from_str(text).context("the image manifest is not JSON")?;
         let usr = value.get("usr").context("the image manifest has no \"usr\" object")?;
-        let algorithm = string(usr, "hash_algorithm")?;
         let params = VerityParams {
+            algorithm: HashAlgorithm::from_name(string(usr, "hash_algorithm")?)?,
             hash_type: HashType::from_number(u32_field(usr, "hash_type")?)?,
             data_block_size: u32_field(usr, "data_block_size")?,
             hash_block_size: u32_field(usr, "hash_block_size")?,
             data_blocks: u64_field(usr, "data_blocks")?,
             salt: decode_hex(string(usr, "salt")?, "usr.salt")?,
         };
-        if algorithm != params.algorithm() {
-            bail!("usr.hash_algorithm {algorithm:?} is not supported (only {})", params.algorithm());
-        }
         params.validate()?;
         let root_hash = decode_hex(string(usr, "root_hash")?, "usr.root_hash")?;
         let os = string(&value, "os")?;
         if os.is_empty() || os.contains('/') || os.starts_with('.') {
             bail!("os {os:?} cannot name a directory under /usr/share");
         }
+        if root_hash.len() != params.digest_size() {
+            bail!("usr.root_hash has {} bytes, but a {} digest has {}", root_hash.len(), params.algorithm.name(), params.digest_size());
+        }
         Ok(ImageManifest {
             os: os.to_string(),
             usr: UsrImage {
                 filesystem: string(usr, "filesystem")?.to_string(),
                 hash_offset: u64_field(usr, "hash_offset")?,
-                root_hash: root_hash
-                    .try_into()
-                    .map_err(|bytes: Vec<u8>| anyhow::anyhow!("usr.root_hash has {} bytes, not 32", bytes.len()))?,
+                root_hash,
                 verity: params,
             },
         })
@@ -105,7 +103,7 @@ mod tests {
             usr: UsrImage {
                 filesystem: "ext4".into(),
                 hash_offset: 1065345024,
-                root_hash: [0xab; 32],
+                root_hash: vec![0xab; 32],
                 verity: VerityParams::new(260094, vec![1, 2, 3]),
             },
         }
@@ -124,6 +122,7 @@ mod tests {
             ("/usr/root_hash", json!("abcd"), "root_hash"),
             ("/usr/salt", json!("xyz"), "salt"),
             ("/usr/hash_algorithm", json!("md5"), "md5"),
+            ("/usr/hash_algorithm", json!("sha512"), "root_hash has 32 bytes, but a sha512 digest has 64"),
             ("/usr/data_block_size", json!(1000), "block size"),
             ("/usr/data_blocks", json!(-1), "data_blocks"),
             ("/os", json!("../etc"), "os"),

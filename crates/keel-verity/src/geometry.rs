@@ -22,7 +22,7 @@ pub struct Geometry {
 impl Geometry {
     pub fn new(params: &VerityParams) -> Result<Geometry, VerityError> {
         params.validate()?;
-        let per_block_bits = (params.hash_block_size as usize / params.digest_slot()).ilog2();
+        let per_block_bits = params.digests_per_block_bits();
         // The kernel's rule (dm-verity-target.c): add levels until one block covers all.
         let mut depth = 0u32;
         while per_block_bits * depth < 64 && (params.data_blocks - 1) >> (per_block_bits * depth) != 0 {

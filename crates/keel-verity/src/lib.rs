@@ -6,8 +6,10 @@
 
 mod error;
 mod geometry;
+mod hasher;
 mod hex;
 mod params;
+mod read_at;
 mod superblock;
 mod table;
 mod tree;
@@ -15,7 +17,8 @@ mod tree;
 pub use error::VerityError;
 pub use geometry::{tree_start_block, Geometry, Level};
 pub use hex::{decode_hex, encode_hex};
-pub use params::{HashType, VerityParams, DIGEST_SIZE};
+pub use params::{HashAlgorithm, HashType, VerityParams, MAX_DIGEST_SIZE};
+pub use read_at::ReadAt;
 pub use superblock::{Superblock, SUPERBLOCK_SIZE};
 pub use table::{CorruptionMode, TableLine};
-pub use tree::{check_tree, format, format_hash_area, Digest, Formatted};
+pub use tree::{check_tree, format, format_hash_area, verify, Digest, Formatted};

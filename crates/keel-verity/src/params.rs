@@ -1,8 +1,43 @@
 use crate::VerityError;
 
-/// SHA-256 is the only algorithm so far; its digest fills a power-of-two slot exactly.
-pub const DIGEST_SIZE: usize = 32;
-pub const ALGORITHM: &str = "sha256";
+/// The hash functions keel supports: those veritysetup users actually choose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashAlgorithm {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+impl HashAlgorithm {
+    /// The kernel crypto API's name, which the superblock and table line use.
+    pub fn name(self) -> &'static str {
+        match self {
+            HashAlgorithm::Sha1 => "sha1",
+            HashAlgorithm::Sha256 => "sha256",
+            HashAlgorithm::Sha512 => "sha512",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Result<HashAlgorithm, VerityError> {
+        match name {
+            "sha1" => Ok(HashAlgorithm::Sha1),
+            "sha256" => Ok(HashAlgorithm::Sha256),
+            "sha512" => Ok(HashAlgorithm::Sha512),
+            other => Err(VerityError::InvalidParams(format!("hash algorithm {other:?} is not supported (sha256, sha512, sha1)"))),
+        }
+    }
+
+    pub fn digest_size(self) -> usize {
+        match self {
+            HashAlgorithm::Sha1 => 20,
+            HashAlgorithm::Sha256 => 32,
+            HashAlgorithm::Sha512 => 64,
+        }
+    }
+}
+
+/// The largest digest of any supported algorithm.
+pub const MAX_DIGEST_SIZE: usize = 64;
 const MAX_SALT_SIZE: usize = 256;
 const MIN_BLOCK_SIZE: u32 = 512;
 const MAX_BLOCK_SIZE: u32 = 64 * 1024;
@@ -33,6 +68,7 @@ impl HashType {
 /// Everything that determines the hash tree of a data area, apart from the data itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerityParams {
+    pub algorithm: HashAlgorithm,
     pub hash_type: HashType,
     pub data_block_size: u32,
     pub hash_block_size: u32,
@@ -41,19 +77,16 @@ pub struct VerityParams {
 }
 
 impl VerityParams {
-    /// veritysetup's defaults: format 1, 4096-byte blocks.
+    /// veritysetup's defaults: sha256, format 1, 4096-byte blocks.
     pub fn new(data_blocks: u64, salt: Vec<u8>) -> VerityParams {
         VerityParams {
+            algorithm: HashAlgorithm::Sha256,
             hash_type: HashType::Normal,
             data_block_size: 4096,
             hash_block_size: 4096,
             data_blocks,
             salt,
         }
-    }
-
-    pub fn algorithm(&self) -> &'static str {
-        ALGORITHM
     }
 
     /// Checks the limits the kernel and veritysetup enforce, so that nothing later can
@@ -85,12 +118,22 @@ impl VerityParams {
         self.data_blocks * u64::from(self.data_block_size)
     }
 
-    /// The bytes one digest occupies in a hash block.
+    pub fn digest_size(&self) -> usize {
+        self.algorithm.digest_size()
+    }
+
+    /// The bytes one digest occupies in a hash block: format 1 pads it to a power of two.
     pub fn digest_slot(&self) -> usize {
         match self.hash_type {
-            HashType::Normal => DIGEST_SIZE.next_power_of_two(),
-            HashType::ChromeOs => DIGEST_SIZE,
+            HashType::Normal => self.digest_size().next_power_of_two(),
+            HashType::ChromeOs => self.digest_size(),
         }
+    }
+
+    /// How many digests one hash block holds, as a power of two (the kernel's rule).
+    /// Only for validated parameters: a block is then at least 512 bytes, a slot at most 64.
+    pub(crate) fn digests_per_block_bits(&self) -> u32 {
+        (self.hash_block_size as usize / self.digest_slot()).ilog2()
     }
 }
 

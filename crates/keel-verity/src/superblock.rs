@@ -1,5 +1,4 @@
-use crate::params::ALGORITHM;
-use crate::{HashType, VerityError, VerityParams};
+use crate::{HashAlgorithm, HashType, VerityError, VerityParams};
 use static_assertions::const_assert_eq;
 
 pub const SUPERBLOCK_SIZE: usize = 512;
@@ -27,7 +26,8 @@ impl Superblock {
         bytes[8..12].copy_from_slice(&SUPERBLOCK_VERSION.to_le_bytes());
         bytes[12..16].copy_from_slice(&params.hash_type.number().to_le_bytes());
         bytes[16..32].copy_from_slice(&self.uuid);
-        bytes[32..32 + ALGORITHM.len()].copy_from_slice(ALGORITHM.as_bytes());
+        let algorithm = params.algorithm.name().as_bytes();
+        bytes[32..32 + algorithm.len()].copy_from_slice(algorithm);
         bytes[64..68].copy_from_slice(&params.data_block_size.to_le_bytes());
         bytes[68..72].copy_from_slice(&params.hash_block_size.to_le_bytes());
         bytes[72..80].copy_from_slice(&params.data_blocks.to_le_bytes());
@@ -56,10 +56,7 @@ impl Superblock {
         let hash_type = HashType::from_number(u32_at(12)).map_err(|e| bad(e.to_string()))?;
         let algorithm_field = &bytes[32..32 + ALGORITHM_FIELD];
         let name_len = algorithm_field.iter().position(|&b| b == 0).unwrap_or(ALGORITHM_FIELD);
-        let algorithm = String::from_utf8_lossy(&algorithm_field[..name_len]);
-        if algorithm != ALGORITHM {
-            return Err(bad(format!("hash algorithm {algorithm:?} is not supported (only {ALGORITHM})")));
-        }
+        let algorithm = HashAlgorithm::from_name(&String::from_utf8_lossy(&algorithm_field[..name_len])).map_err(|e| bad(e.to_string()))?;
         let salt_len = usize::from(u16::from_le_bytes([bytes[80], bytes[81]]));
         if salt_len > SALT_FIELD {
             return Err(bad(format!("salt size {salt_len} is larger than {SALT_FIELD}")));
@@ -67,6 +64,7 @@ impl Superblock {
         let mut data_blocks = [0u8; 8];
         data_blocks.copy_from_slice(&bytes[72..80]);
         let params = VerityParams {
+            algorithm,
             hash_type,
             data_block_size: u32_at(64),
             hash_block_size: u32_at(68),

@@ -20,6 +20,10 @@ pub struct TableLine {
     pub params: VerityParams,
     pub root: Digest,
     pub corruption: CorruptionMode,
+    /// Blocks that are all zero read as zeros without being hashed (for sparse images).
+    pub ignore_zero_blocks: bool,
+    /// Each data block is verified only on its first read.
+    pub check_at_most_once: bool,
 }
 
 impl TableLine {
@@ -41,14 +45,24 @@ impl TableLine {
             params.hash_block_size,
             params.data_blocks,
             self.hash_start_block,
-            params.algorithm(),
+            params.algorithm.name(),
             encode_hex(&self.root),
             salt,
         );
+        let mut options = Vec::new();
         match self.corruption {
             CorruptionMode::Eio => {}
-            CorruptionMode::RestartOnCorruption => line.push_str(" 1 restart_on_corruption"),
-            CorruptionMode::PanicOnCorruption => line.push_str(" 1 panic_on_corruption"),
+            CorruptionMode::RestartOnCorruption => options.push("restart_on_corruption"),
+            CorruptionMode::PanicOnCorruption => options.push("panic_on_corruption"),
+        }
+        if self.ignore_zero_blocks {
+            options.push("ignore_zero_blocks");
+        }
+        if self.check_at_most_once {
+            options.push("check_at_most_once");
+        }
+        if !options.is_empty() {
+            line.push_str(&format!(" {} {}", options.len(), options.join(" ")));
         }
         line
     }
@@ -71,12 +85,18 @@ mod tests {
             hash_device: "/dev/vda3".into(),
             hash_start_block: 261,
             params: VerityParams::new(260, vec![0xab, 0xcd]),
-            root: [0x11; 32],
+            root: vec![0x11; 32],
             corruption: CorruptionMode::PanicOnCorruption,
+            ignore_zero_blocks: false,
+            check_at_most_once: false,
         };
         assert_eq!(
             line.to_string(),
             format!("0 2080 verity 1 /dev/vda3 /dev/vda3 4096 4096 260 261 sha256 {} abcd 1 panic_on_corruption", "11".repeat(32))
         );
+        let all = TableLine { ignore_zero_blocks: true, check_at_most_once: true, corruption: CorruptionMode::Eio, ..line.clone() };
+        assert!(all.to_string().ends_with(" abcd 2 ignore_zero_blocks check_at_most_once"));
+        let plain = TableLine { corruption: CorruptionMode::Eio, ..line };
+        assert!(plain.to_string().ends_with(" abcd"));
     }
 }

@@ -1,128 +1,196 @@
-//! Differential test: keel must write the same bytes as cryptsetup's `veritysetup format`.
+//! Differential test: for every combination of algorithm, block sizes, salt length, hash
+//! format, superblock and tree depth, keel writes the same bytes as cryptsetup's
+//! `veritysetup format`, veritysetup verifies keel's output and keel verifies veritysetup's.
 //! `cargo xtask test` installs cryptsetup-bin; without it this test fails rather than skips.
 
-use keel_verity::{check_tree, encode_hex, format_hash_area, HashType, Superblock, VerityParams};
+use keel_verity::{encode_hex, format_hash_area, verify, HashAlgorithm, HashType, VerityParams};
+use std::collections::HashMap;
 use std::fs;
-use std::io::{Cursor, Seek, SeekFrom};
-use std::path::Path;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 
 const UUID: &str = "a4d7c6f2-1b38-4e55-9c1e-52f0d2a61b7e";
+/// Data sizes above this are left out of the matrix (3-level trees of 64 KiB blocks).
+const MAX_DATA_BYTES: u64 = 64 << 20;
+const BLOCK_SIZES: [(u32, u32); 9] =
+    [(4096, 4096), (512, 512), (1024, 4096), (4096, 512), (512, 65536), (65536, 512), (8192, 16384), (65536, 65536), (2048, 1024)];
 
 fn uuid_bytes() -> [u8; 16] {
     let hex: String = UUID.chars().filter(|c| *c != '-').collect();
     keel_verity::decode_hex(&hex, "uuid").unwrap().try_into().unwrap()
 }
 
-fn test_data(blocks: u64, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..blocks * 4096)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
+fn scratch() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("veritysetup");
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Deterministic data, cached on disk per size so the matrix writes each file once.
+fn data_file(blocks: u64, block_size: u32, cache: &Mutex<HashMap<u64, PathBuf>>) -> PathBuf {
+    let bytes = blocks * u64::from(block_size);
+    let mut cache = cache.lock().unwrap();
+    cache
+        .entry(bytes)
+        .or_insert_with(|| {
+            let path = scratch().join(format!("data-{bytes}"));
+            let mut state = bytes | 1;
+            let data: Vec<u8> = (0..bytes)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            fs::write(&path, data).unwrap();
+            path
         })
+        .clone()
+}
+
+fn param_args(params: &VerityParams) -> Vec<String> {
+    let salt = if params.salt.is_empty() { "-".to_string() } else { encode_hex(&params.salt) };
+    vec![
+        format!("--hash={}", params.algorithm.name()),
+        format!("--data-block-size={}", params.data_block_size),
+        format!("--hash-block-size={}", params.hash_block_size),
+        format!("--format={}", params.hash_type.number()),
+        format!("--salt={salt}"),
+        format!("--data-blocks={}", params.data_blocks),
+    ]
+}
+
+fn veritysetup(args: &[String]) -> Result<String, String> {
+    let output = Command::new("veritysetup")
+        .args(args)
+        .output()
+        .expect("veritysetup must be installed (cryptsetup-bin); `cargo xtask test` installs it");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).to_string())
+    } else {
+        Err(format!("veritysetup {args:?}: {}", String::from_utf8_lossy(&output.stderr)))
+    }
+}
+
+/// Data block counts that give 0, 1, 2 and 3+ tree levels for these parameters.
+fn depths(params: &VerityParams) -> Vec<u64> {
+    let per_block = 1u64 << (params.hash_block_size as usize / params.digest_slot()).ilog2();
+    [1, 2, per_block + 1, per_block * per_block + 1]
+        .into_iter()
+        .filter(|blocks| blocks * u64::from(params.data_block_size) <= MAX_DATA_BYTES)
         .collect()
 }
 
-/// Runs veritysetup and returns the root hash it printed.
-fn veritysetup_format(data: &Path, hash: &Path, params: &VerityParams, hash_offset: Option<u64>) -> String {
-    let salt = if params.salt.is_empty() { "-".to_string() } else { encode_hex(&params.salt) };
-    let mut command = Command::new("veritysetup");
-    command.arg("format").arg(data).arg(hash).args([
-        format!("--format={}", params.hash_type.number()),
-        format!("--salt={salt}"),
-        format!("--uuid={UUID}"),
-        format!("--data-blocks={}", params.data_blocks),
-    ]);
-    if let Some(offset) = hash_offset {
-        command.arg(format!("--hash-offset={offset}"));
-    }
-    let output = command
-        .output()
-        .expect("veritysetup must be installed (cryptsetup-bin); `cargo xtask test` installs it");
-    assert!(output.status.success(), "veritysetup failed: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .find_map(|line| line.strip_prefix("Root hash:"))
-        .expect("veritysetup printed no root hash")
-        .trim()
-        .to_string()
+struct Case {
+    params: VerityParams,
+    superblock: bool,
 }
 
-fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("veritysetup");
-    fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+fn run_case(case: &Case, index: usize, cache: &Mutex<HashMap<u64, PathBuf>>) -> Result<(), String> {
+    let params = &case.params;
+    let data_path = data_file(params.data_blocks, params.data_block_size, cache);
+    let data = fs::read(&data_path).map_err(|e| e.to_string())?;
+    let hash_path = scratch().join(format!("case-{index}.hash"));
+    fs::write(&hash_path, b"").map_err(|e| e.to_string())?;
+    let (data_arg, hash_arg) = (data_path.display().to_string(), hash_path.display().to_string());
+
+    let mut args = vec!["format".to_string(), data_arg.clone(), hash_arg.clone()];
+    args.extend(param_args(params));
+    args.push(if case.superblock { format!("--uuid={UUID}") } else { "--no-superblock".into() });
+    let printed = veritysetup(&args)?;
+    let reference_root = printed.lines().find_map(|l| l.strip_prefix("Root hash:")).ok_or("no root hash printed")?.trim().to_string();
+    let reference = fs::read(&hash_path).map_err(|e| e.to_string())?;
+
+    let mut ours = Cursor::new(Vec::new());
+    let uuid = case.superblock.then(uuid_bytes);
+    let formatted = format_hash_area(data.as_slice(), params, uuid, &mut ours, 0).map_err(|e| e.to_string())?;
+    if encode_hex(&formatted.root) != reference_root {
+        return Err(format!("root hash differs: keel {} veritysetup {reference_root}", encode_hex(&formatted.root)));
+    }
+    if ours.get_ref() != &reference {
+        return Err(format!("hash area differs ({} vs {} bytes)", ours.get_ref().len(), reference.len()));
+    }
+    // keel verifies what veritysetup wrote...
+    let tree_offset = formatted.tree_start_block * u64::from(params.hash_block_size);
+    verify(data.as_slice(), reference.as_slice(), tree_offset, params, &formatted.root).map_err(|e| format!("keel verify: {e}"))?;
+    // ...and veritysetup verifies what keel wrote.
+    let keel_hash = scratch().join(format!("case-{index}.keel"));
+    fs::write(&keel_hash, ours.get_ref()).map_err(|e| e.to_string())?;
+    let mut args = vec!["verify".to_string(), data_arg, keel_hash.display().to_string(), reference_root];
+    if !case.superblock {
+        args.push("--no-superblock".into());
+        args.extend(param_args(params));
+    }
+    veritysetup(&args)?;
+    let _ = fs::remove_file(&hash_path);
+    let _ = fs::remove_file(&keel_hash);
+    Ok(())
 }
 
 #[test]
-fn separate_hash_file_is_byte_identical() {
-    // 1 block: no tree; 2 and 128: one level; 129: two; 16385: three levels.
-    let cases = [(1u64, 32usize, HashType::Normal), (2, 0, HashType::Normal), (128, 1, HashType::Normal),
-        (129, 32, HashType::ChromeOs), (1000, 256, HashType::Normal), (16385, 32, HashType::Normal)];
-    for (blocks, salt_len, hash_type) in cases {
-        let name = format!("{blocks}-{salt_len}-{}", hash_type.number());
-        let data = test_data(blocks, blocks * 31 + salt_len as u64);
-        let params = VerityParams { hash_type, salt: vec![0xa5; salt_len], ..VerityParams::new(blocks, Vec::new()) };
-        let data_path = scratch(&format!("{name}.data"));
-        let hash_path = scratch(&format!("{name}.hash"));
-        fs::write(&data_path, &data).unwrap();
-        fs::write(&hash_path, b"").unwrap();
-        let reference_root = veritysetup_format(&data_path, &hash_path, &params, None);
-
-        let mut ours = Cursor::new(Vec::new());
-        let formatted = format_hash_area(&mut Cursor::new(&data), &params, Some(uuid_bytes()), &mut ours, 0).unwrap();
-        assert_eq!(encode_hex(&formatted.root), reference_root, "root hash differs for {name}");
-        let reference = fs::read(&hash_path).unwrap();
-        assert!(ours.get_ref() == &reference, "hash area differs for {name} ({} vs {} bytes)", ours.get_ref().len(), reference.len());
-        assert_eq!(formatted.end, reference.len() as u64);
-        check_tree(&mut Cursor::new(&reference), formatted.tree_start_block * 4096, &params, &formatted.root).unwrap();
+fn every_combination_matches_veritysetup_byte_for_byte() {
+    let mut cases = Vec::new();
+    for algorithm in [HashAlgorithm::Sha256, HashAlgorithm::Sha512, HashAlgorithm::Sha1] {
+        for (data_block_size, hash_block_size) in BLOCK_SIZES {
+            for salt_len in [0usize, 1, 32, 256] {
+                for hash_type in [HashType::Normal, HashType::ChromeOs] {
+                    for superblock in [true, false] {
+                        let base = VerityParams { algorithm, hash_type, data_block_size, hash_block_size, data_blocks: 1, salt: vec![0xa5; salt_len] };
+                        for data_blocks in depths(&base) {
+                            cases.push(Case { params: VerityParams { data_blocks, ..base.clone() }, superblock });
+                        }
+                    }
+                }
+            }
+        }
     }
+    let cache = Mutex::new(HashMap::new());
+    let next = Mutex::new(0usize);
+    let failures = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..std::thread::available_parallelism().map_or(1, |n| n.get()) {
+            scope.spawn(|| loop {
+                let index = {
+                    let mut next = next.lock().unwrap();
+                    *next += 1;
+                    *next - 1
+                };
+                let Some(case) = cases.get(index) else { break };
+                if let Err(error) = run_case(case, index, &cache) {
+                    let p = &case.params;
+                    failures.lock().unwrap().push(format!(
+                        "{} format {} blocks {}x{} hash blocks {} salt {} superblock {}: {error}",
+                        p.algorithm.name(), p.hash_type.number(), p.data_blocks, p.data_block_size, p.hash_block_size, p.salt.len(), case.superblock
+                    ));
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    eprintln!("{} combinations matched veritysetup", cases.len());
 }
 
 #[test]
 fn hash_area_appended_in_the_same_file_is_byte_identical() {
     let blocks = 3000;
     let hash_offset = (blocks + 5) * 4096;
-    let params = VerityParams::new(blocks, vec![0x3c; 32]);
-    let mut image = test_data(blocks + 5, 7);
-    image.resize(hash_offset as usize, 0);
-    let path = scratch("appended.img");
-    fs::write(&path, &image).unwrap();
-    let reference_root = veritysetup_format(&path, &path, &params, Some(hash_offset));
+    for params in [VerityParams::new(blocks, vec![0x3c; 32]), VerityParams { algorithm: HashAlgorithm::Sha512, hash_block_size: 1024, ..VerityParams::new(blocks, vec![7; 3]) }] {
+        let mut image: Vec<u8> = (0..hash_offset).map(|i| (i % 251) as u8).collect();
+        image.resize(hash_offset as usize, 0);
+        let path = scratch().join(format!("appended-{}.img", params.algorithm.name()));
+        fs::write(&path, &image).unwrap();
+        let mut args = vec!["format".to_string(), path.display().to_string(), path.display().to_string(), format!("--hash-offset={hash_offset}"), format!("--uuid={UUID}")];
+        args.extend(param_args(&params));
+        let printed = veritysetup(&args).unwrap();
+        let reference_root = printed.lines().find_map(|l| l.strip_prefix("Root hash:")).unwrap().trim().to_string();
 
-    let mut ours = Cursor::new(image.clone());
-    let formatted = format_hash_area(&mut Cursor::new(&image), &params, Some(uuid_bytes()), &mut ours, hash_offset).unwrap();
-    assert_eq!(encode_hex(&formatted.root), reference_root);
-    let reference = fs::read(&path).unwrap();
-    assert!(ours.get_ref() == &reference, "image differs");
-
-    let mut file = fs::File::open(&path).unwrap();
-    file.seek(SeekFrom::Start(hash_offset)).unwrap();
-    let superblock = Superblock::parse(&reference[hash_offset as usize..]).unwrap();
-    assert_eq!(superblock.params, params);
-    assert_eq!(superblock.uuid, uuid_bytes());
-}
-
-#[test]
-fn veritysetup_verify_accepts_keels_output() {
-    let blocks = 777;
-    let params = VerityParams::new(blocks, vec![0x11; 32]);
-    let data = test_data(blocks, 99);
-    let data_path = scratch("keel.data");
-    let hash_path = scratch("keel.hash");
-    fs::write(&data_path, &data).unwrap();
-    let mut hash = Cursor::new(Vec::new());
-    let formatted = format_hash_area(&mut Cursor::new(&data), &params, Some(uuid_bytes()), &mut hash, 0).unwrap();
-    fs::write(&hash_path, hash.get_ref()).unwrap();
-    let status = Command::new("veritysetup")
-        .arg("verify")
-        .arg(&data_path)
-        .arg(&hash_path)
-        .arg(encode_hex(&formatted.root))
-        .status()
-        .unwrap();
-    assert!(status.success(), "veritysetup verify rejected keel's hash area");
+        let mut ours = Cursor::new(image.clone());
+        let formatted = format_hash_area(image.as_slice(), &params, Some(uuid_bytes()), &mut ours, hash_offset).unwrap();
+        assert_eq!(encode_hex(&formatted.root), reference_root);
+        assert!(ours.get_ref() == &fs::read(&path).unwrap(), "image differs for {}", params.algorithm.name());
+    }
 }

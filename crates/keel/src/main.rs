@@ -2,29 +2,40 @@
 //! arguments and calls the crate that does the work.
 
 mod args;
+mod verity;
 
 use anyhow::{bail, Context};
 use args::Args;
 use keel_disk::{Guid, LayoutSizes};
 use keel_manifest::ImageManifest;
-use keel_verity::{decode_hex, encode_hex, format_hash_area, Geometry, VerityParams};
-use std::fs::{File, OpenOptions};
-use std::io::Read;
+use keel_verity::{encode_hex, VerityError};
 use std::path::PathBuf;
 
 const USAGE: &str = "usage:
-  keel verity format DATA [HASH] [--hash-offset BYTES] [--data-blocks N] [--salt HEX|-] [--uuid UUID] [--json]
+  keel verity format DATA HASH [--hash sha256|sha512|sha1] [--data-block-size N] [--hash-block-size N]
+                     [--salt HEX|-] [--uuid UUID] [--format 1|0] [--no-superblock] [--hash-offset BYTES]
+                     [--data-blocks N] [--json]
+  keel verity verify DATA HASH ROOT_HASH [--hash-offset BYTES] [--no-superblock --data-blocks N ...]
+  keel verity dump HASH [--hash-offset BYTES]
+  keel verity table DATA HASH ROOT_HASH [--hash-offset BYTES] [--restart-on-corruption|--panic-on-corruption]
+                    [--ignore-zero-blocks] [--check-at-most-once] [--no-superblock --data-blocks N ...]
   keel image build --usr DIR --output IMAGE [--manifest FILE] [--os NAME] [--usr-mib N] [--root-mib N]
                    [--esp-mib N] [--oem-mib N] [--disk-guid GUID] [--epoch SECONDS]
   keel initrd build --manifest FILE --init KEEL_INIT --kernel-modules /lib/modules/VERSION --output FILE
                     [--compression zstd|xz|gzip|none]
-  keel dm status NAME";
+  keel dm status NAME
+exit status: 0 done, 1 bad arguments or failure, 2 verification failed (data or hash tree corrupt)";
+
+/// veritysetup's (cryptsetup's) convention: 2 means the data did not verify.
+const EXIT_CORRUPT: i32 = 2;
+const EXIT_FAILURE: i32 = 1;
 
 fn main() {
     let words: Vec<String> = std::env::args().skip(1).collect();
     if let Err(error) = run(&words) {
         eprintln!("keel: {error:#}");
-        std::process::exit(1);
+        let corrupt = error.chain().any(|cause| matches!(cause.downcast_ref(), Some(VerityError::Corrupt(_))));
+        std::process::exit(if corrupt { EXIT_CORRUPT } else { EXIT_FAILURE });
     }
 }
 
@@ -34,70 +45,15 @@ fn run(words: &[String]) -> anyhow::Result<()> {
         _ => bail!("{USAGE}"),
     };
     match command.as_str() {
-        "verity format" => verity_format(rest),
+        "verity format" => verity::format(rest),
+        "verity verify" => verity::verify_command(rest),
+        "verity dump" => verity::dump(rest),
+        "verity table" => verity::table(rest),
         "image build" => image_build(rest),
         "initrd build" => initrd_build(rest),
         "dm status" => dm_status(rest),
         _ => bail!("unknown command {command:?}\n{USAGE}"),
     }
-}
-
-fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
-    let mut bytes = [0u8; N];
-    File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).context("cannot read /dev/urandom")?;
-    Ok(bytes)
-}
-
-fn verity_format(words: &[String]) -> anyhow::Result<()> {
-    let args = Args::parse(words, &["hash-offset", "data-blocks", "salt", "uuid"], &["json"])?;
-    let (data_path, hash_path) = match args.positional.as_slice() {
-        [data] => (data.clone(), data.clone()),
-        [data, hash] => (data.clone(), hash.clone()),
-        _ => bail!("give DATA and optionally HASH\n{USAGE}"),
-    };
-    let hash_offset: u64 = args.number("hash-offset")?.unwrap_or(0);
-    if data_path == hash_path && hash_offset == 0 {
-        bail!("with the hash area in the data file, --hash-offset must say where it starts");
-    }
-    let data_blocks = match args.number("data-blocks")? {
-        Some(blocks) => blocks,
-        None if data_path == hash_path => hash_offset / 4096,
-        None => std::fs::metadata(&data_path).with_context(|| format!("cannot stat {data_path}"))?.len() / 4096,
-    };
-    let salt = match args.get("salt") {
-        Some("-") => Vec::new(),
-        Some(hex) => decode_hex(hex, "--salt")?,
-        None => random_bytes::<32>()?.to_vec(),
-    };
-    let uuid = match args.get("uuid") {
-        Some(text) => Guid::parse(text)?,
-        None => Guid::from_random_bytes(random_bytes()?),
-    };
-    let params = VerityParams::new(data_blocks, salt);
-    let mut data = File::open(&data_path).with_context(|| format!("cannot open {data_path}"))?;
-    let mut hash = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&hash_path)
-        .with_context(|| format!("cannot open {hash_path}"))?;
-    let formatted = format_hash_area(&mut data, &params, Some(uuid.0), &mut hash, hash_offset)?;
-    let hash_blocks = Geometry::new(&params)?.tree_blocks();
-    if args.flag("json") {
-        println!(
-            "{{\"root_hash\":\"{}\",\"salt\":\"{}\",\"uuid\":\"{uuid}\",\"data_blocks\":{data_blocks},\"hash_blocks\":{hash_blocks},\"hash_offset\":{hash_offset}}}",
-            encode_hex(&formatted.root),
-            encode_hex(&params.salt)
-        );
-    } else {
-        println!("VERITY header information for {hash_path}");
-        println!("UUID:            \t{uuid}");
-        println!("Hash type:       \t{}", params.hash_type.number());
-        println!("Data blocks:     \t{data_blocks}");
-        println!("Data block size: \t{}", params.data_block_size);
-        println!("Hash blocks:     \t{hash_blocks}");
-        println!("Hash block size: \t{}", params.hash_block_size);
-        println!("Hash algorithm:  \t{}", params.algorithm());
-        println!("Salt:            \t{}", if params.salt.is_empty() { "-".into() } else { encode_hex(&params.salt) });
-        println!("Root hash:      \t{}", encode_hex(&formatted.root));
-    }
-    Ok(())
 }
 
 fn mib(args: &Args, name: &str, default: u64) -> anyhow::Result<u64> {
