@@ -131,7 +131,7 @@ pub fn format(words: &[String]) -> anyhow::Result<()> {
 fn read_superblock(hash: &File, hash_path: &str, offset: u64) -> anyhow::Result<Superblock> {
     let mut raw = [0u8; SUPERBLOCK_SIZE];
     hash.read_exact_at(&mut raw, offset).with_context(|| format!("cannot read a superblock at byte {offset} of {hash_path}"))?;
-    Ok(Superblock::parse(&raw).with_context(|| format!("at byte {offset} of {hash_path}"))?)
+    Superblock::parse(&raw).with_context(|| format!("at byte {offset} of {hash_path}"))
 }
 
 /// What verify and table work from: the parameters (from the superblock, or from the
@@ -139,7 +139,7 @@ fn read_superblock(hash: &File, hash_path: &str, offset: u64) -> anyhow::Result<
 fn stored_params(args: &Args, hash: &File, hash_path: &str) -> anyhow::Result<(VerityParams, u64)> {
     let hash_offset: u64 = args.number("hash-offset")?.unwrap_or(0);
     if args.flag("no-superblock") {
-        let params = params_from_options(&args, 0, false)?;
+        let params = params_from_options(args, 0, false)?;
         if params.data_blocks == 0 {
             bail!("--no-superblock needs --data-blocks");
         }
