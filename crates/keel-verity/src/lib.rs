@@ -18,7 +18,7 @@ pub use error::VerityError;
 pub use geometry::{tree_start_block, Geometry, Level};
 pub use hex::{decode_hex, encode_hex};
 pub use params::{HashAlgorithm, HashType, VerityParams, MAX_DIGEST_SIZE};
-pub use read_at::ReadAt;
+pub use read_at::{MappedFile, ReadAt};
 pub use superblock::{Superblock, SUPERBLOCK_SIZE};
 pub use table::{CorruptionMode, TableLine};
 pub use tree::{check_tree, format, format_hash_area, verify, Digest, Formatted};

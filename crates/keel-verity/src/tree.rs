@@ -44,24 +44,34 @@ fn hash_blocks(
     let failure: Mutex<Option<VerityError>> = Mutex::new(None);
     let stop = AtomicBool::new(false);
     let work = || {
-        let mut buffer = vec![0u8; job_blocks * block_size];
+        let mut buffer = Vec::new();
+        if source.slice_at(0, 0).is_none() {
+            buffer = vec![0u8; job_blocks * block_size];
+        }
         while !stop.load(Ordering::Relaxed) {
             let Some((index, region)) = jobs.lock().ok().and_then(|mut jobs| jobs.next()) else { break };
             let first = index as u64 * job_blocks as u64;
             let blocks = (count - first).min(job_blocks as u64) as usize;
-            let input = &mut buffer[..blocks * block_size];
-            if let Err(error) = source.read_exact_at(input, first * block_size as u64) {
-                stop.store(true, Ordering::Relaxed);
-                let context = format!("reading {what} {first}..{}", first + blocks as u64);
-                if let Ok(mut slot) = failure.lock() {
-                    slot.get_or_insert(VerityError::Io { context, source: error });
-                }
-                break;
-            }
+            let (offset, len) = (first * block_size as u64, blocks * block_size);
+            let input = match source.slice_at(offset, len) {
+                Some(in_memory) => in_memory,
+                None => match source.read_exact_at(&mut buffer[..len], offset) {
+                    Ok(()) => &buffer[..len],
+                    Err(error) => {
+                        stop.store(true, Ordering::Relaxed);
+                        let context = format!("reading {what} {first}..{}", first + blocks as u64);
+                        if let Ok(mut slot) = failure.lock() {
+                            slot.get_or_insert(VerityError::Io { context, source: error });
+                        }
+                        break;
+                    }
+                },
+            };
             for (n, block) in input.chunks_exact(block_size).enumerate() {
                 let at = slot_offset(params, n);
                 hasher.hash_into(block, &mut region[at..at + digest_size]);
             }
+            source.done_with(offset, len);
         }
     };
     if threads == 1 {

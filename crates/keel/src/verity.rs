@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use keel_disk::Guid;
 use keel_verity::{
     decode_hex, encode_hex, format_hash_area, tree_start_block, verify, CorruptionMode, Geometry, HashAlgorithm, HashType,
-    ReadAt, Superblock, TableLine, VerityParams, SUPERBLOCK_SIZE,
+    MappedFile, ReadAt, Superblock, TableLine, VerityParams, SUPERBLOCK_SIZE,
 };
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -48,6 +48,17 @@ fn open(path: &str) -> anyhow::Result<File> {
     File::open(path).with_context(|| format!("cannot open {path}"))
 }
 
+/// Data to hash: mapped where possible, so the page cache is hashed in place; plain reads
+/// for what cannot be mapped.
+fn open_for_hashing(path: &str) -> anyhow::Result<Box<dyn ReadAt>> {
+    let file = open(path)?;
+    let fallback = file.try_clone().with_context(|| format!("cannot reopen {path}"))?;
+    Ok(match MappedFile::new(file) {
+        Ok(mapped) => Box::new(mapped),
+        Err(_) => Box::new(fallback),
+    })
+}
+
 /// The lines veritysetup prints for a hash area, root hash excepted.
 fn print_header(hash_path: &str, uuid: Option<Guid>, params: &VerityParams) -> anyhow::Result<()> {
     println!("VERITY header information for {hash_path}");
@@ -81,7 +92,7 @@ pub fn format(words: &[String]) -> anyhow::Result<()> {
     }
     // Options are checked before any file is touched; the block count may come from the file.
     let mut params = params_from_options(&args, 1, true)?;
-    let data = open(data_path)?;
+    let data = open_for_hashing(data_path)?;
     let data_bytes = if data_path == hash_path { hash_offset } else { data.size().with_context(|| format!("cannot size {data_path}"))? };
     if args.get("data-blocks").is_none() {
         params.data_blocks = data_bytes / u64::from(params.data_block_size);
@@ -103,7 +114,7 @@ pub fn format(words: &[String]) -> anyhow::Result<()> {
         .truncate(false)
         .open(hash_path)
         .with_context(|| format!("cannot open {hash_path}"))?;
-    let formatted = format_hash_area(&data, &params, uuid.map(|u| u.0), &mut hash, hash_offset)?;
+    let formatted = format_hash_area(data.as_ref(), &params, uuid.map(|u| u.0), &mut hash, hash_offset)?;
     if args.flag("json") {
         println!(
             "{{\"root_hash\":\"{}\",\"salt\":\"{}\",\"uuid\":\"{}\",\"hash_algorithm\":\"{}\",\"hash_type\":{},\"data_blocks\":{},\
@@ -168,7 +179,7 @@ pub fn verify_command(words: &[String]) -> anyhow::Result<()> {
     if root.len() != params.digest_size() {
         bail!("the root hash has {} bytes; a {} digest has {}", root.len(), params.algorithm.name(), params.digest_size());
     }
-    verify(&open(data_path)?, &hash, tree_block * u64::from(params.hash_block_size), &params, &root)?;
+    verify(open_for_hashing(data_path)?.as_ref(), &hash, tree_block * u64::from(params.hash_block_size), &params, &root)?;
     println!("{data_path}: all {} data blocks and the hash tree match the root hash", params.data_blocks);
     Ok(())
 }
