@@ -44,10 +44,8 @@ fn hash_blocks(
     let failure: Mutex<Option<VerityError>> = Mutex::new(None);
     let stop = AtomicBool::new(false);
     let work = || {
+        // Only sources that cannot lend their bytes need a buffer to read into.
         let mut buffer = Vec::new();
-        if source.slice_at(0, 0).is_none() {
-            buffer = vec![0u8; job_blocks * block_size];
-        }
         while !stop.load(Ordering::Relaxed) {
             let Some((index, region)) = jobs.lock().ok().and_then(|mut jobs| jobs.next()) else { break };
             let first = index as u64 * job_blocks as u64;
@@ -55,7 +53,7 @@ fn hash_blocks(
             let (offset, len) = (first * block_size as u64, blocks * block_size);
             let input = match source.slice_at(offset, len) {
                 Some(in_memory) => in_memory,
-                None => match source.read_exact_at(&mut buffer[..len], offset) {
+                None => match source.read_exact_at({ buffer.resize(len, 0); &mut buffer[..len] }, offset) {
                     Ok(()) => &buffer[..len],
                     Err(error) => {
                         stop.store(true, Ordering::Relaxed);
