@@ -61,6 +61,12 @@ impl Superblock {
         if salt_len > SALT_FIELD {
             return Err(bad(format!("salt size {salt_len} is larger than {SALT_FIELD}")));
         }
+        // veritysetup writes zeros in every unused byte. The superblock has no checksum, so
+        // insisting on them is what turns a flipped bit there into an error.
+        let unused = [32 + name_len..64, 82..SALT_OFFSET, SALT_OFFSET + salt_len..SUPERBLOCK_SIZE];
+        if let Some(range) = unused.into_iter().find(|range| bytes[range.clone()].iter().any(|&b| b != 0)) {
+            return Err(bad(format!("bytes {}..{} should be zero", range.start, range.end)));
+        }
         let mut data_blocks = [0u8; 8];
         data_blocks.copy_from_slice(&bytes[72..80]);
         let params = VerityParams {

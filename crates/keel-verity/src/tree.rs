@@ -186,10 +186,18 @@ fn compare_with_level(
         let at = slot_offset(params, n);
         computed[at..at + digest_size] != trusted[at..at + digest_size]
     });
-    match first_bad {
-        Some(n) => Err(VerityError::Corrupt(mismatch(n as u64))),
-        None => Ok(()),
+    if let Some(n) = first_bad {
+        return Err(VerityError::Corrupt(mismatch(n as u64)));
     }
+    // The covered digests match; everything else in the trusted blocks must be the zeros a
+    // formatter leaves. A digest past the last block means the block count was changed
+    // (a shrunk count would otherwise verify a prefix) or the level is damaged.
+    if computed != trusted {
+        return Err(VerityError::Corrupt(format!(
+            "the hash blocks over these {what} hold more than {count} digests: the block count does not match the tree"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks the stored tree top-down against `root` and returns its verified bottom level
