@@ -31,9 +31,18 @@ impl DeviceSpec {
             {
                 anyhow::bail!("{text:?} names no device")
             }
+            DeviceSpec::PartUuid(guid) if !is_guid(guid) => {
+                anyhow::bail!("{text:?}: a PARTUUID is a GUID such as 7130c94a-213a-4e5a-8e26-6cce9662f132")
+            }
             _ => Ok(spec),
         }
     }
+}
+
+/// Five groups of 8-4-4-4-12 hex digits.
+fn is_guid(text: &str) -> bool {
+    text.len() == 36
+        && text.bytes().enumerate().all(|(i, b)| if matches!(i, 8 | 13 | 18 | 23) { b == b'-' } else { b.is_ascii_hexdigit() })
 }
 
 impl fmt::Display for DeviceSpec {
@@ -57,12 +66,15 @@ mod tests {
         for text in ["PARTUUID=7130c94a-213a-4e5a-8e26-6cce9662f132", "PARTLABEL=USR-B", "LABEL=ROOT", "UUID=abcd", "/dev/vda9"] {
             assert_eq!(DeviceSpec::parse(text).unwrap().to_string(), text);
         }
-        assert_eq!(DeviceSpec::parse("PARTUUID=ABC").unwrap(), DeviceSpec::PartUuid("abc".into()));
+        assert_eq!(
+            DeviceSpec::parse("PARTUUID=7130C94A-213A-4E5A-8E26-6CCE9662F132").unwrap(),
+            DeviceSpec::PartUuid("7130c94a-213a-4e5a-8e26-6cce9662f132".into())
+        );
     }
 
     #[test]
     fn rejects_what_names_no_device() {
-        for text in ["vda3", "LABEL=", "FOO=bar", ""] {
+        for text in ["vda3", "LABEL=", "FOO=bar", "", "PARTUUID=ab\u{20ac}\u{20ac}-0000-0000-0000-000000000000", "PARTUUID=1234"] {
             assert!(DeviceSpec::parse(text).is_err(), "{text:?} accepted");
         }
     }

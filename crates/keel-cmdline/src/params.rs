@@ -120,19 +120,21 @@ fn parse_usr_options(options: Option<&str>) -> anyhow::Result<UsrCorruption> {
 }
 
 /// systemd's time spans as used for `rd.timeout=`: a number with an optional unit.
-/// `0` means no limit, as for systemd's job timeouts.
+/// `0` means no limit, as for systemd's job timeouts. Whole milliseconds, checked, so no
+/// value can overflow.
 fn parse_timespan(text: &str) -> anyhow::Result<Option<Duration>> {
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: u64 = number.parse().with_context(|| format!("{text:?} is not a time span such as 30, 30s or 2min"))?;
-    let seconds_per_unit = match unit.trim() {
-        "" | "s" | "sec" => 1.0,
-        "ms" | "msec" => 0.001,
-        "m" | "min" => 60.0,
-        "h" | "hr" => 3600.0,
+    let millis_per_unit: u64 = match unit.trim() {
+        "" | "s" | "sec" => 1000,
+        "ms" | "msec" => 1,
+        "m" | "min" => 60_000,
+        "h" | "hr" => 3_600_000,
         other => bail!("unknown time unit {other:?} in {text:?}"),
     };
-    Ok((number != 0).then(|| Duration::from_secs_f64(number as f64 * seconds_per_unit)))
+    let millis = number.checked_mul(millis_per_unit).with_context(|| format!("{text:?} is too long a time span"))?;
+    Ok((millis != 0).then(|| Duration::from_millis(millis)))
 }
 
 #[cfg(test)]
@@ -187,6 +189,11 @@ mod tests {
         }
         assert!(parse_timespan("soon").is_err());
         assert!(parse_timespan("5 days").is_err());
+        // Values that once overflowed a float conversion, a panic in PID 1.
+        for huge in ["18446744073709551615", "10000000000000000000h", "5000000000000000000min", "99999999999999999999"] {
+            assert!(parse_timespan(huge).is_err(), "{huge}");
+        }
+        assert_eq!(parse_timespan("18446744073709551615ms").unwrap(), Some(Duration::from_millis(u64::MAX)));
     }
 
     #[test]

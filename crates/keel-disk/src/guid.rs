@@ -10,6 +10,10 @@ impl Guid {
     pub const ZERO: Guid = Guid([0; 16]);
 
     pub fn parse(text: &str) -> anyhow::Result<Guid> {
+        // Checked first: the slicing below counts bytes, which is only safe for ASCII.
+        if !text.is_ascii() {
+            bail!("{text:?} is not a GUID: not ASCII");
+        }
         let groups: Vec<&str> = text.split('-').collect();
         let lengths: Vec<usize> = groups.iter().map(|g| g.len()).collect();
         if lengths != [8, 4, 4, 4, 12] {
@@ -65,7 +69,7 @@ mod tests {
         // The ESP type GUID as it appears on disk.
         assert_eq!(guid.to_gpt_bytes()[..4], [0x28, 0x73, 0x2a, 0xc1]);
         assert_eq!(Guid::from_gpt_bytes(&guid.to_gpt_bytes()), guid);
-        for bad in ["", "c12a7328f81f11d2ba4b00a0c93ec93b", "g12a7328-f81f-11d2-ba4b-00a0c93ec93b"] {
+        for bad in ["", "c12a7328f81f11d2ba4b00a0c93ec93b", "g12a7328-f81f-11d2-ba4b-00a0c93ec93b", "ab\u{20ac}\u{20ac}-0000-0000-0000-000000000000"] {
             assert!(Guid::parse(bad).is_err());
         }
     }
