@@ -241,9 +241,9 @@ impl Console {
     }
 }
 
-/// One QEMU boot. `disk` None boots with no disk at all. Ends when the guest powers off
-/// or reboots (QEMU exits), or is killed after `timeout`.
-pub fn boot(disk: Option<&Path>, initrd: &Path, extra_cmdline: &str, timeout: Duration) -> anyhow::Result<Console> {
+/// One QEMU boot with these disks (none at all is allowed). Ends when the guest powers
+/// off or reboots (QEMU exits), or is killed after `timeout`.
+pub fn boot(disks: &[&Path], initrd: &Path, extra_cmdline: &str, timeout: Duration) -> anyhow::Result<Console> {
     let artifacts = artifacts()?;
     let mut command = Command::new("qemu-system-x86_64");
     command
@@ -254,7 +254,7 @@ pub fn boot(disk: Option<&Path>, initrd: &Path, extra_cmdline: &str, timeout: Du
         .arg(initrd)
         .arg("-append")
         .arg(format!("{BASE_CMDLINE} {extra_cmdline}"));
-    if let Some(disk) = disk {
+    for disk in disks {
         command.arg("-drive").arg(format!("file={},format=raw,if=virtio,cache=unsafe", disk.display()));
     }
     let started = Instant::now();

@@ -14,7 +14,7 @@ fn assert_reached_real_init(console: &Console) {
 fn first_boot_runs_the_real_init_on_verified_usr_writable_root_and_etc_overlay() {
     let fixture = shared_fixture().unwrap();
     let disk = disk_copy(fixture, "first-boot").unwrap();
-    let console = boot(Some(&disk), &fixture.initrd, "", TIMEOUT).unwrap();
+    let console = boot(&[&disk], &fixture.initrd, "", TIMEOUT).unwrap();
     assert_reached_real_init(&console);
     let lines = console.real_init();
     let line = |prefix: &str| lines.iter().find(|l| l.starts_with(prefix)).copied().unwrap_or_else(|| panic!("no {prefix:?} in:\n{}", console.text));
@@ -42,11 +42,11 @@ fn first_boot_runs_the_real_init_on_verified_usr_writable_root_and_etc_overlay()
 fn files_written_to_root_and_etc_on_first_boot_are_there_on_the_second() {
     let fixture = shared_fixture().unwrap();
     let disk = disk_copy(fixture, "persistence").unwrap();
-    let first = boot(Some(&disk), &fixture.initrd, "keel.test=write", TIMEOUT).unwrap();
+    let first = boot(&[&disk], &fixture.initrd, "keel.test=write", TIMEOUT).unwrap();
     assert_reached_real_init(&first);
     assert!(first.real_init().contains(&"wrote"), "{}", first.text);
 
-    let second = boot(Some(&disk), &fixture.initrd, "keel.test=check", TIMEOUT).unwrap();
+    let second = boot(&[&disk], &fixture.initrd, "keel.test=check", TIMEOUT).unwrap();
     assert_reached_real_init(&second);
     let lines = second.real_init();
     assert!(lines.contains(&"root-file written on first boot"), "{}", second.text);
@@ -68,7 +68,7 @@ fn the_usr_slot_named_on_the_command_line_is_the_one_booted() {
     image[a_start..a_start + len].fill(0);
     std::fs::write(&disk, image).unwrap();
 
-    let console = boot(Some(&disk), &fixture.initrd, "verity.usr=PARTUUID=e03dd35c-7c2d-4a47-b3fe-27f15780a57c", TIMEOUT).unwrap();
+    let console = boot(&[&disk], &fixture.initrd, "verity.usr=PARTUUID=e03dd35c-7c2d-4a47-b3fe-27f15780a57c", TIMEOUT).unwrap();
     assert_reached_real_init(&console);
     assert!(console.has("verified: dm-verity device /dev/mapper/usr from /dev/vda4"), "{}", console.text);
     assert!(console.real_init().contains(&"dm usr: status Verified"));

@@ -26,7 +26,7 @@ fn a_flipped_byte_in_a_usr_file_stops_the_machine_when_the_file_is_read() {
     let at = usr_start + image[usr_start..].windows(marker.len()).position(|w| w == marker).expect("the target file is in USR-A");
     flip_byte(&disk, (at + 1000) as u64).unwrap();
 
-    let console = boot(Some(&disk), &fixture.initrd, &format!("keel.test=read:{CORRUPTION_TARGET}"), TIMEOUT).unwrap();
+    let console = boot(&[&disk], &fixture.initrd, &format!("keel.test=read:{CORRUPTION_TARGET}"), TIMEOUT).unwrap();
     assert!(!console.timed_out, "the machine carried on:\n{}", console.text);
     assert!(!console.has(&format!("read {CORRUPTION_TARGET} ok")), "the corrupt file was read:\n{}", console.text);
     assert!(!console.real_init().contains(&"done"), "the real init carried on:\n{}", console.text);
@@ -46,7 +46,7 @@ fn a_flipped_byte_in_the_hash_tree_is_refused_before_switch_root() {
     ] {
         let disk = disk_copy(fixture, name).unwrap();
         flip_byte(&disk, usr_a_start(&disk).unwrap() + offset).unwrap();
-        let console = boot(Some(&disk), &fixture.initrd, "", TIMEOUT).unwrap();
+        let console = boot(&[&disk], &fixture.initrd, "", TIMEOUT).unwrap();
         assert_refused_in_usr_stage(&console, reason);
     }
 }
@@ -55,7 +55,7 @@ fn a_flipped_byte_in_the_hash_tree_is_refused_before_switch_root() {
 fn an_initrd_baked_with_another_root_hash_refuses_the_disk() {
     let wrong = build_fixture("wrong-root-hash", |manifest| manifest.usr.root_hash[5] ^= 0x40).unwrap();
     let disk = disk_copy(&wrong, "wrong-root-hash").unwrap();
-    let console = boot(Some(&disk), &wrong.initrd, "", TIMEOUT).unwrap();
+    let console = boot(&[&disk], &wrong.initrd, "", TIMEOUT).unwrap();
     assert_refused_in_usr_stage(&console, "does not match the root hash in the initrd");
 }
 
@@ -63,6 +63,6 @@ fn an_initrd_baked_with_another_root_hash_refuses_the_disk() {
 fn a_command_line_root_hash_that_differs_from_the_baked_one_is_refused() {
     let fixture = shared_fixture().unwrap();
     let disk = disk_copy(fixture, "cmdline-hash").unwrap();
-    let console = boot(Some(&disk), &fixture.initrd, &format!("verity.usrhash={}", "ab".repeat(32)), TIMEOUT).unwrap();
+    let console = boot(&[&disk], &fixture.initrd, &format!("verity.usrhash={}", "ab".repeat(32)), TIMEOUT).unwrap();
     assert_refused_in_usr_stage(&console, "refusing, because the initrd's hash is the one that is trusted");
 }

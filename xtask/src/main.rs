@@ -83,7 +83,7 @@ fn demo() -> anyhow::Result<()> {
     eprintln!("xtask: building the Debian cloud kernel cache, static keel binaries, image and initrd ...");
     let fixture = vm::build_fixture("demo", |_| {})?;
     let artifacts = vm::artifacts()?;
-    let console = vm::boot(Some(&fixture.image), &fixture.initrd, "", Duration::from_secs(120))?;
+    let console = vm::boot(&[&fixture.image], &fixture.initrd, "", Duration::from_secs(120))?;
     println!("---- the initrd (keel-init) ----");
     for line in console.text.lines().filter(|l| l.starts_with("keel:")) {
         println!("{line}");

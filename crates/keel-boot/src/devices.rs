@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const SYS_BLOCK: &str = "/sys/class/block";
+/// The longest a wait goes without looking again, event or not.
+const RECHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// A block device as sysfs shows it.
 #[derive(Clone, Debug)]
@@ -56,11 +58,21 @@ fn block_devices() -> Vec<SysBlock> {
 }
 
 /// `/dev/<name>`, made from sysfs's numbers if devtmpfs has not made it yet, so that a
-/// device sysfs shows can always be opened without waiting for another event.
+/// device sysfs shows can always be opened without waiting for another event. A node
+/// that is already there must be that very block device.
 fn device_node(device: &SysBlock) -> anyhow::Result<PathBuf> {
     let node = Path::new("/dev").join(&device.name);
-    match mknod(&node, SFlag::S_IFBLK, Mode::from_bits_truncate(0o600), makedev(device.major, device.minor)) {
-        Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(node),
+    let dev = makedev(device.major, device.minor);
+    match mknod(&node, SFlag::S_IFBLK, Mode::from_bits_truncate(0o600), dev) {
+        Ok(()) => Ok(node),
+        Err(nix::errno::Errno::EEXIST) => {
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            let meta = fs::symlink_metadata(&node).with_context(|| format!("cannot stat {}", node.display()))?;
+            if !meta.file_type().is_block_device() || meta.rdev() != dev {
+                bail!("{} exists but is not block device {}:{}", node.display(), device.major, device.minor);
+            }
+            Ok(node)
+        }
         Err(error) => Err(error).with_context(|| format!("cannot create {}", node.display())),
     }
 }
@@ -86,23 +98,38 @@ fn found(device: &SysBlock, blank_by_name: bool) -> anyhow::Result<FoundDevice> 
     Ok(FoundDevice { node: device_node(device)?, major: device.major, minor: device.minor, blank_by_name })
 }
 
-/// One look for `spec` among the devices present now.
+/// One look for `spec` among the devices present now. More than one match is an error:
+/// a second disk carrying the same image (or planted to) must not decide what boots.
 fn look_for(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Option<FoundDevice>> {
+    let mut matches = matching_devices(spec, seen)?;
+    match matches.len() {
+        0 => Ok(None),
+        1 => Ok(matches.pop()),
+        _ => {
+            let nodes: Vec<String> = matches.iter().map(|m| m.node.display().to_string()).collect();
+            bail!("{spec} matches {} devices ({}): name the one to boot with PARTUUID= or a /dev path", nodes.len(), nodes.join(", "))
+        }
+    }
+}
+
+fn matching_devices(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Vec<FoundDevice>> {
     let devices = block_devices();
     seen.lines.clear();
+    let mut matches = Vec::new();
     match spec {
         DeviceSpec::Path(path) => {
             let wanted = Path::new(path);
-            for device in &devices {
-                if wanted == Path::new("/dev").join(&device.name) {
-                    return found(device, false).map(Some);
-                }
-            }
-            if wanted.exists() {
+            seen.lines.push(format!("block devices: {}", devices.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(" ")));
+            if let Some(device) = devices.iter().find(|device| wanted == Path::new("/dev").join(&device.name)) {
+                matches.push(found(device, false)?);
+            } else if wanted.exists() {
+                use std::os::unix::fs::{FileTypeExt, MetadataExt};
                 let meta = fs::metadata(wanted).with_context(|| format!("cannot stat {path}"))?;
-                use std::os::unix::fs::MetadataExt;
+                if !meta.file_type().is_block_device() {
+                    bail!("{path} is not a block device");
+                }
                 let (major, minor) = (nix::sys::stat::major(meta.rdev()), nix::sys::stat::minor(meta.rdev()));
-                return Ok(Some(FoundDevice { node: wanted.to_path_buf(), major, minor, blank_by_name: false }));
+                matches.push(FoundDevice { node: wanted.to_path_buf(), major, minor, blank_by_name: false });
             }
         }
         DeviceSpec::PartLabel(_) | DeviceSpec::PartUuid(_) => {
@@ -120,6 +147,14 @@ fn look_for(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Option<FoundDe
                 };
                 let names: Vec<String> = gpt.partitions.iter().map(|p| format!("{}={}", p.number, p.name)).collect();
                 seen.lines.push(format!("{}: GPT with {}", disk.name, names.join(" ")));
+                if !gpt.primary_intact {
+                    // Without the `gpt` parameter the kernel ignores a disk whose primary
+                    // table is damaged, so its partitions will never appear.
+                    seen.lines.push(format!(
+                        "{}: its primary GPT is damaged, so the kernel made no partitions from it (repair with sgdisk -e, or boot with gpt)",
+                        disk.name
+                    ));
+                }
                 let partition = match (spec, wanted_guid) {
                     (DeviceSpec::PartLabel(name), _) => gpt.by_name(name),
                     (_, Some(guid)) => gpt.by_guid(guid),
@@ -128,13 +163,13 @@ fn look_for(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Option<FoundDe
                 let Some(partition) = partition else { continue };
                 let child = devices.iter().find(|d| d.partition_of.as_ref() == Some(&(disk.name.clone(), partition.number)));
                 match child {
-                    Some(child) => return found(child, false).map(Some),
+                    Some(child) => matches.push(found(child, false)?),
                     None => seen.lines.push(format!("{}: partition {} is in the GPT but the kernel has not added it yet", disk.name, partition.number)),
                 }
             }
         }
         DeviceSpec::Label(_) | DeviceSpec::Uuid(_) => {
-            let mut blank_named = None;
+            let mut blank_named = Vec::new();
             for device in &devices {
                 let node = device_node(device)?;
                 let probe = match File::open(&node).and_then(|mut f| probe_filesystem(&mut f)) {
@@ -146,22 +181,23 @@ fn look_for(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Option<FoundDe
                 };
                 seen.lines.push(format!("{}: {probe:?}", device.name));
                 match (&probe, spec) {
-                    (Probe::Filesystem(fs), DeviceSpec::Label(label)) if &fs.label == label => return found(device, false).map(Some),
+                    (Probe::Filesystem(fs), DeviceSpec::Label(label)) if &fs.label == label => matches.push(found(device, false)?),
                     (Probe::Filesystem(fs), DeviceSpec::Uuid(uuid)) if fs.uuid.eq_ignore_ascii_case(uuid) => {
-                        return found(device, false).map(Some);
+                        matches.push(found(device, false)?);
                     }
-                    (Probe::Blank, DeviceSpec::Label(label)) if blank_named.is_none() && partition_name(device, &devices)? == Some(label.clone()) => {
-                        blank_named = Some(device.clone());
+                    (Probe::Blank, DeviceSpec::Label(label)) if partition_name(device, &devices)? == Some(label.clone()) => {
+                        blank_named.push(found(device, true)?);
                     }
                     _ => {}
                 }
             }
-            if let Some(device) = blank_named {
-                return found(&device, true).map(Some);
+            // A blank partition named like the label stands in only when no filesystem has it.
+            if matches.is_empty() {
+                matches = blank_named;
             }
         }
     }
-    Ok(None)
+    Ok(matches)
 }
 
 /// The GPT name of a partition, read from its disk's table.
@@ -194,7 +230,9 @@ impl DeviceWatcher {
         Ok(DeviceWatcher { socket })
     }
 
-    /// Looks for `spec` now and after every uevent until `timeout` runs out (`None`: for ever).
+    /// Looks for `spec` now, after every uevent, and at least every second (a read that
+    /// failed while a disk spun up, or a size change, brings no new event), until
+    /// `timeout` runs out (`None`: for ever).
     pub fn wait_for(&self, spec: &DeviceSpec, timeout: Option<Duration>) -> anyhow::Result<FoundDevice> {
         let started = Instant::now();
         let mut seen = Seen::default();
@@ -217,10 +255,8 @@ impl DeviceWatcher {
     }
 
     fn wait_for_event(&self, timeout: Option<Duration>) -> anyhow::Result<()> {
-        let timeout = match timeout {
-            Some(left) => PollTimeout::try_from(left.as_millis().clamp(1, i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX),
-            None => PollTimeout::NONE,
-        };
+        let wait = timeout.map_or(RECHECK_EVERY, |left| left.min(RECHECK_EVERY));
+        let timeout = PollTimeout::try_from(wait.as_millis().clamp(1, i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX);
         let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, timeout) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}

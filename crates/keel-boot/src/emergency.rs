@@ -11,22 +11,30 @@ use std::time::Duration;
 const PAUSE_BEFORE_REBOOT: Duration = Duration::from_secs(10);
 const SHELL: &str = "/bin/sh";
 
-/// A stage failed, or `rd.break` stopped the boot.
-pub struct Failure {
-    pub stage: &'static Stage,
-    pub error: anyhow::Error,
+/// Why the boot did not reach the real root.
+pub enum Failure {
+    Failed { stage: &'static Stage, error: anyhow::Error },
+    /// `rd.break` asked to stop before this stage.
+    Stopped { stage: &'static Stage },
 }
 
 /// Reports the failure, opens a shell when asked and one exists, then carries out the
 /// emergency action. Never returns: PID 1 must not exit.
 pub fn handle(log: &mut Log, failure: &Failure, action: EmergencyAction, shell: bool) -> ! {
-    log.error("==================== BOOT FAILED ====================");
-    log.error(&format!("stage: {} ({})", failure.stage.name, failure.stage.doing));
-    log.error(&format!("error: {}", failure.error));
-    for cause in failure.error.chain().skip(1) {
-        log.error(&format!("  because: {cause}"));
+    match failure {
+        Failure::Failed { stage, error } => {
+            log.error("==================== BOOT FAILED ====================");
+            log.error(&format!("stage: {} ({})", stage.name, stage.doing));
+            log.error(&format!("error: {error}"));
+            for cause in error.chain().skip(1) {
+                log.error(&format!("  because: {cause}"));
+            }
+            log.error(&format!("what to do: {}", stage.remedy));
+        }
+        Failure::Stopped { stage } => {
+            log.error(&format!("==================== BOOT STOPPED before stage {} (rd.break) ====================", stage.name));
+        }
     }
-    log.error(&format!("what to do: {}", failure.stage.remedy));
     log.error("The real root was not started.");
     if shell {
         if Path::new(SHELL).exists() {

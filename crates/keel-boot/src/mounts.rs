@@ -1,10 +1,21 @@
-use anyhow::Context;
+use anyhow::{bail, Context};
 use nix::mount::{mount, MsFlags};
 use std::path::Path;
 
+/// Makes `target` if missing and insists it is a directory itself, not a symlink: ROOT is
+/// writable by the system it boots, and a link there could carry a mount anywhere.
+fn real_directory(target: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(target).with_context(|| format!("cannot create mount point {}", target.display()))?;
+    let meta = target.symlink_metadata().with_context(|| format!("cannot stat {}", target.display()))?;
+    if !meta.is_dir() {
+        bail!("mount point {} is not a directory (a symlink?): refusing to mount there", target.display());
+    }
+    Ok(())
+}
+
 /// Mounts `source` on `target` (made if missing), naming both in the error.
 pub fn mount_at(source: &str, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> anyhow::Result<()> {
-    std::fs::create_dir_all(target).with_context(|| format!("cannot create mount point {}", target.display()))?;
+    real_directory(target)?;
     mount(Some(source), target, fstype, flags, data).with_context(|| {
         format!("cannot mount {source} on {} (type {}, options {:?})", target.display(), fstype.unwrap_or("-"), data.unwrap_or(""))
     })
@@ -22,7 +33,7 @@ pub fn mount_pseudo_filesystems() -> anyhow::Result<()> {
 
 /// Moves a mount, keeping everything under it.
 pub fn move_mount(from: &Path, to: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    real_directory(to)?;
     mount(Some(from), to, None::<&str>, MsFlags::MS_MOVE, None::<&str>)
         .with_context(|| format!("cannot move the mount {} to {}", from.display(), to.display()))
 }

@@ -1,15 +1,14 @@
 use crate::devices::DeviceWatcher;
 use crate::emergency::{self, Failure};
 use crate::log::{uptime, Log, Timeline};
-use crate::mounts::{mount_at, mount_pseudo_filesystems};
+use crate::mounts::mount_pseudo_filesystems;
 use crate::root::{ensure_skeleton, mount_etc_overlay, mount_root};
 use crate::stage::{self, Stage};
 use crate::switch_root::{check_init, switch_root, DEFAULT_INIT};
-use crate::usr::open_verified_usr;
+use crate::usr::{mount_verified_usr, open_verified_usr};
 use anyhow::{bail, Context};
 use keel_cmdline::{BootParams, Cmdline, EmergencyAction};
 use keel_manifest::{ImageManifest, INITRD_MANIFEST_PATH, INITRD_MODULES_PATH};
-use nix::mount::MsFlags;
 use std::convert::Infallible;
 use std::path::Path;
 
@@ -27,7 +26,7 @@ impl Boot {
     /// outcome and duration. The closure returns a short detail for the log.
     fn stage<T>(&mut self, stage: &'static Stage, run: impl FnOnce(&mut Log) -> anyhow::Result<(T, String)>) -> Result<T, Failure> {
         if self.break_before.as_deref() == Some(stage.name) {
-            return Err(Failure { stage, error: anyhow::anyhow!("stopped before stage {:?} because rd.break asked to", stage.name) });
+            return Err(Failure::Stopped { stage });
         }
         let started = uptime();
         let result = run(&mut self.log);
@@ -41,7 +40,7 @@ impl Boot {
             }
             Err(error) => {
                 self.timeline.record(stage.name, started, took, Err(format!("{error:#}")));
-                Err(Failure { stage, error })
+                Err(Failure::Failed { stage, error })
             }
         }
     }
@@ -50,12 +49,22 @@ impl Boot {
 fn params_from(cmdline_text: &str) -> anyhow::Result<BootParams> {
     let params = BootParams::from_cmdline(&Cmdline::parse(cmdline_text))?;
     if let Some(name) = &params.break_before
-        && !stage::ALL.iter().any(|s| s.name == name)
+        && !stage::BREAKABLE.iter().any(|s| s.name == name)
     {
-        let names: Vec<&str> = stage::ALL.iter().map(|s| s.name).collect();
-        bail!("rd.break={name} names no stage; stages are {}", names.join(", "));
+        let names: Vec<&str> = stage::BREAKABLE.iter().map(|s| s.name).collect();
+        bail!("rd.break={name} is not a stage keel can stop before; those are {}", names.join(", "));
     }
     Ok(params)
+}
+
+/// What the command line may not change about /usr: its filesystem is the manifest's.
+fn check_against_manifest(params: &BootParams, manifest: &ImageManifest) -> anyhow::Result<()> {
+    if let Some(fstype) = &params.usr_fstype
+        && *fstype != manifest.usr.filesystem
+    {
+        bail!("mount.usrfstype={fstype} differs from the /usr filesystem this initrd was built for ({})", manifest.usr.filesystem);
+    }
+    Ok(())
 }
 
 fn read_config() -> anyhow::Result<(BootParams, ImageManifest)> {
@@ -64,6 +73,7 @@ fn read_config() -> anyhow::Result<(BootParams, ImageManifest)> {
     let manifest_text =
         std::fs::read_to_string(INITRD_MANIFEST_PATH).with_context(|| format!("cannot read {INITRD_MANIFEST_PATH}"))?;
     let manifest = ImageManifest::from_json(&manifest_text).with_context(|| format!("in {INITRD_MANIFEST_PATH}"))?;
+    check_against_manifest(&params, &manifest)?;
     Ok((params, manifest))
 }
 
@@ -122,10 +132,7 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
         let root = watcher.wait_for(&params.root, params.device_timeout)?;
         let outcome = mount_root(&params, &root, sysroot)?;
         ensure_skeleton(sysroot)?;
-        let fstype = manifest.usr.filesystem.as_str();
-        let usr_fstype = params.usr_fstype.as_deref().unwrap_or(fstype);
-        let usr_node = usr.node.display().to_string();
-        mount_at(&usr_node, &sysroot.join("usr"), Some(usr_fstype), MsFlags::MS_RDONLY | MsFlags::MS_NODEV, params.usr_flags.as_deref())?;
+        mount_verified_usr(&usr, &sysroot.join("usr"), &manifest.usr.filesystem, params.usr_flags.as_deref())?;
         let formatted = if outcome.formatted { "formatted as ext4 and " } else { "" };
         Ok(((), format!("{} {formatted}mounted ({}) at {SYSROOT}; /usr mounted read-only", root.node.display(), outcome.filesystem.mount_type())))
     })?;
@@ -143,12 +150,12 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
     })?;
     // Written last so the real root sees every stage, including the switch itself.
     let _ = std::fs::write(TIMELINE, boot.timeline.to_json());
-    let init_args: Vec<String> = std::env::args().skip(1).collect();
+    let init_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let error = match switch_root(sysroot, &init, &init_args) {
         Ok(never) => match never {},
         Err(error) => error,
     };
-    Err(Failure { stage: &stage::SWITCH_ROOT, error })
+    Err(Failure::Failed { stage: &stage::SWITCH_ROOT, error })
 }
 
 #[cfg(test)]
@@ -156,13 +163,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rd_break_takes_stage_names_only() {
-        for stage in stage::ALL {
+    fn rd_break_takes_the_stages_it_can_honour() {
+        for stage in stage::BREAKABLE {
             assert!(params_from(&format!("rd.break={}", stage.name)).is_ok(), "{}", stage.name);
         }
         assert_eq!(params_from("rd.break").unwrap().break_before.as_deref(), Some(stage::SWITCH_ROOT.name));
-        let error = params_from("rd.break=pre-mount").unwrap_err().to_string();
-        assert!(error.contains("names no stage") && error.contains("usr"), "{error}");
+        for too_early_or_unknown in ["pre-mount", "mounts", "config"] {
+            let error = params_from(&format!("rd.break={too_early_or_unknown}")).unwrap_err().to_string();
+            assert!(error.contains("not a stage keel can stop before") && error.contains("usr"), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_command_line_cannot_change_the_usr_filesystem() {
+        let manifest = ImageManifest::from_json(
+            r#"{"os":"keel","usr":{"filesystem":"ext4","hash_offset":4096,"root_hash":"00000000000000000000000000000000000000000000000000000000000000aa",
+            "hash_algorithm":"sha256","hash_type":1,"data_block_size":4096,"hash_block_size":4096,"data_blocks":1,"salt":""}}"#,
+        )
+        .unwrap();
+        assert!(check_against_manifest(&params_from("mount.usrfstype=ext4").unwrap(), &manifest).is_ok());
+        for other in ["overlay", "tmpfs", "btrfs"] {
+            let error = check_against_manifest(&params_from(&format!("mount.usrfstype={other}")).unwrap(), &manifest).unwrap_err();
+            assert!(error.to_string().contains("differs from the /usr filesystem"), "{error}");
+        }
     }
 
     #[test]

@@ -26,7 +26,8 @@ pub const MODULES: Stage = Stage {
 pub const USR: Stage = Stage {
     name: "usr",
     doing: "verify /usr with dm-verity",
-    remedy: "/usr was NOT used. The USR partition is damaged or does not belong to this initrd: boot the other slot \
+    remedy: "/usr was NOT used. If the USR partition was not found, check the disk and verity.usr=/mount.usr=. If it \
+             did not match, it is damaged or does not belong to this initrd: boot the other slot \
              (verity.usr=PARTLABEL=USR-B) or reinstall the image together with its initrd.",
 };
 pub const ROOT: Stage = Stage {
@@ -45,5 +46,6 @@ pub const SWITCH_ROOT: Stage = Stage {
     remedy: "The real root must have an executable init (init= on the kernel command line, default /sbin/init).",
 };
 
-/// Every stage in boot order: what `rd.break=` accepts.
-pub const ALL: [&Stage; 7] = [&MOUNTS, &CONFIG, &MODULES, &USR, &ROOT, &ETC, &SWITCH_ROOT];
+/// The stages `rd.break=` can stop before, in boot order: the first two run before the
+/// command line has been read.
+pub const BREAKABLE: [&Stage; 5] = [&MODULES, &USR, &ROOT, &ETC, &SWITCH_ROOT];

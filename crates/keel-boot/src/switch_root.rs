@@ -1,6 +1,9 @@
 use crate::mounts::move_mount;
 use anyhow::{bail, Context};
+use nix::sys::statfs::{statfs, FsType, TMPFS_MAGIC};
 use nix::unistd::{chdir, chroot, execv};
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
 use std::convert::Infallible;
 use std::ffi::CString;
@@ -8,13 +11,17 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 pub const DEFAULT_INIT: &str = "/sbin/init";
+/// include/uapi/linux/magic.h; neither nix nor libc names it.
+const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
 
 /// Checks that `init` is an executable file inside `sysroot`, resolving symlinks as the
 /// new root will see them, while a failure can still be reported and nothing is lost.
 pub fn check_init(sysroot: &Path, init: &str) -> anyhow::Result<()> {
     let root = std::fs::File::open(sysroot).with_context(|| format!("cannot open {}", sysroot.display()))?;
-    let file = openat2(&root, init, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::IN_ROOT)
-        .with_context(|| format!("init {init} does not exist in the real root"))?;
+    let file = openat2(&root, init, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::IN_ROOT).map_err(|errno| {
+        let what = if errno == rustix::io::Errno::NOENT { "does not exist".to_string() } else { format!("cannot be resolved ({errno})") };
+        anyhow::anyhow!("init {init} {what} in the real root")
+    })?;
     let stat = rustix::fs::fstat(&file).with_context(|| format!("cannot stat {init}"))?;
     let is_file = rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::RegularFile;
     if !is_file || stat.st_mode & 0o111 == 0 {
@@ -25,7 +32,12 @@ pub fn check_init(sysroot: &Path, init: &str) -> anyhow::Result<()> {
 
 /// Moves the pseudo-filesystems into `sysroot`, frees the initramfs, makes `sysroot` the
 /// root and executes init there. Returns only on failure.
-pub fn switch_root(sysroot: &Path, init: &str, args: &[String]) -> anyhow::Result<Infallible> {
+pub fn switch_root(sysroot: &Path, init: &str, args: &[OsString]) -> anyhow::Result<Infallible> {
+    // Checked before anything changes: deleting "/" is only right when it is the initramfs.
+    let root_fs = statfs("/").context("cannot statfs /")?.filesystem_type();
+    if root_fs != RAMFS_MAGIC && root_fs != TMPFS_MAGIC {
+        bail!("/ is not an initramfs (ramfs or tmpfs): refusing to delete its files");
+    }
     for mount in ["/dev", "/proc", "/sys", "/run"] {
         move_mount(Path::new(mount), &sysroot.join(&mount[1..]))?;
     }
@@ -38,7 +50,7 @@ pub fn switch_root(sysroot: &Path, init: &str, args: &[String]) -> anyhow::Resul
     let program = CString::new(init).context("init contains a NUL byte")?;
     let mut argv = vec![program.clone()];
     for arg in args {
-        argv.push(CString::new(arg.as_str()).context("an init argument contains a NUL byte")?);
+        argv.push(CString::new(arg.as_bytes()).context("an init argument contains a NUL byte")?);
     }
     let Err(errno) = execv(&program, &argv);
     Err(errno).with_context(|| format!("cannot execute {init}"))

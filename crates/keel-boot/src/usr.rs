@@ -6,8 +6,13 @@ use anyhow::{bail, ensure, Context};
 use keel_cmdline::{BootParams, UsrCorruption};
 use keel_dm::{create_verity, verity_status, MappedDevice, VerityStatus};
 use keel_manifest::UsrImage;
-use keel_verity::{check_tree, encode_hex, tree_start_block, CorruptionMode, ReadAt, Superblock, TableLine, SUPERBLOCK_SIZE};
+use keel_verity::{check_tree, encode_hex, tree_start_block, CorruptionMode, ReadAt, Superblock, TableLine, VerityError, SUPERBLOCK_SIZE};
+use crate::mounts::mount_at;
+use nix::mount::MsFlags;
+use nix::sys::stat::makedev;
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 pub const USR_DEVICE_NAME: &str = "usr";
 
@@ -57,8 +62,15 @@ pub fn open_verified_usr(
     );
 
     let tree_block = tree_start_block(hash_offset, usr.verity.hash_block_size, true);
-    check_tree(&hash_file, tree_block * u64::from(usr.verity.hash_block_size), &usr.verity, &usr.root_hash)
-        .with_context(|| format!("the /usr hash tree on {} does not match the root hash in the initrd ({baked_root})", hash.node.display()))?;
+    check_tree(&hash_file, tree_block * u64::from(usr.verity.hash_block_size), &usr.verity, &usr.root_hash).map_err(|error| {
+        let corrupt = matches!(error, VerityError::Corrupt(_));
+        let error = anyhow::Error::new(error);
+        if corrupt {
+            error.context(format!("the /usr hash tree on {} does not match the root hash in the initrd ({baked_root})", hash.node.display()))
+        } else {
+            error.context(format!("cannot check the /usr hash tree on {}", hash.node.display()))
+        }
+    })?;
 
     let table = TableLine {
         data_device: format!("{}:{}", data.major, data.minor),
@@ -78,4 +90,15 @@ pub fn open_verified_usr(
         VerityStatus::Verified => Ok(device),
         other => bail!("the kernel reports the new verity device as {other:?}, not verified (V)"),
     }
+}
+
+/// Mounts the verity device read-only at `target` with the filesystem the manifest names,
+/// then checks that what is mounted there is that device: nothing else may become /usr.
+pub fn mount_verified_usr(device: &MappedDevice, target: &Path, fstype: &str, flags: Option<&str>) -> anyhow::Result<()> {
+    let node = device.node.display().to_string();
+    mount_at(&node, target, Some(fstype), MsFlags::MS_RDONLY | MsFlags::MS_NODEV, flags)?;
+    let mounted = std::fs::metadata(target).with_context(|| format!("cannot stat {}", target.display()))?.dev();
+    let expected = makedev(u64::from(device.major), u64::from(device.minor));
+    ensure!(mounted == expected, "{} is device {mounted:#x} after mounting, not the verity device {expected:#x}", target.display());
+    Ok(())
 }

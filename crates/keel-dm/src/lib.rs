@@ -66,7 +66,16 @@ fn make_block_node(node: &std::path::Path, major: u32, minor: u32) -> anyhow::Re
     }
     let dev = makedev(u64::from(major), u64::from(minor));
     match mknod(node, SFlag::S_IFBLK, Mode::from_bits_truncate(0o600), dev) {
-        Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EEXIST) => {
+            // Whatever is there must be this very device, or /usr could be mounted from it.
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            let meta = std::fs::symlink_metadata(node).with_context(|| format!("cannot stat {}", node.display()))?;
+            if !meta.file_type().is_block_device() || meta.rdev() != dev {
+                bail!("{} exists but is not block device {major}:{minor}", node.display());
+            }
+            Ok(())
+        }
         Err(error) => Err(error).with_context(|| format!("cannot create {}", node.display())),
     }
 }
