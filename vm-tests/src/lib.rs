@@ -5,6 +5,7 @@
 use anyhow::{bail, ensure, Context};
 use keel_disk::{Guid, LayoutSizes};
 use keel_image::{ImageSpec, DEFAULT_DISK_GUID};
+pub use keel_image::VerityLayout;
 use keel_initrd::{Compression, InitrdSpec};
 use keel_manifest::ImageManifest;
 use std::io::{BufRead, BufReader};
@@ -164,9 +165,10 @@ pub fn test_sizes() -> LayoutSizes {
     LayoutSizes { esp: MIB, bios_boot: MIB, usr: 32 * MIB, oem: MIB, oem_config: MIB, root: 64 * MIB }
 }
 
-/// Builds the demo root's image and an initrd for it in `work_dir()/<name>`.
-/// `edit_manifest` may change what the initrd trusts (the wrong-root-hash scenario).
-pub fn build_fixture(name: &str, edit_manifest: impl FnOnce(&mut ImageManifest)) -> anyhow::Result<Fixture> {
+/// Builds the demo root's image, its /usr hashed as `verity` says, and an initrd for it in
+/// `work_dir()/<name>`. `edit_manifest` may change what the initrd trusts (the
+/// wrong-root-hash scenario).
+pub fn build_fixture(name: &str, verity: VerityLayout, edit_manifest: impl FnOnce(&mut ImageManifest)) -> anyhow::Result<Fixture> {
     let artifacts = artifacts()?;
     let dir = work_dir().join(name);
     std::fs::create_dir_all(&dir)?;
@@ -179,6 +181,7 @@ pub fn build_fixture(name: &str, edit_manifest: impl FnOnce(&mut ImageManifest))
         output: image.clone(),
         disk_guid: Guid::parse(DEFAULT_DISK_GUID)?,
         epoch: 0,
+        verity,
     };
     let mut manifest = keel_image::build(&spec)?;
     edit_manifest(&mut manifest);
@@ -199,7 +202,7 @@ pub fn build_fixture(name: &str, edit_manifest: impl FnOnce(&mut ImageManifest))
 /// copy of the disk.
 pub fn shared_fixture() -> anyhow::Result<&'static Fixture> {
     static FIXTURE: OnceLock<Result<Fixture, String>> = OnceLock::new();
-    FIXTURE.get_or_init(|| build_fixture("shared", |_| {}).map_err(|e| format!("{e:#}"))).as_ref().map_err(|e| anyhow::anyhow!("{e}"))
+    FIXTURE.get_or_init(|| build_fixture("shared", VerityLayout::default(), |_| {}).map_err(|e| format!("{e:#}"))).as_ref().map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// A private copy of `fixture`'s disk for one scenario.

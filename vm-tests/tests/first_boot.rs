@@ -73,3 +73,17 @@ fn the_usr_slot_named_on_the_command_line_is_the_one_booted() {
     assert!(console.has("verified: dm-verity device /dev/mapper/usr from /dev/vda4"), "{}", console.text);
     assert!(console.real_init().contains(&"dm usr: status Verified"));
 }
+
+#[test]
+fn a_usr_hashed_with_sha512_and_1024_byte_hash_blocks_boots_verified() {
+    use keel_verity::HashAlgorithm;
+    let layout = keel_vm_tests::VerityLayout { algorithm: HashAlgorithm::Sha512, hash_block_size: 1024, ..Default::default() };
+    let fixture = keel_vm_tests::build_fixture("sha512", layout, |_| {}).unwrap();
+    let disk = disk_copy(&fixture, "sha512").unwrap();
+    let console = boot(&[&disk], &fixture.initrd, "", TIMEOUT).unwrap();
+    assert_reached_real_init(&console);
+    let lines = console.real_init();
+    let table = lines.iter().find(|l| l.starts_with("dm usr: verity ")).unwrap_or_else(|| panic!("{}", console.text));
+    assert!(table.contains(" 4096 1024 ") && table.contains(" sha512 "), "{table}");
+    assert!(lines.contains(&"dm usr: status Verified"), "{}", console.text);
+}

@@ -53,7 +53,7 @@ fn a_flipped_byte_in_the_hash_tree_is_refused_before_switch_root() {
 
 #[test]
 fn an_initrd_baked_with_another_root_hash_refuses_the_disk() {
-    let wrong = build_fixture("wrong-root-hash", |manifest| manifest.usr.root_hash[5] ^= 0x40).unwrap();
+    let wrong = build_fixture("wrong-root-hash", Default::default(), |manifest| manifest.usr.root_hash[5] ^= 0x40).unwrap();
     let disk = disk_copy(&wrong, "wrong-root-hash").unwrap();
     let console = boot(&[&disk], &wrong.initrd, "", TIMEOUT).unwrap();
     assert_refused_in_usr_stage(&console, "does not match the root hash in the initrd");

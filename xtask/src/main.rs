@@ -81,7 +81,7 @@ fn cargo_test(selection: &[&str]) -> anyhow::Result<()> {
 
 fn demo() -> anyhow::Result<()> {
     eprintln!("xtask: building the Debian cloud kernel cache, static keel binaries, image and initrd ...");
-    let fixture = vm::build_fixture("demo", |_| {})?;
+    let fixture = vm::build_fixture("demo", Default::default(), |_| {})?;
     let artifacts = vm::artifacts()?;
     let console = vm::boot(&[&fixture.image], &fixture.initrd, "", Duration::from_secs(120))?;
     println!("---- the initrd (keel-init) ----");

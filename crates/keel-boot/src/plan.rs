@@ -113,7 +113,8 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
             Some((name, took)) => format!(", slowest {name} {:.1} ms", took.as_secs_f64() * 1000.0),
             None => String::new(),
         };
-        Ok((watcher, format!("{} modules loaded{slowest}", loaded.count)))
+        let declined = if loaded.declined > 0 { format!(", {} declined (no hardware for them)", loaded.declined) } else { String::new() };
+        Ok((watcher, format!("{} modules loaded{declined}{slowest}", loaded.count)))
     })?;
 
     let usr = boot.stage(&stage::USR, |_| {

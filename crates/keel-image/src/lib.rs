@@ -12,7 +12,7 @@ mod usrfs;
 use anyhow::{ensure, Context};
 use keel_disk::{flatcar_layout, plan_layout, write_gpt, Guid, LayoutSizes};
 use keel_manifest::{ImageManifest, UsrImage};
-use keel_verity::{format_hash_area, Geometry, VerityParams};
+use keel_verity::{format_hash_area, tree_start_block, Geometry, HashAlgorithm, HashType, MappedFile, VerityParams};
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
 use std::io::{Cursor, Read, Seek, SeekFrom, Write};
@@ -34,6 +34,36 @@ pub struct ImageSpec {
     pub disk_guid: Guid,
     /// Every timestamp in /usr (SOURCE_DATE_EPOCH).
     pub epoch: u64,
+    pub verity: VerityLayout,
+}
+
+/// How /usr's hash tree is built. The kernel needs both block sizes at most a page (4096).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerityLayout {
+    pub algorithm: HashAlgorithm,
+    pub hash_type: HashType,
+    pub data_block_size: u32,
+    pub hash_block_size: u32,
+}
+
+impl Default for VerityLayout {
+    /// veritysetup's defaults.
+    fn default() -> Self {
+        VerityLayout { algorithm: HashAlgorithm::Sha256, hash_type: HashType::Normal, data_block_size: 4096, hash_block_size: 4096 }
+    }
+}
+
+impl VerityLayout {
+    fn params(&self, filesystem_bytes: u64, salt: Vec<u8>) -> VerityParams {
+        VerityParams {
+            algorithm: self.algorithm,
+            hash_type: self.hash_type,
+            data_block_size: self.data_block_size,
+            hash_block_size: self.hash_block_size,
+            data_blocks: filesystem_bytes / u64::from(self.data_block_size),
+            salt,
+        }
+    }
 }
 
 /// A value derived from `seed` and a purpose, so that a build is reproducible and
@@ -53,18 +83,27 @@ fn derive_guid(seed: &[u8], purpose: &str) -> Guid {
     Guid::from_random_bytes(first)
 }
 
-/// The most data blocks that fit in `partition_bytes` together with a superblock and the
-/// hash tree that covers them.
-pub fn usr_data_blocks(partition_bytes: u64) -> anyhow::Result<u64> {
-    let total = partition_bytes / BLOCK_SIZE;
-    let tree_blocks = |data: u64| Geometry::new(&VerityParams::new(data, Vec::new())).map(|g| g.tree_blocks());
-    // The tree is under 1/100 of the data, so start just below the answer and climb.
-    let mut data = total.saturating_sub(total / 100 + 2).max(1);
-    ensure!(data + 1 + tree_blocks(data)? <= total, "a USR partition of {partition_bytes} bytes cannot hold a filesystem and its hash tree");
-    while data + 2 + tree_blocks(data + 1)? <= total {
-        data += 1;
+/// The largest /usr filesystem, in 4 KiB blocks, that fits in `partition_bytes` together
+/// with the superblock and hash tree that cover it.
+pub fn usr_filesystem_blocks(partition_bytes: u64, layout: &VerityLayout) -> anyhow::Result<u64> {
+    ensure!(
+        layout.data_block_size <= BLOCK_SIZE as u32 && layout.hash_block_size <= BLOCK_SIZE as u32,
+        "the kernel's dm-verity takes block sizes of at most {BLOCK_SIZE}"
+    );
+    let fits = |blocks: u64| -> anyhow::Result<bool> {
+        let bytes = blocks * BLOCK_SIZE;
+        let params = layout.params(bytes, Vec::new());
+        let tree_start = tree_start_block(bytes, layout.hash_block_size, true) * u64::from(layout.hash_block_size);
+        Ok(tree_start + Geometry::new(&params)?.tree_bytes() <= partition_bytes)
+    };
+    ensure!(fits(1)?, "a USR partition of {partition_bytes} bytes cannot hold a filesystem and its hash tree");
+    // Binary search for the last size that fits: more data never needs a smaller tree.
+    let (mut low, mut high) = (1, partition_bytes / BLOCK_SIZE);
+    while low < high {
+        let middle = low + (high - low).div_ceil(2);
+        if fits(middle)? { low = middle } else { high = middle - 1 }
     }
-    Ok(data)
+    Ok(low)
 }
 
 /// Builds the image at `spec.output` and returns its manifest.
@@ -76,11 +115,11 @@ pub fn build(spec: &ImageSpec) -> anyhow::Result<ImageManifest> {
     })?;
     let usr_partition = layout.by_name("USR-A").context("the layout has no USR-A")?.clone();
 
-    let data_blocks = usr_data_blocks(usr_partition.size_bytes())?;
+    let fs_blocks = usr_filesystem_blocks(usr_partition.size_bytes(), &spec.verity)?;
     let fs_path = spec.output.with_extension("usr.ext4");
     let fs_uuid = derive_guid(seed.as_bytes(), "usr filesystem");
-    usrfs::make_ext4(&spec.usr_tree, &fs_path, data_blocks, "USR-A", &fs_uuid.to_string(), spec.epoch)?;
-    let result = write_image(spec, &layout, &usr_partition, &fs_path, data_blocks);
+    usrfs::make_ext4(&spec.usr_tree, &fs_path, fs_blocks, "USR-A", &fs_uuid.to_string(), spec.epoch)?;
+    let result = write_image(spec, &layout, &usr_partition, &fs_path, fs_blocks * BLOCK_SIZE);
     let _ = std::fs::remove_file(&fs_path);
     result
 }
@@ -90,17 +129,18 @@ fn write_image(
     layout: &keel_disk::PlannedLayout,
     usr_partition: &keel_disk::GptPartition,
     fs_path: &Path,
-    data_blocks: u64,
+    fs_bytes: u64,
 ) -> anyhow::Result<ImageManifest> {
     // The salt comes from the filesystem's bytes: reproducible, yet unique to this /usr.
     let mut fs_hash = Sha256::new();
     std::io::copy(&mut File::open(fs_path)?, &mut HashWriter(&mut fs_hash)).context("cannot read the /usr filesystem")?;
     let salt = derive(&fs_hash.finalize(), "verity salt").to_vec();
-    let params = VerityParams::new(data_blocks, salt);
-    let hash_offset = data_blocks * BLOCK_SIZE;
+    let params = spec.verity.params(fs_bytes, salt);
+    let hash_offset = fs_bytes;
     let verity_uuid: [u8; 16] = derive_guid(&params.salt, "verity uuid").0;
     let mut hash_area = Cursor::new(Vec::new());
-    let formatted = format_hash_area(&File::open(fs_path)?, &params, Some(verity_uuid), &mut hash_area, 0)?;
+    let filesystem = MappedFile::new(File::open(fs_path)?).context("cannot map the /usr filesystem")?;
+    let formatted = format_hash_area(&filesystem, &params, Some(verity_uuid), &mut hash_area, 0)?;
     ensure!(hash_offset + formatted.end <= usr_partition.size_bytes(), "the hash area does not fit in USR-A");
 
     let output = &spec.output;
@@ -161,16 +201,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn usr_data_fills_the_partition_like_flatcar() {
+    fn usr_fills_the_partition_like_flatcar() {
         // Flatcar puts the hash area at byte 1065345024 of its 1 GiB USR-A.
-        assert_eq!(usr_data_blocks(1 << 30).unwrap() * BLOCK_SIZE, 1065345024);
-        for mib in [4u64, 8, 64, 100] {
-            let bytes = mib << 20;
-            let data = usr_data_blocks(bytes).unwrap();
-            let tree = Geometry::new(&VerityParams::new(data, vec![])).unwrap().tree_blocks();
-            assert!(data + 1 + tree <= bytes / BLOCK_SIZE);
-            let bigger = Geometry::new(&VerityParams::new(data + 1, vec![])).unwrap().tree_blocks();
-            assert!(data + 2 + bigger > bytes / BLOCK_SIZE, "{mib} MiB: one more block would still fit");
+        assert_eq!(usr_filesystem_blocks(1 << 30, &VerityLayout::default()).unwrap() * BLOCK_SIZE, 1065345024);
+        let sha512 = VerityLayout { algorithm: HashAlgorithm::Sha512, hash_block_size: 1024, data_block_size: 512, ..VerityLayout::default() };
+        for layout in [VerityLayout::default(), sha512] {
+            for mib in [4u64, 8, 64, 100] {
+                let bytes = mib << 20;
+                let blocks = usr_filesystem_blocks(bytes, &layout).unwrap();
+                let end = |blocks: u64| {
+                    let params = layout.params(blocks * BLOCK_SIZE, Vec::new());
+                    tree_start_block(blocks * BLOCK_SIZE, layout.hash_block_size, true) * u64::from(layout.hash_block_size)
+                        + Geometry::new(&params).unwrap().tree_bytes()
+                };
+                assert!(end(blocks) <= bytes && end(blocks + 1) > bytes, "{mib} MiB, {layout:?}");
+            }
         }
+        assert!(usr_filesystem_blocks(1 << 30, &VerityLayout { hash_block_size: 8192, ..VerityLayout::default() }).is_err());
     }
 }

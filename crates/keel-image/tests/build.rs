@@ -36,6 +36,7 @@ fn spec(tree: &Path, output: PathBuf) -> ImageSpec {
         output,
         disk_guid: Guid::parse(DEFAULT_DISK_GUID).unwrap(),
         epoch: 0,
+        verity: Default::default(),
     }
 }
 

@@ -8,7 +8,7 @@ mod modules;
 
 pub use cpio::{Archive, Node};
 pub use elf::{library_closure, HostFile};
-pub use modules::module_closure;
+pub use modules::{crypto_providers, module_closure};
 
 use anyhow::{bail, Context};
 use keel_manifest::{ImageManifest, INITRD_MANIFEST_PATH, INITRD_MODULES_PATH};
@@ -96,7 +96,9 @@ pub fn archive(spec: &InitrdSpec) -> anyhow::Result<Archive> {
 
     let version = spec.modules_dir.file_name().context("the module directory has no name")?.to_string_lossy();
     let mut load_list = String::new();
-    for relative in module_closure(&spec.modules_dir, &spec.modules)? {
+    let mut wanted = spec.modules.clone();
+    wanted.extend(crypto_providers(&spec.modules_dir, spec.manifest.usr.verity.algorithm.name())?);
+    for relative in module_closure(&spec.modules_dir, &wanted)? {
         let initrd_path = format!("/lib/modules/{version}/{relative}");
         archive.insert(&initrd_path, Node::File { data: read(&spec.modules_dir.join(&relative))?, mode: 0o644 });
         load_list.push_str(&initrd_path);

@@ -9,6 +9,23 @@ fn module_name(path_or_name: &str) -> String {
     stem.replace('-', "_")
 }
 
+/// The modules that provide kernel crypto algorithm `algorithm` (`alias crypto-<name>` in
+/// modules.alias): dm-verity asks the kernel for its hash, and with no modprobe in the
+/// initrd, a hash built as a module must be loaded beforehand. Accelerated variants come
+/// too; on a CPU without their instructions they decline to load, which keel-init expects.
+pub fn crypto_providers(modules_dir: &Path, algorithm: &str) -> anyhow::Result<Vec<String>> {
+    let alias_path = modules_dir.join("modules.alias");
+    let aliases = std::fs::read_to_string(&alias_path).with_context(|| format!("cannot read {} (run depmod)", alias_path.display()))?;
+    let wanted = format!("crypto-{algorithm}");
+    Ok(aliases
+        .lines()
+        .filter_map(|line| line.strip_prefix("alias "))
+        .filter_map(|rest| rest.split_once(' '))
+        .filter(|(alias, _)| *alias == wanted)
+        .map(|(_, module)| module.trim().to_string())
+        .collect())
+}
+
 /// The modules to load for `wanted`, dependencies first, as paths relative to the
 /// kernel's module directory. Built-in modules need no loading and are left out.
 pub fn module_closure(modules_dir: &Path, wanted: &[String]) -> anyhow::Result<Vec<String>> {
@@ -75,6 +92,9 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.join("modules.builtin"), "kernel/fs/ext4/ext4.ko\n").unwrap();
+        std::fs::write(dir.join("modules.alias"), "alias crypto-sha512 sha512_ssse3\nalias crypto-sha512 sha512_generic\nalias pci:v* virtio_pci\n").unwrap();
+        assert_eq!(crypto_providers(&dir, "sha512").unwrap(), ["sha512_ssse3", "sha512_generic"]);
+        assert!(crypto_providers(&dir, "sha256").unwrap().is_empty());
         let wanted: Vec<String> = ["virtio_pci", "virtio-blk", "dm_verity", "ext4"].map(String::from).to_vec();
         let order = module_closure(&dir, &wanted).unwrap();
         assert_eq!(

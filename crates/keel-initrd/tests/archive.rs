@@ -16,13 +16,16 @@ fn fake_kernel_modules(dir: &Path) -> PathBuf {
         fs::create_dir_all(modules.join(path).parent().unwrap()).unwrap();
         fs::write(modules.join(path), format!("module {path}")).unwrap();
     }
+    fs::write(modules.join("modules.alias"), "alias crypto-sha256 sha256_ssse3\n").unwrap();
+    fs::create_dir_all(modules.join("kernel/arch/x86/crypto")).unwrap();
+    fs::write(modules.join("kernel/arch/x86/crypto/sha256-ssse3.ko"), "module sha256").unwrap();
     fs::write(
         modules.join("modules.dep"),
         "kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko\n\
          kernel/drivers/virtio/virtio.ko:\nkernel/drivers/virtio/virtio_ring.ko: kernel/drivers/virtio/virtio.ko\n\
          kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko\n\
          kernel/drivers/md/dm-mod.ko:\nkernel/drivers/md/dm-verity.ko: kernel/drivers/md/dm-mod.ko\n\
-         kernel/fs/overlayfs/overlay.ko:\nkernel/drivers/firmware/qemu_fw_cfg.ko:\n",
+         kernel/fs/overlayfs/overlay.ko:\nkernel/drivers/firmware/qemu_fw_cfg.ko:\nkernel/arch/x86/crypto/sha256-ssse3.ko:\n",
     )
     .unwrap();
     modules
@@ -82,7 +85,7 @@ fn gnu_cpio_extracts_what_keel_packed() {
     assert_eq!(fs::read(out.join("init")).unwrap(), b"\x7fELF pretend init");
     let modules = fs::read_to_string(out.join("etc/keel/modules")).unwrap();
     let order: Vec<&str> = modules.lines().map(|l| l.rsplit('/').next().unwrap()).collect();
-    assert_eq!(order, ["virtio.ko", "virtio_ring.ko", "virtio_pci.ko", "virtio_blk.ko", "dm-mod.ko", "dm-verity.ko", "overlay.ko", "qemu_fw_cfg.ko"]);
+    assert_eq!(order, ["virtio.ko", "virtio_ring.ko", "virtio_pci.ko", "virtio_blk.ko", "dm-mod.ko", "dm-verity.ko", "overlay.ko", "qemu_fw_cfg.ko", "sha256-ssse3.ko"]);
     for line in modules.lines() {
         assert!(out.join(line.trim_start_matches('/')).is_file(), "{line} listed but not packed");
     }

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use args::Args;
 use keel_disk::{Guid, LayoutSizes};
 use keel_manifest::ImageManifest;
-use keel_verity::{encode_hex, VerityError};
+use keel_verity::{encode_hex, HashAlgorithm, HashType, VerityError};
 use std::path::PathBuf;
 
 const USAGE: &str = "usage:
@@ -20,7 +20,8 @@ const USAGE: &str = "usage:
   keel verity table DATA HASH ROOT_HASH [--hash-offset BYTES] [--restart-on-corruption|--panic-on-corruption]
                     [--ignore-zero-blocks] [--check-at-most-once] [--no-superblock --data-blocks N ...]
   keel image build --usr DIR --output IMAGE [--manifest FILE] [--os NAME] [--usr-mib N] [--root-mib N]
-                   [--esp-mib N] [--oem-mib N] [--disk-guid GUID] [--epoch SECONDS]
+                   [--esp-mib N] [--oem-mib N] [--disk-guid GUID] [--epoch SECONDS] [--verity-hash sha256|sha512|sha1]
+                   [--verity-format 1|0] [--verity-data-block-size N] [--verity-hash-block-size N]
   keel initrd build --manifest FILE --init KEEL_INIT --kernel-modules /lib/modules/VERSION --output FILE
                     [--compression zstd|xz|gzip|none]
   keel dm status NAME
@@ -63,7 +64,10 @@ fn mib(args: &Args, name: &str, default: u64) -> anyhow::Result<u64> {
 fn image_build(words: &[String]) -> anyhow::Result<()> {
     let args = Args::parse(
         words,
-        &["usr", "output", "manifest", "os", "usr-mib", "root-mib", "esp-mib", "oem-mib", "disk-guid", "epoch"],
+        &[
+            "usr", "output", "manifest", "os", "usr-mib", "root-mib", "esp-mib", "oem-mib", "disk-guid", "epoch", "verity-hash",
+            "verity-format", "verity-data-block-size", "verity-hash-block-size",
+        ],
         &[],
     )?;
     let defaults = LayoutSizes::default();
@@ -86,6 +90,12 @@ fn image_build(words: &[String]) -> anyhow::Result<()> {
         output: output.clone(),
         disk_guid: Guid::parse(args.get("disk-guid").unwrap_or(keel_image::DEFAULT_DISK_GUID))?,
         epoch,
+        verity: keel_image::VerityLayout {
+            algorithm: HashAlgorithm::from_name(args.get("verity-hash").unwrap_or("sha256"))?,
+            hash_type: HashType::from_number(args.number("verity-format")?.unwrap_or(1))?,
+            data_block_size: args.number("verity-data-block-size")?.unwrap_or(4096),
+            hash_block_size: args.number("verity-hash-block-size")?.unwrap_or(4096),
+        },
     };
     let manifest = keel_image::build(&spec)?;
     let manifest_path = args.get("manifest").map(PathBuf::from).unwrap_or_else(|| output.with_extension("json"));
