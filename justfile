@@ -8,3 +8,6 @@ test:
 
 vm-test:
     cargo xtask vm-test
+
+bench:
+    cargo xtask bench verity

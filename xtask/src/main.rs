@@ -1,6 +1,8 @@
 //! `cargo xtask setup|demo|test|vm-test`. Everything a fresh Debian machine needs is
 //! installed from here, so the README's two commands are the whole set-up.
 
+mod bench;
+
 use anyhow::{bail, ensure, Context};
 use keel_vm_tests as vm;
 use std::process::Command;
@@ -21,6 +23,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("clang", "bindgen finds its headers through clang"),
     ("libclang-dev", "bindgen"),
     ("pkg-config", "the devicemapper crate's build"),
+    ("time", "GNU time: peak memory in cargo xtask bench"),
 ];
 const MUSL: &str = "x86_64-unknown-linux-musl";
 
@@ -31,7 +34,11 @@ fn main() {
         "demo" => setup().and_then(|()| demo()),
         "test" => setup().and_then(|()| cargo_test(&["--workspace"])),
         "vm-test" => setup().and_then(|()| cargo_test(&["-p", "keel-vm-tests"])),
-        _ => Err(anyhow::anyhow!("usage: cargo xtask setup|demo|test|vm-test")),
+        "bench" => match std::env::args().nth(2).as_deref() {
+            Some("verity") => setup().and_then(|()| bench::verity(&vm::workspace())),
+            _ => Err(anyhow::anyhow!("usage: cargo xtask bench verity")),
+        },
+        _ => Err(anyhow::anyhow!("usage: cargo xtask setup|demo|test|vm-test|bench verity")),
     };
     if let Err(error) = result {
         eprintln!("xtask {task}: {error:#}");
