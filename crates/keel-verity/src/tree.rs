@@ -53,9 +53,9 @@ fn hash_blocks(
             let (offset, len) = (first * block_size as u64, blocks * block_size);
             let input = match source.slice_at(offset, len) {
                 Some(in_memory) => in_memory,
-                None => match source.read_exact_at({ buffer.resize(len, 0); &mut buffer[..len] }, offset) {
-                    Ok(()) => &buffer[..len],
-                    Err(error) => {
+                None => {
+                    buffer.resize(len, 0);
+                    if let Err(error) = source.read_exact_at(&mut buffer[..len], offset) {
                         stop.store(true, Ordering::Relaxed);
                         let context = format!("reading {what} {first}..{}", first + blocks as u64);
                         if let Ok(mut slot) = failure.lock() {
@@ -63,7 +63,8 @@ fn hash_blocks(
                         }
                         break;
                     }
-                },
+                    &buffer[..len]
+                }
             };
             for (n, block) in input.chunks_exact(block_size).enumerate() {
                 let at = slot_offset(params, n);
