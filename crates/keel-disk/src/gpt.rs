@@ -48,6 +48,8 @@ pub struct Gpt {
     pub backup_intact: bool,
     /// Both copies intact and describing the same partitions.
     pub copies_agree: bool,
+    /// Sector 0 holds the protective MBR for this disk's size.
+    pub protective_mbr_current: bool,
 }
 
 impl Gpt {
@@ -117,10 +119,10 @@ fn parse_header(sector: &[u8; SECTOR_SIZE as usize], expected_lba: u64, disk_sec
     let array_bytes = u64::from(header.entry_count) * entry_size as u64;
     ensure!(array_bytes <= MAX_ENTRY_ARRAY_BYTES, "entry array of {array_bytes} bytes is implausibly large");
     let array_end = header.entries_lba.saturating_add(array_bytes.div_ceil(SECTOR_SIZE));
+    ensure!(header.first_usable <= header.last_usable, "usable sectors {}..={} are backwards", header.first_usable, header.last_usable);
     ensure!(
-        header.first_usable <= header.last_usable && header.last_usable < disk_sectors,
-        "usable sectors {}..={} do not fit a disk of {disk_sectors} sectors",
-        header.first_usable,
+        header.last_usable < disk_sectors,
+        "the table was made for a disk of more than {} sectors, but this one has {disk_sectors}: the disk is smaller than the image",
         header.last_usable
     );
     ensure!(
@@ -205,7 +207,14 @@ pub fn read_gpt(dev: &mut (impl Read + Seek)) -> anyhow::Result<Gpt> {
         Ok((header, _)) if header.alternate_lba < sectors => header.alternate_lba,
         _ => sectors - 1,
     };
-    let backup = read_copy(dev, backup_lba, sectors);
+    let mut backup = read_copy(dev, backup_lba, sectors);
+    if primary.is_err() && backup.is_err() {
+        // An image written to a bigger disk keeps its backup at the image's end. Images end
+        // on a MiB boundary, and a backup header names its own sector: look there.
+        if let Some(found) = find_stranded_backup(dev, sectors) {
+            backup = Ok(found);
+        }
+    }
     // An intact primary wins, as in firmware: after a power cut between writing the backup
     // and the primary, both are intact and the primary is the table the disk booted with.
     let (header, partitions) = match (&primary, &backup) {
@@ -214,7 +223,11 @@ pub fn read_gpt(dev: &mut (impl Read + Seek)) -> anyhow::Result<Gpt> {
             bail!("no valid GPT: primary: {primary_error:#}; backup at sector {backup_lba}: {backup_error:#}")
         }
     };
+    let mut sector0 = [0u8; SECTOR_SIZE as usize];
+    let protective_mbr_current =
+        read_at(dev, 0, &mut sector0).is_ok() && sector0[446..] == protective_mbr(sectors, &sector0)[446..];
     Ok(Gpt {
+        protective_mbr_current,
         disk_guid: header.disk_guid,
         first_usable: header.first_usable,
         last_usable: header.last_usable,
@@ -228,6 +241,14 @@ pub fn read_gpt(dev: &mut (impl Read + Seek)) -> anyhow::Result<Gpt> {
     })
 }
 
+/// The last sector of each MiB, from the disk's end back to its start: where an image's
+/// backup header lies when the image was written to a bigger disk.
+fn find_stranded_backup(dev: &mut (impl Read + Seek), sectors: u64) -> Option<(Header, Vec<GptPartition>)> {
+    const MIB_SECTORS: u64 = (1 << 20) / SECTOR_SIZE;
+    let last_mib_end = sectors / MIB_SECTORS * MIB_SECTORS;
+    (1..=last_mib_end / MIB_SECTORS).rev().map(|mib| mib * MIB_SECTORS - 1).find_map(|lba| read_copy(dev, lba, sectors).ok())
+}
+
 /// The first and last sector partitions may use on a disk of `disk_sectors` sectors,
 /// with 128-entry arrays on both ends.
 pub fn usable_range(disk_sectors: u64) -> (u64, u64) {
@@ -235,8 +256,10 @@ pub fn usable_range(disk_sectors: u64) -> (u64, u64) {
 }
 
 /// Writes a protective MBR and both copies of a partition table whose entries keep their
-/// numbers. The backup goes first, so a table is never half-written in the primary slot.
-pub fn write_gpt(dev: &mut (impl Write + Seek), disk_guid: Guid, partitions: &[GptPartition]) -> anyhow::Result<()> {
+/// numbers. The MBR depends only on the disk's size and goes first; then the backup,
+/// then the primary, so a cut leaves an intact primary or, with a torn primary, a whole
+/// backup at the disk's end. The MBR's boot code and disk signature are kept.
+pub fn write_gpt(dev: &mut (impl Read + Write + Seek), disk_guid: Guid, partitions: &[GptPartition]) -> anyhow::Result<()> {
     let sectors = disk_sectors(dev)?;
     ensure!(sectors > 2 * (2 + ENTRY_ARRAY_SECTORS), "a disk of {sectors} sectors cannot hold a GPT");
     let (first_usable, last_usable) = usable_range(sectors);
@@ -277,20 +300,25 @@ pub fn write_gpt(dev: &mut (impl Write + Seek), disk_guid: Guid, partitions: &[G
         sector
     };
     let last = sectors - 1;
+    let mut sector0 = [0u8; SECTOR_SIZE as usize];
+    dev.seek(SeekFrom::Start(0))?;
+    dev.read_exact(&mut sector0).context("cannot read sector 0")?;
     let mut write_at = |lba: u64, bytes: &[u8]| -> anyhow::Result<()> {
         dev.seek(SeekFrom::Start(lba * SECTOR_SIZE))?;
         dev.write_all(bytes).with_context(|| format!("cannot write sector {lba}"))
     };
+    write_at(0, &protective_mbr(sectors, &sector0))?;
     write_at(last - ENTRY_ARRAY_SECTORS, &array)?;
     write_at(last, &header(last, 1, last - ENTRY_ARRAY_SECTORS))?;
     write_at(2, &array)?;
     write_at(1, &header(1, last, 2))?;
-    write_at(0, &protective_mbr(sectors))?;
     dev.flush().context("cannot flush the partition table")
 }
 
-fn protective_mbr(disk_sectors: u64) -> [u8; SECTOR_SIZE as usize] {
+/// Sector 0 with `current`'s boot code and disk signature and one 0xEE record covering the disk.
+fn protective_mbr(disk_sectors: u64, current: &[u8; SECTOR_SIZE as usize]) -> [u8; SECTOR_SIZE as usize] {
     let mut mbr = [0u8; SECTOR_SIZE as usize];
+    mbr[..446].copy_from_slice(&current[..446]);
     let record = &mut mbr[446..462];
     // Status 0, CHS start 0/0/2, type 0xEE, CHS end saturated, LBA 1, size capped at 32 bits.
     record[..8].copy_from_slice(&[0x00, 0x00, 0x02, 0x00, 0xee, 0xff, 0xff, 0xff]);

@@ -1,46 +1,11 @@
 //! keel's GPT against gdisk's `sgdisk`, the field's reference, and against damage.
 
-use keel_disk::{flatcar_layout, plan_layout, read_gpt, write_gpt, Guid, LayoutSizes, SECTOR_SIZE};
-use std::fs::{self, File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use keel_disk::{read_gpt, SECTOR_SIZE};
+use std::fs::{self, File};
+use std::path::Path;
 
-const MIB: u64 = 1 << 20;
-
-fn small_sizes() -> LayoutSizes {
-    LayoutSizes { esp: 2 * MIB, bios_boot: MIB, usr: 8 * MIB, oem: 2 * MIB, oem_config: MIB, root: 4 * MIB }
-}
-
-fn image(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("gpt-{name}.img"));
-    let layout = plan_layout(&flatcar_layout(&small_sizes()).unwrap(), |spec| {
-        Guid::from_random_bytes([spec.number as u8; 16])
-    })
-    .unwrap();
-    let file = File::create(&path).unwrap();
-    file.set_len(layout.disk_bytes).unwrap();
-    let mut file = OpenOptions::new().read(true).write(true).open(&path).unwrap();
-    write_gpt(&mut file, Guid::parse("00000000-0000-0000-0000-000000000001").unwrap(), &layout.partitions).unwrap();
-    path
-}
-
-fn sgdisk(args: &[&str], path: &Path) -> String {
-    let output = Command::new("sgdisk")
-        .args(args)
-        .arg(path)
-        .output()
-        .expect("sgdisk (gdisk) must be installed; `cargo xtask test` installs it");
-    let text = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(output.status.success(), "sgdisk {args:?} failed: {text}{}", String::from_utf8_lossy(&output.stderr));
-    text
-}
-
-fn overwrite(path: &Path, offset: u64, bytes: &[u8]) {
-    let mut file = OpenOptions::new().write(true).open(path).unwrap();
-    file.seek(SeekFrom::Start(offset)).unwrap();
-    file.write_all(bytes).unwrap();
-}
+mod support;
+use support::{image, overwrite, sgdisk, MIB};
 
 #[test]
 fn sgdisk_finds_no_problems_and_sees_the_same_partitions() {

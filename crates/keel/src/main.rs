@@ -25,6 +25,8 @@ const USAGE: &str = "usage:
   keel initrd build --manifest FILE --init KEEL_INIT --kernel-modules /lib/modules/VERSION --output FILE
                     [--compression zstd|xz|gzip|none]
   keel dm status NAME
+  keel disk grow-root DISK                       ROOT (the last partition) fills the disk; the backup table moves to its end
+  keel disk randomize-guids DISK [--image-default GUID]   new disk and ROOT GUIDs while the disk GUID is the image's
 exit status: 0 done, 1 bad arguments or failure, 2 verification failed (data or hash tree corrupt)";
 
 /// veritysetup's (cryptsetup's) convention: 2 means the data did not verify.
@@ -53,6 +55,8 @@ fn run(words: &[String]) -> anyhow::Result<()> {
         "image build" => image_build(rest),
         "initrd build" => initrd_build(rest),
         "dm status" => dm_status(rest),
+        "disk grow-root" => disk_grow_root(rest),
+        "disk randomize-guids" => disk_randomize_guids(rest),
         _ => bail!("unknown command {command:?}\n{USAGE}"),
     }
 }
@@ -136,4 +140,43 @@ fn dm_status(words: &[String]) -> anyhow::Result<()> {
         println!("{name}: status {:?}", keel_dm::verity_status(name)?);
     }
     Ok(())
+}
+
+fn open_disk(path: &str) -> anyhow::Result<std::fs::File> {
+    std::fs::OpenOptions::new().read(true).write(true).open(path).with_context(|| format!("cannot open {path} for writing"))
+}
+
+fn disk_grow_root(words: &[String]) -> anyhow::Result<()> {
+    let args = Args::parse(words, &[], &[])?;
+    let [disk] = args.positional.as_slice() else { bail!("give the disk or image file\n{USAGE}") };
+    let mut file = open_disk(disk)?;
+    match keel_disk::grow_root(&mut file)? {
+        Some(grown) => println!("{disk}: ROOT grew from {} to {} sectors", grown.old_sectors, grown.new_sectors),
+        None => println!("{disk}: ROOT already fills the disk"),
+    }
+    Ok(file.sync_all()?)
+}
+
+fn disk_randomize_guids(words: &[String]) -> anyhow::Result<()> {
+    let args = Args::parse(words, &["image-default"], &[])?;
+    let [disk] = args.positional.as_slice() else { bail!("give the disk or image file\n{USAGE}") };
+    let image_default = Guid::parse(args.get("image-default").unwrap_or(keel_image::DEFAULT_DISK_GUID))?;
+    // Both GUIDs (the disk's and ROOT's) are drawn before the table is touched.
+    let mut random = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut random))
+        .context("cannot read /dev/urandom")?;
+    let mut halves = random.chunks_exact(16).map(|half| {
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(half);
+        Guid::from_random_bytes(bytes)
+    });
+    let mut fresh_guid = || halves.next().unwrap_or(Guid::ZERO);
+    let mut file = open_disk(disk)?;
+    let renamed = keel_disk::randomize_identity(&mut file, image_default, &mut fresh_guid)?;
+    match renamed {
+        Some(guid) => println!("{disk}: disk GUID is now {guid}; ROOT has a new GUID too"),
+        None => println!("{disk}: the disk already has its own GUID"),
+    }
+    Ok(file.sync_all()?)
 }

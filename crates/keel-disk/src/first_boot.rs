@@ -1,0 +1,105 @@
+//! The disk's part of first boot: ROOT grows to fill the disk and the disk gets its own
+//! identity. Each is one rewrite of the partition table, and `write_gpt` writes the
+//! backup before the primary, so a power cut at any point leaves a table that reads
+//! either as before (the primary is intact) or as after (the primary is torn and the
+//! backup at the disk's end is whole). Running again converges; a table that is already
+//! right is not written at all.
+
+use crate::gpt::usable_range;
+use crate::layout::ALIGNMENT_SECTORS;
+use crate::{read_gpt, write_gpt, Gpt, GptPartition, Guid, SECTOR_SIZE};
+use anyhow::{bail, ensure, Context};
+use std::io::{Read, Seek, SeekFrom, Write};
+
+/// The partition first boot grows: Flatcar's ROOT, which must end the layout.
+pub const ROOT_NAME: &str = "ROOT";
+
+/// What `grow_root` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grown {
+    pub old_sectors: u64,
+    pub new_sectors: u64,
+}
+
+fn disk_sectors(dev: &mut impl Seek) -> anyhow::Result<u64> {
+    Ok(dev.seek(SeekFrom::End(0)).context("cannot find the disk size")? / SECTOR_SIZE)
+}
+
+/// Reads the table for a rewrite: a damaged primary is fine (the rewrite repairs it from
+/// the backup), and a table that does not fit the disk is refused before anything is written.
+fn table_for_rewrite(dev: &mut (impl Read + Seek)) -> anyhow::Result<(Gpt, u64)> {
+    let gpt = read_gpt(dev)?;
+    let sectors = disk_sectors(dev)?;
+    let (_, last_usable) = usable_range(sectors);
+    if let Some(beyond) = gpt.partitions.iter().find(|p| p.last_lba > last_usable) {
+        bail!(
+            "partition {} ({}) ends at sector {}, past the disk's last usable sector {last_usable}: the disk is smaller than the image; nothing was changed",
+            beyond.number,
+            beyond.name,
+            beyond.last_lba
+        );
+    }
+    Ok((gpt, sectors))
+}
+
+/// True when the table on disk is exactly what `partitions` and `disk_guid` describe
+/// with both copies intact, agreeing, and the backup at the disk's end.
+fn already_written(gpt: &Gpt, sectors: u64, disk_guid: Guid, partitions: &[GptPartition]) -> bool {
+    gpt.primary_intact
+        && gpt.backup_intact
+        && gpt.copies_agree
+        && gpt.protective_mbr_current
+        && gpt.disk_guid == disk_guid
+        && gpt.last_usable == usable_range(sectors).1
+        && gpt.partitions == partitions
+}
+
+/// Extends ROOT, the last partition, to the last whole MiB of the disk, moving the
+/// backup table to the disk's end (and repairing a damaged primary). `None` when there
+/// was nothing to do.
+pub fn grow_root(dev: &mut (impl Read + Write + Seek)) -> anyhow::Result<Option<Grown>> {
+    let (gpt, sectors) = table_for_rewrite(dev)?;
+    let root = gpt.by_name(ROOT_NAME).with_context(|| format!("the disk has no partition named {ROOT_NAME}"))?;
+    ensure!(
+        gpt.partitions.iter().all(|p| p.last_lba <= root.last_lba),
+        "{ROOT_NAME} is not the last partition on the disk, so it cannot grow into the free space"
+    );
+    let (_, last_usable) = usable_range(sectors);
+    let aligned_end = (last_usable + 1) / ALIGNMENT_SECTORS * ALIGNMENT_SECTORS - 1;
+    let new_last = aligned_end.max(root.last_lba);
+    let mut partitions = gpt.partitions.clone();
+    for partition in partitions.iter_mut().filter(|p| p.number == root.number) {
+        partition.last_lba = new_last;
+    }
+    if already_written(&gpt, sectors, gpt.disk_guid, &partitions) {
+        return Ok(None);
+    }
+    write_gpt(dev, gpt.disk_guid, &partitions)?;
+    Ok(Some(Grown { old_sectors: root.last_lba + 1 - root.first_lba, new_sectors: new_last + 1 - root.first_lba }))
+}
+
+/// Flatcar's disk-uuid: when the disk GUID is still `image_default`, the disk and ROOT get
+/// new GUIDs from `fresh_guid` (the /usr slots keep theirs: bootloaders name them).
+/// A table left half-written by an earlier run is completed either way. Returns the new
+/// disk GUID, or `None` when the disk already had its own.
+pub fn randomize_identity(
+    dev: &mut (impl Read + Write + Seek),
+    image_default: Guid,
+    mut fresh_guid: impl FnMut() -> Guid,
+) -> anyhow::Result<Option<Guid>> {
+    let (gpt, sectors) = table_for_rewrite(dev)?;
+    let mut partitions = gpt.partitions.clone();
+    let renamed = gpt.disk_guid == image_default;
+    let disk_guid = if renamed {
+        for partition in partitions.iter_mut().filter(|p| p.name == ROOT_NAME) {
+            partition.guid = fresh_guid();
+        }
+        fresh_guid()
+    } else {
+        gpt.disk_guid
+    };
+    if !already_written(&gpt, sectors, disk_guid, &partitions) {
+        write_gpt(dev, disk_guid, &partitions)?;
+    }
+    Ok(renamed.then_some(disk_guid))
+}
