@@ -83,9 +83,6 @@ pub struct FoundDevice {
     pub node: PathBuf,
     pub major: u64,
     pub minor: u64,
-    /// True when only a blank partition named like the wanted label was found: it gets
-    /// that label when it is formatted (Flatcar's `root=LABEL=ROOT` on a first boot).
-    pub blank_by_name: bool,
 }
 
 /// What one look at the devices saw, for the message when the wait runs out.
@@ -94,8 +91,8 @@ struct Seen {
     lines: Vec<String>,
 }
 
-fn found(device: &SysBlock, blank_by_name: bool) -> anyhow::Result<FoundDevice> {
-    Ok(FoundDevice { node: device_node(device)?, major: device.major, minor: device.minor, blank_by_name })
+fn found(device: &SysBlock) -> anyhow::Result<FoundDevice> {
+    Ok(FoundDevice { node: device_node(device)?, major: device.major, minor: device.minor })
 }
 
 /// One look for `spec` among the devices present now. More than one match is an error:
@@ -121,7 +118,7 @@ fn matching_devices(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Vec<Fo
             let wanted = Path::new(path);
             seen.lines.push(format!("block devices: {}", devices.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(" ")));
             if let Some(device) = devices.iter().find(|device| wanted == Path::new("/dev").join(&device.name)) {
-                matches.push(found(device, false)?);
+                matches.push(found(device)?);
             } else if wanted.exists() {
                 use std::os::unix::fs::{FileTypeExt, MetadataExt};
                 let meta = fs::metadata(wanted).with_context(|| format!("cannot stat {path}"))?;
@@ -129,7 +126,7 @@ fn matching_devices(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Vec<Fo
                     bail!("{path} is not a block device");
                 }
                 let (major, minor) = (nix::sys::stat::major(meta.rdev()), nix::sys::stat::minor(meta.rdev()));
-                matches.push(FoundDevice { node: wanted.to_path_buf(), major, minor, blank_by_name: false });
+                matches.push(FoundDevice { node: wanted.to_path_buf(), major, minor });
             }
         }
         DeviceSpec::PartLabel(_) | DeviceSpec::PartUuid(_) => {
@@ -163,7 +160,7 @@ fn matching_devices(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Vec<Fo
                 let Some(partition) = partition else { continue };
                 let child = devices.iter().find(|d| d.partition_of.as_ref() == Some(&(disk.name.clone(), partition.number)));
                 match child {
-                    Some(child) => matches.push(found(child, false)?),
+                    Some(child) => matches.push(found(child)?),
                     None => seen.lines.push(format!("{}: partition {} is in the GPT but the kernel has not added it yet", disk.name, partition.number)),
                 }
             }
@@ -181,17 +178,18 @@ fn matching_devices(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Vec<Fo
                 };
                 seen.lines.push(format!("{}: {probe:?}", device.name));
                 match (&probe, spec) {
-                    (Probe::Filesystem(fs), DeviceSpec::Label(label)) if &fs.label == label => matches.push(found(device, false)?),
+                    (Probe::Filesystem(fs), DeviceSpec::Label(label)) if &fs.label == label => matches.push(found(device)?),
                     (Probe::Filesystem(fs), DeviceSpec::Uuid(uuid)) if fs.uuid.eq_ignore_ascii_case(uuid) => {
-                        matches.push(found(device, false)?);
+                        matches.push(found(device)?);
                     }
                     (Probe::Blank, DeviceSpec::Label(label)) if partition_name(device, &devices)? == Some(label.clone()) => {
-                        blank_named.push(found(device, true)?);
+                        blank_named.push(found(device)?);
                     }
                     _ => {}
                 }
             }
-            // A blank partition named like the label stands in only when no filesystem has it.
+            // A blank partition named like the label stands in only when no filesystem has it:
+            // formatting gives it that label (Flatcar's `root=LABEL=ROOT` on a first boot).
             if matches.is_empty() {
                 matches = blank_named;
             }

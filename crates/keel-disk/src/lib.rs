@@ -14,7 +14,7 @@ mod layout;
 mod probe;
 
 pub use first_boot::{grow_root, randomize_identity, Grown, ROOT_NAME};
-pub use gpt::{read_gpt, usable_range, write_gpt, Gpt, GptPartition, SECTOR_SIZE};
+pub use gpt::{read_gpt, write_gpt, Gpt, GptPartition, SECTOR_SIZE};
 pub use guid::Guid;
 pub use layout::{flatcar_layout, plan_layout, LayoutSizes, PartitionSpec, PlannedLayout, ALIGNMENT_SECTORS};
 pub use probe::{probe_filesystem, Filesystem, FsKind, Probe};
