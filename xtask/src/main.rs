@@ -24,6 +24,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ("libclang-dev", "bindgen"),
     ("pkg-config", "the devicemapper crate's build"),
     ("time", "GNU time: peak memory in cargo xtask bench"),
+    ("cgpt", "the reference for keel's A/B gptprio attribute bits"),
+    ("dosfstools", "mkfs.vfat for the image's ESP, which carries the first-boot flag"),
+    ("mtools", "writes the first-boot flag into the ESP image without mounting it"),
+    ("xfsprogs", "mkfs.xfs for keel.root.fs=xfs, and the reference for growing XFS"),
+    ("btrfs-progs", "mkfs.btrfs for keel.root.fs=btrfs, and the reference for growing btrfs"),
 ];
 const MUSL: &str = "x86_64-unknown-linux-musl";
 
