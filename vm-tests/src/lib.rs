@@ -4,7 +4,7 @@
 
 use anyhow::{bail, ensure, Context};
 use keel_disk::{Guid, LayoutSizes};
-use keel_image::{ImageSpec, DEFAULT_DISK_GUID};
+use keel_image::ImageSpec;
 pub use keel_image::VerityLayout;
 use keel_initrd::{Compression, InitrdSpec};
 use keel_manifest::ImageManifest;
@@ -179,7 +179,7 @@ pub fn build_fixture(name: &str, verity: VerityLayout, edit_manifest: impl FnOnc
         os: "keel".into(),
         sizes: test_sizes(),
         output: image.clone(),
-        disk_guid: Guid::parse(DEFAULT_DISK_GUID)?,
+        disk_guid: Guid::parse(keel_disk::IMAGE_DISK_GUID)?,
         epoch: 0,
         verity,
     };

@@ -1,4 +1,5 @@
 use crate::{Cmdline, DeviceSpec};
+use keel_disk::{Guid, IMAGE_DISK_GUID};
 use anyhow::{bail, Context};
 use std::time::Duration;
 
@@ -26,6 +27,47 @@ pub enum UsrCorruption {
     Restart,
 }
 
+/// What the command line says about first boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstBootRequest {
+    /// Nothing: the first-boot flag file on the ESP decides.
+    Unsaid,
+    /// `flatcar.first_boot=0` (or no, off, empty): not a first boot, whatever the flag says.
+    No,
+    /// `flatcar.first_boot=1`, `ignition.firstboot`: a first boot, on every boot with this line.
+    Yes,
+    /// `flatcar.first_boot=detected`: the bootloader saw the flag file; it is removed once
+    /// first boot has succeeded.
+    Detected,
+}
+
+/// The filesystems keel formats ROOT with (`keel.root.fs=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RootFilesystem {
+    Ext4,
+    Xfs,
+    Btrfs,
+}
+
+impl RootFilesystem {
+    pub fn name(self) -> &'static str {
+        match self {
+            RootFilesystem::Ext4 => "ext4",
+            RootFilesystem::Xfs => "xfs",
+            RootFilesystem::Btrfs => "btrfs",
+        }
+    }
+
+    pub fn from_name(name: &str) -> anyhow::Result<RootFilesystem> {
+        Ok(match name {
+            "ext4" => RootFilesystem::Ext4,
+            "xfs" => RootFilesystem::Xfs,
+            "btrfs" => RootFilesystem::Btrfs,
+            other => bail!("{other:?} is not a filesystem keel formats ROOT with: use ext4, xfs or btrfs"),
+        })
+    }
+}
+
 /// The boot parameters keel-init acts on, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootParams {
@@ -47,6 +89,11 @@ pub struct BootParams {
     /// `rd.break=<stage>`: stop before that stage. A bare `rd.break` stops before switch-root.
     pub break_before: Option<String>,
     pub init: Option<String>,
+    pub first_boot: FirstBootRequest,
+    /// The disk GUID an image ships with; a disk that still has it gets its own on first boot.
+    pub image_disk_guid: Guid,
+    /// `keel.root.fs=`: what a blank ROOT is formatted with (ext4 when unsaid).
+    pub root_filesystem: RootFilesystem,
 }
 
 impl BootParams {
@@ -101,8 +148,50 @@ impl BootParams {
             shell: matches!(cmdline.last_of(&["rd.shell"]), Some((_, None | Some("1" | "yes" | "true" | "on")))),
             break_before,
             init: cmdline.value("init").map(str::to_string),
+            first_boot: first_boot_request(cmdline),
+            image_disk_guid: match cmdline.value("flatcar.randomize_disk_guid") {
+                Some(guid) => Guid::parse(guid).context("bad flatcar.randomize_disk_guid=")?,
+                None => Guid::parse(IMAGE_DISK_GUID)?,
+            },
+            root_filesystem: match cmdline.value("keel.root.fs") {
+                Some(name) => RootFilesystem::from_name(name).context("bad keel.root.fs=")?,
+                None => RootFilesystem::Ext4,
+            },
         })
     }
+}
+
+/// Flatcar's and CoreOS's `*.first_boot=` are true unless empty, 0, no or off, and
+/// `detected` when the bootloader found the flag file; Ignition's `ignition.firstboot`
+/// counts when present. Any parameter saying detected or yes wins over one saying no.
+fn first_boot_request(cmdline: &Cmdline) -> FirstBootRequest {
+    let says_no = |value: Option<&str>| matches!(value.unwrap_or(""), "" | "0" | "no" | "off" | "false");
+    let mut request = FirstBootRequest::Unsaid;
+    let mut consider = |said: FirstBootRequest| {
+        let rank = |r: FirstBootRequest| match r {
+            FirstBootRequest::Unsaid => 0,
+            FirstBootRequest::No => 1,
+            FirstBootRequest::Yes => 2,
+            FirstBootRequest::Detected => 3,
+        };
+        if rank(said) > rank(request) {
+            request = said;
+        }
+    };
+    for key in ["flatcar.first_boot", "coreos.first_boot"] {
+        match cmdline.last_of(&[key]) {
+            None => {}
+            Some((_, Some("detected"))) => consider(FirstBootRequest::Detected),
+            Some((_, value)) if says_no(value) => consider(FirstBootRequest::No),
+            Some(_) => consider(FirstBootRequest::Yes),
+        }
+    }
+    match cmdline.last_of(&["ignition.firstboot"]) {
+        None => {}
+        Some((_, value @ Some(_))) if says_no(value) => consider(FirstBootRequest::No),
+        Some(_) => consider(FirstBootRequest::Yes),
+    }
+    request
 }
 
 fn parse_usr_options(options: Option<&str>) -> anyhow::Result<UsrCorruption> {
@@ -208,8 +297,43 @@ mod tests {
     }
 
     #[test]
+    fn first_boot_as_flatcar_coreos_and_ignition_say_it() {
+        use FirstBootRequest::*;
+        for (line, expected) in [
+            ("console=ttyS0", Unsaid),
+            ("flatcar.first_boot=detected", Detected),
+            ("coreos.first_boot=detected", Detected),
+            ("flatcar.first_boot=1", Yes),
+            ("flatcar.first_boot=yes", Yes),
+            ("flatcar.first_boot", No),
+            ("flatcar.first_boot=", No),
+            ("flatcar.first_boot=0", No),
+            ("coreos.first_boot=off", No),
+            ("flatcar.first_boot=1 flatcar.first_boot=0", No),
+            ("ignition.firstboot", Yes),
+            ("ignition.firstboot=1", Yes),
+            ("ignition.firstboot=0", No),
+            ("flatcar.first_boot=0 ignition.firstboot", Yes),
+            ("ignition.firstboot flatcar.first_boot=detected", Detected),
+        ] {
+            assert_eq!(params(line).unwrap().first_boot, expected, "{line}");
+        }
+    }
+
+    #[test]
+    fn root_filesystem_and_image_disk_guid() {
+        let p = params("console=ttyS0").unwrap();
+        assert_eq!(p.root_filesystem, RootFilesystem::Ext4);
+        assert_eq!(p.image_disk_guid.to_string(), IMAGE_DISK_GUID);
+        let p = params("keel.root.fs=btrfs flatcar.randomize_disk_guid=ABCDEF01-2345-6789-ABCD-EF0123456789").unwrap();
+        assert_eq!(p.root_filesystem, RootFilesystem::Btrfs);
+        assert_eq!(p.image_disk_guid.to_string(), "abcdef01-2345-6789-abcd-ef0123456789");
+        assert_eq!(params("keel.root.fs=xfs").unwrap().root_filesystem, RootFilesystem::Xfs);
+    }
+
+    #[test]
     fn bad_values_are_errors_that_name_the_parameter() {
-        for line in ["rd.emergency=explode", "rd.timeout=soon", "root=sda1", "verity.usr=nothing", "usrhash",
+        for line in ["rd.emergency=explode", "keel.root.fs=ntfs", "flatcar.randomize_disk_guid=1", "rd.timeout=soon", "root=sda1", "verity.usr=nothing", "usrhash",
                      "systemd.verity_usr_options=ignore-corruption"] {
             let error = format!("{:#}", params(line).unwrap_err());
             let key = line.split('=').next().unwrap();

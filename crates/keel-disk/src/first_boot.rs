@@ -11,6 +11,9 @@ use crate::{read_gpt, write_gpt, Gpt, GptPartition, Guid, SECTOR_SIZE};
 use anyhow::{bail, ensure, Context};
 use std::io::{Read, Seek, SeekFrom, Write};
 
+/// Flatcar's image disk GUID: while a disk still has it, first boot gives it its own.
+pub const IMAGE_DISK_GUID: &str = "00000000-0000-0000-0000-000000000001";
+
 /// The partition first boot grows: Flatcar's ROOT, which must end the layout.
 pub const ROOT_NAME: &str = "ROOT";
 

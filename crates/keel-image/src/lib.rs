@@ -18,8 +18,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-/// Flatcar's image disk GUID: first boot replaces it with a random one.
-pub const DEFAULT_DISK_GUID: &str = "00000000-0000-0000-0000-000000000001";
 const BLOCK_SIZE: u64 = 4096;
 /// Zero runs this long are skipped when writing, so the image file stays sparse.
 const COPY_CHUNK: usize = 1 << 20;

@@ -1,7 +1,8 @@
 //! Images checked by the field's own tools: sgdisk, e2fsck, veritysetup, debugfs.
 
 use keel_disk::{read_gpt, Guid, LayoutSizes, Probe};
-use keel_image::{build, ImageSpec, DEFAULT_DISK_GUID};
+use keel_disk::IMAGE_DISK_GUID;
+use keel_image::{build, ImageSpec};
 use keel_verity::encode_hex;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
@@ -34,7 +35,7 @@ fn spec(tree: &Path, output: PathBuf) -> ImageSpec {
         os: "keel".into(),
         sizes: LayoutSizes { esp: 2 * MIB, bios_boot: MIB, usr: 16 * MIB, oem: 2 * MIB, oem_config: MIB, root: 8 * MIB },
         output,
-        disk_guid: Guid::parse(DEFAULT_DISK_GUID).unwrap(),
+        disk_guid: Guid::parse(IMAGE_DISK_GUID).unwrap(),
         epoch: 0,
         verity: Default::default(),
     }
@@ -65,7 +66,7 @@ fn image_passes_the_reference_tools() {
 
     assert!(run("sgdisk", &["-v", image_str]).contains("No problems found"));
     let gpt = read_gpt(&mut fs::File::open(&image).unwrap()).unwrap();
-    assert_eq!(gpt.disk_guid.to_string(), DEFAULT_DISK_GUID);
+    assert_eq!(gpt.disk_guid.to_string(), IMAGE_DISK_GUID);
     let usr = gpt.by_name("USR-A").unwrap();
     let root = gpt.by_name("ROOT").unwrap();
 

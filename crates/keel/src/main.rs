@@ -92,7 +92,7 @@ fn image_build(words: &[String]) -> anyhow::Result<()> {
         os: args.get("os").unwrap_or("keel").to_string(),
         sizes,
         output: output.clone(),
-        disk_guid: Guid::parse(args.get("disk-guid").unwrap_or(keel_image::DEFAULT_DISK_GUID))?,
+        disk_guid: Guid::parse(args.get("disk-guid").unwrap_or(keel_disk::IMAGE_DISK_GUID))?,
         epoch,
         verity: keel_image::VerityLayout {
             algorithm: HashAlgorithm::from_name(args.get("verity-hash").unwrap_or("sha256"))?,
@@ -160,7 +160,7 @@ fn disk_grow_root(words: &[String]) -> anyhow::Result<()> {
 fn disk_randomize_guids(words: &[String]) -> anyhow::Result<()> {
     let args = Args::parse(words, &["image-default"], &[])?;
     let [disk] = args.positional.as_slice() else { bail!("give the disk or image file\n{USAGE}") };
-    let image_default = Guid::parse(args.get("image-default").unwrap_or(keel_image::DEFAULT_DISK_GUID))?;
+    let image_default = Guid::parse(args.get("image-default").unwrap_or(keel_disk::IMAGE_DISK_GUID))?;
     // Both GUIDs (the disk's and ROOT's) are drawn before the table is touched.
     let mut random = [0u8; 32];
     std::fs::File::open("/dev/urandom")
