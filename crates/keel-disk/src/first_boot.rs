@@ -14,6 +14,10 @@ use std::io::{Read, Seek, SeekFrom, Write};
 /// Flatcar's image disk GUID: while a disk still has it, first boot gives it its own.
 pub const IMAGE_DISK_GUID: &str = "00000000-0000-0000-0000-000000000001";
 
+/// The first-boot flag, relative to the ESP's root (Flatcar's `/boot/flatcar/first_boot`):
+/// the image ships it, and keel-init removes it once first boot has succeeded.
+pub const FIRST_BOOT_FLAG: &str = "flatcar/first_boot";
+
 /// The partition first boot grows: Flatcar's ROOT, which must end the layout.
 pub const ROOT_NAME: &str = "ROOT";
 

@@ -13,7 +13,7 @@ mod guid;
 mod layout;
 mod probe;
 
-pub use first_boot::{grow_root, randomize_identity, Grown, IMAGE_DISK_GUID, ROOT_NAME};
+pub use first_boot::{grow_root, randomize_identity, Grown, FIRST_BOOT_FLAG, IMAGE_DISK_GUID, ROOT_NAME};
 pub use gpt::{read_gpt, write_gpt, Gpt, GptPartition, SECTOR_SIZE};
 pub use guid::Guid;
 pub use layout::{flatcar_layout, plan_layout, LayoutSizes, PartitionSpec, PlannedLayout, ALIGNMENT_SECTORS};

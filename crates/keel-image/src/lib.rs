@@ -2,11 +2,13 @@
 //! read-only ext4 of a /usr tree followed by its dm-verity hash area, and the manifest
 //! that ties the image to its initrd.
 //!
+//! The ESP is vfat holding Flatcar's first-boot flag, so keel-init knows a new machine.
 //! ROOT ships blank (all zero, and sparse in the file): keel-init formats it on first
 //! boot, so every machine gets its own filesystem UUID, the image carries no filesystem
 //! that first boot would have to grow, and a blank ROOT exercises the same path as a
 //! freshly wiped one.
 
+mod esp;
 mod usrfs;
 
 use anyhow::{ensure, Context};
@@ -33,6 +35,13 @@ pub struct ImageSpec {
     /// Every timestamp in /usr (SOURCE_DATE_EPOCH).
     pub epoch: u64,
     pub verity: VerityLayout,
+}
+
+impl ImageSpec {
+    /// What every derived identifier and salt starts from.
+    fn seed(&self) -> String {
+        format!("{}:{}:{}", self.disk_guid, self.os, self.epoch)
+    }
 }
 
 /// How /usr's hash tree is built. The kernel needs both block sizes at most a page (4096).
@@ -107,7 +116,7 @@ pub fn usr_filesystem_blocks(partition_bytes: u64, layout: &VerityLayout) -> any
 /// Builds the image at `spec.output` and returns its manifest.
 pub fn build(spec: &ImageSpec) -> anyhow::Result<ImageManifest> {
     ensure!(spec.usr_tree.is_dir(), "{} is not a directory", spec.usr_tree.display());
-    let seed = format!("{}:{}:{}", spec.disk_guid, spec.os, spec.epoch);
+    let seed = spec.seed();
     let layout = plan_layout(&flatcar_layout(&spec.sizes)?, |partition| {
         derive_guid(seed.as_bytes(), &format!("partition {}", partition.number))
     })?;
@@ -146,6 +155,7 @@ fn write_image(
     file.set_len(layout.disk_bytes).with_context(|| format!("cannot size {}", output.display()))?;
     let mut image = OpenOptions::new().read(true).write(true).open(output)?;
     write_gpt(&mut image, spec.disk_guid, &layout.partitions)?;
+    write_esp(spec, layout, &mut image)?;
     let usr_start = usr_partition.start_bytes();
     copy_sparse(&mut File::open(fs_path)?, &mut image, usr_start).context("cannot write /usr into USR-A")?;
     image.seek(SeekFrom::Start(usr_start + hash_offset))?;
@@ -156,6 +166,19 @@ fn write_image(
         os: spec.os.clone(),
         usr: UsrImage { filesystem: "ext4".into(), hash_offset, root_hash: formatted.root, verity: params },
     })
+}
+
+fn write_esp(spec: &ImageSpec, layout: &keel_disk::PlannedLayout, image: &mut File) -> anyhow::Result<()> {
+    let esp = layout.by_name("EFI-SYSTEM").context("the layout has no EFI-SYSTEM")?;
+    let esp_path = spec.output.with_extension("esp.vfat");
+    let file = File::create(&esp_path).with_context(|| format!("cannot create {}", esp_path.display()))?;
+    file.set_len(esp.size_bytes()).with_context(|| format!("cannot size {}", esp_path.display()))?;
+    let id = derive(spec.seed().as_bytes(), "esp volume id");
+    let result = esp::make_esp(&esp_path, u32::from_le_bytes([id[0], id[1], id[2], id[3]]), spec.epoch).and_then(|()| {
+        copy_sparse(&mut File::open(&esp_path)?, image, esp.start_bytes()).context("cannot write the ESP into the image")
+    });
+    let _ = std::fs::remove_file(&esp_path);
+    result
 }
 
 struct HashWriter<'a>(&'a mut Sha256);

@@ -87,6 +87,14 @@ fn image_passes_the_reference_tools() {
     assert_eq!(run("debugfs", &["-R", "cat /share/keel/etc/os-release", fs_str]).lines().last(), Some("ID=keel"));
     assert!(run("debugfs", &["-R", "stat /bin/hello", fs_str]).contains("mtime: 0x00000001"), "epoch 0 is stamped as 1 s");
 
+    let esp = gpt.by_name("EFI-SYSTEM").unwrap();
+    let esp_file = dir.join("esp.vfat");
+    extract(&image, esp.start_bytes(), esp.size_bytes(), &esp_file);
+    let esp_str = esp_file.to_str().unwrap();
+    run("fsck.vfat", &["-n", esp_str]);
+    assert!(run("mdir", &["-i", esp_str, "-b", "::flatcar"]).contains("::/flatcar/first_boot"), "the ESP lacks the first-boot flag");
+    assert!(run("mlabel", &["-i", esp_str, "-s", "::"]).contains("EFI-SYSTEM"));
+
     let mut root_part = fs::File::open(&image).unwrap();
     root_part.seek(SeekFrom::Start(root.start_bytes())).unwrap();
     assert_eq!(keel_disk::probe_filesystem(&mut root_part.take(root.size_bytes())).unwrap(), Probe::Blank);
