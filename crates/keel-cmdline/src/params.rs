@@ -1,5 +1,5 @@
 use crate::{Cmdline, DeviceSpec};
-use keel_disk::{Guid, IMAGE_DISK_GUID};
+use keel_disk::{FsKind, Guid, IMAGE_DISK_GUID};
 use anyhow::{bail, Context};
 use std::time::Duration;
 
@@ -41,33 +41,6 @@ pub enum FirstBootRequest {
     Detected,
 }
 
-/// The filesystems keel formats ROOT with (`keel.root.fs=`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RootFilesystem {
-    Ext4,
-    Xfs,
-    Btrfs,
-}
-
-impl RootFilesystem {
-    pub fn name(self) -> &'static str {
-        match self {
-            RootFilesystem::Ext4 => "ext4",
-            RootFilesystem::Xfs => "xfs",
-            RootFilesystem::Btrfs => "btrfs",
-        }
-    }
-
-    pub fn from_name(name: &str) -> anyhow::Result<RootFilesystem> {
-        Ok(match name {
-            "ext4" => RootFilesystem::Ext4,
-            "xfs" => RootFilesystem::Xfs,
-            "btrfs" => RootFilesystem::Btrfs,
-            other => bail!("{other:?} is not a filesystem keel formats ROOT with: use ext4, xfs or btrfs"),
-        })
-    }
-}
-
 /// The boot parameters keel-init acts on, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootParams {
@@ -93,7 +66,7 @@ pub struct BootParams {
     /// The disk GUID an image ships with; a disk that still has it gets its own on first boot.
     pub image_disk_guid: Guid,
     /// `keel.root.fs=`: what a blank ROOT is formatted with (ext4 when unsaid).
-    pub root_filesystem: RootFilesystem,
+    pub root_filesystem: FsKind,
 }
 
 impl BootParams {
@@ -154,8 +127,10 @@ impl BootParams {
                 None => Guid::parse(IMAGE_DISK_GUID)?,
             },
             root_filesystem: match cmdline.value("keel.root.fs") {
-                Some(name) => RootFilesystem::from_name(name).context("bad keel.root.fs=")?,
-                None => RootFilesystem::Ext4,
+                Some("ext4") | None => FsKind::Ext4,
+                Some("xfs") => FsKind::Xfs,
+                Some("btrfs") => FsKind::Btrfs,
+                Some(other) => bail!("keel.root.fs={other} is not a filesystem keel formats ROOT with: use ext4, xfs or btrfs"),
             },
         })
     }
@@ -323,12 +298,12 @@ mod tests {
     #[test]
     fn root_filesystem_and_image_disk_guid() {
         let p = params("console=ttyS0").unwrap();
-        assert_eq!(p.root_filesystem, RootFilesystem::Ext4);
+        assert_eq!(p.root_filesystem, FsKind::Ext4);
         assert_eq!(p.image_disk_guid.to_string(), IMAGE_DISK_GUID);
         let p = params("keel.root.fs=btrfs flatcar.randomize_disk_guid=ABCDEF01-2345-6789-ABCD-EF0123456789").unwrap();
-        assert_eq!(p.root_filesystem, RootFilesystem::Btrfs);
+        assert_eq!(p.root_filesystem, FsKind::Btrfs);
         assert_eq!(p.image_disk_guid.to_string(), "abcdef01-2345-6789-abcd-ef0123456789");
-        assert_eq!(params("keel.root.fs=xfs").unwrap().root_filesystem, RootFilesystem::Xfs);
+        assert_eq!(params("keel.root.fs=xfs").unwrap().root_filesystem, FsKind::Xfs);
     }
 
     #[test]

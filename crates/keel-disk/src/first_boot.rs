@@ -21,6 +21,14 @@ pub const FIRST_BOOT_FLAG: &str = "flatcar/first_boot";
 /// The partition first boot grows: Flatcar's ROOT, which must end the layout.
 pub const ROOT_NAME: &str = "ROOT";
 
+/// A GPT attribute bit of ROOT that is set while keel formats it. mkfs's writes reach the
+/// disk in no particular order, so after a power cut a half-made filesystem can look whole;
+/// this bit, written through the table's own power-safe rewrite before mkfs starts and
+/// cleared after mkfs's data is on disk, is what tells it apart. Bits 48-63 belong to the
+/// partition type: 48-56 are Chrome OS's gptprio and 59-63 the Discoverable Partitions
+/// Specification's, so keel takes 57, which neither uses.
+pub const ROOT_FORMAT_PENDING: u64 = 1 << 57;
+
 /// What `grow_root` did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Grown {
@@ -109,4 +117,18 @@ pub fn randomize_identity(
         write_gpt(dev, disk_guid, &partitions)?;
     }
     Ok(renamed.then_some(disk_guid))
+}
+
+/// Sets or clears `ROOT_FORMAT_PENDING` on ROOT; a table that already says so is not written.
+pub fn set_root_format_pending(dev: &mut (impl Read + Write + Seek), pending: bool) -> anyhow::Result<()> {
+    let (gpt, sectors) = table_for_rewrite(dev)?;
+    let root = gpt.by_name(ROOT_NAME).with_context(|| format!("the disk has no partition named {ROOT_NAME}"))?.number;
+    let mut partitions = gpt.partitions.clone();
+    for partition in partitions.iter_mut().filter(|p| p.number == root) {
+        partition.attributes = if pending { partition.attributes | ROOT_FORMAT_PENDING } else { partition.attributes & !ROOT_FORMAT_PENDING };
+    }
+    if !already_written(&gpt, sectors, gpt.disk_guid, &partitions) {
+        write_gpt(dev, gpt.disk_guid, &partitions)?;
+    }
+    Ok(())
 }

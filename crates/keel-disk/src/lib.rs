@@ -10,11 +10,15 @@ mod crc32;
 mod first_boot;
 mod gpt;
 mod guid;
+mod kernel;
 mod layout;
 mod probe;
 
-pub use first_boot::{grow_root, randomize_identity, Grown, FIRST_BOOT_FLAG, IMAGE_DISK_GUID, ROOT_NAME};
+pub use first_boot::{
+    grow_root, randomize_identity, set_root_format_pending, Grown, FIRST_BOOT_FLAG, IMAGE_DISK_GUID, ROOT_FORMAT_PENDING, ROOT_NAME,
+};
 pub use gpt::{read_gpt, write_gpt, Gpt, GptPartition, SECTOR_SIZE};
 pub use guid::Guid;
+pub use kernel::{grow_mounted_filesystem, resize_kernel_partition, FsGrowth};
 pub use layout::{flatcar_layout, plan_layout, LayoutSizes, PartitionSpec, PlannedLayout, ALIGNMENT_SECTORS};
 pub use probe::{probe_filesystem, Filesystem, FsKind, Probe};

@@ -3,13 +3,13 @@
 //! which running again reaches the same end.
 
 mod support;
-use keel_disk::{grow_root, randomize_identity, read_gpt, Gpt, Guid, SECTOR_SIZE};
+use keel_disk::{grow_root, randomize_identity, read_gpt, set_root_format_pending, Gpt, Guid, ROOT_FORMAT_PENDING, SECTOR_SIZE};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use support::{image, overwrite, sgdisk, MIB};
 
-const IMAGE_DEFAULT: &str = "00000000-0000-0000-0000-000000000001";
+const IMAGE_DEFAULT: &str = keel_disk::IMAGE_DISK_GUID;
 
 fn open_rw(path: &Path) -> File {
     OpenOptions::new().read(true).write(true).open(path).unwrap()
@@ -81,6 +81,27 @@ fn the_disk_gets_its_own_identity_once() {
     let before = fs::read(&path).unwrap();
     assert_eq!(randomize_identity(&mut open_rw(&path), Guid::parse(IMAGE_DEFAULT).unwrap(), counter_guids()).unwrap(), None);
     assert!(fs::read(&path).unwrap() == before, "a disk with its own GUID is left alone");
+}
+
+#[test]
+fn the_format_pending_mark_touches_only_its_own_bit() {
+    let path = grown_disk("pending", 32);
+    let old = table(&path);
+    let root_number = old.by_name("ROOT").unwrap().number.to_string();
+    set_root_format_pending(&mut open_rw(&path), true).unwrap();
+    let marked = table(&path);
+    let root = marked.by_name("ROOT").unwrap();
+    assert_eq!(root.attributes, old.by_name("ROOT").unwrap().attributes | ROOT_FORMAT_PENDING);
+    assert!(sgdisk(&["-v"], &path).contains("No problems found"));
+    assert!(sgdisk(&[&format!("--attributes={root_number}:show")], &path).contains(":57:"), "sgdisk sees bit 57");
+    for p in old.partitions.iter().filter(|p| p.name != "ROOT") {
+        assert_eq!(marked.partition(p.number), Some(p), "entry {} changed", p.number);
+    }
+    let before = fs::read(&path).unwrap();
+    set_root_format_pending(&mut open_rw(&path), true).unwrap();
+    assert!(fs::read(&path).unwrap() == before, "marking a marked ROOT wrote the table");
+    set_root_format_pending(&mut open_rw(&path), false).unwrap();
+    assert_eq!(table(&path).partitions, old.partitions);
 }
 
 #[test]

@@ -1,0 +1,153 @@
+//! Telling the running kernel what first boot changed: a partition that grew while its
+//! disk is in use (BLKPG; rereading the whole table fails while /usr is open), and a
+//! mounted filesystem that should fill its grown partition (the same ioctls resize2fs,
+//! xfs_growfs and `btrfs filesystem resize` use for an online grow).
+
+use crate::{FsKind, GptPartition};
+use anyhow::{bail, Context};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+const BLKPG: libc::c_ulong = 0x1269; // _IO(0x12, 105)
+const BLKPG_RESIZE_PARTITION: libc::c_int = 3;
+const EXT4_IOC_RESIZE_FS: libc::c_ulong = 0x4008_6610; // _IOW('f', 16, __u64)
+const XFS_IOC_FSGEOMETRY_V1: libc::c_ulong = 0x8070_5864; // _IOR('X', 100, struct xfs_fsop_geom_v1)
+const XFS_IOC_FSGROWFSDATA: libc::c_ulong = 0x4010_586e; // _IOW('X', 110, struct xfs_growfs_data)
+const BTRFS_IOC_RESIZE: libc::c_ulong = 0x5000_9403; // _IOW(0x94, 3, struct btrfs_ioctl_vol_args)
+
+#[repr(C)]
+struct BlkpgPartition {
+    start: libc::c_longlong,
+    length: libc::c_longlong,
+    pno: libc::c_int,
+    devname: [libc::c_char; 64],
+    volname: [libc::c_char; 64],
+}
+
+#[repr(C)]
+struct BlkpgIoctlArg {
+    op: libc::c_int,
+    flags: libc::c_int,
+    datalen: libc::c_int,
+    data: *mut BlkpgPartition,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct XfsGeometryV1 {
+    blocksize: u32,
+    rtextsize: u32,
+    agblocks: u32,
+    agcount: u32,
+    logblocks: u32,
+    sectsize: u32,
+    inodesize: u32,
+    imaxpct: u32,
+    datablocks: u64,
+    rtblocks: u64,
+    rtextents: u64,
+    logstart: u64,
+    uuid: [u8; 16],
+    sunit: u32,
+    swidth: u32,
+    version: i32,
+    flags: u32,
+    logsectsize: u32,
+    rtsectsize: u32,
+    dirblocksize: u32,
+}
+
+#[repr(C)]
+struct XfsGrowfsData {
+    newblocks: u64,
+    imaxpct: u32,
+}
+
+#[repr(C)]
+struct BtrfsVolArgs {
+    fd: i64,
+    name: [u8; 4088],
+}
+
+static_assertions::const_assert_eq!(std::mem::size_of::<BlkpgPartition>(), 152);
+static_assertions::const_assert_eq!(std::mem::size_of::<XfsGeometryV1>(), 112);
+static_assertions::const_assert_eq!(std::mem::size_of::<XfsGrowfsData>(), 16);
+static_assertions::const_assert_eq!(std::mem::size_of::<BtrfsVolArgs>(), 4096);
+
+/// One ioctl whose argument is `arg`, with the errno as an io::Error.
+fn ioctl<T>(file: &File, request: libc::c_ulong, arg: *mut T) -> std::io::Result<()> {
+    // SAFETY: every caller passes a request number together with a pointer to the
+    // #[repr(C)] type that request reads or writes (sizes asserted above), valid for the call.
+    let result = unsafe { libc::ioctl(file.as_raw_fd(), request, arg) };
+    if result < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Tells the kernel that `partition` of `disk` (an open block device) now has the size
+/// the table gives it. Nothing else about the partition may differ from what the kernel has.
+pub fn resize_kernel_partition(disk: &File, partition: &GptPartition) -> anyhow::Result<()> {
+    let mut data = BlkpgPartition {
+        start: i64::try_from(partition.start_bytes())?,
+        length: i64::try_from(partition.size_bytes())?,
+        pno: i32::try_from(partition.number)?,
+        devname: [0; 64],
+        volname: [0; 64],
+    };
+    let mut arg = BlkpgIoctlArg {
+        op: BLKPG_RESIZE_PARTITION,
+        flags: 0,
+        datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
+        data: &mut data,
+    };
+    ioctl(disk, BLKPG, &mut arg).with_context(|| format!("the kernel refused the new size of partition {}", partition.number))
+}
+
+/// What `grow_mounted_filesystem` did: the filesystem's size as statfs reports it
+/// (its blocks less the fixed metadata), before and after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FsGrowth {
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+fn statfs_bytes(dir: &File, mount_point: &Path) -> anyhow::Result<(u64, u64)> {
+    let stat = rustix::fs::fstatfs(dir).with_context(|| format!("cannot statfs {}", mount_point.display()))?;
+    let block_size = stat.f_bsize as u64;
+    Ok((block_size, stat.f_blocks as u64 * block_size))
+}
+
+/// Grows the filesystem mounted at `mount_point` to fill its device of `device_bytes`
+/// bytes, online. Each filesystem treats a grow to the size it already has as done, so
+/// running this again after a power cut finishes a grow that was cut short.
+pub fn grow_mounted_filesystem(mount_point: &Path, kind: FsKind, device_bytes: u64) -> anyhow::Result<FsGrowth> {
+    let dir = File::open(mount_point).with_context(|| format!("cannot open {}", mount_point.display()))?;
+    let (block_size, bytes_before) = statfs_bytes(&dir, mount_point)?;
+    if bytes_before > device_bytes {
+        bail!("the filesystem at {} ({bytes_before} bytes) is larger than its device ({device_bytes} bytes)", mount_point.display());
+    }
+    match kind {
+        FsKind::Ext4 => {
+            let mut blocks = device_bytes / block_size;
+            ioctl(&dir, EXT4_IOC_RESIZE_FS, &mut blocks).map_err(|error| {
+                let hint = if error.raw_os_error() == Some(libc::EPERM) { " (resizing ext4 needs CAP_SYS_RESOURCE)" } else { "" };
+                anyhow::Error::from(error).context(format!("the kernel refused to grow the ext4 filesystem{hint}"))
+            })?;
+        }
+        FsKind::Xfs => {
+            let mut geometry = XfsGeometryV1::default();
+            ioctl(&dir, XFS_IOC_FSGEOMETRY_V1, &mut geometry).context("cannot read the XFS geometry")?;
+            let newblocks = device_bytes / u64::from(geometry.blocksize);
+            if newblocks > geometry.datablocks {
+                let mut request = XfsGrowfsData { newblocks, imaxpct: geometry.imaxpct };
+                ioctl(&dir, XFS_IOC_FSGROWFSDATA, &mut request).context("the kernel refused to grow the XFS filesystem")?;
+            }
+        }
+        FsKind::Btrfs => {
+            let mut args = BtrfsVolArgs { fd: 0, name: [0; 4088] };
+            args.name[..3].copy_from_slice(b"max");
+            ioctl(&dir, BTRFS_IOC_RESIZE, &mut args).context("the kernel refused to grow the btrfs filesystem")?;
+        }
+        FsKind::Vfat => bail!("vfat cannot be grown in place"),
+    }
+    Ok(FsGrowth { bytes_before, bytes_after: statfs_bytes(&dir, mount_point)?.1 })
+}
