@@ -190,7 +190,8 @@ pub fn build_fixture(name: &str, verity: VerityLayout, edit_manifest: impl FnOnc
         manifest: manifest.clone(),
         modules_dir: artifacts.kernel.modules_dir.clone(),
         modules: keel_initrd::default_modules(),
-        programs: keel_initrd::default_programs(),
+        // Every filesystem, so scenarios can ask for XFS and btrfs ROOTs.
+        root_filesystems: keel_manifest::ROOT_FILESYSTEMS.iter().map(|fs| fs.to_string()).collect(),
         host_root: PathBuf::from("/"),
     };
     let initrd = dir.join("initrd.img");

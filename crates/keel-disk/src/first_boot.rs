@@ -132,3 +132,15 @@ pub fn set_root_format_pending(dev: &mut (impl Read + Write + Seek), pending: bo
     }
     Ok(())
 }
+
+/// Rewrites a table whose primary copy is damaged (or whose copies disagree) from the
+/// intact backup, unchanged otherwise. Returns whether it wrote. The kernel makes no
+/// partitions from a disk with a damaged primary, so this is what lets such a disk boot.
+pub fn repair_table(dev: &mut (impl Read + Write + Seek)) -> anyhow::Result<bool> {
+    let (gpt, sectors) = table_for_rewrite(dev)?;
+    if already_written(&gpt, sectors, gpt.disk_guid, &gpt.partitions) {
+        return Ok(false);
+    }
+    write_gpt(dev, gpt.disk_guid, &gpt.partitions)?;
+    Ok(true)
+}

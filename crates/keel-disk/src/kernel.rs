@@ -10,6 +10,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 
 const BLKPG: libc::c_ulong = 0x1269; // _IO(0x12, 105)
+const BLKRRPART: libc::c_ulong = 0x125f; // _IO(0x12, 95)
 const BLKPG_RESIZE_PARTITION: libc::c_int = 3;
 const EXT4_IOC_RESIZE_FS: libc::c_ulong = 0x4008_6610; // _IOW('f', 16, __u64)
 const XFS_IOC_FSGEOMETRY_V1: libc::c_ulong = 0x8070_5864; // _IOR('X', 100, struct xfs_fsop_geom_v1)
@@ -100,6 +101,17 @@ pub fn resize_kernel_partition(disk: &File, partition: &GptPartition) -> anyhow:
         data: &mut data,
     };
     ioctl(disk, BLKPG, &mut arg).with_context(|| format!("the kernel refused the new size of partition {}", partition.number))
+}
+
+/// Asks the kernel to read `disk`'s partition table again; it refuses while a partition
+/// of the disk is in use.
+pub fn reread_partition_table(disk: &File) -> anyhow::Result<()> {
+    // SAFETY: BLKRRPART takes no argument.
+    let result = unsafe { libc::ioctl(disk.as_raw_fd(), BLKRRPART, 0) };
+    if result < 0 {
+        return Err(std::io::Error::last_os_error()).context("the kernel could not reread the partition table");
+    }
+    Ok(())
 }
 
 /// What `grow_mounted_filesystem` did: the filesystem's size as statfs reports it

@@ -15,10 +15,10 @@ mod layout;
 mod probe;
 
 pub use first_boot::{
-    grow_root, randomize_identity, set_root_format_pending, Grown, FIRST_BOOT_FLAG, IMAGE_DISK_GUID, ROOT_FORMAT_PENDING, ROOT_NAME,
+    grow_root, randomize_identity, repair_table, set_root_format_pending, Grown, FIRST_BOOT_FLAG, IMAGE_DISK_GUID, ROOT_FORMAT_PENDING, ROOT_NAME,
 };
 pub use gpt::{read_gpt, write_gpt, Gpt, GptPartition, SECTOR_SIZE};
 pub use guid::Guid;
-pub use kernel::{grow_mounted_filesystem, resize_kernel_partition, FsGrowth};
+pub use kernel::{grow_mounted_filesystem, reread_partition_table, resize_kernel_partition, FsGrowth};
 pub use layout::{flatcar_layout, plan_layout, LayoutSizes, PartitionSpec, PlannedLayout, ALIGNMENT_SECTORS};
 pub use probe::{probe_filesystem, Filesystem, FsKind, Probe};

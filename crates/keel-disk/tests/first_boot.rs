@@ -3,7 +3,7 @@
 //! which running again reaches the same end.
 
 mod support;
-use keel_disk::{grow_root, randomize_identity, read_gpt, set_root_format_pending, Gpt, Guid, ROOT_FORMAT_PENDING, SECTOR_SIZE};
+use keel_disk::{grow_root, randomize_identity, read_gpt, repair_table, set_root_format_pending, Gpt, Guid, ROOT_FORMAT_PENDING, SECTOR_SIZE};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -116,6 +116,21 @@ fn a_damaged_primary_table_is_repaired_from_the_backup_even_on_a_bigger_disk() {
     assert!(repaired.primary_intact && repaired.backup_intact && repaired.copies_agree);
     assert_eq!(repaired.partitions.len(), expected.len());
     assert!(sgdisk(&["-v"], &path).contains("No problems found"));
+}
+
+#[test]
+fn repair_rewrites_only_a_damaged_table_and_keeps_its_partitions() {
+    let path = grown_disk("repair-only", 32);
+    assert!(repair_table(&mut open_rw(&path)).unwrap(), "the backup was not at the disk's end");
+    let intact = table(&path);
+    let before = fs::read(&path).unwrap();
+    assert!(!repair_table(&mut open_rw(&path)).unwrap());
+    assert!(fs::read(&path).unwrap() == before, "an intact table was written");
+    overwrite(&path, SECTOR_SIZE * 2 + 3, b"torn");
+    assert!(!table(&path).primary_intact);
+    assert!(repair_table(&mut open_rw(&path)).unwrap());
+    assert_eq!(table(&path), intact);
+    assert!(fs::read(&path).unwrap() == before, "the repaired table differs from the intact one");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `keel initrd build`: a keel initrd as a reproducible, compressed newc cpio holding
 //! keel-init as /init, the image manifest, the kernel modules keel-init loads (with their
-//! dependencies) and the programs it runs (with their libraries).
+//! dependencies), and for each root filesystem it supports, `mkfs.<fs>` (with its
+//! libraries) and the modules that mount it, loaded only when ROOT has that filesystem.
 
 mod cpio;
 mod elf;
@@ -11,13 +12,15 @@ pub use elf::{library_closure, HostFile};
 pub use modules::{crypto_providers, module_closure};
 
 use anyhow::{bail, Context};
-use keel_manifest::{ImageManifest, INITRD_MANIFEST_PATH, INITRD_MODULES_PATH};
+use keel_manifest::{ImageManifest, INITRD_FS_MODULES_DIR, INITRD_MANIFEST_PATH, INITRD_MKFS_DIR, INITRD_MODULES_PATH, ROOT_FILESYSTEMS};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 const DEFAULT_MODULES: &str = include_str!("../../../initrd/modules");
-const DEFAULT_PROGRAMS: &str = include_str!("../../../initrd/programs");
+/// ext4 is the default root filesystem and built into Debian's kernel. XFS and btrfs add
+/// about a megabyte of modules each, so an image builder asks for them.
+pub const DEFAULT_ROOT_FILESYSTEMS: [&str; 1] = ["ext4"];
 
 fn data_lines(text: &str) -> impl Iterator<Item = &str> {
     text.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#'))
@@ -28,12 +31,18 @@ pub fn default_modules() -> Vec<String> {
     data_lines(DEFAULT_MODULES).map(str::to_string).collect()
 }
 
-/// The programs of `initrd/programs`: (path in the initrd, path on the build host).
-pub fn default_programs() -> Vec<(String, PathBuf)> {
-    data_lines(DEFAULT_PROGRAMS)
-        .filter_map(|line| line.split_once(char::is_whitespace))
-        .map(|(initrd, host)| (initrd.to_string(), PathBuf::from(host.trim())))
-        .collect()
+/// Parses `ext4,xfs`: the root filesystems an initrd is to support.
+pub fn parse_root_filesystems(list: &str) -> anyhow::Result<Vec<String>> {
+    let names: Vec<String> = list.split(',').map(str::trim).filter(|name| !name.is_empty()).map(str::to_string).collect();
+    for name in &names {
+        if !ROOT_FILESYSTEMS.contains(&name.as_str()) {
+            bail!("{name:?} is not a root filesystem keel supports: use {}", ROOT_FILESYSTEMS.join(", "));
+        }
+    }
+    if names.is_empty() {
+        bail!("name at least one root filesystem");
+    }
+    Ok(names)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,8 +86,9 @@ pub struct InitrdSpec {
     /// The kernel's module directory, `/lib/modules/<version>`, with modules.dep.
     pub modules_dir: PathBuf,
     pub modules: Vec<String>,
-    pub programs: Vec<(String, PathBuf)>,
-    /// The system programs' libraries come from (`/` for the build host).
+    /// Filesystems ROOT may have (`ext4`, `xfs`, `btrfs`): their mkfs and modules are packed.
+    pub root_filesystems: Vec<String>,
+    /// Where mkfs and its libraries come from (`/` for the build host).
     pub host_root: PathBuf,
 }
 
@@ -95,26 +105,39 @@ pub fn archive(spec: &InitrdSpec) -> anyhow::Result<Archive> {
     archive.insert(INITRD_MANIFEST_PATH, Node::File { data: spec.manifest.to_json().into_bytes(), mode: 0o644 });
 
     let version = spec.modules_dir.file_name().context("the module directory has no name")?.to_string_lossy();
-    let mut load_list = String::new();
     let mut wanted = spec.modules.clone();
     wanted.extend(crypto_providers(&spec.modules_dir, spec.manifest.usr.verity.algorithm.name())?);
-    for relative in module_closure(&spec.modules_dir, &wanted)? {
-        let initrd_path = format!("/lib/modules/{version}/{relative}");
-        archive.insert(&initrd_path, Node::File { data: read(&spec.modules_dir.join(&relative))?, mode: 0o644 });
-        load_list.push_str(&initrd_path);
-        load_list.push('\n');
-    }
-    archive.insert(INITRD_MODULES_PATH, Node::File { data: load_list.into_bytes(), mode: 0o644 });
+    let base = module_closure(&spec.modules_dir, &wanted)?;
+    insert_module_list(&mut archive, spec, &version, INITRD_MODULES_PATH, &base)?;
 
-    for (initrd_path, host_path) in &spec.programs {
-        archive.insert(initrd_path, Node::File { data: read(host_path)?, mode: 0o755 });
-        for library in library_closure(&spec.host_root, host_path)? {
+    for filesystem in &spec.root_filesystems {
+        let extra: Vec<String> =
+            module_closure(&spec.modules_dir, std::slice::from_ref(filesystem))?.into_iter().filter(|m| !base.contains(m)).collect();
+        insert_module_list(&mut archive, spec, &version, &format!("{INITRD_FS_MODULES_DIR}/{filesystem}"), &extra)?;
+        let mkfs = format!("{INITRD_MKFS_DIR}/mkfs.{filesystem}");
+        let host_mkfs = spec.host_root.join(mkfs.trim_start_matches('/'));
+        archive.insert(&mkfs, Node::File { data: read(&host_mkfs)?, mode: 0o755 });
+        for library in library_closure(&spec.host_root, &host_mkfs)? {
             if !archive.contains(&library.initrd_path) {
                 archive.insert(&library.initrd_path, Node::File { data: read(&library.host_path)?, mode: 0o755 });
             }
         }
     }
     Ok(archive)
+}
+
+/// Packs `modules` (paths relative to the module directory, dependencies first) and
+/// writes their load list at `list_path`.
+fn insert_module_list(archive: &mut Archive, spec: &InitrdSpec, version: &str, list_path: &str, modules: &[String]) -> anyhow::Result<()> {
+    let mut load_list = String::new();
+    for relative in modules {
+        let initrd_path = format!("/lib/modules/{version}/{relative}");
+        archive.insert(&initrd_path, Node::File { data: read(&spec.modules_dir.join(relative))?, mode: 0o644 });
+        load_list.push_str(&initrd_path);
+        load_list.push('\n');
+    }
+    archive.insert(list_path, Node::File { data: load_list.into_bytes(), mode: 0o644 });
+    Ok(())
 }
 
 /// The initrd's bytes.

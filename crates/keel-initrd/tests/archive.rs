@@ -12,10 +12,13 @@ fn fake_kernel_modules(dir: &Path) -> PathBuf {
     let modules = dir.join("lib/modules/6.1.0-test");
     for path in ["kernel/drivers/virtio/virtio.ko", "kernel/drivers/virtio/virtio_ring.ko", "kernel/drivers/virtio/virtio_pci.ko",
                  "kernel/drivers/block/virtio_blk.ko", "kernel/drivers/md/dm-mod.ko", "kernel/drivers/md/dm-verity.ko",
-                 "kernel/fs/overlayfs/overlay.ko", "kernel/drivers/firmware/qemu_fw_cfg.ko"] {
+                 "kernel/fs/overlayfs/overlay.ko", "kernel/drivers/firmware/qemu_fw_cfg.ko", "kernel/fs/fat/fat.ko",
+                 "kernel/fs/fat/vfat.ko", "kernel/fs/nls/nls_cp437.ko", "kernel/fs/nls/nls_ascii.ko", "kernel/lib/libcrc32c.ko",
+                 "kernel/fs/xfs/xfs.ko"] {
         fs::create_dir_all(modules.join(path).parent().unwrap()).unwrap();
         fs::write(modules.join(path), format!("module {path}")).unwrap();
     }
+    fs::write(modules.join("modules.builtin"), "kernel/fs/ext4/ext4.ko\n").unwrap();
     fs::write(modules.join("modules.alias"), "alias crypto-sha256 sha256_ssse3\n").unwrap();
     fs::create_dir_all(modules.join("kernel/arch/x86/crypto")).unwrap();
     fs::write(modules.join("kernel/arch/x86/crypto/sha256-ssse3.ko"), "module sha256").unwrap();
@@ -25,7 +28,9 @@ fn fake_kernel_modules(dir: &Path) -> PathBuf {
          kernel/drivers/virtio/virtio.ko:\nkernel/drivers/virtio/virtio_ring.ko: kernel/drivers/virtio/virtio.ko\n\
          kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko\n\
          kernel/drivers/md/dm-mod.ko:\nkernel/drivers/md/dm-verity.ko: kernel/drivers/md/dm-mod.ko\n\
-         kernel/fs/overlayfs/overlay.ko:\nkernel/drivers/firmware/qemu_fw_cfg.ko:\nkernel/arch/x86/crypto/sha256-ssse3.ko:\n",
+         kernel/fs/overlayfs/overlay.ko:\nkernel/drivers/firmware/qemu_fw_cfg.ko:\n\
+         kernel/fs/fat/fat.ko:\nkernel/fs/fat/vfat.ko: kernel/fs/fat/fat.ko\nkernel/fs/nls/nls_cp437.ko:\nkernel/fs/nls/nls_ascii.ko:\n\
+         kernel/lib/libcrc32c.ko:\nkernel/fs/xfs/xfs.ko: kernel/lib/libcrc32c.ko\nkernel/arch/x86/crypto/sha256-ssse3.ko:\n",
     )
     .unwrap();
     modules
@@ -43,7 +48,7 @@ fn spec(dir: &Path) -> InitrdSpec {
         },
         modules_dir: fake_kernel_modules(dir),
         modules: keel_initrd::default_modules(),
-        programs: keel_initrd::default_programs(),
+        root_filesystems: vec!["ext4".into(), "xfs".into()],
         host_root: PathBuf::from("/"),
     }
 }
@@ -85,7 +90,12 @@ fn gnu_cpio_extracts_what_keel_packed() {
     assert_eq!(fs::read(out.join("init")).unwrap(), b"\x7fELF pretend init");
     let modules = fs::read_to_string(out.join("etc/keel/modules")).unwrap();
     let order: Vec<&str> = modules.lines().map(|l| l.rsplit('/').next().unwrap()).collect();
-    assert_eq!(order, ["virtio.ko", "virtio_ring.ko", "virtio_pci.ko", "virtio_blk.ko", "dm-mod.ko", "dm-verity.ko", "overlay.ko", "qemu_fw_cfg.ko", "sha256-ssse3.ko"]);
+    assert_eq!(order, ["virtio.ko", "virtio_ring.ko", "virtio_pci.ko", "virtio_blk.ko", "dm-mod.ko", "dm-verity.ko", "overlay.ko", "fat.ko", "vfat.ko", "nls_cp437.ko", "nls_ascii.ko", "qemu_fw_cfg.ko", "sha256-ssse3.ko"]);
+    let xfs = fs::read_to_string(out.join("etc/keel/modules.d/xfs")).unwrap();
+    assert_eq!(xfs.lines().map(|l| l.rsplit('/').next().unwrap()).collect::<Vec<_>>(), ["libcrc32c.ko", "xfs.ko"]);
+    assert_eq!(fs::read_to_string(out.join("etc/keel/modules.d/ext4")).unwrap(), "", "ext4 is built in");
+    assert!(!out.join("etc/keel/modules.d/btrfs").exists(), "btrfs was not asked for");
+    assert_eq!(fs::read(out.join("usr/sbin/mkfs.xfs")).unwrap(), fs::read("/usr/sbin/mkfs.xfs").unwrap());
     for line in modules.lines() {
         assert!(out.join(line.trim_start_matches('/')).is_file(), "{line} listed but not packed");
     }

@@ -10,6 +10,14 @@ use serde_json::{json, Value};
 pub const INITRD_MANIFEST_PATH: &str = "/etc/keel/image.json";
 /// Where the initrd lists its kernel modules, one path per line, dependencies first.
 pub const INITRD_MODULES_PATH: &str = "/etc/keel/modules";
+/// For each root filesystem the initrd can format and mount, a module list like
+/// INITRD_MODULES_PATH named after it (`xfs`), loaded only when ROOT needs it. Its presence
+/// says the initrd supports that filesystem.
+pub const INITRD_FS_MODULES_DIR: &str = "/etc/keel/modules.d";
+/// Where the initrd holds `mkfs.<filesystem>` for each root filesystem it supports.
+pub const INITRD_MKFS_DIR: &str = "/usr/sbin";
+/// The root filesystems keel can format and grow.
+pub const ROOT_FILESYSTEMS: [&str; 3] = ["ext4", "xfs", "btrfs"];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageManifest {

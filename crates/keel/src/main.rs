@@ -23,7 +23,7 @@ const USAGE: &str = "usage:
                    [--esp-mib N] [--oem-mib N] [--disk-guid GUID] [--epoch SECONDS] [--verity-hash sha256|sha512|sha1]
                    [--verity-format 1|0] [--verity-data-block-size N] [--verity-hash-block-size N]
   keel initrd build --manifest FILE --init KEEL_INIT --kernel-modules /lib/modules/VERSION --output FILE
-                    [--compression zstd|xz|gzip|none]
+                    [--compression zstd|xz|gzip|none] [--root-filesystems ext4,xfs,btrfs]
   keel dm status NAME
   keel disk grow-root DISK                       ROOT (the last partition) fills the disk; the backup table moves to its end
   keel disk randomize-guids DISK [--image-default GUID]   new disk and ROOT GUIDs while the disk GUID is the image's
@@ -112,7 +112,7 @@ fn image_build(words: &[String]) -> anyhow::Result<()> {
 }
 
 fn initrd_build(words: &[String]) -> anyhow::Result<()> {
-    let args = Args::parse(words, &["manifest", "init", "kernel-modules", "output", "compression"], &[])?;
+    let args = Args::parse(words, &["manifest", "init", "kernel-modules", "output", "compression", "root-filesystems"], &[])?;
     let manifest_path = args.required("manifest")?;
     let manifest_text = std::fs::read_to_string(manifest_path).with_context(|| format!("cannot read {manifest_path}"))?;
     let spec = keel_initrd::InitrdSpec {
@@ -120,7 +120,9 @@ fn initrd_build(words: &[String]) -> anyhow::Result<()> {
         manifest: ImageManifest::from_json(&manifest_text).with_context(|| format!("in {manifest_path}"))?,
         modules_dir: PathBuf::from(args.required("kernel-modules")?),
         modules: keel_initrd::default_modules(),
-        programs: keel_initrd::default_programs(),
+        root_filesystems: keel_initrd::parse_root_filesystems(
+            args.get("root-filesystems").unwrap_or(&keel_initrd::DEFAULT_ROOT_FILESYSTEMS.join(",")),
+        )?,
         host_root: PathBuf::from("/"),
     };
     let compression = keel_initrd::Compression::parse(args.get("compression").unwrap_or("xz"))?;
