@@ -3,7 +3,8 @@
 
 use anyhow::{bail, Context};
 use keel_cmdline::DeviceSpec;
-use keel_disk::{probe_filesystem, read_gpt, Guid, Probe};
+use keel_disk::{probe_filesystem, read_gpt, repair_table, reread_partition_table, Guid, Probe};
+use std::cell::RefCell;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
@@ -85,10 +86,12 @@ pub struct FoundDevice {
     pub minor: u64,
 }
 
-/// What one look at the devices saw, for the message when the wait runs out.
+/// What one look at the devices saw, for the message when the wait runs out, and what
+/// it changed, for the log.
 #[derive(Default)]
 struct Seen {
     lines: Vec<String>,
+    changes: Vec<String>,
 }
 
 fn found(device: &SysBlock) -> anyhow::Result<FoundDevice> {
@@ -144,20 +147,19 @@ fn matching_devices(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Vec<Fo
                 };
                 let names: Vec<String> = gpt.partitions.iter().map(|p| format!("{}={}", p.number, p.name)).collect();
                 seen.lines.push(format!("{}: GPT with {}", disk.name, names.join(" ")));
-                if !gpt.primary_intact {
-                    // Without the `gpt` parameter the kernel ignores a disk whose primary
-                    // table is damaged, so its partitions will never appear.
-                    seen.lines.push(format!(
-                        "{}: its primary GPT is damaged, so the kernel made no partitions from it (repair with sgdisk -e, or boot with gpt)",
-                        disk.name
-                    ));
-                }
                 let partition = match (spec, wanted_guid) {
                     (DeviceSpec::PartLabel(name), _) => gpt.by_name(name),
                     (_, Some(guid)) => gpt.by_guid(guid),
                     _ => None,
                 };
                 let Some(partition) = partition else { continue };
+                if !gpt.primary_intact {
+                    // Without the `gpt` parameter the kernel ignores a disk whose primary
+                    // table is damaged (a power cut while first boot rewrote it can leave
+                    // one): the intact backup is copied over it, and the kernel told.
+                    repair_primary_table(disk, seen)?;
+                    continue;
+                }
                 let child = devices.iter().find(|d| d.partition_of.as_ref() == Some(&(disk.name.clone(), partition.number)));
                 match child {
                     Some(child) => matches.push(found(child)?),
@@ -198,6 +200,42 @@ fn matching_devices(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Vec<Fo
     Ok(matches)
 }
 
+fn repair_primary_table(disk: &SysBlock, seen: &mut Seen) -> anyhow::Result<()> {
+    let node = device_node(disk)?;
+    let mut file = fs::OpenOptions::new().read(true).write(true).open(&node).with_context(|| format!("cannot open {}", node.display()))?;
+    repair_table(&mut file).with_context(|| format!("cannot repair the GPT of {}", node.display()))?;
+    file.sync_all().with_context(|| format!("cannot flush {}", node.display()))?;
+    reread_partition_table(&file).with_context(|| format!("{}", node.display()))?;
+    seen.changes.push(format!("{}: its primary GPT was damaged; rewrote it from the intact backup", disk.name));
+    Ok(())
+}
+
+/// The disk a partition is on, and the partition's number there; `None` for a device
+/// that is not a partition.
+pub fn disk_of(partition: &FoundDevice) -> anyhow::Result<Option<(FoundDevice, u32)>> {
+    let devices = block_devices();
+    let Some(device) = devices.iter().find(|d| d.major == partition.major && d.minor == partition.minor) else {
+        bail!("{} is no longer in sysfs", partition.node.display())
+    };
+    let Some((disk_name, number)) = &device.partition_of else { return Ok(None) };
+    let disk = devices.iter().find(|d| &d.name == disk_name).with_context(|| format!("the disk of {} is not in sysfs", device.name))?;
+    Ok(Some((found(disk)?, *number)))
+}
+
+/// Partition `number` of `disk` as the kernel has it now, if it has it.
+pub fn partition_on(disk: &FoundDevice, number: u32) -> anyhow::Result<Option<FoundDevice>> {
+    let devices = block_devices();
+    let Some(disk) = devices.iter().find(|d| d.major == disk.major && d.minor == disk.minor) else { return Ok(None) };
+    devices.iter().find(|d| d.partition_of.as_ref() == Some(&(disk.name.clone(), number))).map(found).transpose()
+}
+
+/// The size the kernel gives a block device now, in bytes.
+pub fn kernel_size_bytes(device: &FoundDevice) -> anyhow::Result<u64> {
+    let path = format!("/sys/dev/block/{}:{}/size", device.major, device.minor);
+    let sectors: u64 = read_trimmed(Path::new(&path)).with_context(|| format!("cannot read {path}"))?.parse().with_context(|| format!("bad {path}"))?;
+    Ok(sectors * 512)
+}
+
 /// The GPT name of a partition, read from its disk's table.
 fn partition_name(device: &SysBlock, devices: &[SysBlock]) -> anyhow::Result<Option<String>> {
     let Some((disk_name, number)) = &device.partition_of else { return Ok(None) };
@@ -212,6 +250,8 @@ fn partition_name(device: &SysBlock, devices: &[SysBlock]) -> anyhow::Result<Opt
 /// between a look and the wait then still wakes the wait.
 pub struct DeviceWatcher {
     socket: OwnedFd,
+    /// What waiting changed on the disks (a repaired table), until `take_changes`.
+    changes: RefCell<Vec<String>>,
 }
 
 impl DeviceWatcher {
@@ -225,7 +265,7 @@ impl DeviceWatcher {
         .context("cannot open the kernel uevent socket")?;
         // Group 1: the kernel's own events (udev re-broadcasts on group 2).
         bind(socket.as_raw_fd(), &NetlinkAddr::new(0, 1)).context("cannot listen to kernel uevents")?;
-        Ok(DeviceWatcher { socket })
+        Ok(DeviceWatcher { socket, changes: RefCell::new(Vec::new()) })
     }
 
     /// Looks for `spec` now, after every uevent, and at least every second (a read that
@@ -235,7 +275,9 @@ impl DeviceWatcher {
         let started = Instant::now();
         let mut seen = Seen::default();
         loop {
-            if let Some(device) = look_for(spec, &mut seen)? {
+            let looked = look_for(spec, &mut seen);
+            self.changes.borrow_mut().append(&mut seen.changes);
+            if let Some(device) = looked? {
                 return Ok(device);
             }
             let remaining = match timeout {
@@ -250,6 +292,11 @@ impl DeviceWatcher {
             };
             self.wait_for_event(remaining)?;
         }
+    }
+
+    /// What the waits so far changed on the disks, for the log.
+    pub fn take_changes(&self) -> Vec<String> {
+        std::mem::take(&mut self.changes.borrow_mut())
     }
 
     fn wait_for_event(&self, timeout: Option<Duration>) -> anyhow::Result<()> {

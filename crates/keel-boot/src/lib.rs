@@ -1,10 +1,13 @@
 //! The boot plan of keel-init, PID 1 of a keel initrd: mount the pseudo-filesystems, read
 //! the command line and the baked-in image manifest, load modules, verify /usr with
-//! dm-verity, mount ROOT (formatting it when blank), overlay /etc and switch root.
+//! dm-verity, on first boot give the disk its own GUIDs and grow ROOT, mount ROOT (formatting it
+//! when blank, growing its filesystem on first boot), overlay /etc, clear the first-boot
+//! flag, and switch root.
 //! Any failure stops the boot with a report naming the stage; /usr is never used unverified.
 
 mod devices;
 mod emergency;
+mod first_boot;
 mod log;
 mod modules;
 mod mounts;
@@ -15,4 +18,3 @@ mod switch_root;
 mod usr;
 
 pub use plan::run_pid1;
-pub use root::MKFS_EXT4;

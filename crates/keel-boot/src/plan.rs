@@ -1,5 +1,6 @@
-use crate::devices::DeviceWatcher;
+use crate::devices::{disk_of, DeviceWatcher};
 use crate::emergency::{self, Failure};
+use crate::first_boot::{self, RootDisk};
 use crate::log::{uptime, Log, Timeline};
 use crate::mounts::mount_pseudo_filesystems;
 use crate::root::{ensure_skeleton, mount_etc_overlay, mount_root};
@@ -117,31 +118,64 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
         Ok((watcher, format!("{} modules loaded{declined}{slowest}", loaded.count)))
     })?;
 
-    let usr = boot.stage(&stage::USR, |_| {
+    let usr = boot.stage(&stage::USR, |log| {
         let data = watcher.wait_for(&params.usr_data, params.device_timeout)?;
         let hash = match &params.usr_hash_device {
             Some(spec) => watcher.wait_for(spec, params.device_timeout)?,
             None => data.clone(),
         };
+        for change in watcher.take_changes() {
+            log.info(&format!("usr: {change}"));
+        }
         let device = open_verified_usr(&params, &manifest.usr, &data, &hash)?;
         let detail = format!("{} verified: dm-verity device {} from {}, status V", params.usr_data, device.node.display(), data.node.display());
         Ok((device, detail))
     })?;
 
+    let (root, root_disk, first_boot) = boot.stage(&stage::FIRST_BOOT, |log| {
+        let root = watcher.wait_for(&params.root, params.device_timeout)?;
+        for change in watcher.take_changes() {
+            log.info(&format!("first-boot: {change}"));
+        }
+        let root_disk = disk_of(&root)?.map(|(disk, root_number)| RootDisk { disk, root_number });
+        let first_boot = match &root_disk {
+            Some(root_disk) => first_boot::detect(&params, root_disk)?,
+            None => None,
+        };
+        let detail = match (&first_boot, &root_disk) {
+            (Some(first), Some(root_disk)) => {
+                format!("first boot ({}): {}", first.reason, first_boot::prepare_disk(&params, root_disk, &root)?)
+            }
+            (Some(first), None) => format!("first boot ({}), but ROOT {} is not a partition: nothing to grow", first.reason, root.node.display()),
+            (None, _) => "not a first boot".to_string(),
+        };
+        Ok(((root, root_disk, first_boot), detail))
+    })?;
+
     let sysroot = Path::new(SYSROOT);
     boot.stage(&stage::ROOT, |_| {
-        let root = watcher.wait_for(&params.root, params.device_timeout)?;
-        let outcome = mount_root(&params, &root, sysroot)?;
+        let outcome = mount_root(&params, &root, root_disk.as_ref(), first_boot.is_some(), sysroot)?;
         ensure_skeleton(sysroot)?;
         mount_verified_usr(&usr, &sysroot.join("usr"), &manifest.usr.filesystem, params.usr_flags.as_deref())?;
-        let formatted = if outcome.formatted { "formatted as ext4 and " } else { "" };
-        Ok(((), format!("{} {formatted}mounted ({}) at {SYSROOT}; /usr mounted read-only", root.node.display(), outcome.filesystem.mount_type())))
+        let kind = outcome.filesystem.mount_type();
+        let mut detail = format!("{} ({kind}) mounted at {SYSROOT}; /usr mounted read-only", root.node.display());
+        if let Some(reason) = outcome.formatted {
+            detail.push_str(&format!("; formatted as {kind} because {reason}"));
+        }
+        if let Some((before, after)) = outcome.grown {
+            detail.push_str(&format!("; filesystem grown from {} to {} MiB", before >> 20, after >> 20));
+        }
+        Ok(((), detail))
     })?;
 
     boot.stage(&stage::ETC, |_| {
         mount_etc_overlay(sysroot, &manifest.os)?;
         Ok(((), format!("overlay on /usr/share/{}/etc", manifest.os)))
     })?;
+
+    if let Some(first_boot) = &first_boot {
+        boot.stage(&stage::FIRST_BOOT_DONE, |_| Ok(((), first_boot::finish(first_boot)?)))?;
+    }
 
     let init = params.init.clone().unwrap_or_else(|| DEFAULT_INIT.to_string());
     boot.stage(&stage::SWITCH_ROOT, |_| {

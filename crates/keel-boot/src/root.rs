@@ -1,70 +1,131 @@
-use crate::devices::FoundDevice;
+use crate::devices::{kernel_size_bytes, FoundDevice};
+use crate::first_boot::{early_random_guid, RootDisk};
 use crate::mounts::mount_at;
 use anyhow::{bail, Context};
 use keel_cmdline::{BootParams, DeviceSpec};
-use keel_disk::{probe_filesystem, FsKind, Guid, Probe};
+use keel_disk::{grow_mounted_filesystem, probe_filesystem, read_gpt, set_format_pending, FsKind, Probe, ROOT_FORMAT_PENDING};
+use keel_manifest::{INITRD_FS_MODULES_DIR, INITRD_MKFS_DIR};
 use nix::mount::MsFlags;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-/// Where the initrd builder puts mkfs.ext4.
-pub const MKFS_EXT4: &str = "/usr/sbin/mkfs.ext4";
 const DEFAULT_ROOT_LABEL: &str = "ROOT";
 
-/// What `prepare_root` did, for the log.
+/// What `mount_root` did, for the log.
 pub struct RootOutcome {
     pub filesystem: FsKind,
-    pub formatted: bool,
+    /// Why ROOT was formatted, if it was.
+    pub formatted: Option<&'static str>,
+    /// On first boot, the filesystem's size before and after it grew, in bytes.
+    pub grown: Option<(u64, u64)>,
 }
 
-/// Formats ROOT when it is blank, and only then, and mounts it read-write at `sysroot`.
-pub fn mount_root(params: &BootParams, root: &FoundDevice, sysroot: &Path) -> anyhow::Result<RootOutcome> {
+/// Whether keel's mark says a format of ROOT was cut short.
+fn format_was_cut_short(root_disk: Option<&RootDisk>) -> anyhow::Result<bool> {
+    let Some(root_disk) = root_disk else { return Ok(false) };
+    let gpt = read_gpt(&mut File::open(&root_disk.disk.node).with_context(|| format!("cannot open {}", root_disk.disk.node.display()))?)?;
+    Ok(gpt.partition(root_disk.root_number).is_some_and(|p| p.attributes & ROOT_FORMAT_PENDING != 0))
+}
+
+/// Formats ROOT when it is blank or when a format of it was cut short, and only then;
+/// mounts it read-write at `sysroot`; on first boot grows a filesystem that was already
+/// there to fill its (grown) partition.
+pub fn mount_root(
+    params: &BootParams,
+    root: &FoundDevice,
+    root_disk: Option<&RootDisk>,
+    first_boot: bool,
+    sysroot: &Path,
+) -> anyhow::Result<RootOutcome> {
     let node = root.node.display().to_string();
     let probe = probe_filesystem(&mut File::open(&root.node).with_context(|| format!("cannot open {node}"))?)
         .with_context(|| format!("cannot read {node}"))?;
-    let (kind, formatted) = match probe {
-        Probe::Filesystem(fs) => (fs.kind, false),
-        Probe::Blank => {
-            let label = match &params.root {
-                DeviceSpec::Label(label) => label.as_str(),
-                _ => DEFAULT_ROOT_LABEL,
-            };
-            format_ext4(&node, label)?;
-            (FsKind::Ext4, true)
-        }
+    let format = || -> anyhow::Result<FsKind> {
+        let label = match &params.root {
+            DeviceSpec::Label(label) => label.as_str(),
+            _ => DEFAULT_ROOT_LABEL,
+        };
+        format_marked(root, root_disk, params.root_filesystem, label)?;
+        Ok(params.root_filesystem)
+    };
+    let (kind, format_reason) = match probe {
+        _ if format_was_cut_short(root_disk)? => (format()?, Some("an earlier format was cut short, so it was formatted again")),
+        Probe::Filesystem(fs) => (fs.kind, None),
+        Probe::Blank => (format()?, Some("it was blank")),
         Probe::Unknown => bail!(
             "{node} holds data that is not a filesystem keel recognises; it is left untouched rather than formatted over"
         ),
     };
+    load_filesystem_modules(kind)?;
     let fstype = params.root_fstype.as_deref().unwrap_or(kind.mount_type());
     mount_at(&node, sysroot, Some(fstype), MsFlags::empty(), params.root_flags.as_deref())?;
-    Ok(RootOutcome { filesystem: kind, formatted })
+    let grown = if first_boot && format_reason.is_none() {
+        let growth = grow_mounted_filesystem(sysroot, kind, kernel_size_bytes(root)?)?;
+        Some((growth.bytes_before, growth.bytes_after))
+    } else {
+        None
+    };
+    Ok(RootOutcome { filesystem: kind, formatted: format_reason, grown })
 }
 
-/// A random GUID that does not wait for the kernel's entropy pool: early in boot
-/// getrandom() would block, and libuuid (inside mkfs) instead retries for about a second
-/// per UUID. Identifiers need to be unique, not secret, so GRND_INSECURE is the right call.
-fn early_random_guid() -> anyhow::Result<Guid> {
-    let mut bytes = [0u8; 16];
-    let mut filled = 0;
-    while filled < bytes.len() {
-        filled += rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::INSECURE)
-            .context("getrandom failed")?;
+/// The kernel modules `kind` needs, from the list the initrd builder wrote for it; a
+/// filesystem without a list must be built into the kernel.
+fn load_filesystem_modules(kind: FsKind) -> anyhow::Result<()> {
+    let list_path = format!("{INITRD_FS_MODULES_DIR}/{}", kind.mount_type());
+    match std::fs::read_to_string(&list_path) {
+        Ok(list) => crate::modules::load_listed(&list).map(|_| ()),
+        Err(_) if kernel_knows(kind) => Ok(()),
+        Err(_) => bail!(
+            "this initrd cannot mount {0}: rebuild it with `keel initrd build --root-filesystems ext4,{0}`",
+            kind.mount_type()
+        ),
     }
-    Ok(Guid::from_random_bytes(bytes))
 }
 
-fn format_ext4(node: &str, label: &str) -> anyhow::Result<()> {
+fn kernel_knows(kind: FsKind) -> bool {
+    std::fs::read_to_string("/proc/filesystems").is_ok_and(|text| text.lines().any(|line| line.split_whitespace().last() == Some(kind.mount_type())))
+}
+
+/// mkfs between setting and clearing ROOT_FORMAT_PENDING in the partition table, with
+/// mkfs's writes flushed before the mark goes: a power cut anywhere in between leaves the
+/// mark, and the next boot formats again instead of trusting a half-made filesystem.
+fn format_marked(root: &FoundDevice, root_disk: Option<&RootDisk>, kind: FsKind, label: &str) -> anyhow::Result<()> {
+    let mkfs = format!("{INITRD_MKFS_DIR}/mkfs.{}", kind.mount_type());
+    if !Path::new(&mkfs).exists() {
+        bail!("this initrd has no {mkfs}: rebuild it with `keel initrd build --root-filesystems ext4,{}`", kind.mount_type());
+    }
+    let open_disk = |root_disk: &RootDisk| {
+        OpenOptions::new().read(true).write(true).open(&root_disk.disk.node).with_context(|| format!("cannot open {}", root_disk.disk.node.display()))
+    };
+    if let Some(root_disk) = root_disk {
+        let mut disk = open_disk(root_disk)?;
+        set_format_pending(&mut disk, root_disk.root_number, true)?;
+        disk.sync_all().context("cannot flush the partition table")?;
+    }
+    run_mkfs(&mkfs, kind, &root.node.display().to_string(), label)?;
+    OpenOptions::new().write(true).open(&root.node).and_then(|f| f.sync_all()).with_context(|| format!("cannot flush {}", root.node.display()))?;
+    if let Some(root_disk) = root_disk {
+        let mut disk = open_disk(root_disk)?;
+        set_format_pending(&mut disk, root_disk.root_number, false)?;
+        disk.sync_all().context("cannot flush the partition table")?;
+    }
+    Ok(())
+}
+
+fn run_mkfs(mkfs: &str, kind: FsKind, node: &str, label: &str) -> anyhow::Result<()> {
     let uuid = early_random_guid()?.to_string();
-    let hash_seed = early_random_guid()?.to_string();
-    let output = Command::new(MKFS_EXT4)
-        .args(["-q", "-F", "-L", label, "-U", &uuid, "-E", &format!("hash_seed={hash_seed}"), node])
-        .output()
-        .with_context(|| format!("cannot run {MKFS_EXT4}"))?;
+    let mut command = Command::new(mkfs);
+    match kind {
+        FsKind::Ext4 => command.args(["-q", "-F", "-L", label, "-U", &uuid, "-E", &format!("hash_seed={}", early_random_guid()?)]),
+        FsKind::Xfs => command.args(["-q", "-f", "-L", label, "-m", &format!("uuid={uuid}")]),
+        FsKind::Btrfs => command.args(["-q", "-f", "-L", label, "-U", &uuid]),
+        FsKind::Vfat => bail!("keel does not format ROOT as vfat"),
+    };
+    let output = command.arg(node).output().with_context(|| format!("cannot run {mkfs}"))?;
     if !output.status.success() {
-        bail!("{MKFS_EXT4} {node} failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr).trim());
+        bail!("{mkfs} {node} failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr).trim());
     }
     Ok(())
 }

@@ -30,15 +30,27 @@ pub const USR: Stage = Stage {
              did not match, it is damaged or does not belong to this initrd: boot the other slot \
              (verity.usr=PARTLABEL=USR-B) or reinstall the image together with its initrd.",
 };
+pub const FIRST_BOOT: Stage = Stage {
+    name: "first-boot",
+    doing: "find ROOT's disk, decide whether this is a first boot, and if so give the disk its own GUIDs and grow ROOT",
+    remedy: "Nothing is lost: every first-boot step converges when run again. Check root= and that ROOT is the last \
+             partition; a disk smaller than the image, or a GPT damaged in both copies, needs the image written again.",
+};
 pub const ROOT: Stage = Stage {
     name: "root",
-    doing: "find, format if blank, and mount the root filesystem",
+    doing: "format ROOT if blank (or if a format was cut short), mount it, and on first boot grow its filesystem",
     remedy: "Check root= on the kernel command line and that the ROOT partition holds a filesystem keel can mount (or is blank).",
 };
 pub const ETC: Stage = Stage {
     name: "etc",
     doing: "mount /etc as an overlay on the defaults in /usr",
     remedy: "The /usr image must contain /usr/share/<os>/etc, and ROOT must be writable.",
+};
+pub const FIRST_BOOT_DONE: Stage = Stage {
+    name: "first-boot-done",
+    doing: "clear the first-boot flag on the ESP now that every first-boot step succeeded",
+    remedy: "The ESP (EFI-SYSTEM, vfat) could not be written; until the flag is gone each boot runs first boot again, \
+             which is safe. Check the ESP with fsck.vfat.",
 };
 pub const SWITCH_ROOT: Stage = Stage {
     name: "switch-root",
@@ -48,4 +60,4 @@ pub const SWITCH_ROOT: Stage = Stage {
 
 /// The stages `rd.break=` can stop before, in boot order: the first two run before the
 /// command line has been read.
-pub const BREAKABLE: [&Stage; 5] = [&MODULES, &USR, &ROOT, &ETC, &SWITCH_ROOT];
+pub const BREAKABLE: [&Stage; 7] = [&MODULES, &USR, &FIRST_BOOT, &ROOT, &ETC, &FIRST_BOOT_DONE, &SWITCH_ROOT];

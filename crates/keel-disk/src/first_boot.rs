@@ -119,12 +119,13 @@ pub fn randomize_identity(
     Ok(renamed.then_some(disk_guid))
 }
 
-/// Sets or clears `ROOT_FORMAT_PENDING` on ROOT; a table that already says so is not written.
-pub fn set_root_format_pending(dev: &mut (impl Read + Write + Seek), pending: bool) -> anyhow::Result<()> {
+/// Sets or clears `ROOT_FORMAT_PENDING` on partition `number`; a table that already says
+/// so is not written.
+pub fn set_format_pending(dev: &mut (impl Read + Write + Seek), number: u32, pending: bool) -> anyhow::Result<()> {
     let (gpt, sectors) = table_for_rewrite(dev)?;
-    let root = gpt.by_name(ROOT_NAME).with_context(|| format!("the disk has no partition named {ROOT_NAME}"))?.number;
+    ensure!(gpt.partition(number).is_some(), "the disk has no partition {number}");
     let mut partitions = gpt.partitions.clone();
-    for partition in partitions.iter_mut().filter(|p| p.number == root) {
+    for partition in partitions.iter_mut().filter(|p| p.number == number) {
         partition.attributes = if pending { partition.attributes | ROOT_FORMAT_PENDING } else { partition.attributes & !ROOT_FORMAT_PENDING };
     }
     if !already_written(&gpt, sectors, gpt.disk_guid, &partitions) {

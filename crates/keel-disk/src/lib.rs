@@ -15,7 +15,7 @@ mod layout;
 mod probe;
 
 pub use first_boot::{
-    grow_root, randomize_identity, repair_table, set_root_format_pending, Grown, FIRST_BOOT_FLAG, IMAGE_DISK_GUID, ROOT_FORMAT_PENDING, ROOT_NAME,
+    grow_root, randomize_identity, repair_table, set_format_pending, Grown, FIRST_BOOT_FLAG, IMAGE_DISK_GUID, ROOT_FORMAT_PENDING, ROOT_NAME,
 };
 pub use gpt::{read_gpt, write_gpt, Gpt, GptPartition, SECTOR_SIZE};
 pub use guid::Guid;

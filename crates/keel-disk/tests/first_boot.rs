@@ -3,7 +3,7 @@
 //! which running again reaches the same end.
 
 mod support;
-use keel_disk::{grow_root, randomize_identity, read_gpt, repair_table, set_root_format_pending, Gpt, Guid, ROOT_FORMAT_PENDING, SECTOR_SIZE};
+use keel_disk::{grow_root, randomize_identity, read_gpt, repair_table, set_format_pending, Gpt, Guid, ROOT_FORMAT_PENDING, SECTOR_SIZE};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -88,7 +88,7 @@ fn the_format_pending_mark_touches_only_its_own_bit() {
     let path = grown_disk("pending", 32);
     let old = table(&path);
     let root_number = old.by_name("ROOT").unwrap().number.to_string();
-    set_root_format_pending(&mut open_rw(&path), true).unwrap();
+    set_format_pending(&mut open_rw(&path), 9, true).unwrap();
     let marked = table(&path);
     let root = marked.by_name("ROOT").unwrap();
     assert_eq!(root.attributes, old.by_name("ROOT").unwrap().attributes | ROOT_FORMAT_PENDING);
@@ -98,9 +98,9 @@ fn the_format_pending_mark_touches_only_its_own_bit() {
         assert_eq!(marked.partition(p.number), Some(p), "entry {} changed", p.number);
     }
     let before = fs::read(&path).unwrap();
-    set_root_format_pending(&mut open_rw(&path), true).unwrap();
+    set_format_pending(&mut open_rw(&path), 9, true).unwrap();
     assert!(fs::read(&path).unwrap() == before, "marking a marked ROOT wrote the table");
-    set_root_format_pending(&mut open_rw(&path), false).unwrap();
+    set_format_pending(&mut open_rw(&path), 9, false).unwrap();
     assert_eq!(table(&path).partitions, old.partitions);
 }
 

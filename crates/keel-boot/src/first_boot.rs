@@ -1,0 +1,132 @@
+//! First boot, on the disk that holds ROOT: decide whether this is one, give the disk its
+//! own identity, grow ROOT to fill the disk, and clear the first-boot flag once every
+//! step has succeeded. Each step converges when run again, so a boot cut short by a
+//! power cut is finished by the next, which is a first boot again until the flag is gone.
+
+use crate::devices::{kernel_size_bytes, partition_on, FoundDevice};
+use crate::mounts::mount_at;
+use anyhow::Context;
+use keel_cmdline::{BootParams, FirstBootRequest};
+use keel_disk::{grow_root, probe_filesystem, randomize_identity, read_gpt, resize_kernel_partition, FsKind, Guid, Probe, FIRST_BOOT_FLAG, ROOT_NAME};
+use nix::mount::{umount, MsFlags};
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+
+const ESP_TYPE: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
+const ESP_MOUNT: &str = "/run/keel/esp";
+
+/// The disk ROOT is on and ROOT's partition number there.
+pub struct RootDisk {
+    pub disk: FoundDevice,
+    pub root_number: u32,
+}
+
+/// This boot is a first boot.
+pub struct FirstBoot {
+    /// Why, for the log.
+    pub reason: &'static str,
+    /// The vfat ESP whose flag is cleared at the end, if the disk has one.
+    esp: Option<FoundDevice>,
+}
+
+/// A random GUID that does not wait for the kernel's entropy pool: early in boot
+/// getrandom() would block, and libuuid (inside mkfs) instead retries for about a second
+/// per UUID. Identifiers need to be unique, not secret, so GRND_INSECURE is the right call.
+pub fn early_random_guid() -> anyhow::Result<Guid> {
+    let mut bytes = [0u8; 16];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        filled += rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::INSECURE)
+            .context("getrandom failed")?;
+    }
+    Ok(Guid::from_random_bytes(bytes))
+}
+
+/// The disk's ESP, when it has one with a vfat filesystem on it.
+fn find_esp(root_disk: &RootDisk) -> anyhow::Result<Option<FoundDevice>> {
+    let gpt = read_gpt(&mut File::open(&root_disk.disk.node).with_context(|| format!("cannot open {}", root_disk.disk.node.display()))?)?;
+    let esp_type = Guid::parse(ESP_TYPE)?;
+    let Some(entry) = gpt.partitions.iter().find(|p| p.type_guid == esp_type) else { return Ok(None) };
+    let Some(esp) = partition_on(&root_disk.disk, entry.number)? else { return Ok(None) };
+    let probe = probe_filesystem(&mut File::open(&esp.node).with_context(|| format!("cannot open {}", esp.node.display()))?)?;
+    Ok(matches!(probe, Probe::Filesystem(fs) if fs.kind == FsKind::Vfat).then_some(esp))
+}
+
+/// Mounts the ESP, runs `with` on the flag's path, and unmounts it again.
+fn with_esp<T>(esp: &FoundDevice, writable: bool, with: impl FnOnce(&Path) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let mount_point = Path::new(ESP_MOUNT);
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if !writable {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    mount_at(&esp.node.display().to_string(), mount_point, Some("vfat"), flags, None)?;
+    let result = with(&mount_point.join(FIRST_BOOT_FLAG));
+    let unmounted = umount(mount_point).with_context(|| format!("cannot unmount the ESP from {ESP_MOUNT}"));
+    let value = result?;
+    unmounted?;
+    Ok(value)
+}
+
+/// Whether this boot is a first boot: the command line decides when it says, otherwise
+/// the flag file on the ESP does.
+pub fn detect(params: &BootParams, root_disk: &RootDisk) -> anyhow::Result<Option<FirstBoot>> {
+    let esp = find_esp(root_disk)?;
+    let reason = match params.first_boot {
+        FirstBootRequest::No => return Ok(None),
+        FirstBootRequest::Yes => "the kernel command line asks for it",
+        FirstBootRequest::Detected => "the bootloader found the first-boot flag",
+        FirstBootRequest::Unsaid => match &esp {
+            Some(esp) if with_esp(esp, false, |flag| Ok(flag.exists()))? => "the ESP holds the first-boot flag",
+            _ => return Ok(None),
+        },
+    };
+    Ok(Some(FirstBoot { reason, esp }))
+}
+
+/// The disk's part of first boot: its own GUIDs, and ROOT grown to the disk's end with
+/// the running kernel told. Returns what it did, for the log.
+pub fn prepare_disk(params: &BootParams, root_disk: &RootDisk, root: &FoundDevice) -> anyhow::Result<String> {
+    let node = &root_disk.disk.node;
+    let mut disk = OpenOptions::new().read(true).write(true).open(node).with_context(|| format!("cannot open {} for writing", node.display()))?;
+    // Both GUIDs are drawn before the table is touched.
+    let fresh = [early_random_guid()?, early_random_guid()?];
+    let mut fresh_guids = fresh.into_iter();
+    let identity = match randomize_identity(&mut disk, params.image_disk_guid, || fresh_guids.next().unwrap_or(Guid::ZERO))? {
+        Some(guid) => format!("disk GUID {guid} (ROOT's is new too)"),
+        None => "the disk already has its own GUID".to_string(),
+    };
+    disk.sync_all().with_context(|| format!("cannot flush {}", node.display()))?;
+
+    let gpt = read_gpt(&mut disk)?;
+    let is_root = gpt.partition(root_disk.root_number).is_some_and(|p| p.name == ROOT_NAME);
+    if !is_root {
+        return Ok(format!("{identity}; root= is not the partition named {ROOT_NAME}, so nothing was grown"));
+    }
+    let grown = match grow_root(&mut disk)? {
+        Some(grown) => format!("{ROOT_NAME} grew from {} to {} MiB", grown.old_sectors >> 11, grown.new_sectors >> 11),
+        None => format!("{ROOT_NAME} already fills the disk"),
+    };
+    disk.sync_all().with_context(|| format!("cannot flush {}", node.display()))?;
+    // The kernel read the table at boot; a grow written then (or by a boot a power cut
+    // stopped after the write) is news to it.
+    let entry = read_gpt(&mut disk)?.partition(root_disk.root_number).cloned().context("ROOT vanished from the table")?;
+    if kernel_size_bytes(root)? != entry.size_bytes() {
+        resize_kernel_partition(&disk, &entry)?;
+    }
+    Ok(format!("{identity}; {grown}"))
+}
+
+/// Clears the first-boot flag: the last step of a first boot, once all others succeeded.
+pub fn finish(first_boot: &FirstBoot) -> anyhow::Result<String> {
+    let Some(esp) = &first_boot.esp else { return Ok("the disk has no vfat ESP, so there is no flag to clear".into()) };
+    with_esp(esp, true, |flag| {
+        if !flag.exists() {
+            return Ok("no first-boot flag left to clear".to_string());
+        }
+        std::fs::remove_file(flag).with_context(|| format!("cannot remove {}", flag.display()))?;
+        // The removal must be on disk before the real system starts writing.
+        let dir = File::open(flag.parent().unwrap_or(flag)).with_context(|| format!("cannot open {}", flag.display()))?;
+        rustix::fs::syncfs(&dir).context("cannot flush the ESP")?;
+        Ok(format!("first-boot flag {FIRST_BOOT_FLAG} removed from {}", esp.node.display()))
+    })
+}
