@@ -9,13 +9,13 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-const BLKPG: libc::c_ulong = 0x1269; // _IO(0x12, 105)
-const BLKRRPART: libc::c_ulong = 0x125f; // _IO(0x12, 95)
+const BLKPG: u32 = 0x1269; // _IO(0x12, 105)
+const BLKRRPART: u32 = 0x125f; // _IO(0x12, 95)
 const BLKPG_RESIZE_PARTITION: libc::c_int = 3;
-const EXT4_IOC_RESIZE_FS: libc::c_ulong = 0x4008_6610; // _IOW('f', 16, __u64)
-const XFS_IOC_FSGEOMETRY_V1: libc::c_ulong = 0x8070_5864; // _IOR('X', 100, struct xfs_fsop_geom_v1)
-const XFS_IOC_FSGROWFSDATA: libc::c_ulong = 0x4010_586e; // _IOW('X', 110, struct xfs_growfs_data)
-const BTRFS_IOC_RESIZE: libc::c_ulong = 0x5000_9403; // _IOW(0x94, 3, struct btrfs_ioctl_vol_args)
+const EXT4_IOC_RESIZE_FS: u32 = 0x4008_6610; // _IOW('f', 16, __u64)
+const XFS_IOC_FSGEOMETRY_V1: u32 = 0x8070_5864; // _IOR('X', 100, struct xfs_fsop_geom_v1)
+const XFS_IOC_FSGROWFSDATA: u32 = 0x4010_586e; // _IOW('X', 110, struct xfs_growfs_data)
+const BTRFS_IOC_RESIZE: u32 = 0x5000_9403; // _IOW(0x94, 3, struct btrfs_ioctl_vol_args)
 
 #[repr(C)]
 struct BlkpgPartition {
@@ -76,11 +76,12 @@ static_assertions::const_assert_eq!(std::mem::size_of::<XfsGeometryV1>(), 112);
 static_assertions::const_assert_eq!(std::mem::size_of::<XfsGrowfsData>(), 16);
 static_assertions::const_assert_eq!(std::mem::size_of::<BtrfsVolArgs>(), 4096);
 
-/// One ioctl whose argument is `arg`, with the errno as an io::Error.
-fn ioctl<T>(file: &File, request: libc::c_ulong, arg: *mut T) -> std::io::Result<()> {
+/// One ioctl whose argument is `arg`, with the errno as an io::Error. Request numbers are
+/// u32 here: glibc declares them unsigned long, musl int (`libc::Ioctl`).
+fn ioctl<T>(file: &File, request: u32, arg: *mut T) -> std::io::Result<()> {
     // SAFETY: every caller passes a request number together with a pointer to the
     // #[repr(C)] type that request reads or writes (sizes asserted above), valid for the call.
-    let result = unsafe { libc::ioctl(file.as_raw_fd(), request, arg) };
+    let result = unsafe { libc::ioctl(file.as_raw_fd(), request as libc::Ioctl, arg) };
     if result < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
 }
 
@@ -107,7 +108,7 @@ pub fn resize_kernel_partition(disk: &File, partition: &GptPartition) -> anyhow:
 /// of the disk is in use.
 pub fn reread_partition_table(disk: &File) -> anyhow::Result<()> {
     // SAFETY: BLKRRPART takes no argument.
-    let result = unsafe { libc::ioctl(disk.as_raw_fd(), BLKRRPART, 0) };
+    let result = unsafe { libc::ioctl(disk.as_raw_fd(), BLKRRPART as libc::Ioctl, 0) };
     if result < 0 {
         return Err(std::io::Error::last_os_error()).context("the kernel could not reread the partition table");
     }
