@@ -9,12 +9,17 @@
 mod crc32;
 mod first_boot;
 mod gpt;
+mod gptprio;
 mod guid;
 mod layout;
 mod probe;
 
 pub use first_boot::{grow_root, randomize_identity, Grown, ROOT_NAME};
 pub use gpt::{read_gpt, write_gpt, Gpt, GptPartition, SECTOR_SIZE};
+pub use gptprio::{
+    mark_slot_successful, prioritize, prioritize_slot, read_usr_slots, rewrite_gptprio, set_slot_gptprio, slot_of, Gptprio,
+    GptprioChange, Slot, SlotState, TableWrite, UsrSlots, GPTPRIO_MASK, GPTPRIO_MAX,
+};
 pub use guid::Guid;
 pub use layout::{flatcar_layout, plan_layout, LayoutSizes, PartitionSpec, PlannedLayout, ALIGNMENT_SECTORS};
 pub use probe::{probe_filesystem, Filesystem, FsKind, Probe};
