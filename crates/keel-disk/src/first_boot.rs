@@ -42,7 +42,7 @@ fn disk_sectors(dev: &mut impl Seek) -> anyhow::Result<u64> {
 
 /// Reads the table for a rewrite: a damaged primary is fine (the rewrite repairs it from
 /// the backup), and a table that does not fit the disk is refused before anything is written.
-fn table_for_rewrite(dev: &mut (impl Read + Seek)) -> anyhow::Result<(Gpt, u64)> {
+pub(crate) fn table_for_rewrite(dev: &mut (impl Read + Seek)) -> anyhow::Result<(Gpt, u64)> {
     let gpt = read_gpt(dev)?;
     let sectors = disk_sectors(dev)?;
     let (_, last_usable) = usable_range(sectors);
@@ -59,7 +59,7 @@ fn table_for_rewrite(dev: &mut (impl Read + Seek)) -> anyhow::Result<(Gpt, u64)>
 
 /// True when the table on disk is exactly what `partitions` and `disk_guid` describe
 /// with both copies intact, agreeing, and the backup at the disk's end.
-fn already_written(gpt: &Gpt, sectors: u64, disk_guid: Guid, partitions: &[GptPartition]) -> bool {
+pub(crate) fn already_written(gpt: &Gpt, sectors: u64, disk_guid: Guid, partitions: &[GptPartition]) -> bool {
     gpt.primary_intact
         && gpt.backup_intact
         && gpt.copies_agree

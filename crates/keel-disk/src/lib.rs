@@ -9,6 +9,7 @@
 mod crc32;
 mod first_boot;
 mod gpt;
+mod gptprio;
 mod guid;
 mod kernel;
 mod layout;
@@ -18,6 +19,10 @@ pub use first_boot::{
     grow_root, randomize_identity, repair_table, set_format_pending, Grown, FIRST_BOOT_FLAG, IMAGE_DISK_GUID, ROOT_FORMAT_PENDING, ROOT_NAME,
 };
 pub use gpt::{read_gpt, write_gpt, Gpt, GptPartition, SECTOR_SIZE};
+pub use gptprio::{
+    mark_slot_successful, prioritize, prioritize_slot, read_usr_slots, rewrite_gptprio, set_slot_gptprio, slot_of, Gptprio,
+    GptprioChange, Slot, SlotState, TableWrite, UsrSlots, GPTPRIO_MASK, GPTPRIO_MAX,
+};
 pub use guid::Guid;
 pub use kernel::{grow_mounted_filesystem, reread_partition_table, resize_kernel_partition, FsGrowth};
 pub use layout::{flatcar_layout, plan_layout, LayoutSizes, PartitionSpec, PlannedLayout, ALIGNMENT_SECTORS};

@@ -2,6 +2,7 @@
 //! arguments and calls the crate that does the work.
 
 mod args;
+mod usr;
 mod verity;
 
 use anyhow::{bail, Context};
@@ -27,6 +28,10 @@ const USAGE: &str = "usage:
   keel dm status NAME
   keel disk grow-root DISK                       ROOT (the last partition) fills the disk; the backup table moves to its end
   keel disk randomize-guids DISK [--image-default GUID]   new disk and ROOT GUIDs while the disk GUID is the image's
+  keel usr show DISK [--json]                    the /usr slots' gptprio bits: priority, tries, successful
+  keel usr set DISK A|B [--priority 0-15] [--tries 0-15] [--successful 0|1]   as cgpt add -P/-T/-S
+  keel usr prioritize DISK A|B [--max 1-15]      the slot above the other, as cgpt prioritize
+  keel usr mark-successful DISK A|B              the booted slot is good: successful 1, tries 0, on top
 exit status: 0 done, 1 bad arguments or failure, 2 verification failed (data or hash tree corrupt)";
 
 /// veritysetup's (cryptsetup's) convention: 2 means the data did not verify.
@@ -57,6 +62,10 @@ fn run(words: &[String]) -> anyhow::Result<()> {
         "dm status" => dm_status(rest),
         "disk grow-root" => disk_grow_root(rest),
         "disk randomize-guids" => disk_randomize_guids(rest),
+        "usr show" => usr::show(rest),
+        "usr set" => usr::set(rest),
+        "usr prioritize" => usr::prioritize(rest),
+        "usr mark-successful" => usr::mark_successful(rest),
         _ => bail!("unknown command {command:?}\n{USAGE}"),
     }
 }

@@ -43,3 +43,9 @@ pub fn overwrite(path: &Path, offset: u64, bytes: &[u8]) {
     file.write_all(bytes).unwrap();
 }
 
+
+/// Debian's `cgpt` (vboot-utils), the reference for the gptprio bits. Returns its output
+/// whether it succeeded or not: some of its refusals are exit status 0.
+pub fn cgpt(args: &[&str], path: &Path) -> std::process::Output {
+    Command::new("cgpt").args(args).arg(path).output().expect("cgpt must be installed; `cargo xtask setup` installs it")
+}
