@@ -248,6 +248,20 @@ impl Console {
 /// One QEMU boot with these disks (none at all is allowed). Ends when the guest powers
 /// off or reboots (QEMU exits), or is killed after `timeout`.
 pub fn boot(disks: &[&Path], initrd: &Path, extra_cmdline: &str, timeout: Duration) -> anyhow::Result<Console> {
+    boot_until(disks, initrd, extra_cmdline, timeout, "unsafe", |_, _| false)
+}
+
+/// Like `boot`, with QEMU's disk `cache` mode, and SIGKILLed (a power cut) as soon as
+/// `cut(console so far, time since start)` says so. With `writethrough` or `none`, every
+/// write the guest saw completed is in the image file when QEMU dies.
+pub fn boot_until(
+    disks: &[&Path],
+    initrd: &Path,
+    extra_cmdline: &str,
+    timeout: Duration,
+    cache: &str,
+    mut cut: impl FnMut(&str, Duration) -> bool,
+) -> anyhow::Result<Console> {
     let artifacts = artifacts()?;
     let mut command = Command::new("qemu-system-x86_64");
     command
@@ -259,7 +273,7 @@ pub fn boot(disks: &[&Path], initrd: &Path, extra_cmdline: &str, timeout: Durati
         .arg("-append")
         .arg(format!("{BASE_CMDLINE} {extra_cmdline}"));
     for disk in disks {
-        command.arg("-drive").arg(format!("file={},format=raw,if=virtio,cache=unsafe", disk.display()));
+        command.arg("-drive").arg(format!("file={},format=raw,if=virtio,cache={cache}", disk.display()));
     }
     let started = Instant::now();
     let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("cannot start qemu-system-x86_64")?;
@@ -275,8 +289,9 @@ pub fn boot(disks: &[&Path], initrd: &Path, extra_cmdline: &str, timeout: Durati
     });
     let mut text = String::new();
     let mut timed_out = false;
+    let mut was_cut = false;
     loop {
-        match lines_rx.recv_timeout(Duration::from_millis(200)) {
+        match lines_rx.recv_timeout(Duration::from_millis(2)) {
             Ok(line) => {
                 text.push_str(line.trim_end_matches('\r'));
                 text.push('\n');
@@ -284,19 +299,70 @@ pub fn boot(disks: &[&Path], initrd: &Path, extra_cmdline: &str, timeout: Durati
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
+        if cut(&text, started.elapsed()) {
+            was_cut = true;
+            let _ = child.kill();
+            break;
+        }
         if started.elapsed() > timeout {
             timed_out = true;
             let _ = child.kill();
             break;
         }
     }
+    let elapsed = started.elapsed();
     let _ = child.wait();
     let _ = reader.join();
-    while let Ok(line) = lines_rx.try_recv() {
-        text.push_str(&line);
-        text.push('\n');
+    if !was_cut {
+        while let Ok(line) = lines_rx.try_recv() {
+            text.push_str(&line);
+            text.push('\n');
+        }
     }
-    Ok(Console { text, timed_out, elapsed: started.elapsed() })
+    Ok(Console { text, timed_out, elapsed })
+}
+
+/// Makes `image` `bytes` long, as if written to a bigger disk (sparse).
+pub fn resize_disk(image: &Path, bytes: u64) -> anyhow::Result<()> {
+    Ok(std::fs::OpenOptions::new().write(true).open(image)?.set_len(bytes)?)
+}
+
+/// ROOT's partition entry in `image`.
+pub fn root_partition(image: &Path) -> anyhow::Result<keel_disk::GptPartition> {
+    let gpt = keel_disk::read_gpt(&mut std::fs::File::open(image)?)?;
+    gpt.by_name("ROOT").cloned().context("no ROOT")
+}
+
+/// Puts a filesystem made by `mkfs` (program and arguments; the target file is appended)
+/// into ROOT of `image`, as an image that ships a formatted ROOT would have it.
+pub fn format_root(image: &Path, mkfs: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
+    let root = root_partition(image)?;
+    let fs_file = image.with_extension("root-fs");
+    std::fs::File::create(&fs_file)?.set_len(root.size_bytes())?;
+    run(Command::new(mkfs[0]).args(&mkfs[1..]).arg(&fs_file).envs(env.iter().copied()))?;
+    run(Command::new("dd")
+        .arg(format!("if={}", fs_file.display()))
+        .arg(format!("of={}", image.display()))
+        .args(["bs=1M", "conv=notrunc,sparse", "status=none"])
+        .arg(format!("seek={}", root.start_bytes() >> 20)))?;
+    std::fs::remove_file(&fs_file)?;
+    Ok(())
+}
+
+/// Runs `program args...` on a copy of ROOT of `image` (given as the last argument), so
+/// checkers that take no offset can read it. Returns stdout; fails when the program does.
+pub fn on_root_copy(image: &Path, program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let root = root_partition(image)?;
+    let copy = image.with_extension("root-copy");
+    run(Command::new("dd")
+        .arg(format!("if={}", image.display()))
+        .arg(format!("of={}", copy.display()))
+        .args(["bs=1M", "conv=sparse", "status=none"])
+        .arg(format!("skip={}", root.start_bytes() >> 20))
+        .arg(format!("count={}", root.size_bytes() >> 20)))?;
+    let output = run(Command::new(program).args(args).arg(&copy));
+    std::fs::remove_file(&copy)?;
+    output
 }
 
 /// Flips one bit of the byte at `offset` of `path`.

@@ -27,6 +27,7 @@ fn first_boot_runs_the_real_init_on_verified_usr_writable_root_and_etc_overlay()
     assert!(table.ends_with("1 panic_on_corruption"), "{table}");
     assert!(table.contains(&keel_verity::encode_hex(&fixture.manifest.usr.root_hash)), "{table}");
     assert_eq!(line("dm usr: status"), "dm usr: status Verified");
+    assert_eq!(line("usr-slot "), "usr-slot USR-A");
     // /: ROOT (partition 9), read-write; it was blank, so keel formatted it.
     assert!(line("mount / ").starts_with("mount / /dev/vda9 ext4 rw,"));
     assert!(console.has("formatted as ext4 because it was blank"), "{}", console.text);
@@ -70,8 +71,9 @@ fn the_usr_slot_named_on_the_command_line_is_the_one_booted() {
 
     let console = boot(&[&disk], &fixture.initrd, "verity.usr=PARTUUID=e03dd35c-7c2d-4a47-b3fe-27f15780a57c", TIMEOUT).unwrap();
     assert_reached_real_init(&console);
-    assert!(console.has("verified: dm-verity device /dev/mapper/usr from /dev/vda4"), "{}", console.text);
+    assert!(console.has("verified: dm-verity device /dev/mapper/usr from /dev/vda4 (slot USR-B)"), "{}", console.text);
     assert!(console.real_init().contains(&"dm usr: status Verified"));
+    assert!(console.real_init().contains(&"usr-slot USR-B"), "{}", console.text);
 }
 
 #[test]

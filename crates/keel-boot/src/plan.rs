@@ -1,4 +1,5 @@
-use crate::devices::{disk_of, DeviceWatcher};
+use crate::devices::{disk_of, DeviceWatcher, FoundDevice};
+use keel_disk::{read_gpt, slot_of};
 use crate::emergency::{self, Failure};
 use crate::first_boot::{self, RootDisk};
 use crate::log::{uptime, Log, Timeline};
@@ -15,6 +16,9 @@ use std::path::Path;
 
 const SYSROOT: &str = "/sysroot";
 const TIMELINE: &str = "/run/keel/timeline.json";
+/// Which /usr slot this boot verified (USR-A, USR-B, or `none` for a /usr outside the A/B
+/// pair), for update tools in the booted system.
+const USR_SLOT: &str = "/run/keel/usr-slot";
 
 struct Boot {
     log: Log,
@@ -78,6 +82,13 @@ fn read_config() -> anyhow::Result<(BootParams, ImageManifest)> {
     Ok((params, manifest))
 }
 
+/// The A/B slot `data` is, from its disk's partition table.
+fn usr_slot(data: &FoundDevice) -> anyhow::Result<&'static str> {
+    let Some((disk, number)) = disk_of(data)? else { return Ok("none") };
+    let gpt = read_gpt(&mut std::fs::File::open(&disk.node).with_context(|| format!("cannot open {}", disk.node.display()))?)?;
+    Ok(gpt.partition(number).and_then(slot_of).map_or("none", |slot| slot.partition_name()))
+}
+
 /// keel-init's whole job. Never returns: it either executes the real init or carries out
 /// the emergency action.
 pub fn run_pid1() -> ! {
@@ -128,7 +139,15 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
             log.info(&format!("usr: {change}"));
         }
         let device = open_verified_usr(&params, &manifest.usr, &data, &hash)?;
-        let detail = format!("{} verified: dm-verity device {} from {}, status V", params.usr_data, device.node.display(), data.node.display());
+        let slot = usr_slot(&data)?;
+        std::fs::create_dir_all("/run/keel").context("cannot create /run/keel")?;
+        std::fs::write(USR_SLOT, format!("{slot}\n")).with_context(|| format!("cannot write {USR_SLOT}"))?;
+        let detail = format!(
+            "{} verified: dm-verity device {} from {} (slot {slot}), status V",
+            params.usr_data,
+            device.node.display(),
+            data.node.display()
+        );
         Ok((device, detail))
     })?;
 

@@ -1,0 +1,228 @@
+//! First boot makes the image's small disk the machine's: ROOT fills the disk, the disk
+//! gets its own GUIDs, ROOT gets (or keeps and grows) its filesystem, and the first-boot
+//! flag goes, so the second boot changes nothing.
+
+use keel_disk::{read_gpt, Gpt, IMAGE_DISK_GUID};
+use keel_vm_tests::{boot, disk_copy, format_root, on_root_copy, resize_disk, shared_fixture, Console};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(180);
+const GIB: u64 = 1 << 30;
+
+fn table(image: &Path) -> Gpt {
+    read_gpt(&mut std::fs::File::open(image).unwrap()).unwrap()
+}
+
+fn assert_reached_real_init(console: &Console) {
+    assert!(!console.timed_out, "the VM did not finish:\n{}", console.text);
+    assert!(console.real_init().contains(&"done"), "the real init did not finish:\n{}", console.text);
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program).args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(output.status.success(), "{program} {args:?}: {text}{}", String::from_utf8_lossy(&output.stderr));
+    text
+}
+
+/// ROOT ends on the last whole MiB before the backup table, and sgdisk finds nothing wrong.
+fn assert_root_fills(image: &Path, disk_bytes: u64) {
+    let gpt = table(image);
+    let root = gpt.by_name("ROOT").unwrap();
+    assert_eq!((root.last_lba + 1) * 512, disk_bytes - (1 << 20), "ROOT does not reach the disk's last MiB");
+    assert!(run("sgdisk", &["-v", image.to_str().unwrap()]).contains("No problems found"));
+}
+
+fn esp_has_flag(image: &Path) -> bool {
+    let esp = table(image).by_name("EFI-SYSTEM").unwrap().clone();
+    let listing = Command::new("mdir")
+        .args(["-b", "-i", &format!("{}@@{}", image.display(), esp.start_bytes()), "::flatcar"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&listing.stdout).contains("first_boot")
+}
+
+fn ext4_blocks(image: &Path) -> (u64, u64) {
+    let header = on_root_copy(image, "dumpe2fs", &["-h"]).unwrap();
+    let field = |name: &str| -> u64 {
+        header.lines().find_map(|l| l.strip_prefix(name)).unwrap_or_else(|| panic!("no {name} in {header}")).trim().parse().unwrap()
+    };
+    (field("Block count:"), field("Block size:"))
+}
+
+#[test]
+fn root_fills_a_2_gib_disk_and_the_second_boot_does_not_redo_first_boot() {
+    let fixture = shared_fixture().unwrap();
+    let disk = disk_copy(fixture, "grow-2g").unwrap();
+    let before = table(&disk);
+    resize_disk(&disk, 2 * GIB).unwrap();
+    assert!(esp_has_flag(&disk), "the image ships without the first-boot flag");
+
+    let first = boot(&[&disk], &fixture.initrd, "keel.test=write", TIMEOUT).unwrap();
+    assert_reached_real_init(&first);
+    assert!(first.has("first-boot: first boot (the ESP holds the first-boot flag)"), "{}", first.text);
+    assert!(first.has("ROOT grew from 64 to"), "{}", first.text);
+    assert!(first.has("formatted as ext4 because it was blank"), "{}", first.text);
+    assert!(first.has("first-boot-done: first-boot flag flatcar/first_boot removed"), "{}", first.text);
+
+    assert_root_fills(&disk, 2 * GIB);
+    let after = table(&disk);
+    assert_ne!(after.disk_guid.to_string(), IMAGE_DISK_GUID, "the disk kept the image's GUID");
+    assert_ne!(after.by_name("ROOT").unwrap().guid, before.by_name("ROOT").unwrap().guid, "ROOT kept the image's GUID");
+    for name in ["USR-A", "USR-B", "EFI-SYSTEM", "OEM"] {
+        assert_eq!(after.by_name(name), before.by_name(name), "{name} changed");
+    }
+    let root = after.by_name("ROOT").unwrap();
+    let (blocks, block_size) = ext4_blocks(&disk);
+    assert_eq!(blocks * block_size, root.size_bytes(), "ext4 does not fill ROOT");
+    on_root_copy(&disk, "e2fsck", &["-fn"]).unwrap();
+    assert!(!esp_has_flag(&disk), "the first-boot flag is still there");
+
+    let table_after_first = std::fs::read(&disk).unwrap()[..34 * 512].to_vec();
+    let second = boot(&[&disk], &fixture.initrd, "keel.test=check", TIMEOUT).unwrap();
+    assert_reached_real_init(&second);
+    assert!(second.has("first-boot: not a first boot"), "{}", second.text);
+    assert!(!second.has("formatted as"), "the second boot formatted ROOT:\n{}", second.text);
+    assert!(second.real_init().contains(&"root-file written on first boot"), "{}", second.text);
+    assert!(std::fs::read(&disk).unwrap()[..34 * 512] == table_after_first[..], "the second boot rewrote the table");
+    report_first_boot_cost(&first, &second, "2 GiB");
+}
+
+/// A stage's own duration from keel-init's log line `keel: [uptime] <stage>: ... (N ms)`.
+fn stage_millis(console: &Console, stage: &str) -> f64 {
+    console
+        .text
+        .lines()
+        .filter(|line| line.starts_with("keel: ["))
+        .find_map(|line| line.split_once(&format!("] {stage}: ")).map(|(_, rest)| rest))
+        .and_then(|rest| rest.rsplit_once(" ms)").and_then(|(head, _)| head.rsplit_once('(')).map(|(_, ms)| ms.parse().unwrap()))
+        .unwrap_or(0.0)
+}
+
+/// First boot's cost: its first-boot, root and first-boot-done stages against the same
+/// stages of a later boot.
+fn report_first_boot_cost(first: &Console, later: &Console, disk: &str) {
+    let total = |console: &Console| ["first-boot", "root", "first-boot-done"].iter().map(|s| stage_millis(console, s)).sum::<f64>();
+    eprintln!(
+        "first boot on a {disk} disk: first-boot {:.0} ms, root {:.0} ms, first-boot-done {:.0} ms; a later boot: {:.0} ms for the same stages",
+        stage_millis(first, "first-boot"),
+        stage_millis(first, "root"),
+        stage_millis(first, "first-boot-done"),
+        total(later)
+    );
+}
+
+#[test]
+fn an_ext4_root_shipped_with_files_grows_online_and_keeps_them() {
+    let fixture = shared_fixture().unwrap();
+    let disk = disk_copy(fixture, "grow-ext4").unwrap();
+    let tree = disk.with_extension("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("shipped"), "in the image").unwrap();
+    format_root(&disk, &["mkfs.ext4", "-q", "-F", "-L", "ROOT", "-d", tree.to_str().unwrap()], &[]).unwrap();
+    let (blocks_before, _) = ext4_blocks(&disk);
+    resize_disk(&disk, 2 * GIB).unwrap();
+
+    let console = boot(&[&disk], &fixture.initrd, "keel.test=read:/shipped", TIMEOUT).unwrap();
+    assert_reached_real_init(&console);
+    assert!(console.has("filesystem grown from"), "{}", console.text);
+    assert!(!console.has("formatted as"), "a shipped filesystem was formatted over:\n{}", console.text);
+    assert!(console.real_init().contains(&"read /shipped ok"), "{}", console.text);
+    assert_root_fills(&disk, 2 * GIB);
+    let (blocks, block_size) = ext4_blocks(&disk);
+    assert!(blocks > blocks_before);
+    assert_eq!(blocks * block_size, table(&disk).by_name("ROOT").unwrap().size_bytes(), "ext4 does not fill ROOT");
+    on_root_copy(&disk, "e2fsck", &["-fn"]).unwrap();
+}
+
+/// keel.root.fs= formats a blank ROOT as asked; a ROOT shipped with that filesystem grows.
+fn other_filesystem(name: &str, mkfs: &[&str], env: &[(&str, &str)]) {
+    let fixture = shared_fixture().unwrap();
+    let blank = disk_copy(fixture, &format!("{name}-blank")).unwrap();
+    resize_disk(&blank, 2 * GIB).unwrap();
+    let console = boot(&[&blank], &fixture.initrd, &format!("keel.root.fs={name}"), TIMEOUT).unwrap();
+    assert_reached_real_init(&console);
+    assert!(console.has(&format!("formatted as {name} because it was blank")), "{}", console.text);
+    assert!(console.real_init().iter().any(|l| l.starts_with(&format!("mount / /dev/vda9 {name} rw"))), "{}", console.text);
+    assert_root_fills(&blank, 2 * GIB);
+
+    let shipped = disk_copy(fixture, &format!("{name}-shipped")).unwrap();
+    format_root(&shipped, mkfs, env).unwrap();
+    resize_disk(&shipped, 2 * GIB).unwrap();
+    let console = boot(&[&shipped], &fixture.initrd, "", TIMEOUT).unwrap();
+    assert_reached_real_init(&console);
+    assert!(!console.has("formatted as"), "{}", console.text);
+    let grown = console.text.lines().find(|l| l.contains("filesystem grown from")).unwrap_or_else(|| panic!("{}", console.text));
+    let mib: Vec<u64> = grown.rsplit("grown from ").next().unwrap().split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    assert!(mib.len() >= 2 && mib[0] < 100 && mib[1] > 1500, "{name} did not grow to fill the 2 GiB disk: {grown}");
+}
+
+#[test]
+fn xfs_root_is_formatted_on_request_and_grown_when_shipped() {
+    // mkfs.xfs refuses filesystems under 300 MB unless it believes it runs under fstests.
+    other_filesystem("xfs", &["mkfs.xfs", "-q", "-f", "-L", "ROOT"], &[("TEST_DIR", "/tmp"), ("TEST_DEV", "root"), ("QA_CHECK_FS", "1")]);
+}
+
+#[test]
+fn btrfs_root_is_formatted_on_request_and_grown_when_shipped() {
+    // Mixed block groups let btrfs fit the image's 64 MiB ROOT.
+    other_filesystem("btrfs", &["mkfs.btrfs", "-q", "-f", "--mixed", "-L", "ROOT"], &[]);
+}
+
+#[test]
+fn a_disk_guid_that_is_not_the_image_default_is_left_alone() {
+    let fixture = shared_fixture().unwrap();
+    let disk = disk_copy(fixture, "own-guid").unwrap();
+    resize_disk(&disk, 2 * GIB).unwrap();
+    run("sgdisk", &["-e", "--disk-guid=0d15c0de-0000-4000-8000-000000000001", disk.to_str().unwrap()]);
+    let before = table(&disk);
+    let console = boot(&[&disk], &fixture.initrd, "", TIMEOUT).unwrap();
+    assert_reached_real_init(&console);
+    assert!(console.has("the disk already has its own GUID"), "{}", console.text);
+    let after = table(&disk);
+    assert_eq!(after.disk_guid, before.disk_guid);
+    assert_eq!(after.by_name("ROOT").unwrap().guid, before.by_name("ROOT").unwrap().guid, "ROOT got a new GUID");
+    assert_root_fills(&disk, 2 * GIB);
+}
+
+#[test]
+fn the_command_line_can_say_it_is_not_a_first_boot() {
+    let fixture = shared_fixture().unwrap();
+    let disk = disk_copy(fixture, "not-first").unwrap();
+    resize_disk(&disk, 2 * GIB).unwrap();
+    let before = table(&disk);
+    let console = boot(&[&disk], &fixture.initrd, "flatcar.first_boot=0", TIMEOUT).unwrap();
+    assert_reached_real_init(&console);
+    assert!(console.has("first-boot: not a first boot"), "{}", console.text);
+    assert_eq!(table(&disk).partitions, before.partitions, "the table changed");
+    assert!(esp_has_flag(&disk), "the flag was removed without a first boot");
+}
+
+#[test]
+fn a_damaged_primary_gpt_is_repaired_from_the_backup() {
+    let fixture = shared_fixture().unwrap();
+    let disk = disk_copy(fixture, "torn-primary").unwrap();
+    resize_disk(&disk, 2 * GIB).unwrap();
+    keel_vm_tests::flip_byte(&disk, 512 + 40).unwrap();
+    assert!(!table(&disk).primary_intact);
+    let console = boot(&[&disk], &fixture.initrd, "", TIMEOUT).unwrap();
+    assert_reached_real_init(&console);
+    assert!(console.has("its primary GPT was damaged; rewrote it from the intact backup"), "{}", console.text);
+    assert_root_fills(&disk, 2 * GIB);
+}
+
+#[test]
+fn a_gpt_damaged_in_both_copies_stops_the_boot_and_changes_nothing() {
+    let fixture = shared_fixture().unwrap();
+    let disk = disk_copy(fixture, "torn-both").unwrap();
+    let backup_header = std::fs::metadata(&disk).unwrap().len() - 512;
+    keel_vm_tests::flip_byte(&disk, 512 + 40).unwrap();
+    keel_vm_tests::flip_byte(&disk, backup_header + 40).unwrap();
+    let bytes = std::fs::read(&disk).unwrap();
+    let console = boot(&[&disk], &fixture.initrd, "rd.timeout=3", TIMEOUT).unwrap();
+    assert!(!console.real_init().contains(&"done"), "it booted:\n{}", console.text);
+    assert!(console.has("no usable GPT"), "{}", console.text);
+    assert!(std::fs::read(&disk).unwrap() == bytes, "the disk changed");
+}
