@@ -349,20 +349,35 @@ pub fn format_root(image: &Path, mkfs: &[&str], env: &[(&str, &str)]) -> anyhow:
     Ok(())
 }
 
-/// Runs `program args...` on a copy of ROOT of `image` (given as the last argument), so
-/// checkers that take no offset can read it. Returns stdout; fails when the program does.
-pub fn on_root_copy(image: &Path, program: &str, args: &[&str]) -> anyhow::Result<String> {
+/// Runs `with` on ROOT of `image` attached as a loop device, which is detached after.
+pub fn with_root_device<T>(image: &Path, with: impl FnOnce(&str) -> anyhow::Result<T>) -> anyhow::Result<T> {
     let root = root_partition(image)?;
-    let copy = image.with_extension("root-copy");
-    run(Command::new("dd")
-        .arg(format!("if={}", image.display()))
-        .arg(format!("of={}", copy.display()))
-        .args(["bs=1M", "conv=sparse", "status=none"])
-        .arg(format!("skip={}", root.start_bytes() >> 20))
-        .arg(format!("count={}", root.size_bytes() >> 20)))?;
-    let output = run(Command::new(program).args(args).arg(&copy));
-    std::fs::remove_file(&copy)?;
-    output
+    let device = run(Command::new("losetup")
+        .args(["--find", "--show", "--offset", &root.start_bytes().to_string(), "--sizelimit", &root.size_bytes().to_string()])
+        .arg(image))?;
+    let device = device.trim();
+    let result = with(device);
+    run(Command::new("losetup").args(["--detach", device]))?;
+    result
+}
+
+/// `program args... <ROOT of image>`'s stdout; fails when the program does.
+pub fn on_root(image: &Path, program: &str, args: &[&str]) -> anyhow::Result<String> {
+    with_root_device(image, |device| run(Command::new(program).args(args).arg(device)))
+}
+
+/// `e2fsck -fn` on ROOT's ext4 after replaying its journal, as the next mount would: a
+/// machine cut off (or powered off with `-f`) leaves committed metadata in the journal,
+/// which a read-only check would otherwise read as damage.
+pub fn check_root_ext4(image: &Path) -> anyhow::Result<()> {
+    with_root_device(image, |device| {
+        let replay = Command::new("e2fsck").args(["-E", "journal_only", "-y", device]).output()?;
+        // 0: nothing to do; 1: the journal was replayed.
+        ensure!(matches!(replay.status.code(), Some(0 | 1)), "journal replay failed: {}", String::from_utf8_lossy(&replay.stdout));
+        let check = Command::new("e2fsck").args(["-fn", device]).output()?;
+        ensure!(check.status.success(), "e2fsck -fn found damage ({}): {}", check.status, String::from_utf8_lossy(&check.stdout));
+        Ok(())
+    })
 }
 
 /// Flips one bit of the byte at `offset` of `path`.
@@ -382,4 +397,32 @@ pub fn flip_byte(path: &Path, offset: u64) -> anyhow::Result<()> {
 pub fn usr_a_start(image: &Path) -> anyhow::Result<u64> {
     let gpt = keel_disk::read_gpt(&mut std::fs::File::open(image)?)?;
     Ok(gpt.by_name("USR-A").context("no USR-A")?.start_bytes())
+}
+
+/// Whether the ESP of `image` still holds the first-boot flag (read with mtools).
+pub fn esp_has_flag(image: &Path) -> anyhow::Result<bool> {
+    let gpt = keel_disk::read_gpt(&mut std::fs::File::open(image)?)?;
+    let esp = gpt.by_name("EFI-SYSTEM").context("no EFI-SYSTEM")?;
+    let listing = Command::new("mdir").args(["-b", "-i", &format!("{}@@{}", image.display(), esp.start_bytes()), "::flatcar"]).output()?;
+    Ok(String::from_utf8_lossy(&listing.stdout).contains(keel_disk::FIRST_BOOT_FLAG.rsplit('/').next().unwrap_or_default()))
+}
+
+/// The ext4 on ROOT of `image`: (block count, block size), from dumpe2fs.
+pub fn ext4_blocks(image: &Path) -> anyhow::Result<(u64, u64)> {
+    let header = on_root(image, "dumpe2fs", &["-h"])?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let value = header.lines().find_map(|l| l.strip_prefix(name)).with_context(|| format!("no {name} in {header}"))?;
+        Ok(value.trim().parse()?)
+    };
+    Ok((field("Block count:")?, field("Block size:")?))
+}
+
+/// A stage's own duration, in ms, from keel-init's log line `keel: [uptime] <stage>: ... (N ms)`.
+pub fn stage_millis(console: &Console, stage: &str) -> Option<f64> {
+    console
+        .text
+        .lines()
+        .filter(|line| line.starts_with("keel: ["))
+        .find_map(|line| line.split_once(&format!("] {stage}: ")).map(|(_, rest)| rest))
+        .and_then(|rest| rest.rsplit_once(" ms)").and_then(|(head, _)| head.rsplit_once('(')).and_then(|(_, ms)| ms.parse().ok()))
 }

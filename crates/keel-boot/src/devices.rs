@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context};
 use keel_cmdline::DeviceSpec;
-use keel_disk::{probe_filesystem, read_gpt, repair_table, reread_partition_table, Guid, Probe};
+use keel_disk::{probe_filesystem, read_gpt, repair_table, reread_partition_table, Guid, Probe, ROOT_FORMAT_PENDING};
 use std::cell::RefCell;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
@@ -184,14 +184,15 @@ fn matching_devices(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Vec<Fo
                     (Probe::Filesystem(fs), DeviceSpec::Uuid(uuid)) if fs.uuid.eq_ignore_ascii_case(uuid) => {
                         matches.push(found(device)?);
                     }
-                    (Probe::Blank, DeviceSpec::Label(label)) if partition_name(device, &devices)? == Some(label.clone()) => {
+                    (_, DeviceSpec::Label(label)) if stands_in_for_label(&probe, device, &devices, label)? => {
                         blank_named.push(found(device)?);
                     }
                     _ => {}
                 }
             }
-            // A blank partition named like the label stands in only when no filesystem has it:
-            // formatting gives it that label (Flatcar's `root=LABEL=ROOT` on a first boot).
+            // A partition named like the label stands in only when no filesystem has it, and
+            // only while it is blank or keel's format of it was cut short: formatting gives it
+            // that label (Flatcar's `root=LABEL=ROOT` on a first boot).
             if matches.is_empty() {
                 matches = blank_named;
             }
@@ -236,14 +237,16 @@ pub fn kernel_size_bytes(device: &FoundDevice) -> anyhow::Result<u64> {
     Ok(sectors * 512)
 }
 
-/// The GPT name of a partition, read from its disk's table.
-fn partition_name(device: &SysBlock, devices: &[SysBlock]) -> anyhow::Result<Option<String>> {
-    let Some((disk_name, number)) = &device.partition_of else { return Ok(None) };
-    let Some(disk) = devices.iter().find(|d| &d.name == disk_name) else { return Ok(None) };
+/// Whether `device` is a partition named `label` that keel will format: blank, or marked
+/// ROOT_FORMAT_PENDING because a format was cut short (its half-written content may
+/// probe as anything).
+fn stands_in_for_label(probe: &Probe, device: &SysBlock, devices: &[SysBlock], label: &str) -> anyhow::Result<bool> {
+    let Some((disk_name, number)) = &device.partition_of else { return Ok(false) };
+    let Some(disk) = devices.iter().find(|d| &d.name == disk_name) else { return Ok(false) };
     let Ok(gpt) = File::open(device_node(disk)?).map_err(anyhow::Error::from).and_then(|mut f| read_gpt(&mut f)) else {
-        return Ok(None);
+        return Ok(false);
     };
-    Ok(gpt.partition(*number).map(|p| p.name.clone()))
+    Ok(gpt.partition(*number).is_some_and(|p| p.name == label && (*probe == Probe::Blank || p.attributes & ROOT_FORMAT_PENDING != 0)))
 }
 
 /// Listens to the kernel's uevents. Open it before loading drivers: an event that comes
