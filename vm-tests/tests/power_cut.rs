@@ -112,7 +112,7 @@ fn cut_after(console: &Console) -> String {
         .text
         .lines()
         .filter(|line| line.starts_with("keel: ["))
-        .last()
+        .next_back()
         .and_then(|line| line.split_once("] ").map(|(_, rest)| rest.split(':').next().unwrap_or(rest).to_string()))
         .unwrap_or_else(|| "before keel-init".to_string())
 }

@@ -115,6 +115,42 @@ pub fn reread_partition_table(disk: &File) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where partition `number` of the block device `disk` is mounted, and as what, from
+/// sysfs and /proc/self/mountinfo.
+pub fn mounted_partition(disk: &File, number: u32) -> anyhow::Result<Option<(std::path::PathBuf, FsKind)>> {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = disk.metadata()?.rdev();
+    let disk_dir = std::path::PathBuf::from(format!("/sys/dev/block/{}:{}", libc::major(rdev), libc::minor(rdev)));
+    let mut partition_dev = None;
+    for entry in std::fs::read_dir(&disk_dir).with_context(|| format!("cannot read {}", disk_dir.display()))?.flatten() {
+        let is_it = std::fs::read_to_string(entry.path().join("partition")).is_ok_and(|n| n.trim() == number.to_string());
+        if is_it {
+            partition_dev = Some(std::fs::read_to_string(entry.path().join("dev"))?.trim().to_string());
+        }
+    }
+    let Some(partition_dev) = partition_dev else { return Ok(None) };
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").context("cannot read /proc/self/mountinfo")?;
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(separator) = fields.iter().position(|f| *f == "-") else { continue };
+        // btrfs shows an anonymous device number there, so the source is checked too.
+        let source_is_it = fields.get(separator + 2).is_some_and(|source| {
+            std::fs::metadata(source).is_ok_and(|meta| format!("{}:{}", libc::major(meta.rdev()), libc::minor(meta.rdev())) == partition_dev)
+        });
+        if fields.get(2) != Some(&partition_dev.as_str()) && !source_is_it {
+            continue;
+        }
+        let kind = match fields.get(separator + 1).copied() {
+            Some("ext4") => FsKind::Ext4,
+            Some("xfs") => FsKind::Xfs,
+            Some("btrfs") => FsKind::Btrfs,
+            other => bail!("ROOT is mounted as {}, which keel cannot grow", other.unwrap_or("?")),
+        };
+        return Ok(Some((std::path::PathBuf::from(fields[4].replace("\\040", " ")), kind)));
+    }
+    Ok(None)
+}
+
 /// What `grow_mounted_filesystem` did: the filesystem's size as statfs reports it
 /// (its blocks less the fixed metadata), before and after.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

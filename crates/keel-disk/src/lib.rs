@@ -24,6 +24,6 @@ pub use gptprio::{
     GptprioChange, Slot, SlotState, TableWrite, UsrSlots, GPTPRIO_MASK, GPTPRIO_MAX,
 };
 pub use guid::Guid;
-pub use kernel::{grow_mounted_filesystem, reread_partition_table, resize_kernel_partition, FsGrowth};
+pub use kernel::{grow_mounted_filesystem, mounted_partition, reread_partition_table, resize_kernel_partition, FsGrowth};
 pub use layout::{flatcar_layout, plan_layout, LayoutSizes, PartitionSpec, PlannedLayout, ALIGNMENT_SECTORS};
 pub use probe::{probe_filesystem, Filesystem, FsKind, Probe};

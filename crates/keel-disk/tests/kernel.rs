@@ -5,7 +5,7 @@
 
 mod support;
 
-use keel_disk::{grow_mounted_filesystem, grow_root, read_gpt, resize_kernel_partition, FsKind};
+use keel_disk::{grow_mounted_filesystem, grow_root, mounted_partition, read_gpt, resize_kernel_partition, FsKind};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -175,4 +175,43 @@ fn btrfs_grows_online_like_btrfs_filesystem_resize() {
     grows_like_its_own_tool(FsKind::Btrfs, &["mkfs.btrfs", "-q", "-f"], 256, 2000, |at| {
         run("btrfs", &["filesystem", "resize", "max", at.to_str().unwrap()]);
     });
+}
+
+#[test]
+fn a_mounted_root_on_a_grown_disk_is_found_and_grown() {
+    // A disk whose only partition, ROOT, holds a mounted btrfs, as `keel disk grow-root`
+    // meets it on a running machine.
+    let dir = scratch("mounted-root");
+    let image = dir.join("disk.img");
+    File::create(&image).unwrap().set_len(200 * MIB).unwrap();
+    run("sgdisk", &["-n", "1:2048:+150M", "-c", "1:ROOT", image.to_str().unwrap()]);
+    let mut disk = Loop::attach(&image);
+    disk.add_partitions();
+    let partition = format!("{}p1", disk.device);
+    run("mkfs.btrfs", &["-q", "-f", &partition]);
+    let mount_point = dir.join("mnt");
+    std::fs::create_dir_all(&mount_point).unwrap();
+    run("mount", &[&partition, mount_point.to_str().unwrap()]);
+    let _unmount = Unmount(mount_point.clone());
+
+    OpenOptions::new().write(true).open(&image).unwrap().set_len(600 * MIB).unwrap();
+    disk.refresh_capacity();
+    let mut device = OpenOptions::new().read(true).write(true).open(&disk.device).unwrap();
+    assert_eq!(mounted_partition(&device, 2).unwrap(), None);
+    grow_root(&mut device).unwrap().expect("ROOT should grow");
+    let root = read_gpt(&mut device).unwrap().by_name("ROOT").unwrap().clone();
+    resize_kernel_partition(&device, &root).unwrap();
+    let (at, kind) = mounted_partition(&device, root.number).unwrap().expect("ROOT is mounted");
+    assert_eq!((at.as_path(), kind), (mount_point.as_path(), FsKind::Btrfs));
+    let growth = grow_mounted_filesystem(&at, kind, root.size_bytes()).unwrap();
+    assert!(growth.bytes_after > 500 * MIB && growth.bytes_before < 200 * MIB, "{growth:?}");
+}
+
+/// Unmounts before the loop device under it goes.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).output();
+    }
 }

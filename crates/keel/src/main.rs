@@ -26,7 +26,8 @@ const USAGE: &str = "usage:
   keel initrd build --manifest FILE --init KEEL_INIT --kernel-modules /lib/modules/VERSION --output FILE
                     [--compression zstd|xz|gzip|none] [--root-filesystems ext4,xfs,btrfs]
   keel dm status NAME
-  keel disk grow-root DISK                       ROOT (the last partition) fills the disk; the backup table moves to its end
+  keel disk grow-root DISK                       ROOT (the last partition) fills the disk; the backup table moves to its end;
+                                                 on a block device the kernel is told, and a mounted ROOT filesystem grows
   keel disk randomize-guids DISK [--image-default GUID]   new disk and ROOT GUIDs while the disk GUID is the image's
   keel usr show DISK [--json]                    the /usr slots' gptprio bits: priority, tries, successful
   keel usr set DISK A|B [--priority 0-15] [--tries 0-15] [--successful 0|1]   as cgpt add -P/-T/-S
@@ -165,7 +166,24 @@ fn disk_grow_root(words: &[String]) -> anyhow::Result<()> {
         Some(grown) => println!("{disk}: ROOT grew from {} to {} sectors", grown.old_sectors, grown.new_sectors),
         None => println!("{disk}: ROOT already fills the disk"),
     }
-    Ok(file.sync_all()?)
+    file.sync_all()?;
+    use std::os::unix::fs::FileTypeExt;
+    if !file.metadata()?.file_type().is_block_device() {
+        println!("{disk}: an image file; its ROOT filesystem grows when keel-init first boots it");
+        return Ok(());
+    }
+    let gpt = keel_disk::read_gpt(&mut file)?;
+    let root = gpt.by_name(keel_disk::ROOT_NAME).context("ROOT vanished from the table")?;
+    keel_disk::resize_kernel_partition(&file, root)?;
+    println!("{disk}: the kernel now sees ROOT (partition {}) at {} bytes", root.number, root.size_bytes());
+    match keel_disk::mounted_partition(&file, root.number)? {
+        Some((mount_point, kind)) => {
+            let growth = keel_disk::grow_mounted_filesystem(&mount_point, kind, root.size_bytes())?;
+            println!("{}: {} grew from {} to {} MiB", mount_point.display(), kind.mount_type(), growth.bytes_before >> 20, growth.bytes_after >> 20);
+        }
+        None => println!("{disk}: ROOT is not mounted; its filesystem grows when keel-init next boots it on first boot, or mount it and run this again"),
+    }
+    Ok(())
 }
 
 fn disk_randomize_guids(words: &[String]) -> anyhow::Result<()> {
