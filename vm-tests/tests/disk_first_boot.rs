@@ -37,10 +37,21 @@ fn assert_root_fills(image: &Path, disk_bytes: u64) {
 
 #[test]
 fn root_fills_a_2_gib_disk_and_the_second_boot_does_not_redo_first_boot() {
+    root_fills_the_disk_once(2 * GIB, "2 GiB");
+}
+
+#[test]
+fn root_fills_a_20_gib_disk() {
+    root_fills_the_disk_once(20 * GIB, "20 GiB");
+}
+
+/// The image on a `disk_bytes` disk: first boot grows and formats ROOT, gives the disk its
+/// own GUIDs and clears the flag; the second boot writes nothing and finds first boot's files.
+fn root_fills_the_disk_once(disk_bytes: u64, name: &str) {
     let fixture = shared_fixture().unwrap();
-    let disk = disk_copy(fixture, "grow-2g").unwrap();
+    let disk = disk_copy(fixture, &format!("grow-{}", name.replace(' ', ""))).unwrap();
     let before = table(&disk);
-    resize_disk(&disk, 2 * GIB).unwrap();
+    resize_disk(&disk, disk_bytes).unwrap();
     assert!(esp_has_flag(&disk).unwrap(), "the image ships without the first-boot flag");
 
     let first = boot(&[&disk], &fixture.initrd, "keel.test=write", TIMEOUT).unwrap();
@@ -50,7 +61,7 @@ fn root_fills_a_2_gib_disk_and_the_second_boot_does_not_redo_first_boot() {
     assert!(first.has("formatted as ext4 because it was blank"), "{}", first.text);
     assert!(first.has("first-boot-done: first-boot flag flatcar/first_boot removed"), "{}", first.text);
 
-    assert_root_fills(&disk, 2 * GIB);
+    assert_root_fills(&disk, disk_bytes);
     let after = table(&disk);
     assert_ne!(after.disk_guid.to_string(), IMAGE_DISK_GUID, "the disk kept the image's GUID");
     assert_ne!(after.by_name("ROOT").unwrap().guid, before.by_name("ROOT").unwrap().guid, "ROOT kept the image's GUID");
@@ -70,7 +81,8 @@ fn root_fills_a_2_gib_disk_and_the_second_boot_does_not_redo_first_boot() {
     assert!(!second.has("formatted as"), "the second boot formatted ROOT:\n{}", second.text);
     assert!(second.real_init().contains(&"root-file written on first boot"), "{}", second.text);
     assert!(std::fs::read(&disk).unwrap()[..34 * 512] == table_after_first[..], "the second boot rewrote the table");
-    report_first_boot_cost(&first, &second, "2 GiB");
+    report_first_boot_cost(&first, &second, name);
+    let _ = std::fs::remove_file(&disk);
 }
 
 /// First boot's cost: its first-boot, root and first-boot-done stages against the same
@@ -197,4 +209,18 @@ fn a_gpt_damaged_in_both_copies_stops_the_boot_and_changes_nothing() {
     assert!(!console.real_init().contains(&"done"), "it booted:\n{}", console.text);
     assert!(console.has("no usable GPT"), "{}", console.text);
     assert!(std::fs::read(&disk).unwrap() == bytes, "the disk changed");
+}
+
+#[test]
+fn a_disk_smaller_than_the_image_is_refused_and_left_alone() {
+    let fixture = shared_fixture().unwrap();
+    let disk = disk_copy(fixture, "too-small").unwrap();
+    // The image cut 8 MiB short: ROOT now runs past the disk's end, and the backup is gone.
+    let bytes = std::fs::metadata(&disk).unwrap().len() - (8 << 20);
+    resize_disk(&disk, bytes).unwrap();
+    let before = std::fs::read(&disk).unwrap();
+    let console = boot(&[&disk], &fixture.initrd, "", TIMEOUT).unwrap();
+    assert!(!console.real_init().contains(&"done"), "it booted:\n{}", console.text);
+    assert!(console.has("the disk is smaller than the image; nothing was changed"), "{}", console.text);
+    assert!(std::fs::read(&disk).unwrap() == before, "the disk changed");
 }

@@ -88,10 +88,8 @@ pub fn detect(params: &BootParams, root_disk: &RootDisk) -> anyhow::Result<Optio
 pub fn prepare_disk(params: &BootParams, root_disk: &RootDisk, root: &FoundDevice) -> anyhow::Result<String> {
     let node = &root_disk.disk.node;
     let mut disk = OpenOptions::new().read(true).write(true).open(node).with_context(|| format!("cannot open {} for writing", node.display()))?;
-    // Both GUIDs are drawn before the table is touched.
-    let fresh = [early_random_guid()?, early_random_guid()?];
-    let mut fresh_guids = fresh.into_iter();
-    let identity = match randomize_identity(&mut disk, params.image_disk_guid, || fresh_guids.next().unwrap_or(Guid::ZERO))? {
+    // A failed draw gives the zero GUID, which randomize_identity never uses.
+    let identity = match randomize_identity(&mut disk, params.image_disk_guid, || early_random_guid().unwrap_or(Guid::ZERO))? {
         Some(guid) => format!("disk GUID {guid} (ROOT's is new too)"),
         None => "the disk already has its own GUID".to_string(),
     };

@@ -94,7 +94,8 @@ pub fn grow_root(dev: &mut (impl Read + Write + Seek)) -> anyhow::Result<Option<
 }
 
 /// Flatcar's disk-uuid: when the disk GUID is still `image_default`, the disk and ROOT get
-/// new GUIDs from `fresh_guid` (the /usr slots keep theirs: bootloaders name them).
+/// new GUIDs from `fresh_guid`, skipping any already on the disk (the /usr slots keep
+/// theirs: bootloaders name them).
 /// A table left half-written by an earlier run is completed either way. Returns the new
 /// disk GUID, or `None` when the disk already had its own.
 pub fn randomize_identity(
@@ -105,11 +106,24 @@ pub fn randomize_identity(
     let (gpt, sectors) = table_for_rewrite(dev)?;
     let mut partitions = gpt.partitions.clone();
     let renamed = gpt.disk_guid == image_default;
-    let disk_guid = if renamed {
-        for partition in partitions.iter_mut().filter(|p| p.name == ROOT_NAME) {
-            partition.guid = fresh_guid();
+    // GUIDs must be unique on the disk (cgpt rejects a table with two alike) and not zero.
+    let mut taken: Vec<Guid> = partitions.iter().map(|p| p.guid).chain([gpt.disk_guid, Guid::ZERO]).collect();
+    let mut unique_guid = || -> anyhow::Result<Guid> {
+        for _ in 0..8 {
+            let guid = fresh_guid();
+            if !taken.contains(&guid) {
+                taken.push(guid);
+                return Ok(guid);
+            }
         }
-        fresh_guid()
+        bail!("the GUID source keeps giving GUIDs already on the disk; nothing was changed")
+    };
+    let disk_guid = if renamed {
+        let root_guid = unique_guid()?;
+        for partition in partitions.iter_mut().filter(|p| p.name == ROOT_NAME) {
+            partition.guid = root_guid;
+        }
+        unique_guid()?
     } else {
         gpt.disk_guid
     };

@@ -37,6 +37,17 @@ fn counter_guids() -> impl FnMut() -> Guid {
     }
 }
 
+/// cgpt (Chrome OS's reference) warns about any invalid header or entry array, and shows
+/// ROOT where keel's table has it.
+fn assert_cgpt_finds_both_tables_valid(path: &Path) {
+    let output = support::cgpt(&["show"], path);
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success() && !text.contains("WARNING") && !text.contains("INVALID"), "{text}");
+    let root = table(path).by_name("ROOT").unwrap().clone();
+    let size = root.last_lba + 1 - root.first_lba;
+    assert!(text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>()[..] == [&root.first_lba.to_string(), &size.to_string(), &root.number.to_string(), "Label:", "\"ROOT\""]), "{text}");
+}
+
 #[test]
 fn root_grows_to_the_disk_end_and_nothing_else_changes() {
     let path = grown_disk("grow", 64);
@@ -45,6 +56,7 @@ fn root_grows_to_the_disk_end_and_nothing_else_changes() {
 
     let grown = grow_root(&mut open_rw(&path)).unwrap().expect("ROOT grows");
     assert!(sgdisk(&["-v"], &path).contains("No problems found"));
+    assert_cgpt_finds_both_tables_valid(&path);
     let new = table(&path);
     let root = new.by_name("ROOT").unwrap();
     assert_eq!(root.last_lba + 1, 64 * MIB / SECTOR_SIZE - 2048, "ROOT ends on the last whole MiB before the backup table");
@@ -77,6 +89,7 @@ fn the_disk_gets_its_own_identity_once() {
         assert_eq!(new.by_name(name).unwrap().guid, old.by_name(name).unwrap().guid, "{name} kept its GUID");
     }
     assert!(sgdisk(&["-v"], &path).contains("No problems found"));
+    assert_cgpt_finds_both_tables_valid(&path);
 
     let before = fs::read(&path).unwrap();
     assert_eq!(randomize_identity(&mut open_rw(&path), Guid::parse(IMAGE_DEFAULT).unwrap(), counter_guids()).unwrap(), None);

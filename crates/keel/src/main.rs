@@ -190,17 +190,12 @@ fn disk_randomize_guids(words: &[String]) -> anyhow::Result<()> {
     let args = Args::parse(words, &["image-default"], &[])?;
     let [disk] = args.positional.as_slice() else { bail!("give the disk or image file\n{USAGE}") };
     let image_default = Guid::parse(args.get("image-default").unwrap_or(keel_disk::IMAGE_DISK_GUID))?;
-    // Both GUIDs (the disk's and ROOT's) are drawn before the table is touched.
-    let mut random = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut random))
-        .context("cannot read /dev/urandom")?;
-    let mut halves = random.chunks_exact(16).map(|half| {
+    let mut urandom = std::fs::File::open("/dev/urandom").context("cannot open /dev/urandom")?;
+    // A failed read gives the zero GUID, which randomize_identity never uses.
+    let mut fresh_guid = || {
         let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(half);
-        Guid::from_random_bytes(bytes)
-    });
-    let mut fresh_guid = || halves.next().unwrap_or(Guid::ZERO);
+        std::io::Read::read_exact(&mut urandom, &mut bytes).map_or(Guid::ZERO, |()| Guid::from_random_bytes(bytes))
+    };
     let mut file = open_disk(disk)?;
     let renamed = keel_disk::randomize_identity(&mut file, image_default, &mut fresh_guid)?;
     match renamed {
