@@ -95,6 +95,8 @@ fn demo() -> anyhow::Result<()> {
     eprintln!("xtask: building the Debian cloud kernel cache, static keel binaries, image and initrd ...");
     let fixture = vm::build_fixture("demo", Default::default(), |_| {})?;
     let artifacts = vm::artifacts()?;
+    // As if written to a 2 GiB disk: first boot grows ROOT to fill it.
+    vm::resize_disk(&fixture.image, 2 << 30)?;
     let console = vm::boot(&[&fixture.image], &fixture.initrd, "", Duration::from_secs(120))?;
     println!("---- the initrd (keel-init) ----");
     for line in console.text.lines().filter(|l| l.starts_with("keel:")) {
