@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context};
 use keel_cmdline::DeviceSpec;
-use keel_disk::{probe_filesystem, read_gpt, repair_table, reread_partition_table, Guid, Probe, ROOT_FORMAT_PENDING};
+use keel_disk::{probe_filesystem, read_gpt, repair_table, reread_partition_table, Guid, Probe, SmallerThanImage, ROOT_FORMAT_PENDING};
 use std::cell::RefCell;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
@@ -92,6 +92,8 @@ pub struct FoundDevice {
 struct Seen {
     lines: Vec<String>,
     changes: Vec<String>,
+    /// A disk whose table is too big for it: no wait can make that disk bootable.
+    smaller_than_image: Option<String>,
 }
 
 fn found(device: &SysBlock) -> anyhow::Result<FoundDevice> {
@@ -103,7 +105,10 @@ fn found(device: &SysBlock) -> anyhow::Result<FoundDevice> {
 fn look_for(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Option<FoundDevice>> {
     let mut matches = matching_devices(spec, seen)?;
     match matches.len() {
-        0 => Ok(None),
+        0 => match &seen.smaller_than_image {
+            Some(disk) => bail!("{spec} cannot appear: {disk}. Write the image to a disk at least as big as the image"),
+            None => Ok(None),
+        },
         1 => Ok(matches.pop()),
         _ => {
             let nodes: Vec<String> = matches.iter().map(|m| m.node.display().to_string()).collect();
@@ -115,6 +120,7 @@ fn look_for(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Option<FoundDe
 fn matching_devices(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Vec<FoundDevice>> {
     let devices = block_devices();
     seen.lines.clear();
+    seen.smaller_than_image = None;
     let mut matches = Vec::new();
     match spec {
         DeviceSpec::Path(path) => {
@@ -141,6 +147,9 @@ fn matching_devices(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Vec<Fo
                 let gpt = match File::open(device_node(disk)?).map_err(anyhow::Error::from).and_then(|mut f| read_gpt(&mut f)) {
                     Ok(gpt) => gpt,
                     Err(error) => {
+                        if error.downcast_ref::<SmallerThanImage>().is_some() {
+                            seen.smaller_than_image = Some(format!("{}: {error:#}; nothing was changed", disk.name));
+                        }
                         seen.lines.push(format!("{}: no usable GPT ({error:#})", disk.name));
                         continue;
                     }

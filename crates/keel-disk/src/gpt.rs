@@ -66,6 +66,26 @@ impl Gpt {
     }
 }
 
+/// A table made for a bigger disk than the one it is on: the image was written to a disk
+/// too small for it. Nothing can fix that but a bigger disk, so waiting is pointless.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SmallerThanImage {
+    pub table_sectors: u64,
+    pub disk_sectors: u64,
+}
+
+impl std::fmt::Display for SmallerThanImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the table was made for a disk of at least {} sectors, but this one has {}: the disk is smaller than the image",
+            self.table_sectors, self.disk_sectors
+        )
+    }
+}
+
+impl std::error::Error for SmallerThanImage {}
+
 struct Header {
     my_lba: u64,
     alternate_lba: u64,
@@ -120,11 +140,9 @@ fn parse_header(sector: &[u8; SECTOR_SIZE as usize], expected_lba: u64, disk_sec
     ensure!(array_bytes <= MAX_ENTRY_ARRAY_BYTES, "entry array of {array_bytes} bytes is implausibly large");
     let array_end = header.entries_lba.saturating_add(array_bytes.div_ceil(SECTOR_SIZE));
     ensure!(header.first_usable <= header.last_usable, "usable sectors {}..={} are backwards", header.first_usable, header.last_usable);
-    ensure!(
-        header.last_usable < disk_sectors,
-        "the table was made for a disk of more than {} sectors, but this one has {disk_sectors}: the disk is smaller than the image",
-        header.last_usable
-    );
+    if header.last_usable >= disk_sectors {
+        return Err(SmallerThanImage { table_sectors: header.last_usable.saturating_add(1), disk_sectors }.into());
+    }
     ensure!(
         header.entries_lba >= 2 && array_end <= disk_sectors
             && (array_end <= header.first_usable || header.entries_lba > header.last_usable),
@@ -220,7 +238,11 @@ pub fn read_gpt(dev: &mut (impl Read + Seek)) -> anyhow::Result<Gpt> {
     let (header, partitions) = match (&primary, &backup) {
         (Ok((header, partitions)), _) | (Err(_), Ok((header, partitions))) => (header, partitions),
         (Err(primary_error), Err(backup_error)) => {
-            bail!("no valid GPT: primary: {primary_error:#}; backup at sector {backup_lba}: {backup_error:#}")
+            let context = format!("no valid GPT: primary: {primary_error:#}; backup at sector {backup_lba}: {backup_error:#}");
+            return Err(match primary_error.downcast_ref::<SmallerThanImage>() {
+                Some(smaller) => anyhow::Error::new(*smaller).context(context),
+                None => anyhow::anyhow!(context),
+            });
         }
     };
     let mut sector0 = [0u8; SECTOR_SIZE as usize];
