@@ -111,8 +111,7 @@ fn cut_after(console: &Console) -> String {
     console
         .text
         .lines()
-        .filter(|line| line.starts_with("keel: ["))
-        .next_back()
+        .rfind(|line| line.starts_with("keel: ["))
         .and_then(|line| line.split_once("] ").map(|(_, rest)| rest.split(':').next().unwrap_or(rest).to_string()))
         .unwrap_or_else(|| "before keel-init".to_string())
 }
