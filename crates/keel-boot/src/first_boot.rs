@@ -4,6 +4,7 @@
 //! power cut is finished by the next, which is a first boot again until the flag is gone.
 
 use crate::devices::{kernel_size_bytes, partition_on, FoundDevice};
+use crate::log::Log;
 use crate::mounts::mount_at;
 use anyhow::Context;
 use keel_cmdline::{BootParams, FirstBootRequest};
@@ -68,19 +69,32 @@ fn with_esp<T>(esp: &FoundDevice, writable: bool, with: impl FnOnce(&Path) -> an
 }
 
 /// Whether this boot is a first boot: the command line decides when it says, otherwise
-/// the flag file on the ESP does.
-pub fn detect(params: &BootParams, root_disk: &RootDisk) -> anyhow::Result<Option<FirstBoot>> {
-    let esp = find_esp(root_disk)?;
+/// the flag file on the ESP does. An ESP that cannot be read is logged, not fatal: the
+/// boot goes on as a later boot would (nothing is written), and says why.
+pub fn detect(params: &BootParams, root_disk: &RootDisk, log: &mut Log) -> Option<FirstBoot> {
+    let esp = find_esp(root_disk).unwrap_or_else(|error| {
+        log.error(&format!("first-boot: cannot look for the ESP: {error:#}"));
+        None
+    });
     let reason = match params.first_boot {
-        FirstBootRequest::No => return Ok(None),
+        FirstBootRequest::No => return None,
         FirstBootRequest::Yes => "the kernel command line asks for it",
         FirstBootRequest::Detected => "the bootloader found the first-boot flag",
-        FirstBootRequest::Unsaid => match &esp {
-            Some(esp) if with_esp(esp, false, |flag| Ok(flag.exists()))? => "the ESP holds the first-boot flag",
-            _ => return Ok(None),
-        },
+        FirstBootRequest::Unsaid => {
+            let esp = esp.as_ref()?;
+            match with_esp(esp, false, |flag| Ok(flag.exists())) {
+                Ok(true) => "the ESP holds the first-boot flag",
+                Ok(false) => return None,
+                Err(error) => {
+                    log.error(&format!(
+                        "first-boot: cannot read the first-boot flag, so this is not treated as a first boot: {error:#}"
+                    ));
+                    return None;
+                }
+            }
+        }
     };
-    Ok(Some(FirstBoot { reason, esp }))
+    Some(FirstBoot { reason, esp })
 }
 
 /// The disk's part of first boot: its own GUIDs, and ROOT grown to the disk's end with
@@ -115,6 +129,8 @@ pub fn prepare_disk(params: &BootParams, root_disk: &RootDisk, root: &FoundDevic
 }
 
 /// Clears the first-boot flag: the last step of a first boot, once all others succeeded.
+/// A failure here is reported by the caller but does not stop the boot: the flag stays,
+/// and the next boot runs first boot again, which converges.
 pub fn finish(first_boot: &FirstBoot) -> anyhow::Result<String> {
     let Some(esp) = &first_boot.esp else { return Ok("the disk has no vfat ESP, so there is no flag to clear".into()) };
     with_esp(esp, true, |flag| {

@@ -157,16 +157,13 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
             log.info(&format!("first-boot: {change}"));
         }
         let root_disk = disk_of(&root)?.map(|(disk, root_number)| RootDisk { disk, root_number });
-        let first_boot = match &root_disk {
-            Some(root_disk) => first_boot::detect(&params, root_disk)?,
-            None => None,
-        };
+        let first_boot = root_disk.as_ref().and_then(|root_disk| first_boot::detect(&params, root_disk, log));
         let detail = match (&first_boot, &root_disk) {
             (Some(first), Some(root_disk)) => {
                 format!("first boot ({}): {}", first.reason, first_boot::prepare_disk(&params, root_disk, &root)?)
             }
-            (Some(first), None) => format!("first boot ({}), but ROOT {} is not a partition: nothing to grow", first.reason, root.node.display()),
-            (None, _) => "not a first boot".to_string(),
+            (_, None) => format!("not a first boot: ROOT {} is not a partition of a GPT disk", root.node.display()),
+            (None, Some(_)) => "not a first boot".to_string(),
         };
         Ok(((root, root_disk, first_boot), detail))
     })?;
@@ -193,7 +190,12 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
     })?;
 
     if let Some(first_boot) = &first_boot {
-        boot.stage(&stage::FIRST_BOOT_DONE, |_| Ok(((), first_boot::finish(first_boot)?)))?;
+        boot.stage(&stage::FIRST_BOOT_DONE, |_| {
+            let detail = first_boot::finish(first_boot).unwrap_or_else(|error| {
+                format!("the first-boot flag could not be cleared, so the next boot runs first boot again: {error:#}")
+            });
+            Ok(((), detail))
+        })?;
     }
 
     let init = params.init.clone().unwrap_or_else(|| DEFAULT_INIT.to_string());

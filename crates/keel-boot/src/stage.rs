@@ -49,8 +49,8 @@ pub const ETC: Stage = Stage {
 pub const FIRST_BOOT_DONE: Stage = Stage {
     name: "first-boot-done",
     doing: "clear the first-boot flag on the ESP now that every first-boot step succeeded",
-    remedy: "The ESP (EFI-SYSTEM, vfat) could not be written; until the flag is gone each boot runs first boot again, \
-             which is safe. Check the ESP with fsck.vfat.",
+    remedy: "This stage does not fail the boot: a flag it cannot clear stays, and the next boot runs first boot \
+             again, which converges. Check the ESP (EFI-SYSTEM, vfat) with fsck.vfat.",
 };
 pub const SWITCH_ROOT: Stage = Stage {
     name: "switch-root",
