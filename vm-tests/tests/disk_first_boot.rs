@@ -120,6 +120,7 @@ fn an_ext4_root_shipped_with_files_grows_online_and_keeps_them() {
     std::fs::create_dir_all(&tree).unwrap();
     std::fs::write(tree.join("shipped"), "in the image").unwrap();
     format_root(&disk, &["mkfs.ext4", "-q", "-F", "-L", "ROOT", "-d", tree.to_str().unwrap()], &[]).unwrap();
+    std::fs::remove_dir_all(&tree).unwrap();
     let (blocks_before, _) = ext4_blocks(&disk).unwrap();
     resize_disk(&disk, 2 * GIB).unwrap();
 

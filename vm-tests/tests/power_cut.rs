@@ -46,6 +46,7 @@ fn image_for(fixture: &Fixture, shipped: Shipped, name: &str) -> PathBuf {
         std::fs::create_dir_all(&tree).unwrap();
         std::fs::write(tree.join("shipped"), "written before the cut").unwrap();
         format_root(&disk, &["mkfs.ext4", "-q", "-F", "-L", "ROOT", "-d", tree.to_str().unwrap()], &[]).unwrap();
+        std::fs::remove_dir_all(&tree).unwrap();
     }
     resize_disk(&disk, DISK_BYTES).unwrap();
     disk
