@@ -206,7 +206,8 @@ fn a_damaged_primary_gpt_is_repaired_from_the_backup() {
     resize_disk(&disk, 2 * GIB).unwrap();
     keel_vm_tests::flip_byte(&disk, 512 + 40).unwrap();
     assert!(!table(&disk).primary_intact);
-    let console = boot(&[&disk], &fixture.initrd, "", TIMEOUT).unwrap();
+    // /usr named by path: the repair must not depend on a PARTLABEL= lookup.
+    let console = boot(&[&disk], &fixture.initrd, "mount.usr=/dev/vda3", TIMEOUT).unwrap();
     assert_reached_real_init(&console);
     assert!(console.has("its primary GPT was damaged; rewrote it from the intact backup"), "{}", console.text);
     assert_root_fills(&disk, 2 * GIB);
@@ -238,4 +239,18 @@ fn a_disk_smaller_than_the_image_is_refused_and_left_alone() {
     assert!(!console.real_init().contains(&"done"), "it booted:\n{}", console.text);
     assert!(console.has("the disk is smaller than the image; nothing was changed"), "{}", console.text);
     assert!(std::fs::read(&disk).unwrap() == before, "the disk changed");
+}
+
+#[test]
+fn the_command_line_can_ask_for_a_first_boot_which_keeps_the_flag() {
+    let fixture = shared_fixture().unwrap();
+    let disk = disk_copy(fixture, "asked-first").unwrap();
+    resize_disk(&disk, 2 * GIB).unwrap();
+    // A device path for /usr: the table repair must not depend on how the device is named.
+    let console = boot(&[&disk], &fixture.initrd, "flatcar.first_boot=1 mount.usr=/dev/vda3", TIMEOUT).unwrap();
+    assert_reached_real_init(&console);
+    assert!(console.has("first-boot: first boot (the kernel command line asks for it)"), "{}", console.text);
+    assert!(console.has("no flag to clear: the command line asked for this first boot"), "{}", console.text);
+    assert_root_fills(&disk, 2 * GIB);
+    assert!(esp_has_flag(&disk).unwrap(), "only a detected flag is cleared");
 }

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 const SYS_BLOCK: &str = "/sys/class/block";
 /// The longest a wait goes without looking again, event or not.
 const RECHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long a disk too small for its image may be all there is before the wait gives up:
+/// time for the boot disk to appear if the small one is a stray.
+const SMALLER_THAN_IMAGE_GRACE: Duration = Duration::from_secs(3);
 
 /// A block device as sysfs shows it.
 #[derive(Clone, Debug)]
@@ -105,10 +108,7 @@ fn found(device: &SysBlock) -> anyhow::Result<FoundDevice> {
 fn look_for(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Option<FoundDevice>> {
     let mut matches = matching_devices(spec, seen)?;
     match matches.len() {
-        0 => match &seen.smaller_than_image {
-            Some(disk) => bail!("{spec} cannot appear: {disk}. Write the image to a disk at least as big as the image"),
-            None => Ok(None),
-        },
+        0 => Ok(None),
         1 => Ok(matches.pop()),
         _ => {
             let nodes: Vec<String> = matches.iter().map(|m| m.node.display().to_string()).collect();
@@ -117,10 +117,31 @@ fn look_for(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Option<FoundDe
     }
 }
 
+/// Names that mark a disk as carrying a keel (Flatcar) image: only such disks are repaired.
+const IMAGE_PARTITIONS: [&str; 3] = ["USR-A", "USR-B", "ROOT"];
+
+/// Without the `gpt` parameter the kernel ignores a disk whose primary table is damaged (a
+/// power cut while first boot rewrote it can leave one), whatever names the device to boot:
+/// on a disk carrying an image, the intact backup is copied over it and the kernel told.
+fn repair_torn_tables(devices: &[SysBlock], seen: &mut Seen) -> anyhow::Result<()> {
+    for disk in devices.iter().filter(|d| d.partition_of.is_none()) {
+        let Ok(gpt) = File::open(device_node(disk)?).map_err(anyhow::Error::from).and_then(|mut f| read_gpt(&mut f)) else { continue };
+        if !gpt.primary_intact && gpt.partitions.iter().any(|p| IMAGE_PARTITIONS.contains(&p.name.as_str())) {
+            repair_primary_table(disk, seen)?;
+        }
+    }
+    Ok(())
+}
+
 fn matching_devices(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Vec<FoundDevice>> {
-    let devices = block_devices();
+    let mut devices = block_devices();
     seen.lines.clear();
     seen.smaller_than_image = None;
+    let changes_before = seen.changes.len();
+    repair_torn_tables(&devices, seen)?;
+    if seen.changes.len() > changes_before {
+        devices = block_devices();
+    }
     let mut matches = Vec::new();
     match spec {
         DeviceSpec::Path(path) => {
@@ -162,13 +183,6 @@ fn matching_devices(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Vec<Fo
                     _ => None,
                 };
                 let Some(partition) = partition else { continue };
-                if !gpt.primary_intact {
-                    // Without the `gpt` parameter the kernel ignores a disk whose primary
-                    // table is damaged (a power cut while first boot rewrote it can leave
-                    // one): the intact backup is copied over it, and the kernel told.
-                    repair_primary_table(disk, seen)?;
-                    continue;
-                }
                 let child = devices.iter().find(|d| d.partition_of.as_ref() == Some(&(disk.name.clone(), partition.number)));
                 match child {
                     Some(child) => matches.push(found(child)?),
@@ -286,11 +300,22 @@ impl DeviceWatcher {
     pub fn wait_for(&self, spec: &DeviceSpec, timeout: Option<Duration>) -> anyhow::Result<FoundDevice> {
         let started = Instant::now();
         let mut seen = Seen::default();
+        let mut smaller_since = None;
         loop {
             let looked = look_for(spec, &mut seen);
             self.changes.borrow_mut().append(&mut seen.changes);
             if let Some(device) = looked? {
                 return Ok(device);
+            }
+            // A disk too small for its image stays so; once nothing else has turned up for
+            // a while, waiting on would only hide the reason.
+            match (&seen.smaller_than_image, smaller_since) {
+                (None, _) => smaller_since = None,
+                (Some(_), None) => smaller_since = Some(Instant::now()),
+                (Some(disk), Some(since)) if since.elapsed() >= SMALLER_THAN_IMAGE_GRACE => {
+                    bail!("{spec} did not appear, and {disk}. Write the image to a disk at least as big as the image")
+                }
+                (Some(_), Some(_)) => {}
             }
             let remaining = match timeout {
                 Some(limit) => match limit.checked_sub(started.elapsed()) {

@@ -26,8 +26,10 @@ pub struct RootDisk {
 pub struct FirstBoot {
     /// Why, for the log.
     pub reason: &'static str,
-    /// The vfat ESP whose flag is cleared at the end, if the disk has one.
-    esp: Option<FoundDevice>,
+    /// The vfat ESP whose flag is cleared at the end: set when the flag is what made this a
+    /// first boot (found here, or `detected` by the bootloader), not when the command line
+    /// simply asks for one.
+    flag_on: Option<FoundDevice>,
 }
 
 /// A random GUID that does not wait for the kernel's entropy pool: early in boot
@@ -76,14 +78,14 @@ pub fn detect(params: &BootParams, root_disk: &RootDisk, log: &mut Log) -> Optio
         log.error(&format!("first-boot: cannot look for the ESP: {error:#}"));
         None
     });
-    let reason = match params.first_boot {
+    let (reason, flag_on) = match params.first_boot {
         FirstBootRequest::No => return None,
-        FirstBootRequest::Yes => "the kernel command line asks for it",
-        FirstBootRequest::Detected => "the bootloader found the first-boot flag",
+        FirstBootRequest::Yes => ("the kernel command line asks for it", None),
+        FirstBootRequest::Detected => ("the bootloader found the first-boot flag", esp),
         FirstBootRequest::Unsaid => {
-            let esp = esp.as_ref()?;
-            match with_esp(esp, false, |flag| Ok(flag.exists())) {
-                Ok(true) => "the ESP holds the first-boot flag",
+            let esp = esp?;
+            match with_esp(&esp, false, |flag| Ok(flag.exists())) {
+                Ok(true) => ("the ESP holds the first-boot flag", Some(esp)),
                 Ok(false) => return None,
                 Err(error) => {
                     log.error(&format!(
@@ -94,7 +96,7 @@ pub fn detect(params: &BootParams, root_disk: &RootDisk, log: &mut Log) -> Optio
             }
         }
     };
-    Some(FirstBoot { reason, esp })
+    Some(FirstBoot { reason, flag_on })
 }
 
 /// The disk's part of first boot: its own GUIDs, and ROOT grown to the disk's end with
@@ -102,8 +104,20 @@ pub fn detect(params: &BootParams, root_disk: &RootDisk, log: &mut Log) -> Optio
 pub fn prepare_disk(params: &BootParams, root_disk: &RootDisk, root: &FoundDevice) -> anyhow::Result<String> {
     let node = &root_disk.disk.node;
     let mut disk = OpenOptions::new().read(true).write(true).open(node).with_context(|| format!("cannot open {} for writing", node.display()))?;
-    // A failed draw gives the zero GUID, which randomize_identity never uses.
-    let identity = match randomize_identity(&mut disk, params.image_disk_guid, || early_random_guid().unwrap_or(Guid::ZERO))? {
+    // A failed draw gives the zero GUID, which randomize_identity never uses; the draw's
+    // own error is what the person needs to see.
+    let mut draw_error = None;
+    let renamed = randomize_identity(&mut disk, params.image_disk_guid, || {
+        early_random_guid().unwrap_or_else(|error| {
+            draw_error = Some(error);
+            Guid::ZERO
+        })
+    });
+    let renamed = match (renamed, draw_error) {
+        (Err(_), Some(draw_error)) => return Err(draw_error.context("cannot draw the disk's new GUIDs; nothing was changed")),
+        (renamed, _) => renamed?,
+    };
+    let identity = match renamed {
         Some(guid) => format!("disk GUID {guid} (ROOT's is new too)"),
         None => "the disk already has its own GUID".to_string(),
     };
@@ -132,7 +146,9 @@ pub fn prepare_disk(params: &BootParams, root_disk: &RootDisk, root: &FoundDevic
 /// A failure here is reported by the caller but does not stop the boot: the flag stays,
 /// and the next boot runs first boot again, which converges.
 pub fn finish(first_boot: &FirstBoot) -> anyhow::Result<String> {
-    let Some(esp) = &first_boot.esp else { return Ok("the disk has no vfat ESP, so there is no flag to clear".into()) };
+    let Some(esp) = &first_boot.flag_on else {
+        return Ok("no flag to clear: the command line asked for this first boot, or the disk has no vfat ESP".into());
+    };
     with_esp(esp, true, |flag| {
         if !flag.exists() {
             return Ok("no first-boot flag left to clear".to_string());

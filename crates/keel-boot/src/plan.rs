@@ -156,7 +156,10 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
         for change in watcher.take_changes() {
             log.info(&format!("first-boot: {change}"));
         }
-        let root_disk = disk_of(&root)?.map(|(disk, root_number)| RootDisk { disk, root_number });
+        // First boot's disk work needs a GPT; ROOT elsewhere just boots.
+        let root_disk = disk_of(&root)?
+            .filter(|(disk, _)| std::fs::File::open(&disk.node).map_err(anyhow::Error::from).and_then(|mut f| read_gpt(&mut f)).is_ok())
+            .map(|(disk, root_number)| RootDisk { disk, root_number });
         let first_boot = root_disk.as_ref().and_then(|root_disk| first_boot::detect(&params, root_disk, log));
         let detail = match (&first_boot, &root_disk) {
             (Some(first), Some(root_disk)) => {
@@ -169,7 +172,7 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
     })?;
 
     let sysroot = Path::new(SYSROOT);
-    boot.stage(&stage::ROOT, |_| {
+    let grow_failed = boot.stage(&stage::ROOT, |_| {
         let outcome = mount_root(&params, &root, root_disk.as_ref(), first_boot.is_some(), sysroot)?;
         ensure_skeleton(sysroot)?;
         mount_verified_usr(&usr, &sysroot.join("usr"), &manifest.usr.filesystem, params.usr_flags.as_deref())?;
@@ -178,10 +181,21 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
         if let Some(reason) = outcome.formatted {
             detail.push_str(&format!("; formatted as {kind} because {reason}"));
         }
-        if let Some((before, after)) = outcome.grown {
-            detail.push_str(&format!("; filesystem grown from {} to {} MiB", before >> 20, after >> 20));
-        }
-        Ok(((), detail))
+        let grow_failed = match outcome.grown {
+            Some(Ok((before, after))) => {
+                detail.push_str(&format!("; filesystem grown from {} to {} MiB", before >> 20, after >> 20));
+                false
+            }
+            Some(Err(error)) => {
+                detail.push_str(&format!(
+                    "; its filesystem could NOT be grown ({error:#}): it keeps its old size, first boot is not over, and the \
+                     next boot tries again (flatcar.first_boot=0 skips it)"
+                ));
+                true
+            }
+            None => false,
+        };
+        Ok((grow_failed, detail))
     })?;
 
     boot.stage(&stage::ETC, |_| {
@@ -189,7 +203,8 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
         Ok(((), format!("overlay on /usr/share/{}/etc", manifest.os)))
     })?;
 
-    if let Some(first_boot) = &first_boot {
+    // First boot is over only when every step of it succeeded.
+    if let Some(first_boot) = first_boot.as_ref().filter(|_| !grow_failed) {
         boot.stage(&stage::FIRST_BOOT_DONE, |_| {
             let detail = first_boot::finish(first_boot).unwrap_or_else(|error| {
                 format!("the first-boot flag could not be cleared, so the next boot runs first boot again: {error:#}")

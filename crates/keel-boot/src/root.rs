@@ -18,8 +18,9 @@ pub struct RootOutcome {
     pub filesystem: FsKind,
     /// Why ROOT was formatted, if it was.
     pub formatted: Option<&'static str>,
-    /// On first boot, the filesystem's size before and after it grew, in bytes.
-    pub grown: Option<(u64, u64)>,
+    /// On first boot, the filesystem's size before and after it grew, in bytes, or why it
+    /// could not grow (which does not stop the boot: ROOT works, just smaller).
+    pub grown: Option<anyhow::Result<(u64, u64)>>,
 }
 
 /// Whether keel's mark says a format of ROOT was cut short.
@@ -61,12 +62,10 @@ pub fn mount_root(
     load_filesystem_modules(kind)?;
     let fstype = params.root_fstype.as_deref().unwrap_or(kind.mount_type());
     mount_at(&node, sysroot, Some(fstype), MsFlags::empty(), params.root_flags.as_deref())?;
-    let grown = if first_boot && format_reason.is_none() {
+    let grown = (first_boot && format_reason.is_none()).then(|| {
         let growth = grow_mounted_filesystem(sysroot, kind, kernel_size_bytes(root)?)?;
-        Some((growth.bytes_before, growth.bytes_after))
-    } else {
-        None
-    };
+        Ok((growth.bytes_before, growth.bytes_after))
+    });
     Ok(RootOutcome { filesystem: kind, formatted: format_reason, grown })
 }
 

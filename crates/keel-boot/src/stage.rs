@@ -39,7 +39,8 @@ pub const FIRST_BOOT: Stage = Stage {
 pub const ROOT: Stage = Stage {
     name: "root",
     doing: "format ROOT if blank (or if a format was cut short), mount it, and on first boot grow its filesystem",
-    remedy: "Check root= on the kernel command line and that the ROOT partition holds a filesystem keel can mount (or is blank).",
+    remedy: "Check root= on the kernel command line and that the ROOT partition holds a filesystem keel can mount (or is \
+             blank). A format cut short is redone on the next boot; flatcar.first_boot=0 skips first boot's steps.",
 };
 pub const ETC: Stage = Stage {
     name: "etc",

@@ -123,8 +123,9 @@ impl BootParams {
             init: cmdline.value("init").map(str::to_string),
             first_boot: first_boot_request(cmdline),
             image_disk_guid: match cmdline.value("flatcar.randomize_disk_guid") {
+                // Flatcar's disk-uuid treats an empty value as its default.
+                Some("") | None => Guid::parse(IMAGE_DISK_GUID)?,
                 Some(guid) => Guid::parse(guid).context("bad flatcar.randomize_disk_guid=")?,
-                None => Guid::parse(IMAGE_DISK_GUID)?,
             },
             root_filesystem: match cmdline.value("keel.root.fs") {
                 Some("ext4") | None => FsKind::Ext4,
@@ -140,7 +141,7 @@ impl BootParams {
 /// `detected` when the bootloader found the flag file; Ignition's `ignition.firstboot`
 /// counts when present. Any parameter saying detected or yes wins over one saying no.
 fn first_boot_request(cmdline: &Cmdline) -> FirstBootRequest {
-    let says_no = |value: Option<&str>| matches!(value.unwrap_or(""), "" | "0" | "no" | "off" | "false");
+    let says_no = |value: Option<&str>| matches!(value.unwrap_or(""), "" | "0" | "no" | "off");
     let mut request = FirstBootRequest::Unsaid;
     let mut consider = |said: FirstBootRequest| {
         let rank = |r: FirstBootRequest| match r {
@@ -303,6 +304,7 @@ mod tests {
         let p = params("keel.root.fs=btrfs flatcar.randomize_disk_guid=ABCDEF01-2345-6789-ABCD-EF0123456789").unwrap();
         assert_eq!(p.root_filesystem, FsKind::Btrfs);
         assert_eq!(p.image_disk_guid.to_string(), "abcdef01-2345-6789-abcd-ef0123456789");
+        assert_eq!(params("flatcar.randomize_disk_guid=").unwrap().image_disk_guid.to_string(), IMAGE_DISK_GUID);
         assert_eq!(params("keel.root.fs=xfs").unwrap().root_filesystem, FsKind::Xfs);
     }
 

@@ -80,7 +80,8 @@ pub fn grow_root(dev: &mut (impl Read + Write + Seek)) -> anyhow::Result<Option<
         "{ROOT_NAME} is not the last partition on the disk, so it cannot grow into the free space"
     );
     let (_, last_usable) = usable_range(sectors);
-    let aligned_end = (last_usable + 1) / ALIGNMENT_SECTORS * ALIGNMENT_SECTORS - 1;
+    // A disk under 1 MiB has no aligned end: ROOT stays as it is.
+    let aligned_end = ((last_usable + 1) / ALIGNMENT_SECTORS * ALIGNMENT_SECTORS).checked_sub(1).unwrap_or(root.last_lba);
     let new_last = aligned_end.max(root.last_lba);
     let mut partitions = gpt.partitions.clone();
     for partition in partitions.iter_mut().filter(|p| p.number == root.number) {

@@ -274,7 +274,8 @@ fn find_stranded_backup(dev: &mut (impl Read + Seek), sectors: u64) -> Option<(H
 /// The first and last sector partitions may use on a disk of `disk_sectors` sectors,
 /// with 128-entry arrays on both ends.
 pub fn usable_range(disk_sectors: u64) -> (u64, u64) {
-    (2 + ENTRY_ARRAY_SECTORS, disk_sectors - 2 - ENTRY_ARRAY_SECTORS)
+    // Saturating: a disk too small for the tables has nothing usable, and callers refuse it.
+    (2 + ENTRY_ARRAY_SECTORS, disk_sectors.saturating_sub(2 + ENTRY_ARRAY_SECTORS))
 }
 
 /// Writes a protective MBR and both copies of a partition table whose entries keep their

@@ -97,6 +97,24 @@ fn the_disk_gets_its_own_identity_once() {
 }
 
 #[test]
+fn disks_too_small_to_align_are_handled_without_overflow() {
+    // Under 1 MiB there is no aligned end to grow to; the table is kept (and repaired).
+    let root = keel_disk::GptPartition {
+        number: 9,
+        type_guid: Guid::from_random_bytes([9; 16]),
+        guid: Guid::from_random_bytes([8; 16]),
+        first_lba: 100,
+        last_lba: 200,
+        attributes: 0,
+        name: "ROOT".into(),
+    };
+    let mut disk = io::Cursor::new(vec![0u8; 1000 * 512]);
+    keel_disk::write_gpt(&mut disk, Guid::from_random_bytes([7; 16]), std::slice::from_ref(&root)).unwrap();
+    assert_eq!(grow_root(&mut disk).unwrap(), None);
+    assert_eq!(read_gpt(&mut disk).unwrap().by_name("ROOT"), Some(&root));
+}
+
+#[test]
 fn the_format_pending_mark_touches_only_its_own_bit() {
     let path = grown_disk("pending", 32);
     let old = table(&path);

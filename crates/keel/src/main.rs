@@ -169,7 +169,7 @@ fn disk_grow_root(words: &[String]) -> anyhow::Result<()> {
     file.sync_all()?;
     use std::os::unix::fs::FileTypeExt;
     if !file.metadata()?.file_type().is_block_device() {
-        println!("{disk}: an image file; its ROOT filesystem grows when keel-init first boots it");
+        println!("{disk}: an image file; its ROOT filesystem grows when keel-init first boots it (the image's ESP carries the first-boot flag)");
         return Ok(());
     }
     let gpt = keel_disk::read_gpt(&mut file)?;
@@ -181,7 +181,7 @@ fn disk_grow_root(words: &[String]) -> anyhow::Result<()> {
             let growth = keel_disk::grow_mounted_filesystem(&mount_point, kind, root.size_bytes())?;
             println!("{}: {} grew from {} to {} MiB", mount_point.display(), kind.mount_type(), growth.bytes_before >> 20, growth.bytes_after >> 20);
         }
-        None => println!("{disk}: ROOT is not mounted; its filesystem grows when keel-init next boots it on first boot, or mount it and run this again"),
+        None => println!("{disk}: ROOT is not mounted, so its filesystem was not grown: mount it and run this again"),
     }
     Ok(())
 }
