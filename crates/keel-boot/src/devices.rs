@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context};
 use keel_cmdline::DeviceSpec;
-use keel_disk::{probe_filesystem, read_gpt, repair_table, reread_partition_table, Guid, Probe, SmallerThanImage, ROOT_FORMAT_PENDING};
+use keel_disk::{probe_filesystem, read_gpt, repair_table, reread_partition_table, Gpt, Guid, Probe, SmallerThanImage, ROOT_FORMAT_PENDING};
 use std::cell::RefCell;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
@@ -81,6 +81,11 @@ fn device_node(device: &SysBlock) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// The partition table on the block device `node`.
+pub fn read_table(node: &Path) -> anyhow::Result<Gpt> {
+    read_gpt(&mut File::open(node).with_context(|| format!("cannot open {}", node.display()))?)
+}
+
 /// A partition or disk that matched a device spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FoundDevice {
@@ -125,7 +130,7 @@ const IMAGE_PARTITIONS: [&str; 3] = ["USR-A", "USR-B", "ROOT"];
 /// on a disk carrying an image, the intact backup is copied over it and the kernel told.
 fn repair_torn_tables(devices: &[SysBlock], seen: &mut Seen) -> anyhow::Result<()> {
     for disk in devices.iter().filter(|d| d.partition_of.is_none()) {
-        let Ok(gpt) = File::open(device_node(disk)?).map_err(anyhow::Error::from).and_then(|mut f| read_gpt(&mut f)) else { continue };
+        let Ok(gpt) = read_table(&device_node(disk)?) else { continue };
         if !gpt.primary_intact && gpt.partitions.iter().any(|p| IMAGE_PARTITIONS.contains(&p.name.as_str())) {
             repair_primary_table(disk, seen)?;
         }
@@ -165,7 +170,7 @@ fn matching_devices(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Vec<Fo
                 _ => None,
             };
             for disk in devices.iter().filter(|d| d.partition_of.is_none()) {
-                let gpt = match File::open(device_node(disk)?).map_err(anyhow::Error::from).and_then(|mut f| read_gpt(&mut f)) {
+                let gpt = match read_table(&device_node(disk)?) {
                     Ok(gpt) => gpt,
                     Err(error) => {
                         if error.downcast_ref::<SmallerThanImage>().is_some() {
@@ -266,9 +271,7 @@ pub fn kernel_size_bytes(device: &FoundDevice) -> anyhow::Result<u64> {
 fn stands_in_for_label(probe: &Probe, device: &SysBlock, devices: &[SysBlock], label: &str) -> anyhow::Result<bool> {
     let Some((disk_name, number)) = &device.partition_of else { return Ok(false) };
     let Some(disk) = devices.iter().find(|d| &d.name == disk_name) else { return Ok(false) };
-    let Ok(gpt) = File::open(device_node(disk)?).map_err(anyhow::Error::from).and_then(|mut f| read_gpt(&mut f)) else {
-        return Ok(false);
-    };
+    let Ok(gpt) = read_table(&device_node(disk)?) else { return Ok(false) };
     Ok(gpt.partition(*number).is_some_and(|p| p.name == label && (*probe == Probe::Blank || p.attributes & ROOT_FORMAT_PENDING != 0)))
 }
 

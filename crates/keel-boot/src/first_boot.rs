@@ -3,12 +3,14 @@
 //! step has succeeded. Each step converges when run again, so a boot cut short by a
 //! power cut is finished by the next, which is a first boot again until the flag is gone.
 
-use crate::devices::{kernel_size_bytes, partition_on, FoundDevice};
+use crate::devices::{disk_of, kernel_size_bytes, partition_on, read_table, FoundDevice};
 use crate::log::Log;
 use crate::mounts::mount_at;
 use anyhow::Context;
 use keel_cmdline::{BootParams, FirstBootRequest};
-use keel_disk::{grow_root, probe_filesystem, randomize_identity, read_gpt, resize_kernel_partition, FsKind, Guid, Probe, FIRST_BOOT_FLAG, ROOT_NAME};
+use keel_disk::{
+    grow_root, probe_filesystem, randomize_identity, read_gpt, resize_kernel_partition, FsKind, Gpt, Guid, Probe, FIRST_BOOT_FLAG, ROOT_NAME,
+};
 use nix::mount::{umount, MsFlags};
 use std::fs::{File, OpenOptions};
 use std::path::Path;
@@ -16,10 +18,28 @@ use std::path::Path;
 const ESP_TYPE: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
 const ESP_MOUNT: &str = "/run/keel/esp";
 
-/// The disk ROOT is on and ROOT's partition number there.
+/// The GPT disk ROOT is on and ROOT's partition number there.
 pub struct RootDisk {
     pub disk: FoundDevice,
     pub root_number: u32,
+}
+
+impl RootDisk {
+    /// ROOT's disk, when ROOT is a partition of a disk with a readable GPT: first boot's
+    /// disk work needs one, and ROOT anywhere else just boots.
+    pub fn of(root: &FoundDevice) -> anyhow::Result<Option<RootDisk>> {
+        Ok(disk_of(root)?.filter(|(disk, _)| read_table(&disk.node).is_ok()).map(|(disk, root_number)| RootDisk { disk, root_number }))
+    }
+
+    /// The disk's partition table as it is now.
+    pub fn table(&self) -> anyhow::Result<Gpt> {
+        read_table(&self.disk.node)
+    }
+
+    pub fn open_for_writing(&self) -> anyhow::Result<File> {
+        let node = &self.disk.node;
+        OpenOptions::new().read(true).write(true).open(node).with_context(|| format!("cannot open {} for writing", node.display()))
+    }
 }
 
 /// This boot is a first boot.
@@ -47,7 +67,7 @@ pub fn early_random_guid() -> anyhow::Result<Guid> {
 
 /// The disk's ESP, when it has one with a vfat filesystem on it.
 fn find_esp(root_disk: &RootDisk) -> anyhow::Result<Option<FoundDevice>> {
-    let gpt = read_gpt(&mut File::open(&root_disk.disk.node).with_context(|| format!("cannot open {}", root_disk.disk.node.display()))?)?;
+    let gpt = root_disk.table()?;
     let esp_type = Guid::parse(ESP_TYPE)?;
     let Some(entry) = gpt.partitions.iter().find(|p| p.type_guid == esp_type) else { return Ok(None) };
     let Some(esp) = partition_on(&root_disk.disk, entry.number)? else { return Ok(None) };
@@ -103,7 +123,7 @@ pub fn detect(params: &BootParams, root_disk: &RootDisk, log: &mut Log) -> Optio
 /// the running kernel told. Returns what it did, for the log.
 pub fn prepare_disk(params: &BootParams, root_disk: &RootDisk, root: &FoundDevice) -> anyhow::Result<String> {
     let node = &root_disk.disk.node;
-    let mut disk = OpenOptions::new().read(true).write(true).open(node).with_context(|| format!("cannot open {} for writing", node.display()))?;
+    let mut disk = root_disk.open_for_writing()?;
     // A failed draw gives the zero GUID, which randomize_identity never uses; the draw's
     // own error is what the person needs to see.
     let mut draw_error = None;

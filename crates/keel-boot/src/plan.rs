@@ -1,5 +1,5 @@
-use crate::devices::{disk_of, DeviceWatcher, FoundDevice};
-use keel_disk::{read_gpt, slot_of};
+use crate::devices::{disk_of, read_table, DeviceWatcher, FoundDevice};
+use keel_disk::slot_of;
 use crate::emergency::{self, Failure};
 use crate::first_boot::{self, RootDisk};
 use crate::log::{uptime, Log, Timeline};
@@ -85,7 +85,7 @@ fn read_config() -> anyhow::Result<(BootParams, ImageManifest)> {
 /// The A/B slot `data` is, from its disk's partition table.
 fn usr_slot(data: &FoundDevice) -> anyhow::Result<&'static str> {
     let Some((disk, number)) = disk_of(data)? else { return Ok("none") };
-    let gpt = read_gpt(&mut std::fs::File::open(&disk.node).with_context(|| format!("cannot open {}", disk.node.display()))?)?;
+    let gpt = read_table(&disk.node)?;
     Ok(gpt.partition(number).and_then(slot_of).map_or("none", |slot| slot.partition_name()))
 }
 
@@ -156,10 +156,7 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
         for change in watcher.take_changes() {
             log.info(&format!("first-boot: {change}"));
         }
-        // First boot's disk work needs a GPT; ROOT elsewhere just boots.
-        let root_disk = disk_of(&root)?
-            .filter(|(disk, _)| std::fs::File::open(&disk.node).map_err(anyhow::Error::from).and_then(|mut f| read_gpt(&mut f)).is_ok())
-            .map(|(disk, root_number)| RootDisk { disk, root_number });
+        let root_disk = RootDisk::of(&root)?;
         let first_boot = root_disk.as_ref().and_then(|root_disk| first_boot::detect(&params, root_disk, log));
         let detail = match (&first_boot, &root_disk) {
             (Some(first), Some(root_disk)) => {

@@ -3,7 +3,7 @@ use crate::first_boot::{early_random_guid, RootDisk};
 use crate::mounts::mount_at;
 use anyhow::{bail, Context};
 use keel_cmdline::{BootParams, DeviceSpec};
-use keel_disk::{grow_mounted_filesystem, probe_filesystem, read_gpt, set_format_pending, FsKind, Probe, ROOT_FORMAT_PENDING};
+use keel_disk::{grow_mounted_filesystem, probe_filesystem, set_format_pending, FsKind, Probe, ROOT_FORMAT_PENDING};
 use keel_manifest::{INITRD_FS_MODULES_DIR, INITRD_MKFS_DIR};
 use nix::mount::MsFlags;
 use std::fs::{File, OpenOptions};
@@ -26,7 +26,7 @@ pub struct RootOutcome {
 /// Whether keel's mark says a format of ROOT was cut short.
 fn format_was_cut_short(root_disk: Option<&RootDisk>) -> anyhow::Result<bool> {
     let Some(root_disk) = root_disk else { return Ok(false) };
-    let gpt = read_gpt(&mut File::open(&root_disk.disk.node).with_context(|| format!("cannot open {}", root_disk.disk.node.display()))?)?;
+    let gpt = root_disk.table()?;
     Ok(gpt.partition(root_disk.root_number).is_some_and(|p| p.attributes & ROOT_FORMAT_PENDING != 0))
 }
 
@@ -95,18 +95,15 @@ fn format_marked(root: &FoundDevice, root_disk: Option<&RootDisk>, kind: FsKind,
     if !Path::new(&mkfs).exists() {
         bail!("this initrd has no {mkfs}: rebuild it with `keel initrd build --root-filesystems ext4,{}`", kind.mount_type());
     }
-    let open_disk = |root_disk: &RootDisk| {
-        OpenOptions::new().read(true).write(true).open(&root_disk.disk.node).with_context(|| format!("cannot open {}", root_disk.disk.node.display()))
-    };
     if let Some(root_disk) = root_disk {
-        let mut disk = open_disk(root_disk)?;
+        let mut disk = root_disk.open_for_writing()?;
         set_format_pending(&mut disk, root_disk.root_number, true)?;
         disk.sync_all().context("cannot flush the partition table")?;
     }
     run_mkfs(&mkfs, kind, &root.node.display().to_string(), label)?;
     OpenOptions::new().write(true).open(&root.node).and_then(|f| f.sync_all()).with_context(|| format!("cannot flush {}", root.node.display()))?;
     if let Some(root_disk) = root_disk {
-        let mut disk = open_disk(root_disk)?;
+        let mut disk = root_disk.open_for_writing()?;
         set_format_pending(&mut disk, root_disk.root_number, false)?;
         disk.sync_all().context("cannot flush the partition table")?;
     }

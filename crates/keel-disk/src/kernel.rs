@@ -146,7 +146,8 @@ pub fn mounted_partition(disk: &File, number: u32) -> anyhow::Result<Option<(std
             Some("btrfs") => FsKind::Btrfs,
             other => bail!("ROOT is mounted as {}, which keel cannot grow", other.unwrap_or("?")),
         };
-        return Ok(Some((std::path::PathBuf::from(fields[4].replace("\\040", " ")), kind)));
+        let mount_point = fields.get(4).with_context(|| format!("a mountinfo line without a mount point: {line}"))?;
+        return Ok(Some((std::path::PathBuf::from(mount_point.replace("\\040", " ")), kind)));
     }
     Ok(None)
 }
