@@ -203,7 +203,10 @@ pub fn build_fixture(name: &str, verity: VerityLayout, edit_manifest: impl FnOnc
 /// copy of the disk.
 pub fn shared_fixture() -> anyhow::Result<&'static Fixture> {
     static FIXTURE: OnceLock<Result<Fixture, String>> = OnceLock::new();
-    FIXTURE.get_or_init(|| build_fixture("shared", VerityLayout::default(), |_| {}).map_err(|e| format!("{e:#}"))).as_ref().map_err(|e| anyhow::anyhow!("{e}"))
+    FIXTURE
+        .get_or_init(|| build_fixture("shared", VerityLayout::default(), |_| {}).map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// A private copy of `fixture`'s disk for one scenario.

@@ -3,7 +3,7 @@
 //! flag goes, so the second boot changes nothing.
 
 use keel_disk::{read_gpt, Gpt, IMAGE_DISK_GUID};
-use keel_vm_tests::{check_root_ext4, boot, disk_copy, esp_has_flag, ext4_blocks, format_root, resize_disk, shared_fixture, stage_millis, Console};
+use keel_vm_tests::{boot, check_root_ext4, disk_copy, esp_has_flag, ext4_blocks, format_root, resize_disk, shared_fixture, stage_millis, Console};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;

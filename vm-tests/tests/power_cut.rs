@@ -6,8 +6,8 @@
 
 use keel_disk::{read_gpt, Gpt, IMAGE_DISK_GUID};
 use keel_vm_tests::{
-    check_root_ext4, on_root, 
-    boot_until, disk_copy, esp_has_flag, ext4_blocks, format_root, resize_disk, shared_fixture, stage_millis, Console, Fixture,
+    boot_until, check_root_ext4, disk_copy, esp_has_flag, ext4_blocks, format_root, on_root, resize_disk, shared_fixture, stage_millis, Console,
+    Fixture,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -137,7 +137,9 @@ fn survives_cuts(shipped: Shipped, name: &str, kernel_points: u32, disk_points: 
         ["first-boot", "root", "etc", "first-boot-done"].iter().map(|s| stage_millis(&reference, s).unwrap_or(0.0)).sum::<f64>() + 100.0;
     let mut moments: Vec<Moment> =
         (1..=kernel_points).map(|k| Moment::SinceStart(Duration::from_secs_f64(kernel_secs * f64::from(k) / f64::from(kernel_points + 1)))).collect();
-    moments.extend((0..disk_points).map(|k| Moment::After("usr", Duration::from_secs_f64(disk_work_ms / 1000.0 * f64::from(k) / f64::from(disk_points)))));
+    moments.extend(
+        (0..disk_points).map(|k| Moment::After("usr", Duration::from_secs_f64(disk_work_ms / 1000.0 * f64::from(k) / f64::from(disk_points)))),
+    );
     // Right as each later stage starts, whatever the timing jitter: the format (or grow),
     // the /etc overlay, and the flag's removal.
     moments.extend(["first-boot", "root", "etc"].map(|stage| Moment::After(stage, Duration::ZERO)));

@@ -34,7 +34,13 @@ fn measure(program: &Path, args: &[String], scratch: &Path) -> anyhow::Result<(D
 /// openssl's SHA-256 rate on 4 KiB blocks, in bytes per second, for `processes` at once.
 fn openssl_sha256(processes: usize) -> anyhow::Result<f64> {
     let children: Vec<_> = (0..processes)
-        .map(|_| Command::new("openssl").args(["speed", "-elapsed", "-seconds", "3", "-evp", "sha256", "-bytes", "4096"]).stderr(Stdio::null()).stdout(Stdio::piped()).spawn())
+        .map(|_| {
+            Command::new("openssl")
+                .args(["speed", "-elapsed", "-seconds", "3", "-evp", "sha256", "-bytes", "4096"])
+                .stderr(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()
+        })
         .collect::<Result<_, _>>()
         .context("cannot run openssl")?;
     let mut total = 0.0;
@@ -114,7 +120,12 @@ pub fn verity(workspace: &Path) -> anyhow::Result<()> {
     println!("| veritysetup format | {reference_s:.3} s | {:.2} | {:.1} MiB |", gbps(reference_s), reference_rss as f64 / 1048576.0);
     println!("| keel verity format | {keel_s:.3} s | {:.2} | {:.1} MiB |", gbps(keel_s), keel_rss as f64 / 1048576.0);
     println!("keel / veritysetup throughput: {:.2}x", reference_s / keel_s);
-    println!("SHA-256 (openssl, 4 KiB blocks): {:.2} GB/s on one core; {cores} cores x that = {:.2} GB/s; measured with {cores} at once: {:.2} GB/s", single / 1e9, single * cores as f64 / 1e9, all_cores / 1e9);
+    println!(
+        "SHA-256 (openssl, 4 KiB blocks): {:.2} GB/s on one core; {cores} cores x that = {:.2} GB/s; measured with {cores} at once: {:.2} GB/s",
+        single / 1e9,
+        single * cores as f64 / 1e9,
+        all_cores / 1e9
+    );
     println!("keel vs the {cores}-core limit (one-core rate x cores): {:.0}%", 100.0 * gbps(keel_s) * 1e9 / (single * cores as f64));
     Ok(())
 }

@@ -69,8 +69,10 @@ fn setup() -> anyhow::Result<()> {
     if !missing.is_empty() {
         eprintln!("xtask: installing {}", missing.join(" "));
         status(Command::new("apt-get").args(["update", "-q"]))?;
-        status(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
-            .context("installing Debian packages needs root")?;
+        status(
+            Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+        .context("installing Debian packages needs root")?;
     }
     let targets = Command::new("rustup").args(["target", "list", "--installed"]).output().context("cannot run rustup")?;
     if !String::from_utf8_lossy(&targets.stdout).lines().any(|t| t == MUSL) {

@@ -4,10 +4,10 @@
 use anyhow::{bail, Context};
 use keel_cmdline::DeviceSpec;
 use keel_disk::{probe_filesystem, read_gpt, repair_table, reread_partition_table, Gpt, Guid, Probe, SmallerThanImage, ROOT_FORMAT_PENDING};
-use std::cell::RefCell;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use std::cell::RefCell;
 use std::fs::{self, File};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -191,7 +191,9 @@ fn matching_devices(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Vec<Fo
                 let child = devices.iter().find(|d| d.partition_of.as_ref() == Some(&(disk.name.clone(), partition.number)));
                 match child {
                     Some(child) => matches.push(found(child)?),
-                    None => seen.lines.push(format!("{}: partition {} is in the GPT but the kernel has not added it yet", disk.name, partition.number)),
+                    None => {
+                        seen.lines.push(format!("{}: partition {} is in the GPT but the kernel has not added it yet", disk.name, partition.number))
+                    }
                 }
             }
         }
@@ -261,7 +263,8 @@ pub fn partition_on(disk: &FoundDevice, number: u32) -> anyhow::Result<Option<Fo
 /// The size the kernel gives a block device now, in bytes.
 pub fn kernel_size_bytes(device: &FoundDevice) -> anyhow::Result<u64> {
     let path = format!("/sys/dev/block/{}:{}/size", device.major, device.minor);
-    let sectors: u64 = read_trimmed(Path::new(&path)).with_context(|| format!("cannot read {path}"))?.parse().with_context(|| format!("bad {path}"))?;
+    let sectors: u64 =
+        read_trimmed(Path::new(&path)).with_context(|| format!("cannot read {path}"))?.parse().with_context(|| format!("bad {path}"))?;
     Ok(sectors * 512)
 }
 
@@ -285,13 +288,9 @@ pub struct DeviceWatcher {
 
 impl DeviceWatcher {
     pub fn open() -> anyhow::Result<DeviceWatcher> {
-        let socket = socket(
-            AddressFamily::Netlink,
-            SockType::Datagram,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-            SockProtocol::NetlinkKObjectUEvent,
-        )
-        .context("cannot open the kernel uevent socket")?;
+        let socket =
+            socket(AddressFamily::Netlink, SockType::Datagram, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, SockProtocol::NetlinkKObjectUEvent)
+                .context("cannot open the kernel uevent socket")?;
         // Group 1: the kernel's own events (udev re-broadcasts on group 2).
         bind(socket.as_raw_fd(), &NetlinkAddr::new(0, 1)).context("cannot listen to kernel uevents")?;
         Ok(DeviceWatcher { socket, changes: RefCell::new(Vec::new()) })

@@ -13,9 +13,14 @@ const SHELL: &str = "/bin/sh";
 
 /// Why the boot did not reach the real root.
 pub enum Failure {
-    Failed { stage: &'static Stage, error: anyhow::Error },
+    Failed {
+        stage: &'static Stage,
+        error: anyhow::Error,
+    },
     /// `rd.break` asked to stop before this stage.
-    Stopped { stage: &'static Stage },
+    Stopped {
+        stage: &'static Stage,
+    },
 }
 
 /// Reports the failure, opens a shell when asked and one exists, then carries out the

@@ -59,8 +59,7 @@ pub fn early_random_guid() -> anyhow::Result<Guid> {
     let mut bytes = [0u8; 16];
     let mut filled = 0;
     while filled < bytes.len() {
-        filled += rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::INSECURE)
-            .context("getrandom failed")?;
+        filled += rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::INSECURE).context("getrandom failed")?;
     }
     Ok(Guid::from_random_bytes(bytes))
 }
@@ -108,9 +107,7 @@ pub fn detect(params: &BootParams, root_disk: &RootDisk, log: &mut Log) -> Optio
                 Ok(true) => ("the ESP holds the first-boot flag", Some(esp)),
                 Ok(false) => return None,
                 Err(error) => {
-                    log.error(&format!(
-                        "first-boot: cannot read the first-boot flag, so this is not treated as a first boot: {error:#}"
-                    ));
+                    log.error(&format!("first-boot: cannot read the first-boot flag, so this is not treated as a first boot: {error:#}"));
                     return None;
                 }
             }

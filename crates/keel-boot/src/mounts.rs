@@ -16,9 +16,8 @@ fn real_directory(target: &Path) -> anyhow::Result<()> {
 /// Mounts `source` on `target` (made if missing), naming both in the error.
 pub fn mount_at(source: &str, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> anyhow::Result<()> {
     real_directory(target)?;
-    mount(Some(source), target, fstype, flags, data).with_context(|| {
-        format!("cannot mount {source} on {} (type {}, options {:?})", target.display(), fstype.unwrap_or("-"), data.unwrap_or(""))
-    })
+    mount(Some(source), target, fstype, flags, data)
+        .with_context(|| format!("cannot mount {source} on {} (type {}, options {:?})", target.display(), fstype.unwrap_or("-"), data.unwrap_or("")))
 }
 
 /// The kernel's pseudo-filesystems, as every init needs them.

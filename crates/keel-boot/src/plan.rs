@@ -1,5 +1,4 @@
 use crate::devices::{disk_of, read_table, DeviceWatcher, FoundDevice};
-use keel_disk::slot_of;
 use crate::emergency::{self, Failure};
 use crate::first_boot::{self, RootDisk};
 use crate::log::{uptime, Log, Timeline};
@@ -10,6 +9,7 @@ use crate::switch_root::{check_init, switch_root, DEFAULT_INIT};
 use crate::usr::{mount_verified_usr, open_verified_usr};
 use anyhow::{bail, Context};
 use keel_cmdline::{BootParams, Cmdline, EmergencyAction};
+use keel_disk::slot_of;
 use keel_manifest::{ImageManifest, INITRD_MANIFEST_PATH, INITRD_MODULES_PATH};
 use std::convert::Infallible;
 use std::path::Path;
@@ -75,8 +75,7 @@ fn check_against_manifest(params: &BootParams, manifest: &ImageManifest) -> anyh
 fn read_config() -> anyhow::Result<(BootParams, ImageManifest)> {
     let cmdline_text = std::fs::read_to_string("/proc/cmdline").context("cannot read /proc/cmdline")?;
     let params = params_from(&cmdline_text)?;
-    let manifest_text =
-        std::fs::read_to_string(INITRD_MANIFEST_PATH).with_context(|| format!("cannot read {INITRD_MANIFEST_PATH}"))?;
+    let manifest_text = std::fs::read_to_string(INITRD_MANIFEST_PATH).with_context(|| format!("cannot read {INITRD_MANIFEST_PATH}"))?;
     let manifest = ImageManifest::from_json(&manifest_text).with_context(|| format!("in {INITRD_MANIFEST_PATH}"))?;
     check_against_manifest(&params, &manifest)?;
     Ok((params, manifest))
@@ -142,12 +141,8 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
         let slot = usr_slot(&data)?;
         std::fs::create_dir_all("/run/keel").context("cannot create /run/keel")?;
         std::fs::write(USR_SLOT, format!("{slot}\n")).with_context(|| format!("cannot write {USR_SLOT}"))?;
-        let detail = format!(
-            "{} verified: dm-verity device {} from {} (slot {slot}), status V",
-            params.usr_data,
-            device.node.display(),
-            data.node.display()
-        );
+        let detail =
+            format!("{} verified: dm-verity device {} from {} (slot {slot}), status V", params.usr_data, device.node.display(), data.node.display());
         Ok((device, detail))
     })?;
 
@@ -203,9 +198,8 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
     // First boot is over only when every step of it succeeded.
     if let Some(first_boot) = first_boot.as_ref().filter(|_| !grow_failed) {
         boot.stage(&stage::FIRST_BOOT_DONE, |_| {
-            let detail = first_boot::finish(first_boot).unwrap_or_else(|error| {
-                format!("the first-boot flag could not be cleared, so the next boot runs first boot again: {error:#}")
-            });
+            let detail = first_boot::finish(first_boot)
+                .unwrap_or_else(|error| format!("the first-boot flag could not be cleared, so the next boot runs first boot again: {error:#}"));
             Ok(((), detail))
         })?;
     }

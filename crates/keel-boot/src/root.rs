@@ -55,9 +55,7 @@ pub fn mount_root(
         _ if format_was_cut_short(root_disk)? => (format()?, Some("an earlier format was cut short, so it was formatted again")),
         Probe::Filesystem(fs) => (fs.kind, None),
         Probe::Blank => (format()?, Some("it was blank")),
-        Probe::Unknown => bail!(
-            "{node} holds data that is not a filesystem keel recognises; it is left untouched rather than formatted over"
-        ),
+        Probe::Unknown => bail!("{node} holds data that is not a filesystem keel recognises; it is left untouched rather than formatted over"),
     };
     load_filesystem_modules(kind)?;
     let fstype = params.root_fstype.as_deref().unwrap_or(kind.mount_type());
@@ -76,10 +74,7 @@ fn load_filesystem_modules(kind: FsKind) -> anyhow::Result<()> {
     match std::fs::read_to_string(&list_path) {
         Ok(list) => crate::modules::load_listed(&list).map(|_| ()),
         Err(_) if kernel_knows(kind) => Ok(()),
-        Err(_) => bail!(
-            "this initrd cannot mount {0}: rebuild it with `keel initrd build --root-filesystems ext4,{0}`",
-            kind.mount_type()
-        ),
+        Err(_) => bail!("this initrd cannot mount {0}: rebuild it with `keel initrd build --root-filesystems ext4,{0}`", kind.mount_type()),
     }
 }
 
@@ -130,9 +125,20 @@ fn run_mkfs(mkfs: &str, kind: FsKind, node: &str, label: &str) -> anyhow::Result
 /// Made only where missing: what the system put there itself is never replaced.
 pub fn ensure_skeleton(sysroot: &Path) -> anyhow::Result<()> {
     const DIRS: [(&str, u32); 14] = [
-        ("usr", 0o755), ("etc", 0o755), ("var", 0o755), ("run", 0o755), ("proc", 0o555), ("sys", 0o555),
-        ("dev", 0o755), ("home", 0o755), ("root", 0o700), ("mnt", 0o755), ("opt", 0o755), ("srv", 0o755),
-        ("media", 0o755), ("tmp", 0o1777),
+        ("usr", 0o755),
+        ("etc", 0o755),
+        ("var", 0o755),
+        ("run", 0o755),
+        ("proc", 0o555),
+        ("sys", 0o555),
+        ("dev", 0o755),
+        ("home", 0o755),
+        ("root", 0o700),
+        ("mnt", 0o755),
+        ("opt", 0o755),
+        ("srv", 0o755),
+        ("media", 0o755),
+        ("tmp", 0o1777),
     ];
     const LINKS: [(&str, &str); 4] = [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")];
     for (name, mode) in DIRS {

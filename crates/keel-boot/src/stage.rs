@@ -21,7 +21,8 @@ pub const CONFIG: Stage = Stage {
 pub const MODULES: Stage = Stage {
     name: "modules",
     doing: "load the kernel modules the initrd lists",
-    remedy: "The initrd's modules must come from the running kernel (uname -r); rebuild it with `keel initrd build --kernel-modules` for this kernel.",
+    remedy:
+        "The initrd's modules must come from the running kernel (uname -r); rebuild it with `keel initrd build --kernel-modules` for this kernel.",
 };
 pub const USR: Stage = Stage {
     name: "usr",

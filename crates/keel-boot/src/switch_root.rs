@@ -2,11 +2,11 @@ use crate::mounts::move_mount;
 use anyhow::{bail, Context};
 use nix::sys::statfs::{statfs, FsType, TMPFS_MAGIC};
 use nix::unistd::{chdir, chroot, execv};
-use std::ffi::OsString;
-use std::os::unix::ffi::OsStrExt;
 use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
 use std::convert::Infallible;
 use std::ffi::CString;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 

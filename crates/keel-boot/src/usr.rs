@@ -2,12 +2,12 @@
 //! exists, and nothing mounts /usr except from that device.
 
 use crate::devices::FoundDevice;
+use crate::mounts::mount_at;
 use anyhow::{bail, ensure, Context};
 use keel_cmdline::{BootParams, UsrCorruption};
 use keel_dm::{create_verity, verity_status, MappedDevice, VerityStatus};
 use keel_manifest::UsrImage;
 use keel_verity::{check_tree, encode_hex, tree_start_block, CorruptionMode, ReadAt, Superblock, TableLine, VerityError, SUPERBLOCK_SIZE};
-use crate::mounts::mount_at;
 use nix::mount::MsFlags;
 use nix::sys::stat::makedev;
 use std::fs::File;
@@ -18,12 +18,7 @@ pub const USR_DEVICE_NAME: &str = "usr";
 
 /// Checks the USR partition against the manifest baked into the initrd, then creates the
 /// verity device the kernel will check every /usr read against.
-pub fn open_verified_usr(
-    params: &BootParams,
-    usr: &UsrImage,
-    data: &FoundDevice,
-    hash: &FoundDevice,
-) -> anyhow::Result<MappedDevice> {
+pub fn open_verified_usr(params: &BootParams, usr: &UsrImage, data: &FoundDevice, hash: &FoundDevice) -> anyhow::Result<MappedDevice> {
     let baked_root = encode_hex(&usr.root_hash);
     if let Some(requested) = &params.usr_root_hash {
         ensure!(
@@ -51,9 +46,7 @@ pub fn open_verified_usr(
         );
     }
 
-    let data_size = File::open(&data.node)
-        .and_then(|f| f.size())
-        .with_context(|| format!("cannot find the size of {}", data.node.display()))?;
+    let data_size = File::open(&data.node).and_then(|f| f.size()).with_context(|| format!("cannot find the size of {}", data.node.display()))?;
     ensure!(
         data_size >= usr.verity.data_bytes() && (separate_hash || usr.hash_offset >= usr.verity.data_bytes()),
         "{} is {data_size} bytes, too small for the {} bytes of /usr data the manifest describes",

@@ -26,9 +26,7 @@ impl DeviceSpec {
             _ => anyhow::bail!("{text:?} is not a device: use PARTUUID=, PARTLABEL=, LABEL=, UUID= or a /dev path"),
         };
         match &spec {
-            DeviceSpec::PartUuid(v) | DeviceSpec::PartLabel(v) | DeviceSpec::Label(v) | DeviceSpec::Uuid(v)
-                if v.is_empty() =>
-            {
+            DeviceSpec::PartUuid(v) | DeviceSpec::PartLabel(v) | DeviceSpec::Label(v) | DeviceSpec::Uuid(v) if v.is_empty() => {
                 anyhow::bail!("{text:?} names no device")
             }
             DeviceSpec::PartUuid(guid) if !is_guid(guid) => {
@@ -41,8 +39,7 @@ impl DeviceSpec {
 
 /// Five groups of 8-4-4-4-12 hex digits.
 fn is_guid(text: &str) -> bool {
-    text.len() == 36
-        && text.bytes().enumerate().all(|(i, b)| if matches!(i, 8 | 13 | 18 | 23) { b == b'-' } else { b.is_ascii_hexdigit() })
+    text.len() == 36 && text.bytes().enumerate().all(|(i, b)| if matches!(i, 8 | 13 | 18 | 23) { b == b'-' } else { b.is_ascii_hexdigit() })
 }
 
 impl fmt::Display for DeviceSpec {

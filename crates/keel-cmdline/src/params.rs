@@ -1,6 +1,6 @@
 use crate::{Cmdline, DeviceSpec};
-use keel_disk::{FsKind, Guid, IMAGE_DISK_GUID};
 use anyhow::{bail, Context};
+use keel_disk::{FsKind, Guid, IMAGE_DISK_GUID};
 use std::time::Duration;
 
 /// Where /usr lives when the command line does not say: Flatcar's first slot.
@@ -75,9 +75,7 @@ impl BootParams {
             cmdline.value(key).map(|v| DeviceSpec::parse(v).with_context(|| format!("bad {key}="))).transpose()
         };
         let mount_usr = match cmdline.last_of(&["mount.usr", "usr"]) {
-            Some((key, Some(value))) if value != VERITY_USR_NODE => {
-                Some(DeviceSpec::parse(value).with_context(|| format!("bad {key}="))?)
-            }
+            Some((key, Some(value))) if value != VERITY_USR_NODE => Some(DeviceSpec::parse(value).with_context(|| format!("bad {key}="))?),
             _ => None,
         };
         let usr_data = match (device("verity.usr")?, device("systemd.verity_usr_data")?, mount_usr) {
@@ -176,9 +174,7 @@ fn parse_usr_options(options: Option<&str>) -> anyhow::Result<UsrCorruption> {
         mode = match option {
             "panic-on-corruption" => UsrCorruption::Panic,
             "restart-on-corruption" => UsrCorruption::Restart,
-            other => bail!(
-                "systemd.verity_usr_options={other} is not supported (keel accepts panic-on-corruption or restart-on-corruption)"
-            ),
+            other => bail!("systemd.verity_usr_options={other} is not supported (keel accepts panic-on-corruption or restart-on-corruption)"),
         };
     }
     Ok(mode)
@@ -237,9 +233,11 @@ mod tests {
 
     #[test]
     fn systemd_names_work_too() {
-        let p = params("systemd.verity_usr_data=PARTLABEL=USR-B systemd.verity_usr_hash=/dev/vdb usrhash=ff \
-                        systemd.verity_usr_options=restart-on-corruption")
-            .unwrap();
+        let p = params(
+            "systemd.verity_usr_data=PARTLABEL=USR-B systemd.verity_usr_hash=/dev/vdb usrhash=ff \
+                        systemd.verity_usr_options=restart-on-corruption",
+        )
+        .unwrap();
         assert_eq!(p.usr_data, DeviceSpec::PartLabel("USR-B".into()));
         assert_eq!(p.usr_hash_device, Some(DeviceSpec::Path("/dev/vdb".into())));
         assert_eq!(p.usr_root_hash.as_deref(), Some("ff"));
@@ -310,8 +308,16 @@ mod tests {
 
     #[test]
     fn bad_values_are_errors_that_name_the_parameter() {
-        for line in ["rd.emergency=explode", "keel.root.fs=ntfs", "flatcar.randomize_disk_guid=1", "rd.timeout=soon", "root=sda1", "verity.usr=nothing", "usrhash",
-                     "systemd.verity_usr_options=ignore-corruption"] {
+        for line in [
+            "rd.emergency=explode",
+            "keel.root.fs=ntfs",
+            "flatcar.randomize_disk_guid=1",
+            "rd.timeout=soon",
+            "root=sda1",
+            "verity.usr=nothing",
+            "usrhash",
+            "systemd.verity_usr_options=ignore-corruption",
+        ] {
             let error = format!("{:#}", params(line).unwrap_err());
             let key = line.split('=').next().unwrap();
             assert!(error.contains(key.trim_start_matches("verity.")), "{line}: {error}");

@@ -43,11 +43,7 @@ impl Cmdline {
 
     /// The last of several names that is present, with its value (`None` for a bare word).
     pub fn last_of<'a>(&'a self, keys: &[&'a str]) -> Option<(&'a str, Option<&'a str>)> {
-        self.words
-            .iter()
-            .rev()
-            .find(|(k, _)| keys.contains(&k.as_str()))
-            .map(|(k, v)| (k.as_str(), v.as_deref()))
+        self.words.iter().rev().find(|(k, _)| keys.contains(&k.as_str())).map(|(k, v)| (k.as_str(), v.as_deref()))
     }
 
     pub fn has(&self, key: &str) -> bool {

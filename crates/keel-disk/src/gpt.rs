@@ -144,8 +144,7 @@ fn parse_header(sector: &[u8; SECTOR_SIZE as usize], expected_lba: u64, disk_sec
         return Err(SmallerThanImage { table_sectors: header.last_usable.saturating_add(1), disk_sectors }.into());
     }
     ensure!(
-        header.entries_lba >= 2 && array_end <= disk_sectors
-            && (array_end <= header.first_usable || header.entries_lba > header.last_usable),
+        header.entries_lba >= 2 && array_end <= disk_sectors && (array_end <= header.first_usable || header.entries_lba > header.last_usable),
         "entry array at sector {} overlaps the usable area or leaves the disk",
         header.entries_lba
     );
@@ -175,11 +174,8 @@ fn parse_entries(array: &[u8], header: &Header) -> anyhow::Result<Vec<GptPartiti
         if type_guid == Guid::ZERO {
             continue;
         }
-        let units: Vec<u16> = entry[56..56 + 2 * NAME_UNITS]
-            .chunks_exact(2)
-            .map(|pair| u16::from_le_bytes([pair[0], pair[1]]))
-            .take_while(|&unit| unit != 0)
-            .collect();
+        let units: Vec<u16> =
+            entry[56..56 + 2 * NAME_UNITS].chunks_exact(2).map(|pair| u16::from_le_bytes([pair[0], pair[1]])).take_while(|&unit| unit != 0).collect();
         let partition = GptPartition {
             number: index as u32 + 1,
             type_guid,
@@ -246,8 +242,7 @@ pub fn read_gpt(dev: &mut (impl Read + Seek)) -> anyhow::Result<Gpt> {
         }
     };
     let mut sector0 = [0u8; SECTOR_SIZE as usize];
-    let protective_mbr_current =
-        read_at(dev, 0, &mut sector0).is_ok() && sector0[446..] == protective_mbr(sectors, &sector0)[446..];
+    let protective_mbr_current = read_at(dev, 0, &mut sector0).is_ok() && sector0[446..] == protective_mbr(sectors, &sector0)[446..];
     Ok(Gpt {
         protective_mbr_current,
         disk_guid: header.disk_guid,

@@ -88,11 +88,7 @@ impl GptprioChange {
 
     /// `current` with this change made; out-of-range values are errors.
     pub fn apply(&self, current: Gptprio) -> anyhow::Result<Gptprio> {
-        Gptprio::new(
-            self.priority.unwrap_or(current.priority),
-            self.tries.unwrap_or(current.tries),
-            self.successful.unwrap_or(current.successful),
-        )
+        Gptprio::new(self.priority.unwrap_or(current.priority), self.tries.unwrap_or(current.tries), self.successful.unwrap_or(current.successful))
     }
 }
 
@@ -190,10 +186,7 @@ impl UsrSlots {
 fn find_slot(partitions: &[GptPartition], slot: Slot) -> anyhow::Result<&GptPartition> {
     let mut matches = partitions.iter().filter(|p| slot_of(p) == Some(slot));
     let Some(found) = matches.next() else {
-        bail!(
-            "the disk has no {slot} partition (named {slot} or with partition GUID {}): is it a Flatcar-layout disk?",
-            slot.partition_guid()
-        )
+        bail!("the disk has no {slot} partition (named {slot} or with partition GUID {}): is it a Flatcar-layout disk?", slot.partition_guid())
     };
     if let Some(second) = matches.next() {
         bail!("partitions {} and {} both claim to be {slot}: fix the partition names or GUIDs first", found.number, second.number);
@@ -266,7 +259,11 @@ pub fn prioritize(
     // Each member's rank key: its priority, or one above every priority for `chosen`.
     const ABOVE_ALL: u8 = GPTPRIO_MAX + 1;
     let rank_key = |p: &GptPartition| {
-        if Some(p.number) == chosen { ABOVE_ALL } else { Gptprio::from_attributes(p.attributes).priority }
+        if Some(p.number) == chosen {
+            ABOVE_ALL
+        } else {
+            Gptprio::from_attributes(p.attributes).priority
+        }
     };
     let mut keys: Vec<u8> = partitions.iter().filter(|p| in_group(p)).map(rank_key).collect();
     keys.sort_unstable_by(|a, b| b.cmp(a));

@@ -82,7 +82,11 @@ fn ioctl<T>(file: &File, request: u32, arg: *mut T) -> std::io::Result<()> {
     // SAFETY: every caller passes a request number together with a pointer to the
     // #[repr(C)] type that request reads or writes (sizes asserted above), valid for the call.
     let result = unsafe { libc::ioctl(file.as_raw_fd(), request as libc::Ioctl, arg) };
-    if result < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+    if result < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// Tells the kernel that `partition` of `disk` (an open block device) now has the size
@@ -95,12 +99,8 @@ pub fn resize_kernel_partition(disk: &File, partition: &GptPartition) -> anyhow:
         devname: [0; 64],
         volname: [0; 64],
     };
-    let mut arg = BlkpgIoctlArg {
-        op: BLKPG_RESIZE_PARTITION,
-        flags: 0,
-        datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
-        data: &mut data,
-    };
+    let mut arg =
+        BlkpgIoctlArg { op: BLKPG_RESIZE_PARTITION, flags: 0, datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int, data: &mut data };
     ioctl(disk, BLKPG, &mut arg).with_context(|| format!("the kernel refused the new size of partition {}", partition.number))
 }
 

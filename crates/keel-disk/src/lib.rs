@@ -20,8 +20,8 @@ pub use first_boot::{
 };
 pub use gpt::{read_gpt, write_gpt, Gpt, GptPartition, SmallerThanImage, SECTOR_SIZE};
 pub use gptprio::{
-    mark_slot_successful, prioritize, prioritize_slot, read_usr_slots, rewrite_gptprio, set_slot_gptprio, slot_of, Gptprio,
-    GptprioChange, Slot, SlotState, TableWrite, UsrSlots, GPTPRIO_MASK, GPTPRIO_MAX,
+    mark_slot_successful, prioritize, prioritize_slot, read_usr_slots, rewrite_gptprio, set_slot_gptprio, slot_of, Gptprio, GptprioChange, Slot,
+    SlotState, TableWrite, UsrSlots, GPTPRIO_MASK, GPTPRIO_MAX,
 };
 pub use guid::Guid;
 pub use kernel::{grow_mounted_filesystem, mounted_partition, reread_partition_table, resize_kernel_partition, FsGrowth};

@@ -81,14 +81,24 @@ fn classify(head: &[u8]) -> Probe {
         return filesystem(FsKind::Btrfs, &head[65536 + 299..65536 + 299 + 256], uuid(&head[65536 + 32..]));
     }
     if at(510, 2) == Some(&[0x55, 0xaa]) {
-        let fat = if at(82, 5) == Some(b"FAT32") { Some((67, 71)) } else if at(54, 4) == Some(b"FAT1") { Some((39, 43)) } else { None };
+        let fat = if at(82, 5) == Some(b"FAT32") {
+            Some((67, 71))
+        } else if at(54, 4) == Some(b"FAT1") {
+            Some((39, 43))
+        } else {
+            None
+        };
         if let Some((serial_at, label_at)) = fat {
             let serial = u32::from_le_bytes([head[serial_at], head[serial_at + 1], head[serial_at + 2], head[serial_at + 3]]);
             let uuid = format!("{:04X}-{:04X}", serial >> 16, serial & 0xffff);
             return filesystem(FsKind::Vfat, &head[label_at..label_at + 11], uuid);
         }
     }
-    if head.iter().all(|&b| b == 0) { Probe::Blank } else { Probe::Unknown }
+    if head.iter().all(|&b| b == 0) {
+        Probe::Blank
+    } else {
+        Probe::Unknown
+    }
 }
 
 #[cfg(test)]

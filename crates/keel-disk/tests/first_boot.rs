@@ -45,7 +45,11 @@ fn assert_cgpt_finds_both_tables_valid(path: &Path) {
     assert!(output.status.success() && !text.contains("WARNING") && !text.contains("INVALID"), "{text}");
     let root = table(path).by_name("ROOT").unwrap().clone();
     let size = root.last_lba + 1 - root.first_lba;
-    assert!(text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>()[..] == [&root.first_lba.to_string(), &size.to_string(), &root.number.to_string(), "Label:", "\"ROOT\""]), "{text}");
+    assert!(
+        text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>()[..]
+            == [&root.first_lba.to_string(), &size.to_string(), &root.number.to_string(), "Label:", "\"ROOT\""]),
+        "{text}"
+    );
 }
 
 #[test]
@@ -248,12 +252,24 @@ fn a_power_cut_anywhere_in_first_boot_leaves_a_table_that_converges() {
     let reference = grown_disk("grow-reference", 64);
     grow_root(&mut open_rw(&reference)).unwrap();
     let grown = fs::read(&reference).unwrap();
-    let cuts = survives_every_cut("grow", |open| { let _ = grow_root(&mut open()); }, &grown);
+    let cuts = survives_every_cut(
+        "grow",
+        |open| {
+            let _ = grow_root(&mut open());
+        },
+        &grown,
+    );
 
     let reference = grown_disk("identity-reference", 64);
     let default = Guid::parse(IMAGE_DEFAULT).unwrap();
     randomize_identity(&mut open_rw(&reference), default, counter_guids()).unwrap();
     let renamed = fs::read(&reference).unwrap();
-    let more = survives_every_cut("identity", |open| { let _ = randomize_identity(&mut open(), default, counter_guids()); }, &renamed);
+    let more = survives_every_cut(
+        "identity",
+        |open| {
+            let _ = randomize_identity(&mut open(), default, counter_guids());
+        },
+        &renamed,
+    );
     eprintln!("{} power cuts, each followed by a clean rerun", cuts + more);
 }

@@ -12,8 +12,8 @@
 
 mod support;
 use keel_disk::{
-    mark_slot_successful, prioritize, prioritize_slot, read_gpt, read_usr_slots, rewrite_gptprio, set_slot_gptprio, write_gpt,
-    Gptprio, GptprioChange, GptPartition, Guid, Slot, TableWrite, GPTPRIO_MASK, SECTOR_SIZE,
+    mark_slot_successful, prioritize, prioritize_slot, read_gpt, read_usr_slots, rewrite_gptprio, set_slot_gptprio, write_gpt, GptPartition, Gptprio,
+    GptprioChange, Guid, Slot, TableWrite, GPTPRIO_MASK, SECTOR_SIZE,
 };
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -315,7 +315,11 @@ fn slot_commands_match_cgpt_on_kernel_typed_slots() {
             let background = cases.next();
             let priority = [0, 1, 2, 15][cases.below(4) as usize];
             let fields = Gptprio::new(priority, cases.below(16) as u8, cases.below(2) == 1).unwrap();
-            if matches!(number, 3 | 4) { fields.apply_to(background) } else { background }
+            if matches!(number, 3 | 4) {
+                fields.apply_to(background)
+            } else {
+                background
+            }
         });
         let number = if slot == Slot::A { 3 } else { 4 };
         let case = format!("round {round}: {command:?} {slot}, from {:?}", priorities(&partitions));

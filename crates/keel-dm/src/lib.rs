@@ -42,8 +42,7 @@ pub fn create_verity(name: &str, table: &TableLine) -> anyhow::Result<MappedDevi
     let uuid_text = format!("KEEL-VERITY-{name}");
     let uuid = DmUuid::new(&uuid_text).with_context(|| format!("{uuid_text:?} is not a valid device-mapper uuid"))?;
     let readonly = DmOptions::private().set_flags(DmFlags::DM_READONLY);
-    dm.device_create(dm_name(name)?, Some(uuid), readonly)
-        .with_context(|| format!("cannot create device-mapper device {name:?}"))?;
+    dm.device_create(dm_name(name)?, Some(uuid), readonly).with_context(|| format!("cannot create device-mapper device {name:?}"))?;
     let activate = || -> anyhow::Result<MappedDevice> {
         let targets = [(0, table.data_sectors(), TARGET_VERITY.to_string(), table.target_params())];
         dm.table_load(&id, &targets, readonly)

@@ -18,16 +18,9 @@ pub fn make_esp(image: &Path, volume_id: u32, epoch: u64) -> anyhow::Result<()> 
     let flag_source = image.with_extension("first_boot");
     std::fs::write(&flag_source, b"").with_context(|| format!("cannot write {}", flag_source.display()))?;
     let (flag_dir, _) = FIRST_BOOT_FLAG.rsplit_once('/').context("the flag path has no directory")?;
-    let result = run(Command::new("mmd").env("SOURCE_DATE_EPOCH", &epoch).arg("-i").arg(image).arg(format!("::{flag_dir}"))).and_then(
-        |()| {
-            run(Command::new("mcopy")
-                .env("SOURCE_DATE_EPOCH", &epoch)
-                .arg("-i")
-                .arg(image)
-                .arg(&flag_source)
-                .arg(format!("::{FIRST_BOOT_FLAG}")))
-        },
-    );
+    let result = run(Command::new("mmd").env("SOURCE_DATE_EPOCH", &epoch).arg("-i").arg(image).arg(format!("::{flag_dir}"))).and_then(|()| {
+        run(Command::new("mcopy").env("SOURCE_DATE_EPOCH", &epoch).arg("-i").arg(image).arg(&flag_source).arg(format!("::{FIRST_BOOT_FLAG}")))
+    });
     let _ = std::fs::remove_file(&flag_source);
     result
 }

@@ -108,7 +108,11 @@ pub fn usr_filesystem_blocks(partition_bytes: u64, layout: &VerityLayout) -> any
     let (mut low, mut high) = (1, partition_bytes / BLOCK_SIZE);
     while low < high {
         let middle = low + (high - low).div_ceil(2);
-        if fits(middle)? { low = middle } else { high = middle - 1 }
+        if fits(middle)? {
+            low = middle
+        } else {
+            high = middle - 1
+        }
     }
     Ok(low)
 }
@@ -117,9 +121,7 @@ pub fn usr_filesystem_blocks(partition_bytes: u64, layout: &VerityLayout) -> any
 pub fn build(spec: &ImageSpec) -> anyhow::Result<ImageManifest> {
     ensure!(spec.usr_tree.is_dir(), "{} is not a directory", spec.usr_tree.display());
     let seed = spec.seed();
-    let layout = plan_layout(&flatcar_layout(&spec.sizes)?, |partition| {
-        derive_guid(seed.as_bytes(), &format!("partition {}", partition.number))
-    })?;
+    let layout = plan_layout(&flatcar_layout(&spec.sizes)?, |partition| derive_guid(seed.as_bytes(), &format!("partition {}", partition.number)))?;
     let usr_partition = layout.by_name("USR-A").context("the layout has no USR-A")?.clone();
 
     let fs_blocks = usr_filesystem_blocks(usr_partition.size_bytes(), &spec.verity)?;
@@ -162,10 +164,7 @@ fn write_image(
     image.write_all(hash_area.get_ref()).context("cannot write the hash area into USR-A")?;
     image.sync_all().with_context(|| format!("cannot flush {}", output.display()))?;
 
-    Ok(ImageManifest {
-        os: spec.os.clone(),
-        usr: UsrImage { filesystem: "ext4".into(), hash_offset, root_hash: formatted.root, verity: params },
-    })
+    Ok(ImageManifest { os: spec.os.clone(), usr: UsrImage { filesystem: "ext4".into(), hash_offset, root_hash: formatted.root, verity: params } })
 }
 
 fn write_esp(spec: &ImageSpec, layout: &keel_disk::PlannedLayout, image: &mut File) -> anyhow::Result<()> {
@@ -174,9 +173,8 @@ fn write_esp(spec: &ImageSpec, layout: &keel_disk::PlannedLayout, image: &mut Fi
     let file = File::create(&esp_path).with_context(|| format!("cannot create {}", esp_path.display()))?;
     file.set_len(esp.size_bytes()).with_context(|| format!("cannot size {}", esp_path.display()))?;
     let id = derive(spec.seed().as_bytes(), "esp volume id");
-    let result = esp::make_esp(&esp_path, u32::from_le_bytes([id[0], id[1], id[2], id[3]]), spec.epoch).and_then(|()| {
-        copy_sparse(&mut File::open(&esp_path)?, image, esp.start_bytes()).context("cannot write the ESP into the image")
-    });
+    let result = esp::make_esp(&esp_path, u32::from_le_bytes([id[0], id[1], id[2], id[3]]), spec.epoch)
+        .and_then(|()| copy_sparse(&mut File::open(&esp_path)?, image, esp.start_bytes()).context("cannot write the ESP into the image"));
     let _ = std::fs::remove_file(&esp_path);
     result
 }

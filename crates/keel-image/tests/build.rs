@@ -1,7 +1,7 @@
 //! Images checked by the field's own tools: sgdisk, e2fsck, veritysetup, debugfs.
 
-use keel_disk::{read_gpt, Guid, LayoutSizes, Probe};
 use keel_disk::IMAGE_DISK_GUID;
+use keel_disk::{read_gpt, Guid, LayoutSizes, Probe};
 use keel_image::{build, ImageSpec};
 use keel_verity::encode_hex;
 use std::fs;

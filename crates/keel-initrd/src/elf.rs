@@ -5,8 +5,7 @@ use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 
 /// Where ld.so looks on a Debian x86-64 system, in its order.
-const LIBRARY_DIRS: [&str; 6] =
-    ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"];
+const LIBRARY_DIRS: [&str; 6] = ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"];
 
 const PT_LOAD: u32 = 1;
 const PT_DYNAMIC: u32 = 2;

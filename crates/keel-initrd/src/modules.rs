@@ -30,13 +30,9 @@ pub fn crypto_providers(modules_dir: &Path, algorithm: &str) -> anyhow::Result<V
 /// kernel's module directory. Built-in modules need no loading and are left out.
 pub fn module_closure(modules_dir: &Path, wanted: &[String]) -> anyhow::Result<Vec<String>> {
     let dep_path = modules_dir.join("modules.dep");
-    let dep_text = std::fs::read_to_string(&dep_path)
-        .with_context(|| format!("cannot read {} (run depmod for this kernel)", dep_path.display()))?;
-    let builtin: BTreeSet<String> = std::fs::read_to_string(modules_dir.join("modules.builtin"))
-        .unwrap_or_default()
-        .lines()
-        .map(module_name)
-        .collect();
+    let dep_text = std::fs::read_to_string(&dep_path).with_context(|| format!("cannot read {} (run depmod for this kernel)", dep_path.display()))?;
+    let builtin: BTreeSet<String> =
+        std::fs::read_to_string(modules_dir.join("modules.builtin")).unwrap_or_default().lines().map(module_name).collect();
     let mut deps: HashMap<String, (String, Vec<String>)> = HashMap::new();
     for line in dep_text.lines() {
         let Some((path, needs)) = line.split_once(':') else { continue };
@@ -92,7 +88,8 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.join("modules.builtin"), "kernel/fs/ext4/ext4.ko\n").unwrap();
-        std::fs::write(dir.join("modules.alias"), "alias crypto-sha512 sha512_ssse3\nalias crypto-sha512 sha512_generic\nalias pci:v* virtio_pci\n").unwrap();
+        std::fs::write(dir.join("modules.alias"), "alias crypto-sha512 sha512_ssse3\nalias crypto-sha512 sha512_generic\nalias pci:v* virtio_pci\n")
+            .unwrap();
         assert_eq!(crypto_providers(&dir, "sha512").unwrap(), ["sha512_ssse3", "sha512_generic"]);
         assert!(crypto_providers(&dir, "sha256").unwrap().is_empty());
         let wanted: Vec<String> = ["virtio_pci", "virtio-blk", "dm_verity", "ext4"].map(String::from).to_vec();

@@ -10,11 +10,22 @@ use std::process::{Command, Stdio};
 
 fn fake_kernel_modules(dir: &Path) -> PathBuf {
     let modules = dir.join("lib/modules/6.1.0-test");
-    for path in ["kernel/drivers/virtio/virtio.ko", "kernel/drivers/virtio/virtio_ring.ko", "kernel/drivers/virtio/virtio_pci.ko",
-                 "kernel/drivers/block/virtio_blk.ko", "kernel/drivers/md/dm-mod.ko", "kernel/drivers/md/dm-verity.ko",
-                 "kernel/fs/overlayfs/overlay.ko", "kernel/drivers/firmware/qemu_fw_cfg.ko", "kernel/fs/fat/fat.ko",
-                 "kernel/fs/fat/vfat.ko", "kernel/fs/nls/nls_cp437.ko", "kernel/fs/nls/nls_ascii.ko", "kernel/lib/libcrc32c.ko",
-                 "kernel/fs/xfs/xfs.ko"] {
+    for path in [
+        "kernel/drivers/virtio/virtio.ko",
+        "kernel/drivers/virtio/virtio_ring.ko",
+        "kernel/drivers/virtio/virtio_pci.ko",
+        "kernel/drivers/block/virtio_blk.ko",
+        "kernel/drivers/md/dm-mod.ko",
+        "kernel/drivers/md/dm-verity.ko",
+        "kernel/fs/overlayfs/overlay.ko",
+        "kernel/drivers/firmware/qemu_fw_cfg.ko",
+        "kernel/fs/fat/fat.ko",
+        "kernel/fs/fat/vfat.ko",
+        "kernel/fs/nls/nls_cp437.ko",
+        "kernel/fs/nls/nls_ascii.ko",
+        "kernel/lib/libcrc32c.ko",
+        "kernel/fs/xfs/xfs.ko",
+    ] {
         fs::create_dir_all(modules.join(path).parent().unwrap()).unwrap();
         fs::write(modules.join(path), format!("module {path}")).unwrap();
     }
@@ -90,7 +101,24 @@ fn gnu_cpio_extracts_what_keel_packed() {
     assert_eq!(fs::read(out.join("init")).unwrap(), b"\x7fELF pretend init");
     let modules = fs::read_to_string(out.join("etc/keel/modules")).unwrap();
     let order: Vec<&str> = modules.lines().map(|l| l.rsplit('/').next().unwrap()).collect();
-    assert_eq!(order, ["virtio.ko", "virtio_ring.ko", "virtio_pci.ko", "virtio_blk.ko", "dm-mod.ko", "dm-verity.ko", "overlay.ko", "fat.ko", "vfat.ko", "nls_cp437.ko", "nls_ascii.ko", "qemu_fw_cfg.ko", "sha256-ssse3.ko"]);
+    assert_eq!(
+        order,
+        [
+            "virtio.ko",
+            "virtio_ring.ko",
+            "virtio_pci.ko",
+            "virtio_blk.ko",
+            "dm-mod.ko",
+            "dm-verity.ko",
+            "overlay.ko",
+            "fat.ko",
+            "vfat.ko",
+            "nls_cp437.ko",
+            "nls_ascii.ko",
+            "qemu_fw_cfg.ko",
+            "sha256-ssse3.ko"
+        ]
+    );
     let xfs = fs::read_to_string(out.join("etc/keel/modules.d/xfs")).unwrap();
     assert_eq!(xfs.lines().map(|l| l.rsplit('/').next().unwrap()).collect::<Vec<_>>(), ["libcrc32c.ko", "xfs.ko"]);
     assert_eq!(fs::read_to_string(out.join("etc/keel/modules.d/ext4")).unwrap(), "", "ext4 is built in");

@@ -24,11 +24,7 @@ pub fn decode_hex(text: &str, what: &str) -> Result<Vec<u8>, VerityError> {
     if !text.len().is_multiple_of(2) {
         return Err(bad());
     }
-    text.as_bytes()
-        .chunks_exact(2)
-        .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
-        .collect::<Option<Vec<u8>>>()
-        .ok_or_else(bad)
+    text.as_bytes().chunks_exact(2).map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?)).collect::<Option<Vec<u8>>>().ok_or_else(bad)
 }
 
 #[cfg(test)]

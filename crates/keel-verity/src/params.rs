@@ -106,10 +106,7 @@ impl VerityParams {
             return Err(VerityError::InvalidParams(format!("{} data blocks is too many", self.data_blocks)));
         }
         if self.salt.len() > MAX_SALT_SIZE {
-            return Err(VerityError::InvalidParams(format!(
-                "salt is {} bytes, at most {MAX_SALT_SIZE} are allowed",
-                self.salt.len()
-            )));
+            return Err(VerityError::InvalidParams(format!("salt is {} bytes, at most {MAX_SALT_SIZE} are allowed", self.salt.len())));
         }
         Ok(())
     }

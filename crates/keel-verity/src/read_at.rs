@@ -84,9 +84,7 @@ impl MappedFile {
         }
         // SAFETY: a fresh private read-only mapping of a file we hold open; the result is
         // checked, and the memory is only read through `bytes`, while `self` lives.
-        let address = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, std::os::fd::AsRawFd::as_raw_fd(&file), 0)
-        };
+        let address = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, std::os::fd::AsRawFd::as_raw_fd(&file), 0) };
         if address == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }

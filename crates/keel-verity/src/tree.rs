@@ -91,12 +91,7 @@ fn hash_blocks(
 
 /// Hashes the first `params.data_blocks` blocks of `data` and writes the tree into `out`
 /// at byte `tree_offset` (where the first hash block goes). Returns the root hash.
-pub fn format(
-    data: &(impl ReadAt + ?Sized),
-    params: &VerityParams,
-    out: &mut (impl Write + Seek),
-    tree_offset: u64,
-) -> Result<Digest, VerityError> {
+pub fn format(data: &(impl ReadAt + ?Sized), params: &VerityParams, out: &mut (impl Write + Seek), tree_offset: u64) -> Result<Digest, VerityError> {
     let geometry = Geometry::new(params)?;
     let hasher = Hasher::new(params);
     let hash_block_size = params.hash_block_size as usize;
@@ -108,9 +103,7 @@ pub fn format(
     };
     let mut write_level = |level: &[u8], first_block: u64| {
         let at = tree_offset + first_block * hash_block_size as u64;
-        out.seek(SeekFrom::Start(at))
-            .and_then(|_| out.write_all(level))
-            .map_err(VerityError::io(format!("writing hash blocks at byte {at}")))
+        out.seek(SeekFrom::Start(at)).and_then(|_| out.write_all(level)).map_err(VerityError::io(format!("writing hash blocks at byte {at}")))
     };
     let mut level = vec![0u8; bottom.blocks as usize * hash_block_size];
     let data_block_size = params.data_block_size as usize;
@@ -334,7 +327,8 @@ mod tests {
             for hash_type in [HashType::Normal, HashType::ChromeOs] {
                 for (data_block_size, hash_block_size) in [(4096, 4096), (512, 512), (1024, 4096), (4096, 1024), (512, 8192)] {
                     for blocks in [1u64, 2, 9, 65, 300, 2100] {
-                        let params = VerityParams { algorithm, hash_type, data_block_size, hash_block_size, data_blocks: blocks, salt: vec![0xc3; 5] };
+                        let params =
+                            VerityParams { algorithm, hash_type, data_block_size, hash_block_size, data_blocks: blocks, salt: vec![0xc3; 5] };
                         let (bytes, tree, root) = formatted(&params);
                         let (expected_tree, expected_root) = naive_tree(&bytes, &params);
                         assert_eq!(root, expected_root, "{params:?}");

@@ -64,10 +64,8 @@ fn param_args(params: &VerityParams) -> Vec<String> {
 }
 
 fn veritysetup(args: &[String]) -> Result<String, String> {
-    let output = Command::new("veritysetup")
-        .args(args)
-        .output()
-        .expect("veritysetup must be installed (cryptsetup-bin); `cargo xtask test` installs it");
+    let output =
+        Command::new("veritysetup").args(args).output().expect("veritysetup must be installed (cryptsetup-bin); `cargo xtask test` installs it");
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).to_string())
     } else {
@@ -138,7 +136,8 @@ fn every_combination_matches_veritysetup_byte_for_byte() {
             for salt_len in [0usize, 1, 32, 256] {
                 for hash_type in [HashType::Normal, HashType::ChromeOs] {
                     for superblock in [true, false] {
-                        let base = VerityParams { algorithm, hash_type, data_block_size, hash_block_size, data_blocks: 1, salt: vec![0xa5; salt_len] };
+                        let base =
+                            VerityParams { algorithm, hash_type, data_block_size, hash_block_size, data_blocks: 1, salt: vec![0xa5; salt_len] };
                         for data_blocks in depths(&base) {
                             cases.push(Case { params: VerityParams { data_blocks, ..base.clone() }, superblock });
                         }
@@ -163,7 +162,13 @@ fn every_combination_matches_veritysetup_byte_for_byte() {
                     let p = &case.params;
                     failures.lock().unwrap().push(format!(
                         "{} format {} blocks {}x{} hash blocks {} salt {} superblock {}: {error}",
-                        p.algorithm.name(), p.hash_type.number(), p.data_blocks, p.data_block_size, p.hash_block_size, p.salt.len(), case.superblock
+                        p.algorithm.name(),
+                        p.hash_type.number(),
+                        p.data_blocks,
+                        p.data_block_size,
+                        p.hash_block_size,
+                        p.salt.len(),
+                        case.superblock
                     ));
                 }
             });
@@ -178,12 +183,21 @@ fn every_combination_matches_veritysetup_byte_for_byte() {
 fn hash_area_appended_in_the_same_file_is_byte_identical() {
     let blocks = 3000;
     let hash_offset = (blocks + 5) * 4096;
-    for params in [VerityParams::new(blocks, vec![0x3c; 32]), VerityParams { algorithm: HashAlgorithm::Sha512, hash_block_size: 1024, ..VerityParams::new(blocks, vec![7; 3]) }] {
+    for params in [
+        VerityParams::new(blocks, vec![0x3c; 32]),
+        VerityParams { algorithm: HashAlgorithm::Sha512, hash_block_size: 1024, ..VerityParams::new(blocks, vec![7; 3]) },
+    ] {
         let mut image: Vec<u8> = (0..hash_offset).map(|i| (i % 251) as u8).collect();
         image.resize(hash_offset as usize, 0);
         let path = scratch().join(format!("appended-{}.img", params.algorithm.name()));
         fs::write(&path, &image).unwrap();
-        let mut args = vec!["format".to_string(), path.display().to_string(), path.display().to_string(), format!("--hash-offset={hash_offset}"), format!("--uuid={UUID}")];
+        let mut args = vec![
+            "format".to_string(),
+            path.display().to_string(),
+            path.display().to_string(),
+            format!("--hash-offset={hash_offset}"),
+            format!("--uuid={UUID}"),
+        ];
         args.extend(param_args(&params));
         let printed = veritysetup(&args).unwrap();
         let reference_root = printed.lines().find_map(|l| l.strip_prefix("Root hash:")).unwrap().trim().to_string();

@@ -79,8 +79,20 @@ fn image_build(words: &[String]) -> anyhow::Result<()> {
     let args = Args::parse(
         words,
         &[
-            "usr", "output", "manifest", "os", "usr-mib", "root-mib", "esp-mib", "oem-mib", "disk-guid", "epoch", "verity-hash",
-            "verity-format", "verity-data-block-size", "verity-hash-block-size",
+            "usr",
+            "output",
+            "manifest",
+            "os",
+            "usr-mib",
+            "root-mib",
+            "esp-mib",
+            "oem-mib",
+            "disk-guid",
+            "epoch",
+            "verity-hash",
+            "verity-format",
+            "verity-data-block-size",
+            "verity-hash-block-size",
         ],
         &[],
     )?;

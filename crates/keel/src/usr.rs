@@ -48,9 +48,7 @@ pub fn show(words: &[String]) -> anyhow::Result<()> {
 
 /// DISK and SLOT, the two positional words every changing command takes.
 fn disk_and_slot(args: &Args) -> anyhow::Result<(&str, Slot)> {
-    let [disk, slot] = args.positional.as_slice() else {
-        bail!("give the disk (an image file or a block device) and the slot (A or B)\n{USAGE}")
-    };
+    let [disk, slot] = args.positional.as_slice() else { bail!("give the disk (an image file or a block device) and the slot (A or B)\n{USAGE}") };
     Ok((disk, slot.parse()?))
 }
 

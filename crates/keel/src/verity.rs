@@ -4,8 +4,8 @@ use crate::args::Args;
 use anyhow::{bail, Context};
 use keel_disk::Guid;
 use keel_verity::{
-    decode_hex, encode_hex, format_hash_area, tree_start_block, verify, CorruptionMode, Geometry, HashAlgorithm, HashType,
-    MappedFile, ReadAt, Superblock, TableLine, VerityParams, SUPERBLOCK_SIZE,
+    decode_hex, encode_hex, format_hash_area, tree_start_block, verify, CorruptionMode, Geometry, HashAlgorithm, HashType, MappedFile, ReadAt,
+    Superblock, TableLine, VerityParams, SUPERBLOCK_SIZE,
 };
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -107,13 +107,8 @@ pub fn format(words: &[String]) -> anyhow::Result<()> {
         (false, Some(text)) => Some(Guid::parse(text)?),
         (false, None) => Some(Guid::from_random_bytes(random_bytes()?)),
     };
-    let mut hash = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(hash_path)
-        .with_context(|| format!("cannot open {hash_path}"))?;
+    let mut hash =
+        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(hash_path).with_context(|| format!("cannot open {hash_path}"))?;
     let formatted = format_hash_area(data.as_ref(), &params, uuid.map(|u| u.0), &mut hash, hash_offset)?;
     if args.flag("json") {
         println!(

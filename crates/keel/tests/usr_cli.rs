@@ -53,7 +53,10 @@ fn show_set_prioritize_and_mark_as_cgpt_reads_them() {
         "USR-A  partition 3  priority 1  tries 0  successful 1\nUSR-B  partition 4  priority 0  tries 0  successful 0\n"
     );
     let json = stdout_of(keel(&["usr", "show", disk, "--json"]));
-    assert!(json.contains(&format!("{{\"slot\":\"USR-B\",\"partition\":4,\"partuuid\":\"{USR_B}\",\"priority\":0,\"tries\":0,\"successful\":false}}")), "{json}");
+    assert!(
+        json.contains(&format!("{{\"slot\":\"USR-B\",\"partition\":4,\"partuuid\":\"{USR_B}\",\"priority\":0,\"tries\":0,\"successful\":false}}")),
+        "{json}"
+    );
 
     // An update to B, as update_engine leaves it: on top, one try, not yet good.
     stdout_of(keel(&["usr", "prioritize", disk, "B"]));

@@ -49,7 +49,8 @@ fn appended_hash_area_matches_veritysetup() {
         fs::write(path, data(2000)).unwrap();
     }
     let (ours, theirs) = (ours.to_str().unwrap(), theirs.to_str().unwrap());
-    let common = ["--hash-offset=8192000", "--salt=00ff00ff", "--uuid=9e0ffb1c-4d0d-4bd1-a7b4-0a5b5c7e7d10", "--hash=sha512", "--hash-block-size=1024"];
+    let common =
+        ["--hash-offset=8192000", "--salt=00ff00ff", "--uuid=9e0ffb1c-4d0d-4bd1-a7b4-0a5b5c7e7d10", "--hash=sha512", "--hash-block-size=1024"];
     let keel_out = stdout_of(keel(&[&["verity", "format", ours, ours][..], &common].concat()), "keel format");
     let reference = stdout_of(veritysetup(&[&["format", theirs, theirs][..], &common].concat()), "veritysetup format");
     assert_eq!(root_hash(&keel_out), root_hash(&reference));
@@ -125,7 +126,10 @@ fn table_prints_the_kernel_line_with_its_options() {
     let (d, h) = (data_path.to_str().unwrap(), hash_path.to_str().unwrap());
     let root = root_hash(&stdout_of(keel(&["verity", "format", d, h, "--salt=ab"]), "format"));
     let line = stdout_of(keel(&["verity", "table", d, h, &root, "--panic-on-corruption", "--ignore-zero-blocks", "--check-at-most-once"]), "table");
-    assert_eq!(line.trim(), format!("0 2400 verity 1 {d} {h} 4096 4096 300 1 sha256 {root} ab 3 panic_on_corruption ignore_zero_blocks check_at_most_once"));
+    assert_eq!(
+        line.trim(),
+        format!("0 2400 verity 1 {d} {h} 4096 4096 300 1 sha256 {root} ab 3 panic_on_corruption ignore_zero_blocks check_at_most_once")
+    );
     let plain = stdout_of(keel(&["verity", "table", d, h, &root]), "table");
     assert!(plain.trim().ends_with(&format!("{root} ab")), "{plain}");
     assert_eq!(keel(&["verity", "table", d, h, &root, "--panic-on-corruption", "--restart-on-corruption"]).status.code(), Some(1));

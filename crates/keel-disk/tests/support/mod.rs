@@ -15,10 +15,7 @@ pub fn small_sizes() -> LayoutSizes {
 
 pub fn image(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("gpt-{name}.img"));
-    let layout = plan_layout(&flatcar_layout(&small_sizes()).unwrap(), |spec| {
-        Guid::from_random_bytes([spec.number as u8; 16])
-    })
-    .unwrap();
+    let layout = plan_layout(&flatcar_layout(&small_sizes()).unwrap(), |spec| Guid::from_random_bytes([spec.number as u8; 16])).unwrap();
     let file = File::create(&path).unwrap();
     file.set_len(layout.disk_bytes).unwrap();
     let mut file = OpenOptions::new().read(true).write(true).open(&path).unwrap();
@@ -27,11 +24,7 @@ pub fn image(name: &str) -> PathBuf {
 }
 
 pub fn sgdisk(args: &[&str], path: &Path) -> String {
-    let output = Command::new("sgdisk")
-        .args(args)
-        .arg(path)
-        .output()
-        .expect("sgdisk (gdisk) must be installed; `cargo xtask test` installs it");
+    let output = Command::new("sgdisk").args(args).arg(path).output().expect("sgdisk (gdisk) must be installed; `cargo xtask test` installs it");
     let text = String::from_utf8_lossy(&output.stdout).to_string();
     assert!(output.status.success(), "sgdisk {args:?} failed: {text}{}", String::from_utf8_lossy(&output.stderr));
     text
@@ -42,7 +35,6 @@ pub fn overwrite(path: &Path, offset: u64, bytes: &[u8]) {
     file.seek(SeekFrom::Start(offset)).unwrap();
     file.write_all(bytes).unwrap();
 }
-
 
 /// Debian's `cgpt` (vboot-utils), the reference for the gptprio bits. Returns its output
 /// whether it succeeded or not: some of its refusals are exit status 0.
