@@ -169,6 +169,17 @@ pub fn test_sizes() -> LayoutSizes {
 /// `work_dir()/<name>`. `edit_manifest` may change what the initrd trusts (the
 /// wrong-root-hash scenario).
 pub fn build_fixture(name: &str, verity: VerityLayout, edit_manifest: impl FnOnce(&mut ImageManifest)) -> anyhow::Result<Fixture> {
+    build_fixture_sized(name, test_sizes(), verity, edit_manifest)
+}
+
+/// `build_fixture` with the partition sizes given: `LayoutSizes::default()` is Flatcar's
+/// production layout (1 GiB USR-A), the size costs must be measured at.
+pub fn build_fixture_sized(
+    name: &str,
+    sizes: LayoutSizes,
+    verity: VerityLayout,
+    edit_manifest: impl FnOnce(&mut ImageManifest),
+) -> anyhow::Result<Fixture> {
     let artifacts = artifacts()?;
     let dir = work_dir().join(name);
     std::fs::create_dir_all(&dir)?;
@@ -177,7 +188,7 @@ pub fn build_fixture(name: &str, verity: VerityLayout, edit_manifest: impl FnOnc
     let spec = ImageSpec {
         usr_tree: usr,
         os: "keel".into(),
-        sizes: test_sizes(),
+        sizes,
         output: image.clone(),
         disk_guid: Guid::parse(keel_disk::IMAGE_DISK_GUID)?,
         epoch: 0,
@@ -205,6 +216,15 @@ pub fn shared_fixture() -> anyhow::Result<&'static Fixture> {
     static FIXTURE: OnceLock<Result<Fixture, String>> = OnceLock::new();
     FIXTURE
         .get_or_init(|| build_fixture("shared", VerityLayout::default(), |_| {}).map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The default layout's fixture (Flatcar's sizes), built once per process.
+pub fn default_layout_fixture() -> anyhow::Result<&'static Fixture> {
+    static FIXTURE: OnceLock<Result<Fixture, String>> = OnceLock::new();
+    FIXTURE
+        .get_or_init(|| build_fixture_sized("default-layout", LayoutSizes::default(), VerityLayout::default(), |_| {}).map_err(|e| format!("{e:#}")))
         .as_ref()
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
@@ -333,7 +353,7 @@ pub fn resize_disk(image: &Path, bytes: u64) -> anyhow::Result<()> {
 /// ROOT's partition entry in `image`.
 pub fn root_partition(image: &Path) -> anyhow::Result<keel_disk::GptPartition> {
     let gpt = keel_disk::read_gpt(&mut std::fs::File::open(image)?)?;
-    gpt.by_name("ROOT").cloned().context("no ROOT")
+    gpt.by_name("ROOT")?.cloned().context("no ROOT")
 }
 
 /// Puts a filesystem made by `mkfs` (program and arguments; the target file is appended)
@@ -399,13 +419,13 @@ pub fn flip_byte(path: &Path, offset: u64) -> anyhow::Result<()> {
 /// Where the USR-A partition starts in `image`.
 pub fn usr_a_start(image: &Path) -> anyhow::Result<u64> {
     let gpt = keel_disk::read_gpt(&mut std::fs::File::open(image)?)?;
-    Ok(gpt.by_name("USR-A").context("no USR-A")?.start_bytes())
+    Ok(gpt.by_name("USR-A")?.context("no USR-A")?.start_bytes())
 }
 
 /// Whether the ESP of `image` still holds the first-boot flag (read with mtools).
 pub fn esp_has_flag(image: &Path) -> anyhow::Result<bool> {
     let gpt = keel_disk::read_gpt(&mut std::fs::File::open(image)?)?;
-    let esp = gpt.by_name("EFI-SYSTEM").context("no EFI-SYSTEM")?;
+    let esp = gpt.by_name("EFI-SYSTEM")?.context("no EFI-SYSTEM")?;
     let listing = Command::new("mdir").args(["-b", "-i", &format!("{}@@{}", image.display(), esp.start_bytes()), "::flatcar"]).output()?;
     Ok(String::from_utf8_lossy(&listing.stdout).contains(keel_disk::FIRST_BOOT_FLAG.rsplit('/').next().unwrap_or_default()))
 }

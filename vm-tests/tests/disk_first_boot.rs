@@ -44,7 +44,7 @@ fn run(program: &str, args: &[&str]) -> String {
 /// ROOT ends on the last whole MiB before the backup table, and sgdisk finds nothing wrong.
 fn assert_root_fills(image: &Path, disk_bytes: u64) {
     let gpt = table(image);
-    let root = gpt.by_name("ROOT").unwrap();
+    let root = gpt.by_name("ROOT").unwrap().unwrap();
     assert_eq!((root.last_lba + 1) * 512, disk_bytes - (1 << 20), "ROOT does not reach the disk's last MiB");
     assert!(run("sgdisk", &["-v", image.to_str().unwrap()]).contains("No problems found"));
 }
@@ -78,11 +78,11 @@ fn root_fills_the_disk_once(disk_bytes: u64, name: &str) {
     assert_root_fills(&disk, disk_bytes);
     let after = table(&disk);
     assert_ne!(after.disk_guid.to_string(), IMAGE_DISK_GUID, "the disk kept the image's GUID");
-    assert_ne!(after.by_name("ROOT").unwrap().guid, before.by_name("ROOT").unwrap().guid, "ROOT kept the image's GUID");
+    assert_ne!(after.by_name("ROOT").unwrap().unwrap().guid, before.by_name("ROOT").unwrap().unwrap().guid, "ROOT kept the image's GUID");
     for name in ["USR-A", "USR-B", "EFI-SYSTEM", "OEM"] {
         assert_eq!(after.by_name(name), before.by_name(name), "{name} changed");
     }
-    let root = after.by_name("ROOT").unwrap();
+    let root = after.by_name("ROOT").unwrap().unwrap();
     let (blocks, block_size) = ext4_blocks(&disk).unwrap();
     assert_eq!(blocks * block_size, root.size_bytes(), "ext4 does not fill ROOT");
     check_root_ext4(&disk).unwrap();
@@ -132,7 +132,7 @@ fn an_ext4_root_shipped_with_files_grows_online_and_keeps_them() {
     assert_root_fills(&disk, 2 * GIB);
     let (blocks, block_size) = ext4_blocks(&disk).unwrap();
     assert!(blocks > blocks_before);
-    assert_eq!(blocks * block_size, table(&disk).by_name("ROOT").unwrap().size_bytes(), "ext4 does not fill ROOT");
+    assert_eq!(blocks * block_size, table(&disk).by_name("ROOT").unwrap().unwrap().size_bytes(), "ext4 does not fill ROOT");
     check_root_ext4(&disk).unwrap();
 }
 
@@ -182,7 +182,7 @@ fn a_disk_guid_that_is_not_the_image_default_is_left_alone() {
     assert!(console.has("the disk already has its own GUID"), "{}", console.text);
     let after = table(&disk);
     assert_eq!(after.disk_guid, before.disk_guid);
-    assert_eq!(after.by_name("ROOT").unwrap().guid, before.by_name("ROOT").unwrap().guid, "ROOT got a new GUID");
+    assert_eq!(after.by_name("ROOT").unwrap().unwrap().guid, before.by_name("ROOT").unwrap().unwrap().guid, "ROOT got a new GUID");
     assert_root_fills(&disk, 2 * GIB);
 }
 

@@ -3,7 +3,10 @@
 
 use anyhow::{bail, Context};
 use keel_cmdline::DeviceSpec;
-use keel_disk::{probe_filesystem, read_gpt, repair_table, reread_partition_table, Gpt, Guid, Probe, SmallerThanImage, ROOT_FORMAT_PENDING};
+use keel_disk::{
+    printable, probe_filesystem, read_gpt, read_gpt_of_image, repair_table, reread_partition_table, Gpt, GptPartition, Guid, Probe, SmallerThanImage,
+    ROOT_FORMAT_PENDING,
+};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
@@ -11,6 +14,7 @@ use std::cell::RefCell;
 use std::fs::{self, File};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 const SYS_BLOCK: &str = "/sys/class/block";
@@ -94,6 +98,91 @@ pub struct FoundDevice {
     pub minor: u64,
 }
 
+fn found(device: &SysBlock) -> anyhow::Result<FoundDevice> {
+    Ok(FoundDevice { node: device_node(device)?, major: device.major, minor: device.minor })
+}
+
+/// The disk keel booted from: the one holding the USR partition that verified against the
+/// initrd's root hash. It is the only disk keel ever writes to.
+#[derive(Clone, Debug)]
+pub struct BootDisk {
+    pub disk: FoundDevice,
+    /// Its name in sysfs (`vda`).
+    name: String,
+}
+
+impl BootDisk {
+    /// The disk `usr` is a partition of, when that disk has a readable GPT; `None` for a
+    /// /usr that is a whole disk or on an unpartitioned one, and then keel writes nothing.
+    pub fn of_verified_usr(usr: &FoundDevice) -> anyhow::Result<Option<BootDisk>> {
+        let devices = block_devices();
+        let Some(device) = devices.iter().find(|d| d.major == usr.major && d.minor == usr.minor) else {
+            bail!("{} is no longer in sysfs", usr.node.display())
+        };
+        let Some((disk_name, _)) = &device.partition_of else { return Ok(None) };
+        let disk = devices.iter().find(|d| &d.name == disk_name).with_context(|| format!("the disk of {} is not in sysfs", device.name))?;
+        let disk = found(disk)?;
+        Ok(read_table(&disk.node).is_ok().then(|| BootDisk { disk, name: disk_name.clone() }))
+    }
+
+    /// The boot disk's partition table as it is now.
+    pub fn table(&self) -> anyhow::Result<Gpt> {
+        read_table(&self.disk.node)
+    }
+
+    /// `device`'s number on the boot disk, or `None` when it is not one of its partitions.
+    pub fn number_of(&self, device: &FoundDevice) -> Option<u32> {
+        block_devices()
+            .into_iter()
+            .find(|d| d.major == device.major && d.minor == device.minor)
+            .and_then(|d| d.partition_of)
+            .filter(|(disk, _)| *disk == self.name)
+            .map(|(_, number)| number)
+    }
+
+    /// Partition `number` of the boot disk as the kernel has it now, if it has it.
+    pub fn partition(&self, number: u32) -> anyhow::Result<Option<FoundDevice>> {
+        block_devices().iter().find(|d| d.partition_of.as_ref() == Some(&(self.name.clone(), number))).map(found).transpose()
+    }
+
+    pub fn open_for_writing(&self) -> anyhow::Result<File> {
+        let node = &self.disk.node;
+        fs::OpenOptions::new().read(true).write(true).open(node).with_context(|| format!("cannot open {} for writing", node.display()))
+    }
+}
+
+/// Where a device spec may match.
+#[derive(Clone, Copy)]
+pub enum Scope<'a> {
+    /// Any disk: for /usr (which must verify) and for specs that name one device
+    /// (`PARTUUID=`, `UUID=`, a path).
+    AnyDisk,
+    /// Only the boot disk and its partitions: for names anyone can give a disk (`LABEL=`,
+    /// `PARTLABEL=`), so that a stick labelled ROOT cannot become the root.
+    BootDisk(&'a BootDisk),
+}
+
+/// What to look for, where, and which damaged table may be repaired on the way.
+pub struct Wanted<'a> {
+    pub spec: &'a DeviceSpec,
+    pub scope: Scope<'a>,
+    /// For /usr only: checks the USR partition of a disk whose primary GPT is damaged,
+    /// read through the disk itself (the kernel made no partitions of it), at the
+    /// partition's start in bytes. Only a disk whose USR verifies is this machine's, and
+    /// only then is its table rewritten from the backup.
+    pub repair_if_usr_verifies: Option<&'a dyn Fn(&File, u64) -> anyhow::Result<()>>,
+    /// The image's size in sectors: where its backup table may still be (see
+    /// `keel_disk::read_gpt_of_image`).
+    pub image_sectors: Option<u64>,
+}
+
+impl Wanted<'_> {
+    /// `spec` on any disk, without repairs: a spec that names one device.
+    pub fn anywhere(spec: &DeviceSpec) -> Wanted<'_> {
+        Wanted { spec, scope: Scope::AnyDisk, repair_if_usr_verifies: None, image_sectors: None }
+    }
+}
+
 /// What one look at the devices saw, for the message when the wait runs out, and what
 /// it changed, for the log.
 #[derive(Default)]
@@ -102,75 +191,152 @@ struct Seen {
     changes: Vec<String>,
     /// A disk whose table is too big for it: no wait can make that disk bootable.
     smaller_than_image: Option<String>,
+    /// Disks (major, minor) with a damaged table whose USR did not verify: not checked
+    /// again during this wait.
+    not_ours: Vec<(u64, u64)>,
 }
 
-fn found(device: &SysBlock) -> anyhow::Result<FoundDevice> {
-    Ok(FoundDevice { node: device_node(device)?, major: device.major, minor: device.minor })
+impl Seen {
+    /// Records something worth a log line once, however many looks see it.
+    fn note(&mut self, change: String) {
+        if !self.changes.contains(&change) {
+            self.changes.push(change);
+        }
+    }
 }
 
-/// One look for `spec` among the devices present now. More than one match is an error:
-/// a second disk carrying the same image (or planted to) must not decide what boots.
-fn look_for(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Option<FoundDevice>> {
-    let mut matches = matching_devices(spec, seen)?;
+/// One look at the devices: the list sysfs gives now, and each disk's table read at most
+/// once. A look reads a fixed number of sectors per device, whatever the devices' sizes.
+struct Look {
+    devices: Vec<SysBlock>,
+    image_sectors: Option<u64>,
+    tables: RefCell<Vec<(String, Result<Gpt, Rc<anyhow::Error>>)>>,
+}
+
+impl Look {
+    fn now(image_sectors: Option<u64>) -> Look {
+        Look { devices: block_devices(), image_sectors, tables: RefCell::new(Vec::new()) }
+    }
+
+    fn disks(&self) -> impl Iterator<Item = &SysBlock> {
+        self.devices.iter().filter(|d| d.partition_of.is_none())
+    }
+
+    fn table(&self, disk: &SysBlock) -> Result<Gpt, Rc<anyhow::Error>> {
+        if let Some((_, table)) = self.tables.borrow().iter().find(|(name, _)| *name == disk.name) {
+            return table.clone();
+        }
+        let table = device_node(disk)
+            .and_then(|node| {
+                let mut file = File::open(&node).with_context(|| format!("cannot open {}", node.display()))?;
+                read_gpt_of_image(&mut file, self.image_sectors)
+            })
+            .map_err(Rc::new);
+        self.tables.borrow_mut().push((disk.name.clone(), table.clone()));
+        table
+    }
+
+    fn in_scope(&self, device: &SysBlock, scope: Scope) -> bool {
+        match scope {
+            Scope::AnyDisk => true,
+            Scope::BootDisk(boot) => device.name == boot.name || device.partition_of.as_ref().is_some_and(|(disk, _)| *disk == boot.name),
+        }
+    }
+}
+
+/// One look for what is wanted among the devices present now. More than one match is an
+/// error: a second disk carrying the same image (or planted to) must not decide what boots.
+fn look_for(wanted: &Wanted, seen: &mut Seen) -> anyhow::Result<Option<FoundDevice>> {
+    let mut matches = matching_devices(wanted, seen)?;
     match matches.len() {
         0 => Ok(None),
         1 => Ok(matches.pop()),
         _ => {
             let nodes: Vec<String> = matches.iter().map(|m| m.node.display().to_string()).collect();
-            bail!("{spec} matches {} devices ({}): name the one to boot with PARTUUID= or a /dev path", nodes.len(), nodes.join(", "))
+            bail!("{} matches {} devices ({}): name the one to boot with PARTUUID= or a /dev path", wanted.spec, nodes.len(), nodes.join(", "))
         }
     }
 }
 
-/// Names that mark a disk as carrying a keel (Flatcar) image: only such disks are repaired.
-const IMAGE_PARTITIONS: [&str; 3] = ["USR-A", "USR-B", "ROOT"];
+/// The partition `spec` (a `PARTLABEL=` or `PARTUUID=`) names in `gpt`.
+fn partition_in<'g>(gpt: &'g Gpt, spec: &DeviceSpec) -> anyhow::Result<Option<&'g GptPartition>> {
+    Ok(match spec {
+        DeviceSpec::PartLabel(name) => gpt.by_name(name)?,
+        DeviceSpec::PartUuid(text) => gpt.by_guid(Guid::parse(text).context("PARTUUID= is not a GUID")?)?,
+        _ => None,
+    })
+}
 
 /// Without the `gpt` parameter the kernel ignores a disk whose primary table is damaged (a
-/// power cut while first boot rewrote it can leave one), whatever names the device to boot:
-/// on a disk carrying an image, the intact backup is copied over it and the kernel told.
-fn repair_torn_tables(devices: &[SysBlock], seen: &mut Seen) -> anyhow::Result<()> {
-    for disk in devices.iter().filter(|d| d.partition_of.is_none()) {
-        let Ok(gpt) = read_table(&device_node(disk)?) else { continue };
-        if !gpt.primary_intact && gpt.partitions.iter().any(|p| IMAGE_PARTITIONS.contains(&p.name.as_str())) {
-            repair_primary_table(disk, seen)?;
+/// power cut while first boot rewrote it can leave one): the USR partition cannot appear.
+/// A disk whose table holds the wanted partition, and whose USR there verifies against the
+/// initrd's root hash, is this machine's boot disk: its intact backup is copied over the
+/// primary and the kernel told. Any other damaged disk is only reported. Returns whether
+/// it wrote.
+fn repair_boot_disk(look: &Look, wanted: &Wanted, verifies: &dyn Fn(&File, u64) -> anyhow::Result<()>, seen: &mut Seen) -> anyhow::Result<bool> {
+    for disk in look.disks() {
+        let Ok(gpt) = look.table(disk) else { continue };
+        if gpt.primary_intact || seen.not_ours.contains(&(disk.major, disk.minor)) {
+            continue;
         }
+        let Ok(Some(partition)) = partition_in(&gpt, wanted.spec) else { continue };
+        let node = device_node(disk)?;
+        let file = File::open(&node).with_context(|| format!("cannot open {}", node.display()))?;
+        if let Err(error) = verifies(&file, partition.start_bytes()) {
+            seen.not_ours.push((disk.major, disk.minor));
+            seen.note(format!(
+                "{}: its primary GPT is damaged, but its {} does not verify against this initrd's root hash, so it is not this \
+                 machine's boot disk and is left as it is ({error:#})",
+                disk.name, wanted.spec
+            ));
+            continue;
+        }
+        let mut writable = fs::OpenOptions::new().read(true).write(true).open(&node).with_context(|| format!("cannot open {}", node.display()))?;
+        repair_table(&mut writable, look.image_sectors).with_context(|| format!("cannot repair the GPT of {}", node.display()))?;
+        writable.sync_all().with_context(|| format!("cannot flush {}", node.display()))?;
+        reread_partition_table(&writable).with_context(|| format!("{}", node.display()))?;
+        seen.changes.push(format!(
+            "{}: its primary GPT was damaged; its {} verified, so the table was rewritten from the intact backup",
+            disk.name, wanted.spec
+        ));
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
 }
 
-fn matching_devices(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Vec<FoundDevice>> {
-    let mut devices = block_devices();
+fn matching_devices(wanted: &Wanted, seen: &mut Seen) -> anyhow::Result<Vec<FoundDevice>> {
+    let mut look = Look::now(wanted.image_sectors);
     seen.lines.clear();
     seen.smaller_than_image = None;
-    let changes_before = seen.changes.len();
-    repair_torn_tables(&devices, seen)?;
-    if seen.changes.len() > changes_before {
-        devices = block_devices();
+    if let Some(verifies) = wanted.repair_if_usr_verifies
+        && repair_boot_disk(&look, wanted, verifies, seen)?
+    {
+        look = Look::now(wanted.image_sectors);
     }
+    let spec = wanted.spec;
     let mut matches = Vec::new();
     match spec {
         DeviceSpec::Path(path) => {
-            let wanted = Path::new(path);
-            seen.lines.push(format!("block devices: {}", devices.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(" ")));
-            if let Some(device) = devices.iter().find(|device| wanted == Path::new("/dev").join(&device.name)) {
+            let wanted_path = Path::new(path);
+            seen.lines.push(format!("block devices: {}", look.devices.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(" ")));
+            if let Some(device) = look.devices.iter().find(|device| wanted_path == Path::new("/dev").join(&device.name)) {
                 matches.push(found(device)?);
-            } else if wanted.exists() {
+            } else if wanted_path.exists() {
                 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-                let meta = fs::metadata(wanted).with_context(|| format!("cannot stat {path}"))?;
+                let meta = fs::metadata(wanted_path).with_context(|| format!("cannot stat {path}"))?;
                 if !meta.file_type().is_block_device() {
                     bail!("{path} is not a block device");
                 }
                 let (major, minor) = (nix::sys::stat::major(meta.rdev()), nix::sys::stat::minor(meta.rdev()));
-                matches.push(FoundDevice { node: wanted.to_path_buf(), major, minor });
+                matches.push(FoundDevice { node: wanted_path.to_path_buf(), major, minor });
             }
         }
         DeviceSpec::PartLabel(_) | DeviceSpec::PartUuid(_) => {
-            let wanted_guid = match spec {
-                DeviceSpec::PartUuid(text) => Some(Guid::parse(text).context("PARTUUID= is not a GUID")?),
-                _ => None,
-            };
-            for disk in devices.iter().filter(|d| d.partition_of.is_none()) {
-                let gpt = match read_table(&device_node(disk)?) {
+            for disk in look.disks() {
+                if !look.in_scope(disk, wanted.scope) {
+                    continue;
+                }
+                let gpt = match look.table(disk) {
                     Ok(gpt) => gpt,
                     Err(error) => {
                         if error.downcast_ref::<SmallerThanImage>().is_some() {
@@ -180,15 +346,10 @@ fn matching_devices(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Vec<Fo
                         continue;
                     }
                 };
-                let names: Vec<String> = gpt.partitions.iter().map(|p| format!("{}={}", p.number, p.name)).collect();
+                let names: Vec<String> = gpt.partitions.iter().map(|p| format!("{}={}", p.number, printable(&p.name))).collect();
                 seen.lines.push(format!("{}: GPT with {}", disk.name, names.join(" ")));
-                let partition = match (spec, wanted_guid) {
-                    (DeviceSpec::PartLabel(name), _) => gpt.by_name(name),
-                    (_, Some(guid)) => gpt.by_guid(guid),
-                    _ => None,
-                };
-                let Some(partition) = partition else { continue };
-                let child = devices.iter().find(|d| d.partition_of.as_ref() == Some(&(disk.name.clone(), partition.number)));
+                let Some(partition) = partition_in(&gpt, spec).with_context(|| format!("on {}", disk.name))? else { continue };
+                let child = look.devices.iter().find(|d| d.partition_of.as_ref() == Some(&(disk.name.clone(), partition.number)));
                 match child {
                     Some(child) => matches.push(found(child)?),
                     None => {
@@ -198,8 +359,7 @@ fn matching_devices(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Vec<Fo
             }
         }
         DeviceSpec::Label(_) | DeviceSpec::Uuid(_) => {
-            let mut blank_named = Vec::new();
-            for device in &devices {
+            for device in &look.devices {
                 let node = device_node(device)?;
                 let probe = match File::open(&node).and_then(|mut f| probe_filesystem(&mut f)) {
                     Ok(probe) => probe,
@@ -208,56 +368,39 @@ fn matching_devices(spec: &DeviceSpec, seen: &mut Seen) -> anyhow::Result<Vec<Fo
                         continue;
                     }
                 };
-                seen.lines.push(format!("{}: {probe:?}", device.name));
-                match (&probe, spec) {
-                    (Probe::Filesystem(fs), DeviceSpec::Label(label)) if &fs.label == label => matches.push(found(device)?),
-                    (Probe::Filesystem(fs), DeviceSpec::Uuid(uuid)) if fs.uuid.eq_ignore_ascii_case(uuid) => {
-                        matches.push(found(device)?);
+                let label_matches = match (&probe, spec) {
+                    (Probe::Filesystem(fs), DeviceSpec::Label(label)) => &fs.label == label,
+                    (Probe::Filesystem(fs), DeviceSpec::Uuid(uuid)) => fs.uuid.eq_ignore_ascii_case(uuid),
+                    _ => false,
+                };
+                seen.lines.push(format!("{}: {}", device.name, printable(&format!("{probe:?}"))));
+                if !look.in_scope(device, wanted.scope) {
+                    if label_matches {
+                        seen.note(format!("{}: it has {spec} too, but is not on the boot disk: ignored", device.name));
                     }
-                    (_, DeviceSpec::Label(label)) if stands_in_for_label(&probe, device, &devices, label)? => {
-                        blank_named.push(found(device)?);
-                    }
-                    _ => {}
+                    continue;
                 }
-            }
-            // A partition named like the label stands in only when no filesystem has it, and
-            // only while it is blank or keel's format of it was cut short: formatting gives it
-            // that label (Flatcar's `root=LABEL=ROOT` on a first boot).
-            if matches.is_empty() {
-                matches = blank_named;
+                // On the boot disk, the partition named like the label stands in for it
+                // while it is blank or keel's format of it was cut short: formatting gives
+                // it that label (Flatcar's `root=LABEL=ROOT` on a first boot).
+                let stands_in = matches!((spec, wanted.scope), (DeviceSpec::Label(label), Scope::BootDisk(_)) if stands_in_for_label(&look, &probe, device, label));
+                if label_matches || stands_in {
+                    matches.push(found(device)?);
+                }
             }
         }
     }
     Ok(matches)
 }
 
-fn repair_primary_table(disk: &SysBlock, seen: &mut Seen) -> anyhow::Result<()> {
-    let node = device_node(disk)?;
-    let mut file = fs::OpenOptions::new().read(true).write(true).open(&node).with_context(|| format!("cannot open {}", node.display()))?;
-    repair_table(&mut file).with_context(|| format!("cannot repair the GPT of {}", node.display()))?;
-    file.sync_all().with_context(|| format!("cannot flush {}", node.display()))?;
-    reread_partition_table(&file).with_context(|| format!("{}", node.display()))?;
-    seen.changes.push(format!("{}: its primary GPT was damaged; rewrote it from the intact backup", disk.name));
-    Ok(())
-}
-
-/// The disk a partition is on, and the partition's number there; `None` for a device
-/// that is not a partition.
-pub fn disk_of(partition: &FoundDevice) -> anyhow::Result<Option<(FoundDevice, u32)>> {
-    let devices = block_devices();
-    let Some(device) = devices.iter().find(|d| d.major == partition.major && d.minor == partition.minor) else {
-        bail!("{} is no longer in sysfs", partition.node.display())
-    };
-    let Some((disk_name, number)) = &device.partition_of else { return Ok(None) };
-    let disk = devices.iter().find(|d| &d.name == disk_name).with_context(|| format!("the disk of {} is not in sysfs", device.name))?;
-    Ok(Some((found(disk)?, *number)))
-}
-
-/// Partition `number` of `disk` as the kernel has it now, if it has it.
-pub fn partition_on(disk: &FoundDevice, number: u32) -> anyhow::Result<Option<FoundDevice>> {
-    let devices = block_devices();
-    let Some(disk) = devices.iter().find(|d| d.major == disk.major && d.minor == disk.minor) else { return Ok(None) };
-    devices.iter().find(|d| d.partition_of.as_ref() == Some(&(disk.name.clone(), number))).map(found).transpose()
+/// Whether `device` is a partition named `label` that keel will format: blank, or marked
+/// ROOT_FORMAT_PENDING because a format was cut short (its half-written content may
+/// probe as anything).
+fn stands_in_for_label(look: &Look, probe: &Probe, device: &SysBlock, label: &str) -> bool {
+    let Some((disk_name, number)) = &device.partition_of else { return false };
+    let Some(disk) = look.devices.iter().find(|d| &d.name == disk_name) else { return false };
+    let Ok(gpt) = look.table(disk) else { return false };
+    gpt.partition(*number).is_some_and(|p| p.name == label && (*probe == Probe::Blank || p.attributes & ROOT_FORMAT_PENDING != 0))
 }
 
 /// The size the kernel gives a block device now, in bytes.
@@ -266,16 +409,6 @@ pub fn kernel_size_bytes(device: &FoundDevice) -> anyhow::Result<u64> {
     let sectors: u64 =
         read_trimmed(Path::new(&path)).with_context(|| format!("cannot read {path}"))?.parse().with_context(|| format!("bad {path}"))?;
     Ok(sectors * 512)
-}
-
-/// Whether `device` is a partition named `label` that keel will format: blank, or marked
-/// ROOT_FORMAT_PENDING because a format was cut short (its half-written content may
-/// probe as anything).
-fn stands_in_for_label(probe: &Probe, device: &SysBlock, devices: &[SysBlock], label: &str) -> anyhow::Result<bool> {
-    let Some((disk_name, number)) = &device.partition_of else { return Ok(false) };
-    let Some(disk) = devices.iter().find(|d| &d.name == disk_name) else { return Ok(false) };
-    let Ok(gpt) = read_table(&device_node(disk)?) else { return Ok(false) };
-    Ok(gpt.partition(*number).is_some_and(|p| p.name == label && (*probe == Probe::Blank || p.attributes & ROOT_FORMAT_PENDING != 0)))
 }
 
 /// Listens to the kernel's uevents. Open it before loading drivers: an event that comes
@@ -299,12 +432,13 @@ impl DeviceWatcher {
     /// Looks for `spec` now, after every uevent, and at least every second (a read that
     /// failed while a disk spun up, or a size change, brings no new event), until
     /// `timeout` runs out (`None`: for ever).
-    pub fn wait_for(&self, spec: &DeviceSpec, timeout: Option<Duration>) -> anyhow::Result<FoundDevice> {
+    pub fn wait_for(&self, wanted: &Wanted, timeout: Option<Duration>) -> anyhow::Result<FoundDevice> {
+        let spec = wanted.spec;
         let started = Instant::now();
         let mut seen = Seen::default();
         let mut smaller_since = None;
         loop {
-            let looked = look_for(spec, &mut seen);
+            let looked = look_for(wanted, &mut seen);
             self.changes.borrow_mut().append(&mut seen.changes);
             if let Some(device) = looked? {
                 return Ok(device);

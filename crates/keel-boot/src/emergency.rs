@@ -3,7 +3,6 @@ use crate::stage::Stage;
 use keel_cmdline::EmergencyAction;
 use nix::sys::reboot::{reboot, RebootMode};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 /// How long a failure report stays on screen before an automatic reboot, so a person can
@@ -44,7 +43,7 @@ pub fn handle(log: &mut Log, failure: &Failure, action: EmergencyAction, shell: 
     if shell {
         if Path::new(SHELL).exists() {
             log.error("rd.shell: starting a shell; leave it to continue with the emergency action.");
-            let _ = Command::new(SHELL).status();
+            let _ = crate::environment::command(SHELL).status();
         } else {
             log.error("rd.shell: this initrd has no shell.");
         }

@@ -3,42 +3,43 @@
 //! step has succeeded. Each step converges when run again, so a boot cut short by a
 //! power cut is finished by the next, which is a first boot again until the flag is gone.
 
-use crate::devices::{disk_of, kernel_size_bytes, partition_on, read_table, FoundDevice};
+use crate::devices::{kernel_size_bytes, BootDisk, FoundDevice};
 use crate::log::Log;
 use crate::mounts::mount_at;
 use anyhow::Context;
 use keel_cmdline::{BootParams, FirstBootRequest};
 use keel_disk::{
-    grow_root, probe_filesystem, randomize_identity, read_gpt, resize_kernel_partition, FsKind, Gpt, Guid, Probe, FIRST_BOOT_FLAG, ROOT_NAME,
+    grow_root, probe_filesystem, randomize_identity, read_gpt, resize_kernel_partition, Ambiguous, FsKind, Gpt, Guid, Probe, UnsupportedShape,
+    FIRST_BOOT_FLAG, ROOT_NAME,
 };
 use nix::mount::{umount, MsFlags};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::Path;
 
 const ESP_TYPE: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
 const ESP_MOUNT: &str = "/run/keel/esp";
 
-/// The GPT disk ROOT is on and ROOT's partition number there.
+/// ROOT as a partition of the boot disk: the only ROOT keel formats, marks or grows.
 pub struct RootDisk {
-    pub disk: FoundDevice,
+    pub boot_disk: BootDisk,
     pub root_number: u32,
 }
 
 impl RootDisk {
-    /// ROOT's disk, when ROOT is a partition of a disk with a readable GPT: first boot's
-    /// disk work needs one, and ROOT anywhere else just boots.
-    pub fn of(root: &FoundDevice) -> anyhow::Result<Option<RootDisk>> {
-        Ok(disk_of(root)?.filter(|(disk, _)| read_table(&disk.node).is_ok()).map(|(disk, root_number)| RootDisk { disk, root_number }))
+    /// `None` when ROOT is not a partition of the boot disk (`root=` named another
+    /// device): it is mounted as it is, and nothing is written to it.
+    pub fn of(boot_disk: Option<&BootDisk>, root: &FoundDevice) -> Option<RootDisk> {
+        let boot_disk = boot_disk?;
+        boot_disk.number_of(root).map(|root_number| RootDisk { boot_disk: boot_disk.clone(), root_number })
     }
 
-    /// The disk's partition table as it is now.
+    /// The boot disk's partition table as it is now.
     pub fn table(&self) -> anyhow::Result<Gpt> {
-        read_table(&self.disk.node)
+        self.boot_disk.table()
     }
 
     pub fn open_for_writing(&self) -> anyhow::Result<File> {
-        let node = &self.disk.node;
-        OpenOptions::new().read(true).write(true).open(node).with_context(|| format!("cannot open {} for writing", node.display()))
+        self.boot_disk.open_for_writing()
     }
 }
 
@@ -64,12 +65,12 @@ pub fn early_random_guid() -> anyhow::Result<Guid> {
     Ok(Guid::from_random_bytes(bytes))
 }
 
-/// The disk's ESP, when it has one with a vfat filesystem on it.
-fn find_esp(root_disk: &RootDisk) -> anyhow::Result<Option<FoundDevice>> {
-    let gpt = root_disk.table()?;
+/// The boot disk's ESP, when it has one with a vfat filesystem on it.
+fn find_esp(boot_disk: &BootDisk) -> anyhow::Result<Option<FoundDevice>> {
+    let gpt = boot_disk.table()?;
     let esp_type = Guid::parse(ESP_TYPE)?;
     let Some(entry) = gpt.partitions.iter().find(|p| p.type_guid == esp_type) else { return Ok(None) };
-    let Some(esp) = partition_on(&root_disk.disk, entry.number)? else { return Ok(None) };
+    let Some(esp) = boot_disk.partition(entry.number)? else { return Ok(None) };
     let probe = probe_filesystem(&mut File::open(&esp.node).with_context(|| format!("cannot open {}", esp.node.display()))?)?;
     Ok(matches!(probe, Probe::Filesystem(fs) if fs.kind == FsKind::Vfat).then_some(esp))
 }
@@ -92,8 +93,8 @@ fn with_esp<T>(esp: &FoundDevice, writable: bool, with: impl FnOnce(&Path) -> an
 /// Whether this boot is a first boot: the command line decides when it says, otherwise
 /// the flag file on the ESP does. An ESP that cannot be read is logged, not fatal: the
 /// boot goes on as a later boot would (nothing is written), and says why.
-pub fn detect(params: &BootParams, root_disk: &RootDisk, log: &mut Log) -> Option<FirstBoot> {
-    let esp = find_esp(root_disk).unwrap_or_else(|error| {
+pub fn detect(params: &BootParams, boot_disk: &BootDisk, log: &mut Log) -> Option<FirstBoot> {
+    let esp = find_esp(boot_disk).unwrap_or_else(|error| {
         log.error(&format!("first-boot: cannot look for the ESP: {error:#}"));
         None
     });
@@ -116,46 +117,77 @@ pub fn detect(params: &BootParams, root_disk: &RootDisk, log: &mut Log) -> Optio
     Some(FirstBoot { reason, flag_on })
 }
 
-/// The disk's part of first boot: its own GUIDs, and ROOT grown to the disk's end with
-/// the running kernel told. Returns what it did, for the log.
-pub fn prepare_disk(params: &BootParams, root_disk: &RootDisk, root: &FoundDevice) -> anyhow::Result<String> {
-    let node = &root_disk.disk.node;
-    let mut disk = root_disk.open_for_writing()?;
-    // A failed draw gives the zero GUID, which randomize_identity never uses; the draw's
-    // own error is what the person needs to see.
-    let mut draw_error = None;
-    let renamed = randomize_identity(&mut disk, params.image_disk_guid, || {
-        early_random_guid().unwrap_or_else(|error| {
-            draw_error = Some(error);
-            Guid::ZERO
-        })
-    });
-    let renamed = match (renamed, draw_error) {
-        (Err(_), Some(draw_error)) => return Err(draw_error.context("cannot draw the disk's new GUIDs; nothing was changed")),
-        (renamed, _) => renamed?,
-    };
-    let identity = match renamed {
-        Some(guid) => format!("disk GUID {guid} (ROOT's is new too)"),
-        None => "the disk already has its own GUID".to_string(),
-    };
-    disk.sync_all().with_context(|| format!("cannot flush {}", node.display()))?;
+/// Whether `error` comes from the disk itself: a table whose shape rules the step out, or a
+/// disk that cannot be written. No later boot can do better, so first boot reports the
+/// step as skipped and goes on instead of failing every boot.
+fn disk_rules_it_out(error: &anyhow::Error) -> bool {
+    const READ_ONLY: [i32; 3] = [libc::EROFS, libc::EACCES, libc::EPERM];
+    error.chain().any(|cause| {
+        cause.is::<UnsupportedShape>()
+            || cause.is::<Ambiguous>()
+            || cause.downcast_ref::<std::io::Error>().and_then(std::io::Error::raw_os_error).is_some_and(|code| READ_ONLY.contains(&code))
+    })
+}
 
-    let gpt = read_gpt(&mut disk)?;
-    let is_root = gpt.partition(root_disk.root_number).is_some_and(|p| p.name == ROOT_NAME);
+/// Runs one first-boot step on the boot disk: its result, or what it was skipped for
+/// when the disk rules it out; any other error stops the boot.
+fn step(name: &str, run: impl FnOnce() -> anyhow::Result<String>) -> anyhow::Result<String> {
+    match run() {
+        Ok(done) => Ok(done),
+        Err(error) if disk_rules_it_out(&error) => Ok(format!("{name} SKIPPED: {error:#}")),
+        Err(error) => Err(error.context(format!("first boot could not {name}"))),
+    }
+}
+
+/// The boot disk's part of first boot: its own GUIDs, and ROOT (when it is the boot disk's
+/// partition named ROOT) grown to the disk's end with the running kernel told. Returns
+/// what it did, for the log.
+pub fn prepare_disk(params: &BootParams, boot_disk: &BootDisk, root: &FoundDevice) -> anyhow::Result<String> {
+    let node = &boot_disk.disk.node;
+    let identity = step("give the disk its own GUIDs", || {
+        let mut disk = boot_disk.open_for_writing()?;
+        // A failed draw gives the zero GUID, which randomize_identity never uses; the draw's
+        // own error is what the person needs to see.
+        let mut draw_error = None;
+        let renamed = randomize_identity(&mut disk, params.image_disk_guid, || {
+            early_random_guid().unwrap_or_else(|error| {
+                draw_error = Some(error);
+                Guid::ZERO
+            })
+        });
+        let renamed = match (renamed, draw_error) {
+            (Err(_), Some(draw_error)) => return Err(draw_error.context("cannot draw the disk's new GUIDs; nothing was changed")),
+            (renamed, _) => renamed?,
+        };
+        disk.sync_all().with_context(|| format!("cannot flush {}", node.display()))?;
+        Ok(match renamed {
+            Some(guid) => format!("disk GUID {guid} (ROOT's is new too)"),
+            None => "the disk already has its own GUID".to_string(),
+        })
+    })?;
+
+    let Some(root_number) = boot_disk.number_of(root) else {
+        return Ok(format!("{identity}; ROOT {} is not on the boot disk, so nothing was grown", root.node.display()));
+    };
+    let is_root = boot_disk.table()?.partition(root_number).is_some_and(|p| p.name == ROOT_NAME);
     if !is_root {
         return Ok(format!("{identity}; root= is not the partition named {ROOT_NAME}, so nothing was grown"));
     }
-    let grown = match grow_root(&mut disk)? {
-        Some(grown) => format!("{ROOT_NAME} grew from {} to {} MiB", grown.old_sectors >> 11, grown.new_sectors >> 11),
-        None => format!("{ROOT_NAME} already fills the disk"),
-    };
-    disk.sync_all().with_context(|| format!("cannot flush {}", node.display()))?;
-    // The kernel read the table at boot; a grow written then (or by a boot a power cut
-    // stopped after the write) is news to it.
-    let entry = read_gpt(&mut disk)?.partition(root_disk.root_number).cloned().context("ROOT vanished from the table")?;
-    if kernel_size_bytes(root)? != entry.size_bytes() {
-        resize_kernel_partition(&disk, &entry)?;
-    }
+    let grown = step("grow ROOT", || {
+        let mut disk = boot_disk.open_for_writing()?;
+        let grown = match grow_root(&mut disk)? {
+            Some(grown) => format!("{ROOT_NAME} grew from {} to {} MiB", grown.old_sectors >> 11, grown.new_sectors >> 11),
+            None => format!("{ROOT_NAME} already fills the disk"),
+        };
+        disk.sync_all().with_context(|| format!("cannot flush {}", node.display()))?;
+        // The kernel read the table at boot; a grow written then (or by a boot a power cut
+        // stopped after the write) is news to it.
+        let entry = read_gpt(&mut disk)?.partition(root_number).cloned().context("ROOT vanished from the table")?;
+        if kernel_size_bytes(root)? != entry.size_bytes() {
+            resize_kernel_partition(&disk, &entry)?;
+        }
+        Ok(grown)
+    })?;
     Ok(format!("{identity}; {grown}"))
 }
 

@@ -7,6 +7,7 @@
 
 mod devices;
 mod emergency;
+mod environment;
 mod first_boot;
 mod log;
 mod modules;

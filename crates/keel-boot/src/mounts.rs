@@ -2,13 +2,24 @@ use anyhow::{bail, Context};
 use nix::mount::{mount, MsFlags};
 use std::path::Path;
 
-/// Makes `target` if missing and insists it is a directory itself, not a symlink: ROOT is
-/// writable by the system it boots, and a link there could carry a mount anywhere.
-fn real_directory(target: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(target).with_context(|| format!("cannot create mount point {}", target.display()))?;
-    let meta = target.symlink_metadata().with_context(|| format!("cannot stat {}", target.display()))?;
-    if !meta.is_dir() {
-        bail!("mount point {} is not a directory (a symlink?): refusing to mount there", target.display());
+/// Makes the directory `target` if missing and insists that it, and every directory on
+/// the way to it, is a directory itself, not a symlink: ROOT is writable by whoever can
+/// write the disk, and a link there could carry a mount (or the overlay's work directory)
+/// anywhere.
+pub fn real_directory(target: &Path) -> anyhow::Result<()> {
+    let mut path = std::path::PathBuf::new();
+    for component in target.components() {
+        path.push(component);
+        match std::fs::DirBuilder::new().create(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(error).with_context(|| format!("cannot create {}", path.display())),
+        }
+        let meta = path.symlink_metadata().with_context(|| format!("cannot stat {}", path.display()))?;
+        if !meta.is_dir() {
+            let what = if meta.file_type().is_symlink() { "a symlink" } else { "not a directory" };
+            bail!("{} is {what}: refusing to mount or work under it", path.display());
+        }
     }
     Ok(())
 }

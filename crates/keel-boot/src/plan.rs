@@ -1,4 +1,4 @@
-use crate::devices::{disk_of, read_table, DeviceWatcher, FoundDevice};
+use crate::devices::{BootDisk, DeviceWatcher, FoundDevice, Scope, Wanted};
 use crate::emergency::{self, Failure};
 use crate::first_boot::{self, RootDisk};
 use crate::log::{uptime, Log, Timeline};
@@ -6,9 +6,9 @@ use crate::mounts::mount_pseudo_filesystems;
 use crate::root::{ensure_skeleton, mount_etc_overlay, mount_root};
 use crate::stage::{self, Stage};
 use crate::switch_root::{check_init, switch_root, DEFAULT_INIT};
-use crate::usr::{mount_verified_usr, open_verified_usr};
+use crate::usr::{check_hash_area, mount_verified_usr, open_verified_usr};
 use anyhow::{bail, Context};
-use keel_cmdline::{BootParams, Cmdline, EmergencyAction};
+use keel_cmdline::{BootParams, Cmdline, DeviceSpec, EmergencyAction};
 use keel_disk::slot_of;
 use keel_manifest::{ImageManifest, INITRD_MANIFEST_PATH, INITRD_MODULES_PATH};
 use std::convert::Infallible;
@@ -81,11 +81,20 @@ fn read_config() -> anyhow::Result<(BootParams, ImageManifest)> {
     Ok((params, manifest))
 }
 
-/// The A/B slot `data` is, from its disk's partition table.
-fn usr_slot(data: &FoundDevice) -> anyhow::Result<&'static str> {
-    let Some((disk, number)) = disk_of(data)? else { return Ok("none") };
-    let gpt = read_table(&disk.node)?;
-    Ok(gpt.partition(number).and_then(slot_of).map_or("none", |slot| slot.partition_name()))
+/// The A/B slot the verified /usr is, from the boot disk's partition table.
+fn usr_slot(boot_disk: Option<&BootDisk>, data: &FoundDevice) -> anyhow::Result<&'static str> {
+    let Some(boot_disk) = boot_disk else { return Ok("none") };
+    let Some(number) = boot_disk.number_of(data) else { return Ok("none") };
+    Ok(boot_disk.table()?.partition(number).and_then(slot_of).map_or("none", |slot| slot.partition_name()))
+}
+
+/// Where ROOT may be found: names anyone can give a disk (`LABEL=`, `PARTLABEL=`) count
+/// only on the boot disk; a spec that names one device counts anywhere.
+fn root_scope<'a>(spec: &DeviceSpec, boot_disk: Option<&'a BootDisk>) -> Scope<'a> {
+    match (spec, boot_disk) {
+        (DeviceSpec::Label(_) | DeviceSpec::PartLabel(_), Some(boot_disk)) => Scope::BootDisk(boot_disk),
+        _ => Scope::AnyDisk,
+    }
 }
 
 /// keel-init's whole job. Never returns: it either executes the real init or carries out
@@ -128,36 +137,49 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
         Ok((watcher, format!("{} modules loaded{declined}{slowest}", loaded.count)))
     })?;
 
-    let usr = boot.stage(&stage::USR, |log| {
-        let data = watcher.wait_for(&params.usr_data, params.device_timeout)?;
+    let (usr, boot_disk) = boot.stage(&stage::USR, |log| {
+        let verifies = |disk: &std::fs::File, start: u64| {
+            check_hash_area(disk, Path::new("the disk"), start, manifest.usr.hash_offset, &manifest.usr).map(|_| ())
+        };
+        let image_sectors = Some(manifest.image_bytes / keel_disk::SECTOR_SIZE);
+        let wanted = Wanted { spec: &params.usr_data, scope: Scope::AnyDisk, repair_if_usr_verifies: Some(&verifies), image_sectors };
+        let data = watcher.wait_for(&wanted, params.device_timeout)?;
         let hash = match &params.usr_hash_device {
-            Some(spec) => watcher.wait_for(spec, params.device_timeout)?,
+            Some(spec) => watcher.wait_for(&Wanted::anywhere(spec), params.device_timeout)?,
             None => data.clone(),
         };
         for change in watcher.take_changes() {
             log.info(&format!("usr: {change}"));
         }
         let device = open_verified_usr(&params, &manifest.usr, &data, &hash)?;
-        let slot = usr_slot(&data)?;
+        let boot_disk = BootDisk::of_verified_usr(&data)?;
+        let slot = usr_slot(boot_disk.as_ref(), &data)?;
         std::fs::create_dir_all("/run/keel").context("cannot create /run/keel")?;
         std::fs::write(USR_SLOT, format!("{slot}\n")).with_context(|| format!("cannot write {USR_SLOT}"))?;
-        let detail =
-            format!("{} verified: dm-verity device {} from {} (slot {slot}), status V", params.usr_data, device.node.display(), data.node.display());
-        Ok((device, detail))
+        let boot_disk_name = boot_disk.as_ref().map_or("none (keel writes to no disk)".to_string(), |b| b.disk.node.display().to_string());
+        let detail = format!(
+            "{} verified: dm-verity device {} from {} (slot {slot}), status V; boot disk {boot_disk_name}",
+            params.usr_data,
+            device.node.display(),
+            data.node.display()
+        );
+        Ok(((device, boot_disk), detail))
     })?;
 
     let (root, root_disk, first_boot) = boot.stage(&stage::FIRST_BOOT, |log| {
-        let root = watcher.wait_for(&params.root, params.device_timeout)?;
+        let wanted =
+            Wanted { spec: &params.root, scope: root_scope(&params.root, boot_disk.as_ref()), repair_if_usr_verifies: None, image_sectors: None };
+        let root = watcher.wait_for(&wanted, params.device_timeout)?;
         for change in watcher.take_changes() {
             log.info(&format!("first-boot: {change}"));
         }
-        let root_disk = RootDisk::of(&root)?;
-        let first_boot = root_disk.as_ref().and_then(|root_disk| first_boot::detect(&params, root_disk, log));
-        let detail = match (&first_boot, &root_disk) {
-            (Some(first), Some(root_disk)) => {
-                format!("first boot ({}): {}", first.reason, first_boot::prepare_disk(&params, root_disk, &root)?)
+        let root_disk = RootDisk::of(boot_disk.as_ref(), &root);
+        let first_boot = boot_disk.as_ref().and_then(|boot_disk| first_boot::detect(&params, boot_disk, log));
+        let detail = match (&first_boot, &boot_disk) {
+            (Some(first), Some(boot_disk)) => {
+                format!("first boot ({}): {}", first.reason, first_boot::prepare_disk(&params, boot_disk, &root)?)
             }
-            (_, None) => format!("not a first boot: ROOT {} is not a partition of a GPT disk", root.node.display()),
+            (_, None) => "not a first boot: /usr is not a partition of a GPT disk, so keel writes to no disk".to_string(),
             (None, Some(_)) => "not a first boot".to_string(),
         };
         Ok(((root, root_disk, first_boot), detail))
@@ -239,7 +261,7 @@ mod tests {
     #[test]
     fn the_command_line_cannot_change_the_usr_filesystem() {
         let manifest = ImageManifest::from_json(
-            r#"{"os":"keel","usr":{"filesystem":"ext4","hash_offset":4096,"root_hash":"00000000000000000000000000000000000000000000000000000000000000aa",
+            r#"{"os":"keel","image_bytes":1048576,"usr":{"filesystem":"ext4","hash_offset":4096,"root_hash":"00000000000000000000000000000000000000000000000000000000000000aa",
             "hash_algorithm":"sha256","hash_type":1,"data_block_size":4096,"hash_block_size":4096,"data_blocks":1,"salt":""}}"#,
         )
         .unwrap();

@@ -1,6 +1,6 @@
 use crate::devices::{kernel_size_bytes, FoundDevice};
 use crate::first_boot::{early_random_guid, RootDisk};
-use crate::mounts::mount_at;
+use crate::mounts::{mount_at, real_directory};
 use anyhow::{bail, Context};
 use keel_cmdline::{BootParams, DeviceSpec};
 use keel_disk::{grow_mounted_filesystem, probe_filesystem, set_format_pending, FsKind, Probe, ROOT_FORMAT_PENDING};
@@ -9,7 +9,6 @@ use nix::mount::MsFlags;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
-use std::process::Command;
 
 const DEFAULT_ROOT_LABEL: &str = "ROOT";
 
@@ -48,6 +47,12 @@ pub fn mount_root(
             DeviceSpec::Label(label) => label.as_str(),
             _ => DEFAULT_ROOT_LABEL,
         };
+        let root_disk = root_disk.with_context(|| {
+            format!(
+                "{node} needs a filesystem, but keel formats only a partition of the disk it booted from (the one holding the \
+                 verified /usr), and this is not one: format it yourself, or point root= at the boot disk's ROOT"
+            )
+        })?;
         format_marked(root, root_disk, params.root_filesystem, label)?;
         Ok(params.root_filesystem)
     };
@@ -85,29 +90,23 @@ fn kernel_knows(kind: FsKind) -> bool {
 /// mkfs between setting and clearing ROOT_FORMAT_PENDING in the partition table, with
 /// mkfs's writes flushed before the mark goes: a power cut anywhere in between leaves the
 /// mark, and the next boot formats again instead of trusting a half-made filesystem.
-fn format_marked(root: &FoundDevice, root_disk: Option<&RootDisk>, kind: FsKind, label: &str) -> anyhow::Result<()> {
+fn format_marked(root: &FoundDevice, root_disk: &RootDisk, kind: FsKind, label: &str) -> anyhow::Result<()> {
     let mkfs = format!("{INITRD_MKFS_DIR}/mkfs.{}", kind.mount_type());
     if !Path::new(&mkfs).exists() {
         bail!("this initrd has no {mkfs}: rebuild it with `keel initrd build --root-filesystems ext4,{}`", kind.mount_type());
     }
-    if let Some(root_disk) = root_disk {
-        let mut disk = root_disk.open_for_writing()?;
-        set_format_pending(&mut disk, root_disk.root_number, true)?;
-        disk.sync_all().context("cannot flush the partition table")?;
-    }
+    let mut disk = root_disk.open_for_writing()?;
+    set_format_pending(&mut disk, root_disk.root_number, true)?;
+    disk.sync_all().context("cannot flush the partition table")?;
     run_mkfs(&mkfs, kind, &root.node.display().to_string(), label)?;
     OpenOptions::new().write(true).open(&root.node).and_then(|f| f.sync_all()).with_context(|| format!("cannot flush {}", root.node.display()))?;
-    if let Some(root_disk) = root_disk {
-        let mut disk = root_disk.open_for_writing()?;
-        set_format_pending(&mut disk, root_disk.root_number, false)?;
-        disk.sync_all().context("cannot flush the partition table")?;
-    }
-    Ok(())
+    set_format_pending(&mut disk, root_disk.root_number, false)?;
+    disk.sync_all().context("cannot flush the partition table")
 }
 
 fn run_mkfs(mkfs: &str, kind: FsKind, node: &str, label: &str) -> anyhow::Result<()> {
     let uuid = early_random_guid()?.to_string();
-    let mut command = Command::new(mkfs);
+    let mut command = crate::environment::command(mkfs);
     match kind {
         FsKind::Ext4 => command.args(["-q", "-F", "-L", label, "-U", &uuid, "-E", &format!("hash_seed={}", early_random_guid()?)]),
         FsKind::Xfs => command.args(["-q", "-f", "-L", label, "-m", &format!("uuid={uuid}")]),
@@ -168,7 +167,7 @@ pub fn mount_etc_overlay(sysroot: &Path, os: &str) -> anyhow::Result<()> {
     let upper = sysroot.join("etc");
     let work = sysroot.join(".etc-work");
     for dir in [&upper, &work] {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        real_directory(dir)?;
     }
     let options = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
     mount_at("overlay", &upper, Some("overlay"), MsFlags::empty(), Some(&options))

@@ -1,7 +1,7 @@
 use crate::mounts::move_mount;
 use anyhow::{bail, Context};
 use nix::sys::statfs::{statfs, FsType, TMPFS_MAGIC};
-use nix::unistd::{chdir, chroot, execv};
+use nix::unistd::{chdir, chroot, execve};
 use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
 use std::convert::Infallible;
 use std::ffi::CString;
@@ -52,7 +52,7 @@ pub fn switch_root(sysroot: &Path, init: &str, args: &[OsString]) -> anyhow::Res
     for arg in args {
         argv.push(CString::new(arg.as_bytes()).context("an init argument contains a NUL byte")?);
     }
-    let Err(errno) = execv(&program, &argv);
+    let Err(errno) = execve(&program, &argv, &crate::environment::for_init());
     Err(errno).with_context(|| format!("cannot execute {init}"))
 }
 

@@ -31,21 +31,6 @@ pub fn open_verified_usr(params: &BootParams, usr: &UsrImage, data: &FoundDevice
     let separate_hash = data.node != hash.node;
     let hash_offset = if separate_hash { 0 } else { usr.hash_offset };
     let hash_file = File::open(&hash.node).with_context(|| format!("cannot open {}", hash.node.display()))?;
-
-    let mut raw = [0u8; SUPERBLOCK_SIZE];
-    hash_file
-        .read_exact_at(&mut raw, hash_offset)
-        .with_context(|| format!("cannot read the verity superblock at byte {hash_offset} of {}", hash.node.display()))?;
-    let superblock = Superblock::parse(&raw).with_context(|| format!("at byte {hash_offset} of {}", hash.node.display()))?;
-    if superblock.params != usr.verity {
-        bail!(
-            "the verity superblock on {} ({:?}) does not match the image manifest in the initrd ({:?})",
-            hash.node.display(),
-            superblock.params,
-            usr.verity
-        );
-    }
-
     let data_size = File::open(&data.node).and_then(|f| f.size()).with_context(|| format!("cannot find the size of {}", data.node.display()))?;
     ensure!(
         data_size >= usr.verity.data_bytes() && (separate_hash || usr.hash_offset >= usr.verity.data_bytes()),
@@ -53,17 +38,7 @@ pub fn open_verified_usr(params: &BootParams, usr: &UsrImage, data: &FoundDevice
         data.node.display(),
         usr.verity.data_bytes()
     );
-
-    let tree_block = tree_start_block(hash_offset, usr.verity.hash_block_size, true);
-    check_tree(&hash_file, tree_block * u64::from(usr.verity.hash_block_size), &usr.verity, &usr.root_hash).map_err(|error| {
-        let corrupt = matches!(error, VerityError::Corrupt(_));
-        let error = anyhow::Error::new(error);
-        if corrupt {
-            error.context(format!("the /usr hash tree on {} does not match the root hash in the initrd ({baked_root})", hash.node.display()))
-        } else {
-            error.context(format!("cannot check the /usr hash tree on {}", hash.node.display()))
-        }
-    })?;
+    let tree_block = check_hash_area(&hash_file, &hash.node, 0, hash_offset, usr)?;
 
     let table = TableLine {
         data_device: format!("{}:{}", data.major, data.minor),
@@ -83,6 +58,38 @@ pub fn open_verified_usr(params: &BootParams, usr: &UsrImage, data: &FoundDevice
         VerityStatus::Verified => Ok(device),
         other => bail!("the kernel reports the new verity device as {other:?}, not verified (V)"),
     }
+}
+
+/// Checks the hash area of a USR partition that starts `start` bytes into `device`, its
+/// superblock `hash_offset` bytes into the partition: the superblock must equal the manifest
+/// and the whole tree must match the baked root hash. Returns the tree's first hash block,
+/// counted from the partition's start.
+pub fn check_hash_area(device: &File, name: &Path, start: u64, hash_offset: u64, usr: &UsrImage) -> anyhow::Result<u64> {
+    let baked_root = encode_hex(&usr.root_hash);
+    let at = start.checked_add(hash_offset).context("the hash area lies past any device's end")?;
+    let mut raw = [0u8; SUPERBLOCK_SIZE];
+    device.read_exact_at(&mut raw, at).with_context(|| format!("cannot read the verity superblock at byte {at} of {}", name.display()))?;
+    let superblock = Superblock::parse(&raw).with_context(|| format!("at byte {at} of {}", name.display()))?;
+    if superblock.params != usr.verity {
+        bail!(
+            "the verity superblock on {} ({:?}) does not match the image manifest in the initrd ({:?})",
+            name.display(),
+            superblock.params,
+            usr.verity
+        );
+    }
+    let tree_block = tree_start_block(hash_offset, usr.verity.hash_block_size, true);
+    let tree_offset = start + tree_block * u64::from(usr.verity.hash_block_size);
+    check_tree(device, tree_offset, &usr.verity, &usr.root_hash).map_err(|error| {
+        let corrupt = matches!(error, VerityError::Corrupt(_));
+        let error = anyhow::Error::new(error);
+        if corrupt {
+            error.context(format!("the /usr hash tree on {} does not match the root hash in the initrd ({baked_root})", name.display()))
+        } else {
+            error.context(format!("cannot check the /usr hash tree on {}", name.display()))
+        }
+    })?;
+    Ok(tree_block)
 }
 
 /// Mounts the verity device read-only at `target` with the filesystem the manifest names,

@@ -6,10 +6,11 @@
 //! right is not written at all.
 
 use crate::gpt::usable_range;
+use crate::gpt::{read_gpt_of_image, DurableWrite, UnsupportedShape};
 use crate::layout::ALIGNMENT_SECTORS;
-use crate::{read_gpt, write_gpt, Gpt, GptPartition, Guid, SECTOR_SIZE};
+use crate::{write_gpt, Gpt, GptPartition, Guid, SECTOR_SIZE};
 use anyhow::{bail, ensure, Context};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 
 /// Flatcar's image disk GUID: while a disk still has it, first boot gives it its own.
 pub const IMAGE_DISK_GUID: &str = "00000000-0000-0000-0000-000000000001";
@@ -42,8 +43,8 @@ fn disk_sectors(dev: &mut impl Seek) -> anyhow::Result<u64> {
 
 /// Reads the table for a rewrite: a damaged primary is fine (the rewrite repairs it from
 /// the backup), and a table that does not fit the disk is refused before anything is written.
-pub(crate) fn table_for_rewrite(dev: &mut (impl Read + Seek)) -> anyhow::Result<(Gpt, u64)> {
-    let gpt = read_gpt(dev)?;
+pub(crate) fn table_for_rewrite(dev: &mut (impl Read + Seek), image_sectors: Option<u64>) -> anyhow::Result<(Gpt, u64)> {
+    let gpt = read_gpt_of_image(dev, image_sectors)?;
     let sectors = disk_sectors(dev)?;
     let (_, last_usable) = usable_range(sectors);
     if let Some(beyond) = gpt.partitions.iter().find(|p| p.last_lba > last_usable) {
@@ -72,13 +73,16 @@ pub(crate) fn already_written(gpt: &Gpt, sectors: u64, disk_guid: Guid, partitio
 /// Extends ROOT, the last partition, to the last whole MiB of the disk, moving the
 /// backup table to the disk's end (and repairing a damaged primary). `None` when there
 /// was nothing to do.
-pub fn grow_root(dev: &mut (impl Read + Write + Seek)) -> anyhow::Result<Option<Grown>> {
-    let (gpt, sectors) = table_for_rewrite(dev)?;
-    let root = gpt.by_name(ROOT_NAME).with_context(|| format!("the disk has no partition named {ROOT_NAME}"))?;
-    ensure!(
-        gpt.partitions.iter().all(|p| p.last_lba <= root.last_lba),
-        "{ROOT_NAME} is not the last partition on the disk, so it cannot grow into the free space"
-    );
+pub fn grow_root(dev: &mut impl DurableWrite) -> anyhow::Result<Option<Grown>> {
+    let (gpt, sectors) = table_for_rewrite(dev, None)?;
+    let root = gpt.by_name(ROOT_NAME)?.ok_or_else(|| UnsupportedShape(format!("the disk has no partition named {ROOT_NAME}")))?;
+    if let Some(after) = gpt.partitions.iter().find(|p| p.last_lba > root.last_lba) {
+        return Err(UnsupportedShape(format!(
+            "{ROOT_NAME} (partition {}) is not the last partition on the disk (partition {} comes after it), so it cannot grow into the free space",
+            root.number, after.number
+        ))
+        .into());
+    }
     let (_, last_usable) = usable_range(sectors);
     // A disk under 1 MiB has no aligned end: ROOT stays as it is.
     let aligned_end = ((last_usable + 1) / ALIGNMENT_SECTORS * ALIGNMENT_SECTORS).checked_sub(1).unwrap_or(root.last_lba);
@@ -99,12 +103,8 @@ pub fn grow_root(dev: &mut (impl Read + Write + Seek)) -> anyhow::Result<Option<
 /// theirs: bootloaders name them).
 /// A table left half-written by an earlier run is completed either way. Returns the new
 /// disk GUID, or `None` when the disk already had its own.
-pub fn randomize_identity(
-    dev: &mut (impl Read + Write + Seek),
-    image_default: Guid,
-    mut fresh_guid: impl FnMut() -> Guid,
-) -> anyhow::Result<Option<Guid>> {
-    let (gpt, sectors) = table_for_rewrite(dev)?;
+pub fn randomize_identity(dev: &mut impl DurableWrite, image_default: Guid, mut fresh_guid: impl FnMut() -> Guid) -> anyhow::Result<Option<Guid>> {
+    let (gpt, sectors) = table_for_rewrite(dev, None)?;
     let mut partitions = gpt.partitions.clone();
     let renamed = gpt.disk_guid == image_default;
     // GUIDs must be unique on the disk (cgpt rejects a table with two alike) and not zero.
@@ -136,9 +136,9 @@ pub fn randomize_identity(
 
 /// Sets or clears `ROOT_FORMAT_PENDING` on partition `number`; a table that already says
 /// so is not written.
-pub fn set_format_pending(dev: &mut (impl Read + Write + Seek), number: u32, pending: bool) -> anyhow::Result<()> {
-    let (gpt, sectors) = table_for_rewrite(dev)?;
-    ensure!(gpt.partition(number).is_some(), "the disk has no partition {number}");
+pub fn set_format_pending(dev: &mut impl DurableWrite, number: u32, pending: bool) -> anyhow::Result<()> {
+    let (gpt, sectors) = table_for_rewrite(dev, None)?;
+    ensure!(gpt.partition(number).is_some(), "the disk has no partition {number}; nothing was changed");
     let mut partitions = gpt.partitions.clone();
     for partition in partitions.iter_mut().filter(|p| p.number == number) {
         partition.attributes = if pending { partition.attributes | ROOT_FORMAT_PENDING } else { partition.attributes & !ROOT_FORMAT_PENDING };
@@ -152,8 +152,9 @@ pub fn set_format_pending(dev: &mut (impl Read + Write + Seek), number: u32, pen
 /// Rewrites a table whose primary copy is damaged (or whose copies disagree) from the
 /// intact backup, unchanged otherwise. Returns whether it wrote. The kernel makes no
 /// partitions from a disk with a damaged primary, so this is what lets such a disk boot.
-pub fn repair_table(dev: &mut (impl Read + Write + Seek)) -> anyhow::Result<bool> {
-    let (gpt, sectors) = table_for_rewrite(dev)?;
+/// `image_sectors`: the image's size, where its backup may still be (see `read_gpt_of_image`).
+pub fn repair_table(dev: &mut impl DurableWrite, image_sectors: Option<u64>) -> anyhow::Result<bool> {
+    let (gpt, sectors) = table_for_rewrite(dev, image_sectors)?;
     if already_written(&gpt, sectors, gpt.disk_guid, &gpt.partitions) {
         return Ok(false);
     }

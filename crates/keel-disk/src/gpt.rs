@@ -57,12 +57,95 @@ impl Gpt {
         self.partitions.iter().find(|p| p.number == number)
     }
 
-    pub fn by_name(&self, name: &str) -> Option<&GptPartition> {
-        self.partitions.iter().find(|p| p.name == name)
+    /// The partition named `name`; two of that name is an error, not a first-come choice.
+    pub fn by_name(&self, name: &str) -> Result<Option<&GptPartition>, Ambiguous> {
+        self.only_one(|p| p.name == name, || format!("name {:?}", printable(name)))
     }
 
-    pub fn by_guid(&self, guid: Guid) -> Option<&GptPartition> {
-        self.partitions.iter().find(|p| p.guid == guid)
+    /// The partition with unique GUID `guid`; two with it is an error.
+    pub fn by_guid(&self, guid: Guid) -> Result<Option<&GptPartition>, Ambiguous> {
+        self.only_one(|p| p.guid == guid, || format!("GUID {guid}"))
+    }
+
+    fn only_one(&self, matches: impl Fn(&GptPartition) -> bool, what: impl Fn() -> String) -> Result<Option<&GptPartition>, Ambiguous> {
+        let mut found = self.partitions.iter().filter(|p| matches(p));
+        let first = found.next();
+        let others: Vec<u32> = found.map(|p| p.number).collect();
+        match (first, others.is_empty()) {
+            (Some(first), false) => Err(Ambiguous { what: what(), numbers: std::iter::once(first.number).chain(others).collect() }),
+            (first, _) => Ok(first),
+        }
+    }
+}
+
+/// Two or more partitions of one table answer to one name or GUID.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ambiguous {
+    pub what: String,
+    pub numbers: Vec<u32>,
+}
+
+impl std::fmt::Display for Ambiguous {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let numbers: Vec<String> = self.numbers.iter().map(u32::to_string).collect();
+        write!(f, "partitions {} of one table all have the {}: which one is meant is ambiguous", numbers.join(", "), self.what)
+    }
+}
+
+impl std::error::Error for Ambiguous {}
+
+/// `text` with every control character (terminal escapes, newlines, NUL) written as a
+/// `\u{..}` escape: names and labels come from disks, and whoever wrote the disk must not
+/// be able to write to the console or forge log lines.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A rewrite that the table's shape rules out: no write can make it possible, so first
+/// boot reports and skips it rather than failing every boot. Nothing was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnsupportedShape(pub String);
+
+impl std::fmt::Display for UnsupportedShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; nothing was changed", self.0)
+    }
+}
+
+impl std::error::Error for UnsupportedShape {}
+
+/// Makes what was written so far durable before anything else is written: the order of
+/// the table's writes is what power-cut safety rests on, and a disk's write cache keeps
+/// no order of its own.
+pub trait DurableWrite: Read + Write + Seek {
+    fn make_durable(&mut self) -> std::io::Result<()>;
+}
+
+impl DurableWrite for std::fs::File {
+    /// fdatasync: on a block device it also flushes the disk's volatile write cache.
+    fn make_durable(&mut self) -> std::io::Result<()> {
+        self.sync_data()
+    }
+}
+
+/// Memory has no cache to flush: tests and fuzzing rewrite tables in a Vec.
+impl DurableWrite for std::io::Cursor<Vec<u8>> {
+    fn make_durable(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl DurableWrite for std::io::Cursor<&mut Vec<u8>> {
+    fn make_durable(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -215,6 +298,15 @@ fn disk_sectors(dev: &mut impl Seek) -> anyhow::Result<u64> {
 /// Reads the partition table from the primary copy, or from the backup when the primary
 /// is damaged. Both damaged, or the two disagreeing about the layout, is an error.
 pub fn read_gpt(dev: &mut (impl Read + Seek)) -> anyhow::Result<Gpt> {
+    read_gpt_of_image(dev, None)
+}
+
+/// `read_gpt`, also trying the one sector where an image of `image_sectors` sectors keeps
+/// its backup header when it was written to a bigger disk and nothing has moved the backup
+/// to the disk's end yet. Only that sector: a search of the disk for headers would find old
+/// ones (of a disk reused for something else, or planted in a file) and cost a read per
+/// MiB of every disk.
+pub fn read_gpt_of_image(dev: &mut (impl Read + Seek), image_sectors: Option<u64>) -> anyhow::Result<Gpt> {
     let sectors = disk_sectors(dev)?;
     let primary = read_copy(dev, 1, sectors);
     let backup_lba = match &primary {
@@ -222,12 +314,11 @@ pub fn read_gpt(dev: &mut (impl Read + Seek)) -> anyhow::Result<Gpt> {
         _ => sectors - 1,
     };
     let mut backup = read_copy(dev, backup_lba, sectors);
-    if primary.is_err() && backup.is_err() {
-        // An image written to a bigger disk keeps its backup at the image's end. Images end
-        // on a MiB boundary, and a backup header names its own sector: look there.
-        if let Some(found) = find_stranded_backup(dev, sectors) {
-            backup = Ok(found);
-        }
+    if let (Err(_), Err(_), Some(image_sectors)) = (&primary, &backup, image_sectors)
+        && (2..sectors).contains(&image_sectors)
+        && let Ok(found) = read_copy(dev, image_sectors - 1, sectors)
+    {
+        backup = Ok(found);
     }
     // An intact primary wins, as in firmware: after a power cut between writing the backup
     // and the primary, both are intact and the primary is the table the disk booted with.
@@ -258,14 +349,6 @@ pub fn read_gpt(dev: &mut (impl Read + Seek)) -> anyhow::Result<Gpt> {
     })
 }
 
-/// The last sector of each MiB, from the disk's end back to its start: where an image's
-/// backup header lies when the image was written to a bigger disk.
-fn find_stranded_backup(dev: &mut (impl Read + Seek), sectors: u64) -> Option<(Header, Vec<GptPartition>)> {
-    const MIB_SECTORS: u64 = (1 << 20) / SECTOR_SIZE;
-    let last_mib_end = sectors / MIB_SECTORS * MIB_SECTORS;
-    (1..=last_mib_end / MIB_SECTORS).rev().map(|mib| mib * MIB_SECTORS - 1).find_map(|lba| read_copy(dev, lba, sectors).ok())
-}
-
 /// The first and last sector partitions may use on a disk of `disk_sectors` sectors,
 /// with 128-entry arrays on both ends.
 pub fn usable_range(disk_sectors: u64) -> (u64, u64) {
@@ -275,15 +358,18 @@ pub fn usable_range(disk_sectors: u64) -> (u64, u64) {
 
 /// Writes a protective MBR and both copies of a partition table whose entries keep their
 /// numbers. The MBR depends only on the disk's size and goes first; then the backup,
-/// then the primary, so a cut leaves an intact primary or, with a torn primary, a whole
-/// backup at the disk's end. The MBR's boot code and disk signature are kept.
-pub fn write_gpt(dev: &mut (impl Read + Write + Seek), disk_guid: Guid, partitions: &[GptPartition]) -> anyhow::Result<()> {
+/// then the primary, each made durable before the next starts, so a cut leaves an intact
+/// primary or, with a torn primary, a whole backup at the disk's end. The MBR's boot code
+/// and disk signature are kept.
+pub fn write_gpt(dev: &mut impl DurableWrite, disk_guid: Guid, partitions: &[GptPartition]) -> anyhow::Result<()> {
     let sectors = disk_sectors(dev)?;
     ensure!(sectors > 2 * (2 + ENTRY_ARRAY_SECTORS), "a disk of {sectors} sectors cannot hold a GPT");
     let (first_usable, last_usable) = usable_range(sectors);
     let mut array = vec![0u8; ENTRY_SIZE * ENTRY_COUNT];
     for (index, p) in partitions.iter().enumerate() {
-        ensure!((1..=ENTRY_COUNT as u32).contains(&p.number), "partition number {} is not 1..=128", p.number);
+        if !(1..=ENTRY_COUNT as u32).contains(&p.number) {
+            return Err(UnsupportedShape(format!("partition {} is numbered past the 128 entries keel writes", p.number)).into());
+        }
         ensure!(partitions[..index].iter().all(|o| o.number != p.number), "partition number {} is used twice", p.number);
         check_placement(p, first_usable, last_usable, &partitions[..index])?;
         let units: Vec<u16> = p.name.encode_utf16().collect();
@@ -321,16 +407,24 @@ pub fn write_gpt(dev: &mut (impl Read + Write + Seek), disk_guid: Guid, partitio
     let mut sector0 = [0u8; SECTOR_SIZE as usize];
     dev.seek(SeekFrom::Start(0))?;
     dev.read_exact(&mut sector0).context("cannot read sector 0")?;
-    let mut write_at = |lba: u64, bytes: &[u8]| -> anyhow::Result<()> {
-        dev.seek(SeekFrom::Start(lba * SECTOR_SIZE))?;
-        dev.write_all(bytes).with_context(|| format!("cannot write sector {lba}"))
-    };
-    write_at(0, &protective_mbr(sectors, &sector0))?;
-    write_at(last - ENTRY_ARRAY_SECTORS, &array)?;
-    write_at(last, &header(last, 1, last - ENTRY_ARRAY_SECTORS))?;
-    write_at(2, &array)?;
-    write_at(1, &header(1, last, 2))?;
-    dev.flush().context("cannot flush the partition table")
+    write_at(dev, 0, &protective_mbr(sectors, &sector0))?;
+    durable(dev)?;
+    write_at(dev, last - ENTRY_ARRAY_SECTORS, &array)?;
+    write_at(dev, last, &header(last, 1, last - ENTRY_ARRAY_SECTORS))?;
+    durable(dev)?;
+    write_at(dev, 2, &array)?;
+    write_at(dev, 1, &header(1, last, 2))?;
+    durable(dev)
+}
+
+fn write_at(dev: &mut (impl Write + Seek), lba: u64, bytes: &[u8]) -> anyhow::Result<()> {
+    dev.seek(SeekFrom::Start(lba * SECTOR_SIZE))?;
+    dev.write_all(bytes).with_context(|| format!("cannot write sector {lba}"))
+}
+
+fn durable(dev: &mut impl DurableWrite) -> anyhow::Result<()> {
+    dev.flush().context("cannot flush the partition table")?;
+    dev.make_durable().context("cannot make the partition table's writes durable")
 }
 
 /// Sector 0 with `current`'s boot code and disk signature and one 0xEE record covering the disk.

@@ -18,7 +18,9 @@ mod probe;
 pub use first_boot::{
     grow_root, randomize_identity, repair_table, set_format_pending, Grown, FIRST_BOOT_FLAG, IMAGE_DISK_GUID, ROOT_FORMAT_PENDING, ROOT_NAME,
 };
-pub use gpt::{read_gpt, write_gpt, Gpt, GptPartition, SmallerThanImage, SECTOR_SIZE};
+pub use gpt::{
+    printable, read_gpt, read_gpt_of_image, write_gpt, Ambiguous, DurableWrite, Gpt, GptPartition, SmallerThanImage, UnsupportedShape, SECTOR_SIZE,
+};
 pub use gptprio::{
     mark_slot_successful, prioritize, prioritize_slot, read_usr_slots, rewrite_gptprio, set_slot_gptprio, slot_of, Gptprio, GptprioChange, Slot,
     SlotState, TableWrite, UsrSlots, GPTPRIO_MASK, GPTPRIO_MAX,

@@ -26,7 +26,7 @@ fn sgdisk_finds_no_problems_and_sees_the_same_partitions() {
         assert!(info.contains(&format!("last sector: {} ", p.last_lba)), "{info}");
         assert!(info.contains(&format!("partition name: '{}'", p.name.to_ascii_lowercase())), "{info}");
     }
-    let usr_a = ours.by_name("USR-A").unwrap();
+    let usr_a = ours.by_name("USR-A").unwrap().unwrap();
     assert_eq!(usr_a.guid.to_string(), "7130c94a-213a-4e5a-8e26-6cce9662f132");
     assert_eq!(usr_a.attributes, 1 << 48 | 1 << 56);
 }

@@ -79,7 +79,7 @@ fn blkpg_shows_the_grown_root_while_other_partitions_are_in_use() {
     let image = support::image("blkpg");
     let mut disk = Loop::attach(&image);
     disk.add_partitions();
-    let root_number = read_gpt(&mut File::open(&image).unwrap()).unwrap().by_name("ROOT").unwrap().number;
+    let root_number = read_gpt(&mut File::open(&image).unwrap()).unwrap().by_name("ROOT").unwrap().unwrap().number;
     let root_node = format!("{}p{root_number}", disk.device);
     let before = sysfs_sectors(&root_node);
     // USR-A held open, as dm-verity holds it during boot: rereading the table would fail.
@@ -90,7 +90,7 @@ fn blkpg_shows_the_grown_root_while_other_partitions_are_in_use() {
     let mut device = OpenOptions::new().read(true).write(true).open(&disk.device).unwrap();
     grow_root(&mut device).unwrap().expect("ROOT should grow");
     let gpt = read_gpt(&mut device).unwrap();
-    let root = gpt.by_name("ROOT").unwrap();
+    let root = gpt.by_name("ROOT").unwrap().unwrap();
     resize_kernel_partition(&device, root).unwrap();
     assert_eq!(sysfs_sectors(&root_node), root.size_bytes() / 512);
     assert!(sysfs_sectors(&root_node) > before);
@@ -199,7 +199,7 @@ fn a_mounted_root_on_a_grown_disk_is_found_and_grown() {
     let mut device = OpenOptions::new().read(true).write(true).open(&disk.device).unwrap();
     assert_eq!(mounted_partition(&device, 2).unwrap(), None);
     grow_root(&mut device).unwrap().expect("ROOT should grow");
-    let root = read_gpt(&mut device).unwrap().by_name("ROOT").unwrap().clone();
+    let root = read_gpt(&mut device).unwrap().by_name("ROOT").unwrap().unwrap().clone();
     resize_kernel_partition(&device, &root).unwrap();
     let (at, kind) = mounted_partition(&device, root.number).unwrap().expect("ROOT is mounted");
     assert_eq!((at.as_path(), kind), (mount_point.as_path(), FsKind::Btrfs));

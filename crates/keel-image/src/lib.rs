@@ -164,7 +164,11 @@ fn write_image(
     image.write_all(hash_area.get_ref()).context("cannot write the hash area into USR-A")?;
     image.sync_all().with_context(|| format!("cannot flush {}", output.display()))?;
 
-    Ok(ImageManifest { os: spec.os.clone(), usr: UsrImage { filesystem: "ext4".into(), hash_offset, root_hash: formatted.root, verity: params } })
+    Ok(ImageManifest {
+        os: spec.os.clone(),
+        image_bytes: layout.disk_bytes,
+        usr: UsrImage { filesystem: "ext4".into(), hash_offset, root_hash: formatted.root, verity: params },
+    })
 }
 
 fn write_esp(spec: &ImageSpec, layout: &keel_disk::PlannedLayout, image: &mut File) -> anyhow::Result<()> {

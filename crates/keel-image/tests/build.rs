@@ -67,8 +67,8 @@ fn image_passes_the_reference_tools() {
     assert!(run("sgdisk", &["-v", image_str]).contains("No problems found"));
     let gpt = read_gpt(&mut fs::File::open(&image).unwrap()).unwrap();
     assert_eq!(gpt.disk_guid.to_string(), IMAGE_DISK_GUID);
-    let usr = gpt.by_name("USR-A").unwrap();
-    let root = gpt.by_name("ROOT").unwrap();
+    let usr = gpt.by_name("USR-A").unwrap().unwrap();
+    let root = gpt.by_name("ROOT").unwrap().unwrap();
 
     let usr_file = dir.join("usr-a.part");
     extract(&image, usr.start_bytes(), usr.size_bytes(), &usr_file);
@@ -87,7 +87,7 @@ fn image_passes_the_reference_tools() {
     assert_eq!(run("debugfs", &["-R", "cat /share/keel/etc/os-release", fs_str]).lines().last(), Some("ID=keel"));
     assert!(run("debugfs", &["-R", "stat /bin/hello", fs_str]).contains("mtime: 0x00000001"), "epoch 0 is stamped as 1 s");
 
-    let esp = gpt.by_name("EFI-SYSTEM").unwrap();
+    let esp = gpt.by_name("EFI-SYSTEM").unwrap().unwrap();
     let esp_file = dir.join("esp.vfat");
     extract(&image, esp.start_bytes(), esp.size_bytes(), &esp_file);
     let esp_str = esp_file.to_str().unwrap();

@@ -23,6 +23,10 @@ pub const ROOT_FILESYSTEMS: [&str; 3] = ["ext4", "xfs", "btrfs"];
 pub struct ImageManifest {
     /// The OS name: /usr/share/<os>/etc is the lower layer of /etc.
     pub os: String,
+    /// The disk image's size in bytes. Written to a bigger disk, the image keeps its backup
+    /// GPT in its own last sector until first boot moves it: the one place besides the
+    /// disk's end where keel-init looks for it.
+    pub image_bytes: u64,
     pub usr: UsrImage,
 }
 
@@ -41,6 +45,7 @@ impl ImageManifest {
         let usr = &self.usr;
         let value = json!({
             "os": self.os,
+            "image_bytes": self.image_bytes,
             "usr": {
                 "filesystem": usr.filesystem,
                 "hash_offset": usr.hash_offset,
@@ -77,8 +82,13 @@ impl ImageManifest {
         if root_hash.len() != params.digest_size() {
             bail!("usr.root_hash has {} bytes, but a {} digest has {}", root_hash.len(), params.algorithm.name(), params.digest_size());
         }
+        let image_bytes = u64_field(&value, "image_bytes")?;
+        if image_bytes == 0 || !image_bytes.is_multiple_of(512) {
+            bail!("image_bytes {image_bytes} is not a whole number of 512-byte sectors");
+        }
         Ok(ImageManifest {
             os: os.to_string(),
+            image_bytes,
             usr: UsrImage {
                 filesystem: string(usr, "filesystem")?.to_string(),
                 hash_offset: u64_field(usr, "hash_offset")?,
@@ -108,6 +118,7 @@ mod tests {
     fn sample() -> ImageManifest {
         ImageManifest {
             os: "keel".into(),
+            image_bytes: 2 << 30,
             usr: UsrImage {
                 filesystem: "ext4".into(),
                 hash_offset: 1065345024,
@@ -134,6 +145,8 @@ mod tests {
             ("/usr/data_block_size", json!(1000), "block size"),
             ("/usr/data_blocks", json!(-1), "data_blocks"),
             ("/os", json!("../etc"), "os"),
+            ("/image_bytes", json!(1000), "image_bytes"),
+            ("/image_bytes", json!("big"), "image_bytes"),
         ] {
             let mut broken = good.clone();
             *broken.pointer_mut(pointer).unwrap() = bad;

@@ -185,7 +185,7 @@ fn disk_grow_root(words: &[String]) -> anyhow::Result<()> {
         return Ok(());
     }
     let gpt = keel_disk::read_gpt(&mut file)?;
-    let root = gpt.by_name(keel_disk::ROOT_NAME).context("ROOT vanished from the table")?;
+    let root = gpt.by_name(keel_disk::ROOT_NAME)?.context("ROOT vanished from the table")?;
     keel_disk::resize_kernel_partition(&file, root)?;
     println!("{disk}: the kernel now sees ROOT (partition {}) at {} bytes", root.number, root.size_bytes());
     match keel_disk::mounted_partition(&file, root.number)? {
