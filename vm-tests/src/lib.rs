@@ -268,6 +268,14 @@ impl Console {
     }
 }
 
+/// A disk image whose file name ends so is attached read-only, as a write-protected stick.
+pub const READ_ONLY_DISK: &str = ".readonly.img";
+
+/// SHA-256 of a whole file, to show that a boot left a disk exactly as it was.
+pub fn file_digest(path: &Path) -> anyhow::Result<String> {
+    Ok(run(Command::new("sha256sum").arg(path))?.split_whitespace().next().unwrap_or_default().to_string())
+}
+
 /// One QEMU boot with these disks (none at all is allowed). Ends when the guest powers
 /// off or reboots (QEMU exits), or is killed after `timeout`.
 pub fn boot(disks: &[&Path], initrd: &Path, extra_cmdline: &str, timeout: Duration) -> anyhow::Result<Console> {
@@ -296,7 +304,8 @@ pub fn boot_until(
         .arg("-append")
         .arg(format!("{BASE_CMDLINE} {extra_cmdline}"));
     for disk in disks {
-        command.arg("-drive").arg(format!("file={},format=raw,if=virtio,cache={cache}", disk.display()));
+        let read_only = if disk.to_string_lossy().ends_with(READ_ONLY_DISK) { ",readonly=on" } else { "" };
+        command.arg("-drive").arg(format!("file={},format=raw,if=virtio,cache={cache}{read_only}", disk.display()));
     }
     let started = Instant::now();
     let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("cannot start qemu-system-x86_64")?;

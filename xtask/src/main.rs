@@ -37,7 +37,7 @@ fn main() {
     let result = match task.as_str() {
         "setup" => setup(),
         "demo" => setup().and_then(|()| demo()),
-        "test" => setup().and_then(|()| cargo_test(&["--workspace"])),
+        "test" => setup().and_then(|()| lint()).and_then(|()| cargo_test(&["--workspace"])),
         "vm-test" => setup().and_then(|()| cargo_test(&["-p", "keel-vm-tests"])),
         "bench" => match std::env::args().nth(2).as_deref() {
             Some("verity") => setup().and_then(|()| bench::verity(&vm::workspace())),
@@ -83,6 +83,15 @@ fn setup() -> anyhow::Result<()> {
         status(Command::new("apt-get").args(["update", "-q"]))?;
     }
     Ok(())
+}
+
+/// The code stays formatted by rustfmt.toml and clean under clippy: checked first, as
+/// part of every test run, so neither can drift.
+fn lint() -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    status(Command::new(&cargo).current_dir(vm::workspace()).args(["fmt", "--all", "--check"])).context("run `cargo fmt`")?;
+    status(Command::new(&cargo).current_dir(vm::workspace()).args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+        .context("fix what clippy says")
 }
 
 fn cargo_test(selection: &[&str]) -> anyhow::Result<()> {

@@ -162,6 +162,12 @@ pub enum Scope<'a> {
     BootDisk(&'a BootDisk),
 }
 
+/// Checks the USR partition that starts at a byte offset of a whole disk.
+pub type UsrCheck<'a> = dyn Fn(&File, u64) -> anyhow::Result<()> + 'a;
+
+/// A disk's table as one look read it (shared: the error is read once, shown many times).
+type TableRead = Result<Gpt, Rc<anyhow::Error>>;
+
 /// What to look for, where, and which damaged table may be repaired on the way.
 pub struct Wanted<'a> {
     pub spec: &'a DeviceSpec,
@@ -170,7 +176,7 @@ pub struct Wanted<'a> {
     /// read through the disk itself (the kernel made no partitions of it), at the
     /// partition's start in bytes. Only a disk whose USR verifies is this machine's, and
     /// only then is its table rewritten from the backup.
-    pub repair_if_usr_verifies: Option<&'a dyn Fn(&File, u64) -> anyhow::Result<()>>,
+    pub repair_if_usr_verifies: Option<&'a UsrCheck<'a>>,
     /// The image's size in sectors: where its backup table may still be (see
     /// `keel_disk::read_gpt_of_image`).
     pub image_sectors: Option<u64>,
@@ -210,7 +216,7 @@ impl Seen {
 struct Look {
     devices: Vec<SysBlock>,
     image_sectors: Option<u64>,
-    tables: RefCell<Vec<(String, Result<Gpt, Rc<anyhow::Error>>)>>,
+    tables: RefCell<Vec<(String, TableRead)>>,
 }
 
 impl Look {
@@ -222,7 +228,7 @@ impl Look {
         self.devices.iter().filter(|d| d.partition_of.is_none())
     }
 
-    fn table(&self, disk: &SysBlock) -> Result<Gpt, Rc<anyhow::Error>> {
+    fn table(&self, disk: &SysBlock) -> TableRead {
         if let Some((_, table)) = self.tables.borrow().iter().find(|(name, _)| *name == disk.name) {
             return table.clone();
         }
@@ -273,46 +279,57 @@ fn partition_in<'g>(gpt: &'g Gpt, spec: &DeviceSpec) -> anyhow::Result<Option<&'
 /// initrd's root hash, is this machine's boot disk: its intact backup is copied over the
 /// primary and the kernel told. Any other damaged disk is only reported. Returns whether
 /// it wrote.
-fn repair_boot_disk(look: &Look, wanted: &Wanted, verifies: &dyn Fn(&File, u64) -> anyhow::Result<()>, seen: &mut Seen) -> anyhow::Result<bool> {
+fn repair_boot_disk(look: &Look, wanted: &Wanted, verifies: &UsrCheck<'_>, seen: &mut Seen) -> bool {
     for disk in look.disks() {
         let Ok(gpt) = look.table(disk) else { continue };
         if gpt.primary_intact || seen.not_ours.contains(&(disk.major, disk.minor)) {
             continue;
         }
         let Ok(Some(partition)) = partition_in(&gpt, wanted.spec) else { continue };
-        let node = device_node(disk)?;
-        let file = File::open(&node).with_context(|| format!("cannot open {}", node.display()))?;
-        if let Err(error) = verifies(&file, partition.start_bytes()) {
-            seen.not_ours.push((disk.major, disk.minor));
-            seen.note(format!(
-                "{}: its primary GPT is damaged, but its {} does not verify against this initrd's root hash, so it is not this \
-                 machine's boot disk and is left as it is ({error:#})",
-                disk.name, wanted.spec
-            ));
-            continue;
+        // Checked once per wait: a disk that is not ours stays not ours, and one whose
+        // repair failed (a write-protected stick) fails again.
+        seen.not_ours.push((disk.major, disk.minor));
+        let repaired = device_node(disk).and_then(|node| {
+            let file = File::open(&node).with_context(|| format!("cannot open {}", node.display()))?;
+            verifies(&file, partition.start_bytes())
+                .context("not this machine's boot disk: its USR does not verify against this initrd's root hash")?;
+            let mut writable =
+                fs::OpenOptions::new().read(true).write(true).open(&node).with_context(|| format!("cannot open {} for writing", node.display()))?;
+            repair_table(&mut writable, look.image_sectors)?;
+            writable.sync_all().with_context(|| format!("cannot flush {}", node.display()))?;
+            reread_partition_table(&writable).with_context(|| format!("{}", node.display()))
+        });
+        match repaired {
+            Ok(()) => {
+                seen.note(format!(
+                    "{}: its primary GPT was damaged; its {} verified, so the table was rewritten from the intact backup",
+                    disk.name, wanted.spec
+                ));
+                return true;
+            }
+            Err(error) => seen.note(format!("{}: its primary GPT is damaged and it is left as it is: {error:#}", disk.name)),
         }
-        let mut writable = fs::OpenOptions::new().read(true).write(true).open(&node).with_context(|| format!("cannot open {}", node.display()))?;
-        repair_table(&mut writable, look.image_sectors).with_context(|| format!("cannot repair the GPT of {}", node.display()))?;
-        writable.sync_all().with_context(|| format!("cannot flush {}", node.display()))?;
-        reread_partition_table(&writable).with_context(|| format!("{}", node.display()))?;
-        seen.changes.push(format!(
-            "{}: its primary GPT was damaged; its {} verified, so the table was rewritten from the intact backup",
-            disk.name, wanted.spec
-        ));
-        return Ok(true);
     }
-    Ok(false)
+    false
 }
 
+/// Looks once; when nothing matched and a damaged boot disk could be repaired, repairs it
+/// and looks again. A disk is never repaired while the wanted device is found elsewhere.
 fn matching_devices(wanted: &Wanted, seen: &mut Seen) -> anyhow::Result<Vec<FoundDevice>> {
-    let mut look = Look::now(wanted.image_sectors);
     seen.lines.clear();
     seen.smaller_than_image = None;
-    if let Some(verifies) = wanted.repair_if_usr_verifies
-        && repair_boot_disk(&look, wanted, verifies, seen)?
+    let look = Look::now(wanted.image_sectors);
+    let matches = matches_in(&look, wanted, seen)?;
+    if let (true, Some(verifies)) = (matches.is_empty(), wanted.repair_if_usr_verifies)
+        && repair_boot_disk(&look, wanted, verifies, seen)
     {
-        look = Look::now(wanted.image_sectors);
+        seen.lines.clear();
+        return matches_in(&Look::now(wanted.image_sectors), wanted, seen);
     }
+    Ok(matches)
+}
+
+fn matches_in(look: &Look, wanted: &Wanted, seen: &mut Seen) -> anyhow::Result<Vec<FoundDevice>> {
     let spec = wanted.spec;
     let mut matches = Vec::new();
     match spec {
@@ -383,7 +400,7 @@ fn matching_devices(wanted: &Wanted, seen: &mut Seen) -> anyhow::Result<Vec<Foun
                 // On the boot disk, the partition named like the label stands in for it
                 // while it is blank or keel's format of it was cut short: formatting gives
                 // it that label (Flatcar's `root=LABEL=ROOT` on a first boot).
-                let stands_in = matches!((spec, wanted.scope), (DeviceSpec::Label(label), Scope::BootDisk(_)) if stands_in_for_label(&look, &probe, device, label));
+                let stands_in = matches!((spec, wanted.scope), (DeviceSpec::Label(label), Scope::BootDisk(_)) if stands_in_for_label(look, &probe, device, label));
                 if label_matches || stands_in {
                     matches.push(found(device)?);
                 }
@@ -457,7 +474,9 @@ impl DeviceWatcher {
                 Some(limit) => match limit.checked_sub(started.elapsed()) {
                     Some(left) if !left.is_zero() => Some(left),
                     _ => {
-                        let seen = if seen.lines.is_empty() { "no block device appeared".to_string() } else { seen.lines.join("; ") };
+                        let mut seen = if seen.lines.is_empty() { vec!["no block device appeared".to_string()] } else { seen.lines };
+                        seen.extend(self.changes.borrow().iter().cloned());
+                        let seen = seen.join("; ");
                         bail!("timed out after {} s waiting for {spec} (rd.timeout=): {seen}", limit.as_secs_f64());
                     }
                 },

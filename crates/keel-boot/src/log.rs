@@ -1,3 +1,4 @@
+use keel_disk::printable;
 use nix::time::{clock_gettime, ClockId};
 use serde_json::{json, Value};
 use std::fs::{File, OpenOptions};
@@ -36,6 +37,9 @@ impl Log {
     }
 
     fn write(&mut self, priority: u8, line: &str) {
+        // Lines carry partition names, labels and error text read from disks: escaped, so
+        // a disk cannot send terminal escapes to the console or forge kmsg records.
+        let line = &printable(line);
         let now = uptime();
         let mut console = std::io::stdout().lock();
         let _ = writeln!(console, "keel: [{:4}.{:03}] {line}", now.as_secs(), now.subsec_millis());

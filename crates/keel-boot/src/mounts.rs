@@ -47,3 +47,35 @@ pub fn move_mount(from: &Path, to: &Path) -> anyhow::Result<()> {
     mount(Some(from), to, None::<&str>, MsFlags::MS_MOVE, None::<&str>)
         .with_context(|| format!("cannot move the mount {} to {}", from.display(), to.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ROOT is untrusted: `/.etc-work` (or `/etc`, `/usr`, or a directory above them) planted
+    /// as a symlink must not lead a mount or the overlay's work directory elsewhere.
+    #[test]
+    fn mount_points_and_work_directories_are_never_followed_through_a_symlink() {
+        let root = std::env::temp_dir().join(format!("keel-real-directory-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let elsewhere = root.join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        let sysroot = root.join("sysroot");
+        std::fs::create_dir_all(&sysroot).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, sysroot.join(".etc-work")).unwrap();
+        std::os::unix::fs::symlink("elsewhere-relative", sysroot.join("var")).unwrap();
+
+        let error = real_directory(&sysroot.join(".etc-work")).unwrap_err().to_string();
+        assert!(error.contains("is a symlink"), "{error}");
+        let error = real_directory(&sysroot.join("var/lib/mount")).unwrap_err().to_string();
+        assert!(error.contains("var is a symlink"), "{error}");
+        std::fs::write(sysroot.join("etc"), "a file").unwrap();
+        assert!(real_directory(&sysroot.join("etc")).unwrap_err().to_string().contains("not a directory"));
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0, "something was created through the link");
+
+        real_directory(&sysroot.join("usr/share")).unwrap();
+        real_directory(&sysroot.join("usr/share")).unwrap();
+        assert!(sysroot.join("usr/share").symlink_metadata().unwrap().is_dir());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -125,3 +125,41 @@ fn random_bytes_are_errors_not_panics() {
         assert!(read_gpt(&mut std::io::Cursor::new(disk)).is_err());
     }
 }
+
+/// A name is whatever the disk's writer chose, control characters included: keel reads it
+/// as it is, and `printable` is what makes it safe to show.
+#[test]
+fn control_characters_in_names_are_escaped_for_display() {
+    let path = image("control-names");
+    let mut gpt = keel_disk::read_gpt(&mut std::fs::File::open(&path).unwrap()).unwrap();
+    let hostile = "ROOT\u{1b}[2J\nkeel: forged\u{7f}\u{9b}";
+    gpt.partitions.iter_mut().filter(|p| p.name == "ROOT").for_each(|p| p.name = hostile.to_string());
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    keel_disk::write_gpt(&mut file, gpt.disk_guid, &gpt.partitions).unwrap();
+    let read = keel_disk::read_gpt(&mut std::fs::File::open(&path).unwrap()).unwrap();
+    let name = &read.partition(9).unwrap().name;
+    assert_eq!(name, hostile);
+    let shown = keel_disk::printable(name);
+    assert!(!shown.chars().any(char::is_control), "{shown:?}");
+    assert_eq!(shown, "ROOT\\u{1b}[2J\\u{a}keel: forged\\u{7f}\\u{9b}");
+}
+
+/// Two partitions of one table with one name or one GUID: a lookup is an error naming both.
+#[test]
+fn lookups_refuse_two_partitions_with_one_name_or_guid() {
+    let path = image("ambiguous-names");
+    let mut gpt = keel_disk::read_gpt(&mut std::fs::File::open(&path).unwrap()).unwrap();
+    let root_guid = gpt.partition(9).unwrap().guid;
+    for p in gpt.partitions.iter_mut().filter(|p| p.number == 6) {
+        p.name = "ROOT".into();
+        p.guid = root_guid;
+    }
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    keel_disk::write_gpt(&mut file, gpt.disk_guid, &gpt.partitions).unwrap();
+    let read = keel_disk::read_gpt(&mut std::fs::File::open(&path).unwrap()).unwrap();
+    let by_name = read.by_name("ROOT").unwrap_err();
+    assert_eq!(by_name.numbers, [6, 9]);
+    assert!(by_name.to_string().contains("ambiguous"), "{by_name}");
+    assert_eq!(read.by_guid(root_guid).unwrap_err().numbers, [6, 9]);
+    assert_eq!(read.by_name("USR-A").unwrap().map(|p| p.number), Some(3));
+}
