@@ -264,12 +264,19 @@ fn look_for(wanted: &Wanted, seen: &mut Seen) -> anyhow::Result<Option<FoundDevi
     }
 }
 
-/// The partition `spec` (a `PARTLABEL=` or `PARTUUID=`) names in `gpt`.
-fn partition_in<'g>(gpt: &'g Gpt, spec: &DeviceSpec) -> anyhow::Result<Option<&'g GptPartition>> {
+/// The partition of `disk`'s table `gpt` that `spec` names: by `PARTLABEL=`, `PARTUUID=`,
+/// or a path the kernel would give it (`/dev/vda3`, `/dev/nvme0n1p3`).
+fn partition_in<'g>(gpt: &'g Gpt, disk: &str, spec: &DeviceSpec) -> anyhow::Result<Option<&'g GptPartition>> {
     Ok(match spec {
         DeviceSpec::PartLabel(name) => gpt.by_name(name)?,
         DeviceSpec::PartUuid(text) => gpt.by_guid(Guid::parse(text).context("PARTUUID= is not a GUID")?)?,
-        _ => None,
+        DeviceSpec::Path(path) => path
+            .strip_prefix("/dev/")
+            .and_then(|name| name.strip_prefix(disk))
+            .map(|number| number.strip_prefix('p').unwrap_or(number))
+            .and_then(|number| number.parse().ok())
+            .and_then(|number| gpt.partition(number)),
+        DeviceSpec::Label(_) | DeviceSpec::Uuid(_) => None,
     })
 }
 
@@ -285,7 +292,7 @@ fn repair_boot_disk(look: &Look, wanted: &Wanted, verifies: &UsrCheck<'_>, seen:
         if gpt.primary_intact || seen.not_ours.contains(&(disk.major, disk.minor)) {
             continue;
         }
-        let Ok(Some(partition)) = partition_in(&gpt, wanted.spec) else { continue };
+        let Ok(Some(partition)) = partition_in(&gpt, &disk.name, wanted.spec) else { continue };
         // Checked once per wait: a disk that is not ours stays not ours, and one whose
         // repair failed (a write-protected stick) fails again.
         seen.not_ours.push((disk.major, disk.minor));
@@ -365,7 +372,7 @@ fn matches_in(look: &Look, wanted: &Wanted, seen: &mut Seen) -> anyhow::Result<V
                 };
                 let names: Vec<String> = gpt.partitions.iter().map(|p| format!("{}={}", p.number, printable(&p.name))).collect();
                 seen.lines.push(format!("{}: GPT with {}", disk.name, names.join(" ")));
-                let Some(partition) = partition_in(&gpt, spec).with_context(|| format!("on {}", disk.name))? else { continue };
+                let Some(partition) = partition_in(&gpt, &disk.name, spec).with_context(|| format!("on {}", disk.name))? else { continue };
                 let child = look.devices.iter().find(|d| d.partition_of.as_ref() == Some(&(disk.name.clone(), partition.number)));
                 match child {
                     Some(child) => matches.push(found(child)?),
