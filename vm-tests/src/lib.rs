@@ -221,6 +221,8 @@ pub fn disk_copy(fixture: &Fixture, scenario: &str) -> anyhow::Result<PathBuf> {
 pub struct Console {
     pub text: String,
     pub timed_out: bool,
+    /// `boot_until`'s `cut` ended the run: a run that ended by itself was not cut.
+    pub cut: bool,
     pub elapsed: Duration,
 }
 
@@ -316,13 +318,13 @@ pub fn boot_until(
     let elapsed = started.elapsed();
     let _ = child.wait();
     let _ = reader.join();
-    if !was_cut {
-        while let Ok(line) = lines_rx.try_recv() {
-            text.push_str(&line);
-            text.push('\n');
-        }
+    // Even after a cut: what is still in the pipe was printed before the power went, and
+    // says how far the guest got.
+    while let Ok(line) = lines_rx.try_recv() {
+        text.push_str(line.trim_end_matches('\r'));
+        text.push('\n');
     }
-    Ok(Console { text, timed_out, elapsed })
+    Ok(Console { text, timed_out, cut: was_cut, elapsed })
 }
 
 /// Makes `image` `bytes` long, as if written to a bigger disk (sparse).
