@@ -404,12 +404,18 @@ pub fn usr_a_start(image: &Path) -> anyhow::Result<u64> {
     Ok(gpt.by_name("USR-A").context("no USR-A")?.start_bytes())
 }
 
-/// Whether the ESP of `image` still holds the first-boot flag (read with mtools).
+/// Whether the ESP of `image` still holds the first-boot flag (read with mtools). An ESP
+/// mtools cannot read is an error, not a removed flag: a cut that destroyed the FAT must
+/// not pass for a first boot that finished.
 pub fn esp_has_flag(image: &Path) -> anyhow::Result<bool> {
     let gpt = keel_disk::read_gpt(&mut std::fs::File::open(image)?)?;
     let esp = gpt.by_name("EFI-SYSTEM").context("no EFI-SYSTEM")?;
-    let listing = Command::new("mdir").args(["-b", "-i", &format!("{}@@{}", image.display(), esp.start_bytes()), "::flatcar"]).output()?;
-    Ok(String::from_utf8_lossy(&listing.stdout).contains(keel_disk::FIRST_BOOT_FLAG.rsplit('/').next().unwrap_or_default()))
+    // The whole tree from the root: only an unreadable filesystem makes that fail.
+    let listing = Command::new("mdir").args(["-/", "-b", "-i", &format!("{}@@{}", image.display(), esp.start_bytes()), "::"]).output()?;
+    let stderr = String::from_utf8_lossy(&listing.stderr);
+    ensure!(listing.status.success() && stderr.trim().is_empty(), "mtools cannot read the ESP of {} ({}): {stderr}", image.display(), listing.status);
+    let flag = format!("::/{}", keel_disk::FIRST_BOOT_FLAG);
+    Ok(String::from_utf8_lossy(&listing.stdout).lines().any(|line| line == flag))
 }
 
 /// The ext4 on ROOT of `image`: (block count, block size), from dumpe2fs.
