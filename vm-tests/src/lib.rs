@@ -327,6 +327,25 @@ pub fn boot_until(
     Ok(Console { text, timed_out, cut: was_cut, elapsed })
 }
 
+/// The boot reached the real root, whose init finished.
+pub fn assert_reached_real_init(console: &Console) {
+    assert!(!console.timed_out, "the VM did not finish:\n{}", console.text);
+    assert!(console.real_init().contains(&"done"), "the real init did not finish:\n{}", console.text);
+}
+
+/// keel-init stopped the boot by itself in `stage`, with a report that gives `reason`, and
+/// carried out its emergency action without starting the real root: a hang is not a refusal.
+pub fn assert_refused(console: &Console, stage: &str, reason: &str) {
+    assert!(!console.timed_out, "the VM did not stop by itself:\n{}", console.text);
+    let Some((_, report)) = console.text.split_once("BOOT FAILED") else { panic!("no failure report:\n{}", console.text) };
+    assert!(report.contains(&format!("stage: {stage} (")), "the boot did not stop in stage {stage}:\n{}", console.text);
+    assert!(report.contains(reason), "the report does not say {reason:?}:\n{}", console.text);
+    assert!(console.real_init().is_empty(), "the real init ran:\n{}", console.text);
+    // Before the command line is read (config), the default action applies: reboot.
+    let acted = report.contains("powering off (rd.emergency)") || report.contains("rebooting in 10 s");
+    assert!(report.contains("The real root was not started.") && acted, "no emergency action:\n{}", console.text);
+}
+
 /// Makes `image` `bytes` long, as if written to a bigger disk (sparse).
 pub fn resize_disk(image: &Path, bytes: u64) -> anyhow::Result<()> {
     Ok(std::fs::OpenOptions::new().write(true).open(image)?.set_len(bytes)?)
