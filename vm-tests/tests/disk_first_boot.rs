@@ -4,8 +4,8 @@
 
 use keel_disk::{read_gpt, Gpt, IMAGE_DISK_GUID};
 use keel_vm_tests::{
-    assert_reached_real_init, assert_refused, boot, check_root_ext4, disk_copy, esp_has_flag, ext4_blocks, format_root, resize_disk, shared_fixture,
-    stage_millis, Console,
+    assert_reached_real_init, assert_refused, boot, check_root_ext4, check_root_filesystem, disk_copy, esp_has_flag, ext4_blocks, format_root,
+    resize_disk, shared_fixture, stage_millis, Console,
 };
 use std::path::Path;
 use std::process::Command;
@@ -144,6 +144,7 @@ fn other_filesystem(name: &str, mkfs: &[&str], env: &[(&str, &str)]) {
     assert!(console.has(&format!("formatted as {name} because it was blank")), "{}", console.text);
     assert!(console.real_init().iter().any(|l| l.starts_with(&format!("mount / /dev/vda9 {name} rw"))), "{}", console.text);
     assert_root_fills(&blank, 2 * GIB);
+    check_root_filesystem(&blank, name).unwrap();
 
     let shipped = disk_copy(fixture, &format!("{name}-shipped")).unwrap();
     format_root(&shipped, mkfs, env).unwrap();
@@ -154,6 +155,7 @@ fn other_filesystem(name: &str, mkfs: &[&str], env: &[(&str, &str)]) {
     let grown = console.text.lines().find(|l| l.contains("filesystem grown from")).unwrap_or_else(|| panic!("{}", console.text));
     let mib: Vec<u64> = grown.rsplit("grown from ").next().unwrap().split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
     assert!(mib.len() >= 2 && mib[0] < 100 && mib[1] > 1500, "{name} did not grow to fill the 2 GiB disk: {grown}");
+    check_root_filesystem(&shipped, name).unwrap();
 }
 
 #[test]
