@@ -241,6 +241,8 @@ pub fn disk_copy(fixture: &Fixture, scenario: &str) -> anyhow::Result<PathBuf> {
 pub struct Console {
     pub text: String,
     pub timed_out: bool,
+    /// `boot_until`'s `cut` ended the run: a run that ended by itself was not cut.
+    pub cut: bool,
     pub elapsed: Duration,
 }
 
@@ -345,13 +347,32 @@ pub fn boot_until(
     let elapsed = started.elapsed();
     let _ = child.wait();
     let _ = reader.join();
-    if !was_cut {
-        while let Ok(line) = lines_rx.try_recv() {
-            text.push_str(&line);
-            text.push('\n');
-        }
+    // Even after a cut: what is still in the pipe was printed before the power went, and
+    // says how far the guest got.
+    while let Ok(line) = lines_rx.try_recv() {
+        text.push_str(line.trim_end_matches('\r'));
+        text.push('\n');
     }
-    Ok(Console { text, timed_out, elapsed })
+    Ok(Console { text, timed_out, cut: was_cut, elapsed })
+}
+
+/// The boot reached the real root, whose init finished.
+pub fn assert_reached_real_init(console: &Console) {
+    assert!(!console.timed_out, "the VM did not finish:\n{}", console.text);
+    assert!(console.real_init().contains(&"done"), "the real init did not finish:\n{}", console.text);
+}
+
+/// keel-init stopped the boot by itself in `stage`, with a report that gives `reason`, and
+/// carried out its emergency action without starting the real root: a hang is not a refusal.
+pub fn assert_refused(console: &Console, stage: &str, reason: &str) {
+    assert!(!console.timed_out, "the VM did not stop by itself:\n{}", console.text);
+    let Some((_, report)) = console.text.split_once("BOOT FAILED") else { panic!("no failure report:\n{}", console.text) };
+    assert!(report.contains(&format!("stage: {stage} (")), "the boot did not stop in stage {stage}:\n{}", console.text);
+    assert!(report.contains(reason), "the report does not say {reason:?}:\n{}", console.text);
+    assert!(console.real_init().is_empty(), "the real init ran:\n{}", console.text);
+    // Before the command line is read (config), the default action applies: reboot.
+    let acted = report.contains("powering off (rd.emergency)") || report.contains("rebooting in 10 s");
+    assert!(report.contains("The real root was not started.") && acted, "no emergency action:\n{}", console.text);
 }
 
 /// Makes `image` `bytes` long, as if written to a bigger disk (sparse).
@@ -412,6 +433,25 @@ pub fn check_root_ext4(image: &Path) -> anyhow::Result<()> {
     })
 }
 
+/// The read-only check of ROOT's `fs` (ext4, xfs or btrfs) by the filesystem's own tools.
+pub fn check_root_filesystem(image: &Path, fs: &str) -> anyhow::Result<()> {
+    match fs {
+        "ext4" => check_root_ext4(image),
+        // Mounting replays the log a machine cut off leaves, which xfs_repair -n would
+        // otherwise report as damage.
+        "xfs" => with_root_device(image, |device| {
+            let mount_point = image.with_extension("mnt");
+            std::fs::create_dir_all(&mount_point)?;
+            run(Command::new("mount").args(["-t", "xfs", device]).arg(&mount_point))?;
+            run(Command::new("umount").arg(&mount_point))?;
+            std::fs::remove_dir(&mount_point)?;
+            run(Command::new("xfs_repair").args(["-n", device])).map(drop)
+        }),
+        "btrfs" => on_root(image, "btrfs", &["check", "--readonly"]).map(drop),
+        other => bail!("no check for {other}"),
+    }
+}
+
 /// Flips one bit of the byte at `offset` of `path`.
 pub fn flip_byte(path: &Path, offset: u64) -> anyhow::Result<()> {
     use std::io::{Read, Seek, SeekFrom, Write};
@@ -431,12 +471,18 @@ pub fn usr_a_start(image: &Path) -> anyhow::Result<u64> {
     Ok(gpt.by_name("USR-A")?.context("no USR-A")?.start_bytes())
 }
 
-/// Whether the ESP of `image` still holds the first-boot flag (read with mtools).
+/// Whether the ESP of `image` still holds the first-boot flag (read with mtools). An ESP
+/// mtools cannot read is an error, not a removed flag: a cut that destroyed the FAT must
+/// not pass for a first boot that finished.
 pub fn esp_has_flag(image: &Path) -> anyhow::Result<bool> {
     let gpt = keel_disk::read_gpt(&mut std::fs::File::open(image)?)?;
     let esp = gpt.by_name("EFI-SYSTEM")?.context("no EFI-SYSTEM")?;
-    let listing = Command::new("mdir").args(["-b", "-i", &format!("{}@@{}", image.display(), esp.start_bytes()), "::flatcar"]).output()?;
-    Ok(String::from_utf8_lossy(&listing.stdout).contains(keel_disk::FIRST_BOOT_FLAG.rsplit('/').next().unwrap_or_default()))
+    // The whole tree from the root: only an unreadable filesystem makes that fail.
+    let listing = Command::new("mdir").args(["-/", "-b", "-i", &format!("{}@@{}", image.display(), esp.start_bytes()), "::"]).output()?;
+    let stderr = String::from_utf8_lossy(&listing.stderr);
+    ensure!(listing.status.success() && stderr.trim().is_empty(), "mtools cannot read the ESP of {} ({}): {stderr}", image.display(), listing.status);
+    let flag = format!("::/{}", keel_disk::FIRST_BOOT_FLAG);
+    Ok(String::from_utf8_lossy(&listing.stdout).lines().any(|line| line == flag))
 }
 
 /// The ext4 on ROOT of `image`: (block count, block size), from dumpe2fs.

@@ -1,14 +1,9 @@
 //! A keel machine's normal life: first boot into a verified /usr, and state that lasts.
 
-use keel_vm_tests::{boot, disk_copy, shared_fixture, Console};
+use keel_vm_tests::{assert_reached_real_init, boot, disk_copy, shared_fixture};
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-fn assert_reached_real_init(console: &Console) {
-    assert!(!console.timed_out, "the VM did not finish:\n{}", console.text);
-    assert!(console.real_init().contains(&"done"), "the real init did not finish:\n{}", console.text);
-}
 
 #[test]
 fn first_boot_runs_the_real_init_on_verified_usr_writable_root_and_etc_overlay() {

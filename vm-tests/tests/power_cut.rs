@@ -1,8 +1,10 @@
 //! A power cut at any moment of first boot is survived: QEMU is SIGKILLed (its disk in
 //! writethrough mode, so every write the guest saw complete is in the image) at moments
-//! spread over the whole first boot, the machine boots again, and every run ends in the
-//! state an uninterrupted first boot reaches: the same partition table shape, a clean
-//! ext4 filling ROOT, the image's own file still there, and the first-boot flag gone.
+//! spread over the kernel's boot and each stage in which first boot writes, the machine
+//! boots again, and every run ends in the state an uninterrupted first boot reaches: the
+//! same partition table shape, a clean ext4 filling ROOT, the image's own file still
+//! there, and the first-boot flag gone. Each run must really have been cut, and the cuts
+//! must really have landed in every stage they aim at.
 
 use keel_disk::{read_gpt, Gpt, IMAGE_DISK_GUID};
 use keel_vm_tests::{
@@ -25,14 +27,46 @@ enum Shipped {
     Ext4WithFile,
 }
 
+/// keel-init's stages in boot order; each logs `keel: [uptime] <stage>: ... (N ms)` as it ends.
+const STAGES: [&str; 9] = ["mounts", "config", "modules", "usr", "first-boot", "root", "etc", "first-boot-done", "switch-root"];
+
 /// When to cut the power.
 #[derive(Clone, Copy, Debug)]
 enum Moment {
     /// This long after QEMU started: the kernel's own boot, before keel-init.
-    SinceStart(Duration),
-    /// This long after keel-init logged the end of a stage: first boot's disk work runs
-    /// in the stages after `usr` (first-boot, root, etc, first-boot-done).
-    After(&'static str, Duration),
+    InKernel(Duration),
+    /// This long into `stage` (after the stage before it logged its end): first boot's
+    /// disk work runs in first-boot, root, etc and first-boot-done.
+    Into(&'static str, Duration),
+}
+
+impl Moment {
+    /// The stage this moment aims at, as `landed_in` names it.
+    fn aim(self) -> &'static str {
+        match self {
+            Moment::InKernel(_) => "kernel",
+            Moment::Into(stage, _) => stage,
+        }
+    }
+}
+
+/// The index in `STAGES` of the stage whose end `line` logs, if it logs one.
+fn finished_stage(line: &str) -> Option<usize> {
+    let rest = line.strip_prefix("keel: [")?.split_once("] ")?.1;
+    if !rest.ends_with(" ms)") {
+        return None;
+    }
+    STAGES.iter().position(|stage| rest.starts_with(&format!("{stage}: ")))
+}
+
+/// The stage the power went in: the one after the last stage keel-init reported finished,
+/// "kernel" before keel-init started, "real root" after it switched root.
+fn landed_in(console: &Console) -> &'static str {
+    match console.text.lines().rev().find_map(finished_stage) {
+        Some(index) => STAGES.get(index + 1).copied().unwrap_or("real root"),
+        None if console.has("keel-init starting") => STAGES[0],
+        None => "kernel",
+    }
 }
 
 fn table(image: &Path) -> Gpt {
@@ -56,9 +90,10 @@ fn boot_through(disk: &Path, initrd: &Path, moment: Option<Moment>) -> Console {
     let mut stage_seen_at = None;
     boot_until(&[disk], initrd, "", TIMEOUT, CACHE, |text, elapsed| match moment {
         None => false,
-        Some(Moment::SinceStart(at)) => elapsed >= at,
-        Some(Moment::After(stage, delay)) => {
-            if stage_seen_at.is_none() && text.contains(&format!("] {stage}: ")) {
+        Some(Moment::InKernel(at)) => elapsed >= at,
+        Some(Moment::Into(stage, delay)) => {
+            let before = STAGES.iter().position(|s| *s == stage).expect("a stage of keel-init") - 1;
+            if stage_seen_at.is_none() && text.lines().any(|line| finished_stage(line) == Some(before)) {
                 stage_seen_at = Some(elapsed);
             }
             stage_seen_at.is_some_and(|seen| elapsed >= seen + delay)
@@ -107,76 +142,84 @@ fn check_end_state(disk: &Path, reference: &Gpt, shipped: Shipped) -> Result<(),
     Ok(())
 }
 
-/// Where the cut landed: the last stage keel-init reported before it.
-fn cut_after(console: &Console) -> String {
-    console
-        .text
-        .lines()
-        .rfind(|line| line.starts_with("keel: ["))
-        .and_then(|line| line.split_once("] ").map(|(_, rest)| rest.split(':').next().unwrap_or(rest).to_string()))
-        .unwrap_or_else(|| "before keel-init".to_string())
-}
-
-fn survives_cuts(shipped: Shipped, name: &str, kernel_points: u32, disk_points: u32) {
+/// Cuts the power `cuts` times in each of the named stages (`kernel` or a stage of
+/// keel-init), boots again each time, and checks every run ends where an uninterrupted
+/// first boot does; every cut must have happened, and in every stage named.
+fn survives_cuts(shipped: Shipped, name: &str, cuts: &[(&'static str, u32)]) {
     let fixture = shared_fixture().unwrap();
     let reference_disk = image_for(fixture, shipped, &format!("{name}-reference"));
     let reference = boot_through(&reference_disk, &fixture.initrd, None);
-    assert!(reference.real_init().contains(&"done"), "the uninterrupted first boot failed:\n{}", reference.text);
-    check_end_state(&reference_disk, &table(&reference_disk), shipped).unwrap();
+    assert!(!reference.timed_out && reference.real_init().contains(&"done"), "the uninterrupted first boot failed:\n{}", reference.text);
+    assert!(reference.has("ROOT grew from 64 to"), "the uninterrupted first boot did not grow ROOT:\n{}", reference.text);
     let reference_table = table(&reference_disk);
+    let root = reference_table.by_name("ROOT").unwrap().expect("ROOT");
+    assert_eq!((root.last_lba + 1) * 512, DISK_BYTES - (1 << 20), "the uninterrupted first boot left ROOT short of the disk's last MiB");
+    check_end_state(&reference_disk, &reference_table, shipped).unwrap();
 
-    // The kernel's boot lasts until keel-init's first line; first boot's disk work from
-    // the usr stage's end to the flag's removal (the stages' own times, plus a margin).
+    // The kernel's boot lasts until keel-init's first line; each stage as long as it took
+    // in the uninterrupted run.
     let kernel_secs = reference
         .text
         .lines()
         .find(|l| l.contains("keel-init starting"))
         .and_then(|l| l.split_once('[')?.1.split_once(']')?.0.trim().parse::<f64>().ok())
         .expect("no keel-init start time");
-    let disk_work_ms: f64 =
-        ["first-boot", "root", "etc", "first-boot-done"].iter().map(|s| stage_millis(&reference, s).unwrap_or(0.0)).sum::<f64>() + 100.0;
-    let mut moments: Vec<Moment> =
-        (1..=kernel_points).map(|k| Moment::SinceStart(Duration::from_secs_f64(kernel_secs * f64::from(k) / f64::from(kernel_points + 1)))).collect();
-    moments.extend(
-        (0..disk_points).map(|k| Moment::After("usr", Duration::from_secs_f64(disk_work_ms / 1000.0 * f64::from(k) / f64::from(disk_points)))),
-    );
-    // Right as each later stage starts, whatever the timing jitter: the format (or grow),
-    // the /etc overlay, and the flag's removal.
-    moments.extend(["first-boot", "root", "etc"].map(|stage| Moment::After(stage, Duration::ZERO)));
+    let mut moments = Vec::new();
+    for &(stage, count) in cuts {
+        for k in 0..count {
+            moments.push(if stage == "kernel" {
+                Moment::InKernel(Duration::from_secs_f64(kernel_secs * f64::from(k + 1) / f64::from(count + 1)))
+            } else {
+                let millis = stage_millis(&reference, stage).unwrap_or_else(|| panic!("no time for {stage} in:\n{}", reference.text));
+                // k = 0: right as the stage starts, whatever the timing jitter.
+                Moment::Into(stage, Duration::from_secs_f64(millis / 1000.0 * f64::from(k) / f64::from(count)))
+            });
+        }
+    }
 
     // One QEMU at a time here: the two scenarios run in parallel, one per core.
     let mut outcomes = Vec::new();
     for (index, moment) in moments.iter().copied().enumerate() {
         let disk = image_for(fixture, shipped, &format!("{name}-cut-{index}"));
         let cut = boot_through(&disk, &fixture.initrd, Some(moment));
-        let torn = read_gpt(&mut std::fs::File::open(&disk).unwrap()).map(|_| ()).map_err(|e| format!("{e:#}"));
-        let after = boot_through(&disk, &fixture.initrd, None);
-        let result = match (&torn, after.real_init().contains(&"done")) {
-            (Err(error), _) => Err(format!("no readable table after the cut: {error}")),
-            (Ok(()), false) => Err(format!("the boot after the cut failed:\n{}", after.text)),
-            (Ok(()), true) => check_end_state(&disk, &reference_table, shipped),
+        let landed = landed_in(&cut);
+        let result = if !cut.cut {
+            Err(format!("the run ended before its moment came (timed out: {}):\n{}", cut.timed_out, cut.text))
+        } else if moment.aim() == "kernel" && landed != "kernel" {
+            Err(format!("a cut meant for the kernel's boot landed in {landed}"))
+        } else {
+            let torn = read_gpt(&mut std::fs::File::open(&disk).unwrap()).map(|_| ()).map_err(|e| format!("{e:#}"));
+            let after = boot_through(&disk, &fixture.initrd, None);
+            match (&torn, after.real_init().contains(&"done")) {
+                (Err(error), _) => Err(format!("no readable table after the cut: {error}")),
+                (Ok(()), false) => Err(format!("the boot after the cut failed:\n{}", after.text)),
+                (Ok(()), true) => check_end_state(&disk, &reference_table, shipped),
+            }
         };
-        outcomes.push((index, moment, cut_after(&cut), result));
+        outcomes.push((index, moment, landed, result));
         let _ = std::fs::remove_file(&disk);
     }
     let mut failures = Vec::new();
+    let mut landings = std::collections::BTreeMap::<&str, u32>::new();
     for (index, moment, landed, result) in &outcomes {
-        eprintln!("{name} cut {index:2} at {moment:?}: after {landed}: {}", if result.is_ok() { "converged" } else { "FAILED" });
+        eprintln!("{name} cut {index:2} at {moment:?}: in {landed}: {}", if result.is_ok() { "converged" } else { "FAILED" });
+        *landings.entry(landed).or_default() += 1;
         if let Err(error) = result {
-            failures.push(format!("cut {index} at {moment:?} (after {landed}): {error}"));
+            failures.push(format!("cut {index} at {moment:?} (in {landed}): {error}"));
         }
     }
-    let distinct: std::collections::BTreeSet<&String> = outcomes.iter().map(|(_, _, landed, _)| landed).collect();
-    eprintln!("{name}: {} cuts, landing after {} different stages: {distinct:?}", outcomes.len(), distinct.len());
-    assert!(failures.is_empty(), "{} of {} cuts did not converge:\n{}", failures.len(), outcomes.len(), failures.join("\n"));
+    eprintln!("{name}: {} cuts landed in {landings:?}", outcomes.len());
+    assert!(failures.is_empty(), "{} of {} cuts failed:\n{}", failures.len(), outcomes.len(), failures.join("\n"));
+    let missed: Vec<&str> = cuts.iter().map(|(stage, _)| *stage).filter(|stage| !landings.contains_key(stage)).collect();
+    assert!(missed.is_empty(), "no cut landed in {missed:?} (landings: {landings:?})");
 }
 
 #[test]
 fn a_power_cut_while_first_boot_formats_a_blank_root_is_survived() {
-    survives_cuts(Shipped::Blank, "cut-blank", 3, 9);
+    survives_cuts(Shipped::Blank, "cut-blank", &[("kernel", 3), ("first-boot", 3), ("root", 4), ("etc", 2), ("first-boot-done", 3)]);
 }
 
 #[test]
 fn a_power_cut_while_first_boot_grows_a_shipped_ext4_root_is_survived() {
-    survives_cuts(Shipped::Ext4WithFile, "cut-ext4", 1, 5);
+    survives_cuts(Shipped::Ext4WithFile, "cut-ext4", &[("kernel", 1), ("first-boot", 2), ("root", 3), ("etc", 2), ("first-boot-done", 2)]);
 }

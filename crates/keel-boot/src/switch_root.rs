@@ -85,17 +85,27 @@ mod tests {
     fn init_is_resolved_inside_the_new_root() {
         let root = std::env::temp_dir().join(format!("keel-check-init-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
+        // Absolute links point where the host has nothing, so a link followed on the
+        // host's side instead of the new root's cannot pass.
+        let only_in_new_root = format!("/keel-only-in-the-new-root-{}", std::process::id());
+        assert!(!Path::new(&only_in_new_root).exists());
+        let init = root.join(&only_in_new_root[1..]).join("init");
+        std::fs::create_dir_all(init.parent().unwrap()).unwrap();
         std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
         std::fs::create_dir_all(root.join("usr/lib/systemd")).unwrap();
-        std::fs::write(root.join("usr/sbin/init"), "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(root.join("usr/sbin/init"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(&init, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::write(root.join("usr/lib/systemd/plain"), "not executable").unwrap();
+        std::os::unix::fs::symlink(format!("{only_in_new_root}/init"), root.join("usr/sbin/init")).unwrap();
         std::os::unix::fs::symlink("usr/sbin", root.join("sbin")).unwrap();
-        // An absolute link must resolve in the new root, not in the initrd.
-        std::os::unix::fs::symlink("/usr/sbin/init", root.join("usr/lib/systemd/systemd")).unwrap();
+        // And the other way round: an executable the host has, which the new root lacks.
+        let host_only = std::env::current_exe().unwrap();
+        assert!(host_only.is_absolute() && !root.join(host_only.strip_prefix("/").unwrap()).exists());
+        std::os::unix::fs::symlink(&host_only, root.join("usr/lib/systemd/host-only")).unwrap();
 
         check_init(&root, "/sbin/init").unwrap();
-        check_init(&root, "/usr/lib/systemd/systemd").unwrap();
+        check_init(&root, "/usr/sbin/init").unwrap();
+        assert!(check_init(&root, "/usr/lib/systemd/host-only").unwrap_err().to_string().contains("does not exist"));
         assert!(check_init(&root, "/usr/lib/systemd/plain").unwrap_err().to_string().contains("not an executable"));
         assert!(check_init(&root, "/nonexistent").unwrap_err().to_string().contains("does not exist"));
         assert!(check_init(&root, "/usr").is_err(), "a directory is not an init");
