@@ -11,3 +11,6 @@ vm-test:
 
 bench:
     cargo xtask bench verity
+
+fuzz:
+    cargo xtask fuzz

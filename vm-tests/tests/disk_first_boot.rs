@@ -211,7 +211,11 @@ fn a_damaged_primary_gpt_is_repaired_from_the_backup() {
     // /usr named by path: the repair must not depend on a PARTLABEL= lookup.
     let console = boot(&[&disk], &fixture.initrd, "mount.usr=/dev/vda3", TIMEOUT).unwrap();
     assert_reached_real_init(&console);
-    assert!(console.has("its primary GPT was damaged; its /dev/vda3 verified, so the table was rewritten from the intact backup"), "{}", console.text);
+    assert!(
+        console.has("its primary GPT was damaged; its /dev/vda3 verified, so the table was rewritten from the intact backup"),
+        "{}",
+        console.text
+    );
     assert_root_fills(&disk, 2 * GIB);
 }
 

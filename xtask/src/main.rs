@@ -1,7 +1,8 @@
-//! `cargo xtask setup|demo|test|vm-test`. Everything a fresh Debian machine needs is
-//! installed from here, so the README's two commands are the whole set-up.
+//! `cargo xtask setup|demo|test|vm-test|bench verity|fuzz`. Everything a fresh Debian
+//! machine needs is installed from here, so the README's two commands are the whole set-up.
 
 mod bench;
+mod fuzz;
 
 use anyhow::{bail, ensure, Context};
 use keel_vm_tests as vm;
@@ -29,6 +30,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("mtools", "writes the first-boot flag into the ESP image without mounting it"),
     ("xfsprogs", "mkfs.xfs for keel.root.fs=xfs, and the reference for growing XFS"),
     ("btrfs-progs", "mkfs.btrfs for keel.root.fs=btrfs, and the reference for growing btrfs"),
+    ("g++", "libFuzzer, which the fuzz targets link: libfuzzer-sys builds it from its C++ source"),
 ];
 const MUSL: &str = "x86_64-unknown-linux-musl";
 
@@ -37,13 +39,14 @@ fn main() {
     let result = match task.as_str() {
         "setup" => setup(),
         "demo" => setup().and_then(|()| demo()),
-        "test" => setup().and_then(|()| lint()).and_then(|()| cargo_test(&["--workspace"])),
+        "test" => setup().and_then(|()| lint()).and_then(|()| cargo_test(&["--workspace"])).and_then(|()| fuzz::smoke(&vm::workspace())),
         "vm-test" => setup().and_then(|()| cargo_test(&["-p", "keel-vm-tests"])),
         "bench" => match std::env::args().nth(2).as_deref() {
             Some("verity") => setup().and_then(|()| bench::verity(&vm::workspace())),
             _ => Err(anyhow::anyhow!("usage: cargo xtask bench verity")),
         },
-        _ => Err(anyhow::anyhow!("usage: cargo xtask setup|demo|test|vm-test|bench verity")),
+        "fuzz" => setup().and_then(|()| fuzz::run(&vm::workspace(), &std::env::args().skip(2).collect::<Vec<_>>())),
+        _ => Err(anyhow::anyhow!("usage: cargo xtask setup|demo|test|vm-test|bench verity|fuzz")),
     };
     if let Err(error) = result {
         eprintln!("xtask {task}: {error:#}");
