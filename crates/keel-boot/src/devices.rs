@@ -197,9 +197,9 @@ struct Seen {
     changes: Vec<String>,
     /// A disk whose table is too big for it: no wait can make that disk bootable.
     smaller_than_image: Option<String>,
-    /// Disks (major, minor) with a damaged table whose USR did not verify: not checked
-    /// again during this wait.
-    not_ours: Vec<(u64, u64)>,
+    /// Disks (major, minor) with a damaged table already considered for repair: not
+    /// checked again during this wait.
+    checked_for_repair: Vec<(u64, u64)>,
 }
 
 impl Seen {
@@ -287,41 +287,62 @@ fn partition_in<'g>(gpt: &'g Gpt, disk: &str, spec: &DeviceSpec) -> anyhow::Resu
 /// primary and the kernel told. Any other damaged disk is only reported. Returns whether
 /// it wrote.
 fn repair_boot_disk(look: &Look, wanted: &Wanted, verifies: &UsrCheck<'_>, seen: &mut Seen) -> bool {
+    // Every damaged disk whose USR verifies: a copy of the image on a stick verifies too,
+    // so only a single candidate is repaired; two leave the choice to the person.
+    let mut candidates = Vec::new();
     for disk in look.disks() {
         let Ok(gpt) = look.table(disk) else { continue };
-        if gpt.primary_intact || seen.not_ours.contains(&(disk.major, disk.minor)) {
+        if gpt.primary_intact || seen.checked_for_repair.contains(&(disk.major, disk.minor)) {
             continue;
         }
         let Ok(Some(partition)) = partition_in(&gpt, &disk.name, wanted.spec) else { continue };
-        // Checked once per wait: a disk that is not ours stays not ours, and one whose
-        // repair failed (a write-protected stick) fails again.
-        seen.not_ours.push((disk.major, disk.minor));
-        let repaired = device_node(disk).and_then(|node| {
+        // Checked once per wait: a disk that is not ours stays not ours.
+        seen.checked_for_repair.push((disk.major, disk.minor));
+        let verified = device_node(disk).and_then(|node| {
             let file = File::open(&node).with_context(|| format!("cannot open {}", node.display()))?;
             verifies(&file, partition.start_bytes())
                 .context("not this machine's boot disk: its USR does not verify against this initrd's root hash")?;
-            let mut writable =
-                fs::OpenOptions::new().read(true).write(true).open(&node).with_context(|| format!("cannot open {} for writing", node.display()))?;
-            repair_table(&mut writable, look.image_sectors)?;
-            writable.sync_all().with_context(|| format!("cannot flush {}", node.display()))?;
-            reread_partition_table(&writable).with_context(|| format!("{}", node.display()))
+            Ok(node)
         });
-        match repaired {
-            Ok(()) => {
-                seen.note(format!(
-                    "{}: its primary GPT was damaged; its {} verified, so the table was rewritten from the intact backup",
-                    disk.name, wanted.spec
-                ));
-                return true;
-            }
+        match verified {
+            Ok(node) => candidates.push((disk, node)),
             Err(error) => seen.note(format!("{}: its primary GPT is damaged and it is left as it is: {error:#}", disk.name)),
         }
     }
-    false
+    let [(disk, node)] = candidates.as_slice() else {
+        if candidates.len() > 1 {
+            let names: Vec<&str> = candidates.iter().map(|(disk, _)| disk.name.as_str()).collect();
+            seen.note(format!(
+                "{} all carry this image with a damaged primary GPT: none is repaired; detach all but the boot disk",
+                names.join(", ")
+            ));
+        }
+        return false;
+    };
+    let repaired =
+        fs::OpenOptions::new().read(true).write(true).open(node).with_context(|| format!("cannot open {} for writing", node.display())).and_then(
+            |mut writable| {
+                repair_table(&mut writable, look.image_sectors)?;
+                reread_partition_table(&writable).with_context(|| format!("{}", node.display()))
+            },
+        );
+    match repaired {
+        Ok(()) => {
+            seen.note(format!(
+                "{}: its primary GPT was damaged; its {} verified, so the table was rewritten from the intact backup",
+                disk.name, wanted.spec
+            ));
+            true
+        }
+        Err(error) => {
+            seen.note(format!("{}: its primary GPT is damaged and it is left as it is: {error:#}", disk.name));
+            false
+        }
+    }
 }
 
 /// Looks once; when nothing matched and a damaged boot disk could be repaired, repairs it
-/// and looks again. A disk is never repaired while the wanted device is found elsewhere.
+/// and looks again. No disk is repaired by a look that found the wanted device.
 fn matching_devices(wanted: &Wanted, seen: &mut Seen) -> anyhow::Result<Vec<FoundDevice>> {
     seen.lines.clear();
     seen.smaller_than_image = None;

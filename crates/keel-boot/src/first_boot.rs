@@ -1,4 +1,4 @@
-//! First boot, on the disk that holds ROOT: decide whether this is one, give the disk its
+//! First boot, on the boot disk (the one whose /usr verified): decide whether this is one, give the disk its
 //! own identity, grow ROOT to fill the disk, and clear the first-boot flag once every
 //! step has succeeded. Each step converges when run again, so a boot cut short by a
 //! power cut is finished by the next, which is a first boot again until the flag is gone.

@@ -120,8 +120,10 @@ pub fn randomize_identity(dev: &mut impl DurableWrite, image_default: Guid, mut 
         bail!("the GUID source keeps giving GUIDs already on the disk; nothing was changed")
     };
     let disk_guid = if renamed {
+        // Two partitions named ROOT would get one GUID: refused (Ambiguous) before any write.
+        let root_number = gpt.by_name(ROOT_NAME)?.map(|root| root.number);
         let root_guid = unique_guid()?;
-        for partition in partitions.iter_mut().filter(|p| p.name == ROOT_NAME) {
+        for partition in partitions.iter_mut().filter(|p| Some(p.number) == root_number) {
             partition.guid = root_guid;
         }
         unique_guid()?

@@ -99,7 +99,7 @@ fn rewrite(which: Rewrite, params: &Params, disk: &mut Disk) -> Result<Outcome, 
         Rewrite::GrowRoot => grow_root(disk).map(Outcome::Grown),
         Rewrite::RandomizeIdentity => randomize_identity(disk, image_disk_guid(), params.guid_source()).map(Outcome::Identity),
         Rewrite::SetFormatPending => set_format_pending(disk, params.number, params.pending).map(|()| Outcome::FormatPendingSet),
-        Rewrite::RepairTable => repair_table(disk).map(Outcome::Repaired),
+        Rewrite::RepairTable => repair_table(disk, None).map(Outcome::Repaired),
         Rewrite::SetSlotGptprio => set_slot_gptprio(disk, params.slot, &params.change).map(Outcome::Gptprio),
         Rewrite::PrioritizeSlot => prioritize_slot(disk, params.slot, params.max).map(Outcome::Gptprio),
         Rewrite::MarkSlotSuccessful => mark_slot_successful(disk, params.slot).map(Outcome::Gptprio),
@@ -360,7 +360,7 @@ fn check_effect(which: Rewrite, params: &Params, before: &Gpt, after: &Gpt, outc
 }
 
 fn check_grown(before: &Gpt, after: &Gpt, grown: Option<Grown>) {
-    let old_root = before.by_name(ROOT_NAME).expect("grow_root succeeded on a disk without ROOT");
+    let old_root = before.by_name(ROOT_NAME).expect("grow_root succeeded with two ROOTs").expect("grow_root succeeded on a disk without ROOT");
     // ROOT ends at the last whole MiB of the disk, unless it already reached further or
     // the disk has no whole MiB.
     let last_mib_end = ((after.last_usable + 1) / ALIGNMENT_SECTORS * ALIGNMENT_SECTORS).checked_sub(1);

@@ -25,6 +25,7 @@ pub fn seeds() -> Vec<Seed> {
     // As `keel image build` writes it for Flatcar's 1 GiB USR-A.
     let flatcar = ImageManifest {
         os: "flatcar".into(),
+        image_bytes: 4_743_757_824,
         usr: UsrImage {
             filesystem: "ext4".into(),
             hash_offset: 1065345024,
@@ -34,6 +35,7 @@ pub fn seeds() -> Vec<Seed> {
     };
     let chromeos = ImageManifest {
         os: "keel".into(),
+        image_bytes: 134_217_728,
         usr: UsrImage {
             filesystem: "squashfs".into(),
             hash_offset: 4096,
