@@ -4,7 +4,7 @@
 use anyhow::{bail, Context};
 use keel_cmdline::DeviceSpec;
 use keel_disk::{
-    printable, probe_filesystem, read_gpt, read_gpt_of_image, repair_table, reread_partition_table, Gpt, GptPartition, Guid, Probe, SmallerThanImage,
+    probe_filesystem, read_gpt, read_gpt_of_image, repair_table, reread_partition_table, Gpt, GptPartition, Guid, Probe, SmallerThanImage,
     ROOT_FORMAT_PENDING,
 };
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -86,7 +86,7 @@ fn device_node(device: &SysBlock) -> anyhow::Result<PathBuf> {
 }
 
 /// The partition table on the block device `node`.
-pub fn read_table(node: &Path) -> anyhow::Result<Gpt> {
+fn read_table(node: &Path) -> anyhow::Result<Gpt> {
     read_gpt(&mut File::open(node).with_context(|| format!("cannot open {}", node.display()))?)
 }
 
@@ -391,7 +391,7 @@ fn matches_in(look: &Look, wanted: &Wanted, seen: &mut Seen) -> anyhow::Result<V
                         continue;
                     }
                 };
-                let names: Vec<String> = gpt.partitions.iter().map(|p| format!("{}={}", p.number, printable(&p.name))).collect();
+                let names: Vec<String> = gpt.partitions.iter().map(|p| format!("{}={}", p.number, p.name)).collect();
                 seen.lines.push(format!("{}: GPT with {}", disk.name, names.join(" ")));
                 let Some(partition) = partition_in(&gpt, &disk.name, spec).with_context(|| format!("on {}", disk.name))? else { continue };
                 let child = look.devices.iter().find(|d| d.partition_of.as_ref() == Some(&(disk.name.clone(), partition.number)));
@@ -418,7 +418,7 @@ fn matches_in(look: &Look, wanted: &Wanted, seen: &mut Seen) -> anyhow::Result<V
                     (Probe::Filesystem(fs), DeviceSpec::Uuid(uuid)) => fs.uuid.eq_ignore_ascii_case(uuid),
                     _ => false,
                 };
-                seen.lines.push(format!("{}: {}", device.name, printable(&format!("{probe:?}"))));
+                seen.lines.push(format!("{}: {probe:?}", device.name));
                 if !look.in_scope(device, wanted.scope) {
                     if label_matches {
                         seen.note(format!("{}: it has {spec} too, but is not on the boot disk: ignored", device.name));

@@ -6,10 +6,10 @@
 use crate::devices::{kernel_size_bytes, BootDisk, FoundDevice};
 use crate::log::Log;
 use crate::mounts::mount_at;
-use anyhow::Context;
+use anyhow::{bail, Context};
 use keel_cmdline::{BootParams, FirstBootRequest};
 use keel_disk::{
-    grow_root, probe_filesystem, randomize_identity, read_gpt, resize_kernel_partition, Ambiguous, FsKind, Gpt, Guid, Probe, UnsupportedShape,
+    grow_root, probe_filesystem, randomize_identity, read_gpt, resize_kernel_partition, Ambiguous, FsKind, Guid, Probe, UnsupportedShape,
     FIRST_BOOT_FLAG, ROOT_NAME,
 };
 use nix::mount::{umount, MsFlags};
@@ -31,15 +31,6 @@ impl RootDisk {
     pub fn of(boot_disk: Option<&BootDisk>, root: &FoundDevice) -> Option<RootDisk> {
         let boot_disk = boot_disk?;
         boot_disk.number_of(root).map(|root_number| RootDisk { boot_disk: boot_disk.clone(), root_number })
-    }
-
-    /// The boot disk's partition table as it is now.
-    pub fn table(&self) -> anyhow::Result<Gpt> {
-        self.boot_disk.table()
-    }
-
-    pub fn open_for_writing(&self) -> anyhow::Result<File> {
-        self.boot_disk.open_for_writing()
     }
 }
 
@@ -69,7 +60,11 @@ pub fn early_random_guid() -> anyhow::Result<Guid> {
 fn find_esp(boot_disk: &BootDisk) -> anyhow::Result<Option<FoundDevice>> {
     let gpt = boot_disk.table()?;
     let esp_type = Guid::parse(ESP_TYPE)?;
-    let Some(entry) = gpt.partitions.iter().find(|p| p.type_guid == esp_type) else { return Ok(None) };
+    let mut esps = gpt.partitions.iter().filter(|p| p.type_guid == esp_type);
+    let Some(entry) = esps.next() else { return Ok(None) };
+    if let Some(second) = esps.next() {
+        bail!("partitions {} and {} are both ESPs: which one holds the first-boot flag is ambiguous", entry.number, second.number);
+    }
     let Some(esp) = boot_disk.partition(entry.number)? else { return Ok(None) };
     let probe = probe_filesystem(&mut File::open(&esp.node).with_context(|| format!("cannot open {}", esp.node.display()))?)?;
     Ok(matches!(probe, Probe::Filesystem(fs) if fs.kind == FsKind::Vfat).then_some(esp))
@@ -143,7 +138,6 @@ fn step(name: &str, run: impl FnOnce() -> anyhow::Result<String>) -> anyhow::Res
 /// partition named ROOT) grown to the disk's end with the running kernel told. Returns
 /// what it did, for the log.
 pub fn prepare_disk(params: &BootParams, boot_disk: &BootDisk, root: &FoundDevice) -> anyhow::Result<String> {
-    let node = &boot_disk.disk.node;
     let identity = step("give the disk its own GUIDs", || {
         let mut disk = boot_disk.open_for_writing()?;
         // A failed draw gives the zero GUID, which randomize_identity never uses; the draw's
@@ -159,7 +153,6 @@ pub fn prepare_disk(params: &BootParams, boot_disk: &BootDisk, root: &FoundDevic
             (Err(_), Some(draw_error)) => return Err(draw_error.context("cannot draw the disk's new GUIDs; nothing was changed")),
             (renamed, _) => renamed?,
         };
-        disk.sync_all().with_context(|| format!("cannot flush {}", node.display()))?;
         Ok(match renamed {
             Some(guid) => format!("disk GUID {guid} (ROOT's is new too)"),
             None => "the disk already has its own GUID".to_string(),
@@ -179,7 +172,6 @@ pub fn prepare_disk(params: &BootParams, boot_disk: &BootDisk, root: &FoundDevic
             Some(grown) => format!("{ROOT_NAME} grew from {} to {} MiB", grown.old_sectors >> 11, grown.new_sectors >> 11),
             None => format!("{ROOT_NAME} already fills the disk"),
         };
-        disk.sync_all().with_context(|| format!("cannot flush {}", node.display()))?;
         // The kernel read the table at boot; a grow written then (or by a boot a power cut
         // stopped after the write) is news to it.
         let entry = read_gpt(&mut disk)?.partition(root_number).cloned().context("ROOT vanished from the table")?;

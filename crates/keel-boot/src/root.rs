@@ -25,7 +25,7 @@ pub struct RootOutcome {
 /// Whether keel's mark says a format of ROOT was cut short.
 fn format_was_cut_short(root_disk: Option<&RootDisk>) -> anyhow::Result<bool> {
     let Some(root_disk) = root_disk else { return Ok(false) };
-    let gpt = root_disk.table()?;
+    let gpt = root_disk.boot_disk.table()?;
     Ok(gpt.partition(root_disk.root_number).is_some_and(|p| p.attributes & ROOT_FORMAT_PENDING != 0))
 }
 
@@ -95,13 +95,11 @@ fn format_marked(root: &FoundDevice, root_disk: &RootDisk, kind: FsKind, label: 
     if !Path::new(&mkfs).exists() {
         bail!("this initrd has no {mkfs}: rebuild it with `keel initrd build --root-filesystems ext4,{}`", kind.mount_type());
     }
-    let mut disk = root_disk.open_for_writing()?;
+    let mut disk = root_disk.boot_disk.open_for_writing()?;
     set_format_pending(&mut disk, root_disk.root_number, true)?;
-    disk.sync_all().context("cannot flush the partition table")?;
     run_mkfs(&mkfs, kind, &root.node.display().to_string(), label)?;
     OpenOptions::new().write(true).open(&root.node).and_then(|f| f.sync_all()).with_context(|| format!("cannot flush {}", root.node.display()))?;
-    set_format_pending(&mut disk, root_disk.root_number, false)?;
-    disk.sync_all().context("cannot flush the partition table")
+    set_format_pending(&mut disk, root_disk.root_number, false)
 }
 
 fn run_mkfs(mkfs: &str, kind: FsKind, node: &str, label: &str) -> anyhow::Result<()> {

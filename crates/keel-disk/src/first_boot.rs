@@ -6,11 +6,11 @@
 //! right is not written at all.
 
 use crate::gpt::usable_range;
-use crate::gpt::{read_gpt_of_image, DurableWrite, UnsupportedShape};
+use crate::gpt::{disk_sectors, read_gpt_of_image, DurableWrite, UnsupportedShape};
 use crate::layout::ALIGNMENT_SECTORS;
-use crate::{write_gpt, Gpt, GptPartition, Guid, SECTOR_SIZE};
-use anyhow::{bail, ensure, Context};
-use std::io::{Read, Seek, SeekFrom};
+use crate::{write_gpt, Gpt, GptPartition, Guid};
+use anyhow::{bail, ensure};
+use std::io::{Read, Seek};
 
 /// Flatcar's image disk GUID: while a disk still has it, first boot gives it its own.
 pub const IMAGE_DISK_GUID: &str = "00000000-0000-0000-0000-000000000001";
@@ -37,10 +37,6 @@ pub struct Grown {
     pub new_sectors: u64,
 }
 
-fn disk_sectors(dev: &mut impl Seek) -> anyhow::Result<u64> {
-    Ok(dev.seek(SeekFrom::End(0)).context("cannot find the disk size")? / SECTOR_SIZE)
-}
-
 /// Reads the table for a rewrite: a damaged primary is fine (the rewrite repairs it from
 /// the backup), and a table that does not fit the disk is refused before anything is written.
 pub(crate) fn table_for_rewrite(dev: &mut (impl Read + Seek), image_sectors: Option<u64>) -> anyhow::Result<(Gpt, u64)> {
@@ -48,12 +44,14 @@ pub(crate) fn table_for_rewrite(dev: &mut (impl Read + Seek), image_sectors: Opt
     let sectors = disk_sectors(dev)?;
     let (_, last_usable) = usable_range(sectors);
     if let Some(beyond) = gpt.partitions.iter().find(|p| p.last_lba > last_usable) {
-        bail!(
-            "partition {} ({}) ends at sector {}, past the disk's last usable sector {last_usable}: the disk is smaller than the image; nothing was changed",
-            beyond.number,
-            beyond.name,
-            beyond.last_lba
-        );
+        // Either the image is bigger than the disk (which the boot refuses before this) or
+        // the table's own entry arrays are smaller than the 128 entries keel writes.
+        return Err(UnsupportedShape(format!(
+            "partition {} ({:?}) ends at sector {}, past the last sector {last_usable} a table with 128-entry arrays leaves usable: \
+             the disk is smaller than the image, or its partitions reach into where keel's backup table would go",
+            beyond.number, beyond.name, beyond.last_lba
+        ))
+        .into());
     }
     Ok((gpt, sectors))
 }
@@ -65,6 +63,7 @@ pub(crate) fn already_written(gpt: &Gpt, sectors: u64, disk_guid: Guid, partitio
         && gpt.backup_intact
         && gpt.copies_agree
         && gpt.protective_mbr_current
+        && gpt.backup_lba == sectors - 1
         && gpt.disk_guid == disk_guid
         && gpt.last_usable == usable_range(sectors).1
         && gpt.partitions == partitions

@@ -46,6 +46,8 @@ pub struct Gpt {
     pub partitions: Vec<GptPartition>,
     pub primary_intact: bool,
     pub backup_intact: bool,
+    /// The sector the intact backup header was read from (meaningful when `backup_intact`).
+    pub backup_lba: u64,
     /// Both copies intact and describing the same partitions.
     pub copies_agree: bool,
     /// Sector 0 holds the protective MBR for this disk's size.
@@ -59,7 +61,7 @@ impl Gpt {
 
     /// The partition named `name`; two of that name is an error, not a first-come choice.
     pub fn by_name(&self, name: &str) -> Result<Option<&GptPartition>, Ambiguous> {
-        self.only_one(|p| p.name == name, || format!("name {:?}", printable(name)))
+        self.only_one(|p| p.name == name, || format!("name {name:?}"))
     }
 
     /// The partition with unique GUID `guid`; two with it is an error.
@@ -94,19 +96,26 @@ impl std::fmt::Display for Ambiguous {
 
 impl std::error::Error for Ambiguous {}
 
-/// `text` with every control character (terminal escapes, newlines, NUL) written as a
+/// `text` with every control character (terminal escapes, newlines, NUL) and invisible
+/// format character (bidi overrides, zero-width spaces) written as a
 /// `\u{..}` escape: names and labels come from disks, and whoever wrote the disk must not
 /// be able to write to the console or forge log lines.
 pub fn printable(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_control() {
+        if c.is_control() || is_invisible_format(c) {
             out.extend(c.escape_unicode());
         } else {
             out.push(c);
         }
     }
     out
+}
+
+/// Unicode format characters that change how a line reads without being seen: bidi
+/// overrides and isolates, zero-width characters, line and paragraph separators.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{ad}' | '\u{61c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 /// A rewrite that the table's shape rules out: no write can make it possible, so first
@@ -268,13 +277,14 @@ fn parse_entries(array: &[u8], header: &Header) -> anyhow::Result<Vec<GptPartiti
             attributes: u64_at(entry, 48),
             name: String::from_utf16_lossy(&units),
         };
-        check_placement(&partition, header.first_usable, header.last_usable, &partitions)?;
+        check_range(&partition, header.first_usable, header.last_usable)?;
         partitions.push(partition);
     }
+    check_no_overlap(&partitions)?;
     Ok(partitions)
 }
 
-fn check_placement(p: &GptPartition, first_usable: u64, last_usable: u64, others: &[GptPartition]) -> anyhow::Result<()> {
+fn check_range(p: &GptPartition, first_usable: u64, last_usable: u64) -> anyhow::Result<()> {
     ensure!(
         p.first_lba <= p.last_lba && p.first_lba >= first_usable && p.last_lba <= last_usable,
         "partition {} ({:?}) spans sectors {}..={}, outside the usable {first_usable}..={last_usable}",
@@ -283,13 +293,24 @@ fn check_placement(p: &GptPartition, first_usable: u64, last_usable: u64, others
         p.first_lba,
         p.last_lba
     );
-    if let Some(other) = others.iter().find(|o| o.first_lba <= p.last_lba && p.first_lba <= o.last_lba) {
-        bail!("partitions {} and {} overlap", other.number, p.number);
+    Ok(())
+}
+
+/// No two partitions share a sector: sorted by start, each must end before the next
+/// begins. O(n log n), since a hostile header may ask for thousands of entries.
+fn check_no_overlap(partitions: &[GptPartition]) -> anyhow::Result<()> {
+    let mut by_start: Vec<&GptPartition> = partitions.iter().collect();
+    by_start.sort_by_key(|p| (p.first_lba, p.number));
+    for pair in by_start.windows(2) {
+        if pair[1].first_lba <= pair[0].last_lba {
+            let (low, high) = (pair[0].number.min(pair[1].number), pair[0].number.max(pair[1].number));
+            bail!("partitions {low} and {high} overlap");
+        }
     }
     Ok(())
 }
 
-fn disk_sectors(dev: &mut impl Seek) -> anyhow::Result<u64> {
+pub(crate) fn disk_sectors(dev: &mut impl Seek) -> anyhow::Result<u64> {
     let bytes = dev.seek(SeekFrom::End(0)).context("cannot find the disk size")?;
     ensure!(bytes >= 3 * SECTOR_SIZE, "the disk is only {bytes} bytes: too small for a partition table");
     Ok(bytes / SECTOR_SIZE)
@@ -310,7 +331,9 @@ pub fn read_gpt_of_image(dev: &mut (impl Read + Seek), image_sectors: Option<u64
     let sectors = disk_sectors(dev)?;
     let primary = read_copy(dev, 1, sectors);
     let backup_lba = match &primary {
-        Ok((header, _)) if header.alternate_lba < sectors => header.alternate_lba,
+        // A backup lies past the usable area: a primary naming itself (or any sector
+        // before its partitions) as its backup would count as both copies.
+        Ok((header, _)) if header.alternate_lba < sectors && header.alternate_lba > header.last_usable => header.alternate_lba,
         _ => sectors - 1,
     };
     let mut backup = read_copy(dev, backup_lba, sectors);
@@ -342,6 +365,7 @@ pub fn read_gpt_of_image(dev: &mut (impl Read + Seek), image_sectors: Option<u64
         partitions: partitions.clone(),
         primary_intact: primary.is_ok(),
         backup_intact: backup.is_ok(),
+        backup_lba: backup.as_ref().map_or(0, |(header, _)| header.my_lba),
         copies_agree: match (&primary, &backup) {
             (Ok((a, a_parts)), Ok((b, b_parts))) => a_parts == b_parts && a.disk_guid == b.disk_guid,
             _ => false,
@@ -371,7 +395,9 @@ pub fn write_gpt(dev: &mut impl DurableWrite, disk_guid: Guid, partitions: &[Gpt
             return Err(UnsupportedShape(format!("partition {} is numbered past the 128 entries keel writes", p.number)).into());
         }
         ensure!(partitions[..index].iter().all(|o| o.number != p.number), "partition number {} is used twice", p.number);
-        check_placement(p, first_usable, last_usable, &partitions[..index])?;
+        // The table keel writes has 128-entry arrays at both ends; a partition the disk's
+        // own (smaller) arrays left room for may not fit inside them.
+        check_range(p, first_usable, last_usable).map_err(|error| UnsupportedShape(format!("{error:#}")))?;
         let units: Vec<u16> = p.name.encode_utf16().collect();
         ensure!(units.len() <= NAME_UNITS, "partition name {:?} is longer than {NAME_UNITS} UTF-16 units", p.name);
         let entry = &mut array[(p.number as usize - 1) * ENTRY_SIZE..][..ENTRY_SIZE];
@@ -384,6 +410,7 @@ pub fn write_gpt(dev: &mut impl DurableWrite, disk_guid: Guid, partitions: &[Gpt
             entry[56 + 2 * i..58 + 2 * i].copy_from_slice(&unit.to_le_bytes());
         }
     }
+    check_no_overlap(partitions)?;
     let array_crc = crc32(&array);
     let header = |my_lba: u64, alternate_lba: u64, entries_lba: u64| {
         let mut sector = [0u8; SECTOR_SIZE as usize];

@@ -163,3 +163,20 @@ fn lookups_refuse_two_partitions_with_one_name_or_guid() {
     assert_eq!(read.by_guid(root_guid).unwrap_err().numbers, [6, 9]);
     assert_eq!(read.by_name("USR-A").unwrap().map(|p| p.number), Some(3));
 }
+
+/// A primary that names itself (or any sector before the partitions' end) as its backup
+/// must not count as both copies: the real backup is looked for at the disk's end, and a
+/// table without one is rewritten.
+#[test]
+fn a_primary_cannot_be_its_own_backup() {
+    let path = image("self-backup");
+    let len = fs::metadata(&path).unwrap().len();
+    edit_header(&path, 1, |sector| sector[32..40].copy_from_slice(&1u64.to_le_bytes()));
+    overwrite(&path, len - SECTOR_SIZE, &[0u8; 512]);
+    let gpt = read_gpt(&mut File::open(&path).unwrap()).unwrap();
+    assert!(gpt.primary_intact && !gpt.backup_intact && !gpt.copies_agree, "{gpt:?}");
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    assert!(keel_disk::repair_table(&mut file, None).unwrap(), "a table without a real backup was left as it was");
+    let repaired = read_gpt(&mut File::open(&path).unwrap()).unwrap();
+    assert!(repaired.backup_intact && repaired.copies_agree && repaired.backup_lba == len / SECTOR_SIZE - 1);
+}
