@@ -1,7 +1,8 @@
-//! `cargo xtask setup|demo|test|vm-test|bench verity|fuzz`. Everything a fresh Debian
+//! `cargo xtask setup|demo|test|vm-test|bench verity|look|fuzz`. Everything a fresh Debian
 //! machine needs is installed from here, so the README's two commands are the whole set-up.
 
 mod bench;
+mod bench_look;
 mod fuzz;
 
 use anyhow::{bail, ensure, Context};
@@ -43,10 +44,11 @@ fn main() {
         "vm-test" => setup().and_then(|()| cargo_test(&["-p", "keel-vm-tests"])),
         "bench" => match std::env::args().nth(2).as_deref() {
             Some("verity") => setup().and_then(|()| bench::verity(&vm::workspace())),
-            _ => Err(anyhow::anyhow!("usage: cargo xtask bench verity")),
+            Some("look") => setup().and_then(|()| bench_look::look(&vm::workspace())),
+            _ => Err(anyhow::anyhow!("usage: cargo xtask bench verity|look")),
         },
         "fuzz" => setup().and_then(|()| fuzz::run(&vm::workspace(), &std::env::args().skip(2).collect::<Vec<_>>())),
-        _ => Err(anyhow::anyhow!("usage: cargo xtask setup|demo|test|vm-test|bench verity|fuzz")),
+        _ => Err(anyhow::anyhow!("usage: cargo xtask setup|demo|test|vm-test|bench verity|look|fuzz")),
     };
     if let Err(error) = result {
         eprintln!("xtask {task}: {error:#}");

@@ -438,6 +438,18 @@ fn matches_in(look: &Look, wanted: &Wanted, seen: &mut Seen) -> anyhow::Result<V
     Ok(matches)
 }
 
+/// One look for `spec` on any disk, as keel-init makes it but without repairs: what
+/// matched (an error when more than one did), what it saw on each device, and how long
+/// the look took. For `keel disk find` and the look benchmark.
+pub fn look_once(spec: &DeviceSpec, image_sectors: Option<u64>) -> (anyhow::Result<Option<FoundDevice>>, Vec<String>, Duration) {
+    let mut seen = Seen::default();
+    let started = Instant::now();
+    let found = look_for(&Wanted { spec, scope: Scope::AnyDisk, repair_if_usr_verifies: None, image_sectors }, &mut seen);
+    let took = started.elapsed();
+    seen.lines.append(&mut seen.changes);
+    (found, seen.lines, took)
+}
+
 /// Whether `device` is a partition named `label` that keel will format: blank, or marked
 /// ROOT_FORMAT_PENDING because a format was cut short (its half-written content may
 /// probe as anything).

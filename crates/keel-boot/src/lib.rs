@@ -18,4 +18,5 @@ mod stage;
 mod switch_root;
 mod usr;
 
+pub use devices::{look_once, FoundDevice};
 pub use plan::run_pid1;

@@ -29,6 +29,8 @@ const USAGE: &str = "usage:
   keel disk grow-root DISK                       ROOT (the last partition) fills the disk; the backup table moves to its end;
                                                  on a block device the kernel is told, and a mounted ROOT filesystem grows
   keel disk randomize-guids DISK [--image-default GUID]   new disk and ROOT GUIDs while the disk GUID is the image's
+  keel disk find SPEC [--image-bytes N]          what keel-init's look at the block devices finds for SPEC (PARTLABEL=,
+                                                 PARTUUID=, LABEL=, UUID=, /dev path), what it saw, and how long it took
   keel usr show DISK [--json]                    the /usr slots' gptprio bits: priority, tries, successful
   keel usr set DISK A|B [--priority 0-15] [--tries 0-15] [--successful 0|1]   as cgpt add -P/-T/-S
   keel usr prioritize DISK A|B [--max 1-15]      the slot above the other, as cgpt prioritize
@@ -63,6 +65,7 @@ fn run(words: &[String]) -> anyhow::Result<()> {
         "dm status" => dm_status(rest),
         "disk grow-root" => disk_grow_root(rest),
         "disk randomize-guids" => disk_randomize_guids(rest),
+        "disk find" => disk_find(rest),
         "usr show" => usr::show(rest),
         "usr set" => usr::set(rest),
         "usr prioritize" => usr::prioritize(rest),
@@ -162,6 +165,24 @@ fn dm_status(words: &[String]) -> anyhow::Result<()> {
     println!("{name}: {target} {table}");
     if target == "verity" {
         println!("{name}: status {:?}", keel_dm::verity_status(name)?);
+    }
+    Ok(())
+}
+
+fn disk_find(words: &[String]) -> anyhow::Result<()> {
+    let args = Args::parse(words, &["image-bytes"], &[])?;
+    let [spec] = args.positional.as_slice() else { bail!("give a device spec\n{USAGE}") };
+    let spec = keel_cmdline::DeviceSpec::parse(spec)?;
+    let image_sectors =
+        args.get("image-bytes").map(|bytes| bytes.parse::<u64>().map(|b| b / keel_disk::SECTOR_SIZE)).transpose().context("--image-bytes")?;
+    let (found, seen, took) = keel_boot::look_once(&spec, image_sectors);
+    for line in &seen {
+        println!("seen: {}", keel_disk::printable(line));
+    }
+    println!("look: {:.3} ms over {} lines", took.as_secs_f64() * 1000.0, seen.len());
+    match found? {
+        Some(device) => println!("{spec}: {} ({}:{})", device.node.display(), device.major, device.minor),
+        None => bail!("{spec}: no device matches"),
     }
     Ok(())
 }
