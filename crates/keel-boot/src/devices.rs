@@ -384,7 +384,11 @@ fn matches_in(look: &Look, wanted: &Wanted, seen: &mut Seen) -> anyhow::Result<V
                 let gpt = match look.table(disk) {
                     Ok(gpt) => gpt,
                     Err(error) => {
-                        if error.downcast_ref::<SmallerThanImage>().is_some() {
+                        // Only this image's own table cut short by a small disk ends the wait
+                        // early: a table of any other size is some other disk's business.
+                        let this_image =
+                            |smaller: &SmallerThanImage| wanted.image_sectors.is_some_and(|n| smaller.table_sectors.checked_add(33) == Some(n));
+                        if error.downcast_ref::<SmallerThanImage>().is_some_and(this_image) {
                             seen.smaller_than_image = Some(format!("{}: {error:#}; nothing was changed", disk.name));
                         }
                         seen.lines.push(format!("{}: no usable GPT ({error:#})", disk.name));
