@@ -2,17 +2,12 @@
 //! boot, so what the boot's costs are measured at. A later boot does not slow down with the
 //! disk's size or with other, bigger disks attached.
 
-use keel_vm_tests::{boot, default_layout_fixture, disk_copy, resize_disk, stage_millis, Console};
+use keel_vm_tests::{assert_reached_real_init, boot, default_layout_fixture, disk_copy, resize_disk, stage_millis, Console};
 use std::path::Path;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 const GIB: u64 = 1 << 30;
-
-fn assert_reached_real_init(console: &Console) {
-    assert!(!console.timed_out, "the VM did not finish:\n{}", console.text);
-    assert!(console.real_init().contains(&"done"), "the real init did not finish:\n{}", console.text);
-}
 
 fn stage(console: &Console, name: &str) -> f64 {
     stage_millis(console, name).unwrap_or_else(|| panic!("no timing for stage {name}:\n{}", console.text))
