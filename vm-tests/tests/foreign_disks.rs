@@ -41,10 +41,18 @@ fn a_data_disk_that_once_held_an_image_is_never_written() {
     let before = file_digest(&data).unwrap();
 
     let disk = disk_copy(fixture, "foreign-reused-boot").unwrap();
-    for round in ["first boot", "later boot"] {
-        let console = boot(&[&disk, &data], &fixture.initrd, "", TIMEOUT).unwrap();
+    for round in ["first boot", "later boot", "boot with the boot disk's primary GPT torn"] {
+        if round.contains("torn") {
+            // Now both disks are candidates for a repair: the old /usr on the data disk still
+            // verifies, but its start is ext4's, not a protective MBR.
+            keel_vm_tests::flip_byte(&disk, 512 + 40).unwrap();
+        }
+        let console = boot(&[&data, &disk], &fixture.initrd, "", TIMEOUT).unwrap();
         assert_reached_real_init(&console);
         assert_eq!(file_digest(&data).unwrap(), before, "the data disk was written during the {round}:\n{}", console.text);
+        if round.contains("torn") {
+            assert!(console.has("vdb: its primary GPT was damaged; its PARTLABEL=USR-A verified"), "{}", console.text);
+        }
     }
     let _ = std::fs::remove_file(&data);
     let _ = std::fs::remove_file(&disk);

@@ -23,6 +23,10 @@ const RECHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long a disk too small for its image may be all there is before the wait gives up:
 /// time for the boot disk to appear if the small one is a stray.
 const SMALLER_THAN_IMAGE_GRACE: Duration = Duration::from_secs(3);
+/// How long a wait goes before it repairs a damaged table: time for every disk to appear,
+/// so that a copy of the image on another disk is seen as a second candidate (and nothing
+/// is repaired) rather than taken for the boot disk because it came first.
+const REPAIR_AFTER: Duration = Duration::from_secs(2);
 
 /// A block device as sysfs shows it.
 #[derive(Clone, Debug)]
@@ -200,6 +204,8 @@ struct Seen {
     /// Disks (major, minor) with a damaged table already considered for repair: not
     /// checked again during this wait.
     checked_for_repair: Vec<(u64, u64)>,
+    /// The wait has gone on for `REPAIR_AFTER`: a damaged boot disk may now be repaired.
+    repair_allowed: bool,
 }
 
 impl Seen {
@@ -292,7 +298,10 @@ fn repair_boot_disk(look: &Look, wanted: &Wanted, verifies: &UsrCheck<'_>, seen:
     let mut candidates = Vec::new();
     for disk in look.disks() {
         let Ok(gpt) = look.table(disk) else { continue };
-        if gpt.primary_intact || seen.checked_for_repair.contains(&(disk.major, disk.minor)) {
+        // A disk reused for something else (mkfs wipes sector 0) may keep an old backup
+        // header and an old, still verifying /usr: only a disk whose start is still a
+        // protective MBR (keel's rewrites put it first) is a torn GPT disk.
+        if gpt.primary_intact || !gpt.protective_mbr || seen.checked_for_repair.contains(&(disk.major, disk.minor)) {
             continue;
         }
         let Ok(Some(partition)) = partition_in(&gpt, &disk.name, wanted.spec) else { continue };
@@ -348,7 +357,7 @@ fn matching_devices(wanted: &Wanted, seen: &mut Seen) -> anyhow::Result<Vec<Foun
     seen.smaller_than_image = None;
     let look = Look::now(wanted.image_sectors);
     let matches = matches_in(&look, wanted, seen)?;
-    if let (true, Some(verifies)) = (matches.is_empty(), wanted.repair_if_usr_verifies)
+    if let (true, true, Some(verifies)) = (matches.is_empty(), seen.repair_allowed, wanted.repair_if_usr_verifies)
         && repair_boot_disk(&look, wanted, verifies, seen)
     {
         seen.lines.clear();
@@ -499,6 +508,7 @@ impl DeviceWatcher {
         let mut seen = Seen::default();
         let mut smaller_since = None;
         loop {
+            seen.repair_allowed = started.elapsed() >= REPAIR_AFTER;
             let looked = look_for(wanted, &mut seen);
             self.changes.borrow_mut().append(&mut seen.changes);
             if let Some(device) = looked? {

@@ -52,6 +52,9 @@ pub struct Gpt {
     pub copies_agree: bool,
     /// Sector 0 holds the protective MBR for this disk's size.
     pub protective_mbr_current: bool,
+    /// Sector 0 is a protective MBR of some size (a 0xEE record and the boot signature):
+    /// the disk was partitioned with GPT, not reused for something that wiped its start.
+    pub protective_mbr: bool,
 }
 
 impl Gpt {
@@ -356,9 +359,12 @@ pub fn read_gpt_of_image(dev: &mut (impl Read + Seek), image_sectors: Option<u64
         }
     };
     let mut sector0 = [0u8; SECTOR_SIZE as usize];
-    let protective_mbr_current = read_at(dev, 0, &mut sector0).is_ok() && sector0[446..] == protective_mbr(sectors, &sector0)[446..];
+    let sector0_read = read_at(dev, 0, &mut sector0).is_ok();
+    let protective_mbr_current = sector0_read && sector0[446..] == protective_mbr(sectors, &sector0)[446..];
+    let protective = sector0_read && sector0[510..] == [0x55, 0xaa] && sector0[446..510].chunks_exact(16).any(|record| record[4] == 0xee);
     Ok(Gpt {
         protective_mbr_current,
+        protective_mbr: protective,
         disk_guid: header.disk_guid,
         first_usable: header.first_usable,
         last_usable: header.last_usable,
