@@ -466,6 +466,51 @@ pub fn ext4_blocks(image: &Path) -> anyhow::Result<(u64, u64)> {
     Ok((field("Block count:")?, field("Block size:")?))
 }
 
+/// Copies ROOT of `image`, the filesystem as it is now, to the file `to`.
+pub fn copy_root(image: &Path, to: &Path) -> anyhow::Result<()> {
+    let root = root_partition(image)?;
+    run(Command::new("dd")
+        .arg(format!("if={}", image.display()))
+        .arg(format!("of={}", to.display()))
+        .args(["bs=1M", "conv=sparse", "status=none"])
+        .arg(format!("skip={}", root.start_bytes() >> 20))
+        .arg(format!("count={}", root.size_bytes() >> 20)))?;
+    Ok(())
+}
+
+/// What an ext4 grow decides, as dumpe2fs shows it. Not the reserved block count: the
+/// kernel's online grow rounds the reserved percentage down (5 % of a small filesystem
+/// becomes 4 %), offline resize2fs keeps it; nor free counts, which depend on what ran since.
+const EXT4_GEOMETRY: [&str; 9] = [
+    "Block count",
+    "Block size",
+    "First block",
+    "Blocks per group",
+    "Inode count",
+    "Inodes per group",
+    "Inode blocks per group",
+    "Reserved GDT blocks",
+    "Flex block group size",
+];
+
+/// Checks that the ext4 on ROOT of `image` has the geometry resize2fs gives `start` (a copy
+/// of that filesystem before it grew, grown here in place) on a device of ROOT's size.
+/// resize2fs picks the new block count the same way whether it then grows offline or asks
+/// the kernel to grow online, so its offline run, which needs no CAP_SYS_RESOURCE, is the
+/// reference for an online grow.
+pub fn check_ext4_grown_like_resize2fs(image: &Path, start: &Path) -> anyhow::Result<()> {
+    std::fs::OpenOptions::new().write(true).open(start)?.set_len(root_partition(image)?.size_bytes())?;
+    run(Command::new("resize2fs").arg(start))?;
+    let geometry = |header: String| -> Vec<String> {
+        let fields = header.lines().filter(|line| line.split_once(':').is_some_and(|(name, _)| EXT4_GEOMETRY.contains(&name)));
+        fields.map(|line| line.split_whitespace().collect::<Vec<_>>().join(" ")).collect()
+    };
+    let grown = geometry(on_root(image, "dumpe2fs", &["-h"])?);
+    let reference = geometry(run(Command::new("dumpe2fs").arg("-h").arg(start))?);
+    ensure!(grown.len() == EXT4_GEOMETRY.len() && grown == reference, "the grown ext4: {grown:?}\nresize2fs: {reference:?}");
+    Ok(())
+}
+
 /// A stage's own duration, in ms, from keel-init's log line `keel: [uptime] <stage>: ... (N ms)`.
 pub fn stage_millis(console: &Console, stage: &str) -> Option<f64> {
     console

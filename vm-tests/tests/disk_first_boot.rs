@@ -4,8 +4,8 @@
 
 use keel_disk::{read_gpt, Gpt, IMAGE_DISK_GUID};
 use keel_vm_tests::{
-    assert_reached_real_init, assert_refused, boot, check_root_ext4, check_root_filesystem, disk_copy, esp_has_flag, ext4_blocks, format_root,
-    resize_disk, shared_fixture, stage_millis, Console,
+    assert_reached_real_init, assert_refused, boot, check_ext4_grown_like_resize2fs, check_root_ext4, check_root_filesystem, copy_root, disk_copy,
+    esp_has_flag, ext4_blocks, format_root, resize_disk, shared_fixture, stage_millis, Console,
 };
 use std::path::Path;
 use std::process::Command;
@@ -119,6 +119,8 @@ fn an_ext4_root_shipped_with_files_grows_online_and_keeps_them() {
     std::fs::write(tree.join("shipped"), "in the image").unwrap();
     format_root(&disk, &["mkfs.ext4", "-q", "-F", "-L", "ROOT", "-d", tree.to_str().unwrap()], &[]).unwrap();
     std::fs::remove_dir_all(&tree).unwrap();
+    let start = disk.with_extension("start.ext4");
+    copy_root(&disk, &start).unwrap();
     let (blocks_before, _) = ext4_blocks(&disk).unwrap();
     resize_disk(&disk, 2 * GIB).unwrap();
 
@@ -132,6 +134,8 @@ fn an_ext4_root_shipped_with_files_grows_online_and_keeps_them() {
     assert!(blocks > blocks_before);
     assert_eq!(blocks * block_size, table(&disk).by_name("ROOT").unwrap().size_bytes(), "ext4 does not fill ROOT");
     check_root_ext4(&disk).unwrap();
+    check_ext4_grown_like_resize2fs(&disk, &start).unwrap();
+    std::fs::remove_file(&start).unwrap();
 }
 
 /// keel.root.fs= formats a blank ROOT as asked; a ROOT shipped with that filesystem grows.
