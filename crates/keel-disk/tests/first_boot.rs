@@ -4,10 +4,11 @@
 
 mod support;
 use keel_disk::{grow_root, randomize_identity, read_gpt, repair_table, set_format_pending, Gpt, Guid, ROOT_FORMAT_PENDING, SECTOR_SIZE};
+use keel_test_support::{damage_both_gpts, damage_primary_gpt, overwrite};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
-use support::{image, overwrite, sgdisk, MIB};
+use support::{image, sgdisk, MIB};
 
 const IMAGE_DEFAULT: &str = keel_disk::IMAGE_DISK_GUID;
 
@@ -144,7 +145,7 @@ fn a_damaged_primary_table_is_repaired_from_the_backup_even_on_a_bigger_disk() {
     // The image was written to a bigger disk: its backup is not at the disk's end.
     let path = grown_disk("repair", 32);
     let expected = table(&path).partitions;
-    overwrite(&path, SECTOR_SIZE + 8, b"garbage!");
+    damage_primary_gpt(&path);
     assert!(!table(&path).primary_intact);
     grow_root(&mut open_rw(&path)).unwrap();
     let repaired = table(&path);
@@ -172,9 +173,7 @@ fn repair_rewrites_only_a_damaged_table_and_keeps_its_partitions() {
 fn bad_disks_are_refused_and_left_untouched() {
     // Both tables damaged (on a disk the image was not grown onto, the backup is at its end).
     let path = image("both-damaged");
-    let len = fs::metadata(&path).unwrap().len();
-    overwrite(&path, SECTOR_SIZE, b"NOT PART");
-    overwrite(&path, len - SECTOR_SIZE, b"NOT PART");
+    damage_both_gpts(&path);
     let before = fs::read(&path).unwrap();
     assert!(grow_root(&mut open_rw(&path)).is_err());
     assert!(randomize_identity(&mut open_rw(&path), Guid::parse(IMAGE_DEFAULT).unwrap(), counter_guids()).is_err());

@@ -6,17 +6,11 @@
 mod support;
 
 use keel_disk::{grow_mounted_filesystem, grow_root, mounted_partition, read_gpt, resize_kernel_partition, FsKind};
+use keel_test_support::{run, scratch_dir};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use support::MIB;
-
-fn run(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(output.status.success(), "{program} {args:?} failed: {stdout}{}", String::from_utf8_lossy(&output.stderr));
-    stdout
-}
 
 /// A loop device over a file, unmounted, emptied of partitions and detached when dropped
 /// (without partscan the kernel leaves BLKPG-added partitions behind on a detached loop).
@@ -63,10 +57,7 @@ impl Drop for Loop {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("kernel-{name}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    scratch_dir(env!("CARGO_TARGET_TMPDIR"), &format!("kernel-{name}"))
 }
 
 fn sysfs_sectors(device: &str) -> u64 {
