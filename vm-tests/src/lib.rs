@@ -166,11 +166,12 @@ pub fn test_sizes() -> LayoutSizes {
 }
 
 /// Builds the demo root's image, its /usr hashed as `verity` says, and an initrd for it in
-/// `work_dir()/<name>`. `edit_manifest` may change what the initrd trusts (the
+/// `<name>` of this process's own directory under `work_dir()`, so test processes running
+/// at the same time never build into or copy from the same files. `edit_manifest` may change what the initrd trusts (the
 /// wrong-root-hash scenario).
 pub fn build_fixture(name: &str, verity: VerityLayout, edit_manifest: impl FnOnce(&mut ImageManifest)) -> anyhow::Result<Fixture> {
     let artifacts = artifacts()?;
-    let dir = work_dir().join(name);
+    let dir = keel_test_support::process_dir(work_dir()).join(name);
     std::fs::create_dir_all(&dir)?;
     let usr = demo_usr_tree(&dir, &artifacts.binaries.keel)?;
     let image = dir.join("disk.img");
@@ -344,6 +345,15 @@ pub fn assert_refused(console: &Console, stage: &str, reason: &str) {
     // Before the command line is read (config), the default action applies: reboot.
     let acted = report.contains("powering off (rd.emergency)") || report.contains("rebooting in 10 s");
     assert!(report.contains("The real root was not started.") && acted, "no emergency action:\n{}", console.text);
+}
+
+/// ROOT of `image` ends on the last whole MiB before the backup table at the end of its
+/// `disk_bytes`, and sgdisk finds nothing wrong with the table.
+pub fn assert_root_fills(image: &Path, disk_bytes: u64) {
+    let root = root_partition(image).unwrap();
+    assert_eq!((root.last_lba + 1) * 512, disk_bytes - MIB, "ROOT does not reach the disk's last MiB");
+    let verdict = run(Command::new("sgdisk").arg("-v").arg(image)).unwrap();
+    assert!(verdict.contains("No problems found"), "{verdict}");
 }
 
 /// Makes `image` `bytes` long, as if written to a bigger disk (sparse).

@@ -2,11 +2,11 @@
 //! resize2fs gives the same filesystem. Growing ext4 needs CAP_SYS_RESOURCE, which the host
 //! test (keel-disk's tests/kernel.rs) may not have; root in the VM has it.
 
+use keel_test_support::run;
 use keel_vm_tests::{
-    assert_reached_real_init, boot, check_ext4_grown_like_resize2fs, check_root_ext4, copy_root, disk_copy, format_root, resize_disk, root_partition,
-    shared_fixture,
+    assert_reached_real_init, assert_root_fills, boot, check_ext4_grown_like_resize2fs, check_root_ext4, copy_root, disk_copy, format_root,
+    resize_disk, shared_fixture,
 };
-use std::process::Command;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(180);
@@ -19,8 +19,7 @@ fn keel_disk_grow_root_grows_a_mounted_ext4_as_resize2fs_would() {
     // A second disk whose only partition, ROOT, holds a 64 MiB ext4, now on a 1 GiB disk.
     let data = fixture.dir.join("grow-cli-data.img");
     std::fs::File::create(&data).unwrap().set_len(66 << 20).unwrap();
-    let table = Command::new("sgdisk").args(["-n", "1:2048:+64M", "-c", "1:ROOT"]).arg(&data).output().unwrap();
-    assert!(table.status.success(), "{}", String::from_utf8_lossy(&table.stderr));
+    run("sgdisk", &["-n", "1:2048:+64M", "-c", "1:ROOT", data.to_str().unwrap()]);
     format_root(&data, &["mkfs.ext4", "-q", "-F", "-L", "GROWN"], &[]).unwrap();
     let start = data.with_extension("start.ext4");
     copy_root(&data, &start).unwrap();
@@ -35,8 +34,7 @@ fn keel_disk_grow_root_grows_a_mounted_ext4_as_resize2fs_would() {
     let (_, sizes) = grown.split_once("grew from ").unwrap();
     let mib: Vec<u64> = sizes.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
     assert!(matches!(mib[..], [before, after] if before < 64 && after > 900), "{grown}");
-    let root = root_partition(&data).unwrap();
-    assert_eq!((root.last_lba + 1) * 512, GIB - (1 << 20), "ROOT does not reach the disk's last MiB");
+    assert_root_fills(&data, GIB);
 
     check_root_ext4(&data).unwrap();
     check_ext4_grown_like_resize2fs(&data, &start).unwrap();
