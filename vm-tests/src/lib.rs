@@ -166,7 +166,8 @@ pub fn test_sizes() -> LayoutSizes {
 }
 
 /// Builds the demo root's image, its /usr hashed as `verity` says, and an initrd for it in
-/// `work_dir()/<name>`. `edit_manifest` may change what the initrd trusts (the
+/// `<name>` of this process's own directory under `work_dir()`, so test processes running
+/// at the same time never build into or copy from the same files. `edit_manifest` may change what the initrd trusts (the
 /// wrong-root-hash scenario).
 pub fn build_fixture(name: &str, verity: VerityLayout, edit_manifest: impl FnOnce(&mut ImageManifest)) -> anyhow::Result<Fixture> {
     build_fixture_sized(name, test_sizes(), verity, edit_manifest)
@@ -181,7 +182,7 @@ pub fn build_fixture_sized(
     edit_manifest: impl FnOnce(&mut ImageManifest),
 ) -> anyhow::Result<Fixture> {
     let artifacts = artifacts()?;
-    let dir = work_dir().join(name);
+    let dir = keel_test_support::process_dir(work_dir()).join(name);
     std::fs::create_dir_all(&dir)?;
     let usr = demo_usr_tree(&dir, &artifacts.binaries.keel)?;
     let image = dir.join("disk.img");
@@ -375,6 +376,15 @@ pub fn assert_refused(console: &Console, stage: &str, reason: &str) {
     assert!(report.contains("The real root was not started.") && acted, "no emergency action:\n{}", console.text);
 }
 
+/// ROOT of `image` ends on the last whole MiB before the backup table at the end of its
+/// `disk_bytes`, and sgdisk finds nothing wrong with the table.
+pub fn assert_root_fills(image: &Path, disk_bytes: u64) {
+    let root = root_partition(image).unwrap();
+    assert_eq!((root.last_lba + 1) * 512, disk_bytes - MIB, "ROOT does not reach the disk's last MiB");
+    let verdict = run(Command::new("sgdisk").arg("-v").arg(image)).unwrap();
+    assert!(verdict.contains("No problems found"), "{verdict}");
+}
+
 /// Makes `image` `bytes` long, as if written to a bigger disk (sparse).
 pub fn resize_disk(image: &Path, bytes: u64) -> anyhow::Result<()> {
     Ok(std::fs::OpenOptions::new().write(true).open(image)?.set_len(bytes)?)
@@ -493,6 +503,51 @@ pub fn ext4_blocks(image: &Path) -> anyhow::Result<(u64, u64)> {
         Ok(value.trim().parse()?)
     };
     Ok((field("Block count:")?, field("Block size:")?))
+}
+
+/// Copies ROOT of `image`, the filesystem as it is now, to the file `to`.
+pub fn copy_root(image: &Path, to: &Path) -> anyhow::Result<()> {
+    let root = root_partition(image)?;
+    run(Command::new("dd")
+        .arg(format!("if={}", image.display()))
+        .arg(format!("of={}", to.display()))
+        .args(["bs=1M", "conv=sparse", "status=none"])
+        .arg(format!("skip={}", root.start_bytes() >> 20))
+        .arg(format!("count={}", root.size_bytes() >> 20)))?;
+    Ok(())
+}
+
+/// What an ext4 grow decides, as dumpe2fs shows it. Not the reserved block count: the
+/// kernel's online grow rounds the reserved percentage down (5 % of a small filesystem
+/// becomes 4 %), offline resize2fs keeps it; nor free counts, which depend on what ran since.
+const EXT4_GEOMETRY: [&str; 9] = [
+    "Block count",
+    "Block size",
+    "First block",
+    "Blocks per group",
+    "Inode count",
+    "Inodes per group",
+    "Inode blocks per group",
+    "Reserved GDT blocks",
+    "Flex block group size",
+];
+
+/// Checks that the ext4 on ROOT of `image` has the geometry resize2fs gives `start` (a copy
+/// of that filesystem before it grew, grown here in place) on a device of ROOT's size.
+/// resize2fs picks the new block count the same way whether it then grows offline or asks
+/// the kernel to grow online, so its offline run, which needs no CAP_SYS_RESOURCE, is the
+/// reference for an online grow.
+pub fn check_ext4_grown_like_resize2fs(image: &Path, start: &Path) -> anyhow::Result<()> {
+    std::fs::OpenOptions::new().write(true).open(start)?.set_len(root_partition(image)?.size_bytes())?;
+    run(Command::new("resize2fs").arg(start))?;
+    let geometry = |header: String| -> Vec<String> {
+        let fields = header.lines().filter(|line| line.split_once(':').is_some_and(|(name, _)| EXT4_GEOMETRY.contains(&name)));
+        fields.map(|line| line.split_whitespace().collect::<Vec<_>>().join(" ")).collect()
+    };
+    let grown = geometry(on_root(image, "dumpe2fs", &["-h"])?);
+    let reference = geometry(run(Command::new("dumpe2fs").arg("-h").arg(start))?);
+    ensure!(grown.len() == EXT4_GEOMETRY.len() && grown == reference, "the grown ext4: {grown:?}\nresize2fs: {reference:?}");
+    Ok(())
 }
 
 /// A stage's own duration, in ms, from keel-init's log line `keel: [uptime] <stage>: ... (N ms)`.

@@ -3,12 +3,12 @@
 //! flag goes, so the second boot changes nothing.
 
 use keel_disk::{read_gpt, Gpt, IMAGE_DISK_GUID};
+use keel_test_support::{damage_both_gpts, damage_primary_gpt, run};
 use keel_vm_tests::{
-    assert_reached_real_init, assert_refused, boot, check_root_ext4, check_root_filesystem, disk_copy, esp_has_flag, ext4_blocks, format_root,
-    resize_disk, shared_fixture, stage_millis, Console,
+    assert_reached_real_init, assert_refused, assert_root_fills, boot, check_ext4_grown_like_resize2fs, check_root_ext4, check_root_filesystem,
+    copy_root, disk_copy, esp_has_flag, ext4_blocks, format_root, resize_disk, shared_fixture, stage_millis, Console,
 };
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(180);
@@ -30,21 +30,6 @@ fn table_sectors(image: &Path) -> Vec<u8> {
     file.read_exact(&mut backup).unwrap();
     bytes.extend(backup);
     bytes
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program).args(args).output().unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(output.status.success(), "{program} {args:?}: {text}{}", String::from_utf8_lossy(&output.stderr));
-    text
-}
-
-/// ROOT ends on the last whole MiB before the backup table, and sgdisk finds nothing wrong.
-fn assert_root_fills(image: &Path, disk_bytes: u64) {
-    let gpt = table(image);
-    let root = gpt.by_name("ROOT").unwrap().unwrap();
-    assert_eq!((root.last_lba + 1) * 512, disk_bytes - (1 << 20), "ROOT does not reach the disk's last MiB");
-    assert!(run("sgdisk", &["-v", image.to_str().unwrap()]).contains("No problems found"));
 }
 
 #[test]
@@ -119,6 +104,8 @@ fn an_ext4_root_shipped_with_files_grows_online_and_keeps_them() {
     std::fs::write(tree.join("shipped"), "in the image").unwrap();
     format_root(&disk, &["mkfs.ext4", "-q", "-F", "-L", "ROOT", "-d", tree.to_str().unwrap()], &[]).unwrap();
     std::fs::remove_dir_all(&tree).unwrap();
+    let start = disk.with_extension("start.ext4");
+    copy_root(&disk, &start).unwrap();
     let (blocks_before, _) = ext4_blocks(&disk).unwrap();
     resize_disk(&disk, 2 * GIB).unwrap();
 
@@ -132,6 +119,8 @@ fn an_ext4_root_shipped_with_files_grows_online_and_keeps_them() {
     assert!(blocks > blocks_before);
     assert_eq!(blocks * block_size, table(&disk).by_name("ROOT").unwrap().unwrap().size_bytes(), "ext4 does not fill ROOT");
     check_root_ext4(&disk).unwrap();
+    check_ext4_grown_like_resize2fs(&disk, &start).unwrap();
+    std::fs::remove_file(&start).unwrap();
 }
 
 /// keel.root.fs= formats a blank ROOT as asked; a ROOT shipped with that filesystem grows.
@@ -204,7 +193,7 @@ fn a_damaged_primary_gpt_is_repaired_from_the_backup() {
     let fixture = shared_fixture().unwrap();
     let disk = disk_copy(fixture, "torn-primary").unwrap();
     resize_disk(&disk, 2 * GIB).unwrap();
-    keel_vm_tests::flip_byte(&disk, 512 + 40).unwrap();
+    damage_primary_gpt(&disk);
     // The image's backup is at the image's end, not the disk's: only the manifest's size finds it.
     let image_sectors = fixture.manifest.image_bytes / 512;
     assert!(!keel_disk::read_gpt_of_image(&mut std::fs::File::open(&disk).unwrap(), Some(image_sectors)).unwrap().primary_intact);
@@ -223,9 +212,7 @@ fn a_damaged_primary_gpt_is_repaired_from_the_backup() {
 fn a_gpt_damaged_in_both_copies_stops_the_boot_and_changes_nothing() {
     let fixture = shared_fixture().unwrap();
     let disk = disk_copy(fixture, "torn-both").unwrap();
-    let backup_header = std::fs::metadata(&disk).unwrap().len() - 512;
-    keel_vm_tests::flip_byte(&disk, 512 + 40).unwrap();
-    keel_vm_tests::flip_byte(&disk, backup_header + 40).unwrap();
+    damage_both_gpts(&disk);
     let bytes = std::fs::read(&disk).unwrap();
     let console = boot(&[&disk], &fixture.initrd, "rd.timeout=3", TIMEOUT).unwrap();
     assert_refused(&console, "usr", "no usable GPT");

@@ -6,6 +6,7 @@
 //! clear message), never time out.
 
 use keel_disk::read_gpt;
+use keel_test_support::run;
 use keel_vm_tests::{
     assert_reached_real_init, assert_refused, boot, disk_copy, file_digest, format_root, resize_disk, shared_fixture, READ_ONLY_DISK,
 };
@@ -15,11 +16,6 @@ use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 const MIB: u64 = 1 << 20;
-
-fn run(program: &str, args: &[&str]) {
-    let output = Command::new(program).args(args).output().unwrap();
-    assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-}
 
 fn scratch(name: &str) -> PathBuf {
     shared_fixture().unwrap().dir.join(format!("foreign-{name}-{}.img", std::process::id()))

@@ -1,12 +1,12 @@
 //! The harness's own checks fail where they must: a check that cannot fail proves nothing.
 
+use keel_test_support::scratch_dir;
 use keel_vm_tests::{esp_has_flag, test_sizes, work_dir};
 use std::process::Command;
 
 #[test]
 fn an_esp_whose_fat_cannot_be_read_is_an_error_not_a_removed_flag() {
-    let dir = work_dir().join(format!("harness-esp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch_dir(work_dir(), "harness-esp");
     std::fs::create_dir_all(dir.join("usr")).unwrap();
     std::fs::write(dir.join("usr/os-release"), "ID=keel\n").unwrap();
     let image = dir.join("disk.img");

@@ -7,10 +7,11 @@ use keel_disk::{
     grow_root, randomize_identity, read_gpt, read_gpt_of_image, repair_table, set_format_pending, DurableWrite, Gpt, Guid, ROOT_FORMAT_PENDING,
     SECTOR_SIZE,
 };
+use keel_test_support::{damage_both_gpts, damage_primary_gpt, overwrite};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
-use support::{image, overwrite, sgdisk, MIB};
+use support::{image, sgdisk, MIB};
 
 const IMAGE_DEFAULT: &str = keel_disk::IMAGE_DISK_GUID;
 
@@ -148,7 +149,7 @@ fn a_damaged_primary_table_is_repaired_from_the_backup_at_the_image_end_only_whe
     let path = grown_disk("repair", 32);
     let image_sectors = fs::metadata(image("repair-size")).unwrap().len() / SECTOR_SIZE;
     let expected = table(&path).partitions;
-    overwrite(&path, SECTOR_SIZE + 8, b"garbage!");
+    damage_primary_gpt(&path);
     assert!(!read_gpt_of_image(&mut File::open(&path).unwrap(), Some(image_sectors)).unwrap().primary_intact);
     let before = fs::read(&path).unwrap();
     // Without the image's size no rewrite finds the table, and none writes.
@@ -198,9 +199,7 @@ fn repair_rewrites_only_a_damaged_table_and_keeps_its_partitions() {
 fn bad_disks_are_refused_and_left_untouched() {
     // Both tables damaged (on a disk the image was not grown onto, the backup is at its end).
     let path = image("both-damaged");
-    let len = fs::metadata(&path).unwrap().len();
-    overwrite(&path, SECTOR_SIZE, b"NOT PART");
-    overwrite(&path, len - SECTOR_SIZE, b"NOT PART");
+    damage_both_gpts(&path);
     let before = fs::read(&path).unwrap();
     assert!(grow_root(&mut open_rw(&path)).is_err());
     assert!(randomize_identity(&mut open_rw(&path), Guid::parse(IMAGE_DEFAULT).unwrap(), counter_guids()).is_err());

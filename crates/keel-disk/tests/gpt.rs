@@ -5,7 +5,8 @@ use std::fs::{self, File};
 use std::path::Path;
 
 mod support;
-use support::{image, overwrite, sgdisk, MIB};
+use keel_test_support::{damage_both_gpts, overwrite, process_dir, XorShift};
+use support::{image, sgdisk, MIB};
 
 #[test]
 fn sgdisk_finds_no_problems_and_sees_the_same_partitions() {
@@ -33,7 +34,7 @@ fn sgdisk_finds_no_problems_and_sees_the_same_partitions() {
 
 #[test]
 fn reads_tables_that_sgdisk_wrote() {
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gpt-by-sgdisk.img");
+    let path = process_dir(env!("CARGO_TARGET_TMPDIR")).join("gpt-by-sgdisk.img");
     fs::write(&path, vec![0u8; (16 * MIB) as usize]).unwrap();
     sgdisk(&["-o", "-U", "R", "-n", "2:2048:+4M", "-c", "2:second", "-t", "2:8300", "-n", "5:0:+1M", "-c", "5:fifth"], &path);
     let ours = read_gpt(&mut File::open(&path).unwrap()).unwrap();
@@ -60,9 +61,7 @@ fn damaged_primary_falls_back_to_the_backup() {
 #[test]
 fn both_copies_damaged_is_a_clear_error() {
     let path = image("both-damaged");
-    let len = fs::metadata(&path).unwrap().len();
-    overwrite(&path, SECTOR_SIZE, b"NOT PART");
-    overwrite(&path, len - SECTOR_SIZE, b"NOT PART");
+    damage_both_gpts(&path);
     let error = format!("{:#}", read_gpt(&mut File::open(&path).unwrap()).unwrap_err());
     assert!(error.contains("no valid GPT") && error.contains("signature"), "{error}");
 }
@@ -110,15 +109,9 @@ fn hostile_headers_are_errors_not_panics() {
 
 #[test]
 fn random_bytes_are_errors_not_panics() {
-    let mut state = 0x2545f4914f6cdd1du64;
+    let mut random = XorShift::new(0x2545f4914f6cdd1d);
     for round in 0..300 {
-        let mut disk = vec![0u8; 64 * 1024];
-        for byte in disk.iter_mut() {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            *byte = state as u8;
-        }
+        let mut disk = random.bytes(64 * 1024);
         if round % 2 == 0 {
             disk[512..520].copy_from_slice(b"EFI PART");
         }

@@ -15,9 +15,10 @@ use keel_disk::{
     mark_slot_successful, prioritize, prioritize_slot, read_gpt, read_usr_slots, rewrite_gptprio, set_slot_gptprio, write_gpt, GptPartition, Gptprio,
     GptprioChange, Guid, Slot, TableWrite, GPTPRIO_MASK, SECTOR_SIZE,
 };
+use keel_test_support::{damage_both_gpts, damage_primary_gpt, process_dir, XorShift};
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
-use support::{cgpt, image, overwrite, sgdisk};
+use support::{cgpt, image, sgdisk};
 
 const KERNEL_TYPE: &str = "fe3a2a5d-4f32-41a7-b725-accc3285a309";
 const USR_TYPE: &str = "5dfbf5f4-2848-4bac-aa5e-0d9a20b745a6";
@@ -25,22 +26,6 @@ const DATA_TYPE: &str = "0fc63daf-8483-4772-8e79-3d69d8477de4";
 /// 1 MiB: room for both tables and 25 small partitions, and quick to compare.
 const DISK_BYTES: u64 = 1 << 20;
 const ENTRIES_BYTES: usize = 128 * 128;
-
-/// xorshift64: reproducible cases without a dependency.
-struct Cases(u64);
-
-impl Cases {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn guid(text: &str) -> Guid {
     Guid::parse(text).unwrap()
@@ -78,7 +63,7 @@ fn disk(path: &Path, partitions: &[GptPartition]) {
 
 /// Two identical images, one for keel and one for cgpt.
 fn twins(name: &str, partitions: &[GptPartition]) -> (PathBuf, PathBuf) {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gptprio");
+    let dir = process_dir(env!("CARGO_TARGET_TMPDIR")).join("gptprio");
     fs::create_dir_all(&dir).unwrap();
     let (ours, theirs) = (dir.join(format!("{name}-keel.img")), dir.join(format!("{name}-cgpt.img")));
     disk(&ours, partitions);
@@ -150,7 +135,7 @@ fn strs(args: &[String]) -> Vec<&str> {
 
 #[test]
 fn set_matches_cgpt_add_for_every_value() {
-    let mut cases = Cases(0x9e37_79b9_7f4a_7c15);
+    let mut cases = XorShift::new(0x9e37_79b9_7f4a_7c15);
     let mut changes: Vec<GptprioChange> = Vec::new();
     // Every combination of the three fields at once...
     for value in 0..512u16 {
@@ -175,7 +160,7 @@ fn set_matches_cgpt_add_for_every_value() {
     for (index, change) in changes.iter().enumerate() {
         let slot = if index % 2 == 0 { Slot::A } else { Slot::B };
         // Every partition starts with arbitrary attributes, gptprio bits and all others.
-        let partitions = flatcar_like(USR_TYPE, |_| cases.next());
+        let partitions = flatcar_like(USR_TYPE, |_| cases.next_u64());
         let number = partitions.iter().find(|p| p.name == slot.partition_name()).unwrap().number;
         let (ours, theirs) = twins("set", &partitions);
         let _ = set_slot_gptprio(&mut open_rw(&ours), slot, change).unwrap();
@@ -194,12 +179,12 @@ fn set_matches_cgpt_add_for_every_value() {
 
 /// A table of `count` kernel partitions among data partitions, numbered anywhere in
 /// 1..=24, with arbitrary attributes; the kernels' starting priorities come from `pool`.
-fn kernels_among_others(cases: &mut Cases, count: usize, pool: &[u8]) -> Vec<GptPartition> {
+fn kernels_among_others(cases: &mut XorShift, count: usize, pool: &[u8]) -> Vec<GptPartition> {
     let mut numbers: Vec<u32> = (1..=24).collect();
     let mut partitions = Vec::new();
     for index in 0..count + cases.below(4) as usize {
         let number = numbers.remove(cases.below(numbers.len() as u64) as usize);
-        let background = cases.next();
+        let background = cases.next_u64();
         partitions.push(if index < count {
             let priority = pool[cases.below(pool.len() as u64) as usize];
             let fields = Gptprio::new(priority, cases.below(16) as u8, cases.below(2) == 1).unwrap();
@@ -233,7 +218,7 @@ fn compare_prioritize(partitions: &[GptPartition], chosen: Option<u32>, max: Opt
 
 #[test]
 fn prioritize_matches_cgpt() {
-    let mut cases = Cases(0x2545_f491_4f6c_dd1d);
+    let mut cases = XorShift::new(0x2545_f491_4f6c_dd1d);
     // Small pools make ties (cgpt's groups) common; the full range makes gaps.
     let pools: [&[u8]; 5] = [&[0, 1], &[0, 1, 2], &[1, 2, 3, 15], &[0, 0, 5, 5, 9], &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]];
     let mut compared = 0;
@@ -302,7 +287,7 @@ fn attributes(path: &Path) -> Vec<u64> {
 
 #[test]
 fn slot_commands_match_cgpt_on_kernel_typed_slots() {
-    let mut cases = Cases(0x5851_f42d_4c95_7f2d);
+    let mut cases = XorShift::new(0x5851_f42d_4c95_7f2d);
     let rounds = 150;
     for round in 0..rounds {
         let slot = if round % 2 == 0 { Slot::A } else { Slot::B };
@@ -312,7 +297,7 @@ fn slot_commands_match_cgpt_on_kernel_typed_slots() {
             _ => SlotCommand::Prioritize(Some(1 + cases.below(15) as u8)),
         };
         let partitions = flatcar_like(KERNEL_TYPE, |number| {
-            let background = cases.next();
+            let background = cases.next_u64();
             let priority = [0, 1, 2, 15][cases.below(4) as usize];
             let fields = Gptprio::new(priority, cases.below(16) as u8, cases.below(2) == 1).unwrap();
             if matches!(number, 3 | 4) {
@@ -348,8 +333,7 @@ fn untouched_since(path: &Path) -> impl Fn() -> bool {
 fn both_copies_corrupt_is_an_error_and_nothing_is_written() {
     let (ours, theirs) = twins("hostile", &flatcar_like(USR_TYPE, |n| if n == 3 { 1 << 48 | 1 << 56 } else { 0 }));
     for path in [&ours, &theirs] {
-        overwrite(path, SECTOR_SIZE, b"NOT PART");
-        overwrite(path, DISK_BYTES - SECTOR_SIZE, b"NOT PART");
+        damage_both_gpts(path);
     }
     let unchanged = untouched_since(&ours);
     let change = GptprioChange { priority: Some(2), ..Default::default() };
@@ -393,7 +377,7 @@ fn a_damaged_primary_is_repaired_where_cgpt_asks_for_repair() {
     let _ = mark_slot_successful(&mut open_rw(&reference), Slot::B).unwrap();
     let (ours, theirs) = twins("repair", &partitions);
     for path in [&ours, &theirs] {
-        overwrite(path, SECTOR_SIZE + 8, b"garbage!");
+        damage_primary_gpt(path);
     }
     // cgpt add fails; cgpt prioritize says "please run 'cgpt repair'" and exits 0, unchanged.
     assert!(!cgpt(&["add", "-i", "4", "-S", "1", "-T", "0"], &theirs).status.success());

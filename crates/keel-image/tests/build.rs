@@ -3,6 +3,7 @@
 use keel_disk::IMAGE_DISK_GUID;
 use keel_disk::{read_gpt, Guid, LayoutSizes, Probe};
 use keel_image::{build, ImageSpec};
+use keel_test_support::{run, scratch_dir};
 use keel_verity::encode_hex;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
@@ -12,10 +13,7 @@ use std::process::Command;
 const MIB: u64 = 1 << 20;
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image").join(name);
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
+    scratch_dir(env!("CARGO_TARGET_TMPDIR"), &format!("image-{name}"))
 }
 
 fn usr_tree(dir: &Path) -> PathBuf {
@@ -39,13 +37,6 @@ fn spec(tree: &Path, output: PathBuf) -> ImageSpec {
         epoch: 0,
         verity: Default::default(),
     }
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(output.status.success(), "{program} {args:?} failed: {stdout}{}", String::from_utf8_lossy(&output.stderr));
-    stdout
 }
 
 fn extract(image: &Path, start: u64, len: u64, to: &Path) {

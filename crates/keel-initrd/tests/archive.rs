@@ -3,6 +3,7 @@
 
 use keel_initrd::{archive, build, Compression, InitrdSpec};
 use keel_manifest::{ImageManifest, UsrImage};
+use keel_test_support::scratch_dir;
 use keel_verity::VerityParams;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -66,9 +67,7 @@ fn spec(dir: &Path) -> InitrdSpec {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("initrd").join(name);
-    let _ = fs::remove_dir_all(&dir);
-    dir
+    scratch_dir(env!("CARGO_TARGET_TMPDIR"), &format!("initrd-{name}"))
 }
 
 #[test]

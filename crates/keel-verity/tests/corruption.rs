@@ -3,21 +3,14 @@
 //! UUID is the exception: nothing covers it with a hash (in veritysetup neither), so a
 //! flip there changes only the name.
 
+use keel_test_support::XorShift;
 use keel_verity::{format_hash_area, tree_start_block, verify, HashAlgorithm, Superblock, VerityParams, SUPERBLOCK_SIZE};
 use std::io::Cursor;
 
 const UUID_BITS: std::ops::Range<usize> = 16 * 8..32 * 8;
 
 fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
+    XorShift::new(seed).bytes(len)
 }
 
 /// Data, hash area (superblock first) and root for small but multi-level trees.

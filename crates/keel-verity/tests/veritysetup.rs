@@ -3,11 +3,12 @@
 //! `veritysetup format`, veritysetup verifies keel's output and keel verifies veritysetup's.
 //! `cargo xtask test` installs cryptsetup-bin; without it this test fails rather than skips.
 
+use keel_test_support::{process_dir, XorShift};
 use keel_verity::{encode_hex, format_hash_area, verify, HashAlgorithm, HashType, VerityParams};
 use std::collections::HashMap;
 use std::fs;
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -23,7 +24,7 @@ fn uuid_bytes() -> [u8; 16] {
 }
 
 fn scratch() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("veritysetup");
+    let dir = process_dir(env!("CARGO_TARGET_TMPDIR")).join("veritysetup");
     fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -36,16 +37,7 @@ fn data_file(blocks: u64, block_size: u32, cache: &Mutex<HashMap<u64, PathBuf>>)
         .entry(bytes)
         .or_insert_with(|| {
             let path = scratch().join(format!("data-{bytes}"));
-            let mut state = bytes | 1;
-            let data: Vec<u8> = (0..bytes)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect();
-            fs::write(&path, data).unwrap();
+            fs::write(&path, XorShift::new(bytes).bytes(bytes as usize)).unwrap();
             path
         })
         .clone()

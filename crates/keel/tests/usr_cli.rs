@@ -1,5 +1,6 @@
 //! `keel usr` on a table sgdisk wrote, read back with Debian's cgpt.
 
+use keel_test_support::{process_dir, run};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -24,15 +25,12 @@ fn failure_of(output: Output) -> String {
 /// Flatcar's slots 3 and 4 with their fixed GUIDs, USR-A at priority 1 and successful
 /// (bits 48 and 56), plus an attribute bit gptprio does not own (bit 60) on each.
 fn disk(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("usr-cli-{name}.img"));
+    let path = process_dir(env!("CARGO_TARGET_TMPDIR")).join(format!("usr-cli-{name}.img"));
     fs::write(&path, vec![0u8; 8 << 20]).unwrap();
-    let status = Command::new("sgdisk")
-        .args(["-o", "-n", "3:2048:+2M", "-c", "3:USR-A", "-u", &format!("3:{USR_A}"), "-A", "3:set:48", "-A", "3:set:56"])
-        .args(["-A", "3:set:60", "-n", "4:0:+2M", "-c", "4:USR-B", "-u", &format!("4:{USR_B}"), "-A", "4:set:60"])
-        .arg(&path)
-        .output()
-        .expect("sgdisk (gdisk) must be installed");
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let (a, b) = (format!("3:{USR_A}"), format!("4:{USR_B}"));
+    let slot_a = ["-n", "3:2048:+2M", "-c", "3:USR-A", "-u", &a, "-A", "3:set:48", "-A", "3:set:56", "-A", "3:set:60"];
+    let slot_b = ["-n", "4:0:+2M", "-c", "4:USR-B", "-u", &b, "-A", "4:set:60"];
+    run("sgdisk", &[&["-o"][..], &slot_a, &slot_b, &[path.to_str().unwrap()]].concat());
     path
 }
 

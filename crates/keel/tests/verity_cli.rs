@@ -1,6 +1,7 @@
 //! `keel verity` against `veritysetup`: same bytes, same dump, and verify's verdicts and
 //! exit codes (0 verified, 2 corrupt, 1 bad arguments: cryptsetup's convention).
 
+use keel_test_support::scratch_dir;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -25,10 +26,7 @@ fn root_hash(output: &str) -> String {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("verity-cli").join(name);
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
+    scratch_dir(env!("CARGO_TARGET_TMPDIR"), &format!("verity-cli-{name}"))
 }
 
 fn data(blocks: u32) -> Vec<u8> {

@@ -2,8 +2,8 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 use keel_disk::{flatcar_layout, plan_layout, write_gpt, Guid, LayoutSizes};
+use keel_test_support::{process_dir, run};
 use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -14,7 +14,7 @@ pub fn small_sizes() -> LayoutSizes {
 }
 
 pub fn image(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("gpt-{name}.img"));
+    let path = process_dir(env!("CARGO_TARGET_TMPDIR")).join(format!("gpt-{name}.img"));
     let layout = plan_layout(&flatcar_layout(&small_sizes()).unwrap(), |spec| Guid::from_random_bytes([spec.number as u8; 16])).unwrap();
     let file = File::create(&path).unwrap();
     file.set_len(layout.disk_bytes).unwrap();
@@ -24,16 +24,7 @@ pub fn image(name: &str) -> PathBuf {
 }
 
 pub fn sgdisk(args: &[&str], path: &Path) -> String {
-    let output = Command::new("sgdisk").args(args).arg(path).output().expect("sgdisk (gdisk) must be installed; `cargo xtask test` installs it");
-    let text = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(output.status.success(), "sgdisk {args:?} failed: {text}{}", String::from_utf8_lossy(&output.stderr));
-    text
-}
-
-pub fn overwrite(path: &Path, offset: u64, bytes: &[u8]) {
-    let mut file = OpenOptions::new().write(true).open(path).unwrap();
-    file.seek(SeekFrom::Start(offset)).unwrap();
-    file.write_all(bytes).unwrap();
+    run("sgdisk", &[args, &[path.to_str().unwrap()]].concat())
 }
 
 /// Debian's `cgpt` (vboot-utils), the reference for the gptprio bits. Returns its output

@@ -1,0 +1,93 @@
+//! Helpers the tests of several keel crates share; a dev-dependency (and the VM harness's),
+//! never part of what keel ships.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// This process's own directory under `base` (a test's `CARGO_TARGET_TMPDIR`, say), so
+/// test processes running at the same time never share a file. The directories of
+/// processes that have ended are deleted here, so a process's files stay, to be looked at
+/// after a failure, until the next test process starts.
+pub fn process_dir(base: impl AsRef<Path>) -> PathBuf {
+    let base = base.as_ref();
+    for entry in std::fs::read_dir(base).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let ended = name.to_str().and_then(|n| n.strip_prefix("keel-")).and_then(|pid| pid.parse::<u32>().ok()).is_some_and(|pid| {
+            // A process sharing the target directory from another PID namespace would
+            // look ended; no one runs keel's tests that way.
+            !Path::new("/proc").join(pid.to_string()).exists()
+        });
+        if ended {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let dir = base.join(format!("keel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
+}
+
+/// An empty directory `name` of this process's own under `base`; one per test.
+pub fn scratch_dir(base: impl AsRef<Path>, name: &str) -> PathBuf {
+    let dir = process_dir(base).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
+}
+
+/// `program args...`'s stdout; panics with its output when it cannot run or fails.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("cannot run {program} (`cargo xtask setup` installs it): {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(output.status.success(), "{program} {args:?} failed ({}): {stdout}{}", output.status, String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
+/// Writes `bytes` at `offset` of the file at `path`.
+pub fn overwrite(path: &Path, offset: u64, bytes: &[u8]) {
+    let file = OpenOptions::new().write(true).open(path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    file.write_all_at(bytes, offset).unwrap();
+}
+
+/// Tears the primary GPT header of the disk image at `path`, as a write cut short would:
+/// its checksum no longer matches, the backup is intact.
+pub fn damage_primary_gpt(path: &Path) {
+    overwrite(path, 512 + 8, b"garbage!");
+}
+
+/// Breaks both GPT headers of the disk image at `path`: the primary, and the backup in the
+/// file's last sector (where it is unless the image was copied to a bigger disk).
+pub fn damage_both_gpts(path: &Path) {
+    let len = std::fs::metadata(path).unwrap().len();
+    overwrite(path, 512, b"NOT PART");
+    overwrite(path, len - 512, b"NOT PART");
+}
+
+/// xorshift64: reproducible cases without a dependency; the point is odd values, not
+/// randomness.
+pub struct XorShift(u64);
+
+impl XorShift {
+    /// Any seed: xorshift would stay at 0 for ever, so the lowest bit is set.
+    pub fn new(seed: u64) -> XorShift {
+        XorShift(seed | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Below `n` (not quite uniform, which these tests do not need).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// `len` bytes, each the low byte of one step.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next_u64() as u8).collect()
+    }
+}
