@@ -340,6 +340,17 @@ fn check_rewrite(
         "after {which:?} ({outcome:?}) the table is not whole, with its backup at the disk's end: {after:?}"
     );
     check_well_formed(&after, written.len());
+    // read_gpt takes the backup from where the primary says it is: it is only at the
+    // disk's end when the primary says so. Known and reported, not yet fixed: a primary
+    // that names itself (or any other intact header) as its backup passes for a whole
+    // table, and the rewrites leave it so (crashes/gpt-primary-names-itself-as-backup).
+    // Checked only where the rewrite wrote, so that fuzzing goes on past it; check every
+    // time once that is fixed.
+    let alternate_lba = u64_at(written, SECTOR + 32);
+    assert!(
+        written == original || alternate_lba == sectors - 1,
+        "after {which:?} ({outcome:?}) the primary names sector {alternate_lba} as its backup, not the last"
+    );
     let numbers = |gpt: &Gpt| gpt.partitions.iter().map(|p| p.number).collect::<Vec<_>>();
     assert_eq!(numbers(before), numbers(&after), "{which:?} added, removed or renumbered partitions");
     check_effect(which, params, before, &after, &outcome);
