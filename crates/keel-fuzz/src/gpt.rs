@@ -4,8 +4,9 @@
 //!
 //! An input is `PARAMS_LEN` bytes of parameters (the rewrites' arguments, and how the disk
 //! is made), then the image. The image goes at the start of a disk that may be bigger, as
-//! when an image is written to a real disk, and each rewrite gets its own copy of that
-//! disk. Held to:
+//! when an image is written to a real disk, or is split around zeros, so that a table
+//! made for a disk of a MiB and more fits a small input. Each rewrite gets its own copy of
+//! the disk. Held to:
 //! - a table that reads is well formed: partitions numbered in order, inside the usable
 //!   area and apart;
 //! - a rewrite that fails has changed nothing: in memory no write can fail, so a failure is
@@ -94,10 +95,11 @@ impl Outcome {
     }
 }
 
-fn rewrite(which: Rewrite, params: &Params, disk: &mut Disk) -> Result<Outcome, String> {
+/// `on_disk`: the GUIDs of the disk and its partitions, for a GUID source that repeats them.
+fn rewrite(which: Rewrite, params: &Params, disk: &mut Disk, on_disk: &[Guid]) -> Result<Outcome, String> {
     let outcome = match which {
         Rewrite::GrowRoot => grow_root(disk).map(Outcome::Grown),
-        Rewrite::RandomizeIdentity => randomize_identity(disk, image_disk_guid(), params.guid_source()).map(Outcome::Identity),
+        Rewrite::RandomizeIdentity => randomize_identity(disk, image_disk_guid(), params.guid_source(on_disk)).map(Outcome::Identity),
         Rewrite::SetFormatPending => set_format_pending(disk, params.number, params.pending).map(|()| Outcome::FormatPendingSet),
         Rewrite::RepairTable => repair_table(disk, None).map(Outcome::Repaired),
         Rewrite::SetSlotGptprio => set_slot_gptprio(disk, params.slot, &params.change).map(Outcome::Gptprio),
@@ -110,10 +112,10 @@ fn rewrite(which: Rewrite, params: &Params, disk: &mut Disk) -> Result<Outcome, 
 // End of the keel-disk block.
 
 /// How many bytes of an input are parameters; the rest is the disk image.
-const PARAMS_LEN: usize = 23;
-/// Each unit of `Params::disk_growth` adds this many sectors after the image: 255 units
-/// reach past the 1 MiB boundary, so ROOT can grow to it. No further: every byte of the
-/// disk is copied and compared several times per input.
+const PARAMS_LEN: usize = 25;
+/// Each unit of `Params::disk_growth` inserts this many zero sectors: 255 units reach past
+/// the 1 MiB boundary, so ROOT can grow to it. No further: every byte of the disk is
+/// copied and compared several times per input.
 const GROWTH_STEP_SECTORS: usize = 9;
 
 const FIX_CHECKSUMS: u8 = 1 << 0;
@@ -129,8 +131,10 @@ const HAS_MAX: u8 = 1 << 7;
 /// out-of-range priorities, tries and partition numbers included.
 #[derive(Clone, Debug)]
 struct Params {
-    /// The disk is the image and then `disk_growth * GROWTH_STEP_SECTORS` zero sectors.
+    /// The disk is the image with `disk_growth * GROWTH_STEP_SECTORS` zero sectors inserted
+    /// before its last `tail_sectors` (all of them when the image is shorter).
     disk_growth: u8,
+    tail_sectors: u8,
     /// Recompute the checksums of the headers the disk seems to have (sector 1, the backup
     /// it names, the last sector), so that mutations reach the fields behind the checksums.
     fix_checksums: bool,
@@ -142,29 +146,35 @@ struct Params {
     change: GptprioChange,
     max: Option<u8>,
     /// `randomize_identity`'s GUIDs: `guid_seed` with its last byte counting up, repeating
-    /// after `guid_period` (1 to 4) GUIDs, so that a source that repeats itself is tried too.
+    /// after `guid_period` (1 to 4) GUIDs; but draw `i` (of the first 8) is a GUID already
+    /// on the disk when bit `i` of `reused` is set, chosen by byte `i` of the seed. A source
+    /// that repeats itself or the disk is what randomize_identity must see through.
     guid_seed: [u8; 16],
     guid_period: u8,
+    reused: u8,
 }
 
 impl Params {
+    /// Bytes 0 and 1 shape the disk, 2 holds the flags, 3 to 6 the numbers, 7 to 24 the
+    /// GUID source.
     fn decode(bytes: &[u8; PARAMS_LEN]) -> Params {
-        let flags = bytes[1];
-        let flag = |bit: u8| flags & bit != 0;
+        let flag = |bit: u8| bytes[2] & bit != 0;
         Params {
             disk_growth: bytes[0],
+            tail_sectors: bytes[1],
             fix_checksums: flag(FIX_CHECKSUMS),
             pending: flag(PENDING),
             slot: if flag(SLOT_B) { Slot::B } else { Slot::A },
-            number: u32::from(bytes[2]),
+            number: u32::from(bytes[3]),
             change: GptprioChange {
-                priority: flag(HAS_PRIORITY).then_some(bytes[3]),
-                tries: flag(HAS_TRIES).then_some(bytes[4]),
+                priority: flag(HAS_PRIORITY).then_some(bytes[4]),
+                tries: flag(HAS_TRIES).then_some(bytes[5]),
                 successful: flag(HAS_SUCCESSFUL).then_some(flag(SUCCESSFUL)),
             },
-            max: flag(HAS_MAX).then_some(bytes[5]),
-            guid_period: 1 + bytes[6] % 4,
-            guid_seed: bytes[7..].try_into().expect("16 bytes of GUID seed"),
+            max: flag(HAS_MAX).then_some(bytes[6]),
+            guid_period: 1 + bytes[7] % 4,
+            reused: bytes[8],
+            guid_seed: bytes[9..].try_into().expect("16 bytes of GUID seed"),
         }
     }
 
@@ -172,7 +182,8 @@ impl Params {
         let flag = |set: bool, bit: u8| if set { bit } else { 0 };
         let mut bytes = [0u8; PARAMS_LEN];
         bytes[0] = self.disk_growth;
-        bytes[1] = flag(self.fix_checksums, FIX_CHECKSUMS)
+        bytes[1] = self.tail_sectors;
+        bytes[2] = flag(self.fix_checksums, FIX_CHECKSUMS)
             | flag(self.pending, PENDING)
             | flag(self.slot == Slot::B, SLOT_B)
             | flag(self.change.priority.is_some(), HAS_PRIORITY)
@@ -180,22 +191,27 @@ impl Params {
             | flag(self.change.successful.is_some(), HAS_SUCCESSFUL)
             | flag(self.change.successful == Some(true), SUCCESSFUL)
             | flag(self.max.is_some(), HAS_MAX);
-        bytes[2] = u8::try_from(self.number).expect("a seed's partition number fits a byte");
-        bytes[3] = self.change.priority.unwrap_or(0);
-        bytes[4] = self.change.tries.unwrap_or(0);
-        bytes[5] = self.max.unwrap_or(0);
-        bytes[6] = self.guid_period - 1;
-        bytes[7..].copy_from_slice(&self.guid_seed);
+        bytes[3] = u8::try_from(self.number).expect("a seed's partition number fits a byte");
+        bytes[4] = self.change.priority.unwrap_or(0);
+        bytes[5] = self.change.tries.unwrap_or(0);
+        bytes[6] = self.max.unwrap_or(0);
+        bytes[7] = self.guid_period - 1;
+        bytes[8] = self.reused;
+        bytes[9..].copy_from_slice(&self.guid_seed);
         bytes
     }
 
-    fn guid_source(&self) -> impl FnMut() -> Guid + use<> {
-        let (seed, period) = (self.guid_seed, self.guid_period);
-        let mut drawn = 0u8;
+    fn guid_source(&self, on_disk: &[Guid]) -> impl FnMut() -> Guid + use<> {
+        let (seed, period, reused, on_disk) = (self.guid_seed, self.guid_period, self.reused, on_disk.to_vec());
+        let mut drawn = 0usize;
         move || {
+            let draw = drawn;
+            drawn += 1;
+            if draw < 8 && reused & 1 << draw != 0 && !on_disk.is_empty() {
+                return on_disk[usize::from(seed[draw]) % on_disk.len()];
+            }
             let mut bytes = seed;
-            bytes[15] = bytes[15].wrapping_add(drawn % period);
-            drawn = drawn.wrapping_add(1);
+            bytes[15] = bytes[15].wrapping_add((draw % usize::from(period)) as u8);
             Guid(bytes)
         }
     }
@@ -227,22 +243,35 @@ pub fn run(input: &[u8]) {
     let params = Params::decode(params);
     BUFFERS.with_borrow_mut(|buffers| {
         let disk = &mut buffers.disk;
-        disk.clear();
-        disk.extend_from_slice(image);
-        disk.resize(image.len() + usize::from(params.disk_growth) * GROWTH_STEP_SECTORS * SECTOR, 0);
-        if params.fix_checksums {
-            fix_checksums(disk);
-        }
+        assemble(&params, image, disk);
         let before = read_table(disk);
         if let Ok(gpt) = &before {
             check_well_formed(gpt, disk.len());
         }
         // Only for panics: what it reads is read_gpt's table, checked above.
         let _ = read_usr_slots(&mut Cursor::new(&disk[..]));
+        let before = before.ok();
+        let on_disk = guids_on(before.as_ref());
         for which in REWRITES {
-            check_rewrite(which, &params, &buffers.disk, before.as_ref().ok(), &mut buffers.rewritten, &mut buffers.rerun);
+            check_rewrite(which, &params, &buffers.disk, before.as_ref(), &on_disk, &mut buffers.rewritten, &mut buffers.rerun);
         }
     });
+}
+
+/// Makes `disk` of `image` as `params` say: zeros inserted, checksums fixed.
+fn assemble(params: &Params, image: &[u8], disk: &mut Vec<u8>) {
+    let (head, tail) = image.split_at(image.len() - (usize::from(params.tail_sectors) * SECTOR).min(image.len()));
+    disk.clear();
+    disk.extend_from_slice(head);
+    disk.resize(head.len() + usize::from(params.disk_growth) * GROWTH_STEP_SECTORS * SECTOR, 0);
+    disk.extend_from_slice(tail);
+    if params.fix_checksums {
+        fix_checksums(disk);
+    }
+}
+
+fn guids_on(gpt: Option<&Gpt>) -> Vec<Guid> {
+    gpt.map_or_else(Vec::new, |gpt| gpt.partitions.iter().map(|p| p.guid).chain([gpt.disk_guid]).collect())
 }
 
 fn check_well_formed(gpt: &Gpt, disk_bytes: usize) {
@@ -275,9 +304,17 @@ fn check_well_formed(gpt: &Gpt, disk_bytes: usize) {
     }
 }
 
-fn check_rewrite(which: Rewrite, params: &Params, original: &[u8], before: Option<&Gpt>, rewritten: &mut Vec<u8>, rerun: &mut Vec<u8>) {
+fn check_rewrite(
+    which: Rewrite,
+    params: &Params,
+    original: &[u8],
+    before: Option<&Gpt>,
+    on_disk: &[Guid],
+    rewritten: &mut Vec<u8>,
+    rerun: &mut Vec<u8>,
+) {
     let mut disk = disk_from(rewritten, original);
-    let result = rewrite(which, params, &mut disk);
+    let result = rewrite(which, params, &mut disk, on_disk);
     *rewritten = disk.into_inner();
     let written = &rewritten[..];
     let outcome = match result {
@@ -303,12 +340,23 @@ fn check_rewrite(which: Rewrite, params: &Params, original: &[u8], before: Optio
         "after {which:?} ({outcome:?}) the table is not whole, with its backup at the disk's end: {after:?}"
     );
     check_well_formed(&after, written.len());
+    // read_gpt takes the backup from where the primary says it is: it is only at the
+    // disk's end when the primary says so. Known and reported, not yet fixed: a primary
+    // that names itself (or any other intact header) as its backup passes for a whole
+    // table, and the rewrites leave it so (crashes/gpt-primary-names-itself-as-backup).
+    // Checked only where the rewrite wrote, so that fuzzing goes on past it; check every
+    // time once that is fixed.
+    let alternate_lba = u64_at(written, SECTOR + 32);
+    assert!(
+        written == original || alternate_lba == sectors - 1,
+        "after {which:?} ({outcome:?}) the primary names sector {alternate_lba} as its backup, not the last"
+    );
     let numbers = |gpt: &Gpt| gpt.partitions.iter().map(|p| p.number).collect::<Vec<_>>();
     assert_eq!(numbers(before), numbers(&after), "{which:?} added, removed or renumbered partitions");
     check_effect(which, params, before, &after, &outcome);
 
     let mut again = disk_from(rerun, written);
-    let second = rewrite(which, params, &mut again);
+    let second = rewrite(which, params, &mut again, on_disk);
     *rerun = again.into_inner();
     let second = second.unwrap_or_else(|error| panic!("{which:?} succeeded, then failed on its own result: {error}"));
     assert!(second.says_nothing_written() != Some(false), "{which:?}, run again on its own result, says it wrote ({second:?})");
@@ -400,7 +448,11 @@ fn check_identity(before: &Gpt, after: &Gpt, new_disk_guid: Option<Guid>) {
         guids.sort_unstable();
         guids.windows(2).all(|pair| pair[0] != pair[1])
     };
-    assert!(!distinct(before) || distinct(after), "randomize_identity gave two partitions the same GUID: {:?}", after.partitions);
+    // Known and reported, not yet fixed: every partition named ROOT gets the one new GUID
+    // (crashes/gpt-two-partitions-named-root). Skipped for such disks only, so that the
+    // fuzzing goes on past it; remove the exemption with the fix.
+    let roots = before.partitions.iter().filter(|p| p.name == ROOT_NAME).count();
+    assert!(roots > 1 || !distinct(before) || distinct(after), "randomize_identity gave two partitions the same GUID: {:?}", after.partitions);
 }
 
 fn check_gptprio(which: Rewrite, params: &Params, before: &Gpt, after: &Gpt) {
@@ -512,16 +564,16 @@ fn fix_header(disk: &mut [u8], lba: usize) {
     disk[at + 16..at + 20].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Flatcar's table as keel's image builder makes it (flatcar_layout and plan_layout give
-/// the numbers, names, types, GUIDs and USR-A's gptprio bits), on the image's disk GUID,
-/// but with partitions of 2 sectors instead of MiBs, so that the seed is 40 KiB.
-fn flatcar_image() -> Vec<u8> {
+/// Flatcar's partitions as keel's image builder lays them out (flatcar_layout and
+/// plan_layout give the numbers, names, types, GUIDs and USR-A's gptprio bits), but of 2
+/// sectors each instead of MiBs, so that a seed holding them is 40 KiB.
+fn flatcar_partitions() -> Vec<GptPartition> {
     const MIB: u64 = 1 << 20;
     let sizes = LayoutSizes { esp: MIB, bios_boot: MIB, usr: MIB, oem: MIB, oem_config: MIB, root: MIB };
     let specs = flatcar_layout(&sizes).expect("Flatcar's layout");
     let layout = plan_layout(&specs, |spec| Guid::from_random_bytes([spec.number as u8; 16])).expect("Flatcar's layout placed");
     let mut next = PRIMARY_SECTORS as u64;
-    let partitions: Vec<GptPartition> = layout
+    layout
         .partitions
         .into_iter()
         .map(|p| {
@@ -529,37 +581,72 @@ fn flatcar_image() -> Vec<u8> {
             next += 2;
             GptPartition { first_lba, last_lba: first_lba + 1, ..p }
         })
-        .collect();
-    let mut disk = Cursor::new(vec![0u8; (next as usize + BACKUP_SECTORS) * SECTOR]);
-    write_table(&mut disk, image_disk_guid(), &partitions);
-    disk.into_inner()
+        .collect()
 }
 
-/// `image` with both entry arrays re-laid as 64 entries of 256 bytes: legal, and what the
-/// `gpt` crate panics on.
-fn with_256_byte_entries(mut image: Vec<u8>) -> Vec<u8> {
-    let last = image.len() / SECTOR - 1;
-    for header_lba in [1, last] {
+/// A disk of `sectors` zero sectors but for Flatcar's table, on the image's disk GUID.
+fn flatcar_disk(sectors: usize) -> Disk {
+    let mut disk = Cursor::new(vec![0u8; sectors * SECTOR]);
+    write_table(&mut disk, image_disk_guid(), &flatcar_partitions());
+    disk
+}
+
+/// Re-lays both entry arrays of `disk` (as write_gpt writes them) as `count` entries of
+/// `size` bytes, the backup's array just before its header, keeping the first entries.
+fn relay_entries(disk: &mut [u8], count: usize, size: usize) {
+    let last = disk.len() / SECTOR - 1;
+    let array_sectors = (count * size).div_ceil(SECTOR);
+    for (header_lba, new_array_lba) in [(1, 2), (last, last - array_sectors)] {
         let header = header_lba * SECTOR;
-        let array = u64_at(&image, header + 72) as usize * SECTOR;
-        let old: Vec<u8> = image[array..array + 128 * 128].to_vec();
-        let new = &mut image[array..array + 128 * 128];
-        new.fill(0);
-        for (index, entry) in old.chunks_exact(128).take(64).enumerate() {
-            new[index * 256..index * 256 + 128].copy_from_slice(entry);
+        let old_array = u64_at(disk, header + 72) as usize * SECTOR;
+        let old: Vec<u8> = disk[old_array..old_array + 128 * 128].to_vec();
+        disk[old_array..old_array + 128 * 128].fill(0);
+        let new_array = new_array_lba * SECTOR;
+        for (index, entry) in old.chunks_exact(128).take(count).enumerate() {
+            disk[new_array + index * size..][..128].copy_from_slice(entry);
         }
-        image[header + 80..header + 84].copy_from_slice(&64u32.to_le_bytes());
-        image[header + 84..header + 88].copy_from_slice(&256u32.to_le_bytes());
+        disk[header + 72..header + 80].copy_from_slice(&(new_array_lba as u64).to_le_bytes());
+        disk[header + 80..header + 84].copy_from_slice(&(count as u32).to_le_bytes());
+        disk[header + 84..header + 88].copy_from_slice(&(size as u32).to_le_bytes());
     }
-    fix_checksums(&mut image);
-    image
+    fix_checksums(disk);
+}
+
+/// Entries in a compact seed's arrays: Flatcar numbers its partitions up to 9.
+const COMPACT_ENTRIES: usize = 16;
+/// Sector 0, the primary header and its 4 sectors of entries; the backup's entries and header.
+const COMPACT_HEAD_SECTORS: usize = 2 + COMPACT_ENTRIES * 128 / SECTOR;
+const COMPACT_TAIL_SECTORS: usize = COMPACT_HEAD_SECTORS - 1;
+
+/// The size of a disk that a compact seed holds with `steps` of `disk_growth`.
+fn compact_disk_sectors(steps: u8) -> usize {
+    COMPACT_HEAD_SECTORS + usize::from(steps) * GROWTH_STEP_SECTORS + COMPACT_TAIL_SECTORS
+}
+
+/// `disk` (a table as write_gpt writes it, on a disk of `compact_disk_sectors`) as an
+/// input of 5.5 KiB: arrays of 16 entries, and only the head (MBR, primary) and the tail
+/// (backup) of the disk, with `params` set to put the zeros between them back. Mutations
+/// then fall on the table, not on 35 KiB of empty entries and partition data.
+fn compact(params: &Params, mut disk: Vec<u8>) -> Vec<u8> {
+    relay_entries(&mut disk, COMPACT_ENTRIES, 128);
+    let zero_sectors = disk.len() / SECTOR - COMPACT_HEAD_SECTORS - COMPACT_TAIL_SECTORS;
+    assert_eq!(zero_sectors % GROWTH_STEP_SECTORS, 0, "a compact seed's disk must grow by whole steps");
+    let (head, rest) = disk.split_at(COMPACT_HEAD_SECTORS * SECTOR);
+    let (zeros, tail) = rest.split_at(zero_sectors * SECTOR);
+    assert!(zeros.iter().all(|&b| b == 0), "a compact seed's disk has data outside its table");
+    let disk_growth = u8::try_from(zero_sectors / GROWTH_STEP_SECTORS).expect("a compact seed's disk grows by at most 255 steps");
+    let params = Params { disk_growth, tail_sectors: COMPACT_TAIL_SECTORS as u8, ..params.clone() };
+    let image = [head, tail].concat();
+    let mut assembled = Vec::new();
+    assemble(&params, &image, &mut assembled);
+    assert!(assembled == disk, "a compact seed does not give back its disk");
+    [&params.encode()[..], &image].concat()
 }
 
 pub fn seeds() -> Vec<Seed> {
-    let input = |params: &Params, image: &[u8]| [&params.encode()[..], image].concat();
-    let flatcar = flatcar_image();
     let first_boot = Params {
         disk_growth: 0,
+        tail_sectors: 0,
         fix_checksums: false,
         number: 9,
         pending: true,
@@ -568,21 +655,36 @@ pub fn seeds() -> Vec<Seed> {
         max: None,
         guid_seed: [0x5a; 16],
         guid_period: 2,
+        // The first draw repeats a GUID on the disk, which randomize_identity must skip.
+        reused: 1,
     };
-    let on_bigger_disk = Params { disk_growth: u8::MAX, fix_checksums: true, pending: false, slot: Slot::A, max: Some(2), ..first_boot.clone() };
-    let mut primary_damaged = flatcar.clone();
-    primary_damaged[SECTOR..2 * SECTOR].fill(0);
-    // The table after a first boot and an update: own GUIDs, ROOT's format under way, and
-    // USR-B about to be tried.
-    let mut booted = Cursor::new(flatcar.clone());
-    for which in [Rewrite::RandomizeIdentity, Rewrite::SetFormatPending, Rewrite::SetSlotGptprio] {
-        rewrite(which, &first_boot, &mut booted).expect("first boot's rewrites on Flatcar's table");
+    let update = Params { fix_checksums: true, pending: false, slot: Slot::A, max: Some(2), ..first_boot.clone() };
+    // As the image is written: MBR, primary, partitions, backup, and not a sector more.
+    let flatcar = flatcar_disk(PRIMARY_SECTORS + 2 * flatcar_partitions().len() + BACKUP_SECTORS).into_inner();
+    let as_written = |params: &Params, image: &[u8]| [&params.encode()[..], image].concat();
+    // Compact disks: one just big enough for the partitions (83 sectors), one past 1 MiB.
+    let (small, big) = (compact_disk_sectors(8), compact_disk_sectors(u8::MAX));
+    let mut primary_damaged = compact(&first_boot, flatcar_disk(small).into_inner());
+    primary_damaged[PARAMS_LEN + SECTOR..][..SECTOR].fill(0);
+    let mut grown = flatcar_disk(big);
+    let grew = rewrite(Rewrite::GrowRoot, &update, &mut grown, &[]).expect("ROOT grows on a bigger disk");
+    assert!(matches!(grew, Outcome::Grown(Some(_))), "ROOT did not grow: {grew:?}");
+    // After a first boot and an update: own GUIDs, ROOT's format under way, USR-B to be tried.
+    let mut booted = flatcar_disk(big);
+    let on_disk = guids_on(read_table(booted.get_ref()).ok().as_ref());
+    for which in [Rewrite::GrowRoot, Rewrite::RandomizeIdentity, Rewrite::SetFormatPending, Rewrite::SetSlotGptprio] {
+        rewrite(which, &first_boot, &mut booted, &on_disk).expect("first boot's rewrites on Flatcar's table");
     }
+    let mut entries_of_256_bytes = flatcar.clone();
+    relay_entries(&mut entries_of_256_bytes, 64, 256);
     vec![
-        Seed { name: "flatcar", bytes: input(&first_boot, &flatcar) },
-        Seed { name: "flatcar-on-a-bigger-disk", bytes: input(&on_bigger_disk, &flatcar) },
-        Seed { name: "flatcar-primary-damaged", bytes: input(&first_boot, &primary_damaged) },
-        Seed { name: "flatcar-after-first-boot-and-update", bytes: input(&on_bigger_disk, booted.get_ref()) },
-        Seed { name: "flatcar-256-byte-entries", bytes: input(&first_boot, &with_256_byte_entries(flatcar)) },
+        Seed { name: "flatcar", bytes: as_written(&first_boot, &flatcar) },
+        Seed { name: "flatcar-on-a-bigger-disk", bytes: as_written(&Params { disk_growth: u8::MAX, ..update.clone() }, &flatcar) },
+        // Legal, and what the gpt crate panics on.
+        Seed { name: "flatcar-256-byte-entries", bytes: as_written(&first_boot, &entries_of_256_bytes) },
+        Seed { name: "compact-flatcar", bytes: compact(&first_boot, flatcar_disk(small).into_inner()) },
+        Seed { name: "compact-primary-damaged", bytes: primary_damaged },
+        Seed { name: "compact-root-grown", bytes: compact(&update, grown.into_inner()) },
+        Seed { name: "compact-after-first-boot-and-update", bytes: compact(&update, booted.into_inner()) },
     ]
 }
