@@ -176,6 +176,12 @@ fn run_target(workspace: &Path, binaries: &Path, target: &str, max_len: usize, l
     let mut command = Command::new(binaries.join(target));
     // libFuzzer adds what it finds to the first directory and only reads the others.
     command.arg(scratch).arg(seed_dir(workspace, target));
+    // Inputs that once broke an invariant: replayed by every run, and kept apart from the
+    // generated seeds so that --write-seeds cannot drop them.
+    let regressions = workspace.join("crates/keel-fuzz/regressions").join(target);
+    if regressions.is_dir() {
+        command.arg(regressions);
+    }
     command.arg(format!("-max_len={max_len}")).arg(format!("-timeout={TIMEOUT_SECONDS}")).arg("-print_final_stats=1");
     // libFuzzer glues the prefix and the file name together: the slash makes it a directory.
     command.arg(format!("-artifact_prefix={}/", artifacts.display()));

@@ -1,4 +1,5 @@
-/// CRC-32 (IEEE 802.3, reflected), as GPT headers and entry arrays use.
+/// CRC-32 (IEEE 802.3, reflected), as GPT headers and entry arrays use: public for tools
+/// and tests that sign a header they edited.
 pub fn crc32(bytes: &[u8]) -> u32 {
     const TABLE: [u32; 256] = {
         let mut table = [0u32; 256];

@@ -15,6 +15,7 @@ mod kernel;
 mod layout;
 mod probe;
 
+pub use crc32::crc32;
 pub use first_boot::{
     grow_root, randomize_identity, repair_table, set_format_pending, Grown, FIRST_BOOT_FLAG, IMAGE_DISK_GUID, ROOT_FORMAT_PENDING, ROOT_NAME,
 };

@@ -71,19 +71,9 @@ fn edit_header(path: &Path, lba: u64, edit: impl Fn(&mut [u8])) {
     let mut sector = fs::read(path).unwrap()[(lba * SECTOR_SIZE) as usize..][..512].to_vec();
     edit(&mut sector);
     sector[16..20].fill(0);
-    let crc = crc32(&sector[..92]);
+    let crc = keel_disk::crc32(&sector[..92]);
     sector[16..20].copy_from_slice(&crc.to_le_bytes());
     overwrite(path, lba * SECTOR_SIZE, &sector);
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    !bytes.iter().fold(!0u32, |mut crc, &b| {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { 0xedb8_8320 ^ (crc >> 1) } else { crc >> 1 };
-        }
-        crc
-    })
 }
 
 #[test]
