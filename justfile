@@ -11,6 +11,7 @@ vm-test:
 
 bench:
     cargo xtask bench verity
+    cargo xtask bench look
 
 fuzz:
     cargo xtask fuzz
