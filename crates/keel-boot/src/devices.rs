@@ -73,7 +73,8 @@ fn block_devices() -> Vec<SysBlock> {
 /// device sysfs shows can always be opened without waiting for another event. A node
 /// that is already there must be that very block device.
 fn device_node(device: &SysBlock) -> anyhow::Result<PathBuf> {
-    let node = Path::new("/dev").join(&device.name);
+    // sysfs writes the '/' of a device name (cciss/c0d0) as '!'.
+    let node = Path::new("/dev").join(device.name.replace('!', "/"));
     let dev = makedev(device.major, device.minor);
     match mknod(&node, SFlag::S_IFBLK, Mode::from_bits_truncate(0o600), dev) {
         Ok(()) => Ok(node),
@@ -201,9 +202,10 @@ struct Seen {
     changes: Vec<String>,
     /// A disk whose table is too big for it: no wait can make that disk bootable.
     smaller_than_image: Option<String>,
-    /// Disks (major, minor) with a damaged table already considered for repair: not
-    /// checked again during this wait.
-    checked_for_repair: Vec<(u64, u64)>,
+    /// Damaged disks (major, minor) whose USR was read during this wait, and whether it
+    /// verified: each is read once, and every one still present counts in every look, so
+    /// "only one candidate" holds for the whole wait, not just one look.
+    usr_verdicts: Vec<((u64, u64), bool)>,
     /// The wait has gone on for `REPAIR_AFTER`: a damaged boot disk may now be repaired.
     repair_allowed: bool,
 }
@@ -276,14 +278,19 @@ fn partition_in<'g>(gpt: &'g Gpt, disk: &str, spec: &DeviceSpec) -> anyhow::Resu
     Ok(match spec {
         DeviceSpec::PartLabel(name) => gpt.by_name(name)?,
         DeviceSpec::PartUuid(text) => gpt.by_guid(Guid::parse(text).context("PARTUUID= is not a GUID")?)?,
-        DeviceSpec::Path(path) => path
-            .strip_prefix("/dev/")
-            .and_then(|name| name.strip_prefix(disk))
-            .map(|number| number.strip_prefix('p').unwrap_or(number))
-            .and_then(|number| number.parse().ok())
-            .and_then(|number| gpt.partition(number)),
+        DeviceSpec::Path(path) => path.strip_prefix("/dev/").and_then(|name| partition_number(disk, name)).and_then(|number| gpt.partition(number)),
         DeviceSpec::Label(_) | DeviceSpec::Uuid(_) => None,
     })
+}
+
+/// The number of partition `name` of `disk` as the kernel names partitions: the disk's
+/// name, then `p` if that name ends in a digit (`nvme0n1p3`, `loop1p2`), then the number
+/// (`vda3`), with no sign or leading zero.
+fn partition_number(disk: &str, name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(disk)?;
+    let digits = if disk.ends_with(|c: char| c.is_ascii_digit()) { rest.strip_prefix('p')? } else { rest };
+    let canonical = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0');
+    canonical.then(|| digits.parse().ok()).flatten()
 }
 
 /// Without the `gpt` parameter the kernel ignores a disk whose primary table is damaged (a
@@ -301,24 +308,46 @@ fn repair_boot_disk(look: &Look, wanted: &Wanted, verifies: &UsrCheck<'_>, seen:
         // A disk reused for something else (mkfs wipes sector 0) may keep an old backup
         // header and an old, still verifying /usr: only a disk whose start is still a
         // protective MBR (keel's rewrites put it first) is a torn GPT disk.
-        if gpt.primary_intact || !gpt.protective_mbr || seen.checked_for_repair.contains(&(disk.major, disk.minor)) {
+        if gpt.primary_intact || !gpt.protective_mbr {
             continue;
         }
         let Ok(Some(partition)) = partition_in(&gpt, &disk.name, wanted.spec) else { continue };
-        // Checked once per wait: a disk that is not ours stays not ours.
-        seen.checked_for_repair.push((disk.major, disk.minor));
-        let verified = device_node(disk).and_then(|node| {
-            let file = File::open(&node).with_context(|| format!("cannot open {}", node.display()))?;
-            verifies(&file, partition.start_bytes())
-                .context("not this machine's boot disk: its USR does not verify against this initrd's root hash")?;
-            Ok(node)
-        });
-        match verified {
-            Ok(node) => candidates.push((disk, node)),
-            Err(error) => seen.note(format!("{}: its primary GPT is damaged and it is left as it is: {error:#}", disk.name)),
+        let id = (disk.major, disk.minor);
+        let ours = match seen.usr_verdicts.iter().find(|(seen_id, _)| *seen_id == id) {
+            Some((_, ours)) => *ours,
+            None => {
+                let verified = device_node(disk).and_then(|node| {
+                    let file = File::open(&node).with_context(|| format!("cannot open {}", node.display()))?;
+                    verifies(&file, partition.start_bytes())
+                });
+                match verified {
+                    Ok(()) => {
+                        seen.usr_verdicts.push((id, true));
+                        true
+                    }
+                    // A read that failed may succeed later (a disk spinning up): only a
+                    // USR that was read and does not verify is settled.
+                    Err(error) if error.chain().any(|cause| cause.is::<std::io::Error>()) => {
+                        seen.lines.push(format!("{}: its primary GPT is damaged and its USR cannot be read yet: {error:#}", disk.name));
+                        continue;
+                    }
+                    Err(error) => {
+                        seen.usr_verdicts.push((id, false));
+                        seen.note(format!(
+                            "{}: its primary GPT is damaged, and it is not this machine's boot disk (its USR does not verify against \
+                             this initrd's root hash), so it is left as it is: {error:#}",
+                            disk.name
+                        ));
+                        false
+                    }
+                }
+            }
+        };
+        if ours {
+            candidates.push((disk, device_node(disk)));
         }
     }
-    let [(disk, node)] = candidates.as_slice() else {
+    let [(disk, Ok(node))] = candidates.as_slice() else {
         if candidates.len() > 1 {
             let names: Vec<&str> = candidates.iter().map(|(disk, _)| disk.name.as_str()).collect();
             seen.note(format!(
@@ -418,7 +447,13 @@ fn matches_in(look: &Look, wanted: &Wanted, seen: &mut Seen) -> anyhow::Result<V
         }
         DeviceSpec::Label(_) | DeviceSpec::Uuid(_) => {
             for device in &look.devices {
-                let node = device_node(device)?;
+                let node = match device_node(device) {
+                    Ok(node) => node,
+                    Err(error) => {
+                        seen.lines.push(format!("{}: no device node ({error:#})", device.name));
+                        continue;
+                    }
+                };
                 let probe = match File::open(&node).and_then(|mut f| probe_filesystem(&mut f)) {
                     Ok(probe) => probe,
                     Err(error) => {
@@ -508,7 +543,9 @@ impl DeviceWatcher {
         let mut seen = Seen::default();
         let mut smaller_since = None;
         loop {
-            seen.repair_allowed = started.elapsed() >= REPAIR_AFTER;
+            // A short rd.timeout still gets a look that may repair: the last one before it.
+            let last_look = timeout.is_some_and(|limit| started.elapsed() + RECHECK_EVERY >= limit);
+            seen.repair_allowed = started.elapsed() >= REPAIR_AFTER || last_look;
             let looked = look_for(wanted, &mut seen);
             self.changes.borrow_mut().append(&mut seen.changes);
             if let Some(device) = looked? {
@@ -557,5 +594,21 @@ impl DeviceWatcher {
         let mut buffer = [0u8; 8192];
         while recv(self.socket.as_raw_fd(), &mut buffer, MsgFlags::MSG_DONTWAIT).is_ok_and(|n| n > 0) {}
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::partition_number;
+
+    #[test]
+    fn partition_paths_follow_the_kernels_names() {
+        assert_eq!(partition_number("vda", "vda3"), Some(3));
+        assert_eq!(partition_number("nvme0n1", "nvme0n1p3"), Some(3));
+        assert_eq!(partition_number("loop1", "loop1p12"), Some(12));
+        // nvme0n12 is namespace 12, not partition 2 of nvme0n1; vdap3 is no partition name.
+        for (disk, name) in [("nvme0n1", "nvme0n12"), ("loop1", "loop12"), ("vda", "vdap3"), ("vda", "vda03"), ("vda", "vda+3"), ("vda", "vda")] {
+            assert_eq!(partition_number(disk, name), None, "{name} on {disk}");
+        }
     }
 }

@@ -96,7 +96,12 @@ fn format_marked(root: &FoundDevice, root_disk: &RootDisk, kind: FsKind, label: 
         bail!("this initrd has no {mkfs}: rebuild it with `keel initrd build --root-filesystems ext4,{}`", kind.mount_type());
     }
     let mut disk = root_disk.boot_disk.open_for_writing()?;
-    set_format_pending(&mut disk, root_disk.root_number, true)?;
+    // Without the mark a format cut short could pass for a filesystem on the next boot:
+    // no mark, no format.
+    set_format_pending(&mut disk, root_disk.root_number, true).context(
+        "cannot mark ROOT before formatting it, so it is not formatted: format it yourself (mkfs.ext4 -L ROOT), or give the disk \
+         a table keel can rewrite (128-entry arrays)",
+    )?;
     run_mkfs(&mkfs, kind, &root.node.display().to_string(), label)?;
     OpenOptions::new().write(true).open(&root.node).and_then(|f| f.sync_all()).with_context(|| format!("cannot flush {}", root.node.display()))?;
     set_format_pending(&mut disk, root_disk.root_number, false)
