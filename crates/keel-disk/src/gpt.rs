@@ -48,7 +48,7 @@ pub struct Gpt {
     pub backup_intact: bool,
     /// The sector the intact backup header was read from (meaningful when `backup_intact`).
     pub backup_lba: u64,
-    /// Both copies intact and describing the same partitions.
+    /// Both copies intact, describing the same partitions and naming each other.
     pub copies_agree: bool,
     /// Sector 0 holds the protective MBR for this disk's size.
     pub protective_mbr_current: bool,
@@ -373,7 +373,11 @@ pub fn read_gpt_of_image(dev: &mut (impl Read + Seek), image_sectors: Option<u64
         backup_intact: backup.is_ok(),
         backup_lba: backup.as_ref().map_or(0, |(header, _)| header.my_lba),
         copies_agree: match (&primary, &backup) {
-            (Ok((a, a_parts)), Ok((b, b_parts))) => a_parts == b_parts && a.disk_guid == b.disk_guid,
+            // Each names the other, as firmware and the kernel follow them: a primary whose
+            // backup pointer leads nowhere is not a whole table, however intact the backup is.
+            (Ok((a, a_parts)), Ok((b, b_parts))) => {
+                a_parts == b_parts && a.disk_guid == b.disk_guid && a.alternate_lba == b.my_lba && b.alternate_lba == a.my_lba
+            }
             _ => false,
         },
     })
