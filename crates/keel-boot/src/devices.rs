@@ -344,12 +344,12 @@ fn repair_boot_disk(look: &Look, wanted: &Wanted, verifies: &UsrCheck<'_>, seen:
             }
         };
         if ours {
-            candidates.push((disk, device_node(disk)));
+            candidates.push(disk);
         }
     }
-    let [(disk, Ok(node))] = candidates.as_slice() else {
+    let [disk] = candidates.as_slice() else {
         if candidates.len() > 1 {
-            let names: Vec<&str> = candidates.iter().map(|(disk, _)| disk.name.as_str()).collect();
+            let names: Vec<&str> = candidates.iter().map(|disk| disk.name.as_str()).collect();
             seen.note(format!(
                 "{} all carry this image with a damaged primary GPT: none is repaired; detach all but the boot disk",
                 names.join(", ")
@@ -357,13 +357,14 @@ fn repair_boot_disk(look: &Look, wanted: &Wanted, verifies: &UsrCheck<'_>, seen:
         }
         return false;
     };
-    let repaired =
-        fs::OpenOptions::new().read(true).write(true).open(node).with_context(|| format!("cannot open {} for writing", node.display())).and_then(
-            |mut writable| {
-                repair_table(&mut writable, look.image_sectors)?;
-                reread_partition_table(&writable).with_context(|| format!("{}", node.display()))
-            },
-        );
+    // A failed repair is reported like any other: the wait goes on, and the disk still
+    // counts as a candidate, so no other disk becomes the only one.
+    let repaired = device_node(disk).and_then(|node| {
+        let mut writable =
+            fs::OpenOptions::new().read(true).write(true).open(&node).with_context(|| format!("cannot open {} for writing", node.display()))?;
+        repair_table(&mut writable, look.image_sectors)?;
+        reread_partition_table(&writable).with_context(|| format!("{}", node.display()))
+    });
     match repaired {
         Ok(()) => {
             seen.note(format!(

@@ -137,7 +137,8 @@ fn step(name: &str, run: impl FnOnce() -> anyhow::Result<String>) -> anyhow::Res
 /// The boot disk's part of first boot: its own GUIDs, and ROOT (when it is the boot disk's
 /// partition named ROOT) grown to the disk's end with the running kernel told. Returns
 /// what it did, for the log.
-pub fn prepare_disk(params: &BootParams, boot_disk: &BootDisk, root: &FoundDevice) -> anyhow::Result<String> {
+/// `root_disk` is ROOT's place on the boot disk, `None` when ROOT is elsewhere.
+pub fn prepare_disk(params: &BootParams, boot_disk: &BootDisk, root: &FoundDevice, root_disk: Option<&RootDisk>) -> anyhow::Result<String> {
     let identity = step("give the disk its own GUIDs", || {
         let mut disk = boot_disk.open_for_writing()?;
         // A failed draw gives the zero GUID, which randomize_identity never uses; the draw's
@@ -159,7 +160,7 @@ pub fn prepare_disk(params: &BootParams, boot_disk: &BootDisk, root: &FoundDevic
         })
     })?;
 
-    let Some(root_number) = boot_disk.number_of(root) else {
+    let Some(root_number) = root_disk.map(|root_disk| root_disk.root_number) else {
         return Ok(format!("{identity}; ROOT {} is not on the boot disk, so nothing was grown", root.node.display()));
     };
     let is_root = boot_disk.table()?.partition(root_number).is_some_and(|p| p.name == ROOT_NAME);

@@ -177,7 +177,7 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
         let first_boot = boot_disk.as_ref().and_then(|boot_disk| first_boot::detect(&params, boot_disk, log));
         let detail = match (&first_boot, &boot_disk) {
             (Some(first), Some(boot_disk)) => {
-                format!("first boot ({}): {}", first.reason, first_boot::prepare_disk(&params, boot_disk, &root)?)
+                format!("first boot ({}): {}", first.reason, first_boot::prepare_disk(&params, boot_disk, &root, root_disk.as_ref())?)
             }
             (_, None) => "not a first boot: /usr is not a partition of a GPT disk, so keel writes to no disk".to_string(),
             (None, Some(_)) => "not a first boot".to_string(),
