@@ -6,6 +6,7 @@ use anyhow::{bail, ensure, Context};
 use keel_disk::{Guid, LayoutSizes};
 use keel_image::ImageSpec;
 pub use keel_image::VerityLayout;
+pub use keel_initrd::DriverChoice;
 use keel_initrd::{Compression, InitrdSpec};
 use keel_manifest::ImageManifest;
 use std::io::{BufRead, BufReader};
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
 const KERNEL_META_PACKAGE: &str = "linux-image-cloud-amd64";
+const GENERIC_KERNEL_META_PACKAGE: &str = "linux-image-amd64";
 const MUSL: &str = "x86_64-unknown-linux-musl";
 /// What every boot passes: the serial console, reboot at once on a kernel panic (QEMU's
 /// -no-reboot then ends the run) and power off on an initrd failure.
@@ -45,16 +47,28 @@ pub struct Kernel {
     pub modules_dir: PathBuf,
 }
 
-/// Downloads and unpacks the kernel `linux-image-cloud-amd64` points at, once; later
-/// calls find it in the cache. depmod makes modules.dep (the package leaves that to its
-/// install script).
+/// The kernel every scenario boots: Debian's cloud kernel.
 pub fn kernel() -> anyhow::Result<Kernel> {
-    let depends = run(Command::new("apt-cache").args(["depends", KERNEL_META_PACKAGE]))?;
+    kernel_of(KERNEL_META_PACKAGE)
+}
+
+/// Debian's generic kernel, for the hardware the cloud kernel leaves out (it has no AHCI
+/// driver: `# CONFIG_SATA_AHCI is not set`), downloaded on first use.
+pub fn generic_kernel() -> anyhow::Result<&'static Kernel> {
+    static KERNEL: OnceLock<Result<Kernel, String>> = OnceLock::new();
+    KERNEL.get_or_init(|| kernel_of(GENERIC_KERNEL_META_PACKAGE).map_err(|e| format!("{e:#}"))).as_ref().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Downloads and unpacks the kernel the Debian package `meta_package` points at, once;
+/// later calls find it in the cache. depmod makes modules.dep (the package leaves that to
+/// its install script).
+fn kernel_of(meta_package: &str) -> anyhow::Result<Kernel> {
+    let depends = run(Command::new("apt-cache").args(["depends", meta_package]))?;
     let package = depends
         .lines()
         .find_map(|line| line.trim().strip_prefix("Depends: linux-image-"))
         .map(|rest| format!("linux-image-{rest}"))
-        .with_context(|| format!("apt-cache knows no kernel for {KERNEL_META_PACKAGE} (run apt-get update)"))?;
+        .with_context(|| format!("apt-cache knows no kernel for {meta_package} (run apt-get update)"))?;
     let version = package.trim_start_matches("linux-image-").to_string();
     let dir = work_dir().join("kernel").join(&package);
     let kernel = Kernel { vmlinuz: dir.join(format!("root/boot/vmlinuz-{version}")), modules_dir: dir.join(format!("root/lib/modules/{version}")) };
@@ -197,18 +211,24 @@ pub fn build_fixture_sized(
     };
     let mut manifest = keel_image::build(&spec)?;
     edit_manifest(&mut manifest);
-    let initrd_spec = InitrdSpec {
-        init: artifacts.binaries.keel_init.clone(),
+    let initrd = dir.join("initrd.img");
+    build_initrd(&manifest, &artifacts.kernel, DriverChoice::Default, &initrd)?;
+    Ok(Fixture { dir, image, initrd, manifest })
+}
+
+/// A keel initrd trusting `manifest`, with `kernel`'s modules and `drivers`, at `output`.
+pub fn build_initrd(manifest: &ImageManifest, kernel: &Kernel, drivers: DriverChoice, output: &Path) -> anyhow::Result<()> {
+    let spec = InitrdSpec {
+        init: artifacts()?.binaries.keel_init.clone(),
         manifest: manifest.clone(),
-        modules_dir: artifacts.kernel.modules_dir.clone(),
+        modules_dir: kernel.modules_dir.clone(),
         modules: keel_initrd::default_modules(),
+        drivers,
         // Every filesystem, so scenarios can ask for XFS and btrfs ROOTs.
         root_filesystems: keel_manifest::ROOT_FILESYSTEMS.iter().map(|fs| fs.to_string()).collect(),
         host_root: PathBuf::from("/"),
     };
-    let initrd = dir.join("initrd.img");
-    std::fs::write(&initrd, keel_initrd::build(&initrd_spec, Compression::Xz)?)?;
-    Ok(Fixture { dir, image, initrd, manifest })
+    std::fs::write(output, keel_initrd::build(&spec, Compression::Xz)?).with_context(|| format!("cannot write {}", output.display()))
 }
 
 /// The fixture most scenarios share, built once per process; each test boots its own
@@ -279,8 +299,8 @@ pub fn file_digest(path: &Path) -> anyhow::Result<String> {
     Ok(run(Command::new("sha256sum").arg(path))?.split_whitespace().next().unwrap_or_default().to_string())
 }
 
-/// One QEMU boot with these disks (none at all is allowed). Ends when the guest powers
-/// off or reboots (QEMU exits), or is killed after `timeout`.
+/// One QEMU boot with these disks (none at all is allowed), each on virtio-blk. Ends
+/// when the guest powers off or reboots (QEMU exits), or is killed after `timeout`.
 pub fn boot(disks: &[&Path], initrd: &Path, extra_cmdline: &str, timeout: Duration) -> anyhow::Result<Console> {
     boot_until(disks, initrd, extra_cmdline, timeout, "unsafe", |_, _| false)
 }
@@ -294,22 +314,94 @@ pub fn boot_until(
     extra_cmdline: &str,
     timeout: Duration,
     cache: &str,
+    cut: impl FnMut(&str, Duration) -> bool,
+) -> anyhow::Result<Console> {
+    let machine = Machine { kernel: &artifacts()?.kernel, disks: disks.iter().map(|path| Disk::on(Bus::Virtio, path)).collect() };
+    boot_machine(&machine, initrd, extra_cmdline, timeout, cache, cut)
+}
+
+/// How a disk is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bus {
+    /// virtio-blk: /dev/vdX.
+    Virtio,
+    /// NVMe: /dev/nvme0nX.
+    Nvme,
+    /// A SCSI disk on a virtio-scsi controller: /dev/sdX.
+    VirtioScsi,
+    /// A SATA disk on an AHCI controller: /dev/sdX.
+    Ahci,
+}
+
+/// One disk of a machine.
+#[derive(Clone, Debug)]
+pub struct Disk {
+    pub path: PathBuf,
+    pub bus: Bus,
+    /// The logical (and physical) sector size the guest sees: 512, or 4096 for a 4Kn disk.
+    pub sector_size: u32,
+}
+
+impl Disk {
+    pub fn on(bus: Bus, path: &Path) -> Disk {
+        Disk { path: path.to_path_buf(), bus, sector_size: 512 }
+    }
+}
+
+/// What QEMU emulates: the kernel it boots and the disks, in the order given.
+pub struct Machine<'a> {
+    pub kernel: &'a Kernel,
+    pub disks: Vec<Disk>,
+}
+
+/// QEMU's arguments for `disks`: a controller once per bus that needs one, then each disk.
+fn disk_arguments(disks: &[Disk], cache: &str) -> Vec<String> {
+    let mut arguments = Vec::new();
+    let mut add = |words: [&str; 2]| arguments.extend(words.map(str::to_string));
+    for (bus, controller) in [(Bus::VirtioScsi, "virtio-scsi-pci,id=scsi0"), (Bus::Ahci, "ahci,id=ahci0")] {
+        if disks.iter().any(|disk| disk.bus == bus) {
+            add(["-device", controller]);
+        }
+    }
+    let mut ahci_port = 0;
+    for (index, disk) in disks.iter().enumerate() {
+        let read_only = if disk.path.to_string_lossy().ends_with(READ_ONLY_DISK) { ",readonly=on" } else { "" };
+        let id = format!("disk{index}");
+        add(["-drive", &format!("file={},format=raw,if=none,id={id},cache={cache}{read_only}", disk.path.display())]);
+        let sectors = format!("logical_block_size={0},physical_block_size={0}", disk.sector_size);
+        let device = match disk.bus {
+            Bus::Virtio => format!("virtio-blk-pci,drive={id},{sectors}"),
+            Bus::Nvme => format!("nvme,drive={id},serial=keel{index},{sectors}"),
+            Bus::VirtioScsi => format!("scsi-hd,drive={id},bus=scsi0.0,{sectors}"),
+            Bus::Ahci => {
+                ahci_port += 1;
+                format!("ide-hd,drive={id},bus=ahci0.{},{sectors}", ahci_port - 1)
+            }
+        };
+        add(["-device", &device]);
+    }
+    arguments
+}
+
+/// `boot_until` on any machine.
+pub fn boot_machine(
+    machine: &Machine,
+    initrd: &Path,
+    extra_cmdline: &str,
+    timeout: Duration,
+    cache: &str,
     mut cut: impl FnMut(&str, Duration) -> bool,
 ) -> anyhow::Result<Console> {
-    let artifacts = artifacts()?;
     let mut command = Command::new("qemu-system-x86_64");
     command
         .args(["-m", "512", "-smp", "1", "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"])
         .arg("-kernel")
-        .arg(&artifacts.kernel.vmlinuz)
+        .arg(&machine.kernel.vmlinuz)
         .arg("-initrd")
         .arg(initrd)
         .arg("-append")
-        .arg(format!("{BASE_CMDLINE} {extra_cmdline}"));
-    for disk in disks {
-        let read_only = if disk.to_string_lossy().ends_with(READ_ONLY_DISK) { ",readonly=on" } else { "" };
-        command.arg("-drive").arg(format!("file={},format=raw,if=virtio,cache={cache}{read_only}", disk.display()));
-    }
+        .arg(format!("{BASE_CMDLINE} {extra_cmdline}"))
+        .args(disk_arguments(&machine.disks, cache));
     let started = Instant::now();
     let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("cannot start qemu-system-x86_64")?;
     let stdout = child.stdout.take().context("no QEMU stdout")?;

@@ -1,12 +1,14 @@
 //! Finding block devices without udev: the kernel's uevents say when something changed,
 //! sysfs says what exists, and the GPT and filesystem superblocks say which device is which.
 
+use crate::drivers::{modalias_in_uevent, present_modaliases};
 use anyhow::{bail, Context};
 use keel_cmdline::DeviceSpec;
 use keel_disk::{
     probe_filesystem, read_gpt, read_gpt_of_image, repair_table, reread_partition_table, Gpt, GptPartition, Guid, Probe, SmallerThanImage,
     ROOT_FORMAT_PENDING,
 };
+use keel_kmod::{DriverLoad, Drivers};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
@@ -521,18 +523,34 @@ pub fn kernel_size_bytes(device: &FoundDevice) -> anyhow::Result<u64> {
 /// between a look and the wait then still wakes the wait.
 pub struct DeviceWatcher {
     socket: OwnedFd,
-    /// What waiting changed on the disks (a repaired table), until `take_changes`.
+    /// The initrd's storage drivers, loaded as devices that need them show up.
+    drivers: RefCell<Drivers>,
+    /// What waiting did (drivers loaded, a table repaired), until `take_changes`.
     changes: RefCell<Vec<String>>,
 }
 
 impl DeviceWatcher {
-    pub fn open() -> anyhow::Result<DeviceWatcher> {
+    pub fn open(drivers: Drivers) -> anyhow::Result<DeviceWatcher> {
         let socket =
             socket(AddressFamily::Netlink, SockType::Datagram, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, SockProtocol::NetlinkKObjectUEvent)
                 .context("cannot open the kernel uevent socket")?;
         // Group 1: the kernel's own events (udev re-broadcasts on group 2).
         bind(socket.as_raw_fd(), &NetlinkAddr::new(0, 1)).context("cannot listen to kernel uevents")?;
-        Ok(DeviceWatcher { socket, changes: RefCell::new(Vec::new()) })
+        Ok(DeviceWatcher { socket, drivers: RefCell::new(drivers), changes: RefCell::new(Vec::new()) })
+    }
+
+    /// Loads the drivers for the devices present now, and again for those they bring
+    /// (virtio_pci's devices ask for virtio_blk), until nothing new is asked for. Devices
+    /// that show up later (a SCSI scan's disks) are the wait's to serve.
+    pub fn load_present_drivers(&self) -> Vec<DriverLoad> {
+        let mut loads = Vec::new();
+        loop {
+            let more = self.drivers.borrow_mut().load_for(present_modaliases().iter().map(String::as_str));
+            if more.is_empty() {
+                return loads;
+            }
+            loads.extend(more);
+        }
     }
 
     /// Looks for `spec` now, after every uevent, and at least every second (a read that
@@ -591,9 +609,20 @@ impl DeviceWatcher {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(error) => return Err(error).context("cannot wait for kernel uevents"),
         }
-        // The content does not matter, only that something changed: drain and look again.
+        // Something changed: look again, after loading the drivers that new devices ask for.
         let mut buffer = [0u8; 8192];
-        while recv(self.socket.as_raw_fd(), &mut buffer, MsgFlags::MSG_DONTWAIT).is_ok_and(|n| n > 0) {}
+        let mut modaliases = Vec::new();
+        let mut events_lost = false;
+        loop {
+            match recv(self.socket.as_raw_fd(), &mut buffer, MsgFlags::MSG_DONTWAIT) {
+                Ok(n) if n > 0 => modaliases.extend(modalias_in_uevent(&buffer[..n]).map(str::to_string)),
+                // The kernel dropped events the socket had no room for: ask sysfs instead.
+                Err(nix::errno::Errno::ENOBUFS) => events_lost = true,
+                _ => break,
+            }
+        }
+        let loads = if events_lost { self.load_present_drivers() } else { self.drivers.borrow_mut().load_for(modaliases.iter().map(String::as_str)) };
+        self.changes.borrow_mut().extend(loads.iter().map(DriverLoad::describe));
         Ok(())
     }
 }

@@ -6,11 +6,11 @@
 //! Any failure stops the boot with a report naming the stage; /usr is never used unverified.
 
 mod devices;
+mod drivers;
 mod emergency;
 mod environment;
 mod first_boot;
 mod log;
-mod modules;
 mod mounts;
 mod plan;
 mod root;

@@ -10,7 +10,8 @@ use crate::usr::{check_hash_area, mount_verified_usr, open_verified_usr};
 use anyhow::{bail, Context};
 use keel_cmdline::{BootParams, Cmdline, DeviceSpec, EmergencyAction};
 use keel_disk::slot_of;
-use keel_manifest::{ImageManifest, INITRD_MANIFEST_PATH, INITRD_MODULES_PATH};
+use keel_kmod::{DriverTable, Drivers};
+use keel_manifest::{ImageManifest, INITRD_DRIVERS_PATH, INITRD_MANIFEST_PATH, INITRD_MODULES_PATH};
 use std::convert::Infallible;
 use std::path::Path;
 
@@ -125,16 +126,23 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
     boot.break_before = params.break_before.clone();
 
     // Listening starts before drivers load, so no device's arrival is missed.
-    let watcher = boot.stage(&stage::MODULES, |_| {
-        let watcher = DeviceWatcher::open()?;
-        let list = std::fs::read_to_string(INITRD_MODULES_PATH).with_context(|| format!("cannot read {INITRD_MODULES_PATH}"))?;
-        let loaded = crate::modules::load_listed(&list)?;
+    let watcher = boot.stage(&stage::MODULES, |log| {
+        let read = |path: &str| std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"));
+        let drivers = DriverTable::parse(&read(INITRD_DRIVERS_PATH)?).with_context(|| format!("in {INITRD_DRIVERS_PATH}"))?;
+        let watcher = DeviceWatcher::open(Drivers::new(drivers))?;
+        let loaded = keel_kmod::load_listed(&read(INITRD_MODULES_PATH)?)?;
         let slowest = match loaded.slowest {
             Some((name, took)) => format!(", slowest {name} {:.1} ms", took.as_secs_f64() * 1000.0),
             None => String::new(),
         };
         let declined = if loaded.declined > 0 { format!(", {} declined (no hardware for them)", loaded.declined) } else { String::new() };
-        Ok((watcher, format!("{} modules loaded{declined}{slowest}", loaded.count)))
+        let drivers = watcher.load_present_drivers();
+        for load in drivers.iter().filter(|load| load.outcome.is_err()) {
+            log.info(&format!("modules: {}", load.describe()));
+        }
+        let names: Vec<&str> = drivers.iter().filter(|load| load.outcome.is_ok()).map(|load| load.driver.as_str()).collect();
+        let drivers = if names.is_empty() { "none".to_string() } else { names.join(" ") };
+        Ok((watcher, format!("{} modules loaded{declined}{slowest}; drivers for the devices present: {drivers}", loaded.count)))
     })?;
 
     let (usr, boot_disk) = boot.stage(&stage::USR, |log| {

@@ -77,7 +77,7 @@ pub fn mount_root(
 fn load_filesystem_modules(kind: FsKind) -> anyhow::Result<()> {
     let list_path = format!("{INITRD_FS_MODULES_DIR}/{}", kind.mount_type());
     match std::fs::read_to_string(&list_path) {
-        Ok(list) => crate::modules::load_listed(&list).map(|_| ()),
+        Ok(list) => keel_kmod::load_listed(&list).map(|_| ()),
         Err(_) if kernel_knows(kind) => Ok(()),
         Err(_) => bail!("this initrd cannot mount {0}: rebuild it with `keel initrd build --root-filesystems ext4,{0}`", kind.mount_type()),
     }

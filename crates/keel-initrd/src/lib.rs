@@ -1,23 +1,26 @@
 //! `keel initrd build`: a keel initrd as a reproducible, compressed newc cpio holding
 //! keel-init as /init, the image manifest, the kernel modules keel-init loads (with their
-//! dependencies), and for each root filesystem it supports, `mkfs.<fs>` (with its
-//! libraries) and the modules that mount it, loaded only when ROOT has that filesystem.
+//! dependencies), the storage drivers it loads when their devices show up, and for each
+//! root filesystem it supports, `mkfs.<fs>` (with its libraries) and the modules that
+//! mount it, loaded only when ROOT has that filesystem.
 
 mod cpio;
 mod elf;
-mod modules;
 
 pub use cpio::{Archive, Node};
 pub use elf::{library_closure, HostFile};
-pub use modules::{crypto_providers, module_closure};
 
 use anyhow::{bail, Context};
-use keel_manifest::{ImageManifest, INITRD_FS_MODULES_DIR, INITRD_MANIFEST_PATH, INITRD_MKFS_DIR, INITRD_MODULES_PATH, ROOT_FILESYSTEMS};
+use keel_kmod::{host_storage_modaliases, module_name, DriverTable, ModuleIndex};
+use keel_manifest::{
+    ImageManifest, INITRD_DRIVERS_PATH, INITRD_FS_MODULES_DIR, INITRD_MANIFEST_PATH, INITRD_MKFS_DIR, INITRD_MODULES_PATH, ROOT_FILESYSTEMS,
+};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 const DEFAULT_MODULES: &str = include_str!("../../../initrd/modules");
+const DEFAULT_DRIVERS: &str = include_str!("../../../initrd/drivers");
 /// ext4 is the default root filesystem and built into Debian's kernel. XFS and btrfs add
 /// about a megabyte of modules each, so an image builder asks for them.
 pub const DEFAULT_ROOT_FILESYSTEMS: [&str; 1] = ["ext4"];
@@ -29,6 +32,91 @@ fn data_lines(text: &str) -> impl Iterator<Item = &str> {
 /// The modules of `initrd/modules`.
 pub fn default_modules() -> Vec<String> {
     data_lines(DEFAULT_MODULES).map(str::to_string).collect()
+}
+
+/// Which storage drivers an initrd carries (`--drivers`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DriverChoice {
+    /// `initrd/drivers`: virtio, NVMe, SATA and SCSI disks, whichever of them the kernel
+    /// has as modules.
+    Default,
+    /// What drives the disks of the machine whose sysfs is at this path (`/sys`: the
+    /// build machine), like dracut's hostonly.
+    Host(PathBuf),
+    /// These modules, each of which the kernel must have.
+    Named(Vec<String>),
+}
+
+impl DriverChoice {
+    /// `default`, `host`, or a comma-separated list of module names.
+    pub fn parse(text: &str) -> anyhow::Result<DriverChoice> {
+        Ok(match text {
+            "default" => DriverChoice::Default,
+            "host" => DriverChoice::Host(PathBuf::from("/sys")),
+            list => {
+                let names: Vec<String> = list.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_string).collect();
+                if names.is_empty() {
+                    bail!("--drivers takes default, host, or a list of kernel modules such as virtio_pci,virtio_blk");
+                }
+                DriverChoice::Named(names)
+            }
+        })
+    }
+}
+
+/// The drivers a choice comes to for one kernel.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChosenDrivers {
+    /// Packed, with their dependencies, and loaded when a device asks for them.
+    pub packed: Vec<String>,
+    /// Built into the kernel: nothing to pack or load.
+    pub built_in: Vec<String>,
+    /// Of the default set, what this kernel does not have.
+    pub not_in_kernel: Vec<String>,
+}
+
+impl ChosenDrivers {
+    /// One line for the builder's output.
+    pub fn describe(&self) -> String {
+        let list = |names: &[String]| if names.is_empty() { "none".to_string() } else { names.join(" ") };
+        let mut text = format!("drivers: {}; built into the kernel: {}", list(&self.packed), list(&self.built_in));
+        if !self.not_in_kernel.is_empty() {
+            text.push_str(&format!("; not in this kernel, left out: {}", self.not_in_kernel.join(" ")));
+        }
+        text
+    }
+}
+
+/// What `choice` comes to with the kernel `index` describes.
+pub fn choose_drivers(choice: &DriverChoice, index: &ModuleIndex) -> anyhow::Result<ChosenDrivers> {
+    let (names, missing_is_fine): (Vec<String>, bool) = match choice {
+        DriverChoice::Default => (data_lines(DEFAULT_DRIVERS).map(str::to_string).collect(), true),
+        DriverChoice::Host(sysfs) => {
+            let mut names = Vec::new();
+            for modalias in host_storage_modaliases(sysfs)? {
+                names.extend(index.modules_matching(&modalias));
+            }
+            (names, true)
+        }
+        DriverChoice::Named(names) => (names.clone(), false),
+    };
+    let mut chosen = ChosenDrivers::default();
+    for name in names.iter().map(|name| module_name(name)) {
+        let list = if !index.has(&name) {
+            if !missing_is_fine {
+                bail!("kernel module {name} (--drivers) is neither in {} nor built in", index.dir().display());
+            }
+            &mut chosen.not_in_kernel
+        } else if index.is_builtin(&name) {
+            &mut chosen.built_in
+        } else {
+            &mut chosen.packed
+        };
+        if !list.contains(&name) {
+            list.push(name);
+        }
+    }
+    Ok(chosen)
 }
 
 /// Parses `ext4,xfs`: the root filesystems an initrd is to support.
@@ -86,6 +174,7 @@ pub struct InitrdSpec {
     /// The kernel's module directory, `/lib/modules/<version>`, with modules.dep.
     pub modules_dir: PathBuf,
     pub modules: Vec<String>,
+    pub drivers: DriverChoice,
     /// Filesystems ROOT may have (`ext4`, `xfs`, `btrfs`): their mkfs and modules are packed.
     pub root_filesystems: Vec<String>,
     /// Where mkfs and its libraries come from (`/` for the build host).
@@ -105,14 +194,23 @@ pub fn archive(spec: &InitrdSpec) -> anyhow::Result<Archive> {
     archive.insert(INITRD_MANIFEST_PATH, Node::File { data: spec.manifest.to_json().into_bytes(), mode: 0o644 });
 
     let version = spec.modules_dir.file_name().context("the module directory has no name")?.to_string_lossy();
+    let index = ModuleIndex::read(&spec.modules_dir)?;
     let mut wanted = spec.modules.clone();
-    wanted.extend(crypto_providers(&spec.modules_dir, spec.manifest.usr.verity.algorithm.name())?);
-    let base = module_closure(&spec.modules_dir, &wanted)?;
+    wanted.extend(index.crypto_providers(spec.manifest.usr.verity.algorithm.name()));
+    let base = index.closure(&wanted)?;
     insert_module_list(&mut archive, spec, &version, INITRD_MODULES_PATH, &base)?;
 
+    // A driver's list names every file it needs, even those another driver or the base
+    // list loads too: keel-init loads drivers in parallel, in any order.
+    let mut drivers = DriverTable::default();
+    for driver in choose_drivers(&spec.drivers, &index)?.packed {
+        let files = insert_modules(&mut archive, spec, &version, &index.closure(std::slice::from_ref(&driver))?)?;
+        drivers.insert(&driver, files, index.aliases_of(&driver).map(str::to_string));
+    }
+    archive.insert(INITRD_DRIVERS_PATH, Node::File { data: drivers.to_text().into_bytes(), mode: 0o644 });
+
     for filesystem in &spec.root_filesystems {
-        let extra: Vec<String> =
-            module_closure(&spec.modules_dir, std::slice::from_ref(filesystem))?.into_iter().filter(|m| !base.contains(m)).collect();
+        let extra: Vec<String> = index.closure(std::slice::from_ref(filesystem))?.into_iter().filter(|m| !base.contains(m)).collect();
         insert_module_list(&mut archive, spec, &version, &format!("{INITRD_FS_MODULES_DIR}/{filesystem}"), &extra)?;
         let mkfs = format!("{INITRD_MKFS_DIR}/mkfs.{filesystem}");
         let host_mkfs = spec.host_root.join(mkfs.trim_start_matches('/'));
@@ -126,16 +224,23 @@ pub fn archive(spec: &InitrdSpec) -> anyhow::Result<Archive> {
     Ok(archive)
 }
 
-/// Packs `modules` (paths relative to the module directory, dependencies first) and
-/// writes their load list at `list_path`.
-fn insert_module_list(archive: &mut Archive, spec: &InitrdSpec, version: &str, list_path: &str, modules: &[String]) -> anyhow::Result<()> {
-    let mut load_list = String::new();
+/// Packs `modules` (paths relative to the module directory) and returns their paths in
+/// the initrd, in the same order.
+fn insert_modules(archive: &mut Archive, spec: &InitrdSpec, version: &str, modules: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut paths = Vec::new();
     for relative in modules {
         let initrd_path = format!("/lib/modules/{version}/{relative}");
-        archive.insert(&initrd_path, Node::File { data: read(&spec.modules_dir.join(relative))?, mode: 0o644 });
-        load_list.push_str(&initrd_path);
-        load_list.push('\n');
+        if !archive.contains(&initrd_path) {
+            archive.insert(&initrd_path, Node::File { data: read(&spec.modules_dir.join(relative))?, mode: 0o644 });
+        }
+        paths.push(initrd_path);
     }
+    Ok(paths)
+}
+
+/// Packs `modules` (dependencies first) and writes their load list at `list_path`.
+fn insert_module_list(archive: &mut Archive, spec: &InitrdSpec, version: &str, list_path: &str, modules: &[String]) -> anyhow::Result<()> {
+    let load_list: String = insert_modules(archive, spec, version, modules)?.iter().map(|path| format!("{path}\n")).collect();
     archive.insert(list_path, Node::File { data: load_list.into_bytes(), mode: 0o644 });
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The initrd archive: the same inputs give the same bytes, and GNU cpio (the reference
 //! reader of the format) extracts exactly what keel put in.
 
-use keel_initrd::{archive, build, Compression, InitrdSpec};
+use keel_initrd::{archive, build, choose_drivers, Compression, DriverChoice, InitrdSpec};
 use keel_manifest::{ImageManifest, UsrImage};
 use keel_test_support::scratch_dir;
 use keel_verity::VerityParams;
@@ -16,6 +16,9 @@ fn fake_kernel_modules(dir: &Path) -> PathBuf {
         "kernel/drivers/virtio/virtio_ring.ko",
         "kernel/drivers/virtio/virtio_pci.ko",
         "kernel/drivers/block/virtio_blk.ko",
+        "kernel/drivers/scsi/virtio_scsi.ko",
+        "kernel/drivers/scsi/scsi_mod.ko",
+        "kernel/drivers/scsi/sd_mod.ko",
         "kernel/drivers/md/dm-mod.ko",
         "kernel/drivers/md/dm-verity.ko",
         "kernel/fs/overlayfs/overlay.ko",
@@ -30,8 +33,13 @@ fn fake_kernel_modules(dir: &Path) -> PathBuf {
         fs::create_dir_all(modules.join(path).parent().unwrap()).unwrap();
         fs::write(modules.join(path), format!("module {path}")).unwrap();
     }
-    fs::write(modules.join("modules.builtin"), "kernel/fs/ext4/ext4.ko\n").unwrap();
-    fs::write(modules.join("modules.alias"), "alias crypto-sha256 sha256_ssse3\n").unwrap();
+    fs::write(modules.join("modules.builtin"), "kernel/fs/ext4/ext4.ko\nkernel/drivers/nvme/host/nvme.ko\n").unwrap();
+    fs::write(
+        modules.join("modules.alias"),
+        "alias crypto-sha256 sha256_ssse3\nalias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci\nalias virtio:d00000002v* virtio_blk\n\
+         alias virtio:d00000008v* virtio_scsi\nalias scsi:t-0x00* sd_mod\nalias scsi:t-0x0e* sd_mod\n",
+    )
+    .unwrap();
     fs::create_dir_all(modules.join("kernel/arch/x86/crypto")).unwrap();
     fs::write(modules.join("kernel/arch/x86/crypto/sha256-ssse3.ko"), "module sha256").unwrap();
     fs::write(
@@ -39,6 +47,8 @@ fn fake_kernel_modules(dir: &Path) -> PathBuf {
         "kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko\n\
          kernel/drivers/virtio/virtio.ko:\nkernel/drivers/virtio/virtio_ring.ko: kernel/drivers/virtio/virtio.ko\n\
          kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko\n\
+         kernel/drivers/scsi/virtio_scsi.ko: kernel/drivers/scsi/scsi_mod.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko\n\
+         kernel/drivers/scsi/scsi_mod.ko:\nkernel/drivers/scsi/sd_mod.ko: kernel/drivers/scsi/scsi_mod.ko\n\
          kernel/drivers/md/dm-mod.ko:\nkernel/drivers/md/dm-verity.ko: kernel/drivers/md/dm-mod.ko\n\
          kernel/fs/overlayfs/overlay.ko:\nkernel/drivers/firmware/qemu_fw_cfg.ko:\n\
          kernel/fs/fat/fat.ko:\nkernel/fs/fat/vfat.ko: kernel/fs/fat/fat.ko\nkernel/fs/nls/nls_cp437.ko:\nkernel/fs/nls/nls_ascii.ko:\n\
@@ -61,6 +71,7 @@ fn spec(dir: &Path) -> InitrdSpec {
         },
         modules_dir: fake_kernel_modules(dir),
         modules: keel_initrd::default_modules(),
+        drivers: keel_initrd::DriverChoice::Default,
         root_filesystems: vec!["ext4".into(), "xfs".into()],
         host_root: PathBuf::from("/"),
     }
@@ -103,22 +114,22 @@ fn gnu_cpio_extracts_what_keel_packed() {
     let order: Vec<&str> = modules.lines().map(|l| l.rsplit('/').next().unwrap()).collect();
     assert_eq!(
         order,
-        [
-            "virtio.ko",
-            "virtio_ring.ko",
-            "virtio_pci.ko",
-            "virtio_blk.ko",
-            "dm-mod.ko",
-            "dm-verity.ko",
-            "overlay.ko",
-            "fat.ko",
-            "vfat.ko",
-            "nls_cp437.ko",
-            "nls_ascii.ko",
-            "qemu_fw_cfg.ko",
-            "sha256-ssse3.ko"
-        ]
+        ["dm-mod.ko", "dm-verity.ko", "overlay.ko", "fat.ko", "vfat.ko", "nls_cp437.ko", "nls_ascii.ko", "qemu_fw_cfg.ko", "sha256-ssse3.ko"]
     );
+    // The default drivers this kernel has as modules, each with its aliases and its files,
+    // dependencies first; nvme is built in and ahci missing, so neither is there.
+    let drivers = keel_kmod::DriverTable::parse(&fs::read_to_string(out.join("etc/keel/drivers")).unwrap()).unwrap();
+    assert_eq!(drivers.drivers().collect::<Vec<_>>(), ["sd_mod", "virtio_blk", "virtio_pci", "virtio_scsi"]);
+    let stems = |files: &[String]| files.iter().map(|f| f.rsplit('/').next().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(stems(drivers.load_list("virtio_scsi")), ["scsi_mod.ko", "virtio.ko", "virtio_ring.ko", "virtio_scsi.ko"]);
+    assert_eq!(stems(drivers.load_list("sd_mod")), ["scsi_mod.ko", "sd_mod.ko"]);
+    assert_eq!(drivers.drivers_for("scsi:t-0x0e"), ["sd_mod"]);
+    assert_eq!(drivers.drivers_for("pci:v00001AF4d00001004sv00001AF4sd00000008bc01sc00i00"), ["virtio_pci"]);
+    for driver in drivers.drivers() {
+        for file in drivers.load_list(driver) {
+            assert!(out.join(file.trim_start_matches('/')).is_file(), "{file} of driver {driver} not packed");
+        }
+    }
     let xfs = fs::read_to_string(out.join("etc/keel/modules.d/xfs")).unwrap();
     assert_eq!(xfs.lines().map(|l| l.rsplit('/').next().unwrap()).collect::<Vec<_>>(), ["libcrc32c.ko", "xfs.ko"]);
     assert_eq!(fs::read_to_string(out.join("etc/keel/modules.d/ext4")).unwrap(), "", "ext4 is built in");
@@ -137,4 +148,36 @@ fn gnu_cpio_extracts_what_keel_packed() {
     listing.stdin.take().unwrap().write_all(&tree.to_newc()).unwrap();
     let text = String::from_utf8(listing.wait_with_output().unwrap().stdout).unwrap();
     assert!(text.lines().any(|l| l.starts_with("crw-------") && l.contains("5,   1") && l.ends_with("dev/console")), "{text}");
+}
+
+#[test]
+fn driver_choices() {
+    let dir = scratch("drivers");
+    let index = keel_kmod::ModuleIndex::read(&fake_kernel_modules(&dir)).unwrap();
+    let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let default = choose_drivers(&DriverChoice::parse("default").unwrap(), &index).unwrap();
+    assert_eq!(default.packed, names(&["virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod"]));
+    assert_eq!((default.built_in, default.not_in_kernel), (names(&["nvme"]), names(&["ahci"])));
+
+    let named = choose_drivers(&DriverChoice::parse("virtio-blk, nvme").unwrap(), &index).unwrap();
+    assert_eq!((named.packed, named.built_in), (names(&["virtio_blk"]), names(&["nvme"])));
+    let error = choose_drivers(&DriverChoice::parse("virtio_blk,ahci").unwrap(), &index).unwrap_err();
+    assert!(format!("{error:#}").contains("kernel module ahci (--drivers) is neither"), "{error:#}");
+    assert!(DriverChoice::parse(",").is_err());
+
+    // A machine whose one disk is virtio-scsi: its controller, its virtio device, its disk.
+    let sys = dir.join("sys");
+    let pci = sys.join("devices/pci0000:00/0000:00:04.0");
+    let disk = pci.join("virtio2/host0/target0:0:0/0:0:0:0");
+    fs::create_dir_all(disk.join("block/sda")).unwrap();
+    fs::write(pci.join("modalias"), "pci:v00001AF4d00001004sv00001AF4sd00000008bc01sc00i00").unwrap();
+    fs::write(pci.join("virtio2/modalias"), "virtio:d00000008v00001AF4").unwrap();
+    fs::write(disk.join("modalias"), "scsi:t-0x00").unwrap();
+    fs::create_dir_all(sys.join("class/block")).unwrap();
+    std::os::unix::fs::symlink("../..", disk.join("block/sda/device")).unwrap();
+    std::os::unix::fs::symlink("../../devices/pci0000:00/0000:00:04.0/virtio2/host0/target0:0:0/0:0:0:0/block/sda", sys.join("class/block/sda"))
+        .unwrap();
+    let host = choose_drivers(&DriverChoice::Host(sys), &index).unwrap();
+    // In the order of the modaliases that asked for them.
+    assert_eq!(host.packed, names(&["virtio_pci", "sd_mod", "virtio_scsi"]));
 }

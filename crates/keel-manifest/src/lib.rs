@@ -10,6 +10,9 @@ use serde_json::{json, Value};
 pub const INITRD_MANIFEST_PATH: &str = "/etc/keel/image.json";
 /// Where the initrd lists its kernel modules, one path per line, dependencies first.
 pub const INITRD_MODULES_PATH: &str = "/etc/keel/modules";
+/// Where the initrd keeps its storage drivers (`keel_kmod::DriverTable`): loaded by
+/// keel-init only when a device's modalias asks for them.
+pub const INITRD_DRIVERS_PATH: &str = "/etc/keel/drivers";
 /// For each root filesystem the initrd can format and mount, a module list like
 /// INITRD_MODULES_PATH named after it (`xfs`), loaded only when ROOT needs it. Its presence
 /// says the initrd supports that filesystem.

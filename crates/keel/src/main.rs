@@ -25,6 +25,9 @@ const USAGE: &str = "usage:
                    [--verity-format 1|0] [--verity-data-block-size N] [--verity-hash-block-size N]
   keel initrd build --manifest FILE --init KEEL_INIT --kernel-modules /lib/modules/VERSION --output FILE
                     [--compression zstd|xz|gzip|none] [--root-filesystems ext4,xfs,btrfs]
+                    [--drivers default|host|MODULE,...]   storage drivers, loaded only where their devices are
+                                                 (default: virtio-blk, virtio-scsi, NVMe, AHCI, SCSI disks;
+                                                 host: what drives this machine's disks)
   keel dm status NAME
   keel disk grow-root DISK                       ROOT (the last partition) fills the disk; the backup table moves to its end;
                                                  on a block device the kernel is told, and a mounted ROOT filesystem grows
@@ -137,7 +140,7 @@ fn image_build(words: &[String]) -> anyhow::Result<()> {
 }
 
 fn initrd_build(words: &[String]) -> anyhow::Result<()> {
-    let args = Args::parse(words, &["manifest", "init", "kernel-modules", "output", "compression", "root-filesystems"], &[])?;
+    let args = Args::parse(words, &["manifest", "init", "kernel-modules", "output", "compression", "root-filesystems", "drivers"], &[])?;
     let manifest_path = args.required("manifest")?;
     let manifest_text = std::fs::read_to_string(manifest_path).with_context(|| format!("cannot read {manifest_path}"))?;
     let spec = keel_initrd::InitrdSpec {
@@ -145,13 +148,16 @@ fn initrd_build(words: &[String]) -> anyhow::Result<()> {
         manifest: ImageManifest::from_json(&manifest_text).with_context(|| format!("in {manifest_path}"))?,
         modules_dir: PathBuf::from(args.required("kernel-modules")?),
         modules: keel_initrd::default_modules(),
+        drivers: keel_initrd::DriverChoice::parse(args.get("drivers").unwrap_or("default"))?,
         root_filesystems: keel_initrd::parse_root_filesystems(
             args.get("root-filesystems").unwrap_or(&keel_initrd::DEFAULT_ROOT_FILESYSTEMS.join(",")),
         )?,
         host_root: PathBuf::from("/"),
     };
     let compression = keel_initrd::Compression::parse(args.get("compression").unwrap_or("xz"))?;
+    let drivers = keel_initrd::choose_drivers(&spec.drivers, &keel_kmod::ModuleIndex::read(&spec.modules_dir)?)?;
     let bytes = keel_initrd::build(&spec, compression)?;
+    println!("{}", drivers.describe());
     let output = args.required("output")?;
     std::fs::write(output, &bytes).with_context(|| format!("cannot write {output}"))?;
     println!("initrd: {output} ({} bytes)", bytes.len());

@@ -1,0 +1,85 @@
+//! keel boots, and provisions on first boot, a disk on each bus real machines and clouds
+//! present (NVMe, virtio-scsi, SATA behind AHCI), not only virtio-blk, and a machine
+//! loads the drivers for the buses it has and no others.
+
+use keel_vm_tests::{
+    assert_reached_real_init, assert_root_fills, boot_machine, build_initrd, disk_copy, generic_kernel, resize_disk, shared_fixture, Bus, Console,
+    Disk, DriverChoice, Kernel, Machine,
+};
+use std::path::Path;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(180);
+const GROWN_BY: u64 = 64 << 20;
+
+/// The modules the real root saw loaded, from /proc/modules.
+fn loaded_modules(console: &Console) -> Vec<&str> {
+    let line =
+        console.real_init().into_iter().find_map(|l| l.strip_prefix("modules ")).unwrap_or_else(|| panic!("no modules line:\n{}", console.text));
+    line.split_whitespace().collect()
+}
+
+/// A first boot from a disk on `bus` (grown by 64 MiB, so ROOT grows), then a later
+/// boot: both reach the real root with ROOT on `partition_node`, which fills the disk.
+fn first_and_later_boot(kernel: &Kernel, initrd: &Path, bus: Bus, scenario: &str, partition_node: &str) -> (Console, Console) {
+    let fixture = shared_fixture().unwrap();
+    let disk = disk_copy(fixture, scenario).unwrap();
+    let bytes = std::fs::metadata(&disk).unwrap().len() + GROWN_BY;
+    resize_disk(&disk, bytes).unwrap();
+    let machine = Machine { kernel, disks: vec![Disk::on(bus, &disk)] };
+    let first = boot_machine(&machine, initrd, "", TIMEOUT, "unsafe", |_, _| false).unwrap();
+    assert_reached_real_init(&first);
+    let root = first.real_init().into_iter().find(|l| l.starts_with("mount / ")).unwrap_or_default().to_string();
+    assert!(root.starts_with(&format!("mount / {partition_node} ext4 rw,")), "{root}\n{}", first.text);
+    assert!(first.has("formatted as ext4 because it was blank"), "{}", first.text);
+    assert_root_fills(&disk, bytes);
+
+    let later = boot_machine(&machine, initrd, "", TIMEOUT, "unsafe", |_, _| false).unwrap();
+    assert_reached_real_init(&later);
+    assert!(!later.has("formatted as ext4"), "the later boot formatted ROOT again:\n{}", later.text);
+    (first, later)
+}
+
+#[test]
+fn boots_from_nvme_without_loading_virtio_or_scsi() {
+    let fixture = shared_fixture().unwrap();
+    let kernel = &keel_vm_tests::artifacts().unwrap().kernel;
+    let (first, later) = first_and_later_boot(kernel, &fixture.initrd, Bus::Nvme, "bus-nvme", "/dev/nvme0n1p9");
+    // Debian's cloud kernel builds NVMe in; the machine has no virtio or SCSI device.
+    for console in [&first, &later] {
+        let modules = loaded_modules(console);
+        for unwanted in ["virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "scsi_mod"] {
+            assert!(!modules.contains(&unwanted), "{unwanted} loaded on an NVMe-only machine: {modules:?}");
+        }
+    }
+}
+
+#[test]
+fn boots_from_virtio_scsi_loading_only_its_drivers() {
+    let fixture = shared_fixture().unwrap();
+    let kernel = &keel_vm_tests::artifacts().unwrap().kernel;
+    let (first, later) = first_and_later_boot(kernel, &fixture.initrd, Bus::VirtioScsi, "bus-virtio-scsi", "/dev/sda9");
+    for console in [&first, &later] {
+        let modules = loaded_modules(console);
+        for wanted in ["virtio_pci", "virtio_scsi", "sd_mod"] {
+            assert!(modules.contains(&wanted), "{wanted} not loaded: {modules:?}");
+        }
+        assert!(!modules.contains(&"virtio_blk"), "virtio_blk loaded with no virtio-blk device: {modules:?}");
+    }
+}
+
+#[test]
+fn boots_from_sata_behind_ahci_with_debians_generic_kernel() {
+    let fixture = shared_fixture().unwrap();
+    let kernel = generic_kernel().unwrap();
+    let initrd = fixture.dir.join("initrd-generic-kernel.img");
+    build_initrd(&fixture.manifest, kernel, DriverChoice::Default, &initrd).unwrap();
+    let (first, later) = first_and_later_boot(kernel, &initrd, Bus::Ahci, "bus-ahci", "/dev/sda9");
+    for console in [&first, &later] {
+        let modules = loaded_modules(console);
+        for wanted in ["ahci", "libahci", "libata", "sd_mod"] {
+            assert!(modules.contains(&wanted), "{wanted} not loaded: {modules:?}");
+        }
+        assert!(!modules.contains(&"virtio_blk") && !modules.contains(&"virtio_scsi"), "{modules:?}");
+    }
+}
