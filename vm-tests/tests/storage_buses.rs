@@ -3,7 +3,7 @@
 //! loads the drivers for the buses it has and no others.
 
 use keel_vm_tests::{
-    assert_reached_real_init, assert_root_fills, boot_machine, build_initrd, disk_copy, generic_kernel, resize_disk, shared_fixture, Bus, Console,
+    assert_reached_real_init, assert_root_fills, boot_machine, build_initrd, disk_copy, generic_kernel, on_root, resize_disk, shared_fixture, Bus, Console,
     Disk, DriverChoice, Kernel, Machine,
 };
 use std::path::Path;
@@ -20,8 +20,16 @@ fn loaded_modules(console: &Console) -> Vec<&str> {
 }
 
 /// A first boot from a disk on `bus` (grown by 64 MiB, so ROOT grows), then a later
-/// boot: both reach the real root with ROOT on `partition_node`, which fills the disk.
-fn first_and_later_boot(kernel: &Kernel, initrd: &Path, bus: Bus, scenario: &str, partition_node: &str) -> (Console, Console) {
+/// boot with the command line `later_cmdline` makes from the disk: both reach the real
+/// root with ROOT on `partition_node`, which fills the disk.
+fn first_and_later_boot(
+    kernel: &Kernel,
+    initrd: &Path,
+    bus: Bus,
+    scenario: &str,
+    partition_node: &str,
+    later_cmdline: impl FnOnce(&Path) -> String,
+) -> (Console, Console) {
     let fixture = shared_fixture().unwrap();
     let disk = disk_copy(fixture, scenario).unwrap();
     let bytes = std::fs::metadata(&disk).unwrap().len() + GROWN_BY;
@@ -34,8 +42,10 @@ fn first_and_later_boot(kernel: &Kernel, initrd: &Path, bus: Bus, scenario: &str
     assert!(first.has("formatted as ext4 because it was blank"), "{}", first.text);
     assert_root_fills(&disk, bytes);
 
-    let later = boot_machine(&machine, initrd, "", TIMEOUT, "unsafe", |_, _| false).unwrap();
+    let later = boot_machine(&machine, initrd, &later_cmdline(&disk), TIMEOUT, "unsafe", |_, _| false).unwrap();
     assert_reached_real_init(&later);
+    let root = later.real_init().into_iter().find(|l| l.starts_with("mount / ")).unwrap_or_default().to_string();
+    assert!(root.starts_with(&format!("mount / {partition_node} ext4 rw,")), "{root}\n{}", later.text);
     assert!(!later.has("formatted as ext4"), "the later boot formatted ROOT again:\n{}", later.text);
     (first, later)
 }
@@ -44,7 +54,9 @@ fn first_and_later_boot(kernel: &Kernel, initrd: &Path, bus: Bus, scenario: &str
 fn boots_from_nvme_without_loading_virtio_or_scsi() {
     let fixture = shared_fixture().unwrap();
     let kernel = &keel_vm_tests::artifacts().unwrap().kernel;
-    let (first, later) = first_and_later_boot(kernel, &fixture.initrd, Bus::Nvme, "bus-nvme", "/dev/nvme0n1p9");
+    // The later boot names both partitions by path, with NVMe's `p` before the number.
+    let paths = |_: &Path| "mount.usr=/dev/nvme0n1p3 root=/dev/nvme0n1p9".to_string();
+    let (first, later) = first_and_later_boot(kernel, &fixture.initrd, Bus::Nvme, "bus-nvme", "/dev/nvme0n1p9", paths);
     // Debian's cloud kernel builds NVMe in; the machine has no virtio or SCSI device.
     for console in [&first, &later] {
         let modules = loaded_modules(console);
@@ -58,7 +70,12 @@ fn boots_from_nvme_without_loading_virtio_or_scsi() {
 fn boots_from_virtio_scsi_loading_only_its_drivers() {
     let fixture = shared_fixture().unwrap();
     let kernel = &keel_vm_tests::artifacts().unwrap().kernel;
-    let (first, later) = first_and_later_boot(kernel, &fixture.initrd, Bus::VirtioScsi, "bus-virtio-scsi", "/dev/sda9");
+    // The later boot names /usr by its partition's UUID and ROOT by its filesystem's.
+    let uuids = |disk: &Path| {
+        let uuid = on_root(disk, "blkid", &["-o", "value", "-s", "UUID"]).unwrap();
+        format!("mount.usr=PARTUUID={} root=UUID={}", keel_disk::USR_A_GUID, uuid.trim())
+    };
+    let (first, later) = first_and_later_boot(kernel, &fixture.initrd, Bus::VirtioScsi, "bus-virtio-scsi", "/dev/sda9", uuids);
     for console in [&first, &later] {
         let modules = loaded_modules(console);
         for wanted in ["virtio_pci", "virtio_scsi", "sd_mod"] {
@@ -74,7 +91,8 @@ fn boots_from_sata_behind_ahci_with_debians_generic_kernel() {
     let kernel = generic_kernel().unwrap();
     let initrd = fixture.dir.join("initrd-generic-kernel.img");
     build_initrd(&fixture.manifest, kernel, DriverChoice::Default, &initrd).unwrap();
-    let (first, later) = first_and_later_boot(kernel, &initrd, Bus::Ahci, "bus-ahci", "/dev/sda9");
+    let labels = |_: &Path| "mount.usr=PARTLABEL=USR-A root=LABEL=ROOT".to_string();
+    let (first, later) = first_and_later_boot(kernel, &initrd, Bus::Ahci, "bus-ahci", "/dev/sda9", labels);
     for console in [&first, &later] {
         let modules = loaded_modules(console);
         for wanted in ["ahci", "libahci", "libata", "sd_mod"] {

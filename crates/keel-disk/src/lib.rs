@@ -28,5 +28,5 @@ pub use gptprio::{
 };
 pub use guid::Guid;
 pub use kernel::{grow_mounted_filesystem, mounted_partition, reread_partition_table, resize_kernel_partition, FsGrowth};
-pub use layout::{flatcar_layout, plan_layout, LayoutSizes, PartitionSpec, PlannedLayout, ALIGNMENT_SECTORS};
+pub use layout::{flatcar_layout, plan_layout, LayoutSizes, PartitionSpec, PlannedLayout, ALIGNMENT_SECTORS, USR_A_GUID};
 pub use probe::{probe_filesystem, Filesystem, FsKind, Probe};
