@@ -316,7 +316,8 @@ pub fn boot_until(
     cache: &str,
     cut: impl FnMut(&str, Duration) -> bool,
 ) -> anyhow::Result<Console> {
-    let machine = Machine { kernel: &artifacts()?.kernel, disks: disks.iter().map(|path| Disk::on(Bus::Virtio, path)).collect() };
+    let machine =
+        Machine { kernel: &artifacts()?.kernel, disks: disks.iter().map(|path| Disk::on(Bus::Virtio, path)).collect(), plugged_in_later: None };
     boot_machine(&machine, initrd, extra_cmdline, timeout, cache, cut)
 }
 
@@ -352,35 +353,76 @@ impl Disk {
 pub struct Machine<'a> {
     pub kernel: &'a Kernel,
     pub disks: Vec<Disk>,
+    /// Disks plugged in while the guest runs, once its console shows the text: a disk
+    /// that turns up late, as a slow USB stick or a hotplugged volume does.
+    pub plugged_in_later: Option<(&'a str, Vec<Disk>)>,
 }
 
-/// QEMU's arguments for `disks`: a controller once per bus that needs one, then each disk.
-fn disk_arguments(disks: &[Disk], cache: &str) -> Vec<String> {
+/// The `-device` value for disk number `index` of a machine, whose drive is `disk{index}`.
+fn disk_device(disk: &Disk, index: usize) -> String {
+    let sectors = format!("logical_block_size={0},physical_block_size={0}", disk.sector_size);
+    let id = format!("disk{index}");
+    match disk.bus {
+        Bus::Virtio => format!("virtio-blk-pci,drive={id},id=dev{index},{sectors}"),
+        Bus::Nvme => format!("nvme,drive={id},id=dev{index},serial=keel{index},{sectors}"),
+        Bus::VirtioScsi => format!("scsi-hd,drive={id},id=dev{index},bus=scsi0.0,{sectors}"),
+        // An AHCI controller has six ports, one disk each.
+        Bus::Ahci => format!("ide-hd,drive={id},id=dev{index},bus=ahci0.{index},{sectors}"),
+    }
+}
+
+/// QEMU's arguments for `machine`'s disks: a controller once per bus that needs one, each
+/// disk's drive, and the devices of those there from the start.
+fn disk_arguments(machine: &Machine, cache: &str) -> Vec<String> {
+    let later = machine.plugged_in_later.as_ref().map_or(&[][..], |(_, disks)| disks.as_slice());
+    let all: Vec<&Disk> = machine.disks.iter().chain(later).collect();
     let mut arguments = Vec::new();
     let mut add = |words: [&str; 2]| arguments.extend(words.map(str::to_string));
     for (bus, controller) in [(Bus::VirtioScsi, "virtio-scsi-pci,id=scsi0"), (Bus::Ahci, "ahci,id=ahci0")] {
-        if disks.iter().any(|disk| disk.bus == bus) {
+        if all.iter().any(|disk| disk.bus == bus) {
             add(["-device", controller]);
         }
     }
-    let mut ahci_port = 0;
-    for (index, disk) in disks.iter().enumerate() {
+    for (index, disk) in all.iter().enumerate() {
         let read_only = if disk.path.to_string_lossy().ends_with(READ_ONLY_DISK) { ",readonly=on" } else { "" };
-        let id = format!("disk{index}");
-        add(["-drive", &format!("file={},format=raw,if=none,id={id},cache={cache}{read_only}", disk.path.display())]);
-        let sectors = format!("logical_block_size={0},physical_block_size={0}", disk.sector_size);
-        let device = match disk.bus {
-            Bus::Virtio => format!("virtio-blk-pci,drive={id},{sectors}"),
-            Bus::Nvme => format!("nvme,drive={id},serial=keel{index},{sectors}"),
-            Bus::VirtioScsi => format!("scsi-hd,drive={id},bus=scsi0.0,{sectors}"),
-            Bus::Ahci => {
-                ahci_port += 1;
-                format!("ide-hd,drive={id},bus=ahci0.{},{sectors}", ahci_port - 1)
-            }
-        };
-        add(["-device", &device]);
+        add(["-drive", &format!("file={},format=raw,if=none,id=disk{index},cache={cache}{read_only}", disk.path.display())]);
+        if index < machine.disks.len() {
+            add(["-device", &disk_device(disk, index)]);
+        }
     }
     arguments
+}
+
+/// Plugs in `machine`'s late disks through QEMU's QMP socket at `socket`.
+fn plug_in_late_disks(machine: &Machine, socket: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let Some((_, disks)) = &machine.plugged_in_later else { return Ok(()) };
+    let stream = std::os::unix::net::UnixStream::connect(socket).with_context(|| format!("cannot connect to QMP at {}", socket.display()))?;
+    let mut replies = BufReader::new(stream.try_clone()?).lines();
+    replies.next().context("no QMP greeting")??;
+    let mut writer = stream;
+    let mut command = |json: String| -> anyhow::Result<()> {
+        writeln!(writer, "{json}")?;
+        // Events may come before the reply; the reply has "return" or "error".
+        loop {
+            let line = replies.next().context("QMP closed")??;
+            if line.contains("\"error\"") {
+                bail!("QMP refused {json}: {line}");
+            }
+            if line.contains("\"return\"") {
+                return Ok(());
+            }
+        }
+    };
+    command(r#"{"execute": "qmp_capabilities"}"#.to_string())?;
+    for (offset, disk) in disks.iter().enumerate() {
+        let device = disk_device(disk, machine.disks.len() + offset);
+        let mut words = device.split(',');
+        let driver = words.next().unwrap_or_default();
+        let properties: Vec<String> = words.filter_map(|word| word.split_once('=')).map(|(key, value)| format!(r#", "{key}": "{value}""#)).collect();
+        command(format!(r#"{{"execute": "device_add", "arguments": {{"driver": "{driver}"{}}}}}"#, properties.concat()))?;
+    }
+    Ok(())
 }
 
 /// `boot_until` on any machine.
@@ -401,7 +443,13 @@ pub fn boot_machine(
         .arg(initrd)
         .arg("-append")
         .arg(format!("{BASE_CMDLINE} {extra_cmdline}"))
-        .args(disk_arguments(&machine.disks, cache));
+        .args(disk_arguments(machine, cache));
+    let qmp_socket = std::env::temp_dir().join(format!("keel-qmp-{}-{:?}.sock", std::process::id(), std::thread::current().id()));
+    if machine.plugged_in_later.is_some() {
+        let _ = std::fs::remove_file(&qmp_socket);
+        command.arg("-qmp").arg(format!("unix:{},server=on,wait=off", qmp_socket.display()));
+    }
+    let mut late_disks_pending = machine.plugged_in_later.as_ref().map(|(after, _)| *after);
     let started = Instant::now();
     let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("cannot start qemu-system-x86_64")?;
     let stdout = child.stdout.take().context("no QEMU stdout")?;
@@ -425,6 +473,14 @@ pub fn boot_machine(
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if late_disks_pending.is_some_and(|after| text.contains(after)) {
+            late_disks_pending = None;
+            if let Err(error) = plug_in_late_disks(machine, &qmp_socket) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(error.context(format!("plugging in the late disks; the console so far:\n{text}")));
+            }
         }
         if cut(&text, started.elapsed()) {
             was_cut = true;

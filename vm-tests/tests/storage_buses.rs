@@ -3,8 +3,8 @@
 //! loads the drivers for the buses it has and no others.
 
 use keel_vm_tests::{
-    assert_reached_real_init, assert_root_fills, boot_machine, build_initrd, disk_copy, generic_kernel, on_root, resize_disk, shared_fixture, Bus, Console,
-    Disk, DriverChoice, Kernel, Machine,
+    assert_reached_real_init, assert_root_fills, boot_machine, build_initrd, disk_copy, generic_kernel, on_root, resize_disk, shared_fixture, Bus,
+    Console, Disk, DriverChoice, Kernel, Machine,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -34,7 +34,7 @@ fn first_and_later_boot(
     let disk = disk_copy(fixture, scenario).unwrap();
     let bytes = std::fs::metadata(&disk).unwrap().len() + GROWN_BY;
     resize_disk(&disk, bytes).unwrap();
-    let machine = Machine { kernel, disks: vec![Disk::on(bus, &disk)] };
+    let machine = Machine { kernel, disks: vec![Disk::on(bus, &disk)], plugged_in_later: None };
     let first = boot_machine(&machine, initrd, "", TIMEOUT, "unsafe", |_, _| false).unwrap();
     assert_reached_real_init(&first);
     let root = first.real_init().into_iter().find(|l| l.starts_with("mount / ")).unwrap_or_default().to_string();
@@ -100,4 +100,22 @@ fn boots_from_sata_behind_ahci_with_debians_generic_kernel() {
         }
         assert!(!modules.contains(&"virtio_blk") && !modules.contains(&"virtio_scsi"), "{modules:?}");
     }
+}
+
+#[test]
+fn a_disk_plugged_in_after_the_drivers_loaded_is_found_through_its_uevent() {
+    let fixture = shared_fixture().unwrap();
+    let disk = disk_copy(fixture, "bus-late-scsi-disk").unwrap();
+    // The virtio-scsi controller is there from the start, its disk not: nothing asks for
+    // sd_mod until the disk's uevent does, while keel waits for USR-A.
+    let machine = Machine {
+        kernel: &keel_vm_tests::artifacts().unwrap().kernel,
+        disks: vec![],
+        plugged_in_later: Some(("] modules: ", vec![Disk::on(Bus::VirtioScsi, &disk)])),
+    };
+    let console = boot_machine(&machine, &fixture.initrd, "", TIMEOUT, "unsafe", |_, _| false).unwrap();
+    assert_reached_real_init(&console);
+    let modules_stage = console.text.lines().find(|l| l.contains("] modules: ")).unwrap_or_default();
+    assert!(modules_stage.contains("drivers for the devices present: virtio_pci virtio_scsi ("), "{}", console.text);
+    assert!(console.has("usr: driver sd_mod loaded for scsi:t-0x00"), "{}", console.text);
 }
