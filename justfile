@@ -12,6 +12,7 @@ vm-test:
 bench:
     cargo xtask bench verity
     cargo xtask bench look
+    cargo xtask bench boot
 
 fuzz:
     cargo xtask fuzz

@@ -212,20 +212,27 @@ pub fn build_fixture_sized(
     let mut manifest = keel_image::build(&spec)?;
     edit_manifest(&mut manifest);
     let initrd = dir.join("initrd.img");
-    build_initrd(&manifest, &artifacts.kernel, DriverChoice::Default, &initrd)?;
+    // Every filesystem, so scenarios can ask for XFS and btrfs ROOTs.
+    build_initrd(&manifest, &artifacts.kernel, DriverChoice::Default, &keel_manifest::ROOT_FILESYSTEMS, &initrd)?;
     Ok(Fixture { dir, image, initrd, manifest })
 }
 
-/// A keel initrd trusting `manifest`, with `kernel`'s modules and `drivers`, at `output`.
-pub fn build_initrd(manifest: &ImageManifest, kernel: &Kernel, drivers: DriverChoice, output: &Path) -> anyhow::Result<()> {
+/// A keel initrd trusting `manifest`, with `kernel`'s modules, `drivers` and what formats
+/// and mounts `root_filesystems`, at `output`.
+pub fn build_initrd(
+    manifest: &ImageManifest,
+    kernel: &Kernel,
+    drivers: DriverChoice,
+    root_filesystems: &[&str],
+    output: &Path,
+) -> anyhow::Result<()> {
     let spec = InitrdSpec {
         init: artifacts()?.binaries.keel_init.clone(),
         manifest: manifest.clone(),
         modules_dir: kernel.modules_dir.clone(),
         modules: keel_initrd::default_modules(),
         drivers,
-        // Every filesystem, so scenarios can ask for XFS and btrfs ROOTs.
-        root_filesystems: keel_manifest::ROOT_FILESYSTEMS.iter().map(|fs| fs.to_string()).collect(),
+        root_filesystems: root_filesystems.iter().map(|fs| fs.to_string()).collect(),
         host_root: PathBuf::from("/"),
     };
     std::fs::write(output, keel_initrd::build(&spec, Compression::Xz)?).with_context(|| format!("cannot write {}", output.display()))

@@ -1,7 +1,8 @@
-//! `cargo xtask setup|demo|test|vm-test|bench verity|look|fuzz`. Everything a fresh Debian
+//! `cargo xtask setup|demo|test|vm-test|bench verity|look|boot|fuzz`. Everything a fresh Debian
 //! machine needs is installed from here, so the README's two commands are the whole set-up.
 
 mod bench;
+mod bench_boot;
 mod bench_look;
 mod fuzz;
 
@@ -45,10 +46,11 @@ fn main() {
         "bench" => match std::env::args().nth(2).as_deref() {
             Some("verity") => setup().and_then(|()| bench::verity(&vm::workspace())),
             Some("look") => setup().and_then(|()| bench_look::look(&vm::workspace())),
-            _ => Err(anyhow::anyhow!("usage: cargo xtask bench verity|look")),
+            Some("boot") => setup().and_then(|()| bench_boot::boot(&std::env::args().skip(3).collect::<Vec<_>>())),
+            _ => Err(anyhow::anyhow!("usage: cargo xtask bench verity|look|boot")),
         },
         "fuzz" => setup().and_then(|()| fuzz::run(&vm::workspace(), &std::env::args().skip(2).collect::<Vec<_>>())),
-        _ => Err(anyhow::anyhow!("usage: cargo xtask setup|demo|test|vm-test|bench verity|look|fuzz")),
+        _ => Err(anyhow::anyhow!("usage: cargo xtask setup|demo|test|vm-test|bench verity|look|boot|fuzz")),
     };
     if let Err(error) = result {
         eprintln!("xtask {task}: {error:#}");

@@ -519,6 +519,15 @@ pub fn kernel_size_bytes(device: &FoundDevice) -> anyhow::Result<u64> {
     Ok(sectors * 512)
 }
 
+/// What loading the drivers for the devices present did, and what asking cost.
+#[derive(Default)]
+pub struct PresentDrivers {
+    pub loads: Vec<DriverLoad>,
+    /// How many devices with a modalias sysfs had, and how long reading it took.
+    pub devices: usize,
+    pub scanning: Duration,
+}
+
 /// Listens to the kernel's uevents. Open it before loading drivers: an event that comes
 /// between a look and the wait then still wakes the wait.
 pub struct DeviceWatcher {
@@ -539,17 +548,41 @@ impl DeviceWatcher {
         Ok(DeviceWatcher { socket, drivers: RefCell::new(drivers), changes: RefCell::new(Vec::new()) })
     }
 
-    /// Loads the drivers for the devices present now, and again for those they bring
-    /// (virtio_pci's devices ask for virtio_blk), until nothing new is asked for. Devices
-    /// that show up later (a SCSI scan's disks) are the wait's to serve.
-    pub fn load_present_drivers(&self) -> Vec<DriverLoad> {
-        let mut loads = Vec::new();
+    /// Loads the drivers for the devices present now, and then for the devices those bring
+    /// (virtio_pci's devices ask for virtio_blk), until nothing new is asked for. sysfs is
+    /// read once: the kernel announces each device a driver adds in a uevent, queued on the
+    /// socket before `finit_module` returns. Devices that show up later (a hotplugged disk)
+    /// are the wait's to serve.
+    pub fn load_present_drivers(&self) -> PresentDrivers {
+        let mut present = PresentDrivers::default();
+        let mut loads = self.scan_and_load(&mut present);
+        while !loads.is_empty() {
+            present.loads.append(&mut loads);
+            loads = self.load_announced(&mut present);
+        }
+        present
+    }
+
+    fn scan_and_load(&self, present: &mut PresentDrivers) -> Vec<DriverLoad> {
+        let started = Instant::now();
+        let mut drivers = self.drivers.borrow_mut();
+        let modaliases = present_modaliases(drivers.buses().as_ref());
+        present.scanning += started.elapsed();
+        present.devices = modaliases.len();
+        drivers.load_for(modaliases.iter().map(String::as_str))
+    }
+
+    /// Loads the drivers that the devices announced since the last call ask for; when the
+    /// kernel dropped events the socket had no room for, those of every device present.
+    fn load_announced(&self, present: &mut PresentDrivers) -> Vec<DriverLoad> {
+        let mut buffer = [0u8; 8192];
+        let mut modaliases = Vec::new();
         loop {
-            let more = self.drivers.borrow_mut().load_for(present_modaliases().iter().map(String::as_str));
-            if more.is_empty() {
-                return loads;
+            match recv(self.socket.as_raw_fd(), &mut buffer, MsgFlags::MSG_DONTWAIT) {
+                Ok(n) if n > 0 => modaliases.extend(modalias_in_uevent(&buffer[..n]).map(str::to_string)),
+                Err(nix::errno::Errno::ENOBUFS) => return self.scan_and_load(present),
+                _ => return self.drivers.borrow_mut().load_for(modaliases.iter().map(String::as_str)),
             }
-            loads.extend(more);
         }
     }
 
@@ -610,18 +643,7 @@ impl DeviceWatcher {
             Err(error) => return Err(error).context("cannot wait for kernel uevents"),
         }
         // Something changed: look again, after loading the drivers that new devices ask for.
-        let mut buffer = [0u8; 8192];
-        let mut modaliases = Vec::new();
-        let mut events_lost = false;
-        loop {
-            match recv(self.socket.as_raw_fd(), &mut buffer, MsgFlags::MSG_DONTWAIT) {
-                Ok(n) if n > 0 => modaliases.extend(modalias_in_uevent(&buffer[..n]).map(str::to_string)),
-                // The kernel dropped events the socket had no room for: ask sysfs instead.
-                Err(nix::errno::Errno::ENOBUFS) => events_lost = true,
-                _ => break,
-            }
-        }
-        let loads = if events_lost { self.load_present_drivers() } else { self.drivers.borrow_mut().load_for(modaliases.iter().map(String::as_str)) };
+        let loads = self.load_announced(&mut PresentDrivers::default());
         self.changes.borrow_mut().extend(loads.iter().map(DriverLoad::describe));
         Ok(())
     }

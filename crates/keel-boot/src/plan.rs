@@ -130,19 +130,31 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
         let read = |path: &str| std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"));
         let drivers = DriverTable::parse(&read(INITRD_DRIVERS_PATH)?).with_context(|| format!("in {INITRD_DRIVERS_PATH}"))?;
         let watcher = DeviceWatcher::open(Drivers::new(drivers))?;
-        let loaded = keel_kmod::load_listed(&read(INITRD_MODULES_PATH)?)?;
+        let list = read(INITRD_MODULES_PATH)?;
+        // The listed modules and the drivers need nothing of each other: while a driver
+        // probes its devices, the list loads beside it.
+        let (loaded, present) = std::thread::scope(|scope| {
+            let listed = std::thread::Builder::new().spawn_scoped(scope, || keel_kmod::load_listed(&list));
+            let present = watcher.load_present_drivers();
+            let loaded = match listed {
+                Ok(thread) => thread.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the thread loading {INITRD_MODULES_PATH} panicked"))),
+                Err(_) => keel_kmod::load_listed(&list),
+            };
+            (loaded, present)
+        });
+        let loaded = loaded?;
         let slowest = match loaded.slowest {
             Some((name, took)) => format!(", slowest {name} {:.1} ms", took.as_secs_f64() * 1000.0),
             None => String::new(),
         };
         let declined = if loaded.declined > 0 { format!(", {} declined (no hardware for them)", loaded.declined) } else { String::new() };
-        let drivers = watcher.load_present_drivers();
-        for load in drivers.iter().filter(|load| load.outcome.is_err()) {
+        for load in present.loads.iter().filter(|load| load.outcome.is_err()) {
             log.info(&format!("modules: {}", load.describe()));
         }
-        let names: Vec<&str> = drivers.iter().filter(|load| load.outcome.is_ok()).map(|load| load.driver.as_str()).collect();
+        let names: Vec<&str> = present.loads.iter().filter(|load| load.outcome.is_ok()).map(|load| load.driver.as_str()).collect();
         let drivers = if names.is_empty() { "none".to_string() } else { names.join(" ") };
-        Ok((watcher, format!("{} modules loaded{declined}{slowest}; drivers for the devices present: {drivers}", loaded.count)))
+        let scan = format!("{} devices read in {:.1} ms", present.devices, present.scanning.as_secs_f64() * 1000.0);
+        Ok((watcher, format!("{} modules loaded{declined}{slowest}; drivers for the devices present: {drivers} ({scan})", loaded.count)))
     })?;
 
     let (usr, boot_disk) = boot.stage(&stage::USR, |log| {

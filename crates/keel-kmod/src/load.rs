@@ -106,6 +106,11 @@ impl Drivers {
         Drivers { table, tried: BTreeSet::new() }
     }
 
+    /// The buses whose devices these drivers may drive (see `DriverTable::buses`).
+    pub fn buses(&self) -> Option<BTreeSet<String>> {
+        self.table.buses()
+    }
+
     /// Loads the drivers these modaliases match that were not tried before, each in a
     /// thread of its own: probing one bus's devices does not wait for another's. A driver
     /// that fails is reported, not fatal: the disk may hang off another bus.

@@ -5,7 +5,7 @@
 
 use crate::alias;
 use anyhow::{bail, Context};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DriverTable {
@@ -32,6 +32,24 @@ impl DriverTable {
 
     pub fn load_list(&self, driver: &str) -> &[String] {
         self.load_lists.get(driver).map_or(&[], Vec::as_slice)
+    }
+
+    /// The buses (`/sys/bus/<name>`) whose devices can match an alias, or `None` when that
+    /// takes every bus. A device's modalias starts with its bus's name (`pci:`,
+    /// `virtio:`, `scsi:`, `usb:`, `xen:`), except that a device described by firmware may
+    /// carry `acpi:` or `of:` on whichever bus it sits (a platform device, an I2C one), so
+    /// an alias with those prefixes, or with a wildcard before its first `:`, needs every
+    /// bus. Aliases without a `:` (`block-major-8-*`, `crypto-…`) name no device at all.
+    pub fn buses(&self) -> Option<BTreeSet<String>> {
+        let mut buses = BTreeSet::new();
+        for (pattern, _) in &self.aliases {
+            let Some((prefix, _)) = pattern.split_once(':') else { continue };
+            if prefix.is_empty() || prefix == "acpi" || prefix == "of" || prefix.contains(['*', '?', '[', '\\']) {
+                return None;
+            }
+            buses.insert(prefix.to_string());
+        }
+        Some(buses)
     }
 
     /// The drivers for a device with this modalias, each once, in table order.
@@ -107,6 +125,20 @@ mod tests {
         assert!(parsed.drivers_for("scsi:t-0x05").is_empty());
         assert_eq!(parsed.load_list("sd_mod"), ["/m/scsi_mod.ko", "/m/sd_mod.ko"]);
         assert!(parsed.load_list("ahci").is_empty());
+        let buses: Vec<String> = parsed.buses().unwrap().into_iter().collect();
+        assert_eq!(buses, ["pci", "scsi"]);
+    }
+
+    #[test]
+    fn firmware_described_or_wildcard_buses_mean_every_bus() {
+        for pattern in ["acpi*:QEMU0002:*", "acpi:QEMU0002:", "of:N*T*Cqemu,fw-cfg-mmio", "*:x", "p?i:v*"] {
+            let mut table = sample();
+            table.insert("other", vec!["/m/other.ko".to_string()], [pattern.to_string()]);
+            assert_eq!(table.buses(), None, "{pattern}");
+        }
+        let mut table = sample();
+        table.insert("sd_mod", vec!["/m/sd_mod.ko".to_string()], ["block-major-8-*".to_string()]);
+        assert!(table.buses().is_some(), "an alias that names no device needs no bus");
     }
 
     #[test]
