@@ -1,7 +1,7 @@
 //! Images checked by the field's own tools: sgdisk, e2fsck, veritysetup, debugfs.
 
 use keel_disk::IMAGE_DISK_GUID;
-use keel_disk::{read_gpt, Guid, LayoutSizes, Probe};
+use keel_disk::{read_gpt, Guid, LayoutSizes, Probe, SectorSize};
 use keel_image::{build, ImageSpec};
 use keel_test_support::{run, scratch_dir};
 use keel_verity::encode_hex;
@@ -56,13 +56,14 @@ fn image_passes_the_reference_tools() {
     let image_str = image.to_str().unwrap();
 
     assert!(run("sgdisk", &["-v", image_str]).contains("No problems found"));
-    let gpt = read_gpt(&mut fs::File::open(&image).unwrap()).unwrap();
+    let gpt = read_gpt(&mut fs::File::open(&image).unwrap(), SectorSize::Bytes512).unwrap();
+    let sector_size = gpt.sector_size;
     assert_eq!(gpt.disk_guid.to_string(), IMAGE_DISK_GUID);
     let usr = gpt.by_name("USR-A").unwrap().unwrap();
     let root = gpt.by_name("ROOT").unwrap().unwrap();
 
     let usr_file = dir.join("usr-a.part");
-    extract(&image, usr.start_bytes(), usr.size_bytes(), &usr_file);
+    extract(&image, usr.start_bytes(sector_size), usr.size_bytes(sector_size), &usr_file);
     let usr_str = usr_file.to_str().unwrap();
     let verify = Command::new("veritysetup")
         .args(["verify", usr_str, usr_str, &encode_hex(&manifest.usr.root_hash)])
@@ -72,7 +73,7 @@ fn image_passes_the_reference_tools() {
     assert!(verify.status.success(), "veritysetup rejected USR-A: {}", String::from_utf8_lossy(&verify.stderr));
 
     let fs_file = dir.join("usr.ext4");
-    extract(&image, usr.start_bytes(), manifest.usr.hash_offset, &fs_file);
+    extract(&image, usr.start_bytes(sector_size), manifest.usr.hash_offset, &fs_file);
     let fs_str = fs_file.to_str().unwrap();
     run("e2fsck", &["-fn", fs_str]);
     assert_eq!(run("debugfs", &["-R", "cat /share/keel/etc/os-release", fs_str]).lines().last(), Some("ID=keel"));
@@ -80,15 +81,15 @@ fn image_passes_the_reference_tools() {
 
     let esp = gpt.by_name("EFI-SYSTEM").unwrap().unwrap();
     let esp_file = dir.join("esp.vfat");
-    extract(&image, esp.start_bytes(), esp.size_bytes(), &esp_file);
+    extract(&image, esp.start_bytes(sector_size), esp.size_bytes(sector_size), &esp_file);
     let esp_str = esp_file.to_str().unwrap();
     run("fsck.vfat", &["-n", esp_str]);
     assert!(run("mdir", &["-i", esp_str, "-b", "::flatcar"]).contains("::/flatcar/first_boot"), "the ESP lacks the first-boot flag");
     assert!(run("mlabel", &["-i", esp_str, "-s", "::"]).contains("EFI-SYSTEM"));
 
     let mut root_part = fs::File::open(&image).unwrap();
-    root_part.seek(SeekFrom::Start(root.start_bytes())).unwrap();
-    assert_eq!(keel_disk::probe_filesystem(&mut root_part.take(root.size_bytes())).unwrap(), Probe::Blank);
+    root_part.seek(SeekFrom::Start(root.start_bytes(sector_size))).unwrap();
+    assert_eq!(keel_disk::probe_filesystem(&mut root_part.take(root.size_bytes(sector_size))).unwrap(), Probe::Blank);
 }
 
 #[test]
