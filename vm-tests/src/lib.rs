@@ -206,6 +206,7 @@ pub fn build_fixture_sized(
         usr_tree: usr,
         os: "keel".into(),
         sizes,
+        sector_size: FIXTURE_SECTOR_SIZE,
         output: image.clone(),
         disk_guid: Guid::parse(keel_disk::IMAGE_DISK_GUID)?,
         epoch: 0,

@@ -14,6 +14,7 @@ fn an_esp_whose_fat_cannot_be_read_is_an_error_not_a_removed_flag() {
         usr_tree: dir.join("usr"),
         os: "keel".into(),
         sizes: test_sizes(),
+        sector_size: FIXTURE_SECTOR_SIZE,
         output: image.clone(),
         disk_guid: keel_disk::Guid::parse(keel_disk::IMAGE_DISK_GUID).unwrap(),
         epoch: 0,

@@ -2,6 +2,11 @@
 //! read-only ext4 of a /usr tree followed by its dm-verity hash area, and the manifest
 //! that ties the image to its initrd.
 //!
+//! The image is for disks of one logical sector size, 512 or 4096 bytes: its partition
+//! table counts in those sectors and its ESP's FAT is made of them (Linux mounts a FAT only
+//! on a device whose logical sectors are no bigger than the FAT's own). Everything else
+//! lies at the same byte offsets at either size.
+//!
 //! The ESP is vfat holding Flatcar's first-boot flag, so keel-init knows a new machine.
 //! ROOT ships blank (all zero, and sparse in the file): keel-init formats it on first
 //! boot, so every machine gets its own filesystem UUID, the image carries no filesystem
@@ -21,8 +26,6 @@ use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 const BLOCK_SIZE: u64 = 4096;
-/// The logical sector size of the disks images are for.
-const SECTOR_SIZE: SectorSize = SectorSize::Bytes512;
 /// Zero runs this long are skipped when writing, so the image file stays sparse.
 const COPY_CHUNK: usize = 1 << 20;
 
@@ -32,6 +35,8 @@ pub struct ImageSpec {
     pub usr_tree: PathBuf,
     pub os: String,
     pub sizes: LayoutSizes,
+    /// The logical sector size of the disks the image is for.
+    pub sector_size: SectorSize,
     pub output: PathBuf,
     pub disk_guid: Guid,
     /// Every timestamp in /usr (SOURCE_DATE_EPOCH).
@@ -122,8 +127,15 @@ pub fn usr_filesystem_blocks(partition_bytes: u64, layout: &VerityLayout) -> any
 /// Builds the image at `spec.output` and returns its manifest.
 pub fn build(spec: &ImageSpec) -> anyhow::Result<ImageManifest> {
     ensure!(spec.usr_tree.is_dir(), "{} is not a directory", spec.usr_tree.display());
+    let smallest_block = spec.verity.data_block_size.min(spec.verity.hash_block_size);
+    // dm-verity refuses blocks smaller than its devices' logical sectors.
+    ensure!(
+        u64::from(smallest_block) >= spec.sector_size.bytes(),
+        "a verity block size of {smallest_block} bytes is smaller than the image's {}: the kernel refuses it on such a disk",
+        spec.sector_size
+    );
     let seed = spec.seed();
-    let layout = plan_layout(&flatcar_layout(&spec.sizes)?, SECTOR_SIZE, |partition| {
+    let layout = plan_layout(&flatcar_layout(&spec.sizes)?, spec.sector_size, |partition| {
         derive_guid(seed.as_bytes(), &format!("partition {}", partition.number))
     })?;
     let usr_partition = layout.by_name("USR-A").context("the layout has no USR-A")?.clone();
@@ -171,6 +183,7 @@ fn write_image(
     Ok(ImageManifest {
         os: spec.os.clone(),
         image_bytes: layout.disk_bytes,
+        sector_size: layout.sector_size,
         usr: UsrImage { filesystem: "ext4".into(), hash_offset, root_hash: formatted.root, verity: params },
     })
 }
@@ -181,7 +194,7 @@ fn write_esp(spec: &ImageSpec, layout: &keel_disk::PlannedLayout, image: &mut Fi
     let file = File::create(&esp_path).with_context(|| format!("cannot create {}", esp_path.display()))?;
     file.set_len(esp.size_bytes(layout.sector_size)).with_context(|| format!("cannot size {}", esp_path.display()))?;
     let id = derive(spec.seed().as_bytes(), "esp volume id");
-    let result = esp::make_esp(&esp_path, u32::from_le_bytes([id[0], id[1], id[2], id[3]]), spec.epoch).and_then(|()| {
+    let result = esp::make_esp(&esp_path, u32::from_le_bytes([id[0], id[1], id[2], id[3]]), spec.epoch, layout.sector_size).and_then(|()| {
         copy_sparse(&mut File::open(&esp_path)?, image, esp.start_bytes(layout.sector_size)).context("cannot write the ESP into the image")
     });
     let _ = std::fs::remove_file(&esp_path);

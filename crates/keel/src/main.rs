@@ -9,7 +9,7 @@ mod verity;
 use anyhow::{bail, Context};
 use args::Args;
 use disk::Disk;
-use keel_disk::{Guid, LayoutSizes};
+use keel_disk::{Guid, LayoutSizes, SectorSize};
 use keel_manifest::ImageManifest;
 use keel_verity::{encode_hex, HashAlgorithm, HashType, VerityError};
 use std::path::PathBuf;
@@ -23,8 +23,9 @@ const USAGE: &str = "usage:
   keel verity table DATA HASH ROOT_HASH [--hash-offset BYTES] [--restart-on-corruption|--panic-on-corruption]
                     [--ignore-zero-blocks] [--check-at-most-once] [--no-superblock --data-blocks N ...]
   keel image build --usr DIR --output IMAGE [--manifest FILE] [--os NAME] [--usr-mib N] [--root-mib N]
-                   [--esp-mib N] [--oem-mib N] [--disk-guid GUID] [--epoch SECONDS] [--verity-hash sha256|sha512|sha1]
-                   [--verity-format 1|0] [--verity-data-block-size N] [--verity-hash-block-size N]
+                   [--esp-mib N] [--oem-mib N] [--disk-guid GUID] [--epoch SECONDS] [--sector-size 512|4096]
+                   [--verity-hash sha256|sha512|sha1] [--verity-format 1|0] [--verity-data-block-size N]
+                   [--verity-hash-block-size N]
   keel initrd build --manifest FILE --init KEEL_INIT --kernel-modules /lib/modules/VERSION --output FILE
                     [--compression zstd|xz|gzip|none] [--root-filesystems ext4,xfs,btrfs]
                     [--drivers default|host|MODULE,...]   storage drivers, loaded only where their devices are
@@ -99,6 +100,7 @@ fn image_build(words: &[String]) -> anyhow::Result<()> {
             "oem-mib",
             "disk-guid",
             "epoch",
+            "sector-size",
             "verity-hash",
             "verity-format",
             "verity-data-block-size",
@@ -123,6 +125,7 @@ fn image_build(words: &[String]) -> anyhow::Result<()> {
         usr_tree: PathBuf::from(args.required("usr")?),
         os: args.get("os").unwrap_or("keel").to_string(),
         sizes,
+        sector_size: args.get("sector-size").map_or(Ok(SectorSize::Bytes512), str::parse).context("--sector-size")?,
         output: output.clone(),
         disk_guid: Guid::parse(args.get("disk-guid").unwrap_or(keel_disk::IMAGE_DISK_GUID))?,
         epoch,
@@ -139,6 +142,7 @@ fn image_build(words: &[String]) -> anyhow::Result<()> {
     println!("image:     {}", output.display());
     println!("manifest:  {}", manifest_path.display());
     println!("root hash: {}", encode_hex(&manifest.usr.root_hash));
+    println!("sector size: {} bytes", manifest.sector_size.bytes());
     println!("hash offset: {} bytes", manifest.usr.hash_offset);
     Ok(())
 }
