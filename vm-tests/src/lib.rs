@@ -3,7 +3,7 @@
 //! own builders, and QEMU (TCG) runs whose serial console the tests read.
 
 use anyhow::{bail, ensure, Context};
-use keel_disk::{Guid, LayoutSizes};
+use keel_disk::{Guid, LayoutSizes, SectorSize};
 use keel_image::ImageSpec;
 pub use keel_image::VerityLayout;
 pub use keel_initrd::DriverChoice;
@@ -16,6 +16,8 @@ use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
+/// The logical sector size fixtures are built for, and their image files read with.
+pub const FIXTURE_SECTOR_SIZE: SectorSize = SectorSize::Bytes512;
 const KERNEL_META_PACKAGE: &str = "linux-image-cloud-amd64";
 const GENERIC_KERNEL_META_PACKAGE: &str = "linux-image-amd64";
 const MUSL: &str = "x86_64-unknown-linux-musl";
@@ -204,6 +206,7 @@ pub fn build_fixture_sized(
         usr_tree: usr,
         os: "keel".into(),
         sizes,
+        sector_size: FIXTURE_SECTOR_SIZE,
         output: image.clone(),
         disk_guid: Guid::parse(keel_disk::IMAGE_DISK_GUID)?,
         epoch: 0,
@@ -535,7 +538,11 @@ pub fn assert_refused(console: &Console, stage: &str, reason: &str) {
 /// `disk_bytes`, and sgdisk finds nothing wrong with the table.
 pub fn assert_root_fills(image: &Path, disk_bytes: u64) {
     let root = root_partition(image).unwrap();
-    assert_eq!((root.last_lba + 1) * 512, disk_bytes - MIB, "ROOT does not reach the disk's last MiB");
+    assert_eq!(
+        root.start_bytes(FIXTURE_SECTOR_SIZE) + root.size_bytes(FIXTURE_SECTOR_SIZE),
+        disk_bytes - MIB,
+        "ROOT does not reach the disk's last MiB"
+    );
     let verdict = run(Command::new("sgdisk").arg("-v").arg(image)).unwrap();
     assert!(verdict.contains("No problems found"), "{verdict}");
 }
@@ -545,10 +552,14 @@ pub fn resize_disk(image: &Path, bytes: u64) -> anyhow::Result<()> {
     Ok(std::fs::OpenOptions::new().write(true).open(image)?.set_len(bytes)?)
 }
 
+/// The partition table of the image file `image`, a fixture's: of 512-byte sectors.
+pub fn image_table(image: &Path) -> anyhow::Result<keel_disk::Gpt> {
+    keel_disk::read_gpt(&mut std::fs::File::open(image)?, FIXTURE_SECTOR_SIZE)
+}
+
 /// ROOT's partition entry in `image`.
 pub fn root_partition(image: &Path) -> anyhow::Result<keel_disk::GptPartition> {
-    let gpt = keel_disk::read_gpt(&mut std::fs::File::open(image)?)?;
-    gpt.by_name("ROOT")?.cloned().context("no ROOT")
+    image_table(image)?.by_name("ROOT")?.cloned().context("no ROOT")
 }
 
 /// Puts a filesystem made by `mkfs` (program and arguments; the target file is appended)
@@ -556,13 +567,13 @@ pub fn root_partition(image: &Path) -> anyhow::Result<keel_disk::GptPartition> {
 pub fn format_root(image: &Path, mkfs: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
     let root = root_partition(image)?;
     let fs_file = image.with_extension("root-fs");
-    std::fs::File::create(&fs_file)?.set_len(root.size_bytes())?;
+    std::fs::File::create(&fs_file)?.set_len(root.size_bytes(FIXTURE_SECTOR_SIZE))?;
     run(Command::new(mkfs[0]).args(&mkfs[1..]).arg(&fs_file).envs(env.iter().copied()))?;
     run(Command::new("dd")
         .arg(format!("if={}", fs_file.display()))
         .arg(format!("of={}", image.display()))
         .args(["bs=1M", "conv=notrunc,sparse", "status=none"])
-        .arg(format!("seek={}", root.start_bytes() >> 20)))?;
+        .arg(format!("seek={}", root.start_bytes(FIXTURE_SECTOR_SIZE) >> 20)))?;
     std::fs::remove_file(&fs_file)?;
     Ok(())
 }
@@ -571,7 +582,14 @@ pub fn format_root(image: &Path, mkfs: &[&str], env: &[(&str, &str)]) -> anyhow:
 pub fn with_root_device<T>(image: &Path, with: impl FnOnce(&str) -> anyhow::Result<T>) -> anyhow::Result<T> {
     let root = root_partition(image)?;
     let device = run(Command::new("losetup")
-        .args(["--find", "--show", "--offset", &root.start_bytes().to_string(), "--sizelimit", &root.size_bytes().to_string()])
+        .args([
+            "--find",
+            "--show",
+            "--offset",
+            &root.start_bytes(FIXTURE_SECTOR_SIZE).to_string(),
+            "--sizelimit",
+            &root.size_bytes(FIXTURE_SECTOR_SIZE).to_string(),
+        ])
         .arg(image))?;
     let device = device.trim();
     let result = with(device);
@@ -632,18 +650,18 @@ pub fn flip_byte(path: &Path, offset: u64) -> anyhow::Result<()> {
 
 /// Where the USR-A partition starts in `image`.
 pub fn usr_a_start(image: &Path) -> anyhow::Result<u64> {
-    let gpt = keel_disk::read_gpt(&mut std::fs::File::open(image)?)?;
-    Ok(gpt.by_name("USR-A")?.context("no USR-A")?.start_bytes())
+    Ok(image_table(image)?.by_name("USR-A")?.context("no USR-A")?.start_bytes(FIXTURE_SECTOR_SIZE))
 }
 
 /// Whether the ESP of `image` still holds the first-boot flag (read with mtools). An ESP
 /// mtools cannot read is an error, not a removed flag: a cut that destroyed the FAT must
 /// not pass for a first boot that finished.
 pub fn esp_has_flag(image: &Path) -> anyhow::Result<bool> {
-    let gpt = keel_disk::read_gpt(&mut std::fs::File::open(image)?)?;
+    let gpt = image_table(image)?;
     let esp = gpt.by_name("EFI-SYSTEM")?.context("no EFI-SYSTEM")?;
     // The whole tree from the root: only an unreadable filesystem makes that fail.
-    let listing = Command::new("mdir").args(["-/", "-b", "-i", &format!("{}@@{}", image.display(), esp.start_bytes()), "::"]).output()?;
+    let listing =
+        Command::new("mdir").args(["-/", "-b", "-i", &format!("{}@@{}", image.display(), esp.start_bytes(gpt.sector_size)), "::"]).output()?;
     let stderr = String::from_utf8_lossy(&listing.stderr);
     ensure!(listing.status.success() && stderr.trim().is_empty(), "mtools cannot read the ESP of {} ({}): {stderr}", image.display(), listing.status);
     let flag = format!("::/{}", keel_disk::FIRST_BOOT_FLAG);
@@ -667,8 +685,8 @@ pub fn copy_root(image: &Path, to: &Path) -> anyhow::Result<()> {
         .arg(format!("if={}", image.display()))
         .arg(format!("of={}", to.display()))
         .args(["bs=1M", "conv=sparse", "status=none"])
-        .arg(format!("skip={}", root.start_bytes() >> 20))
-        .arg(format!("count={}", root.size_bytes() >> 20)))?;
+        .arg(format!("skip={}", root.start_bytes(FIXTURE_SECTOR_SIZE) >> 20))
+        .arg(format!("count={}", root.size_bytes(FIXTURE_SECTOR_SIZE) >> 20)))?;
     Ok(())
 }
 
@@ -693,7 +711,7 @@ const EXT4_GEOMETRY: [&str; 9] = [
 /// the kernel to grow online, so its offline run, which needs no CAP_SYS_RESOURCE, is the
 /// reference for an online grow.
 pub fn check_ext4_grown_like_resize2fs(image: &Path, start: &Path) -> anyhow::Result<()> {
-    std::fs::OpenOptions::new().write(true).open(start)?.set_len(root_partition(image)?.size_bytes())?;
+    std::fs::OpenOptions::new().write(true).open(start)?.set_len(root_partition(image)?.size_bytes(FIXTURE_SECTOR_SIZE))?;
     run(Command::new("resize2fs").arg(start))?;
     let geometry = |header: String| -> Vec<String> {
         let fields = header.lines().filter(|line| line.split_once(':').is_some_and(|(name, _)| EXT4_GEOMETRY.contains(&name)));

@@ -2,11 +2,12 @@
 //! gets its own GUIDs, ROOT gets (or keeps and grows) its filesystem, and the first-boot
 //! flag goes, so the second boot changes nothing.
 
-use keel_disk::{read_gpt, Gpt, IMAGE_DISK_GUID};
+use keel_disk::{Gpt, IMAGE_DISK_GUID};
 use keel_test_support::{damage_both_gpts, damage_primary_gpt, run};
 use keel_vm_tests::{
     assert_reached_real_init, assert_refused, assert_root_fills, boot, check_ext4_grown_like_resize2fs, check_root_ext4, check_root_filesystem,
-    copy_root, disk_copy, esp_has_flag, ext4_blocks, format_root, resize_disk, shared_fixture, stage_millis, Console,
+    copy_root, disk_copy, esp_has_flag, ext4_blocks, format_root, image_table, resize_disk, shared_fixture, stage_millis, Console,
+    FIXTURE_SECTOR_SIZE,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -15,18 +16,21 @@ const TIMEOUT: Duration = Duration::from_secs(180);
 const GIB: u64 = 1 << 30;
 
 fn table(image: &Path) -> Gpt {
-    read_gpt(&mut std::fs::File::open(image).unwrap()).unwrap()
+    image_table(image).unwrap()
 }
 
 /// The sectors both copies of the table live in (MBR, primary, and the backup at the end),
 /// read without loading a 20 GiB sparse image into memory.
 fn table_sectors(image: &Path) -> Vec<u8> {
     use std::io::{Read, Seek, SeekFrom};
+    let gpt = table(image);
+    let sector = gpt.sector_size.bytes();
     let mut file = std::fs::File::open(image).unwrap();
-    let mut bytes = vec![0u8; 34 * 512];
+    let mut bytes = vec![0u8; (gpt.first_usable * sector) as usize];
     file.read_exact(&mut bytes).unwrap();
-    let mut backup = vec![0u8; 33 * 512];
-    file.seek(SeekFrom::End(-(33 * 512))).unwrap();
+    let backup_bytes = file.metadata().unwrap().len() - (gpt.last_usable + 1) * sector;
+    let mut backup = vec![0u8; backup_bytes as usize];
+    file.seek(SeekFrom::End(-(backup_bytes as i64))).unwrap();
     file.read_exact(&mut backup).unwrap();
     bytes.extend(backup);
     bytes
@@ -67,7 +71,7 @@ fn root_fills_the_disk_once(disk_bytes: u64, name: &str) {
     }
     let root = after.by_name("ROOT").unwrap().unwrap();
     let (blocks, block_size) = ext4_blocks(&disk).unwrap();
-    assert_eq!(blocks * block_size, root.size_bytes(), "ext4 does not fill ROOT");
+    assert_eq!(blocks * block_size, root.size_bytes(after.sector_size), "ext4 does not fill ROOT");
     check_root_ext4(&disk).unwrap();
     assert!(!esp_has_flag(&disk).unwrap(), "the first-boot flag is still there");
 
@@ -117,7 +121,7 @@ fn an_ext4_root_shipped_with_files_grows_online_and_keeps_them() {
     assert_root_fills(&disk, 2 * GIB);
     let (blocks, block_size) = ext4_blocks(&disk).unwrap();
     assert!(blocks > blocks_before);
-    assert_eq!(blocks * block_size, table(&disk).by_name("ROOT").unwrap().unwrap().size_bytes(), "ext4 does not fill ROOT");
+    assert_eq!(blocks * block_size, table(&disk).by_name("ROOT").unwrap().unwrap().size_bytes(FIXTURE_SECTOR_SIZE), "ext4 does not fill ROOT");
     check_root_ext4(&disk).unwrap();
     check_ext4_grown_like_resize2fs(&disk, &start).unwrap();
     std::fs::remove_file(&start).unwrap();
@@ -193,10 +197,10 @@ fn a_damaged_primary_gpt_is_repaired_from_the_backup() {
     let fixture = shared_fixture().unwrap();
     let disk = disk_copy(fixture, "torn-primary").unwrap();
     resize_disk(&disk, 2 * GIB).unwrap();
-    damage_primary_gpt(&disk);
+    damage_primary_gpt(&disk, FIXTURE_SECTOR_SIZE.bytes());
     // The image's backup is at the image's end, not the disk's: only the manifest's size finds it.
-    let image_sectors = fixture.manifest.image_bytes / 512;
-    assert!(!keel_disk::read_gpt_of_image(&mut std::fs::File::open(&disk).unwrap(), Some(image_sectors)).unwrap().primary_intact);
+    let image_bytes = Some(fixture.manifest.image_bytes);
+    assert!(!keel_disk::read_gpt_of_image(&mut std::fs::File::open(&disk).unwrap(), FIXTURE_SECTOR_SIZE, image_bytes).unwrap().primary_intact);
     // /usr named by path: the repair must not depend on a PARTLABEL= lookup.
     let console = boot(&[&disk], &fixture.initrd, "mount.usr=/dev/vda3", TIMEOUT).unwrap();
     assert_reached_real_init(&console);
@@ -212,7 +216,7 @@ fn a_damaged_primary_gpt_is_repaired_from_the_backup() {
 fn a_gpt_damaged_in_both_copies_stops_the_boot_and_changes_nothing() {
     let fixture = shared_fixture().unwrap();
     let disk = disk_copy(fixture, "torn-both").unwrap();
-    damage_both_gpts(&disk);
+    damage_both_gpts(&disk, FIXTURE_SECTOR_SIZE.bytes());
     let bytes = std::fs::read(&disk).unwrap();
     let console = boot(&[&disk], &fixture.initrd, "rd.timeout=3", TIMEOUT).unwrap();
     assert_refused(&console, "usr", "no usable GPT");

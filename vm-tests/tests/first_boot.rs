@@ -55,11 +55,12 @@ fn the_usr_slot_named_on_the_command_line_is_the_one_booted() {
     let fixture = shared_fixture().unwrap();
     let disk = disk_copy(fixture, "usr-b").unwrap();
     // Put the /usr image in USR-B and wreck USR-A, so only honouring the name can boot.
-    let gpt = keel_disk::read_gpt(&mut std::fs::File::open(&disk).unwrap()).unwrap();
+    let gpt = keel_vm_tests::image_table(&disk).unwrap();
     let (a, b) = (gpt.by_name("USR-A").unwrap().unwrap(), gpt.by_name("USR-B").unwrap().unwrap());
     let bytes = std::fs::read(&disk).unwrap();
     let mut image = bytes.clone();
-    let (a_start, b_start, len) = (a.start_bytes() as usize, b.start_bytes() as usize, a.size_bytes() as usize);
+    let sector_size = gpt.sector_size;
+    let (a_start, b_start, len) = (a.start_bytes(sector_size) as usize, b.start_bytes(sector_size) as usize, a.size_bytes(sector_size) as usize);
     image.copy_within(a_start..a_start + len, b_start);
     image[a_start..a_start + len].fill(0);
     std::fs::write(&disk, image).unwrap();

@@ -5,10 +5,9 @@
 //! compared before and after; each boot must reach the real root (or stop at once with a
 //! clear message), never time out.
 
-use keel_disk::read_gpt;
 use keel_test_support::run;
 use keel_vm_tests::{
-    assert_reached_real_init, assert_refused, boot, disk_copy, file_digest, format_root, resize_disk, shared_fixture, READ_ONLY_DISK,
+    assert_reached_real_init, assert_refused, boot, disk_copy, file_digest, format_root, image_table, resize_disk, shared_fixture, READ_ONLY_DISK,
 };
 use std::path::PathBuf;
 use std::process::Command;
@@ -88,7 +87,7 @@ fn a_write_protected_stick_with_a_damaged_copy_of_the_image_is_left_alone() {
     let stick = scratch("torn").with_extension("").with_extension(&READ_ONLY_DISK[1..]);
     run("cp", &["--sparse=always", fixture.image.to_str().unwrap(), stick.to_str().unwrap()]);
     keel_vm_tests::flip_byte(&stick, 512 + 8).unwrap();
-    assert!(!read_gpt(&mut std::fs::File::open(&stick).unwrap()).unwrap().primary_intact);
+    assert!(!image_table(&stick).unwrap().primary_intact);
     let before = file_digest(&stick).unwrap();
 
     let disk = disk_copy(fixture, "foreign-torn-boot").unwrap();

@@ -1,7 +1,7 @@
 //! The harness's own checks fail where they must: a check that cannot fail proves nothing.
 
 use keel_test_support::scratch_dir;
-use keel_vm_tests::{esp_has_flag, test_sizes, work_dir};
+use keel_vm_tests::{esp_has_flag, image_table, test_sizes, work_dir, FIXTURE_SECTOR_SIZE};
 use std::process::Command;
 
 #[test]
@@ -14,13 +14,14 @@ fn an_esp_whose_fat_cannot_be_read_is_an_error_not_a_removed_flag() {
         usr_tree: dir.join("usr"),
         os: "keel".into(),
         sizes: test_sizes(),
+        sector_size: FIXTURE_SECTOR_SIZE,
         output: image.clone(),
         disk_guid: keel_disk::Guid::parse(keel_disk::IMAGE_DISK_GUID).unwrap(),
         epoch: 0,
         verity: Default::default(),
     };
     keel_image::build(&spec).unwrap();
-    let esp = keel_disk::read_gpt(&mut std::fs::File::open(&image).unwrap()).unwrap().by_name("EFI-SYSTEM").unwrap().unwrap().start_bytes();
+    let esp = image_table(&image).unwrap().by_name("EFI-SYSTEM").unwrap().unwrap().start_bytes(FIXTURE_SECTOR_SIZE);
     assert!(esp_has_flag(&image).unwrap(), "the image ships with the flag");
 
     let drive = format!("{}@@{esp}", image.display());

@@ -6,10 +6,10 @@
 //! there, and the first-boot flag gone. Each run must really have been cut, and the cuts
 //! must really have landed in every stage they aim at.
 
-use keel_disk::{read_gpt, Gpt, IMAGE_DISK_GUID};
+use keel_disk::{Gpt, IMAGE_DISK_GUID};
 use keel_vm_tests::{
-    assert_root_fills, boot_until, check_root_ext4, disk_copy, esp_has_flag, ext4_blocks, format_root, on_root, resize_disk, shared_fixture,
-    stage_millis, Console, Fixture,
+    assert_root_fills, boot_until, check_root_ext4, disk_copy, esp_has_flag, ext4_blocks, format_root, image_table, on_root, resize_disk,
+    shared_fixture, stage_millis, Console, Fixture,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -70,7 +70,7 @@ fn landed_in(console: &Console) -> &'static str {
 }
 
 fn table(image: &Path) -> Gpt {
-    read_gpt(&mut std::fs::File::open(image).unwrap()).unwrap()
+    image_table(image).unwrap()
 }
 
 fn image_for(fixture: &Fixture, shipped: Shipped, name: &str) -> PathBuf {
@@ -109,7 +109,7 @@ fn shape(gpt: &Gpt) -> Vec<(u32, String, u64, u64, u64, String)> {
 
 /// Checks the end state against the uninterrupted run's; an error says what differs.
 fn check_end_state(disk: &Path, reference: &Gpt, shipped: Shipped) -> Result<(), String> {
-    let gpt = read_gpt(&mut std::fs::File::open(disk).unwrap()).map_err(|e| format!("table unreadable: {e:#}"))?;
+    let gpt = image_table(disk).map_err(|e| format!("table unreadable: {e:#}"))?;
     if !(gpt.primary_intact && gpt.backup_intact && gpt.copies_agree) {
         return Err("the table's copies are not both intact and agreeing".into());
     }
@@ -126,7 +126,7 @@ fn check_end_state(disk: &Path, reference: &Gpt, shipped: Shipped) -> Result<(),
     }
     check_root_ext4(disk).map_err(|e| format!("{e:#}"))?;
     let (blocks, block_size) = ext4_blocks(disk).map_err(|e| format!("{e:#}"))?;
-    let root_bytes = gpt.by_name("ROOT").ok().flatten().map(|p| p.size_bytes()).unwrap_or(0);
+    let root_bytes = gpt.by_name("ROOT").ok().flatten().map(|p| p.size_bytes(gpt.sector_size)).unwrap_or(0);
     if blocks * block_size != root_bytes {
         return Err(format!("ext4 holds {} bytes of ROOT's {root_bytes}", blocks * block_size));
     }
@@ -187,7 +187,7 @@ fn survives_cuts(shipped: Shipped, name: &str, cuts: &[(&'static str, u32)]) {
         } else if moment.aim() == "kernel" && landed != "kernel" {
             Err(format!("a cut meant for the kernel's boot landed in {landed}"))
         } else {
-            let torn = read_gpt(&mut std::fs::File::open(&disk).unwrap()).map(|_| ()).map_err(|e| format!("{e:#}"));
+            let torn = image_table(&disk).map(|_| ()).map_err(|e| format!("{e:#}"));
             let after = boot_through(&disk, &fixture.initrd, None);
             match (&torn, after.real_init().contains(&"done")) {
                 (Err(error), _) => Err(format!("no readable table after the cut: {error}")),

@@ -6,7 +6,7 @@
 //! only the disks are looked at; each partition adds one superblock probe.)
 
 use anyhow::{ensure, Context};
-use keel_disk::{flatcar_layout, plan_layout, write_gpt, Guid, LayoutSizes, SECTOR_SIZE};
+use keel_disk::{flatcar_layout, plan_layout, read_gpt, write_gpt, Guid, LayoutSizes, SectorSize};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -17,6 +17,8 @@ const DISKS: usize = 64;
 /// The largest file ext4 holds: 16 TiB less one block.
 const DISK_BYTES: u64 = (16 << 40) - 4096;
 const LOOKS: usize = 7;
+/// The loop devices' logical sector size (losetup's default), and so their tables'.
+const SECTOR_SIZE: SectorSize = SectorSize::Bytes512;
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -66,19 +68,21 @@ fn make_disk(path: &Path, kind: Kind) -> anyhow::Result<()> {
         Kind::KeelImage | Kind::KeelImageTornPrimary => {
             // The table as `keel image build` writes it for the default layout, on an image
             // that was then written to this bigger disk: the backup stays at the image's end.
-            let layout = plan_layout(&flatcar_layout(&LayoutSizes::default())?, |p| Guid::from_random_bytes([p.number as u8; 16]))?;
+            let layout = plan_layout(&flatcar_layout(&LayoutSizes::default())?, SECTOR_SIZE, |p| Guid::from_random_bytes([p.number as u8; 16]))?;
             let mut image = tempfile_for(path)?;
             image.set_len(layout.disk_bytes)?;
-            write_gpt(&mut image, Guid::parse(keel_disk::IMAGE_DISK_GUID)?, &layout.partitions)?;
-            let mut head = vec![0u8; 34 * SECTOR_SIZE as usize];
-            let mut tail = vec![0u8; 33 * SECTOR_SIZE as usize];
+            write_gpt(&mut image, SECTOR_SIZE, Guid::parse(keel_disk::IMAGE_DISK_GUID)?, &layout.partitions)?;
+            // The MBR and primary before the usable sectors, the backup after them.
+            let table = read_gpt(&mut image, SECTOR_SIZE)?;
+            let mut head = vec![0u8; (table.first_usable * SECTOR_SIZE.bytes()) as usize];
+            let mut tail = vec![0u8; (layout.disk_bytes - (table.last_usable + 1) * SECTOR_SIZE.bytes()) as usize];
             use std::io::Read;
             image.seek(SeekFrom::Start(0))?;
             image.read_exact(&mut head)?;
             image.seek(SeekFrom::End(-(tail.len() as i64)))?;
             image.read_exact(&mut tail)?;
             if let Kind::KeelImageTornPrimary = kind {
-                head[512 + 8] ^= 0xff;
+                head[SECTOR_SIZE.bytes() as usize + 8] ^= 0xff;
             }
             file.write_all(&head)?;
             file.seek(SeekFrom::Start(layout.disk_bytes - tail.len() as u64))?;
@@ -146,7 +150,7 @@ pub fn look(workspace: &Path) -> anyhow::Result<()> {
         let device = run(Command::new("losetup").args(["--find", "--show", "--partscan"]).arg(&path))?;
         loops.0.push(device.trim().to_string());
     }
-    let image_bytes = plan_layout(&flatcar_layout(&LayoutSizes::default())?, |_| Guid::ZERO)?.disk_bytes;
+    let image_bytes = plan_layout(&flatcar_layout(&LayoutSizes::default())?, SECTOR_SIZE, |_| Guid::ZERO)?.disk_bytes;
     println!("bench look: {DISKS} loop devices of 16 TiB (blank, MBR, whole-disk ext4, keel table, keel table with a damaged primary)");
     for spec in [
         "PARTUUID=01234567-89ab-4cde-8f01-23456789abcd",

@@ -5,8 +5,8 @@ use crate::drivers::{modalias_in_uevent, present_modaliases};
 use anyhow::{bail, Context};
 use keel_cmdline::DeviceSpec;
 use keel_disk::{
-    probe_filesystem, read_gpt, read_gpt_of_image, repair_table, reread_partition_table, Gpt, GptPartition, Guid, Probe, SmallerThanImage,
-    ROOT_FORMAT_PENDING,
+    logical_sector_size, probe_filesystem, read_gpt_of_image, repair_table, reread_partition_table, Gpt, GptPartition, Guid, Probe, SectorSize,
+    SectorSizeMismatch, SmallerThanImage, ROOT_FORMAT_PENDING,
 };
 use keel_kmod::{DriverLoad, Drivers};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -22,13 +22,16 @@ use std::time::{Duration, Instant};
 const SYS_BLOCK: &str = "/sys/class/block";
 /// The longest a wait goes without looking again, event or not.
 const RECHECK_EVERY: Duration = Duration::from_secs(1);
-/// How long a disk too small for its image may be all there is before the wait gives up:
-/// time for the boot disk to appear if the small one is a stray.
-const SMALLER_THAN_IMAGE_GRACE: Duration = Duration::from_secs(3);
+/// How long a disk that holds this image but cannot boot it (too small for it, or of the
+/// other sector size) may be all there is before the wait gives up: time for the boot
+/// disk to appear if that one is a stray.
+const UNBOOTABLE_IMAGE_GRACE: Duration = Duration::from_secs(3);
 /// How long a wait goes before it repairs a damaged table: time for every disk to appear,
 /// so that a copy of the image on another disk is seen as a second candidate (and nothing
 /// is repaired) rather than taken for the boot disk because it came first.
 const REPAIR_AFTER: Duration = Duration::from_secs(2);
+/// sysfs counts a block device's size in 512-byte units, whatever its logical sector size.
+const SYSFS_SIZE_UNIT: u64 = 512;
 
 /// A block device as sysfs shows it.
 #[derive(Clone, Debug)]
@@ -92,9 +95,12 @@ fn device_node(device: &SysBlock) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// The partition table on the block device `node`.
-fn read_table(node: &Path) -> anyhow::Result<Gpt> {
-    read_gpt(&mut File::open(node).with_context(|| format!("cannot open {}", node.display()))?)
+/// The partition table on the block device `node`, read (like the kernel reads it) in the
+/// device's own logical sectors; `image_bytes` as in `keel_disk::read_gpt_of_image`.
+fn read_table(node: &Path, image_bytes: Option<u64>) -> anyhow::Result<Gpt> {
+    let mut file = File::open(node).with_context(|| format!("cannot open {}", node.display()))?;
+    let sector_size = logical_sector_size(&file).with_context(|| format!("{}", node.display()))?;
+    read_gpt_of_image(&mut file, sector_size, image_bytes)
 }
 
 /// A partition or disk that matched a device spec.
@@ -114,6 +120,8 @@ fn found(device: &SysBlock) -> anyhow::Result<FoundDevice> {
 #[derive(Clone, Debug)]
 pub struct BootDisk {
     pub disk: FoundDevice,
+    /// Its logical sector size: the unit of its table, in which keel rewrites it.
+    pub sector_size: SectorSize,
     /// Its name in sysfs (`vda`).
     name: String,
 }
@@ -129,12 +137,12 @@ impl BootDisk {
         let Some((disk_name, _)) = &device.partition_of else { return Ok(None) };
         let disk = devices.iter().find(|d| &d.name == disk_name).with_context(|| format!("the disk of {} is not in sysfs", device.name))?;
         let disk = found(disk)?;
-        Ok(read_table(&disk.node).is_ok().then(|| BootDisk { disk, name: disk_name.clone() }))
+        Ok(read_table(&disk.node, None).ok().map(|gpt| BootDisk { disk, sector_size: gpt.sector_size, name: disk_name.clone() }))
     }
 
     /// The boot disk's partition table as it is now.
     pub fn table(&self) -> anyhow::Result<Gpt> {
-        read_table(&self.disk.node)
+        read_table(&self.disk.node, None)
     }
 
     /// `device`'s number on the boot disk, or `None` when it is not one of its partitions.
@@ -184,15 +192,15 @@ pub struct Wanted<'a> {
     /// partition's start in bytes. Only a disk whose USR verifies is this machine's, and
     /// only then is its table rewritten from the backup.
     pub repair_if_usr_verifies: Option<&'a UsrCheck<'a>>,
-    /// The image's size in sectors: where its backup table may still be (see
-    /// `keel_disk::read_gpt_of_image`).
-    pub image_sectors: Option<u64>,
+    /// The image's size in bytes: at its end its backup table may still be (see
+    /// `keel_disk::read_gpt_of_image`), and a table made for that size is this image's.
+    pub image_bytes: Option<u64>,
 }
 
 impl Wanted<'_> {
     /// `spec` on any disk, without repairs: a spec that names one device.
     pub fn anywhere(spec: &DeviceSpec) -> Wanted<'_> {
-        Wanted { spec, scope: Scope::AnyDisk, repair_if_usr_verifies: None, image_sectors: None }
+        Wanted { spec, scope: Scope::AnyDisk, repair_if_usr_verifies: None, image_bytes: None }
     }
 }
 
@@ -202,8 +210,9 @@ impl Wanted<'_> {
 struct Seen {
     lines: Vec<String>,
     changes: Vec<String>,
-    /// A disk whose table is too big for it: no wait can make that disk bootable.
-    smaller_than_image: Option<String>,
+    /// A disk holding this image that cannot boot it, and why: too small for the image, or
+    /// of the other sector size. No wait can change that.
+    unbootable_image: Option<String>,
     /// Damaged disks (major, minor) whose USR was read during this wait, and whether it
     /// verified: each is read once, and every one still present counts in every look, so
     /// "only one candidate" holds for the whole wait, not just one look.
@@ -225,13 +234,13 @@ impl Seen {
 /// once. A look reads a fixed number of sectors per device, whatever the devices' sizes.
 struct Look {
     devices: Vec<SysBlock>,
-    image_sectors: Option<u64>,
+    image_bytes: Option<u64>,
     tables: RefCell<Vec<(String, TableRead)>>,
 }
 
 impl Look {
-    fn now(image_sectors: Option<u64>) -> Look {
-        Look { devices: block_devices(), image_sectors, tables: RefCell::new(Vec::new()) }
+    fn now(image_bytes: Option<u64>) -> Look {
+        Look { devices: block_devices(), image_bytes, tables: RefCell::new(Vec::new()) }
     }
 
     fn disks(&self) -> impl Iterator<Item = &SysBlock> {
@@ -242,12 +251,7 @@ impl Look {
         if let Some((_, table)) = self.tables.borrow().iter().find(|(name, _)| *name == disk.name) {
             return table.clone();
         }
-        let table = device_node(disk)
-            .and_then(|node| {
-                let mut file = File::open(&node).with_context(|| format!("cannot open {}", node.display()))?;
-                read_gpt_of_image(&mut file, self.image_sectors)
-            })
-            .map_err(Rc::new);
+        let table = device_node(disk).and_then(|node| read_table(&node, self.image_bytes)).map_err(Rc::new);
         self.tables.borrow_mut().push((disk.name.clone(), table.clone()));
         table
     }
@@ -320,7 +324,7 @@ fn repair_boot_disk(look: &Look, wanted: &Wanted, verifies: &UsrCheck<'_>, seen:
             None => {
                 let verified = device_node(disk).and_then(|node| {
                     let file = File::open(&node).with_context(|| format!("cannot open {}", node.display()))?;
-                    verifies(&file, partition.start_bytes())
+                    verifies(&file, partition.start_bytes(gpt.sector_size))
                 });
                 match verified {
                     Ok(()) => {
@@ -346,12 +350,12 @@ fn repair_boot_disk(look: &Look, wanted: &Wanted, verifies: &UsrCheck<'_>, seen:
             }
         };
         if ours {
-            candidates.push(disk);
+            candidates.push((disk, gpt.sector_size));
         }
     }
-    let [disk] = candidates.as_slice() else {
+    let [(disk, sector_size)] = candidates.as_slice() else {
         if candidates.len() > 1 {
-            let names: Vec<&str> = candidates.iter().map(|disk| disk.name.as_str()).collect();
+            let names: Vec<&str> = candidates.iter().map(|(disk, _)| disk.name.as_str()).collect();
             seen.note(format!(
                 "{} all carry this image with a damaged primary GPT: none is repaired; detach all but the boot disk",
                 names.join(", ")
@@ -364,7 +368,7 @@ fn repair_boot_disk(look: &Look, wanted: &Wanted, verifies: &UsrCheck<'_>, seen:
     let repaired = device_node(disk).and_then(|node| {
         let mut writable =
             fs::OpenOptions::new().read(true).write(true).open(&node).with_context(|| format!("cannot open {} for writing", node.display()))?;
-        repair_table(&mut writable, look.image_sectors)?;
+        repair_table(&mut writable, *sector_size, look.image_bytes)?;
         reread_partition_table(&writable).with_context(|| format!("{}", node.display()))
     });
     match repaired {
@@ -386,14 +390,14 @@ fn repair_boot_disk(look: &Look, wanted: &Wanted, verifies: &UsrCheck<'_>, seen:
 /// and looks again. No disk is repaired by a look that found the wanted device.
 fn matching_devices(wanted: &Wanted, seen: &mut Seen) -> anyhow::Result<Vec<FoundDevice>> {
     seen.lines.clear();
-    seen.smaller_than_image = None;
-    let look = Look::now(wanted.image_sectors);
+    seen.unbootable_image = None;
+    let look = Look::now(wanted.image_bytes);
     let matches = matches_in(&look, wanted, seen)?;
     if let (true, true, Some(verifies)) = (matches.is_empty(), seen.repair_allowed, wanted.repair_if_usr_verifies)
         && repair_boot_disk(&look, wanted, verifies, seen)
     {
         seen.lines.clear();
-        return matches_in(&Look::now(wanted.image_sectors), wanted, seen);
+        return matches_in(&Look::now(wanted.image_bytes), wanted, seen);
     }
     Ok(matches)
 }
@@ -425,12 +429,8 @@ fn matches_in(look: &Look, wanted: &Wanted, seen: &mut Seen) -> anyhow::Result<V
                 let gpt = match look.table(disk) {
                     Ok(gpt) => gpt,
                     Err(error) => {
-                        // Only this image's own table cut short by a small disk ends the wait
-                        // early: a table of any other size is some other disk's business.
-                        let this_image =
-                            |smaller: &SmallerThanImage| wanted.image_sectors.is_some_and(|n| smaller.table_sectors.checked_add(33) == Some(n));
-                        if error.downcast_ref::<SmallerThanImage>().is_some_and(this_image) {
-                            seen.smaller_than_image = Some(format!("{}: {error:#}; nothing was changed", disk.name));
+                        if let Some(why) = wanted.image_bytes.and_then(|image_bytes| unbootable_image(&error, image_bytes)) {
+                            seen.unbootable_image = Some(format!("{}: {error:#}; nothing was changed{why}", disk.name));
                         }
                         seen.lines.push(format!("{}: no usable GPT ({error:#})", disk.name));
                         continue;
@@ -489,13 +489,24 @@ fn matches_in(look: &Look, wanted: &Wanted, seen: &mut Seen) -> anyhow::Result<V
     Ok(matches)
 }
 
+/// When `error` says a disk holds the table of this image (of `image_bytes`) but cannot
+/// boot it, what to do about it. Only this image's own table ends the wait early: a table
+/// made for any other size is some other disk's business.
+fn unbootable_image(error: &anyhow::Error, image_bytes: u64) -> Option<&'static str> {
+    if error.downcast_ref::<SmallerThanImage>().is_some_and(|smaller| smaller.is_of_image(image_bytes)) {
+        return Some(". Write the image to a disk at least as big as the image");
+    }
+    // The mismatch's own message says what to rebuild.
+    error.downcast_ref::<SectorSizeMismatch>().is_some_and(|mismatch| mismatch.is_of_image(image_bytes)).then_some("")
+}
+
 /// One look for `spec` on any disk, as keel-init makes it but without repairs: what
 /// matched (an error when more than one did), what it saw on each device, and how long
 /// the look took. For `keel disk find` and the look benchmark.
-pub fn look_once(spec: &DeviceSpec, image_sectors: Option<u64>) -> (anyhow::Result<Option<FoundDevice>>, Vec<String>, Duration) {
+pub fn look_once(spec: &DeviceSpec, image_bytes: Option<u64>) -> (anyhow::Result<Option<FoundDevice>>, Vec<String>, Duration) {
     let mut seen = Seen::default();
     let started = Instant::now();
-    let found = look_for(&Wanted { spec, scope: Scope::AnyDisk, repair_if_usr_verifies: None, image_sectors }, &mut seen);
+    let found = look_for(&Wanted { spec, scope: Scope::AnyDisk, repair_if_usr_verifies: None, image_bytes }, &mut seen);
     let took = started.elapsed();
     seen.lines.append(&mut seen.changes);
     (found, seen.lines, took)
@@ -514,9 +525,8 @@ fn stands_in_for_label(look: &Look, probe: &Probe, device: &SysBlock, label: &st
 /// The size the kernel gives a block device now, in bytes.
 pub fn kernel_size_bytes(device: &FoundDevice) -> anyhow::Result<u64> {
     let path = format!("/sys/dev/block/{}:{}/size", device.major, device.minor);
-    let sectors: u64 =
-        read_trimmed(Path::new(&path)).with_context(|| format!("cannot read {path}"))?.parse().with_context(|| format!("bad {path}"))?;
-    Ok(sectors * 512)
+    let units: u64 = read_trimmed(Path::new(&path)).with_context(|| format!("cannot read {path}"))?.parse().with_context(|| format!("bad {path}"))?;
+    Ok(units * SYSFS_SIZE_UNIT)
 }
 
 /// What loading the drivers for the devices present did, and what asking cost.
@@ -593,7 +603,7 @@ impl DeviceWatcher {
         let spec = wanted.spec;
         let started = Instant::now();
         let mut seen = Seen::default();
-        let mut smaller_since = None;
+        let mut unbootable_since = None;
         loop {
             // A short rd.timeout still gets a look that may repair: the last one before it.
             let last_look = timeout.is_some_and(|limit| started.elapsed() + RECHECK_EVERY >= limit);
@@ -603,14 +613,12 @@ impl DeviceWatcher {
             if let Some(device) = looked? {
                 return Ok(device);
             }
-            // A disk too small for its image stays so; once nothing else has turned up for
-            // a while, waiting on would only hide the reason.
-            match (&seen.smaller_than_image, smaller_since) {
-                (None, _) => smaller_since = None,
-                (Some(_), None) => smaller_since = Some(Instant::now()),
-                (Some(disk), Some(since)) if since.elapsed() >= SMALLER_THAN_IMAGE_GRACE => {
-                    bail!("{spec} did not appear, and {disk}. Write the image to a disk at least as big as the image")
-                }
+            // A disk that cannot boot this image stays so; once nothing else has turned up
+            // for a while, waiting on would only hide the reason.
+            match (&seen.unbootable_image, unbootable_since) {
+                (None, _) => unbootable_since = None,
+                (Some(_), None) => unbootable_since = Some(Instant::now()),
+                (Some(disk), Some(since)) if since.elapsed() >= UNBOOTABLE_IMAGE_GRACE => bail!("{spec} did not appear, and {disk}"),
                 (Some(_), Some(_)) => {}
             }
             let remaining = match timeout {
@@ -651,7 +659,35 @@ impl DeviceWatcher {
 
 #[cfg(test)]
 mod tests {
-    use super::partition_number;
+    use super::{partition_number, unbootable_image};
+    use keel_disk::{flatcar_layout, plan_layout, read_gpt, write_gpt, Guid, LayoutSizes, SectorSize};
+    use std::io::Cursor;
+
+    /// A Flatcar-layout image of `sector_size` in memory, and its size.
+    fn image(sector_size: SectorSize) -> (Vec<u8>, u64) {
+        const MIB: u64 = 1 << 20;
+        let sizes = LayoutSizes { esp: MIB, bios_boot: MIB, usr: MIB, oem: MIB, oem_config: MIB, root: MIB };
+        let layout = plan_layout(&flatcar_layout(&sizes).unwrap(), sector_size, |_| Guid::from_random_bytes([1; 16])).unwrap();
+        let mut disk = Cursor::new(vec![0u8; layout.disk_bytes as usize]);
+        write_gpt(&mut disk, sector_size, Guid::from_random_bytes([2; 16]), &layout.partitions).unwrap();
+        (disk.into_inner(), layout.disk_bytes)
+    }
+
+    #[test]
+    fn only_this_images_own_table_on_a_disk_that_cannot_boot_it_ends_the_wait() {
+        for sector_size in SectorSize::ALL {
+            let (bytes, image_bytes) = image(sector_size);
+            // Written to a disk of the other sector size.
+            let error = read_gpt(&mut Cursor::new(&bytes), sector_size.other()).unwrap_err();
+            assert_eq!(unbootable_image(&error, image_bytes), Some(""), "{error:#}");
+            assert_eq!(unbootable_image(&error, image_bytes + (1 << 20)), None, "another image's table");
+            // Written to a disk too small for it.
+            let error = read_gpt(&mut Cursor::new(&bytes[..bytes.len() - (2 << 20)]), sector_size).unwrap_err();
+            assert!(unbootable_image(&error, image_bytes).is_some_and(|advice| advice.contains("at least as big")), "{error:#}");
+            assert_eq!(unbootable_image(&error, image_bytes + (1 << 20)), None, "another image's table");
+        }
+        assert_eq!(unbootable_image(&anyhow::anyhow!("no valid GPT"), 1 << 30), None);
+    }
 
     #[test]
     fn partition_paths_follow_the_kernels_names() {

@@ -144,7 +144,7 @@ pub fn prepare_disk(params: &BootParams, boot_disk: &BootDisk, root: &FoundDevic
         // A failed draw gives the zero GUID, which randomize_identity never uses; the draw's
         // own error is what the person needs to see.
         let mut draw_error = None;
-        let renamed = randomize_identity(&mut disk, params.image_disk_guid, || {
+        let renamed = randomize_identity(&mut disk, boot_disk.sector_size, params.image_disk_guid, || {
             early_random_guid().unwrap_or_else(|error| {
                 draw_error = Some(error);
                 Guid::ZERO
@@ -168,16 +168,18 @@ pub fn prepare_disk(params: &BootParams, boot_disk: &BootDisk, root: &FoundDevic
         return Ok(format!("{identity}; root= is not the partition named {ROOT_NAME}, so nothing was grown"));
     }
     let grown = step("grow ROOT", || {
+        let sector_size = boot_disk.sector_size;
+        let mib = |sectors: u64| (sectors * sector_size.bytes()) >> 20;
         let mut disk = boot_disk.open_for_writing()?;
-        let grown = match grow_root(&mut disk)? {
-            Some(grown) => format!("{ROOT_NAME} grew from {} to {} MiB", grown.old_sectors >> 11, grown.new_sectors >> 11),
+        let grown = match grow_root(&mut disk, sector_size)? {
+            Some(grown) => format!("{ROOT_NAME} grew from {} to {} MiB", mib(grown.old_sectors), mib(grown.new_sectors)),
             None => format!("{ROOT_NAME} already fills the disk"),
         };
         // The kernel read the table at boot; a grow written then (or by a boot a power cut
         // stopped after the write) is news to it.
-        let entry = read_gpt(&mut disk)?.partition(root_number).cloned().context("ROOT vanished from the table")?;
-        if kernel_size_bytes(root)? != entry.size_bytes() {
-            resize_kernel_partition(&disk, &entry)?;
+        let entry = read_gpt(&mut disk, sector_size)?.partition(root_number).cloned().context("ROOT vanished from the table")?;
+        if kernel_size_bytes(root)? != entry.size_bytes(sector_size) {
+            resize_kernel_partition(&disk, sector_size, &entry)?;
         }
         Ok(grown)
     })?;

@@ -161,8 +161,12 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
         let verifies = |disk: &std::fs::File, start: u64| {
             check_hash_area(disk, Path::new("the disk"), start, manifest.usr.hash_offset, &manifest.usr).map(|_| ())
         };
-        let image_sectors = Some(manifest.image_bytes / keel_disk::SECTOR_SIZE);
-        let wanted = Wanted { spec: &params.usr_data, scope: Scope::AnyDisk, repair_if_usr_verifies: Some(&verifies), image_sectors };
+        let wanted = Wanted {
+            spec: &params.usr_data,
+            scope: Scope::AnyDisk,
+            repair_if_usr_verifies: Some(&verifies),
+            image_bytes: Some(manifest.image_bytes),
+        };
         let data = watcher.wait_for(&wanted, params.device_timeout)?;
         let hash = match &params.usr_hash_device {
             Some(spec) => watcher.wait_for(&Wanted::anywhere(spec), params.device_timeout)?,
@@ -176,7 +180,8 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
         let slot = usr_slot(boot_disk.as_ref(), &data)?;
         std::fs::create_dir_all("/run/keel").context("cannot create /run/keel")?;
         std::fs::write(USR_SLOT, format!("{slot}\n")).with_context(|| format!("cannot write {USR_SLOT}"))?;
-        let boot_disk_name = boot_disk.as_ref().map_or("none (keel writes to no disk)".to_string(), |b| b.disk.node.display().to_string());
+        let boot_disk_name =
+            boot_disk.as_ref().map_or("none (keel writes to no disk)".to_string(), |b| format!("{} ({})", b.disk.node.display(), b.sector_size));
         let detail = format!(
             "{} verified: dm-verity device {} from {} (slot {slot}), status V; boot disk {boot_disk_name}",
             params.usr_data,
@@ -188,7 +193,7 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
 
     let (root, root_disk, first_boot) = boot.stage(&stage::FIRST_BOOT, |log| {
         let wanted =
-            Wanted { spec: &params.root, scope: root_scope(&params.root, boot_disk.as_ref()), repair_if_usr_verifies: None, image_sectors: None };
+            Wanted { spec: &params.root, scope: root_scope(&params.root, boot_disk.as_ref()), repair_if_usr_verifies: None, image_bytes: None };
         let root = watcher.wait_for(&wanted, params.device_timeout)?;
         for change in watcher.take_changes() {
             log.info(&format!("first-boot: {change}"));

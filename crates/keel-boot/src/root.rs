@@ -98,13 +98,14 @@ fn format_marked(root: &FoundDevice, root_disk: &RootDisk, kind: FsKind, label: 
     let mut disk = root_disk.boot_disk.open_for_writing()?;
     // Without the mark a format cut short could pass for a filesystem on the next boot:
     // no mark, no format.
-    set_format_pending(&mut disk, root_disk.root_number, true).context(
+    let sector_size = root_disk.boot_disk.sector_size;
+    set_format_pending(&mut disk, sector_size, root_disk.root_number, true).context(
         "cannot mark ROOT before formatting it, so it is not formatted: format it yourself (mkfs.ext4 -L ROOT), or give the disk \
          a table keel can rewrite (128-entry arrays)",
     )?;
     run_mkfs(&mkfs, kind, &root.node.display().to_string(), label)?;
     OpenOptions::new().write(true).open(&root.node).and_then(|f| f.sync_all()).with_context(|| format!("cannot flush {}", root.node.display()))?;
-    set_format_pending(&mut disk, root_disk.root_number, false)
+    set_format_pending(&mut disk, sector_size, root_disk.root_number, false)
 }
 
 fn run_mkfs(mkfs: &str, kind: FsKind, node: &str, label: &str) -> anyhow::Result<()> {

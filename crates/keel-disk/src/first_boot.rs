@@ -7,8 +7,8 @@
 
 use crate::gpt::usable_range;
 use crate::gpt::{disk_sectors, read_gpt_of_image, DurableWrite, UnsupportedShape};
-use crate::layout::ALIGNMENT_SECTORS;
-use crate::{write_gpt, Gpt, GptPartition, Guid};
+use crate::layout::ALIGNMENT_BYTES;
+use crate::{write_gpt, Gpt, GptPartition, Guid, SectorSize};
 use anyhow::{bail, ensure};
 use std::io::{Read, Seek};
 
@@ -30,7 +30,7 @@ pub const ROOT_NAME: &str = "ROOT";
 /// Specification's, so keel takes 57, which neither uses.
 pub const ROOT_FORMAT_PENDING: u64 = 1 << 57;
 
-/// What `grow_root` did.
+/// What `grow_root` did, in sectors of the disk's size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Grown {
     pub old_sectors: u64,
@@ -39,10 +39,10 @@ pub struct Grown {
 
 /// Reads the table for a rewrite: a damaged primary is fine (the rewrite repairs it from
 /// the backup), and a table that does not fit the disk is refused before anything is written.
-pub(crate) fn table_for_rewrite(dev: &mut (impl Read + Seek), image_sectors: Option<u64>) -> anyhow::Result<(Gpt, u64)> {
-    let gpt = read_gpt_of_image(dev, image_sectors)?;
-    let sectors = disk_sectors(dev)?;
-    let (_, last_usable) = usable_range(sectors);
+pub(crate) fn table_for_rewrite(dev: &mut (impl Read + Seek), sector_size: SectorSize, image_bytes: Option<u64>) -> anyhow::Result<(Gpt, u64)> {
+    let gpt = read_gpt_of_image(dev, sector_size, image_bytes)?;
+    let sectors = disk_sectors(dev, sector_size)?;
+    let (_, last_usable) = usable_range(sectors, sector_size);
     if let Some(beyond) = gpt.partitions.iter().find(|p| p.last_lba > last_usable) {
         // Either the image is bigger than the disk (which the boot refuses before this) or
         // the table's own entry arrays are smaller than the 128 entries keel writes.
@@ -65,15 +65,15 @@ pub(crate) fn already_written(gpt: &Gpt, sectors: u64, disk_guid: Guid, partitio
         && gpt.protective_mbr_current
         && gpt.backup_lba == sectors - 1
         && gpt.disk_guid == disk_guid
-        && gpt.last_usable == usable_range(sectors).1
+        && gpt.last_usable == usable_range(sectors, gpt.sector_size).1
         && gpt.partitions == partitions
 }
 
 /// Extends ROOT, the last partition, to the last whole MiB of the disk, moving the
 /// backup table to the disk's end (and repairing a damaged primary). `None` when there
 /// was nothing to do.
-pub fn grow_root(dev: &mut impl DurableWrite) -> anyhow::Result<Option<Grown>> {
-    let (gpt, sectors) = table_for_rewrite(dev, None)?;
+pub fn grow_root(dev: &mut impl DurableWrite, sector_size: SectorSize) -> anyhow::Result<Option<Grown>> {
+    let (gpt, sectors) = table_for_rewrite(dev, sector_size, None)?;
     let root = gpt.by_name(ROOT_NAME)?.ok_or_else(|| UnsupportedShape(format!("the disk has no partition named {ROOT_NAME}")))?;
     if let Some(after) = gpt.partitions.iter().find(|p| p.last_lba > root.last_lba) {
         return Err(UnsupportedShape(format!(
@@ -82,9 +82,10 @@ pub fn grow_root(dev: &mut impl DurableWrite) -> anyhow::Result<Option<Grown>> {
         ))
         .into());
     }
-    let (_, last_usable) = usable_range(sectors);
+    let (_, last_usable) = usable_range(sectors, sector_size);
+    let alignment = ALIGNMENT_BYTES / sector_size.bytes();
     // A disk under 1 MiB has no aligned end: ROOT stays as it is.
-    let aligned_end = ((last_usable + 1) / ALIGNMENT_SECTORS * ALIGNMENT_SECTORS).checked_sub(1).unwrap_or(root.last_lba);
+    let aligned_end = ((last_usable + 1) / alignment * alignment).checked_sub(1).unwrap_or(root.last_lba);
     let new_last = aligned_end.max(root.last_lba);
     let mut partitions = gpt.partitions.clone();
     for partition in partitions.iter_mut().filter(|p| p.number == root.number) {
@@ -93,7 +94,7 @@ pub fn grow_root(dev: &mut impl DurableWrite) -> anyhow::Result<Option<Grown>> {
     if already_written(&gpt, sectors, gpt.disk_guid, &partitions) {
         return Ok(None);
     }
-    write_gpt(dev, gpt.disk_guid, &partitions)?;
+    write_gpt(dev, sector_size, gpt.disk_guid, &partitions)?;
     Ok(Some(Grown { old_sectors: root.last_lba + 1 - root.first_lba, new_sectors: new_last + 1 - root.first_lba }))
 }
 
@@ -102,8 +103,13 @@ pub fn grow_root(dev: &mut impl DurableWrite) -> anyhow::Result<Option<Grown>> {
 /// theirs: bootloaders name them).
 /// A table left half-written by an earlier run is completed either way. Returns the new
 /// disk GUID, or `None` when the disk already had its own.
-pub fn randomize_identity(dev: &mut impl DurableWrite, image_default: Guid, mut fresh_guid: impl FnMut() -> Guid) -> anyhow::Result<Option<Guid>> {
-    let (gpt, sectors) = table_for_rewrite(dev, None)?;
+pub fn randomize_identity(
+    dev: &mut impl DurableWrite,
+    sector_size: SectorSize,
+    image_default: Guid,
+    mut fresh_guid: impl FnMut() -> Guid,
+) -> anyhow::Result<Option<Guid>> {
+    let (gpt, sectors) = table_for_rewrite(dev, sector_size, None)?;
     let mut partitions = gpt.partitions.clone();
     let renamed = gpt.disk_guid == image_default;
     // GUIDs must be unique on the disk (cgpt rejects a table with two alike) and not zero.
@@ -130,22 +136,22 @@ pub fn randomize_identity(dev: &mut impl DurableWrite, image_default: Guid, mut 
         gpt.disk_guid
     };
     if !already_written(&gpt, sectors, disk_guid, &partitions) {
-        write_gpt(dev, disk_guid, &partitions)?;
+        write_gpt(dev, sector_size, disk_guid, &partitions)?;
     }
     Ok(renamed.then_some(disk_guid))
 }
 
 /// Sets or clears `ROOT_FORMAT_PENDING` on partition `number`; a table that already says
 /// so is not written.
-pub fn set_format_pending(dev: &mut impl DurableWrite, number: u32, pending: bool) -> anyhow::Result<()> {
-    let (gpt, sectors) = table_for_rewrite(dev, None)?;
+pub fn set_format_pending(dev: &mut impl DurableWrite, sector_size: SectorSize, number: u32, pending: bool) -> anyhow::Result<()> {
+    let (gpt, sectors) = table_for_rewrite(dev, sector_size, None)?;
     ensure!(gpt.partition(number).is_some(), "the disk has no partition {number}; nothing was changed");
     let mut partitions = gpt.partitions.clone();
     for partition in partitions.iter_mut().filter(|p| p.number == number) {
         partition.attributes = if pending { partition.attributes | ROOT_FORMAT_PENDING } else { partition.attributes & !ROOT_FORMAT_PENDING };
     }
     if !already_written(&gpt, sectors, gpt.disk_guid, &partitions) {
-        write_gpt(dev, gpt.disk_guid, &partitions)?;
+        write_gpt(dev, sector_size, gpt.disk_guid, &partitions)?;
     }
     Ok(())
 }
@@ -153,12 +159,13 @@ pub fn set_format_pending(dev: &mut impl DurableWrite, number: u32, pending: boo
 /// Rewrites a table whose primary copy is damaged (or whose copies disagree) from the
 /// intact backup, unchanged otherwise. Returns whether it wrote. The kernel makes no
 /// partitions from a disk with a damaged primary, so this is what lets such a disk boot.
-/// `image_sectors`: the image's size, where its backup may still be (see `read_gpt_of_image`).
-pub fn repair_table(dev: &mut impl DurableWrite, image_sectors: Option<u64>) -> anyhow::Result<bool> {
-    let (gpt, sectors) = table_for_rewrite(dev, image_sectors)?;
+/// `image_bytes`: the image's size, at whose end its backup may still be (see
+/// `read_gpt_of_image`).
+pub fn repair_table(dev: &mut impl DurableWrite, sector_size: SectorSize, image_bytes: Option<u64>) -> anyhow::Result<bool> {
+    let (gpt, sectors) = table_for_rewrite(dev, sector_size, image_bytes)?;
     if already_written(&gpt, sectors, gpt.disk_guid, &gpt.partitions) {
         return Ok(false);
     }
-    write_gpt(dev, gpt.disk_guid, &gpt.partitions)?;
+    write_gpt(dev, sector_size, gpt.disk_guid, &gpt.partitions)?;
     Ok(true)
 }

@@ -1,15 +1,17 @@
 use crate::crc32::crc32;
-use crate::Guid;
+use crate::{Guid, SectorSize};
 use anyhow::{bail, ensure, Context};
 use std::io::{Read, Seek, SeekFrom, Write};
 
-/// keel handles 512-byte logical sectors: virtio, image files and most disks.
-pub const SECTOR_SIZE: u64 = 512;
 const SIGNATURE: &[u8; 8] = b"EFI PART";
 const HEADER_SIZE: usize = 92;
 const ENTRY_SIZE: usize = 128;
 const ENTRY_COUNT: usize = 128;
-const ENTRY_ARRAY_SECTORS: u64 = (ENTRY_SIZE * ENTRY_COUNT) as u64 / SECTOR_SIZE;
+/// The entry array keel writes: 16 KiB, so 32 sectors of 512 bytes or 4 of 4096.
+const ENTRY_ARRAY_BYTES: u64 = (ENTRY_SIZE * ENTRY_COUNT) as u64;
+/// The MBR is the first 512 bytes of sector 0 whatever the sector size; the rest of a
+/// bigger sector is reserved (zero).
+const MBR_BYTES: usize = 512;
 /// No legitimate table needs more; a header asking for more is corrupt or hostile.
 const MAX_ENTRY_ARRAY_BYTES: u64 = 1 << 20;
 const NAME_UNITS: usize = 36;
@@ -28,18 +30,22 @@ pub struct GptPartition {
 }
 
 impl GptPartition {
-    pub fn start_bytes(&self) -> u64 {
-        self.first_lba * SECTOR_SIZE
+    /// Where the partition starts, on a disk of `sector_size` sectors (its table's:
+    /// `Gpt::sector_size`).
+    pub fn start_bytes(&self, sector_size: SectorSize) -> u64 {
+        self.first_lba * sector_size.bytes()
     }
 
-    pub fn size_bytes(&self) -> u64 {
-        (self.last_lba + 1 - self.first_lba) * SECTOR_SIZE
+    pub fn size_bytes(&self, sector_size: SectorSize) -> u64 {
+        (self.last_lba + 1 - self.first_lba) * sector_size.bytes()
     }
 }
 
 /// A partition table as read from a disk, with which of its two copies were intact.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Gpt {
+    /// The sector size the table was read with: the unit of its LBAs.
+    pub sector_size: SectorSize,
     pub disk_guid: Guid,
     pub first_usable: u64,
     pub last_usable: u64,
@@ -161,25 +167,77 @@ impl DurableWrite for std::io::Cursor<&mut Vec<u8>> {
     }
 }
 
+/// The size in bytes of the image a table with `table_sectors` usable sectors (its last
+/// usable sector plus one) was made for: the usable area, then the backup entry array and
+/// header, as keel and every partitioning tool lay them out.
+fn image_bytes_of_table(sector_size: SectorSize, table_sectors: u64) -> Option<u64> {
+    table_sectors.checked_add(entry_array_sectors(sector_size) + 1)?.checked_mul(sector_size.bytes())
+}
+
 /// A table made for a bigger disk than the one it is on: the image was written to a disk
 /// too small for it. Nothing can fix that but a bigger disk, so waiting is pointless.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SmallerThanImage {
+    pub sector_size: SectorSize,
+    /// The table reaches this many sectors into the disk (its last usable sector plus one).
     pub table_sectors: u64,
     pub disk_sectors: u64,
+}
+
+impl SmallerThanImage {
+    /// Whether the table is that of an image of `image_bytes`.
+    pub fn is_of_image(&self, image_bytes: u64) -> bool {
+        image_bytes_of_table(self.sector_size, self.table_sectors) == Some(image_bytes)
+    }
 }
 
 impl std::fmt::Display for SmallerThanImage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "the table was made for a disk of at least {} sectors, but this one has {}: the disk is smaller than the image",
-            self.table_sectors, self.disk_sectors
+            "the table was made for a disk of at least {} {}, but this one has {}: the disk is smaller than the image",
+            self.table_sectors, self.sector_size, self.disk_sectors
         )
     }
 }
 
 impl std::error::Error for SmallerThanImage {}
+
+/// A disk with no table for the sector size it is read with, but a valid primary header at
+/// LBA 1 of the other size: an image built for disks of the other size. Its partitions are
+/// not where a reader of this size (the kernel too) looks for them, so the disk cannot boot
+/// as it is, however long one waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SectorSizeMismatch {
+    /// The sector size the table was made for.
+    pub table: SectorSize,
+    /// The sector size the disk was read with: a block device's logical sector size.
+    pub disk: SectorSize,
+    /// The table reaches this many sectors of its own size into the disk.
+    pub table_sectors: u64,
+}
+
+impl SectorSizeMismatch {
+    /// Whether the table is that of an image of `image_bytes` (built for `table` sectors).
+    pub fn is_of_image(&self, image_bytes: u64) -> bool {
+        image_bytes_of_table(self.table, self.table_sectors) == Some(image_bytes)
+    }
+}
+
+impl std::fmt::Display for SectorSizeMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the disk has a GPT made for {}, but its logical sectors are {} bytes: the image was built for another sector size; \
+             rebuild it with `keel image build --sector-size {}`",
+            self.table,
+            self.disk.bytes(),
+            self.disk.bytes()
+        )
+    }
+}
+
+impl std::error::Error for SectorSizeMismatch {}
 
 struct Header {
     my_lba: u64,
@@ -207,10 +265,11 @@ fn guid_at(bytes: &[u8], at: usize) -> Guid {
     Guid::from_gpt_bytes(&raw)
 }
 
-fn parse_header(sector: &[u8; SECTOR_SIZE as usize], expected_lba: u64, disk_sectors: u64) -> anyhow::Result<Header> {
+/// The header in `sector` (one whole sector of `sector_size`), read from sector `expected_lba`.
+fn parse_header(sector: &[u8], sector_size: SectorSize, expected_lba: u64, disk_sectors: u64) -> anyhow::Result<Header> {
     ensure!(&sector[..8] == SIGNATURE, "no \"EFI PART\" signature");
     let header_size = u32_at(sector, 12) as usize;
-    ensure!((HEADER_SIZE..=SECTOR_SIZE as usize).contains(&header_size), "header size {header_size} is out of range");
+    ensure!((HEADER_SIZE..=sector.len()).contains(&header_size), "header size {header_size} is out of range");
     let mut zeroed = sector[..header_size].to_vec();
     zeroed[16..20].fill(0);
     ensure!(crc32(&zeroed) == u32_at(sector, 16), "header checksum does not match");
@@ -233,10 +292,10 @@ fn parse_header(sector: &[u8; SECTOR_SIZE as usize], expected_lba: u64, disk_sec
     );
     let array_bytes = u64::from(header.entry_count) * entry_size as u64;
     ensure!(array_bytes <= MAX_ENTRY_ARRAY_BYTES, "entry array of {array_bytes} bytes is implausibly large");
-    let array_end = header.entries_lba.saturating_add(array_bytes.div_ceil(SECTOR_SIZE));
+    let array_end = header.entries_lba.saturating_add(array_bytes.div_ceil(sector_size.bytes()));
     ensure!(header.first_usable <= header.last_usable, "usable sectors {}..={} are backwards", header.first_usable, header.last_usable);
     if header.last_usable >= disk_sectors {
-        return Err(SmallerThanImage { table_sectors: header.last_usable.saturating_add(1), disk_sectors }.into());
+        return Err(SmallerThanImage { sector_size, table_sectors: header.last_usable.saturating_add(1), disk_sectors }.into());
     }
     ensure!(
         header.entries_lba >= 2 && array_end <= disk_sectors && (array_end <= header.first_usable || header.entries_lba > header.last_usable),
@@ -251,12 +310,12 @@ fn read_at(dev: &mut (impl Read + Seek), offset: u64, buffer: &mut [u8]) -> std:
     dev.read_exact(buffer)
 }
 
-fn read_copy(dev: &mut (impl Read + Seek), lba: u64, disk_sectors: u64) -> anyhow::Result<(Header, Vec<GptPartition>)> {
-    let mut sector = [0u8; SECTOR_SIZE as usize];
-    read_at(dev, lba * SECTOR_SIZE, &mut sector).context("cannot read the header")?;
-    let header = parse_header(&sector, lba, disk_sectors)?;
+fn read_copy(dev: &mut (impl Read + Seek), sector_size: SectorSize, lba: u64, disk_sectors: u64) -> anyhow::Result<(Header, Vec<GptPartition>)> {
+    let mut sector = vec![0u8; sector_size.bytes() as usize];
+    read_at(dev, lba * sector_size.bytes(), &mut sector).context("cannot read the header")?;
+    let header = parse_header(&sector, sector_size, lba, disk_sectors)?;
     let mut array = vec![0u8; header.entry_count as usize * header.entry_size as usize];
-    read_at(dev, header.entries_lba * SECTOR_SIZE, &mut array).context("cannot read the entry array")?;
+    read_at(dev, header.entries_lba * sector_size.bytes(), &mut array).context("cannot read the entry array")?;
     ensure!(crc32(&array) == header.entries_crc, "entry array checksum does not match");
     let partitions = parse_entries(&array, &header)?;
     Ok((header, partitions))
@@ -313,36 +372,49 @@ fn check_no_overlap(partitions: &[GptPartition]) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn disk_sectors(dev: &mut impl Seek) -> anyhow::Result<u64> {
+pub(crate) fn disk_sectors(dev: &mut impl Seek, sector_size: SectorSize) -> anyhow::Result<u64> {
     let bytes = dev.seek(SeekFrom::End(0)).context("cannot find the disk size")?;
-    ensure!(bytes >= 3 * SECTOR_SIZE, "the disk is only {bytes} bytes: too small for a partition table");
-    Ok(bytes / SECTOR_SIZE)
+    ensure!(bytes >= 3 * sector_size.bytes(), "the disk is only {bytes} bytes: too small for a partition table");
+    Ok(bytes / sector_size.bytes())
 }
 
-/// Reads the partition table from the primary copy, or from the backup when the primary
-/// is damaged. Both damaged, or the two disagreeing about the layout, is an error.
-pub fn read_gpt(dev: &mut (impl Read + Seek)) -> anyhow::Result<Gpt> {
-    read_gpt_of_image(dev, None)
+/// Reads the partition table of a disk of `sector_size` logical sectors from the primary
+/// copy, or from the backup when the primary is damaged. Both damaged is an error; so is a
+/// disk with only a table made for the other sector size (`SectorSizeMismatch`).
+pub fn read_gpt(dev: &mut (impl Read + Seek), sector_size: SectorSize) -> anyhow::Result<Gpt> {
+    read_gpt_of_image(dev, sector_size, None)
 }
 
-/// `read_gpt`, also trying the one sector where an image of `image_sectors` sectors keeps
-/// its backup header when it was written to a bigger disk and nothing has moved the backup
-/// to the disk's end yet. Only that sector: a search of the disk for headers would find old
-/// ones (of a disk reused for something else, or planted in a file) and cost a read per
-/// MiB of every disk.
-pub fn read_gpt_of_image(dev: &mut (impl Read + Seek), image_sectors: Option<u64>) -> anyhow::Result<Gpt> {
-    let sectors = disk_sectors(dev)?;
-    let primary = read_copy(dev, 1, sectors);
+/// The table at LBA 1 of the other sector size than `read_with`, if a valid header is
+/// there: one more sector read, and only for a disk without a table of its own.
+fn table_of_other_size(dev: &mut (impl Read + Seek), read_with: SectorSize) -> Option<SectorSizeMismatch> {
+    let other = read_with.other();
+    let disk_bytes = dev.seek(SeekFrom::End(0)).ok()?;
+    let mut sector = vec![0u8; other.bytes() as usize];
+    read_at(dev, other.bytes(), &mut sector).ok()?;
+    let header = parse_header(&sector, other, 1, disk_bytes / other.bytes()).ok()?;
+    Some(SectorSizeMismatch { table: other, disk: read_with, table_sectors: header.last_usable.saturating_add(1) })
+}
+
+/// `read_gpt`, also trying the one sector where an image of `image_bytes` keeps its backup
+/// header when it was written to a bigger disk and nothing has moved the backup to the
+/// disk's end yet: the image's last sector of `sector_size`. Only that sector: a search of
+/// the disk for headers would find old ones (of a disk reused for something else, or
+/// planted in a file) and cost a read per MiB of every disk.
+pub fn read_gpt_of_image(dev: &mut (impl Read + Seek), sector_size: SectorSize, image_bytes: Option<u64>) -> anyhow::Result<Gpt> {
+    let sectors = disk_sectors(dev, sector_size)?;
+    let image_sectors = image_bytes.filter(|bytes| bytes.is_multiple_of(sector_size.bytes())).map(|bytes| bytes / sector_size.bytes());
+    let primary = read_copy(dev, sector_size, 1, sectors);
     let backup_lba = match &primary {
         // A backup lies past the usable area: a primary naming itself (or any sector
         // before its partitions) as its backup would count as both copies.
         Ok((header, _)) if header.alternate_lba < sectors && header.alternate_lba > header.last_usable => header.alternate_lba,
         _ => sectors - 1,
     };
-    let mut backup = read_copy(dev, backup_lba, sectors);
+    let mut backup = read_copy(dev, sector_size, backup_lba, sectors);
     if let (Err(_), Err(_), Some(image_sectors)) = (&primary, &backup, image_sectors)
         && (2..sectors).contains(&image_sectors)
-        && let Ok(found) = read_copy(dev, image_sectors - 1, sectors)
+        && let Ok(found) = read_copy(dev, sector_size, image_sectors - 1, sectors)
     {
         backup = Ok(found);
     }
@@ -351,6 +423,9 @@ pub fn read_gpt_of_image(dev: &mut (impl Read + Seek), image_sectors: Option<u64
     let (header, partitions) = match (&primary, &backup) {
         (Ok((header, partitions)), _) | (Err(_), Ok((header, partitions))) => (header, partitions),
         (Err(primary_error), Err(backup_error)) => {
+            if let Some(mismatch) = table_of_other_size(dev, sector_size) {
+                return Err(mismatch.into());
+            }
             let context = format!("no valid GPT: primary: {primary_error:#}; backup at sector {backup_lba}: {backup_error:#}");
             return Err(match primary_error.downcast_ref::<SmallerThanImage>() {
                 Some(smaller) => anyhow::Error::new(*smaller).context(context),
@@ -358,11 +433,12 @@ pub fn read_gpt_of_image(dev: &mut (impl Read + Seek), image_sectors: Option<u64
             });
         }
     };
-    let mut sector0 = [0u8; SECTOR_SIZE as usize];
+    let mut sector0 = vec![0u8; sector_size.bytes() as usize];
     let sector0_read = read_at(dev, 0, &mut sector0).is_ok();
     let protective_mbr_current = sector0_read && sector0[446..] == protective_mbr(sectors, &sector0)[446..];
-    let protective = sector0_read && sector0[510..] == [0x55, 0xaa] && sector0[446..510].chunks_exact(16).any(|record| record[4] == 0xee);
+    let protective = sector0_read && sector0[510..MBR_BYTES] == [0x55, 0xaa] && sector0[446..510].chunks_exact(16).any(|record| record[4] == 0xee);
     Ok(Gpt {
+        sector_size,
         protective_mbr_current,
         protective_mbr: protective,
         disk_guid: header.disk_guid,
@@ -383,22 +459,31 @@ pub fn read_gpt_of_image(dev: &mut (impl Read + Seek), image_sectors: Option<u64
     })
 }
 
-/// The first and last sector partitions may use on a disk of `disk_sectors` sectors,
-/// with 128-entry arrays on both ends.
-pub fn usable_range(disk_sectors: u64) -> (u64, u64) {
+/// Sectors of one 128-entry array: 32 of 512 bytes, 4 of 4096.
+fn entry_array_sectors(sector_size: SectorSize) -> u64 {
+    ENTRY_ARRAY_BYTES / sector_size.bytes()
+}
+
+/// The first and last sector partitions may use on a disk of `disk_sectors` sectors of
+/// `sector_size`, with 128-entry arrays on both ends: 34 and the disk's last 33 sectors
+/// go to the tables at 512 bytes, 6 and the last 5 at 4096.
+pub fn usable_range(disk_sectors: u64, sector_size: SectorSize) -> (u64, u64) {
+    let table_sectors = 2 + entry_array_sectors(sector_size);
     // Saturating: a disk too small for the tables has nothing usable, and callers refuse it.
-    (2 + ENTRY_ARRAY_SECTORS, disk_sectors.saturating_sub(2 + ENTRY_ARRAY_SECTORS))
+    (table_sectors, disk_sectors.saturating_sub(table_sectors))
 }
 
 /// Writes a protective MBR and both copies of a partition table whose entries keep their
 /// numbers. The MBR depends only on the disk's size and goes first; then the backup,
 /// then the primary, each made durable before the next starts, so a cut leaves an intact
 /// primary or, with a torn primary, a whole backup at the disk's end. The MBR's boot code
-/// and disk signature are kept.
-pub fn write_gpt(dev: &mut impl DurableWrite, disk_guid: Guid, partitions: &[GptPartition]) -> anyhow::Result<()> {
-    let sectors = disk_sectors(dev)?;
-    ensure!(sectors > 2 * (2 + ENTRY_ARRAY_SECTORS), "a disk of {sectors} sectors cannot hold a GPT");
-    let (first_usable, last_usable) = usable_range(sectors);
+/// and disk signature are kept. Every LBA counts sectors of `sector_size`, and every write
+/// is of whole sectors.
+pub fn write_gpt(dev: &mut impl DurableWrite, sector_size: SectorSize, disk_guid: Guid, partitions: &[GptPartition]) -> anyhow::Result<()> {
+    let sectors = disk_sectors(dev, sector_size)?;
+    let array_sectors = entry_array_sectors(sector_size);
+    ensure!(sectors > 2 * (2 + array_sectors), "a disk of {sectors} {sector_size} cannot hold a GPT");
+    let (first_usable, last_usable) = usable_range(sectors, sector_size);
     let mut array = vec![0u8; ENTRY_SIZE * ENTRY_COUNT];
     for (index, p) in partitions.iter().enumerate() {
         if !(1..=ENTRY_COUNT as u32).contains(&p.number) {
@@ -423,7 +508,7 @@ pub fn write_gpt(dev: &mut impl DurableWrite, disk_guid: Guid, partitions: &[Gpt
     check_no_overlap(partitions)?;
     let array_crc = crc32(&array);
     let header = |my_lba: u64, alternate_lba: u64, entries_lba: u64| {
-        let mut sector = [0u8; SECTOR_SIZE as usize];
+        let mut sector = vec![0u8; sector_size.bytes() as usize];
         sector[..8].copy_from_slice(SIGNATURE);
         sector[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
         sector[12..16].copy_from_slice(&(HEADER_SIZE as u32).to_le_bytes());
@@ -441,22 +526,22 @@ pub fn write_gpt(dev: &mut impl DurableWrite, disk_guid: Guid, partitions: &[Gpt
         sector
     };
     let last = sectors - 1;
-    let mut sector0 = [0u8; SECTOR_SIZE as usize];
+    let mut sector0 = vec![0u8; sector_size.bytes() as usize];
     dev.seek(SeekFrom::Start(0))?;
     dev.read_exact(&mut sector0).context("cannot read sector 0")?;
-    write_at(dev, 0, &protective_mbr(sectors, &sector0))?;
+    write_at(dev, sector_size, 0, &protective_mbr(sectors, &sector0))?;
     durable(dev)?;
-    write_at(dev, last - ENTRY_ARRAY_SECTORS, &array)?;
-    write_at(dev, last, &header(last, 1, last - ENTRY_ARRAY_SECTORS))?;
+    write_at(dev, sector_size, last - array_sectors, &array)?;
+    write_at(dev, sector_size, last, &header(last, 1, last - array_sectors))?;
     durable(dev)?;
-    write_at(dev, 2, &array)?;
-    write_at(dev, 1, &header(1, last, 2))?;
+    write_at(dev, sector_size, 2, &array)?;
+    write_at(dev, sector_size, 1, &header(1, last, 2))?;
     durable(dev)
 }
 
-fn write_at(dev: &mut (impl Write + Seek), lba: u64, bytes: &[u8]) -> anyhow::Result<()> {
-    dev.seek(SeekFrom::Start(lba * SECTOR_SIZE))?;
-    dev.write_all(bytes).with_context(|| format!("cannot write sector {lba}"))
+fn write_at(dev: &mut (impl Write + Seek), sector_size: SectorSize, lba: u64, bytes: &[u8]) -> anyhow::Result<()> {
+    dev.seek(SeekFrom::Start(lba * sector_size.bytes()))?;
+    dev.write_all(bytes).with_context(|| format!("cannot write sector {lba} ({sector_size})"))
 }
 
 fn durable(dev: &mut impl DurableWrite) -> anyhow::Result<()> {
@@ -464,9 +549,10 @@ fn durable(dev: &mut impl DurableWrite) -> anyhow::Result<()> {
     dev.make_durable().context("cannot make the partition table's writes durable")
 }
 
-/// Sector 0 with `current`'s boot code and disk signature and one 0xEE record covering the disk.
-fn protective_mbr(disk_sectors: u64, current: &[u8; SECTOR_SIZE as usize]) -> [u8; SECTOR_SIZE as usize] {
-    let mut mbr = [0u8; SECTOR_SIZE as usize];
+/// Sector 0 (as long as `current`, one logical sector) with `current`'s boot code and disk
+/// signature and one 0xEE record covering the disk's `disk_sectors` logical sectors.
+fn protective_mbr(disk_sectors: u64, current: &[u8]) -> Vec<u8> {
+    let mut mbr = vec![0u8; current.len()];
     mbr[..446].copy_from_slice(&current[..446]);
     let record = &mut mbr[446..462];
     // Status 0, CHS start 0/0/2, type 0xEE, CHS end saturated, LBA 1, size capped at 32 bits.

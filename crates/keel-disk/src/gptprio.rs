@@ -10,7 +10,7 @@
 //! not written, and a damaged primary is repaired from the backup, as first boot does.
 
 use crate::first_boot::{already_written, table_for_rewrite};
-use crate::{write_gpt, DurableWrite, GptPartition, Guid};
+use crate::{write_gpt, DurableWrite, GptPartition, Guid, SectorSize};
 use anyhow::{bail, ensure, Context};
 use std::fmt;
 use std::io::{Read, Seek};
@@ -200,8 +200,8 @@ fn slot_state(partitions: &[GptPartition], slot: Slot) -> anyhow::Result<SlotSta
 }
 
 /// Reads both slots from the partition table (the backup's, when the primary is damaged).
-pub fn read_usr_slots(dev: &mut (impl Read + Seek)) -> anyhow::Result<UsrSlots> {
-    let gpt = crate::read_gpt(dev)?;
+pub fn read_usr_slots(dev: &mut (impl Read + Seek), sector_size: SectorSize) -> anyhow::Result<UsrSlots> {
+    let gpt = crate::read_gpt(dev, sector_size)?;
     Ok(UsrSlots { a: slot_state(&gpt.partitions, Slot::A)?, b: slot_state(&gpt.partitions, Slot::B)? })
 }
 
@@ -218,8 +218,12 @@ pub enum TableWrite {
 /// reads that way. `edit` may change gptprio bits only; anything else it changes is
 /// refused before the disk is touched. Both copies damaged is an error, and nothing is
 /// written.
-pub fn rewrite_gptprio(dev: &mut impl DurableWrite, edit: impl FnOnce(&mut [GptPartition]) -> anyhow::Result<()>) -> anyhow::Result<TableWrite> {
-    let (gpt, sectors) = table_for_rewrite(dev, None).context("cannot change the gptprio bits; nothing was written")?;
+pub fn rewrite_gptprio(
+    dev: &mut impl DurableWrite,
+    sector_size: SectorSize,
+    edit: impl FnOnce(&mut [GptPartition]) -> anyhow::Result<()>,
+) -> anyhow::Result<TableWrite> {
+    let (gpt, sectors) = table_for_rewrite(dev, sector_size, None).context("cannot change the gptprio bits; nothing was written")?;
     let mut partitions = gpt.partitions.clone();
     edit(&mut partitions)?;
     for (old, new) in gpt.partitions.iter().zip(&partitions) {
@@ -229,7 +233,7 @@ pub fn rewrite_gptprio(dev: &mut impl DurableWrite, edit: impl FnOnce(&mut [GptP
     if already_written(&gpt, sectors, gpt.disk_guid, &partitions) {
         return Ok(TableWrite::AlreadyRight);
     }
-    write_gpt(dev, gpt.disk_guid, &partitions)?;
+    write_gpt(dev, sector_size, gpt.disk_guid, &partitions)?;
     Ok(TableWrite::Written)
 }
 
@@ -295,16 +299,16 @@ fn is_slot(p: &GptPartition) -> bool {
 }
 
 /// cgpt add -P/-T/-S on one slot: sets the fields `change` names and keeps the rest.
-pub fn set_slot_gptprio(dev: &mut impl DurableWrite, slot: Slot, change: &GptprioChange) -> anyhow::Result<TableWrite> {
+pub fn set_slot_gptprio(dev: &mut impl DurableWrite, sector_size: SectorSize, slot: Slot, change: &GptprioChange) -> anyhow::Result<TableWrite> {
     ensure!(!change.is_empty(), "nothing to change: give a priority, tries or successful");
-    rewrite_gptprio(dev, |partitions| set_in(partitions, slot, change))
+    rewrite_gptprio(dev, sector_size, |partitions| set_in(partitions, slot, change))
 }
 
 /// cgpt prioritize over the two /usr slots: `slot` gets the highest priority (`max`, or
 /// by default 2 when the other slot has a priority and 1 when it has none), the other
 /// slot the next lower one, or 1 when `max` is 1; a slot at priority 0 stays there.
-pub fn prioritize_slot(dev: &mut impl DurableWrite, slot: Slot, max: Option<u8>) -> anyhow::Result<TableWrite> {
-    rewrite_gptprio(dev, |partitions| {
+pub fn prioritize_slot(dev: &mut impl DurableWrite, sector_size: SectorSize, slot: Slot, max: Option<u8>) -> anyhow::Result<TableWrite> {
+    rewrite_gptprio(dev, sector_size, |partitions| {
         let number = find_slot(partitions, slot)?.number;
         find_slot(partitions, slot.other())?;
         prioritize(partitions, is_slot, Some(number), max)
@@ -321,9 +325,9 @@ pub fn prioritize_slot(dev: &mut impl DurableWrite, slot: Slot, max: Option<u8>)
 /// change; after a fallback boot (the updated slot used up its tries) the slot that did
 /// boot goes back on top. One table write does all three; the differential test holds
 /// it to cgpt's two commands.
-pub fn mark_slot_successful(dev: &mut impl DurableWrite, slot: Slot) -> anyhow::Result<TableWrite> {
+pub fn mark_slot_successful(dev: &mut impl DurableWrite, sector_size: SectorSize, slot: Slot) -> anyhow::Result<TableWrite> {
     let good = GptprioChange { successful: Some(true), tries: Some(0), priority: None };
-    rewrite_gptprio(dev, |partitions| {
+    rewrite_gptprio(dev, sector_size, |partitions| {
         set_in(partitions, slot, &good)?;
         let number = find_slot(partitions, slot)?.number;
         find_slot(partitions, slot.other())?;

@@ -1,9 +1,10 @@
-//! Telling the running kernel what first boot changed: a partition that grew while its
+//! Asking the running kernel a disk's logical sector size (the unit of its partition
+//! table), and telling it what first boot changed: a partition that grew while its
 //! disk is in use (BLKPG; rereading the whole table fails while /usr is open), and a
 //! mounted filesystem that should fill its grown partition (the same ioctls resize2fs,
 //! xfs_growfs and `btrfs filesystem resize` use for an online grow).
 
-use crate::{FsKind, GptPartition};
+use crate::{FsKind, GptPartition, SectorSize};
 use anyhow::{bail, Context};
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -11,6 +12,7 @@ use std::path::Path;
 
 const BLKPG: u32 = 0x1269; // _IO(0x12, 105)
 const BLKRRPART: u32 = 0x125f; // _IO(0x12, 95)
+const BLKSSZGET: u32 = 0x1268; // _IO(0x12, 104), an int
 const BLKPG_RESIZE_PARTITION: libc::c_int = 3;
 const EXT4_IOC_RESIZE_FS: u32 = 0x4008_6610; // _IOW('f', 16, __u64)
 const XFS_IOC_FSGEOMETRY_V1: u32 = 0x8070_5864; // _IOR('X', 100, struct xfs_fsop_geom_v1)
@@ -89,12 +91,21 @@ fn ioctl<T>(file: &File, request: u32, arg: *mut T) -> std::io::Result<()> {
     }
 }
 
-/// Tells the kernel that `partition` of `disk` (an open block device) now has the size
-/// the table gives it. Nothing else about the partition may differ from what the kernel has.
-pub fn resize_kernel_partition(disk: &File, partition: &GptPartition) -> anyhow::Result<()> {
+/// The logical sector size of the block device `disk`: the unit the kernel reads its
+/// partition table in, and so the one keel must read and write it in.
+pub fn logical_sector_size(disk: &File) -> anyhow::Result<SectorSize> {
+    let mut bytes: libc::c_int = 0;
+    ioctl(disk, BLKSSZGET, &mut bytes).context("cannot ask the kernel for the disk's logical sector size")?;
+    SectorSize::new(u64::try_from(bytes)?)
+}
+
+/// Tells the kernel that `partition` of `disk` (an open block device of `sector_size`
+/// logical sectors) now has the size the table gives it. Nothing else about the partition
+/// may differ from what the kernel has.
+pub fn resize_kernel_partition(disk: &File, sector_size: SectorSize, partition: &GptPartition) -> anyhow::Result<()> {
     let mut data = BlkpgPartition {
-        start: i64::try_from(partition.start_bytes())?,
-        length: i64::try_from(partition.size_bytes())?,
+        start: i64::try_from(partition.start_bytes(sector_size))?,
+        length: i64::try_from(partition.size_bytes(sector_size))?,
         pno: i32::try_from(partition.number)?,
         devname: [0; 64],
         volname: [0; 64],

@@ -1,11 +1,11 @@
 use crate::gpt::usable_range;
-use crate::{GptPartition, Guid, SECTOR_SIZE};
+use crate::{GptPartition, Guid, SectorSize};
 use anyhow::{ensure, Context};
 
-/// Partitions start and end on 1 MiB boundaries, as every partitioning tool does today.
-pub const ALIGNMENT_SECTORS: u64 = 2048;
-const ALIGNMENT_BYTES: u64 = ALIGNMENT_SECTORS * SECTOR_SIZE;
 const MIB: u64 = 1 << 20;
+/// Partitions start and end on 1 MiB boundaries, as every partitioning tool does today,
+/// whatever the sector size: 2048 sectors of 512 bytes, 256 of 4096.
+pub const ALIGNMENT_BYTES: u64 = MIB;
 
 // Flatcar's type GUIDs (cgpt's names in comments).
 const TYPE_ESP: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
@@ -76,6 +76,8 @@ pub fn flatcar_layout(sizes: &LayoutSizes) -> anyhow::Result<Vec<PartitionSpec>>
 /// A layout placed on a disk: where each partition starts, and how big the disk is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlannedLayout {
+    /// The unit of the partitions' LBAs: the sector size the table is to be written with.
+    pub sector_size: SectorSize,
     pub disk_bytes: u64,
     pub partitions: Vec<GptPartition>,
 }
@@ -88,11 +90,17 @@ impl PlannedLayout {
 
 /// Places partitions in number order from the first 1 MiB boundary, each aligned, and
 /// sizes the disk to end 1 MiB after the last (room for the backup table).
+/// Every LBA counts sectors of `sector_size`; the byte offsets are the same at any size.
 /// `guid_for` gives partitions without a fixed GUID theirs.
-pub fn plan_layout(specs: &[PartitionSpec], mut guid_for: impl FnMut(&PartitionSpec) -> Guid) -> anyhow::Result<PlannedLayout> {
+pub fn plan_layout(
+    specs: &[PartitionSpec],
+    sector_size: SectorSize,
+    mut guid_for: impl FnMut(&PartitionSpec) -> Guid,
+) -> anyhow::Result<PlannedLayout> {
     let mut specs: Vec<&PartitionSpec> = specs.iter().filter(|s| s.size_bytes > 0).collect();
     specs.sort_by_key(|s| s.number);
-    let mut next = ALIGNMENT_SECTORS;
+    let alignment = ALIGNMENT_BYTES / sector_size.bytes();
+    let mut next = alignment;
     let mut partitions = Vec::new();
     for spec in specs {
         ensure!(
@@ -102,7 +110,7 @@ pub fn plan_layout(specs: &[PartitionSpec], mut guid_for: impl FnMut(&PartitionS
             spec.label,
             spec.size_bytes
         );
-        let sectors = spec.size_bytes / SECTOR_SIZE;
+        let sectors = spec.size_bytes / sector_size.bytes();
         partitions.push(GptPartition {
             number: spec.number,
             type_guid: spec.type_guid,
@@ -114,9 +122,9 @@ pub fn plan_layout(specs: &[PartitionSpec], mut guid_for: impl FnMut(&PartitionS
         });
         next = next.checked_add(sectors).context("the layout is larger than any disk")?;
     }
-    let disk_sectors = next + ALIGNMENT_SECTORS;
-    ensure!(usable_range(disk_sectors).1 >= next - 1, "the backup table does not fit");
-    Ok(PlannedLayout { disk_bytes: disk_sectors * SECTOR_SIZE, partitions })
+    let disk_sectors = next + alignment;
+    ensure!(usable_range(disk_sectors, sector_size).1 >= next - 1, "the backup table does not fit");
+    Ok(PlannedLayout { sector_size, disk_bytes: disk_sectors * sector_size.bytes(), partitions })
 }
 
 #[cfg(test)]
@@ -124,21 +132,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn flatcar_layout_is_aligned_numbered_and_sparse() {
-        let layout = plan_layout(&flatcar_layout(&LayoutSizes::default()).unwrap(), |_| Guid::ZERO).unwrap();
-        let numbers: Vec<u32> = layout.partitions.iter().map(|p| p.number).collect();
-        assert_eq!(numbers, [1, 2, 3, 4, 6, 7, 9]);
-        assert!(layout.partitions.iter().all(|p| p.first_lba % ALIGNMENT_SECTORS == 0));
-        let usr_a = layout.by_name("USR-A").unwrap();
-        assert_eq!(usr_a.guid.to_string(), USR_A_GUID);
-        assert_eq!(usr_a.size_bytes(), 1 << 30);
-        let root = layout.by_name("ROOT").unwrap();
-        assert_eq!(layout.disk_bytes, (root.last_lba + 1) * 512 + MIB);
+    fn flatcar_layout_is_aligned_numbered_and_sparse_at_either_sector_size() {
+        let at = |sector_size| plan_layout(&flatcar_layout(&LayoutSizes::default()).unwrap(), sector_size, |_| Guid::ZERO).unwrap();
+        for (sector_size, alignment) in [(SectorSize::Bytes512, 2048), (SectorSize::Bytes4096, 256)] {
+            let layout = at(sector_size);
+            assert_eq!(layout.sector_size, sector_size);
+            let numbers: Vec<u32> = layout.partitions.iter().map(|p| p.number).collect();
+            assert_eq!(numbers, [1, 2, 3, 4, 6, 7, 9]);
+            assert!(layout.partitions.iter().all(|p| p.first_lba % alignment == 0 && (p.last_lba + 1) % alignment == 0));
+            let usr_a = layout.by_name("USR-A").unwrap();
+            assert_eq!(usr_a.guid.to_string(), USR_A_GUID);
+            assert_eq!(usr_a.size_bytes(sector_size), 1 << 30);
+            let root = layout.by_name("ROOT").unwrap();
+            assert_eq!(layout.disk_bytes, (root.last_lba + 1) * sector_size.bytes() + MIB);
+        }
+        // The same bytes at either size: only the unit of the LBAs differs.
+        let (small, big) = (at(SectorSize::Bytes512), at(SectorSize::Bytes4096));
+        assert_eq!(small.disk_bytes, big.disk_bytes);
+        for (a, b) in small.partitions.iter().zip(&big.partitions) {
+            assert_eq!(
+                (a.start_bytes(SectorSize::Bytes512), a.size_bytes(SectorSize::Bytes512)),
+                (b.start_bytes(SectorSize::Bytes4096), b.size_bytes(SectorSize::Bytes4096))
+            );
+        }
     }
 
     #[test]
     fn refuses_unaligned_sizes() {
         let sizes = LayoutSizes { usr: 1000, ..LayoutSizes::default() };
-        assert!(plan_layout(&flatcar_layout(&sizes).unwrap(), |_| Guid::ZERO).is_err());
+        for sector_size in SectorSize::ALL {
+            assert!(plan_layout(&flatcar_layout(&sizes).unwrap(), sector_size, |_| Guid::ZERO).is_err());
+        }
     }
 }

@@ -14,19 +14,22 @@ mod guid;
 mod kernel;
 mod layout;
 mod probe;
+mod sector;
 
 pub use crc32::crc32;
 pub use first_boot::{
     grow_root, randomize_identity, repair_table, set_format_pending, Grown, FIRST_BOOT_FLAG, IMAGE_DISK_GUID, ROOT_FORMAT_PENDING, ROOT_NAME,
 };
 pub use gpt::{
-    printable, read_gpt, read_gpt_of_image, write_gpt, Ambiguous, DurableWrite, Gpt, GptPartition, SmallerThanImage, UnsupportedShape, SECTOR_SIZE,
+    printable, read_gpt, read_gpt_of_image, write_gpt, Ambiguous, DurableWrite, Gpt, GptPartition, SectorSizeMismatch, SmallerThanImage,
+    UnsupportedShape,
 };
 pub use gptprio::{
     mark_slot_successful, prioritize, prioritize_slot, read_usr_slots, rewrite_gptprio, set_slot_gptprio, slot_of, Gptprio, GptprioChange, Slot,
     SlotState, TableWrite, UsrSlots, GPTPRIO_MASK, GPTPRIO_MAX,
 };
 pub use guid::Guid;
-pub use kernel::{grow_mounted_filesystem, mounted_partition, reread_partition_table, resize_kernel_partition, FsGrowth};
-pub use layout::{flatcar_layout, plan_layout, LayoutSizes, PartitionSpec, PlannedLayout, ALIGNMENT_SECTORS, USR_A_GUID};
+pub use kernel::{grow_mounted_filesystem, logical_sector_size, mounted_partition, reread_partition_table, resize_kernel_partition, FsGrowth};
+pub use layout::{flatcar_layout, plan_layout, LayoutSizes, PartitionSpec, PlannedLayout, ALIGNMENT_BYTES, USR_A_GUID};
 pub use probe::{probe_filesystem, Filesystem, FsKind, Probe};
+pub use sector::SectorSize;

@@ -1,60 +1,21 @@
 //! The running kernel's side of first boot, on loop devices (the test needs root, as
-//! `cargo xtask test` runs): BLKPG makes a grown ROOT visible while the disk is in use, and
-//! each filesystem grows online to exactly what its own tool (resize2fs, xfs_growfs,
-//! btrfs filesystem resize) makes of the same filesystem.
+//! `cargo xtask test` runs): a disk's logical sector size, BLKPG making a grown ROOT
+//! visible while the disk is in use (at both sector sizes), and each filesystem growing
+//! online to exactly what its own tool (resize2fs, xfs_growfs, btrfs filesystem resize)
+//! makes of the same filesystem.
 
 mod support;
 
-use keel_disk::{grow_mounted_filesystem, grow_root, mounted_partition, read_gpt, resize_kernel_partition, FsKind};
-use keel_test_support::{run, scratch_dir};
+use keel_disk::{grow_mounted_filesystem, grow_root, logical_sector_size, mounted_partition, read_gpt, resize_kernel_partition, FsKind, SectorSize};
+use keel_test_support::{run, scratch_dir, LoopDevice};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use support::MIB;
 
-/// A loop device over a file, unmounted, emptied of partitions and detached when dropped
-/// (without partscan the kernel leaves BLKPG-added partitions behind on a detached loop).
-struct Loop {
-    device: String,
-    mounted: Option<PathBuf>,
-    partitions: bool,
-}
-
-impl Loop {
-    fn attach(file: &Path) -> Loop {
-        let device = run("losetup", &["--find", "--show", file.to_str().unwrap()]).trim().to_string();
-        Loop { device, mounted: None, partitions: false }
-    }
-
-    /// The partitions as the kernel sees them, added through BLKPG by partx (libblkid
-    /// reads the table): this also works where the kernel has no GPT parser of its own.
-    fn add_partitions(&mut self) {
-        run("partx", &["--add", &self.device]);
-        self.partitions = true;
-    }
-
-    fn mount(&mut self, at: &Path, options: &str) {
-        std::fs::create_dir_all(at).unwrap();
-        run("mount", &["-o", options, &self.device, at.to_str().unwrap()]);
-        self.mounted = Some(at.to_path_buf());
-    }
-
-    fn refresh_capacity(&self) {
-        run("losetup", &["--set-capacity", &self.device]);
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        if let Some(at) = &self.mounted {
-            let _ = Command::new("umount").arg(at).output();
-        }
-        if self.partitions {
-            let _ = Command::new("partx").args(["--delete", &self.device]).output();
-        }
-        let _ = Command::new("losetup").args(["--detach", &self.device]).output();
-    }
-}
+/// The sector size where a test does not choose one: losetup's default, and what sgdisk
+/// makes a table of in a file.
+const DEFAULT_SECTOR_SIZE: SectorSize = SectorSize::Bytes512;
 
 fn scratch(name: &str) -> PathBuf {
     scratch_dir(env!("CARGO_TARGET_TMPDIR"), &format!("kernel-{name}"))
@@ -66,31 +27,49 @@ fn sysfs_sectors(device: &str) -> u64 {
 }
 
 #[test]
+fn the_kernel_says_a_disks_logical_sector_size() {
+    for sector_size in SectorSize::ALL {
+        let image = support::image("sector-size", sector_size);
+        let disk = LoopDevice::attach(&image, sector_size.bytes());
+        assert_eq!(logical_sector_size(&File::open(&disk.device).unwrap()).unwrap(), sector_size);
+    }
+    // A file has no logical sectors of its own: whoever reads it must say.
+    let error = format!("{:#}", logical_sector_size(&File::open(support::image("not-a-device", SectorSize::Bytes512)).unwrap()).unwrap_err());
+    assert!(error.contains("cannot ask the kernel for the disk's logical sector size"), "{error}");
+}
+
+#[test]
 fn blkpg_shows_the_grown_root_while_other_partitions_are_in_use() {
-    let image = support::image("blkpg");
-    let mut disk = Loop::attach(&image);
-    disk.add_partitions();
-    let root_number = read_gpt(&mut File::open(&image).unwrap()).unwrap().by_name("ROOT").unwrap().unwrap().number;
-    let root_node = format!("{}p{root_number}", disk.device);
-    let before = sysfs_sectors(&root_node);
-    // USR-A held open, as dm-verity holds it during boot: rereading the table would fail.
-    let _usr_in_use = File::open(format!("{}p3", disk.device)).unwrap();
+    for sector_size in SectorSize::ALL {
+        let image = support::image("blkpg", sector_size);
+        let mut disk = LoopDevice::attach(&image, sector_size.bytes());
+        disk.add_partitions();
+        let root_number = support::table(&image, sector_size).by_name("ROOT").unwrap().unwrap().number;
+        let root_node = format!("{}p{root_number}", disk.device);
+        let before = sysfs_sectors(&root_node);
+        // USR-A held open, as dm-verity holds it during boot: rereading the table would fail.
+        let _usr_in_use = File::open(format!("{}p3", disk.device)).unwrap();
 
-    OpenOptions::new().write(true).open(&image).unwrap().set_len(64 * MIB).unwrap();
-    disk.refresh_capacity();
-    let mut device = OpenOptions::new().read(true).write(true).open(&disk.device).unwrap();
-    grow_root(&mut device).unwrap().expect("ROOT should grow");
-    let gpt = read_gpt(&mut device).unwrap();
-    let root = gpt.by_name("ROOT").unwrap().unwrap();
-    resize_kernel_partition(&device, root).unwrap();
-    assert_eq!(sysfs_sectors(&root_node), root.size_bytes() / 512);
-    assert!(sysfs_sectors(&root_node) > before);
-    // Telling it again is harmless.
-    resize_kernel_partition(&device, root).unwrap();
+        OpenOptions::new().write(true).open(&image).unwrap().set_len(64 * MIB).unwrap();
+        disk.refresh_capacity();
+        let mut device = OpenOptions::new().read(true).write(true).open(&disk.device).unwrap();
+        let logical = logical_sector_size(&device).unwrap();
+        assert_eq!(logical, sector_size);
+        grow_root(&mut device, logical).unwrap().expect("ROOT should grow");
+        let gpt = read_gpt(&mut device, logical).unwrap();
+        let root = gpt.by_name("ROOT").unwrap().unwrap();
+        resize_kernel_partition(&device, logical, root).unwrap();
+        // sysfs counts 512-byte units whatever the sector size.
+        assert_eq!(sysfs_sectors(&root_node) * 512, root.size_bytes(logical), "{sector_size}");
+        assert!(sysfs_sectors(&root_node) > before);
+        assert_eq!(root.start_bytes(logical) + root.size_bytes(logical), 63 * MIB, "{sector_size}");
+        // Telling it again is harmless.
+        resize_kernel_partition(&device, logical, root).unwrap();
 
-    let mut shrunk = root.clone();
-    shrunk.last_lba += 1 << 30;
-    assert!(resize_kernel_partition(&device, &shrunk).is_err(), "a partition past the disk's end must be refused");
+        let mut shrunk = root.clone();
+        shrunk.last_lba += 1 << 30;
+        assert!(resize_kernel_partition(&device, logical, &shrunk).is_err(), "a partition past the disk's end must be refused");
+    }
 }
 
 /// Makes a `small_mib` filesystem in a file, grows the file to `big_mib` and grows the
@@ -108,14 +87,14 @@ fn grows_like_its_own_tool(kind: FsKind, mkfs: &[&str], small_mib: u64, big_mib:
     OpenOptions::new().write(true).open(&ours).unwrap().set_len(big_mib * MIB).unwrap();
     std::fs::copy(&ours, &theirs).unwrap();
 
-    let mut ours_loop = Loop::attach(&ours);
+    let mut ours_loop = LoopDevice::attach(&ours, DEFAULT_SECTOR_SIZE.bytes());
     ours_loop.mount(&dir.join("ours"), mount_options);
     let growth = grow_mounted_filesystem(&dir.join("ours"), kind, big_mib * MIB).unwrap();
     assert!(growth.bytes_after > growth.bytes_before, "{kind:?}: {growth:?}");
     let again = grow_mounted_filesystem(&dir.join("ours"), kind, big_mib * MIB).unwrap();
     assert_eq!(again.bytes_after, growth.bytes_after, "{kind:?}: a second grow changed the size");
 
-    let mut theirs_loop = Loop::attach(&theirs);
+    let mut theirs_loop = LoopDevice::attach(&theirs, DEFAULT_SECTOR_SIZE.bytes());
     theirs_loop.mount(&dir.join("theirs"), mount_options);
     reference(&dir.join("theirs"));
     let size = |at: &Path| {
@@ -143,7 +122,7 @@ fn ext4_grows_online_like_resize2fs() {
         let image = dir.join("fs.img");
         File::create(&image).unwrap().set_len(64 * MIB).unwrap();
         run("mkfs.ext4", &["-q", "-F", image.to_str().unwrap()]);
-        let mut fs = Loop::attach(&image);
+        let mut fs = LoopDevice::attach(&image, DEFAULT_SECTOR_SIZE.bytes());
         fs.mount(&dir.join("mnt"), "defaults");
         let error = format!("{:#}", grow_mounted_filesystem(&dir.join("mnt"), FsKind::Ext4, 128 * MIB).unwrap_err());
         assert!(error.contains("CAP_SYS_RESOURCE"), "{error}");
@@ -181,7 +160,7 @@ fn a_mounted_root_on_a_grown_disk_is_found_and_grown() {
     let image = dir.join("disk.img");
     File::create(&image).unwrap().set_len(200 * MIB).unwrap();
     run("sgdisk", &["-n", "1:2048:+150M", "-c", "1:ROOT", image.to_str().unwrap()]);
-    let mut disk = Loop::attach(&image);
+    let mut disk = LoopDevice::attach(&image, DEFAULT_SECTOR_SIZE.bytes());
     disk.add_partitions();
     let partition = format!("{}p1", disk.device);
     run("mkfs.btrfs", &["-q", "-f", &partition]);
@@ -194,12 +173,13 @@ fn a_mounted_root_on_a_grown_disk_is_found_and_grown() {
     disk.refresh_capacity();
     let mut device = OpenOptions::new().read(true).write(true).open(&disk.device).unwrap();
     assert_eq!(mounted_partition(&device, 2).unwrap(), None);
-    grow_root(&mut device).unwrap().expect("ROOT should grow");
-    let root = read_gpt(&mut device).unwrap().by_name("ROOT").unwrap().unwrap().clone();
-    resize_kernel_partition(&device, &root).unwrap();
+    let sector_size = DEFAULT_SECTOR_SIZE;
+    grow_root(&mut device, sector_size).unwrap().expect("ROOT should grow");
+    let root = read_gpt(&mut device, sector_size).unwrap().by_name("ROOT").unwrap().unwrap().clone();
+    resize_kernel_partition(&device, sector_size, &root).unwrap();
     let (at, kind) = mounted_partition(&device, root.number).unwrap().expect("ROOT is mounted");
     assert_eq!((at.as_path(), kind), (mount_point.as_path(), FsKind::Btrfs));
-    let growth = grow_mounted_filesystem(&at, kind, root.size_bytes()).unwrap();
+    let growth = grow_mounted_filesystem(&at, kind, root.size_bytes(sector_size)).unwrap();
     assert!(growth.bytes_after > 500 * MIB && growth.bytes_before < 200 * MIB, "{growth:?}");
 }
 

@@ -19,13 +19,16 @@
 use crate::Seed;
 use keel_disk::{
     crc32, flatcar_layout, grow_root, mark_slot_successful, plan_layout, prioritize_slot, randomize_identity, read_gpt, read_usr_slots, repair_table,
-    set_format_pending, set_slot_gptprio, slot_of, write_gpt, Gpt, GptPartition, Gptprio, GptprioChange, Grown, Guid, LayoutSizes, Slot, TableWrite,
-    ALIGNMENT_SECTORS, GPTPRIO_MASK, IMAGE_DISK_GUID, ROOT_FORMAT_PENDING, ROOT_NAME, SECTOR_SIZE,
+    set_format_pending, set_slot_gptprio, slot_of, write_gpt, Gpt, GptPartition, Gptprio, GptprioChange, Grown, Guid, LayoutSizes, SectorSize, Slot,
+    TableWrite, ALIGNMENT_BYTES, GPTPRIO_MASK, IMAGE_DISK_GUID, ROOT_FORMAT_PENDING, ROOT_NAME,
 };
 use std::cell::RefCell;
 use std::io::Cursor;
 
-const SECTOR: usize = SECTOR_SIZE as usize;
+/// The sector size the fuzzed disks are read and written with.
+const SECTOR_SIZE: SectorSize = SectorSize::Bytes512;
+const SECTOR: usize = SECTOR_SIZE.bytes() as usize;
+const ALIGNMENT_SECTORS: u64 = ALIGNMENT_BYTES / SECTOR_SIZE.bytes();
 /// What write_gpt writes at the disk's start: MBR, header and 32 sectors of entries
 /// (128 of 128 bytes); the backup is the entries and the header in the last 33 sectors.
 const PRIMARY_SECTORS: usize = 34;
@@ -40,11 +43,11 @@ type Disk = Cursor<Vec<u8>>;
 // that a change of its signatures is one edit here.
 
 fn read_table(disk: &[u8]) -> Result<Gpt, String> {
-    read_gpt(&mut Cursor::new(disk)).map_err(|e| format!("{e:#}"))
+    read_gpt(&mut Cursor::new(disk), SECTOR_SIZE).map_err(|e| format!("{e:#}"))
 }
 
 fn write_table(disk: &mut Disk, disk_guid: Guid, partitions: &[GptPartition]) {
-    write_gpt(disk, disk_guid, partitions).expect("write_gpt refused a seed's table");
+    write_gpt(disk, SECTOR_SIZE, disk_guid, partitions).expect("write_gpt refused a seed's table");
 }
 
 fn image_disk_guid() -> Guid {
@@ -98,13 +101,13 @@ impl Outcome {
 /// `on_disk`: the GUIDs of the disk and its partitions, for a GUID source that repeats them.
 fn rewrite(which: Rewrite, params: &Params, disk: &mut Disk, on_disk: &[Guid]) -> Result<Outcome, String> {
     let outcome = match which {
-        Rewrite::GrowRoot => grow_root(disk).map(Outcome::Grown),
-        Rewrite::RandomizeIdentity => randomize_identity(disk, image_disk_guid(), params.guid_source(on_disk)).map(Outcome::Identity),
-        Rewrite::SetFormatPending => set_format_pending(disk, params.number, params.pending).map(|()| Outcome::FormatPendingSet),
-        Rewrite::RepairTable => repair_table(disk, None).map(Outcome::Repaired),
-        Rewrite::SetSlotGptprio => set_slot_gptprio(disk, params.slot, &params.change).map(Outcome::Gptprio),
-        Rewrite::PrioritizeSlot => prioritize_slot(disk, params.slot, params.max).map(Outcome::Gptprio),
-        Rewrite::MarkSlotSuccessful => mark_slot_successful(disk, params.slot).map(Outcome::Gptprio),
+        Rewrite::GrowRoot => grow_root(disk, SECTOR_SIZE).map(Outcome::Grown),
+        Rewrite::RandomizeIdentity => randomize_identity(disk, SECTOR_SIZE, image_disk_guid(), params.guid_source(on_disk)).map(Outcome::Identity),
+        Rewrite::SetFormatPending => set_format_pending(disk, SECTOR_SIZE, params.number, params.pending).map(|()| Outcome::FormatPendingSet),
+        Rewrite::RepairTable => repair_table(disk, SECTOR_SIZE, None).map(Outcome::Repaired),
+        Rewrite::SetSlotGptprio => set_slot_gptprio(disk, SECTOR_SIZE, params.slot, &params.change).map(Outcome::Gptprio),
+        Rewrite::PrioritizeSlot => prioritize_slot(disk, SECTOR_SIZE, params.slot, params.max).map(Outcome::Gptprio),
+        Rewrite::MarkSlotSuccessful => mark_slot_successful(disk, SECTOR_SIZE, params.slot).map(Outcome::Gptprio),
     };
     outcome.map_err(|e| format!("{e:#}"))
 }
@@ -249,7 +252,7 @@ pub fn run(input: &[u8]) {
             check_well_formed(gpt, disk.len());
         }
         // Only for panics: what it reads is read_gpt's table, checked above.
-        let _ = read_usr_slots(&mut Cursor::new(&disk[..]));
+        let _ = read_usr_slots(&mut Cursor::new(&disk[..]), SECTOR_SIZE);
         let before = before.ok();
         let on_disk = guids_on(before.as_ref());
         for which in REWRITES {
@@ -521,7 +524,7 @@ fn fix_header(disk: &mut [u8], lba: usize) {
     let at = lba * SECTOR;
     let header = &disk[at..at + SECTOR];
     let array_bytes = u64::from(u32_at(header, 80)) * u64::from(u32_at(header, 84));
-    let array_start = u64_at(header, 72).checked_mul(SECTOR_SIZE).and_then(|start| usize::try_from(start).ok());
+    let array_start = u64_at(header, 72).checked_mul(SECTOR_SIZE.bytes()).and_then(|start| usize::try_from(start).ok());
     if let Some(start) = array_start
         && array_bytes <= MAX_ENTRY_ARRAY_BYTES
         && start.saturating_add(array_bytes as usize) <= disk.len()
@@ -542,7 +545,7 @@ fn flatcar_partitions() -> Vec<GptPartition> {
     const MIB: u64 = 1 << 20;
     let sizes = LayoutSizes { esp: MIB, bios_boot: MIB, usr: MIB, oem: MIB, oem_config: MIB, root: MIB };
     let specs = flatcar_layout(&sizes).expect("Flatcar's layout");
-    let layout = plan_layout(&specs, |spec| Guid::from_random_bytes([spec.number as u8; 16])).expect("Flatcar's layout placed");
+    let layout = plan_layout(&specs, SECTOR_SIZE, |spec| Guid::from_random_bytes([spec.number as u8; 16])).expect("Flatcar's layout placed");
     let mut next = PRIMARY_SECTORS as u64;
     layout
         .partitions

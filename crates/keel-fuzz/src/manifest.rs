@@ -4,7 +4,7 @@
 //! digest's size, and `to_json` then `from_json` gives it back, with the same JSON.
 
 use crate::Seed;
-use keel_manifest::{ImageManifest, UsrImage};
+use keel_manifest::{ImageManifest, SectorSize, UsrImage};
 use keel_verity::{HashAlgorithm, HashType, VerityParams};
 
 pub fn run(input: &[u8]) {
@@ -26,6 +26,7 @@ pub fn seeds() -> Vec<Seed> {
     let flatcar = ImageManifest {
         os: "flatcar".into(),
         image_bytes: 4_743_757_824,
+        sector_size: SectorSize::Bytes512,
         usr: UsrImage {
             filesystem: "ext4".into(),
             hash_offset: 1065345024,
@@ -36,6 +37,7 @@ pub fn seeds() -> Vec<Seed> {
     let chromeos = ImageManifest {
         os: "keel".into(),
         image_bytes: 134_217_728,
+        sector_size: SectorSize::Bytes4096,
         usr: UsrImage {
             filesystem: "squashfs".into(),
             hash_offset: 4096,

@@ -2,19 +2,21 @@
 //! machine has not finished its first boot yet.
 
 use anyhow::{bail, Context};
-use keel_disk::FIRST_BOOT_FLAG;
+use keel_disk::{SectorSize, FIRST_BOOT_FLAG};
 use std::path::Path;
 use std::process::Command;
 
 /// FAT timestamps start in 1980; an earlier epoch is stored as this.
 const FAT_EPOCH: u64 = 315_532_800;
 
-/// Formats `image` (already sized) as vfat labelled `EFI-SYSTEM` and writes the empty
-/// first-boot flag. `--invariant` and SOURCE_DATE_EPOCH make the bytes depend only on the
-/// arguments.
-pub fn make_esp(image: &Path, volume_id: u32, epoch: u64) -> anyhow::Result<()> {
+/// Formats `image` (already sized) as vfat of `sector_size` logical sectors (the disk's:
+/// Linux does not mount a FAT of smaller sectors than its device's) labelled `EFI-SYSTEM`
+/// and writes the empty first-boot flag. `--invariant` and SOURCE_DATE_EPOCH make the
+/// bytes depend only on the arguments.
+pub fn make_esp(image: &Path, volume_id: u32, epoch: u64, sector_size: SectorSize) -> anyhow::Result<()> {
     let epoch = epoch.max(FAT_EPOCH).to_string();
-    run(Command::new("mkfs.vfat").args(["--invariant", "-i", &format!("{volume_id:08x}"), "-n", "EFI-SYSTEM"]).arg(image))?;
+    let sector_bytes = sector_size.bytes().to_string();
+    run(Command::new("mkfs.vfat").args(["--invariant", "-S", &sector_bytes, "-i", &format!("{volume_id:08x}"), "-n", "EFI-SYSTEM"]).arg(image))?;
     let flag_source = image.with_extension("first_boot");
     std::fs::write(&flag_source, b"").with_context(|| format!("cannot write {}", flag_source.display()))?;
     let (flag_dir, _) = FIRST_BOOT_FLAG.rsplit_once('/').context("the flag path has no directory")?;

@@ -2,6 +2,11 @@
 //! read-only ext4 of a /usr tree followed by its dm-verity hash area, and the manifest
 //! that ties the image to its initrd.
 //!
+//! The image is for disks of one logical sector size, 512 or 4096 bytes: its partition
+//! table counts in those sectors and its ESP's FAT is made of them (Linux mounts a FAT only
+//! on a device whose logical sectors are no bigger than the FAT's own). Everything else
+//! lies at the same byte offsets at either size.
+//!
 //! The ESP is vfat holding Flatcar's first-boot flag, so keel-init knows a new machine.
 //! ROOT ships blank (all zero, and sparse in the file): keel-init formats it on first
 //! boot, so every machine gets its own filesystem UUID, the image carries no filesystem
@@ -12,7 +17,7 @@ mod esp;
 mod usrfs;
 
 use anyhow::{ensure, Context};
-use keel_disk::{flatcar_layout, plan_layout, write_gpt, Guid, LayoutSizes};
+use keel_disk::{flatcar_layout, plan_layout, write_gpt, Guid, LayoutSizes, SectorSize};
 use keel_manifest::{ImageManifest, UsrImage};
 use keel_verity::{format_hash_area, tree_start_block, Geometry, HashAlgorithm, HashType, MappedFile, VerityParams};
 use sha2::{Digest, Sha256};
@@ -30,6 +35,8 @@ pub struct ImageSpec {
     pub usr_tree: PathBuf,
     pub os: String,
     pub sizes: LayoutSizes,
+    /// The logical sector size of the disks the image is for.
+    pub sector_size: SectorSize,
     pub output: PathBuf,
     pub disk_guid: Guid,
     /// Every timestamp in /usr (SOURCE_DATE_EPOCH).
@@ -120,11 +127,20 @@ pub fn usr_filesystem_blocks(partition_bytes: u64, layout: &VerityLayout) -> any
 /// Builds the image at `spec.output` and returns its manifest.
 pub fn build(spec: &ImageSpec) -> anyhow::Result<ImageManifest> {
     ensure!(spec.usr_tree.is_dir(), "{} is not a directory", spec.usr_tree.display());
+    let smallest_block = spec.verity.data_block_size.min(spec.verity.hash_block_size);
+    // dm-verity refuses blocks smaller than its devices' logical sectors.
+    ensure!(
+        u64::from(smallest_block) >= spec.sector_size.bytes(),
+        "a verity block size of {smallest_block} bytes is smaller than the image's {}: the kernel refuses it on such a disk",
+        spec.sector_size
+    );
     let seed = spec.seed();
-    let layout = plan_layout(&flatcar_layout(&spec.sizes)?, |partition| derive_guid(seed.as_bytes(), &format!("partition {}", partition.number)))?;
+    let layout = plan_layout(&flatcar_layout(&spec.sizes)?, spec.sector_size, |partition| {
+        derive_guid(seed.as_bytes(), &format!("partition {}", partition.number))
+    })?;
     let usr_partition = layout.by_name("USR-A").context("the layout has no USR-A")?.clone();
 
-    let fs_blocks = usr_filesystem_blocks(usr_partition.size_bytes(), &spec.verity)?;
+    let fs_blocks = usr_filesystem_blocks(usr_partition.size_bytes(layout.sector_size), &spec.verity)?;
     let fs_path = spec.output.with_extension("usr.ext4");
     let fs_uuid = derive_guid(seed.as_bytes(), "usr filesystem");
     usrfs::make_ext4(&spec.usr_tree, &fs_path, fs_blocks, "USR-A", &fs_uuid.to_string(), spec.epoch)?;
@@ -150,15 +166,15 @@ fn write_image(
     let mut hash_area = Cursor::new(Vec::new());
     let filesystem = MappedFile::new(File::open(fs_path)?).context("cannot map the /usr filesystem")?;
     let formatted = format_hash_area(&filesystem, &params, Some(verity_uuid), &mut hash_area, 0)?;
-    ensure!(hash_offset + formatted.end <= usr_partition.size_bytes(), "the hash area does not fit in USR-A");
+    ensure!(hash_offset + formatted.end <= usr_partition.size_bytes(layout.sector_size), "the hash area does not fit in USR-A");
 
     let output = &spec.output;
     let file = File::create(output).with_context(|| format!("cannot create {}", output.display()))?;
     file.set_len(layout.disk_bytes).with_context(|| format!("cannot size {}", output.display()))?;
     let mut image = OpenOptions::new().read(true).write(true).open(output)?;
-    write_gpt(&mut image, spec.disk_guid, &layout.partitions)?;
+    write_gpt(&mut image, layout.sector_size, spec.disk_guid, &layout.partitions)?;
     write_esp(spec, layout, &mut image)?;
-    let usr_start = usr_partition.start_bytes();
+    let usr_start = usr_partition.start_bytes(layout.sector_size);
     copy_sparse(&mut File::open(fs_path)?, &mut image, usr_start).context("cannot write /usr into USR-A")?;
     image.seek(SeekFrom::Start(usr_start + hash_offset))?;
     image.write_all(hash_area.get_ref()).context("cannot write the hash area into USR-A")?;
@@ -167,6 +183,7 @@ fn write_image(
     Ok(ImageManifest {
         os: spec.os.clone(),
         image_bytes: layout.disk_bytes,
+        sector_size: layout.sector_size,
         usr: UsrImage { filesystem: "ext4".into(), hash_offset, root_hash: formatted.root, verity: params },
     })
 }
@@ -175,10 +192,11 @@ fn write_esp(spec: &ImageSpec, layout: &keel_disk::PlannedLayout, image: &mut Fi
     let esp = layout.by_name("EFI-SYSTEM").context("the layout has no EFI-SYSTEM")?;
     let esp_path = spec.output.with_extension("esp.vfat");
     let file = File::create(&esp_path).with_context(|| format!("cannot create {}", esp_path.display()))?;
-    file.set_len(esp.size_bytes()).with_context(|| format!("cannot size {}", esp_path.display()))?;
+    file.set_len(esp.size_bytes(layout.sector_size)).with_context(|| format!("cannot size {}", esp_path.display()))?;
     let id = derive(spec.seed().as_bytes(), "esp volume id");
-    let result = esp::make_esp(&esp_path, u32::from_le_bytes([id[0], id[1], id[2], id[3]]), spec.epoch)
-        .and_then(|()| copy_sparse(&mut File::open(&esp_path)?, image, esp.start_bytes()).context("cannot write the ESP into the image"));
+    let result = esp::make_esp(&esp_path, u32::from_le_bytes([id[0], id[1], id[2], id[3]]), spec.epoch, layout.sector_size).and_then(|()| {
+        copy_sparse(&mut File::open(&esp_path)?, image, esp.start_bytes(layout.sector_size)).context("cannot write the ESP into the image")
+    });
     let _ = std::fs::remove_file(&esp_path);
     result
 }

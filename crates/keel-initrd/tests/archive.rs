@@ -67,6 +67,7 @@ fn spec(dir: &Path) -> InitrdSpec {
         manifest: ImageManifest {
             os: "keel".into(),
             image_bytes: 1 << 30,
+            sector_size: keel_manifest::SectorSize::Bytes512,
             usr: UsrImage { filesystem: "ext4".into(), hash_offset: 4096 * 100, root_hash: vec![3; 32], verity: VerityParams::new(100, vec![9; 32]) },
         },
         modules_dir: fake_kernel_modules(dir),

@@ -3,6 +3,8 @@
 //! file does not promise. It is the only thing that connects a disk image to its initrd.
 
 use anyhow::{bail, Context};
+/// The type of `ImageManifest::sector_size`, for users of the manifest.
+pub use keel_disk::SectorSize;
 use keel_verity::{decode_hex, encode_hex, Digest, HashAlgorithm, HashType, VerityParams};
 use serde_json::{json, Value};
 
@@ -30,6 +32,9 @@ pub struct ImageManifest {
     /// GPT in its own last sector until first boot moves it: the one place besides the
     /// disk's end where keel-init looks for it.
     pub image_bytes: u64,
+    /// The logical sector size the image's partition table was made for: it boots only
+    /// from a disk that presents sectors of this size.
+    pub sector_size: SectorSize,
     pub usr: UsrImage,
 }
 
@@ -49,6 +54,7 @@ impl ImageManifest {
         let value = json!({
             "os": self.os,
             "image_bytes": self.image_bytes,
+            "sector_size": self.sector_size.bytes(),
             "usr": {
                 "filesystem": usr.filesystem,
                 "hash_offset": usr.hash_offset,
@@ -85,13 +91,19 @@ impl ImageManifest {
         if root_hash.len() != params.digest_size() {
             bail!("usr.root_hash has {} bytes, but a {} digest has {}", root_hash.len(), params.algorithm.name(), params.digest_size());
         }
+        // Manifests from before keel built 4096-byte-sector images have no sector size.
+        let sector_size = match value.get("sector_size") {
+            None => SectorSize::Bytes512,
+            Some(_) => SectorSize::new(u64_field(&value, "sector_size")?).context("sector_size")?,
+        };
         let image_bytes = u64_field(&value, "image_bytes")?;
-        if image_bytes == 0 || !image_bytes.is_multiple_of(512) {
-            bail!("image_bytes {image_bytes} is not a whole number of 512-byte sectors");
+        if image_bytes == 0 || !image_bytes.is_multiple_of(sector_size.bytes()) {
+            bail!("image_bytes {image_bytes} is not a whole number of {sector_size}");
         }
         Ok(ImageManifest {
             os: os.to_string(),
             image_bytes,
+            sector_size,
             usr: UsrImage {
                 filesystem: string(usr, "filesystem")?.to_string(),
                 hash_offset: u64_field(usr, "hash_offset")?,
@@ -122,6 +134,7 @@ mod tests {
         ImageManifest {
             os: "keel".into(),
             image_bytes: 2 << 30,
+            sector_size: SectorSize::Bytes4096,
             usr: UsrImage {
                 filesystem: "ext4".into(),
                 hash_offset: 1065345024,
@@ -133,8 +146,17 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let manifest = sample();
-        assert_eq!(ImageManifest::from_json(&manifest.to_json()).unwrap(), manifest);
+        for sector_size in SectorSize::ALL {
+            let manifest = ImageManifest { sector_size, ..sample() };
+            assert_eq!(ImageManifest::from_json(&manifest.to_json()).unwrap(), manifest);
+        }
+    }
+
+    #[test]
+    fn a_manifest_without_a_sector_size_is_of_a_512_byte_sector_image() {
+        let mut old: Value = serde_json::from_str(&sample().to_json()).unwrap();
+        old.as_object_mut().unwrap().remove("sector_size");
+        assert_eq!(ImageManifest::from_json(&old.to_string()).unwrap().sector_size, SectorSize::Bytes512);
     }
 
     #[test]
@@ -150,6 +172,9 @@ mod tests {
             ("/os", json!("../etc"), "os"),
             ("/image_bytes", json!(1000), "image_bytes"),
             ("/image_bytes", json!("big"), "image_bytes"),
+            ("/image_bytes", json!(4096 + 512), "not a whole number of 4096-byte sectors"),
+            ("/sector_size", json!(2048), "512 and 4096"),
+            ("/sector_size", json!("4096"), "sector_size"),
         ] {
             let mut broken = good.clone();
             *broken.pointer_mut(pointer).unwrap() = bad;

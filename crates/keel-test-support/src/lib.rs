@@ -1,6 +1,10 @@
 //! Helpers the tests of several keel crates share; a dev-dependency (and the VM harness's),
 //! never part of what keel ships.
 
+mod loop_device;
+
+pub use loop_device::{as_disk, LoopDevice};
+
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -50,18 +54,21 @@ pub fn overwrite(path: &Path, offset: u64, bytes: &[u8]) {
     file.write_all_at(bytes, offset).unwrap();
 }
 
-/// Tears the primary GPT header of the disk image at `path`, as a write cut short would:
-/// its checksum no longer matches, the backup is intact.
-pub fn damage_primary_gpt(path: &Path) {
-    overwrite(path, 512 + 8, b"garbage!");
+/// Tears the primary GPT header of the disk image at `path`, whose table is in sectors of
+/// `sector_bytes`, as a write cut short would: its checksum no longer matches, the backup
+/// is intact.
+pub fn damage_primary_gpt(path: &Path, sector_bytes: u64) {
+    overwrite(path, sector_bytes + 8, b"garbage!");
 }
 
-/// Breaks both GPT headers of the disk image at `path`: the primary, and the backup in the
-/// file's last sector (where it is unless the image was copied to a bigger disk).
-pub fn damage_both_gpts(path: &Path) {
-    let len = std::fs::metadata(path).unwrap().len();
-    overwrite(path, 512, b"NOT PART");
-    overwrite(path, len - 512, b"NOT PART");
+/// Breaks both GPT headers of the disk (image) at `path`, whose table is in sectors of
+/// `sector_bytes`: the primary, and the backup in the file's last sector (where it is
+/// unless the image was copied to a bigger disk).
+pub fn damage_both_gpts(path: &Path, sector_bytes: u64) {
+    // Seeking finds a block device's size too, which its metadata does not give.
+    let len = std::io::Seek::seek(&mut std::fs::File::open(path).unwrap(), std::io::SeekFrom::End(0)).unwrap();
+    overwrite(path, sector_bytes, b"NOT PART");
+    overwrite(path, len - sector_bytes, b"NOT PART");
 }
 
 /// xorshift64: reproducible cases without a dependency; the point is odd values, not

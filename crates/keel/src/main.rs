@@ -2,12 +2,14 @@
 //! arguments and calls the crate that does the work.
 
 mod args;
+mod disk;
 mod usr;
 mod verity;
 
 use anyhow::{bail, Context};
 use args::Args;
-use keel_disk::{Guid, LayoutSizes};
+use disk::Disk;
+use keel_disk::{Guid, LayoutSizes, SectorSize};
 use keel_manifest::ImageManifest;
 use keel_verity::{encode_hex, HashAlgorithm, HashType, VerityError};
 use std::path::PathBuf;
@@ -21,8 +23,9 @@ const USAGE: &str = "usage:
   keel verity table DATA HASH ROOT_HASH [--hash-offset BYTES] [--restart-on-corruption|--panic-on-corruption]
                     [--ignore-zero-blocks] [--check-at-most-once] [--no-superblock --data-blocks N ...]
   keel image build --usr DIR --output IMAGE [--manifest FILE] [--os NAME] [--usr-mib N] [--root-mib N]
-                   [--esp-mib N] [--oem-mib N] [--disk-guid GUID] [--epoch SECONDS] [--verity-hash sha256|sha512|sha1]
-                   [--verity-format 1|0] [--verity-data-block-size N] [--verity-hash-block-size N]
+                   [--esp-mib N] [--oem-mib N] [--disk-guid GUID] [--epoch SECONDS] [--sector-size 512|4096]
+                   [--verity-hash sha256|sha512|sha1] [--verity-format 1|0] [--verity-data-block-size N]
+                   [--verity-hash-block-size N]
   keel initrd build --manifest FILE --init KEEL_INIT --kernel-modules /lib/modules/VERSION --output FILE
                     [--compression zstd|xz|gzip|none] [--root-filesystems ext4,xfs,btrfs]
                     [--drivers default|host|MODULE,...]   storage drivers, loaded only where their devices are
@@ -38,6 +41,8 @@ const USAGE: &str = "usage:
   keel usr set DISK A|B [--priority 0-15] [--tries 0-15] [--successful 0|1]   as cgpt add -P/-T/-S
   keel usr prioritize DISK A|B [--max 1-15]      the slot above the other, as cgpt prioritize
   keel usr mark-successful DISK A|B              the booted slot is good: successful 1, tries 0, on top
+  The disk and usr commands take --sector-size 512|4096 too: a block device is read in its logical sectors, an
+  image file in 512-byte sectors unless --sector-size 4096 says its table is of 4096-byte ones.
 exit status: 0 done, 1 bad arguments or failure, 2 verification failed (data or hash tree corrupt)";
 
 /// veritysetup's (cryptsetup's) convention: 2 means the data did not verify.
@@ -95,6 +100,7 @@ fn image_build(words: &[String]) -> anyhow::Result<()> {
             "oem-mib",
             "disk-guid",
             "epoch",
+            "sector-size",
             "verity-hash",
             "verity-format",
             "verity-data-block-size",
@@ -119,6 +125,7 @@ fn image_build(words: &[String]) -> anyhow::Result<()> {
         usr_tree: PathBuf::from(args.required("usr")?),
         os: args.get("os").unwrap_or("keel").to_string(),
         sizes,
+        sector_size: args.get("sector-size").map_or(Ok(SectorSize::Bytes512), str::parse).context("--sector-size")?,
         output: output.clone(),
         disk_guid: Guid::parse(args.get("disk-guid").unwrap_or(keel_disk::IMAGE_DISK_GUID))?,
         epoch,
@@ -135,6 +142,7 @@ fn image_build(words: &[String]) -> anyhow::Result<()> {
     println!("image:     {}", output.display());
     println!("manifest:  {}", manifest_path.display());
     println!("root hash: {}", encode_hex(&manifest.usr.root_hash));
+    println!("sector size: {} bytes", manifest.sector_size.bytes());
     println!("hash offset: {} bytes", manifest.usr.hash_offset);
     Ok(())
 }
@@ -179,9 +187,8 @@ fn disk_find(words: &[String]) -> anyhow::Result<()> {
     let args = Args::parse(words, &["image-bytes"], &[])?;
     let [spec] = args.positional.as_slice() else { bail!("give a device spec\n{USAGE}") };
     let spec = keel_cmdline::DeviceSpec::parse(spec)?;
-    let image_sectors =
-        args.get("image-bytes").map(|bytes| bytes.parse::<u64>().map(|b| b / keel_disk::SECTOR_SIZE)).transpose().context("--image-bytes")?;
-    let (found, seen, took) = keel_boot::look_once(&spec, image_sectors);
+    let image_bytes = args.number("image-bytes")?;
+    let (found, seen, took) = keel_boot::look_once(&spec, image_bytes);
     for line in &seen {
         println!("seen: {}", keel_disk::printable(line));
     }
@@ -193,41 +200,38 @@ fn disk_find(words: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn open_disk(path: &str) -> anyhow::Result<std::fs::File> {
-    std::fs::OpenOptions::new().read(true).write(true).open(path).with_context(|| format!("cannot open {path} for writing"))
-}
-
 fn disk_grow_root(words: &[String]) -> anyhow::Result<()> {
-    let args = Args::parse(words, &[], &[])?;
-    let [disk] = args.positional.as_slice() else { bail!("give the disk or image file\n{USAGE}") };
-    let mut file = open_disk(disk)?;
-    match keel_disk::grow_root(&mut file)? {
-        Some(grown) => println!("{disk}: ROOT grew from {} to {} sectors", grown.old_sectors, grown.new_sectors),
-        None => println!("{disk}: ROOT already fills the disk"),
+    let args = Args::parse(words, &["sector-size"], &[])?;
+    let [path] = args.positional.as_slice() else { bail!("give the disk or image file\n{USAGE}") };
+    let mut disk = Disk::open(path, &args, true)?;
+    let sector_size = disk.sector_size;
+    match keel_disk::grow_root(&mut disk.file, sector_size).map_err(|error| disk.explain(error))? {
+        Some(grown) => println!("{path}: ROOT grew from {} to {} {sector_size}", grown.old_sectors, grown.new_sectors),
+        None => println!("{path}: ROOT already fills the disk"),
     }
-    file.sync_all()?;
-    use std::os::unix::fs::FileTypeExt;
-    if !file.metadata()?.file_type().is_block_device() {
-        println!("{disk}: an image file; its ROOT filesystem grows when keel-init first boots it (the image's ESP carries the first-boot flag)");
+    disk.file.sync_all()?;
+    if !disk.block_device {
+        println!("{path}: an image file; its ROOT filesystem grows when keel-init first boots it (the image's ESP carries the first-boot flag)");
         return Ok(());
     }
-    let gpt = keel_disk::read_gpt(&mut file)?;
+    let gpt = keel_disk::read_gpt(&mut disk.file, sector_size)?;
     let root = gpt.by_name(keel_disk::ROOT_NAME)?.context("ROOT vanished from the table")?;
-    keel_disk::resize_kernel_partition(&file, root)?;
-    println!("{disk}: the kernel now sees ROOT (partition {}) at {} bytes", root.number, root.size_bytes());
-    match keel_disk::mounted_partition(&file, root.number)? {
+    let root_bytes = root.size_bytes(sector_size);
+    keel_disk::resize_kernel_partition(&disk.file, sector_size, root)?;
+    println!("{path}: the kernel now sees ROOT (partition {}) at {root_bytes} bytes", root.number);
+    match keel_disk::mounted_partition(&disk.file, root.number)? {
         Some((mount_point, kind)) => {
-            let growth = keel_disk::grow_mounted_filesystem(&mount_point, kind, root.size_bytes())?;
+            let growth = keel_disk::grow_mounted_filesystem(&mount_point, kind, root_bytes)?;
             println!("{}: {} grew from {} to {} MiB", mount_point.display(), kind.mount_type(), growth.bytes_before >> 20, growth.bytes_after >> 20);
         }
-        None => println!("{disk}: ROOT is not mounted, so its filesystem was not grown: mount it and run this again"),
+        None => println!("{path}: ROOT is not mounted, so its filesystem was not grown: mount it and run this again"),
     }
     Ok(())
 }
 
 fn disk_randomize_guids(words: &[String]) -> anyhow::Result<()> {
-    let args = Args::parse(words, &["image-default"], &[])?;
-    let [disk] = args.positional.as_slice() else { bail!("give the disk or image file\n{USAGE}") };
+    let args = Args::parse(words, &["image-default", "sector-size"], &[])?;
+    let [path] = args.positional.as_slice() else { bail!("give the disk or image file\n{USAGE}") };
     let image_default = Guid::parse(args.get("image-default").unwrap_or(keel_disk::IMAGE_DISK_GUID))?;
     let mut urandom = std::fs::File::open("/dev/urandom").context("cannot open /dev/urandom")?;
     // A failed read gives the zero GUID, which randomize_identity never uses.
@@ -235,11 +239,12 @@ fn disk_randomize_guids(words: &[String]) -> anyhow::Result<()> {
         let mut bytes = [0u8; 16];
         std::io::Read::read_exact(&mut urandom, &mut bytes).map_or(Guid::ZERO, |()| Guid::from_random_bytes(bytes))
     };
-    let mut file = open_disk(disk)?;
-    let renamed = keel_disk::randomize_identity(&mut file, image_default, &mut fresh_guid)?;
+    let mut disk = Disk::open(path, &args, true)?;
+    let renamed =
+        keel_disk::randomize_identity(&mut disk.file, disk.sector_size, image_default, &mut fresh_guid).map_err(|error| disk.explain(error))?;
     match renamed {
-        Some(guid) => println!("{disk}: disk GUID is now {guid}; ROOT has a new GUID too"),
-        None => println!("{disk}: the disk already has its own GUID"),
+        Some(guid) => println!("{path}: disk GUID is now {guid}; ROOT has a new GUID too"),
+        None => println!("{path}: the disk already has its own GUID"),
     }
-    Ok(file.sync_all()?)
+    Ok(disk.file.sync_all()?)
 }

@@ -4,9 +4,10 @@
 //! USR-B partitions of an image file or a block device.
 
 use crate::args::Args;
-use crate::{open_disk, USAGE};
+use crate::disk::Disk;
+use crate::USAGE;
 use anyhow::{bail, Context};
-use keel_disk::{GptprioChange, Slot, SlotState, TableWrite, GPTPRIO_MAX};
+use keel_disk::{GptprioChange, SectorSize, Slot, SlotState, TableWrite, GPTPRIO_MAX};
 use std::fs::File;
 
 fn slot_line(state: &SlotState) -> String {
@@ -33,10 +34,12 @@ fn slot_json(state: &SlotState) -> String {
 }
 
 pub fn show(words: &[String]) -> anyhow::Result<()> {
-    let args = Args::parse(words, &[], &["json"])?;
-    let [disk] = args.positional.as_slice() else { bail!("give the disk (an image file or a block device)\n{USAGE}") };
-    let mut file = File::open(disk).with_context(|| format!("cannot open {disk}"))?;
-    let slots = keel_disk::read_usr_slots(&mut file).with_context(|| format!("cannot read the /usr slots of {disk}"))?;
+    let args = Args::parse(words, &["sector-size"], &["json"])?;
+    let [path] = args.positional.as_slice() else { bail!("give the disk (an image file or a block device)\n{USAGE}") };
+    let mut disk = Disk::open(path, &args, false)?;
+    let slots = keel_disk::read_usr_slots(&mut disk.file, disk.sector_size)
+        .map_err(|error| disk.explain(error))
+        .with_context(|| format!("cannot read the /usr slots of {path}"))?;
     if args.flag("json") {
         println!("{{\"slots\":[{},{}]}}", slot_json(&slots.a), slot_json(&slots.b));
     } else {
@@ -62,21 +65,23 @@ fn ranged(args: &Args, name: &str, range: std::ops::RangeInclusive<u8>) -> anyho
 }
 
 /// Runs one change on DISK, then prints both slots as they now are and syncs the disk.
-fn change(disk: &str, run: impl FnOnce(&mut File) -> anyhow::Result<TableWrite>) -> anyhow::Result<()> {
-    let mut file = open_disk(disk)?;
-    let outcome = run(&mut file).with_context(|| format!("cannot change the /usr slots of {disk}"))?;
-    file.sync_all().with_context(|| format!("cannot sync {disk}"))?;
+fn change(path: &str, args: &Args, run: impl FnOnce(&mut File, SectorSize) -> anyhow::Result<TableWrite>) -> anyhow::Result<()> {
+    let mut disk = Disk::open(path, args, true)?;
+    let outcome = run(&mut disk.file, disk.sector_size)
+        .map_err(|error| disk.explain(error))
+        .with_context(|| format!("cannot change the /usr slots of {path}"))?;
+    disk.file.sync_all().with_context(|| format!("cannot sync {path}"))?;
     if outcome == TableWrite::AlreadyRight {
-        println!("{disk}: already so; nothing written");
+        println!("{path}: already so; nothing written");
     }
-    let slots = keel_disk::read_usr_slots(&mut file)?;
+    let slots = keel_disk::read_usr_slots(&mut disk.file, disk.sector_size)?;
     println!("{}", slot_line(&slots.a));
     println!("{}", slot_line(&slots.b));
     Ok(())
 }
 
 pub fn set(words: &[String]) -> anyhow::Result<()> {
-    let args = Args::parse(words, &["priority", "tries", "successful"], &[])?;
+    let args = Args::parse(words, &["priority", "tries", "successful", "sector-size"], &[])?;
     let (disk, slot) = disk_and_slot(&args)?;
     let wanted = GptprioChange {
         priority: ranged(&args, "priority", 0..=GPTPRIO_MAX)?,
@@ -86,18 +91,18 @@ pub fn set(words: &[String]) -> anyhow::Result<()> {
     if wanted.is_empty() {
         bail!("give at least one of --priority 0-15, --tries 0-15, --successful 0|1\n{USAGE}");
     }
-    change(disk, |file| keel_disk::set_slot_gptprio(file, slot, &wanted))
+    change(disk, &args, |file, sector_size| keel_disk::set_slot_gptprio(file, sector_size, slot, &wanted))
 }
 
 pub fn prioritize(words: &[String]) -> anyhow::Result<()> {
-    let args = Args::parse(words, &["max"], &[])?;
+    let args = Args::parse(words, &["max", "sector-size"], &[])?;
     let (disk, slot) = disk_and_slot(&args)?;
     let max = ranged(&args, "max", 1..=GPTPRIO_MAX)?;
-    change(disk, |file| keel_disk::prioritize_slot(file, slot, max))
+    change(disk, &args, |file, sector_size| keel_disk::prioritize_slot(file, sector_size, slot, max))
 }
 
 pub fn mark_successful(words: &[String]) -> anyhow::Result<()> {
-    let args = Args::parse(words, &[], &[])?;
+    let args = Args::parse(words, &["sector-size"], &[])?;
     let (disk, slot) = disk_and_slot(&args)?;
-    change(disk, |file| keel_disk::mark_slot_successful(file, slot))
+    change(disk, &args, |file, sector_size| keel_disk::mark_slot_successful(file, sector_size, slot))
 }

@@ -1,26 +1,15 @@
 //! `keel usr` on a table sgdisk wrote, read back with Debian's cgpt.
 
+mod support;
+
 use keel_test_support::{process_dir, run};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+use support::{failure_of, keel, stdout_of};
 
 const USR_A: &str = "7130c94a-213a-4e5a-8e26-6cce9662f132";
 const USR_B: &str = "e03dd35c-7c2d-4a47-b3fe-27f15780a57c";
-
-fn keel(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_keel")).args(args).output().unwrap()
-}
-
-fn stdout_of(output: Output) -> String {
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).to_string()
-}
-
-fn failure_of(output: Output) -> String {
-    assert_eq!(output.status.code(), Some(1), "expected a failure: {}", String::from_utf8_lossy(&output.stdout));
-    String::from_utf8_lossy(&output.stderr).to_string()
-}
 
 /// Flatcar's slots 3 and 4 with their fixed GUIDs, USR-A at priority 1 and successful
 /// (bits 48 and 56), plus an attribute bit gptprio does not own (bit 60) on each.
