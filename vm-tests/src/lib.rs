@@ -186,14 +186,16 @@ pub fn test_sizes() -> LayoutSizes {
 /// at the same time never build into or copy from the same files. `edit_manifest` may change what the initrd trusts (the
 /// wrong-root-hash scenario).
 pub fn build_fixture(name: &str, verity: VerityLayout, edit_manifest: impl FnOnce(&mut ImageManifest)) -> anyhow::Result<Fixture> {
-    build_fixture_sized(name, test_sizes(), verity, edit_manifest)
+    build_fixture_sized(name, test_sizes(), FIXTURE_SECTOR_SIZE, verity, edit_manifest)
 }
 
-/// `build_fixture` with the partition sizes given: `LayoutSizes::default()` is Flatcar's
-/// production layout (1 GiB USR-A), the size costs must be measured at.
+/// `build_fixture` with the partition sizes and the logical sector size given:
+/// `LayoutSizes::default()` is Flatcar's production layout (1 GiB USR-A), the size costs
+/// must be measured at; 4096-byte sectors make an image for 4Kn disks.
 pub fn build_fixture_sized(
     name: &str,
     sizes: LayoutSizes,
+    sector_size: SectorSize,
     verity: VerityLayout,
     edit_manifest: impl FnOnce(&mut ImageManifest),
 ) -> anyhow::Result<Fixture> {
@@ -206,7 +208,7 @@ pub fn build_fixture_sized(
         usr_tree: usr,
         os: "keel".into(),
         sizes,
-        sector_size: FIXTURE_SECTOR_SIZE,
+        sector_size,
         output: image.clone(),
         disk_guid: Guid::parse(keel_disk::IMAGE_DISK_GUID)?,
         epoch: 0,
@@ -251,11 +253,25 @@ pub fn shared_fixture() -> anyhow::Result<&'static Fixture> {
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// The small fixture built for 4Kn disks (4096-byte logical sectors), once per process.
+pub fn fixture_4kn() -> anyhow::Result<&'static Fixture> {
+    static FIXTURE: OnceLock<Result<Fixture, String>> = OnceLock::new();
+    FIXTURE
+        .get_or_init(|| {
+            build_fixture_sized("4kn", test_sizes(), SectorSize::Bytes4096, VerityLayout::default(), |_| {}).map_err(|e| format!("{e:#}"))
+        })
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 /// The default layout's fixture (Flatcar's sizes), built once per process.
 pub fn default_layout_fixture() -> anyhow::Result<&'static Fixture> {
     static FIXTURE: OnceLock<Result<Fixture, String>> = OnceLock::new();
     FIXTURE
-        .get_or_init(|| build_fixture_sized("default-layout", LayoutSizes::default(), VerityLayout::default(), |_| {}).map_err(|e| format!("{e:#}")))
+        .get_or_init(|| {
+            build_fixture_sized("default-layout", LayoutSizes::default(), FIXTURE_SECTOR_SIZE, VerityLayout::default(), |_| {})
+                .map_err(|e| format!("{e:#}"))
+        })
         .as_ref()
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
@@ -350,12 +366,18 @@ pub struct Disk {
     pub path: PathBuf,
     pub bus: Bus,
     /// The logical (and physical) sector size the guest sees: 512, or 4096 for a 4Kn disk.
-    pub sector_size: u32,
+    pub sector_size: SectorSize,
 }
 
 impl Disk {
+    /// A disk of 512-byte sectors.
     pub fn on(bus: Bus, path: &Path) -> Disk {
-        Disk { path: path.to_path_buf(), bus, sector_size: 512 }
+        Disk { path: path.to_path_buf(), bus, sector_size: SectorSize::Bytes512 }
+    }
+
+    /// A disk holding a copy of `fixture`'s image, with the sector size it was built for.
+    pub fn of_fixture(bus: Bus, path: &Path, fixture: &Fixture) -> Disk {
+        Disk { sector_size: fixture.manifest.sector_size, ..Disk::on(bus, path) }
     }
 }
 
@@ -370,7 +392,7 @@ pub struct Machine<'a> {
 
 /// The `-device` value for disk number `index` of a machine, whose drive is `disk{index}`.
 fn disk_device(disk: &Disk, index: usize) -> String {
-    let sectors = format!("logical_block_size={0},physical_block_size={0}", disk.sector_size);
+    let sectors = format!("logical_block_size={0},physical_block_size={0}", disk.sector_size.bytes());
     let id = format!("disk{index}");
     match disk.bus {
         Bus::Virtio => format!("virtio-blk-pci,drive={id},id=dev{index},{sectors}"),
@@ -534,16 +556,61 @@ pub fn assert_refused(console: &Console, stage: &str, reason: &str) {
     assert!(report.contains("The real root was not started.") && acted, "no emergency action:\n{}", console.text);
 }
 
+/// One disk on one bus, with the sector size its image was built for, booted twice.
+pub struct FirstAndLaterBoot<'a> {
+    pub name: &'a str,
+    pub fixture: &'a Fixture,
+    /// How long the copy of the fixture's disk is made, so that ROOT grows.
+    pub disk_bytes: u64,
+    pub kernel: &'a Kernel,
+    pub initrd: &'a Path,
+    pub bus: Bus,
+    /// Where ROOT must be mounted from.
+    pub partition_node: &'a str,
+}
+
+impl FirstAndLaterBoot<'_> {
+    /// A first boot, then a later boot with the command line `later_cmdline` makes from
+    /// the disk: both reach the real root with ROOT on `partition_node`, which fills the
+    /// disk; the first formats ROOT and removes the first-boot flag, the later one does not
+    /// format again.
+    pub fn run(&self, later_cmdline: impl FnOnce(&Path) -> String) -> (Console, Console) {
+        const TIMEOUT: Duration = Duration::from_secs(180);
+        let disk = disk_copy(self.fixture, self.name).unwrap();
+        resize_disk(&disk, self.disk_bytes).unwrap();
+        let machine = Machine { kernel: self.kernel, disks: vec![Disk::of_fixture(self.bus, &disk, self.fixture)], plugged_in_later: None };
+        let root_mounted = |console: &Console| {
+            let root = console.real_init().into_iter().find(|l| l.starts_with("mount / ")).unwrap_or_default().to_string();
+            assert!(root.starts_with(&format!("mount / {} ext4 rw,", self.partition_node)), "{root}\n{}", console.text);
+        };
+        let first = boot_machine(&machine, self.initrd, "", TIMEOUT, "unsafe", |_, _| false).unwrap();
+        assert_reached_real_init(&first);
+        root_mounted(&first);
+        assert!(first.has("formatted as ext4 because it was blank"), "{}", first.text);
+        assert_root_fills(&disk, self.disk_bytes);
+        assert!(!esp_has_flag(&disk).unwrap(), "the first-boot flag is still on the ESP");
+
+        let later = boot_machine(&machine, self.initrd, &later_cmdline(&disk), TIMEOUT, "unsafe", |_, _| false).unwrap();
+        assert_reached_real_init(&later);
+        root_mounted(&later);
+        assert!(!later.has("formatted as ext4"), "the later boot formatted ROOT again:\n{}", later.text);
+        let _ = std::fs::remove_file(&disk);
+        (first, later)
+    }
+}
+
 /// ROOT of `image` ends on the last whole MiB before the backup table at the end of its
-/// `disk_bytes`, and sgdisk finds nothing wrong with the table.
+/// `disk_bytes`, and sgdisk (reading a 4Kn image through a loop device of its sector size)
+/// finds nothing wrong with the table.
 pub fn assert_root_fills(image: &Path, disk_bytes: u64) {
-    let root = root_partition(image).unwrap();
-    assert_eq!(
-        root.start_bytes(FIXTURE_SECTOR_SIZE) + root.size_bytes(FIXTURE_SECTOR_SIZE),
-        disk_bytes - MIB,
-        "ROOT does not reach the disk's last MiB"
-    );
-    let verdict = run(Command::new("sgdisk").arg("-v").arg(image)).unwrap();
+    let (start, size) = root_extent(image).unwrap();
+    assert_eq!(start + size, disk_bytes - MIB, "ROOT does not reach the disk's last MiB");
+    let sector_size = image_table(image).unwrap().sector_size;
+    let verdict = match sector_size {
+        SectorSize::Bytes512 => run(Command::new("sgdisk").arg("-v").arg(image)),
+        SectorSize::Bytes4096 => keel_test_support::as_disk(image, sector_size.bytes(), |disk| run(Command::new("sgdisk").arg("-v").arg(disk))),
+    }
+    .unwrap();
     assert!(verdict.contains("No problems found"), "{verdict}");
 }
 
@@ -552,45 +619,44 @@ pub fn resize_disk(image: &Path, bytes: u64) -> anyhow::Result<()> {
     Ok(std::fs::OpenOptions::new().write(true).open(image)?.set_len(bytes)?)
 }
 
-/// The partition table of the image file `image`, a fixture's: of 512-byte sectors.
+/// The partition table of the image file `image`, a fixture's: of 512-byte sectors, or of
+/// 4096 when keel says the table was made for those (a 4Kn fixture).
 pub fn image_table(image: &Path) -> anyhow::Result<keel_disk::Gpt> {
-    keel_disk::read_gpt(&mut std::fs::File::open(image)?, FIXTURE_SECTOR_SIZE)
+    let read = |sector_size| keel_disk::read_gpt(&mut std::fs::File::open(image)?, sector_size);
+    match read(FIXTURE_SECTOR_SIZE) {
+        Err(error) if error.downcast_ref::<keel_disk::SectorSizeMismatch>().is_some() => read(FIXTURE_SECTOR_SIZE.other()),
+        result => result,
+    }
 }
 
-/// ROOT's partition entry in `image`.
-pub fn root_partition(image: &Path) -> anyhow::Result<keel_disk::GptPartition> {
-    image_table(image)?.by_name("ROOT")?.cloned().context("no ROOT")
+/// Where ROOT of `image` is: its first byte and its size in bytes.
+pub fn root_extent(image: &Path) -> anyhow::Result<(u64, u64)> {
+    let gpt = image_table(image)?;
+    let root = gpt.by_name("ROOT")?.context("no ROOT")?;
+    Ok((root.start_bytes(gpt.sector_size), root.size_bytes(gpt.sector_size)))
 }
 
 /// Puts a filesystem made by `mkfs` (program and arguments; the target file is appended)
 /// into ROOT of `image`, as an image that ships a formatted ROOT would have it.
 pub fn format_root(image: &Path, mkfs: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
-    let root = root_partition(image)?;
+    let (start, size) = root_extent(image)?;
     let fs_file = image.with_extension("root-fs");
-    std::fs::File::create(&fs_file)?.set_len(root.size_bytes(FIXTURE_SECTOR_SIZE))?;
+    std::fs::File::create(&fs_file)?.set_len(size)?;
     run(Command::new(mkfs[0]).args(&mkfs[1..]).arg(&fs_file).envs(env.iter().copied()))?;
     run(Command::new("dd")
         .arg(format!("if={}", fs_file.display()))
         .arg(format!("of={}", image.display()))
         .args(["bs=1M", "conv=notrunc,sparse", "status=none"])
-        .arg(format!("seek={}", root.start_bytes(FIXTURE_SECTOR_SIZE) >> 20)))?;
+        .arg(format!("seek={}", start >> 20)))?;
     std::fs::remove_file(&fs_file)?;
     Ok(())
 }
 
 /// Runs `with` on ROOT of `image` attached as a loop device, which is detached after.
 pub fn with_root_device<T>(image: &Path, with: impl FnOnce(&str) -> anyhow::Result<T>) -> anyhow::Result<T> {
-    let root = root_partition(image)?;
-    let device = run(Command::new("losetup")
-        .args([
-            "--find",
-            "--show",
-            "--offset",
-            &root.start_bytes(FIXTURE_SECTOR_SIZE).to_string(),
-            "--sizelimit",
-            &root.size_bytes(FIXTURE_SECTOR_SIZE).to_string(),
-        ])
-        .arg(image))?;
+    let (start, size) = root_extent(image)?;
+    let device =
+        run(Command::new("losetup").args(["--find", "--show", "--offset", &start.to_string(), "--sizelimit", &size.to_string()]).arg(image))?;
     let device = device.trim();
     let result = with(device);
     run(Command::new("losetup").args(["--detach", device]))?;
@@ -650,7 +716,8 @@ pub fn flip_byte(path: &Path, offset: u64) -> anyhow::Result<()> {
 
 /// Where the USR-A partition starts in `image`.
 pub fn usr_a_start(image: &Path) -> anyhow::Result<u64> {
-    Ok(image_table(image)?.by_name("USR-A")?.context("no USR-A")?.start_bytes(FIXTURE_SECTOR_SIZE))
+    let gpt = image_table(image)?;
+    Ok(gpt.by_name("USR-A")?.context("no USR-A")?.start_bytes(gpt.sector_size))
 }
 
 /// Whether the ESP of `image` still holds the first-boot flag (read with mtools). An ESP
@@ -680,13 +747,13 @@ pub fn ext4_blocks(image: &Path) -> anyhow::Result<(u64, u64)> {
 
 /// Copies ROOT of `image`, the filesystem as it is now, to the file `to`.
 pub fn copy_root(image: &Path, to: &Path) -> anyhow::Result<()> {
-    let root = root_partition(image)?;
+    let (start, size) = root_extent(image)?;
     run(Command::new("dd")
         .arg(format!("if={}", image.display()))
         .arg(format!("of={}", to.display()))
         .args(["bs=1M", "conv=sparse", "status=none"])
-        .arg(format!("skip={}", root.start_bytes(FIXTURE_SECTOR_SIZE) >> 20))
-        .arg(format!("count={}", root.size_bytes(FIXTURE_SECTOR_SIZE) >> 20)))?;
+        .arg(format!("skip={}", start >> 20))
+        .arg(format!("count={}", size >> 20)))?;
     Ok(())
 }
 
@@ -711,7 +778,7 @@ const EXT4_GEOMETRY: [&str; 9] = [
 /// the kernel to grow online, so its offline run, which needs no CAP_SYS_RESOURCE, is the
 /// reference for an online grow.
 pub fn check_ext4_grown_like_resize2fs(image: &Path, start: &Path) -> anyhow::Result<()> {
-    std::fs::OpenOptions::new().write(true).open(start)?.set_len(root_partition(image)?.size_bytes(FIXTURE_SECTOR_SIZE))?;
+    std::fs::OpenOptions::new().write(true).open(start)?.set_len(root_extent(image)?.1)?;
     run(Command::new("resize2fs").arg(start))?;
     let geometry = |header: String| -> Vec<String> {
         let fields = header.lines().filter(|line| line.split_once(':').is_some_and(|(name, _)| EXT4_GEOMETRY.contains(&name)));

@@ -8,8 +8,8 @@
 
 use keel_disk::{Gpt, IMAGE_DISK_GUID};
 use keel_vm_tests::{
-    assert_root_fills, boot_until, check_root_ext4, disk_copy, esp_has_flag, ext4_blocks, format_root, image_table, on_root, resize_disk,
-    shared_fixture, stage_millis, Console, Fixture,
+    artifacts, assert_root_fills, boot_machine, check_root_ext4, disk_copy, esp_has_flag, ext4_blocks, fixture_4kn, format_root, image_table,
+    on_root, resize_disk, shared_fixture, stage_millis, Bus, Console, Disk, Fixture, Machine,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -86,9 +86,12 @@ fn image_for(fixture: &Fixture, shipped: Shipped, name: &str) -> PathBuf {
     disk
 }
 
-fn boot_through(disk: &Path, initrd: &Path, moment: Option<Moment>) -> Console {
+/// Boots `disk`, a copy of `fixture`'s image, on a disk of the sector size the image was
+/// built for, cutting the power at `moment`.
+fn boot_through(fixture: &Fixture, disk: &Path, moment: Option<Moment>) -> Console {
     let mut stage_seen_at = None;
-    boot_until(&[disk], initrd, "", TIMEOUT, CACHE, |text, elapsed| match moment {
+    let machine = Machine { kernel: &artifacts().unwrap().kernel, disks: vec![Disk::of_fixture(Bus::Virtio, disk, fixture)], plugged_in_later: None };
+    boot_machine(&machine, &fixture.initrd, "", TIMEOUT, CACHE, |text, elapsed| match moment {
         None => false,
         Some(Moment::InKernel(at)) => elapsed >= at,
         Some(Moment::Into(stage, delay)) => {
@@ -145,10 +148,9 @@ fn check_end_state(disk: &Path, reference: &Gpt, shipped: Shipped) -> Result<(),
 /// Cuts the power `cuts` times in each of the named stages (`kernel` or a stage of
 /// keel-init), boots again each time, and checks every run ends where an uninterrupted
 /// first boot does; every cut must have happened, and in every stage named.
-fn survives_cuts(shipped: Shipped, name: &str, cuts: &[(&'static str, u32)]) {
-    let fixture = shared_fixture().unwrap();
+fn survives_cuts(fixture: &Fixture, shipped: Shipped, name: &str, cuts: &[(&'static str, u32)]) {
     let reference_disk = image_for(fixture, shipped, &format!("{name}-reference"));
-    let reference = boot_through(&reference_disk, &fixture.initrd, None);
+    let reference = boot_through(fixture, &reference_disk, None);
     assert!(!reference.timed_out && reference.real_init().contains(&"done"), "the uninterrupted first boot failed:\n{}", reference.text);
     assert!(reference.has("ROOT grew from 64 to"), "the uninterrupted first boot did not grow ROOT:\n{}", reference.text);
     assert_root_fills(&reference_disk, DISK_BYTES);
@@ -176,11 +178,11 @@ fn survives_cuts(shipped: Shipped, name: &str, cuts: &[(&'static str, u32)]) {
         }
     }
 
-    // One QEMU at a time here: the two scenarios run in parallel, one per core.
+    // One QEMU at a time here: the scenarios run two at a time, one per core.
     let mut outcomes = Vec::new();
     for (index, moment) in moments.iter().copied().enumerate() {
         let disk = image_for(fixture, shipped, &format!("{name}-cut-{index}"));
-        let cut = boot_through(&disk, &fixture.initrd, Some(moment));
+        let cut = boot_through(fixture, &disk, Some(moment));
         let landed = landed_in(&cut);
         let result = if !cut.cut {
             Err(format!("the run ended before its moment came (timed out: {}):\n{}", cut.timed_out, cut.text))
@@ -188,7 +190,7 @@ fn survives_cuts(shipped: Shipped, name: &str, cuts: &[(&'static str, u32)]) {
             Err(format!("a cut meant for the kernel's boot landed in {landed}"))
         } else {
             let torn = image_table(&disk).map(|_| ()).map_err(|e| format!("{e:#}"));
-            let after = boot_through(&disk, &fixture.initrd, None);
+            let after = boot_through(fixture, &disk, None);
             match (&torn, after.real_init().contains(&"done")) {
                 (Err(error), _) => Err(format!("no readable table after the cut: {error}")),
                 (Ok(()), false) => Err(format!("the boot after the cut failed:\n{}", after.text)),
@@ -215,10 +217,27 @@ fn survives_cuts(shipped: Shipped, name: &str, cuts: &[(&'static str, u32)]) {
 
 #[test]
 fn a_power_cut_while_first_boot_formats_a_blank_root_is_survived() {
-    survives_cuts(Shipped::Blank, "cut-blank", &[("kernel", 3), ("first-boot", 3), ("root", 4), ("etc", 2), ("first-boot-done", 3)]);
+    survives_cuts(
+        shared_fixture().unwrap(),
+        Shipped::Blank,
+        "cut-blank",
+        &[("kernel", 3), ("first-boot", 3), ("root", 4), ("etc", 2), ("first-boot-done", 3)],
+    );
 }
 
 #[test]
 fn a_power_cut_while_first_boot_grows_a_shipped_ext4_root_is_survived() {
-    survives_cuts(Shipped::Ext4WithFile, "cut-ext4", &[("kernel", 1), ("first-boot", 2), ("root", 3), ("etc", 2), ("first-boot-done", 2)]);
+    survives_cuts(
+        shared_fixture().unwrap(),
+        Shipped::Ext4WithFile,
+        "cut-ext4",
+        &[("kernel", 1), ("first-boot", 2), ("root", 3), ("etc", 2), ("first-boot-done", 2)],
+    );
+}
+
+#[test]
+fn a_power_cut_while_first_boot_grows_root_on_a_4kn_disk_is_survived() {
+    // The table's rewrites are in 4096-byte sectors (first-boot), and mkfs meets a disk
+    // whose sectors are as big as its blocks (root).
+    survives_cuts(fixture_4kn().unwrap(), Shipped::Blank, "cut-4kn", &[("first-boot", 3), ("root", 2), ("first-boot-done", 1)]);
 }

@@ -3,8 +3,8 @@
 //! loads the drivers for the buses it has and no others.
 
 use keel_vm_tests::{
-    assert_reached_real_init, assert_root_fills, boot_machine, build_initrd, default_layout_fixture, disk_copy, generic_kernel, on_root, resize_disk,
-    shared_fixture, Bus, Console, Disk, DriverChoice, Fixture, Kernel, Machine,
+    assert_reached_real_init, boot_machine, build_initrd, default_layout_fixture, disk_copy, generic_kernel, on_root, shared_fixture, Bus, Console,
+    Disk, DriverChoice, FirstAndLaterBoot, Fixture, Machine,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -19,45 +19,6 @@ fn loaded_modules(console: &Console) -> Vec<&str> {
     line.split_whitespace().collect()
 }
 
-/// One disk on one bus, booted twice.
-struct Scenario<'a> {
-    name: &'a str,
-    fixture: &'a Fixture,
-    /// How long the copy of the fixture's disk is made, so that ROOT grows.
-    disk_bytes: u64,
-    kernel: &'a Kernel,
-    initrd: &'a Path,
-    bus: Bus,
-    /// Where ROOT must be mounted from.
-    partition_node: &'a str,
-}
-
-impl Scenario<'_> {
-    /// A first boot, then a later boot with the command line `later_cmdline` makes from
-    /// the disk: both reach the real root with ROOT on `partition_node`, which fills the disk.
-    fn first_and_later_boot(&self, later_cmdline: impl FnOnce(&Path) -> String) -> (Console, Console) {
-        let disk = disk_copy(self.fixture, self.name).unwrap();
-        resize_disk(&disk, self.disk_bytes).unwrap();
-        let machine = Machine { kernel: self.kernel, disks: vec![Disk::on(self.bus, &disk)], plugged_in_later: None };
-        let root_mounted = |console: &Console| {
-            let root = console.real_init().into_iter().find(|l| l.starts_with("mount / ")).unwrap_or_default().to_string();
-            assert!(root.starts_with(&format!("mount / {} ext4 rw,", self.partition_node)), "{root}\n{}", console.text);
-        };
-        let first = boot_machine(&machine, self.initrd, "", TIMEOUT, "unsafe", |_, _| false).unwrap();
-        assert_reached_real_init(&first);
-        root_mounted(&first);
-        assert!(first.has("formatted as ext4 because it was blank"), "{}", first.text);
-        assert_root_fills(&disk, self.disk_bytes);
-
-        let later = boot_machine(&machine, self.initrd, &later_cmdline(&disk), TIMEOUT, "unsafe", |_, _| false).unwrap();
-        assert_reached_real_init(&later);
-        root_mounted(&later);
-        assert!(!later.has("formatted as ext4"), "the later boot formatted ROOT again:\n{}", later.text);
-        let _ = std::fs::remove_file(&disk);
-        (first, later)
-    }
-}
-
 /// The small test image made 64 MiB bigger.
 fn grown_shared_disk(fixture: &Fixture) -> u64 {
     std::fs::metadata(&fixture.image).unwrap().len() + GROWN_BY
@@ -70,7 +31,7 @@ fn boots_the_default_layout_from_nvme_without_loading_virtio_or_scsi() {
     let kernel = &keel_vm_tests::artifacts().unwrap().kernel;
     // The later boot names both partitions by path, with NVMe's `p` before the number.
     let paths = |_: &Path| "mount.usr=/dev/nvme0n1p3 root=/dev/nvme0n1p9".to_string();
-    let scenario = Scenario {
+    let scenario = FirstAndLaterBoot {
         name: "bus-nvme",
         fixture,
         disk_bytes: 4 << 30,
@@ -79,7 +40,7 @@ fn boots_the_default_layout_from_nvme_without_loading_virtio_or_scsi() {
         bus: Bus::Nvme,
         partition_node: "/dev/nvme0n1p9",
     };
-    let (first, later) = scenario.first_and_later_boot(paths);
+    let (first, later) = scenario.run(paths);
     // Debian's cloud kernel builds NVMe in; the machine has no virtio or SCSI device.
     for console in [&first, &later] {
         let modules = loaded_modules(console);
@@ -98,7 +59,7 @@ fn boots_from_virtio_scsi_loading_only_its_drivers() {
         let uuid = on_root(disk, "blkid", &["-o", "value", "-s", "UUID"]).unwrap();
         format!("mount.usr=PARTUUID={} root=UUID={}", keel_disk::USR_A_GUID, uuid.trim())
     };
-    let scenario = Scenario {
+    let scenario = FirstAndLaterBoot {
         name: "bus-virtio-scsi",
         fixture,
         disk_bytes: grown_shared_disk(fixture),
@@ -107,7 +68,7 @@ fn boots_from_virtio_scsi_loading_only_its_drivers() {
         bus: Bus::VirtioScsi,
         partition_node: "/dev/sda9",
     };
-    let (first, later) = scenario.first_and_later_boot(uuids);
+    let (first, later) = scenario.run(uuids);
     for console in [&first, &later] {
         let modules = loaded_modules(console);
         for wanted in ["virtio_pci", "virtio_scsi", "sd_mod"] {
@@ -124,7 +85,7 @@ fn boots_from_sata_behind_ahci_with_debians_generic_kernel() {
     let initrd = fixture.dir.join("initrd-generic-kernel.img");
     build_initrd(&fixture.manifest, kernel, DriverChoice::Default, &["ext4"], &initrd).unwrap();
     let labels = |_: &Path| "mount.usr=PARTLABEL=USR-A root=LABEL=ROOT".to_string();
-    let scenario = Scenario {
+    let scenario = FirstAndLaterBoot {
         name: "bus-ahci",
         fixture,
         disk_bytes: grown_shared_disk(fixture),
@@ -133,7 +94,7 @@ fn boots_from_sata_behind_ahci_with_debians_generic_kernel() {
         bus: Bus::Ahci,
         partition_node: "/dev/sda9",
     };
-    let (first, later) = scenario.first_and_later_boot(labels);
+    let (first, later) = scenario.run(labels);
     for console in [&first, &later] {
         let modules = loaded_modules(console);
         for wanted in ["ahci", "libahci", "libata", "sd_mod"] {

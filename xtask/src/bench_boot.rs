@@ -44,7 +44,7 @@ pub fn boot(args: &[String]) -> anyhow::Result<()> {
         }
     }
     eprintln!("xtask: building the default layout's image and its initrds ...");
-    let fixture = vm::build_fixture_sized("bench-boot", Default::default(), Default::default(), |_| {})?;
+    let fixture = vm::build_fixture_sized("bench-boot", Default::default(), vm::FIXTURE_SECTOR_SIZE, Default::default(), |_| {})?;
     let manifest_path = vm::work_dir().join("bench-boot.json");
     std::fs::write(&manifest_path, fixture.manifest.to_json()).with_context(|| format!("cannot write {}", manifest_path.display()))?;
     eprintln!("xtask: the image's manifest is {}", manifest_path.display());
