@@ -240,7 +240,7 @@ pub fn build_initrd(
         root_filesystems: root_filesystems.iter().map(|fs| fs.to_string()).collect(),
         host_root: PathBuf::from("/"),
     };
-    std::fs::write(output, keel_initrd::build(&spec, Compression::Xz)?).with_context(|| format!("cannot write {}", output.display()))
+    std::fs::write(output, keel_initrd::build(&spec, Compression::Xz)?.0).with_context(|| format!("cannot write {}", output.display()))
 }
 
 /// The fixture most scenarios share, built once per process; each test boots its own
@@ -567,6 +567,8 @@ pub struct FirstAndLaterBoot<'a> {
     pub bus: Bus,
     /// Where ROOT must be mounted from.
     pub partition_node: &'a str,
+    /// Disks attached after the boot disk, on any bus.
+    pub other_disks: Vec<Disk>,
 }
 
 impl FirstAndLaterBoot<'_> {
@@ -578,7 +580,11 @@ impl FirstAndLaterBoot<'_> {
         const TIMEOUT: Duration = Duration::from_secs(180);
         let disk = disk_copy(self.fixture, self.name).unwrap();
         resize_disk(&disk, self.disk_bytes).unwrap();
-        let machine = Machine { kernel: self.kernel, disks: vec![Disk::of_fixture(self.bus, &disk, self.fixture)], plugged_in_later: None };
+        let machine = Machine {
+            kernel: self.kernel,
+            disks: [Disk::of_fixture(self.bus, &disk, self.fixture)].into_iter().chain(self.other_disks.iter().cloned()).collect(),
+            plugged_in_later: None,
+        };
         let root_mounted = |console: &Console| {
             let root = console.real_init().into_iter().find(|l| l.starts_with("mount / ")).unwrap_or_default().to_string();
             assert!(root.starts_with(&format!("mount / {} ext4 rw,", self.partition_node)), "{root}\n{}", console.text);

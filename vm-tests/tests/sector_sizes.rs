@@ -36,6 +36,7 @@ fn a_4kn_image_boots_and_first_boots_from_a_4kn_disk() {
         initrd: &fixture.initrd,
         bus: Bus::Virtio,
         partition_node: "/dev/vda9",
+        other_disks: vec![],
     };
     let (first, _) = scenario.run(|_| String::new());
     assert!(first.has("boot disk /dev/vda (4096-byte sectors)"), "{}", first.text);

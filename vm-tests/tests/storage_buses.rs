@@ -39,6 +39,7 @@ fn boots_the_default_layout_from_nvme_without_loading_virtio_or_scsi() {
         initrd: &fixture.initrd,
         bus: Bus::Nvme,
         partition_node: "/dev/nvme0n1p9",
+        other_disks: vec![],
     };
     let (first, later) = scenario.run(paths);
     // Debian's cloud kernel builds NVMe in; the machine has no virtio or SCSI device.
@@ -67,6 +68,7 @@ fn boots_from_virtio_scsi_loading_only_its_drivers() {
         initrd: &fixture.initrd,
         bus: Bus::VirtioScsi,
         partition_node: "/dev/sda9",
+        other_disks: vec![],
     };
     let (first, later) = scenario.run(uuids);
     for console in [&first, &later] {
@@ -79,8 +81,12 @@ fn boots_from_virtio_scsi_loading_only_its_drivers() {
 }
 
 #[test]
-fn boots_from_sata_behind_ahci_with_debians_generic_kernel() {
+fn boots_from_sata_behind_ahci_with_an_nvme_disk_beside_it_on_debians_generic_kernel() {
+    // The generic kernel has AHCI, and NVMe as a module: both controllers are there from
+    // the start, so their drivers load in one batch, side by side, sharing dependencies.
     let fixture = shared_fixture().unwrap();
+    let blank_nvme = fixture.dir.join("bus-ahci-blank-nvme.img");
+    std::fs::File::create(&blank_nvme).unwrap().set_len(64 << 20).unwrap();
     let kernel = generic_kernel().unwrap();
     let initrd = fixture.dir.join("initrd-generic-kernel.img");
     build_initrd(&fixture.manifest, kernel, DriverChoice::Default, &["ext4"], &initrd).unwrap();
@@ -93,11 +99,12 @@ fn boots_from_sata_behind_ahci_with_debians_generic_kernel() {
         initrd: &initrd,
         bus: Bus::Ahci,
         partition_node: "/dev/sda9",
+        other_disks: vec![Disk::on(Bus::Nvme, &blank_nvme)],
     };
     let (first, later) = scenario.run(labels);
     for console in [&first, &later] {
         let modules = loaded_modules(console);
-        for wanted in ["ahci", "libahci", "libata", "sd_mod"] {
+        for wanted in ["ahci", "libahci", "libata", "sd_mod", "nvme", "nvme_core"] {
             assert!(modules.contains(&wanted), "{wanted} not loaded: {modules:?}");
         }
         assert!(!modules.contains(&"virtio_blk") && !modules.contains(&"virtio_scsi"), "{modules:?}");

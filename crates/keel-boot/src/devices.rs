@@ -20,6 +20,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 const SYS_BLOCK: &str = "/sys/class/block";
+/// How many uevents one wake reads at most.
+const MAX_EVENTS_PER_WAKE: usize = 1024;
 /// The longest a wait goes without looking again, event or not.
 const RECHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long a disk that holds this image but cannot boot it (too small for it, or of the
@@ -546,6 +548,9 @@ pub struct DeviceWatcher {
     drivers: RefCell<Drivers>,
     /// What waiting did (drivers loaded, a table repaired), until `take_changes`.
     changes: RefCell<Vec<String>>,
+    /// Drivers that failed to load, for every timeout message: the disk waited for may be
+    /// behind one of them.
+    driver_failures: RefCell<Vec<String>>,
 }
 
 impl DeviceWatcher {
@@ -555,7 +560,7 @@ impl DeviceWatcher {
                 .context("cannot open the kernel uevent socket")?;
         // Group 1: the kernel's own events (udev re-broadcasts on group 2).
         bind(socket.as_raw_fd(), &NetlinkAddr::new(0, 1)).context("cannot listen to kernel uevents")?;
-        Ok(DeviceWatcher { socket, drivers: RefCell::new(drivers), changes: RefCell::new(Vec::new()) })
+        Ok(DeviceWatcher { socket, drivers: RefCell::new(drivers), changes: RefCell::new(Vec::new()), driver_failures: RefCell::new(Vec::new()) })
     }
 
     /// Loads the drivers for the devices present now, and then for the devices those bring
@@ -570,7 +575,12 @@ impl DeviceWatcher {
             present.loads.append(&mut loads);
             loads = self.load_announced(&mut present);
         }
+        self.note_failures(&present.loads);
         present
+    }
+
+    fn note_failures(&self, loads: &[DriverLoad]) {
+        self.driver_failures.borrow_mut().extend(loads.iter().filter(|load| load.outcome.is_err()).map(DriverLoad::describe));
     }
 
     fn scan_and_load(&self, present: &mut PresentDrivers) -> Vec<DriverLoad> {
@@ -587,13 +597,15 @@ impl DeviceWatcher {
     fn load_announced(&self, present: &mut PresentDrivers) -> Vec<DriverLoad> {
         let mut buffer = [0u8; 8192];
         let mut modaliases = Vec::new();
-        loop {
+        // A bounded batch: what a storm of events leaves is the next wake's.
+        for _ in 0..MAX_EVENTS_PER_WAKE {
             match recv(self.socket.as_raw_fd(), &mut buffer, MsgFlags::MSG_DONTWAIT) {
                 Ok(n) if n > 0 => modaliases.extend(modalias_in_uevent(&buffer[..n]).map(str::to_string)),
                 Err(nix::errno::Errno::ENOBUFS) => return self.scan_and_load(present),
-                _ => return self.drivers.borrow_mut().load_for(modaliases.iter().map(String::as_str)),
+                _ => break,
             }
         }
+        self.drivers.borrow_mut().load_for(modaliases.iter().map(String::as_str))
     }
 
     /// Looks for `spec` now, after every uevent, and at least every second (a read that
@@ -627,6 +639,7 @@ impl DeviceWatcher {
                     _ => {
                         let mut seen = if seen.lines.is_empty() { vec!["no block device appeared".to_string()] } else { seen.lines };
                         seen.extend(self.changes.borrow().iter().cloned());
+                        seen.extend(self.driver_failures.borrow().iter().filter(|failure| !seen.contains(failure)).cloned().collect::<Vec<_>>());
                         let seen = seen.join("; ");
                         bail!("timed out after {} s waiting for {spec} (rd.timeout=): {seen}", limit.as_secs_f64());
                     }
@@ -652,6 +665,7 @@ impl DeviceWatcher {
         }
         // Something changed: look again, after loading the drivers that new devices ask for.
         let loads = self.load_announced(&mut PresentDrivers::default());
+        self.note_failures(&loads);
         self.changes.borrow_mut().extend(loads.iter().map(DriverLoad::describe));
         Ok(())
     }

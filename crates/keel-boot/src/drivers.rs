@@ -2,6 +2,7 @@
 //! knows has a modalias; those present at start are read from sysfs, later ones arrive
 //! in uevents.
 
+use keel_kmod::device_modalias;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -18,18 +19,12 @@ pub fn present_modaliases(buses: Option<&BTreeSet<String>>) -> Vec<String> {
     let mut modaliases = Vec::new();
     for bus in bus_dirs {
         for device in std::fs::read_dir(bus.join("devices")).into_iter().flatten().flatten() {
-            if let Some(modalias) = read_modalias(&device.path()) {
+            if let Some(modalias) = device_modalias(&device.path()) {
                 modaliases.push(modalias);
             }
         }
     }
     modaliases
-}
-
-fn read_modalias(device: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(device.join("modalias")).ok()?;
-    let modalias = text.trim();
-    (!modalias.is_empty()).then(|| modalias.to_string())
 }
 
 /// The modalias of a device a uevent announces: `MODALIAS=` of an `add` event. The

@@ -11,7 +11,7 @@ pub use cpio::{Archive, Node};
 pub use elf::{library_closure, HostFile};
 
 use anyhow::{bail, Context};
-use keel_kmod::{host_storage_modaliases, module_name, DriverTable, ModuleIndex};
+use keel_kmod::{alias_pattern_supported, host_storage_modaliases, module_name, DriverTable, LoadEntry, ModuleIndex};
 use keel_manifest::{
     ImageManifest, INITRD_DRIVERS_PATH, INITRD_FS_MODULES_DIR, INITRD_MANIFEST_PATH, INITRD_MKFS_DIR, INITRD_MODULES_PATH, ROOT_FILESYSTEMS,
 };
@@ -73,6 +73,9 @@ pub struct ChosenDrivers {
     pub built_in: Vec<String>,
     /// Of the default set, what this kernel does not have.
     pub not_in_kernel: Vec<String>,
+    /// Packed drivers that name no device in `modules.alias` (a library such as
+    /// `virtio_ring`, named by mistake): nothing will ever ask keel-init to load them.
+    pub never_asked_for: Vec<String>,
 }
 
 impl ChosenDrivers {
@@ -82,6 +85,9 @@ impl ChosenDrivers {
         let mut text = format!("drivers: {}; built into the kernel: {}", list(&self.packed), list(&self.built_in));
         if !self.not_in_kernel.is_empty() {
             text.push_str(&format!("; not in this kernel, left out: {}", self.not_in_kernel.join(" ")));
+        }
+        if !self.never_asked_for.is_empty() {
+            text.push_str(&format!("; WARNING: no device asks for {}, so keel-init will never load them", self.never_asked_for.join(" ")));
         }
         text
     }
@@ -116,6 +122,7 @@ pub fn choose_drivers(choice: &DriverChoice, index: &ModuleIndex) -> anyhow::Res
             list.push(name);
         }
     }
+    chosen.never_asked_for = chosen.packed.iter().filter(|name| !index.aliases_of(name).any(|pattern| pattern.contains(':'))).cloned().collect();
     Ok(chosen)
 }
 
@@ -185,8 +192,14 @@ fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
+/// An initrd's tree, and which drivers went into it.
+pub struct Packed {
+    pub archive: Archive,
+    pub drivers: ChosenDrivers,
+}
+
 /// The uncompressed tree.
-pub fn archive(spec: &InitrdSpec) -> anyhow::Result<Archive> {
+pub fn archive(spec: &InitrdSpec) -> anyhow::Result<Packed> {
     let mut archive = Archive::default();
     archive.insert("/init", Node::File { data: read(&spec.init)?, mode: 0o755 });
     // The kernel opens /dev/console for init's stdio before /init runs, so it must be here.
@@ -202,15 +215,20 @@ pub fn archive(spec: &InitrdSpec) -> anyhow::Result<Archive> {
 
     // A driver's list names every file it needs, even those another driver or the base
     // list loads too: keel-init loads drivers in parallel, in any order.
+    let chosen = choose_drivers(&spec.drivers, &index)?;
     let mut drivers = DriverTable::default();
-    for driver in choose_drivers(&spec.drivers, &index)?.packed {
-        let files = insert_modules(&mut archive, spec, &version, &index.closure(std::slice::from_ref(&driver))?)?;
-        drivers.insert(&driver, files, index.aliases_of(&driver).map(str::to_string));
+    for driver in &chosen.packed {
+        if let Some(pattern) = index.aliases_of(driver).find(|pattern| !alias_pattern_supported(pattern)) {
+            bail!("{driver}'s alias {pattern:?} uses a POSIX character class, which keel-init does not match");
+        }
+        let files = insert_modules(&mut archive, spec, &version, &index.closure(std::slice::from_ref(driver))?)?;
+        drivers.insert(driver, files, index.aliases_of(driver).map(str::to_string));
     }
     archive.insert(INITRD_DRIVERS_PATH, Node::File { data: drivers.to_text().into_bytes(), mode: 0o644 });
 
     for filesystem in &spec.root_filesystems {
-        let extra: Vec<String> = index.closure(std::slice::from_ref(filesystem))?.into_iter().filter(|m| !base.contains(m)).collect();
+        let extra: Vec<LoadEntry> =
+            index.closure(std::slice::from_ref(filesystem))?.into_iter().filter(|m| !base.iter().any(|b| b.path == m.path)).collect();
         insert_module_list(&mut archive, spec, &version, &format!("{INITRD_FS_MODULES_DIR}/{filesystem}"), &extra)?;
         let mkfs = format!("{INITRD_MKFS_DIR}/mkfs.{filesystem}");
         let host_mkfs = spec.host_root.join(mkfs.trim_start_matches('/'));
@@ -221,33 +239,34 @@ pub fn archive(spec: &InitrdSpec) -> anyhow::Result<Archive> {
             }
         }
     }
-    Ok(archive)
+    Ok(Packed { archive, drivers: chosen })
 }
 
-/// Packs `modules` (paths relative to the module directory) and returns their paths in
-/// the initrd, in the same order.
-fn insert_modules(archive: &mut Archive, spec: &InitrdSpec, version: &str, modules: &[String]) -> anyhow::Result<Vec<String>> {
-    let mut paths = Vec::new();
-    for relative in modules {
-        let initrd_path = format!("/lib/modules/{version}/{relative}");
+/// Packs `modules` (paths relative to the module directory) and returns them as entries
+/// of a load list, with their paths in the initrd, in the same order.
+fn insert_modules(archive: &mut Archive, spec: &InitrdSpec, version: &str, modules: &[LoadEntry]) -> anyhow::Result<Vec<LoadEntry>> {
+    let mut entries = Vec::new();
+    for module in modules {
+        let initrd_path = format!("/lib/modules/{version}/{}", module.path);
         if !archive.contains(&initrd_path) {
-            archive.insert(&initrd_path, Node::File { data: read(&spec.modules_dir.join(relative))?, mode: 0o644 });
+            archive.insert(&initrd_path, Node::File { data: read(&spec.modules_dir.join(&module.path))?, mode: 0o644 });
         }
-        paths.push(initrd_path);
+        entries.push(LoadEntry { path: initrd_path, optional: module.optional });
     }
-    Ok(paths)
+    Ok(entries)
 }
 
 /// Packs `modules` (dependencies first) and writes their load list at `list_path`.
-fn insert_module_list(archive: &mut Archive, spec: &InitrdSpec, version: &str, list_path: &str, modules: &[String]) -> anyhow::Result<()> {
-    let load_list: String = insert_modules(archive, spec, version, modules)?.iter().map(|path| format!("{path}\n")).collect();
+fn insert_module_list(archive: &mut Archive, spec: &InitrdSpec, version: &str, list_path: &str, modules: &[LoadEntry]) -> anyhow::Result<()> {
+    let load_list = LoadEntry::list_text(&insert_modules(archive, spec, version, modules)?);
     archive.insert(list_path, Node::File { data: load_list.into_bytes(), mode: 0o644 });
     Ok(())
 }
 
 /// The initrd's bytes.
-pub fn build(spec: &InitrdSpec, compression: Compression) -> anyhow::Result<Vec<u8>> {
-    compress(archive(spec)?.to_newc(), compression)
+pub fn build(spec: &InitrdSpec, compression: Compression) -> anyhow::Result<(Vec<u8>, ChosenDrivers)> {
+    let packed = archive(spec)?;
+    Ok((compress(packed.archive.to_newc(), compression)?, packed.drivers))
 }
 
 fn compress(data: Vec<u8>, compression: Compression) -> anyhow::Result<Vec<u8>> {

@@ -97,7 +97,7 @@ fn same_inputs_give_the_same_bytes_with_every_compression() {
 fn gnu_cpio_extracts_what_keel_packed() {
     let dir = scratch("extract");
     let spec = spec(&dir);
-    let tree = archive(&spec).unwrap();
+    let tree = archive(&spec).unwrap().archive;
     let out = dir.join("out");
     fs::create_dir_all(&out).unwrap();
     let mut cpio = Command::new("cpio")
@@ -121,14 +121,14 @@ fn gnu_cpio_extracts_what_keel_packed() {
     // dependencies first; nvme is built in and ahci missing, so neither is there.
     let drivers = keel_kmod::DriverTable::parse(&fs::read_to_string(out.join("etc/keel/drivers")).unwrap()).unwrap();
     assert_eq!(drivers.drivers().collect::<Vec<_>>(), ["sd_mod", "virtio_blk", "virtio_pci", "virtio_scsi"]);
-    let stems = |files: &[String]| files.iter().map(|f| f.rsplit('/').next().unwrap().to_string()).collect::<Vec<_>>();
+    let stems = |files: &[keel_kmod::LoadEntry]| files.iter().map(|f| f.path.rsplit('/').next().unwrap().to_string()).collect::<Vec<_>>();
     assert_eq!(stems(drivers.load_list("virtio_scsi")), ["scsi_mod.ko", "virtio.ko", "virtio_ring.ko", "virtio_scsi.ko"]);
     assert_eq!(stems(drivers.load_list("sd_mod")), ["scsi_mod.ko", "sd_mod.ko"]);
     assert_eq!(drivers.drivers_for("scsi:t-0x0e"), ["sd_mod"]);
     assert_eq!(drivers.drivers_for("pci:v00001AF4d00001004sv00001AF4sd00000008bc01sc00i00"), ["virtio_pci"]);
     for driver in drivers.drivers() {
         for file in drivers.load_list(driver) {
-            assert!(out.join(file.trim_start_matches('/')).is_file(), "{file} of driver {driver} not packed");
+            assert!(out.join(file.path.trim_start_matches('/')).is_file(), "{} of driver {driver} not packed", file.path);
         }
     }
     let xfs = fs::read_to_string(out.join("etc/keel/modules.d/xfs")).unwrap();
@@ -162,6 +162,9 @@ fn driver_choices() {
 
     let named = choose_drivers(&DriverChoice::parse("virtio-blk, nvme").unwrap(), &index).unwrap();
     assert_eq!((named.packed, named.built_in), (names(&["virtio_blk"]), names(&["nvme"])));
+    let library = choose_drivers(&DriverChoice::parse("virtio_ring,virtio_blk").unwrap(), &index).unwrap();
+    assert_eq!(library.never_asked_for, names(&["virtio_ring"]), "a module no device asks for is never loaded");
+    assert!(library.describe().contains("WARNING: no device asks for virtio_ring"), "{}", library.describe());
     let error = choose_drivers(&DriverChoice::parse("virtio_blk,ahci").unwrap(), &index).unwrap_err();
     assert!(format!("{error:#}").contains("kernel module ahci (--drivers) is neither"), "{error:#}");
     assert!(DriverChoice::parse(",").is_err());
@@ -171,9 +174,9 @@ fn driver_choices() {
     let pci = sys.join("devices/pci0000:00/0000:00:04.0");
     let disk = pci.join("virtio2/host0/target0:0:0/0:0:0:0");
     fs::create_dir_all(disk.join("block/sda")).unwrap();
-    fs::write(pci.join("modalias"), "pci:v00001AF4d00001004sv00001AF4sd00000008bc01sc00i00").unwrap();
-    fs::write(pci.join("virtio2/modalias"), "virtio:d00000008v00001AF4").unwrap();
-    fs::write(disk.join("modalias"), "scsi:t-0x00").unwrap();
+    fs::write(pci.join("uevent"), "MODALIAS=pci:v00001AF4d00001004sv00001AF4sd00000008bc01sc00i00\n").unwrap();
+    fs::write(pci.join("virtio2/uevent"), "MODALIAS=virtio:d00000008v00001AF4\n").unwrap();
+    fs::write(disk.join("uevent"), "DEVTYPE=scsi_device\nMODALIAS=scsi:t-0x00\n").unwrap();
     fs::create_dir_all(sys.join("class/block")).unwrap();
     std::os::unix::fs::symlink("../..", disk.join("block/sda/device")).unwrap();
     std::os::unix::fs::symlink("../../devices/pci0000:00/0000:00:04.0/virtio2/host0/target0:0:0/0:0:0:0/block/sda", sys.join("class/block/sda"))

@@ -4,6 +4,7 @@
 //! nothing to load) and `modules.alias` (which module drives which devices, or provides
 //! which algorithm).
 
+use crate::table::LoadEntry;
 use anyhow::{bail, Context};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -110,8 +111,9 @@ impl ModuleIndex {
     }
 
     /// The modules to load for `wanted`, dependencies first, as paths relative to the
-    /// module directory. Built-in modules need no loading and are left out.
-    pub fn closure(&self, wanted: &[String]) -> anyhow::Result<Vec<String>> {
+    /// module directory. Built-in modules need no loading and are left out. What only a
+    /// soft dependency brings is optional (its load may fail, as kmod lets it).
+    pub fn closure(&self, wanted: &[String]) -> anyhow::Result<Vec<LoadEntry>> {
         let mut ordered = Vec::new();
         let mut visiting = BTreeSet::new();
         for name in wanted {
@@ -122,14 +124,21 @@ impl ModuleIndex {
             if !self.deps.contains_key(&name) {
                 bail!("kernel module {name} is neither in {} nor built in", self.dir.join("modules.dep").display());
             }
-            self.visit(&name, &mut visiting, &mut ordered)?;
+            self.visit(&name, false, &mut visiting, &mut ordered)?;
         }
         Ok(ordered)
     }
 
-    fn visit(&self, name: &str, visiting: &mut BTreeSet<String>, ordered: &mut Vec<String>) -> anyhow::Result<()> {
+    fn visit(&self, name: &str, optional: bool, visiting: &mut BTreeSet<String>, ordered: &mut Vec<LoadEntry>) -> anyhow::Result<()> {
         let (path, needs) = self.deps.get(name).with_context(|| format!("modules.dep names {name} as a dependency but has no entry for it"))?;
-        if ordered.contains(path) {
+        if let Some(entry) = ordered.iter_mut().find(|entry| &entry.path == path) {
+            // Reached softly before, and now as something the boot needs: so are its own.
+            if entry.optional && !optional {
+                entry.optional = false;
+                for need in needs {
+                    self.visit(&module_name(need), false, visiting, ordered)?;
+                }
+            }
             return Ok(());
         }
         if !visiting.insert(name.to_string()) {
@@ -138,16 +147,16 @@ impl ModuleIndex {
         let (pre, post) = self.softdeps.get(name).map_or((&[][..], &[][..]), |(pre, post)| (pre.as_slice(), post.as_slice()));
         self.visit_soft(pre, visiting, ordered)?;
         for need in needs {
-            self.visit(&module_name(need), visiting, ordered)?;
+            self.visit(&module_name(need), optional, visiting, ordered)?;
         }
-        ordered.push(path.clone());
+        ordered.push(LoadEntry { path: path.clone(), optional });
         self.visit_soft(post, visiting, ordered)
     }
 
     /// Soft dependencies name a module or an alias (`crypto-crc32c`); every module that
     /// provides it comes, as with `crypto_providers`. One built in or missing needs
     /// nothing, and one already on the way (a soft cycle) is not followed again.
-    fn visit_soft(&self, names: &[String], visiting: &mut BTreeSet<String>, ordered: &mut Vec<String>) -> anyhow::Result<()> {
+    fn visit_soft(&self, names: &[String], visiting: &mut BTreeSet<String>, ordered: &mut Vec<LoadEntry>) -> anyhow::Result<()> {
         for wanted in names {
             let direct = module_name(wanted);
             let providers: Vec<String> = if self.has(&direct) {
@@ -157,7 +166,7 @@ impl ModuleIndex {
             };
             for provider in providers {
                 if !self.builtin.contains(&provider) && self.deps.contains_key(&provider) && !visiting.contains(&provider) {
-                    self.visit(&provider, visiting, ordered)?;
+                    self.visit(&provider, true, visiting, ordered)?;
                 }
             }
         }
@@ -189,6 +198,20 @@ mod tests {
         dir
     }
 
+    fn words(entry: &LoadEntry) -> String {
+        LoadEntry::list_text(std::slice::from_ref(entry)).trim_end().to_string()
+    }
+
+    #[test]
+    fn a_module_reached_softly_and_then_hard_is_needed_with_its_dependencies() {
+        let dir = sample_modules_dir("keel-kmod-softdep-upgrade");
+        std::fs::write(dir.join("modules.softdep"), "softdep dm_mod pre: virtio_blk\n").unwrap();
+        let index = ModuleIndex::read(&dir).unwrap();
+        let order: Vec<String> = index.closure(&["dm-mod".to_string(), "virtio_blk".to_string()]).unwrap().iter().map(words).collect();
+        assert_eq!(order, ["kernel/virtio.ko", "kernel/virtio_ring.ko", "kernel/virtio_blk.ko", "kernel/dm-mod.ko"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn soft_dependencies_come_first_through_their_aliases() {
         let dir = sample_modules_dir("keel-kmod-softdep");
@@ -201,19 +224,19 @@ mod tests {
         )
         .unwrap();
         let index = ModuleIndex::read(&dir).unwrap();
-        let order = index.closure(&["ext4".to_string(), "dm-verity".to_string()]).unwrap();
+        let order: Vec<String> = index.closure(&["ext4".to_string(), "dm-verity".to_string()]).unwrap().iter().map(words).collect();
         assert_eq!(
             order,
             [
-                "kernel/crc32c-intel.ko",
-                "kernel/crc32c_generic.ko",
+                "?kernel/crc32c-intel.ko",
+                "?kernel/crc32c_generic.ko",
                 "kernel/jbd2.ko",
                 "kernel/ext4.ko",
                 "kernel/dm-mod.ko",
                 "kernel/dm-verity.ko",
-                "kernel/virtio.ko",
-                "kernel/virtio_ring.ko",
-                "kernel/virtio_blk.ko"
+                "?kernel/virtio.ko",
+                "?kernel/virtio_ring.ko",
+                "?kernel/virtio_blk.ko"
             ]
         );
         std::fs::remove_dir_all(&dir).unwrap();
@@ -227,7 +250,7 @@ mod tests {
         assert!(index.crypto_providers("sha256").is_empty());
         assert_eq!(index.aliases_of("virtio-pci").collect::<Vec<_>>(), ["pci:v00001AF4d*sv*sd*bc*sc*i*"]);
         let wanted: Vec<String> = ["virtio_pci", "virtio-blk", "dm_verity", "ext4"].map(String::from).to_vec();
-        let order = index.closure(&wanted).unwrap();
+        let order: Vec<String> = index.closure(&wanted).unwrap().iter().map(words).collect();
         assert_eq!(
             order,
             ["kernel/virtio.ko", "kernel/virtio_ring.ko", "kernel/virtio_pci.ko", "kernel/virtio_blk.ko", "kernel/dm-mod.ko", "kernel/dm-verity.ko"]

@@ -5,12 +5,12 @@
 
 mod alias;
 mod dep;
-mod host;
 mod load;
+mod sysfs;
 mod table;
 
-pub use alias::matches as alias_matches;
+pub use alias::supported as alias_pattern_supported;
 pub use dep::{module_name, ModuleIndex};
-pub use host::host_storage_modaliases;
-pub use load::{load_listed, DriverLoad, Drivers, Loaded};
-pub use table::DriverTable;
+pub use load::{load_listed, DriverLoad, Drivers, FileCounts, Loaded};
+pub use sysfs::{device_modalias, host_storage_modaliases};
+pub use table::{DriverTable, LoadEntry};

@@ -1,13 +1,15 @@
 //! Loading modules the way keel-init must, with no modprobe: `finit_module` on each file,
 //! dependencies first.
 
-use crate::table::DriverTable;
+use crate::dep::module_name;
+use crate::table::{DriverTable, LoadEntry};
 use anyhow::Context;
 use nix::errno::Errno;
 use nix::kmod::{finit_module, ModuleInitFlags};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::CString;
 use std::fs::File;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 /// What loading one module file did.
@@ -39,8 +41,39 @@ fn load_file(path: &str) -> anyhow::Result<FileLoad> {
     }
 }
 
-fn file_stem(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path).trim_end_matches(".ko")
+/// Each module file is loaded once per process, whichever thread asks first; the others
+/// wait for that load and share its result. Two threads loading one module at once would
+/// otherwise race in the kernel: the second waits for the first, and gets EBUSY instead of
+/// EEXIST if the first declined (Linux 6.1's add_unformed_module), failing a driver that
+/// only shares a soft dependency with another.
+fn load_once(path: &str) -> Result<FileLoad, String> {
+    /// One file's load: done by the first thread to ask, awaited by the others.
+    type SharedLoad = Arc<OnceLock<Result<FileLoad, String>>>;
+    static FILES: OnceLock<Mutex<HashMap<String, SharedLoad>>> = OnceLock::new();
+    let cell = {
+        let mut files = FILES.get_or_init(Mutex::default).lock().unwrap_or_else(PoisonError::into_inner);
+        files.entry(path.to_string()).or_default().clone()
+    };
+    let mut first = false;
+    let result = cell
+        .get_or_init(|| {
+            first = true;
+            load_file(path).map_err(|error| format!("{error:#}"))
+        })
+        .clone();
+    match result {
+        Ok(FileLoad::Loaded) if !first => Ok(FileLoad::AlreadyThere),
+        other => other,
+    }
+}
+
+/// Loads one entry of a load list. An optional file that fails (a soft dependency: kmod
+/// ignores their errors too) counts as declined.
+fn load_entry(entry: &LoadEntry) -> Result<FileLoad, String> {
+    match load_once(&entry.path) {
+        Err(_) if entry.optional => Ok(FileLoad::Declined),
+        result => result,
+    }
 }
 
 /// What loading the listed modules did.
@@ -51,18 +84,18 @@ pub struct Loaded {
     pub slowest: Option<(String, Duration)>,
 }
 
-/// Loads each module of `list` (paths, dependencies first, as `keel initrd build` wrote
-/// them); modules the kernel already has are skipped.
+/// Loads each module of `list` (a load list as `keel initrd build` wrote it: paths,
+/// dependencies first, optional ones marked); modules the kernel already has are skipped.
 pub fn load_listed(list: &str) -> anyhow::Result<Loaded> {
     let mut loaded = Loaded { count: 0, declined: 0, slowest: None };
-    for path in list.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#')) {
+    for entry in LoadEntry::parse_list(list) {
         let started = Instant::now();
-        match load_file(path)? {
+        match load_entry(&entry).map_err(anyhow::Error::msg)? {
             FileLoad::Loaded => {
                 loaded.count += 1;
                 let took = started.elapsed();
                 if loaded.slowest.as_ref().is_none_or(|(_, slowest)| took > *slowest) {
-                    loaded.slowest = Some((file_stem(path).to_string(), took));
+                    loaded.slowest = Some((module_name(&entry.path), took));
                 }
             }
             FileLoad::AlreadyThere => {}
@@ -79,18 +112,30 @@ pub struct DriverLoad {
     /// The modalias that asked for it.
     pub modalias: String,
     pub took: Duration,
-    /// How many files the kernel took (0: it had them all), or why it refused one.
-    pub outcome: Result<usize, String>,
+    /// What the kernel did with its files, or why it refused one.
+    pub outcome: Result<FileCounts, String>,
+}
+
+/// Of one driver's files: how many the kernel took, and how many declined (found nothing
+/// to drive); the rest it had already.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileCounts {
+    pub loaded: usize,
+    pub declined: usize,
 }
 
 impl DriverLoad {
     /// One line for the boot log.
     pub fn describe(&self) -> String {
         let millis = self.took.as_secs_f64() * 1000.0;
+        let (driver, modalias) = (&self.driver, &self.modalias);
         match &self.outcome {
-            Ok(0) => format!("driver {} for {} was already loaded", self.driver, self.modalias),
-            Ok(files) => format!("driver {} loaded for {} ({files} modules, {millis:.1} ms)", self.driver, self.modalias),
-            Err(error) => format!("driver {} for {} FAILED: {error}", self.driver, self.modalias),
+            Ok(FileCounts { loaded: 0, declined: 0 }) => format!("driver {driver} for {modalias} was already loaded"),
+            Ok(FileCounts { loaded, declined: 0 }) => format!("driver {driver} loaded for {modalias} ({loaded} modules, {millis:.1} ms)"),
+            Ok(FileCounts { loaded, declined }) => {
+                format!("driver {driver} loaded for {modalias} ({loaded} modules, {declined} declined, {millis:.1} ms)")
+            }
+            Err(error) => format!("driver {driver} for {modalias} FAILED: {error}"),
         }
     }
 }
@@ -152,16 +197,14 @@ impl Drivers {
 
 fn load_driver(table: &DriverTable, driver: String, modalias: String) -> DriverLoad {
     let started = Instant::now();
-    let mut outcome = Ok(0);
-    for path in table.load_list(&driver) {
-        match load_file(path) {
-            Ok(FileLoad::Loaded) => outcome = outcome.map(|files| files + 1),
-            Ok(FileLoad::AlreadyThere | FileLoad::Declined) => {}
-            Err(error) => {
-                outcome = Err(format!("{error:#}"));
-                break;
-            }
+    let mut counts = FileCounts::default();
+    for entry in table.load_list(&driver) {
+        match load_entry(entry) {
+            Ok(FileLoad::Loaded) => counts.loaded += 1,
+            Ok(FileLoad::Declined) => counts.declined += 1,
+            Ok(FileLoad::AlreadyThere) => {}
+            Err(error) => return DriverLoad { driver, modalias, took: started.elapsed(), outcome: Err(error) },
         }
     }
-    DriverLoad { driver, modalias, took: started.elapsed(), outcome }
+    DriverLoad { driver, modalias, took: started.elapsed(), outcome: Ok(counts) }
 }

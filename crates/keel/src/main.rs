@@ -163,8 +163,7 @@ fn initrd_build(words: &[String]) -> anyhow::Result<()> {
         host_root: PathBuf::from("/"),
     };
     let compression = keel_initrd::Compression::parse(args.get("compression").unwrap_or("xz"))?;
-    let drivers = keel_initrd::choose_drivers(&spec.drivers, &keel_kmod::ModuleIndex::read(&spec.modules_dir)?)?;
-    let bytes = keel_initrd::build(&spec, compression)?;
+    let (bytes, drivers) = keel_initrd::build(&spec, compression)?;
     println!("{}", drivers.describe());
     let output = args.required("output")?;
     std::fs::write(output, &bytes).with_context(|| format!("cannot write {output}"))?;
