@@ -3,11 +3,11 @@
 //! built for one sector size on a disk of the other is refused with a message that says
 //! so, the disk left exactly as it was.
 
-use keel_disk::SectorSize;
+use keel_disk::{LayoutSizes, SectorSize};
 use keel_test_support::damage_primary_gpt;
 use keel_vm_tests::{
-    artifacts, assert_reached_real_init, assert_refused, assert_root_fills, boot_machine, disk_copy, file_digest, fixture_4kn, resize_disk,
-    shared_fixture, Bus, Disk, FirstAndLaterBoot, Fixture, Machine,
+    artifacts, assert_reached_real_init, assert_refused, assert_root_fills, boot_machine, build_fixture_sized, disk_copy, file_digest, fixture_4kn,
+    resize_disk, shared_fixture, Bus, Disk, FirstAndLaterBoot, Fixture, Machine, VerityLayout,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -25,13 +25,14 @@ fn boot_4kn(fixture: &Fixture, disk: &Path, cmdline: &str) -> keel_vm_tests::Con
 }
 
 #[test]
-fn a_4kn_image_boots_and_first_boots_from_a_4kn_disk() {
-    let fixture = fixture_4kn().unwrap();
+fn the_default_layout_built_for_4kn_boots_and_first_boots_from_a_4_gib_4kn_disk() {
+    // At real size: Flatcar's 1 GiB USR-A, verified in 4096-byte sectors.
+    let fixture = build_fixture_sized("default-layout-4kn", LayoutSizes::default(), SectorSize::Bytes4096, VerityLayout::default(), |_| {}).unwrap();
     assert_eq!(fixture.manifest.sector_size, SectorSize::Bytes4096);
     let scenario = FirstAndLaterBoot {
         name: "4kn-first-boot",
-        fixture,
-        disk_bytes: image_bytes(fixture) + GROWN_BY,
+        fixture: &fixture,
+        disk_bytes: 4 << 30,
         kernel: &artifacts().unwrap().kernel,
         initrd: &fixture.initrd,
         bus: Bus::Virtio,
@@ -40,7 +41,7 @@ fn a_4kn_image_boots_and_first_boots_from_a_4kn_disk() {
     };
     let (first, _) = scenario.run(|_| String::new());
     assert!(first.has("boot disk /dev/vda (4096-byte sectors)"), "{}", first.text);
-    assert!(first.has("ROOT grew from 64 to 128 MiB"), "{}", first.text);
+    assert!(first.has("ROOT grew from"), "{}", first.text);
 }
 
 #[test]
