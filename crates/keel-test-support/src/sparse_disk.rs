@@ -1,0 +1,177 @@
+//! A disk in memory whose copies share the bytes they started with: each copy holds only
+//! the sectors written to it. keel-disk's power-cut model makes thousands of possible
+//! media from one image, and the fuzz harness runs every first-boot rewrite on its own
+//! copy of a disk of up to a MiB; copying and comparing whole disks is what both would
+//! otherwise spend their time on.
+
+use keel_disk::{DurableWrite, SECTOR_SIZE};
+use std::collections::BTreeMap;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::rc::Rc;
+
+const SECTOR: usize = SECTOR_SIZE as usize;
+
+/// A disk image as the bytes it started with and the sectors written since: copying and
+/// comparing it costs what was written, not the disk's size. Its size never changes: a
+/// write past its end is refused, as a disk refuses it, and remembered
+/// (`wrote_past_end`), since an image file would have grown instead.
+#[derive(Clone)]
+pub struct SparseDisk {
+    base: Rc<Vec<u8>>,
+    /// Whole sectors, but for a partial last sector, which is as long as the disk has it.
+    written: BTreeMap<u64, Vec<u8>>,
+    position: u64,
+    wrote_past_end: bool,
+}
+
+impl SparseDisk {
+    pub fn new(base: Vec<u8>) -> SparseDisk {
+        SparseDisk::over(Rc::new(base))
+    }
+
+    /// A disk starting as `base`, which the caller may share: once every disk over it is
+    /// gone, `Rc::get_mut` gives its memory back for the next image (the fuzz harness
+    /// reuses a MiB that way instead of allocating, and page-faulting, it per input).
+    pub fn over(base: Rc<Vec<u8>>) -> SparseDisk {
+        SparseDisk { base, written: BTreeMap::new(), position: 0, wrote_past_end: false }
+    }
+
+    /// The bytes the disk started with: what its changes are measured against.
+    pub fn base(&self) -> &[u8] {
+        &self.base
+    }
+
+    /// The disk's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.base.len() as u64
+    }
+
+    /// What sector `number` holds now; the partial sector at the end of a disk whose size
+    /// is no multiple of the sector size is shorter. Panics past the disk's end.
+    pub fn sector(&self, number: u64) -> &[u8] {
+        match self.written.get(&number) {
+            Some(bytes) => bytes,
+            None => Self::base_sector(&self.base, number),
+        }
+    }
+
+    fn base_sector(base: &[u8], number: u64) -> &[u8] {
+        let start = number as usize * SECTOR;
+        &base[start..(start + SECTOR).min(base.len())]
+    }
+
+    /// The sectors that differ from the start, in order: a sector written with the bytes
+    /// it already held is no change. Two disks over the same bytes hold the same iff their
+    /// changes are equal.
+    pub fn changes(&self) -> Vec<(u64, &[u8])> {
+        self.written.iter().filter(|&(&n, bytes)| bytes[..] != *Self::base_sector(&self.base, n)).map(|(&n, bytes)| (n, &bytes[..])).collect()
+    }
+
+    /// Whether a write past the disk's end was refused: a test holding a rewrite to the
+    /// disk's size asks, since the refusal may have looked like any other failure.
+    pub fn wrote_past_end(&self) -> bool {
+        self.wrote_past_end
+    }
+
+    /// Puts `bytes` at `offset` without moving the position: how the power-cut model lets
+    /// a cached write reach the medium. Panics past the disk's end.
+    pub fn apply(&mut self, offset: u64, bytes: &[u8]) {
+        assert!(offset.checked_add(bytes.len() as u64).is_some_and(|end| end <= self.size()), "a write past the disk's end");
+        let mut done = 0;
+        while done < bytes.len() {
+            let at = offset + done as u64;
+            let (number, within) = (at / SECTOR_SIZE, (at % SECTOR_SIZE) as usize);
+            let sector = self.written.entry(number).or_insert_with(|| Self::base_sector(&self.base, number).to_vec());
+            let take = (sector.len() - within).min(bytes.len() - done);
+            sector[within..within + take].copy_from_slice(&bytes[done..done + take]);
+            done += take;
+        }
+    }
+}
+
+impl Read for SparseDisk {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let n = buffer.len().min(self.size().saturating_sub(self.position) as usize);
+        let mut done = 0;
+        while done < n {
+            let at = self.position + done as u64;
+            let sector = &self.sector(at / SECTOR_SIZE)[(at % SECTOR_SIZE) as usize..];
+            let take = sector.len().min(n - done);
+            buffer[done..done + take].copy_from_slice(&sector[..take]);
+            done += take;
+        }
+        self.position += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for SparseDisk {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        self.position = match to {
+            SeekFrom::Start(at) => at,
+            SeekFrom::End(delta) => self.size().checked_add_signed(delta).ok_or_else(|| io::Error::other("seek before start"))?,
+            SeekFrom::Current(delta) => self.position.checked_add_signed(delta).ok_or_else(|| io::Error::other("seek before start"))?,
+        };
+        Ok(self.position)
+    }
+}
+
+impl Write for SparseDisk {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if bytes.is_empty() {
+            return Ok(0);
+        }
+        if self.position.checked_add(bytes.len() as u64).is_none_or(|end| end > self.size()) {
+            self.wrote_past_end = true;
+            return Err(io::Error::other("write past the disk's end"));
+        }
+        self.apply(self.position, bytes);
+        self.position += bytes.len() as u64;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Memory has no cache to flush; the power-cut model keeps its own.
+impl DurableWrite for SparseDisk {
+    fn make_durable(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_share_the_start_and_keep_their_own_writes() {
+        // Three sectors and a partial one.
+        let base: Vec<u8> = (0..3 * SECTOR + 100).map(|i| i as u8).collect();
+        let disk = SparseDisk::new(base.clone());
+        let mut copy = disk.clone();
+        copy.seek(SeekFrom::Start(SECTOR as u64 - 2)).unwrap();
+        copy.write_all(&[0xaa; 4]).unwrap();
+        let mut read = vec![0; base.len()];
+        copy.seek(SeekFrom::Start(0)).unwrap();
+        copy.read_exact(&mut read).unwrap();
+        let mut expected = base.clone();
+        expected[SECTOR - 2..SECTOR + 2].fill(0xaa);
+        assert!(read == expected);
+        assert_eq!(copy.changes().iter().map(|(n, _)| *n).collect::<Vec<_>>(), [0, 1]);
+        assert!(disk.changes().is_empty());
+
+        // Writing what is there is no change; the partial sector takes writes up to the end.
+        let mut same = disk.clone();
+        same.apply(SECTOR as u64, &base[SECTOR..2 * SECTOR]);
+        assert!(same.changes().is_empty());
+        same.seek(SeekFrom::End(-1)).unwrap();
+        same.write_all(&[0]).unwrap();
+        assert_eq!(same.changes(), [(3, &[&base[3 * SECTOR..base.len() - 1], &[0u8][..]].concat()[..])]);
+        assert!(!same.wrote_past_end());
+        assert!(same.write_all(&[0]).is_err() && same.wrote_past_end());
+        assert_eq!(same.size(), base.len() as u64);
+    }
+}
