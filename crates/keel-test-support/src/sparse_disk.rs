@@ -62,9 +62,9 @@ impl SparseDisk {
 
     /// The sectors that differ from the start, in order: a sector written with the bytes
     /// it already held is no change. Two disks over the same bytes hold the same iff their
-    /// changes are equal.
-    pub fn changes(&self) -> Vec<(u64, &[u8])> {
-        self.written.iter().filter(|&(&n, bytes)| bytes[..] != *Self::base_sector(&self.base, n)).map(|(&n, bytes)| (n, &bytes[..])).collect()
+    /// changes are equal (`Iterator::eq`).
+    pub fn changes(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.written.iter().filter(|&(&n, bytes)| bytes[..] != *Self::base_sector(&self.base, n)).map(|(&n, bytes)| (n, &bytes[..]))
     }
 
     /// Whether a write past the disk's end was refused: a test holding a rewrite to the
@@ -160,16 +160,16 @@ mod tests {
         let mut expected = base.clone();
         expected[SECTOR - 2..SECTOR + 2].fill(0xaa);
         assert!(read == expected);
-        assert_eq!(copy.changes().iter().map(|(n, _)| *n).collect::<Vec<_>>(), [0, 1]);
-        assert!(disk.changes().is_empty());
+        assert_eq!(copy.changes().map(|(n, _)| n).collect::<Vec<_>>(), [0, 1]);
+        assert!(disk.changes().next().is_none());
 
         // Writing what is there is no change; the partial sector takes writes up to the end.
         let mut same = disk.clone();
         same.apply(SECTOR as u64, &base[SECTOR..2 * SECTOR]);
-        assert!(same.changes().is_empty());
+        assert!(same.changes().next().is_none());
         same.seek(SeekFrom::End(-1)).unwrap();
         same.write_all(&[0]).unwrap();
-        assert_eq!(same.changes(), [(3, &[&base[3 * SECTOR..base.len() - 1], &[0u8][..]].concat()[..])]);
+        assert_eq!(same.changes().collect::<Vec<_>>(), [(3, &[&base[3 * SECTOR..base.len() - 1], &[0u8][..]].concat()[..])]);
         assert!(!same.wrote_past_end());
         assert!(same.write_all(&[0]).is_err() && same.wrote_past_end());
         assert_eq!(same.size(), base.len() as u64);
