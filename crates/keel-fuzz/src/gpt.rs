@@ -302,13 +302,13 @@ fn check_rewrite(which: Rewrite, params: &Params, original: &SparseDisk, before:
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(error) => {
-            assert!(disk.changes().next().is_none(), "{which:?} failed ({error}), but changed the disk first");
+            assert!(disk.is_unchanged(), "{which:?} failed ({error}), but changed the disk first");
             return;
         }
     };
     let before = before.unwrap_or_else(|| panic!("{which:?} succeeded ({outcome:?}) on a disk whose table does not read"));
     if outcome.says_nothing_written() == Some(true) {
-        assert!(disk.changes().next().is_none(), "{which:?} says it wrote nothing ({outcome:?}), but the disk changed");
+        assert!(disk.is_unchanged(), "{which:?} says it wrote nothing ({outcome:?}), but the disk changed");
     }
     check_only_the_table_written(which, &disk);
     // Read through the copy-on-write disk: what the rewrite wrote over the original.
@@ -338,7 +338,7 @@ fn check_rewrite(which: Rewrite, params: &Params, original: &SparseDisk, before:
     assert!(!again.wrote_past_end(), "{which:?}, run again on its own result, wrote past the disk's end ({second:?})");
     let second = second.unwrap_or_else(|error| panic!("{which:?} succeeded, then failed on its own result: {error}"));
     assert!(second.says_nothing_written() != Some(false), "{which:?}, run again on its own result, says it wrote ({second:?})");
-    assert!(again.changes().eq(disk.changes()), "{which:?}, run again on its own result, changed the disk ({second:?})");
+    assert!(again.holds_the_same_as(&disk), "{which:?}, run again on its own result, changed the disk ({second:?})");
 }
 
 /// write_gpt writes sector 0 (keeping its boot code and disk signature), sectors 1 to 33
