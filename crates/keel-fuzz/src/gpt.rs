@@ -27,6 +27,7 @@ use keel_disk::{
 use keel_test_support::SparseDisk;
 use std::cell::RefCell;
 use std::io::{Cursor, Read, Seek};
+use std::ops::Range;
 use std::rc::Rc;
 
 const SECTOR: usize = SECTOR_SIZE as usize;
@@ -115,8 +116,7 @@ fn rewrite(which: Rewrite, params: &Params, disk: &mut impl DurableWrite, on_dis
 /// How many bytes of an input are parameters; the rest is the disk image.
 const PARAMS_LEN: usize = 25;
 /// Each unit of `Params::disk_growth` inserts this many zero sectors: 255 units reach past
-/// the 1 MiB boundary, so ROOT can grow to it. No further: every input's disk is made
-/// in full.
+/// the 1 MiB boundary, so ROOT can grow to it.
 const GROWTH_STEP_SECTORS: usize = 9;
 
 const FIX_CHECKSUMS: u8 = 1 << 0;
@@ -218,19 +218,42 @@ impl Params {
     }
 }
 
+/// The memory each input's disk is made in, kept from one input to the next: allocating
+/// a MiB afresh costs page faults, and zeroing it was most of what is left of an input's
+/// time after the rewrites. It stays zero but where the last disk put bytes.
+#[derive(Default)]
+struct DiskMemory {
+    bytes: Rc<Vec<u8>>,
+    /// Where the last disk's bytes may be other than zero.
+    dirty: Vec<Range<usize>>,
+}
+
+impl DiskMemory {
+    /// The disk `params` and `image` make, as `assemble` makes it.
+    fn disk(&mut self, params: &Params, image: &[u8]) -> SparseDisk {
+        // The disks over it are gone by the end of each input.
+        let bytes = Rc::get_mut(&mut self.bytes).expect("no disk of the last input is left");
+        for range in self.dirty.drain(..) {
+            bytes[range].fill(0);
+        }
+        let size = disk_size(params, image);
+        if bytes.len() < size {
+            bytes.resize(size, 0);
+        }
+        self.dirty = fill(params, image, &mut bytes[..size]);
+        SparseDisk::over(Rc::clone(&self.bytes), size)
+    }
+}
+
 thread_local! {
-    /// The disk's bytes, kept from one input to the next: allocating a MiB afresh costs
-    /// more (in page faults) than the rewrites themselves. The disks over it are gone by
-    /// the end of each input, so `Rc::get_mut` gets it back.
-    static DISK: RefCell<Rc<Vec<u8>>> = RefCell::default();
+    static MEMORY: RefCell<DiskMemory> = RefCell::default();
 }
 
 pub fn run(input: &[u8]) {
     let Some((params, image)) = input.split_first_chunk::<PARAMS_LEN>() else { return };
     let params = Params::decode(params);
-    DISK.with_borrow_mut(|bytes| {
-        assemble(&params, image, Rc::get_mut(bytes).expect("no disk of the last input is left"));
-        let original = SparseDisk::over(Rc::clone(bytes));
+    MEMORY.with_borrow_mut(|memory| {
+        let original = memory.disk(&params, image);
         let before = read_table(&mut original.clone());
         if let Ok(gpt) = &before {
             check_well_formed(gpt, original.size());
@@ -247,14 +270,31 @@ pub fn run(input: &[u8]) {
 
 /// Makes `disk` of `image` as `params` say: zeros inserted, checksums fixed.
 fn assemble(params: &Params, image: &[u8], disk: &mut Vec<u8>) {
-    let (head, tail) = image.split_at(image.len() - (usize::from(params.tail_sectors) * SECTOR).min(image.len()));
     disk.clear();
-    disk.extend_from_slice(head);
-    disk.resize(head.len() + usize::from(params.disk_growth) * GROWTH_STEP_SECTORS * SECTOR, 0);
-    disk.extend_from_slice(tail);
+    disk.resize(disk_size(params, image), 0);
+    fill(params, image, disk);
+}
+
+/// The image's head and tail, which `disk_growth` steps of zeros go between.
+fn split<'a>(params: &Params, image: &'a [u8]) -> (&'a [u8], &'a [u8]) {
+    image.split_at(image.len() - (usize::from(params.tail_sectors) * SECTOR).min(image.len()))
+}
+
+fn disk_size(params: &Params, image: &[u8]) -> usize {
+    image.len() + usize::from(params.disk_growth) * GROWTH_STEP_SECTORS * SECTOR
+}
+
+/// Puts `image` on `disk`, zeros of `disk_size`, as `params` say; returns where it wrote.
+fn fill(params: &Params, image: &[u8], disk: &mut [u8]) -> Vec<Range<usize>> {
+    let (head, tail) = split(params, image);
+    let tail_start = disk.len() - tail.len();
+    disk[..head.len()].copy_from_slice(head);
+    disk[tail_start..].copy_from_slice(tail);
+    let mut written = vec![0..head.len(), tail_start..disk.len()];
     if params.fix_checksums {
-        fix_checksums(disk);
+        written.extend(fix_checksums(disk).into_iter().map(|lba| lba * SECTOR..(lba + 1) * SECTOR));
     }
+    written
 }
 
 fn guids_on(gpt: Option<&Gpt>) -> Vec<Guid> {
@@ -497,16 +537,18 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
 
 /// Makes the headers the disk seems to have pass their checksums: the backup named by
 /// sector 1, the last sector, and sector 1 itself (last, so the primary's checksums cover
-/// whatever fixing the others changed).
-fn fix_checksums(disk: &mut [u8]) {
+/// whatever fixing the others changed). Returns the sectors it wrote to.
+fn fix_checksums(disk: &mut [u8]) -> Vec<usize> {
     let sectors = disk.len() / SECTOR;
     if sectors < 2 {
-        return;
+        return Vec::new();
     }
     let named_backup = usize::try_from(u64_at(disk, SECTOR + 32)).ok().filter(|&lba| lba < sectors);
-    for lba in named_backup.into_iter().chain([sectors - 1, 1]) {
+    let fixed: Vec<usize> = named_backup.into_iter().chain([sectors - 1, 1]).collect();
+    for &lba in &fixed {
         fix_header(disk, lba);
     }
+    fixed
 }
 
 fn fix_header(disk: &mut [u8], lba: usize) {

@@ -22,7 +22,9 @@ const SECTORS_PER_CHUNK: u64 = (CHUNK / SECTOR) as u64;
 /// (`wrote_past_end`), since an image file would have grown instead.
 #[derive(Clone)]
 pub struct SparseDisk {
+    /// The disk started as `base[..size]`.
     base: Rc<Vec<u8>>,
+    size: usize,
     /// By chunk number: `CHUNK` bytes, but for the last chunk, which ends where the disk does.
     written: BTreeMap<u64, Vec<u8>>,
     position: u64,
@@ -31,24 +33,27 @@ pub struct SparseDisk {
 
 impl SparseDisk {
     pub fn new(base: Vec<u8>) -> SparseDisk {
-        SparseDisk::over(Rc::new(base))
+        let size = base.len();
+        SparseDisk::over(Rc::new(base), size)
     }
 
-    /// A disk starting as `base`, which the caller may share: once every disk over it is
-    /// gone, `Rc::get_mut` gives its memory back for the next image (the fuzz harness
-    /// reuses a MiB that way instead of allocating, and page-faulting, it per input).
-    pub fn over(base: Rc<Vec<u8>>) -> SparseDisk {
-        SparseDisk { base, written: BTreeMap::new(), position: 0, wrote_past_end: false }
+    /// A disk starting as the first `size` bytes of `base`, which the caller may share:
+    /// once every disk over it is gone, `Rc::get_mut` gives its memory back for the next
+    /// image. The fuzz harness reuses a MiB that way, for disks of every size, instead of
+    /// allocating (and page-faulting) it, or zeroing it, per input.
+    pub fn over(base: Rc<Vec<u8>>, size: usize) -> SparseDisk {
+        assert!(size <= base.len(), "a disk of {size} bytes over {} bytes", base.len());
+        SparseDisk { base, size, written: BTreeMap::new(), position: 0, wrote_past_end: false }
     }
 
     /// The bytes the disk started with: what its changes are measured against.
     pub fn base(&self) -> &[u8] {
-        &self.base
+        &self.base[..self.size]
     }
 
     /// The disk's size in bytes.
     pub fn size(&self) -> u64 {
-        self.base.len() as u64
+        self.size as u64
     }
 
     /// What sector `number` holds now; the partial sector at the end of a disk whose size
@@ -63,7 +68,7 @@ impl SparseDisk {
     fn chunk(&self, number: u64) -> &[u8] {
         match self.written.get(&number) {
             Some(bytes) => bytes,
-            None => Self::base_chunk(&self.base, number),
+            None => Self::base_chunk(self.base(), number),
         }
     }
 
@@ -76,7 +81,7 @@ impl SparseDisk {
     /// it already held is no change.
     pub fn changes(&self) -> impl Iterator<Item = (u64, &[u8])> {
         self.changed_chunks().flat_map(|(number, bytes)| {
-            let sectors = bytes.chunks(SECTOR).zip(Self::base_chunk(&self.base, number).chunks(SECTOR));
+            let sectors = bytes.chunks(SECTOR).zip(Self::base_chunk(self.base(), number).chunks(SECTOR));
             let first = number * SECTORS_PER_CHUNK;
             sectors.zip(first..).filter(|((now, was), _)| now != was).map(|((now, _), sector)| (sector, now))
         })
@@ -85,7 +90,7 @@ impl SparseDisk {
     fn changed_chunks(&self) -> impl Iterator<Item = (u64, &[u8])> {
         self.written
             .iter()
-            .filter(|&(&number, bytes)| bytes[..] != *Self::base_chunk(&self.base, number))
+            .filter(|&(&number, bytes)| bytes[..] != *Self::base_chunk(self.base(), number))
             .map(|(&number, bytes)| (number, &bytes[..]))
     }
 
@@ -98,7 +103,7 @@ impl SparseDisk {
     /// Whether the disk holds the same bytes as `other`, a disk over the same start (a
     /// clone's clone, say); only the chunks either has written are compared.
     pub fn holds_the_same_as(&self, other: &SparseDisk) -> bool {
-        assert!(Rc::ptr_eq(&self.base, &other.base), "disks over different starts");
+        assert!(Rc::ptr_eq(&self.base, &other.base) && self.size == other.size, "disks over different starts");
         let differ = |a: &SparseDisk, b: &SparseDisk| a.written.iter().any(|(&number, bytes)| bytes[..] != *b.chunk(number));
         !differ(self, other) && !differ(other, self)
     }
@@ -113,11 +118,12 @@ impl SparseDisk {
     /// a cached write reach the medium. Panics past the disk's end.
     pub fn apply(&mut self, offset: u64, bytes: &[u8]) {
         assert!(offset.checked_add(bytes.len() as u64).is_some_and(|end| end <= self.size()), "a write past the disk's end");
+        let base = &self.base[..self.size];
         let mut done = 0;
         while done < bytes.len() {
             let at = offset + done as u64;
             let (number, within) = (at / CHUNK as u64, (at % CHUNK as u64) as usize);
-            let chunk = self.written.entry(number).or_insert_with(|| Self::base_chunk(&self.base, number).to_vec());
+            let chunk = self.written.entry(number).or_insert_with(|| Self::base_chunk(base, number).to_vec());
             let take = (chunk.len() - within).min(bytes.len() - done);
             chunk[within..within + take].copy_from_slice(&bytes[done..done + take]);
             done += take;
@@ -211,6 +217,17 @@ mod tests {
         assert!(!same.wrote_past_end());
         assert!(same.write_all(&[0]).is_err() && same.wrote_past_end());
         assert_eq!(same.size(), base.len() as u64);
+    }
+
+    #[test]
+    fn a_disk_over_part_of_its_memory_ends_where_told() {
+        let mut disk = SparseDisk::over(Rc::new(vec![7; 3 * SECTOR]), SECTOR + 10);
+        assert_eq!((disk.size(), disk.base().len(), disk.sector(1).len()), (SECTOR as u64 + 10, SECTOR + 10, 10));
+        let mut all = Vec::new();
+        disk.read_to_end(&mut all).unwrap();
+        assert_eq!(all.len(), SECTOR + 10);
+        disk.seek(SeekFrom::End(-1)).unwrap();
+        assert!(disk.write_all(&[1, 2]).is_err() && disk.wrote_past_end());
     }
 
     /// Writes of any size and place, across chunks and into the partial sector, read back
