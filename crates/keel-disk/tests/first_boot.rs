@@ -6,15 +6,13 @@ mod support;
 use keel_disk::{
     grow_root, randomize_identity, read_gpt, read_gpt_of_image, repair_table, set_format_pending, DurableWrite, Guid, SectorSize, ROOT_FORMAT_PENDING,
 };
-use keel_test_support::{damage_both_gpts, damage_primary_gpt, overwrite};
+use keel_test_support::{damage_both_gpts, damage_primary_gpt, overwrite, SparseDisk};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use support::{image, keel_view, reference_view, sgdisk, table, MIB};
 
 const IMAGE_DEFAULT: &str = keel_disk::IMAGE_DISK_GUID;
-/// SparseDisk's unit of bookkeeping; a table's sectors, of either size, are whole numbers of it.
-const SECTOR_SIZE: u64 = 512;
 
 fn open_rw(path: &Path) -> File {
     OpenOptions::new().read(true).write(true).open(path).unwrap()
@@ -244,95 +242,6 @@ fn rewrites_refuse_a_table_of_the_other_sector_size() {
     }
 }
 
-/// A disk image as the bytes it started with and the sectors written since: copying and
-/// comparing it costs what was written, not the disk's size.
-#[derive(Clone)]
-struct SparseDisk {
-    base: std::rc::Rc<Vec<u8>>,
-    written: std::collections::BTreeMap<u64, Vec<u8>>,
-    position: u64,
-}
-
-impl SparseDisk {
-    fn new(base: Vec<u8>) -> SparseDisk {
-        SparseDisk { base: std::rc::Rc::new(base), written: Default::default(), position: 0 }
-    }
-
-    fn sector(&self, number: u64) -> &[u8] {
-        let sector = SECTOR_SIZE as usize;
-        self.written.get(&number).map_or(&self.base[number as usize * sector..][..sector], Vec::as_slice)
-    }
-
-    /// The sectors that differ from the start, for comparing two disks.
-    fn changes(&self) -> Vec<(u64, &[u8])> {
-        self.written
-            .keys()
-            .map(|&n| (n, self.sector(n)))
-            .filter(|(n, bytes)| *bytes != &self.base[*n as usize * SECTOR_SIZE as usize..][..SECTOR_SIZE as usize])
-            .collect()
-    }
-
-    fn apply(&mut self, offset: u64, bytes: &[u8]) {
-        let mut done = 0;
-        while done < bytes.len() {
-            let at = offset + done as u64;
-            let within = (at % SECTOR_SIZE) as usize;
-            let take = (SECTOR_SIZE as usize - within).min(bytes.len() - done);
-            let current = self.sector(at / SECTOR_SIZE).to_vec();
-            self.written.entry(at / SECTOR_SIZE).or_insert(current)[within..within + take].copy_from_slice(&bytes[done..done + take]);
-            done += take;
-        }
-    }
-}
-
-impl Read for SparseDisk {
-    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
-        let len = self.base.len() as u64;
-        let n = buffer.len().min(len.saturating_sub(self.position) as usize);
-        let mut done = 0;
-        while done < n {
-            let at = self.position + done as u64;
-            let within = (at % SECTOR_SIZE) as usize;
-            let take = (SECTOR_SIZE as usize - within).min(n - done);
-            buffer[done..done + take].copy_from_slice(&self.sector(at / SECTOR_SIZE)[within..within + take]);
-            done += take;
-        }
-        self.position += n as u64;
-        Ok(n)
-    }
-}
-
-impl Seek for SparseDisk {
-    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        self.position = match to {
-            SeekFrom::Start(at) => at,
-            SeekFrom::End(delta) => self.base.len().checked_add_signed(delta as isize).ok_or_else(|| io::Error::other("seek before start"))? as u64,
-            SeekFrom::Current(delta) => self.position.checked_add_signed(delta).ok_or_else(|| io::Error::other("seek before start"))?,
-        };
-        Ok(self.position)
-    }
-}
-
-impl Write for SparseDisk {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        if self.position + bytes.len() as u64 > self.base.len() as u64 {
-            return Err(io::Error::other("write past the disk's end"));
-        }
-        self.apply(self.position, bytes);
-        self.position += bytes.len() as u64;
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl DurableWrite for SparseDisk {
-    fn make_durable(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// A disk with a volatile write cache that loses power after `budget` more bytes: the write
 /// in flight is cut short (mid-sector if it falls there) and every later write fails. Until
 /// `make_durable`, writes are only in the cache: the power cut may have let any subset of
@@ -362,7 +271,7 @@ impl PowerCut {
                     medium.apply(*offset, bytes);
                 }
             }
-            medium.position = 0;
+            medium.rewind().expect("a seek to the start");
             medium
         })
     }
@@ -387,7 +296,7 @@ impl Write for PowerCut {
         }
         let n = bytes.len().min(self.budget);
         self.budget -= n;
-        self.cached.push((self.visible.position, bytes[..n].to_vec()));
+        self.cached.push((self.visible.stream_position()?, bytes[..n].to_vec()));
         self.visible.write(&bytes[..n])
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -435,7 +344,7 @@ fn survives_every_cut(
             assert!(after_cut.is_ok(), "{name} ({sector_size}): no readable table after a cut at byte {budget}: {:?}", after_cut.err());
             // Power back: run again, uninterrupted.
             step(&mut medium);
-            assert!(medium.changes() == uninterrupted.changes(), "{name} ({sector_size}): a cut at byte {budget} led elsewhere");
+            assert!(medium.holds_the_same_as(uninterrupted), "{name} ({sector_size}): a cut at byte {budget} led elsewhere");
         }
     }
     media
@@ -528,7 +437,7 @@ fn the_power_cut_model_catches_a_rewrite_without_ordering() {
 /// The MBR, backup array and header, primary array and header of the table on `disk`.
 fn table_writes(disk: &mut SparseDisk, sector_size: SectorSize) -> Vec<(u64, Vec<u8>)> {
     let sector = sector_size.bytes();
-    let last = disk.base.len() as u64 - sector;
+    let last = disk.size() - sector;
     let array = 16384;
     [(0, sector), (last - array, array), (last, sector), (2 * sector, array), (sector, sector)]
         .into_iter()

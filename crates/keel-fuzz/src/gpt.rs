@@ -5,12 +5,14 @@
 //! An input is `PARAMS_LEN` bytes of parameters (the rewrites' arguments, and how the disk
 //! is made), then the image. The image goes at the start of a disk that may be bigger, as
 //! when an image is written to a real disk, or is split around zeros, so that a table
-//! made for a disk of a MiB and more fits a small input. Each rewrite gets its own copy of
-//! the disk. Held to:
+//! made for a disk of a MiB and more fits a small input. Each rewrite gets its own
+//! copy-on-write view of the disk (`SparseDisk`), so that copying the disk and finding what
+//! a rewrite changed costs the sectors it wrote, not the disk's size. Held to:
 //! - a table that reads is well formed: partitions numbered in order, inside the usable
 //!   area and apart;
-//! - a rewrite that fails has changed nothing: in memory no write can fail, so a failure is
-//!   a refusal, and keel refuses before it writes;
+//! - no rewrite writes past the disk's end (an image file would grow);
+//! - a rewrite that fails has changed nothing: in memory no write inside the disk can fail,
+//!   so a failure is a refusal, and keel refuses before it writes;
 //! - a rewrite that succeeds leaves a table that reads with both copies intact and agreeing,
 //!   the backup at the disk's end and the MBR protective; it wrote nothing but the MBR's
 //!   partition record and the two copies (the MBR's boot code and every partition's data
@@ -19,11 +21,14 @@
 use crate::Seed;
 use keel_disk::{
     crc32, flatcar_layout, grow_root, mark_slot_successful, plan_layout, prioritize_slot, randomize_identity, read_gpt, read_usr_slots, repair_table,
-    set_format_pending, set_slot_gptprio, slot_of, write_gpt, Gpt, GptPartition, Gptprio, GptprioChange, Grown, Guid, LayoutSizes, SectorSize, Slot,
-    TableWrite, ALIGNMENT_BYTES, GPTPRIO_MASK, IMAGE_DISK_GUID, ROOT_FORMAT_PENDING, ROOT_NAME,
+    set_format_pending, set_slot_gptprio, slot_of, write_gpt, DurableWrite, Gpt, GptPartition, Gptprio, GptprioChange, Grown, Guid, LayoutSizes,
+    SectorSize, Slot, TableWrite, ALIGNMENT_BYTES, GPTPRIO_MASK, IMAGE_DISK_GUID, ROOT_FORMAT_PENDING, ROOT_NAME,
 };
+use keel_test_support::SparseDisk;
 use std::cell::RefCell;
-use std::io::Cursor;
+use std::io::{Cursor, Read, Seek};
+use std::ops::Range;
+use std::rc::Rc;
 
 /// The sector size the fuzzed disks are read and written with.
 const SECTOR_SIZE: SectorSize = SectorSize::Bytes512;
@@ -36,17 +41,14 @@ const BACKUP_SECTORS: usize = 33;
 /// The largest entry array keel reads; the checksum fix-up skips larger ones too.
 const MAX_ENTRY_ARRAY_BYTES: u64 = 1 << 20;
 
-/// The in-memory disk the rewrites work on.
-type Disk = Cursor<Vec<u8>>;
-
 // keel-disk's API is called from this block only (and `read_usr_slots` from `run`), so
 // that a change of its signatures is one edit here.
 
-fn read_table(disk: &[u8]) -> Result<Gpt, String> {
-    read_gpt(&mut Cursor::new(disk), SECTOR_SIZE).map_err(|e| format!("{e:#}"))
+fn read_table(disk: &mut (impl Read + Seek)) -> Result<Gpt, String> {
+    read_gpt(disk, SECTOR_SIZE).map_err(|e| format!("{e:#}"))
 }
 
-fn write_table(disk: &mut Disk, disk_guid: Guid, partitions: &[GptPartition]) {
+fn write_table(disk: &mut impl DurableWrite, disk_guid: Guid, partitions: &[GptPartition]) {
     write_gpt(disk, SECTOR_SIZE, disk_guid, partitions).expect("write_gpt refused a seed's table");
 }
 
@@ -99,7 +101,7 @@ impl Outcome {
 }
 
 /// `on_disk`: the GUIDs of the disk and its partitions, for a GUID source that repeats them.
-fn rewrite(which: Rewrite, params: &Params, disk: &mut Disk, on_disk: &[Guid]) -> Result<Outcome, String> {
+fn rewrite(which: Rewrite, params: &Params, disk: &mut impl DurableWrite, on_disk: &[Guid]) -> Result<Outcome, String> {
     let outcome = match which {
         Rewrite::GrowRoot => grow_root(disk, SECTOR_SIZE).map(Outcome::Grown),
         Rewrite::RandomizeIdentity => randomize_identity(disk, SECTOR_SIZE, image_disk_guid(), params.guid_source(on_disk)).map(Outcome::Identity),
@@ -117,8 +119,7 @@ fn rewrite(which: Rewrite, params: &Params, disk: &mut Disk, on_disk: &[Guid]) -
 /// How many bytes of an input are parameters; the rest is the disk image.
 const PARAMS_LEN: usize = 25;
 /// Each unit of `Params::disk_growth` inserts this many zero sectors: 255 units reach past
-/// the 1 MiB boundary, so ROOT can grow to it. No further: every byte of the disk is
-/// copied and compared several times per input.
+/// the 1 MiB boundary, so ROOT can grow to it.
 const GROWTH_STEP_SECTORS: usize = 9;
 
 const FIX_CHECKSUMS: u8 = 1 << 0;
@@ -220,65 +221,91 @@ impl Params {
     }
 }
 
-/// The disk and the copies the rewrites work on, kept from one input to the next:
-/// allocating them afresh costs more (in page faults) than the rewrites themselves.
+/// The memory each input's disk is made in, kept from one input to the next: allocating
+/// a MiB afresh costs page faults, and zeroing it was most of what is left of an input's
+/// time after the rewrites. It stays zero but where the last disk put bytes.
 #[derive(Default)]
-struct Buffers {
-    disk: Vec<u8>,
-    rewritten: Vec<u8>,
-    rerun: Vec<u8>,
+struct DiskMemory {
+    bytes: Rc<Vec<u8>>,
+    /// Where the last disk's bytes may be other than zero.
+    dirty: Vec<Range<usize>>,
+}
+
+impl DiskMemory {
+    /// The disk `params` and `image` make, as `assemble` makes it.
+    fn disk(&mut self, params: &Params, image: &[u8]) -> SparseDisk {
+        // The disks over it are gone by the end of each input.
+        let bytes = Rc::get_mut(&mut self.bytes).expect("no disk of the last input is left");
+        for range in self.dirty.drain(..) {
+            bytes[range].fill(0);
+        }
+        let size = disk_size(params, image);
+        if bytes.len() < size {
+            bytes.resize(size, 0);
+        }
+        self.dirty = fill(params, image, &mut bytes[..size]);
+        SparseDisk::over(Rc::clone(&self.bytes), size)
+    }
 }
 
 thread_local! {
-    static BUFFERS: RefCell<Buffers> = RefCell::default();
-}
-
-/// A disk holding `bytes`, in `buffer`'s memory; `into_inner` gives the memory back.
-fn disk_from(buffer: &mut Vec<u8>, bytes: &[u8]) -> Disk {
-    let mut memory = std::mem::take(buffer);
-    memory.clear();
-    memory.extend_from_slice(bytes);
-    Cursor::new(memory)
+    static MEMORY: RefCell<DiskMemory> = RefCell::default();
 }
 
 pub fn run(input: &[u8]) {
     let Some((params, image)) = input.split_first_chunk::<PARAMS_LEN>() else { return };
     let params = Params::decode(params);
-    BUFFERS.with_borrow_mut(|buffers| {
-        let disk = &mut buffers.disk;
-        assemble(&params, image, disk);
-        let before = read_table(disk);
+    MEMORY.with_borrow_mut(|memory| {
+        let original = memory.disk(&params, image);
+        let before = read_table(&mut original.clone());
         if let Ok(gpt) = &before {
-            check_well_formed(gpt, disk.len());
+            check_well_formed(gpt, original.size());
         }
         // Only for panics: what it reads is read_gpt's table, checked above.
-        let _ = read_usr_slots(&mut Cursor::new(&disk[..]), SECTOR_SIZE);
+        let _ = read_usr_slots(&mut original.clone(), SECTOR_SIZE);
         let before = before.ok();
         let on_disk = guids_on(before.as_ref());
         for which in REWRITES {
-            check_rewrite(which, &params, &buffers.disk, before.as_ref(), &on_disk, &mut buffers.rewritten, &mut buffers.rerun);
+            check_rewrite(which, &params, &original, before.as_ref(), &on_disk);
         }
     });
 }
 
 /// Makes `disk` of `image` as `params` say: zeros inserted, checksums fixed.
 fn assemble(params: &Params, image: &[u8], disk: &mut Vec<u8>) {
-    let (head, tail) = image.split_at(image.len() - (usize::from(params.tail_sectors) * SECTOR).min(image.len()));
     disk.clear();
-    disk.extend_from_slice(head);
-    disk.resize(head.len() + usize::from(params.disk_growth) * GROWTH_STEP_SECTORS * SECTOR, 0);
-    disk.extend_from_slice(tail);
+    disk.resize(disk_size(params, image), 0);
+    fill(params, image, disk);
+}
+
+/// The image's head and tail, which `disk_growth` steps of zeros go between.
+fn split<'a>(params: &Params, image: &'a [u8]) -> (&'a [u8], &'a [u8]) {
+    image.split_at(image.len() - (usize::from(params.tail_sectors) * SECTOR).min(image.len()))
+}
+
+fn disk_size(params: &Params, image: &[u8]) -> usize {
+    image.len() + usize::from(params.disk_growth) * GROWTH_STEP_SECTORS * SECTOR
+}
+
+/// Puts `image` on `disk`, zeros of `disk_size`, as `params` say; returns where it wrote.
+fn fill(params: &Params, image: &[u8], disk: &mut [u8]) -> Vec<Range<usize>> {
+    let (head, tail) = split(params, image);
+    let tail_start = disk.len() - tail.len();
+    disk[..head.len()].copy_from_slice(head);
+    disk[tail_start..].copy_from_slice(tail);
+    let mut written = vec![0..head.len(), tail_start..disk.len()];
     if params.fix_checksums {
-        fix_checksums(disk);
+        written.extend(fix_checksums(disk).into_iter().map(|lba| lba * SECTOR..(lba + 1) * SECTOR));
     }
+    written
 }
 
 fn guids_on(gpt: Option<&Gpt>) -> Vec<Guid> {
     gpt.map_or_else(Vec::new, |gpt| gpt.partitions.iter().map(|p| p.guid).chain([gpt.disk_guid]).collect())
 }
 
-fn check_well_formed(gpt: &Gpt, disk_bytes: usize) {
-    let sectors = (disk_bytes / SECTOR) as u64;
+fn check_well_formed(gpt: &Gpt, disk_bytes: u64) {
+    let sectors = disk_bytes / SECTOR_SIZE.bytes();
     assert!(gpt.primary_intact || gpt.backup_intact, "a table read from neither copy: {gpt:?}");
     assert!(!gpt.copies_agree || (gpt.primary_intact && gpt.backup_intact), "copies agree, but one is damaged: {gpt:?}");
     assert!(
@@ -307,33 +334,29 @@ fn check_well_formed(gpt: &Gpt, disk_bytes: usize) {
     }
 }
 
-fn check_rewrite(
-    which: Rewrite,
-    params: &Params,
-    original: &[u8],
-    before: Option<&Gpt>,
-    on_disk: &[Guid],
-    rewritten: &mut Vec<u8>,
-    rerun: &mut Vec<u8>,
-) {
-    let mut disk = disk_from(rewritten, original);
+/// `original`: the disk as the input made it, which each rewrite gets a copy of. The
+/// disk a rewrite leaves is the same bytes as `original` but where its `changes()` say.
+fn check_rewrite(which: Rewrite, params: &Params, original: &SparseDisk, before: Option<&Gpt>, on_disk: &[Guid]) {
+    let mut disk = original.clone();
     let result = rewrite(which, params, &mut disk, on_disk);
-    *rewritten = disk.into_inner();
-    let written = &rewritten[..];
+    // A disk refuses a write past its end, and the refusal may look like any failure; an
+    // image file would have grown.
+    assert!(!disk.wrote_past_end(), "{which:?} ({result:?}) wrote past the disk's end: it would have changed the disk's size");
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(error) => {
-            assert!(written == original, "{which:?} failed ({error}), but changed the disk first");
+            assert!(disk.is_unchanged(), "{which:?} failed ({error}), but changed the disk first");
             return;
         }
     };
     let before = before.unwrap_or_else(|| panic!("{which:?} succeeded ({outcome:?}) on a disk whose table does not read"));
     if outcome.says_nothing_written() == Some(true) {
-        assert!(written == original, "{which:?} says it wrote nothing ({outcome:?}), but the disk changed");
+        assert!(disk.is_unchanged(), "{which:?} says it wrote nothing ({outcome:?}), but the disk changed");
     }
-    check_only_the_table_written(which, original, written);
-    let after = read_table(written).unwrap_or_else(|error| panic!("after {which:?} ({outcome:?}) the table does not read: {error}"));
-    let sectors = (written.len() / SECTOR) as u64;
+    check_only_the_table_written(which, &disk);
+    // Read through the copy-on-write disk: what the rewrite wrote over the original.
+    let after = read_table(&mut disk).unwrap_or_else(|error| panic!("after {which:?} ({outcome:?}) the table does not read: {error}"));
+    let sectors = disk.size() / SECTOR_SIZE.bytes();
     assert!(
         after.primary_intact
             && after.backup_intact
@@ -342,38 +365,47 @@ fn check_rewrite(
             && after.last_usable == sectors - PRIMARY_SECTORS as u64,
         "after {which:?} ({outcome:?}) the table is not whole, with its backup at the disk's end: {after:?}"
     );
-    check_well_formed(&after, written.len());
+    check_well_formed(&after, disk.size());
     // The primary names the last sector as its backup: a primary naming itself, with no
     // backup at all, once passed for a whole table (regressions/gpt/primary-names-itself-as-backup).
-    let alternate_lba = u64_at(written, SECTOR + 32);
+    let alternate_lba = u64_at(disk.sector(1), 32);
     assert!(alternate_lba == sectors - 1, "after {which:?} ({outcome:?}) the primary names sector {alternate_lba} as its backup, not the last");
     let numbers = |gpt: &Gpt| gpt.partitions.iter().map(|p| p.number).collect::<Vec<_>>();
     assert_eq!(numbers(before), numbers(&after), "{which:?} added, removed or renumbered partitions");
     check_effect(which, params, before, &after, &outcome);
 
-    let mut again = disk_from(rerun, written);
+    // The rerun starts, like the first run, at the disk's start.
+    let mut again = disk.clone();
+    again.rewind().expect("a seek to the start");
     let second = rewrite(which, params, &mut again, on_disk);
-    *rerun = again.into_inner();
+    assert!(!again.wrote_past_end(), "{which:?}, run again on its own result, wrote past the disk's end ({second:?})");
     let second = second.unwrap_or_else(|error| panic!("{which:?} succeeded, then failed on its own result: {error}"));
     assert!(second.says_nothing_written() != Some(false), "{which:?}, run again on its own result, says it wrote ({second:?})");
-    assert!(rerun.as_slice() == written, "{which:?}, run again on its own result, changed the disk ({second:?})");
+    assert!(again.holds_the_same_as(&disk), "{which:?}, run again on its own result, changed the disk ({second:?})");
 }
 
 /// write_gpt writes sector 0 (keeping its boot code and disk signature), sectors 1 to 33
-/// and the last 33; any other byte it changed is a partition's data.
-fn check_only_the_table_written(which: Rewrite, original: &[u8], written: &[u8]) {
+/// and the last 33; any other byte it changed is a partition's data. Only the sectors that
+/// differ from the original are looked at (in order, so the first change found is the
+/// disk's first); the disk's size cannot change (`SparseDisk::wrote_past_end`).
+fn check_only_the_table_written(which: Rewrite, disk: &SparseDisk) {
     const BOOT_CODE: usize = 446;
-    assert_eq!(original.len(), written.len(), "{which:?} changed the disk's size");
+    let original = disk.base();
     let sectors = original.len() / SECTOR;
-    let boot_code = ..BOOT_CODE.min(original.len());
-    assert!(original[boot_code] == written[boot_code], "{which:?} changed the MBR's boot code");
-    let between_tables = PRIMARY_SECTORS * SECTOR..sectors.saturating_sub(BACKUP_SECTORS) * SECTOR;
-    if !between_tables.is_empty() && original[between_tables.clone()] != written[between_tables.clone()] {
-        let first_changed = between_tables.into_iter().find(|&at| original[at] != written[at]);
-        panic!("{which:?} changed byte {first_changed:?}, between the two copies of the table");
+    let between_tables = PRIMARY_SECTORS..sectors.saturating_sub(BACKUP_SECTORS);
+    for (number, written) in disk.changes() {
+        let at = number as usize * SECTOR;
+        let original = &original[at..at + written.len()];
+        if number == 0 {
+            let boot_code = ..BOOT_CODE.min(written.len());
+            assert!(original[boot_code] == written[boot_code], "{which:?} changed the MBR's boot code");
+        }
+        if between_tables.contains(&(number as usize)) {
+            let first_changed = (0..written.len()).find(|&i| original[i] != written[i]).map(|i| at + i);
+            panic!("{which:?} changed byte {first_changed:?}, between the two copies of the table");
+        }
+        assert!((number as usize) < sectors, "{which:?} wrote into the partial sector at the disk's end");
     }
-    let partial_sector = sectors * SECTOR..;
-    assert!(original[partial_sector.clone()] == written[partial_sector], "{which:?} wrote into the partial sector at the disk's end");
 }
 
 fn pairs<'a>(before: &'a Gpt, after: &'a Gpt) -> impl Iterator<Item = (&'a GptPartition, &'a GptPartition)> {
@@ -508,16 +540,18 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
 
 /// Makes the headers the disk seems to have pass their checksums: the backup named by
 /// sector 1, the last sector, and sector 1 itself (last, so the primary's checksums cover
-/// whatever fixing the others changed).
-fn fix_checksums(disk: &mut [u8]) {
+/// whatever fixing the others changed). Returns the sectors it wrote to.
+fn fix_checksums(disk: &mut [u8]) -> Vec<usize> {
     let sectors = disk.len() / SECTOR;
     if sectors < 2 {
-        return;
+        return Vec::new();
     }
     let named_backup = usize::try_from(u64_at(disk, SECTOR + 32)).ok().filter(|&lba| lba < sectors);
-    for lba in named_backup.into_iter().chain([sectors - 1, 1]) {
+    let fixed: Vec<usize> = named_backup.into_iter().chain([sectors - 1, 1]).collect();
+    for &lba in &fixed {
         fix_header(disk, lba);
     }
+    fixed
 }
 
 fn fix_header(disk: &mut [u8], lba: usize) {
@@ -559,7 +593,7 @@ fn flatcar_partitions() -> Vec<GptPartition> {
 }
 
 /// A disk of `sectors` zero sectors but for Flatcar's table, on the image's disk GUID.
-fn flatcar_disk(sectors: usize) -> Disk {
+fn flatcar_disk(sectors: usize) -> Cursor<Vec<u8>> {
     let mut disk = Cursor::new(vec![0u8; sectors * SECTOR]);
     write_table(&mut disk, image_disk_guid(), &flatcar_partitions());
     disk
@@ -645,7 +679,7 @@ pub fn seeds() -> Vec<Seed> {
     assert!(matches!(grew, Outcome::Grown(Some(_))), "ROOT did not grow: {grew:?}");
     // After a first boot and an update: own GUIDs, ROOT's format under way, USR-B to be tried.
     let mut booted = flatcar_disk(big);
-    let on_disk = guids_on(read_table(booted.get_ref()).ok().as_ref());
+    let on_disk = guids_on(read_table(&mut booted).ok().as_ref());
     for which in [Rewrite::GrowRoot, Rewrite::RandomizeIdentity, Rewrite::SetFormatPending, Rewrite::SetSlotGptprio] {
         rewrite(which, &first_boot, &mut booted, &on_disk).expect("first boot's rewrites on Flatcar's table");
     }

@@ -1,10 +1,11 @@
-//! Helpers the tests of several keel crates share; a dev-dependency (and the VM harness's),
-//! never part of what keel ships.
+//! Helpers the tests of several keel crates share; a dev-dependency (and the VM and fuzz
+//! harnesses'), never part of what keel ships.
 
 mod loop_device;
+mod sparse_disk;
 
 pub use loop_device::{as_disk, LoopDevice};
-
+pub use sparse_disk::SparseDisk;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
