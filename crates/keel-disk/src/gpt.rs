@@ -386,7 +386,7 @@ pub fn read_gpt(dev: &mut (impl Read + Seek), sector_size: SectorSize) -> anyhow
 }
 
 /// The table at LBA 1 of the other sector size than `read_with`, if a valid header is
-/// there: one more sector read, and only for a disk without a table of its own.
+/// there: one more sector read, and only for a disk without an intact primary of its own.
 fn table_of_other_size(dev: &mut (impl Read + Seek), read_with: SectorSize) -> Option<SectorSizeMismatch> {
     let other = read_with.other();
     let disk_bytes = dev.seek(SeekFrom::End(0)).ok()?;
@@ -421,7 +421,12 @@ pub fn read_gpt_of_image(dev: &mut (impl Read + Seek), sector_size: SectorSize, 
     // An intact primary wins, as in firmware: after a power cut between writing the backup
     // and the primary, both are intact and the primary is the table the disk booted with.
     let (header, partitions) = match (&primary, &backup) {
-        (Ok((header, partitions)), _) | (Err(_), Ok((header, partitions))) => (header, partitions),
+        (Ok((header, partitions)), _) => (header, partitions),
+        // A backup of this size behind a valid primary of the other size is a stale one, of
+        // an earlier install the other image was written over: not a table to boot, and
+        // above all not one to repair the disk from.
+        (Err(_), Ok(_)) if let Some(mismatch) = table_of_other_size(dev, sector_size) => return Err(mismatch.into()),
+        (Err(_), Ok((header, partitions))) => (header, partitions),
         (Err(primary_error), Err(backup_error)) => {
             if let Some(mismatch) = table_of_other_size(dev, sector_size) {
                 return Err(mismatch.into());

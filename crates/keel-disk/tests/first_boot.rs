@@ -242,6 +242,31 @@ fn rewrites_refuse_a_table_of_the_other_sector_size() {
     }
 }
 
+/// A disk that held one sector size's install, grown (its backup at the disk's end), and
+/// then got the other sector size's image written over its start: the stale backup is not
+/// a table, and nothing repairs the disk from it.
+#[test]
+fn a_stale_backup_of_an_earlier_install_does_not_beat_the_other_sizes_primary() {
+    for new_image in SectorSize::ALL {
+        let old_install = new_image.other();
+        let old_path = grown_disk("stale-backup-old", 32, old_install);
+        grow_root(&mut open_rw(&old_path), old_install).unwrap().expect("ROOT grew, and the backup moved to the disk's end");
+        let old = fs::read(&old_path).unwrap();
+        let path = grown_disk("stale-backup", 32, new_image);
+        // The new image is written over the disk's start; the old grown table's backup (its
+        // last 33 or 5 sectors) is still at the end, where the new image never reached.
+        let backup_bytes = (16384 + old_install.bytes()) as usize;
+        overwrite(&path, (old.len() - backup_bytes) as u64, &old[old.len() - backup_bytes..]);
+        let before = fs::read(&path).unwrap();
+        let error = format!("{:#}", read_gpt(&mut open_rw(&path), old_install).unwrap_err());
+        assert!(error.contains(&format!("made for {new_image}")), "{error}");
+        let repaired = repair_table(&mut open_rw(&path), old_install, Some(before.len() as u64));
+        assert!(repaired.is_err(), "repaired from a stale backup: {repaired:?}");
+        assert!(fs::read(&path).unwrap() == before, "the disk changed");
+        assert!(read_gpt(&mut open_rw(&path), new_image).is_ok_and(|gpt| gpt.primary_intact), "the new image's own table");
+    }
+}
+
 /// A disk with a volatile write cache that loses power after `budget` more bytes: the write
 /// in flight is cut short (mid-sector if it falls there) and every later write fails. Until
 /// `make_durable`, writes are only in the cache: the power cut may have let any subset of
