@@ -1,0 +1,221 @@
+//! Parsing: any spec 3.0.0–3.6.0 document becomes the newest spec's types. The
+//! `ignition-config` crate parses each version with its own types (so a key a version does not
+//! know is reported as unused); the result is then translated upward, which for spec 3.x is a
+//! rename of the version (every later version's fields are a superset of the earlier ones').
+
+use crate::report::{JsonPath, Report};
+use ignition_config::Config as AnyVersion;
+use std::fmt;
+
+/// The newest spec keel reads; every document is translated to it.
+pub use ignition_config::v3_6 as latest;
+pub type Latest = latest::Config;
+
+/// Larger documents are refused before parsing, so a hostile config costs bounded memory.
+/// Files embedded as `data:` URLs count here; 32 MiB is far more than any real config needs.
+pub const MAX_CONFIG_BYTES: usize = 32 << 20;
+
+const OLDEST_MINOR: u64 = 0;
+const NEWEST_MINOR: u64 = 6;
+
+/// The spec version a document declared: 3.minor.0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SpecVersion {
+    pub minor: u64,
+}
+
+impl SpecVersion {
+    pub const NEWEST: SpecVersion = SpecVersion { minor: NEWEST_MINOR };
+
+    pub fn at_least(self, minor: u64) -> bool {
+        self.minor >= minor
+    }
+}
+
+impl fmt::Display for SpecVersion {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "3.{}.0", self.minor)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Parsed {
+    pub config: Latest,
+    pub version: SpecVersion,
+    /// Warnings found while parsing: keys the declared version does not know.
+    pub reports: Vec<Report>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ParseError {
+    TooLarge {
+        bytes: usize,
+    },
+    /// Not JSON, or JSON that does not fit the spec's types; line and column are 1-based.
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    MissingVersion {
+        message: String,
+    },
+    UnsupportedVersion {
+        version: String,
+    },
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::TooLarge { bytes } => {
+                write!(formatter, "config is {bytes} bytes; keel reads configs of at most {MAX_CONFIG_BYTES} bytes")
+            }
+            ParseError::Syntax { line, column, message } => write!(formatter, "line {line} column {column}: {message}"),
+            ParseError::MissingVersion { message } => {
+                write!(formatter, "not an Ignition config: {message} (it needs \"ignition\": {{\"version\": \"3.x.0\"}})")
+            }
+            ParseError::UnsupportedVersion { version } => write!(
+                formatter,
+                "config version {version} is not supported: keel reads spec 3.{OLDEST_MINOR}.0 through 3.{NEWEST_MINOR}.0{}",
+                if version.starts_with("2.") || version.starts_with('1') {
+                    " (translate a spec 2.x config to 3.x first, as Ignition 2.x itself requires)"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+fn syntax(error: &serde_json::Error) -> ParseError {
+    // serde_json appends " at line L column C" to its messages; the fields carry them already.
+    let message = error.to_string();
+    let message = message.rsplit_once(" at line ").map_or(message.as_str(), |(message, _)| message).to_owned();
+    ParseError::Syntax { line: error.line(), column: error.column(), message }
+}
+
+/// The version the document declares, read before its body so that a wrong version is named as
+/// such rather than as a field error in some other version's types.
+fn declared_version(bytes: &[u8]) -> Result<String, ParseError> {
+    #[derive(serde::Deserialize)]
+    struct Minimal {
+        ignition: MinimalIgnition,
+    }
+    #[derive(serde::Deserialize)]
+    struct MinimalIgnition {
+        version: String,
+    }
+    match serde_json::from_slice::<Minimal>(bytes) {
+        Ok(minimal) => Ok(minimal.ignition.version),
+        Err(error) if error.is_data() => Err(ParseError::MissingVersion { message: syntax(&error).to_string() }),
+        Err(error) => Err(syntax(&error)),
+    }
+}
+
+fn spec_version(declared: &str) -> Option<SpecVersion> {
+    let minor_text = declared.strip_prefix("3.")?.strip_suffix(".0")?;
+    let minor: u64 = minor_text.parse().ok()?;
+    // "3.01.0" is not a semver version; Ignition refuses it too.
+    (minor.to_string() == minor_text && (OLDEST_MINOR..=NEWEST_MINOR).contains(&minor)).then_some(SpecVersion { minor })
+}
+
+/// Parses a config of any supported version and translates it to the newest spec.
+pub fn parse(bytes: &[u8]) -> Result<Parsed, ParseError> {
+    if bytes.len() > MAX_CONFIG_BYTES {
+        return Err(ParseError::TooLarge { bytes: bytes.len() });
+    }
+    let declared = declared_version(bytes)?;
+    let version = spec_version(&declared).ok_or_else(|| ParseError::UnsupportedVersion { version: declared.clone() })?;
+    let (config, warnings) = AnyVersion::parse_slice(bytes).map_err(|error| match error {
+        ignition_config::Error::Serialization(error) => syntax(&error),
+        _ => ParseError::UnsupportedVersion { version: declared.clone() },
+    })?;
+    let reports = warnings.iter().map(|warning| Report::warning(unused_key_path(&warning.to_string()), "unused key")).collect();
+    Ok(Parsed { config: translate(config)?, version, reports })
+}
+
+/// Spec 3.x versions only add fields, so the newest types read any older document; only the
+/// version string changes.
+fn translate(config: AnyVersion) -> Result<Latest, ParseError> {
+    let mut value = serde_json::to_value(&config).map_err(|error| syntax(&error))?;
+    value["ignition"]["version"] = serde_json::Value::String(SpecVersion::NEWEST.to_string());
+    serde_json::from_value(value).map_err(|error| syntax(&error))
+}
+
+/// The crate writes unused keys as `$.systemd.units.0.d`; keel writes list indexes the way
+/// jq does, `$.systemd.units[0].d`. Schema field names are never numbers, so a numeric segment
+/// is an index.
+fn unused_key_path(warning: &str) -> JsonPath {
+    let dotted = warning.strip_prefix("unused key: $").unwrap_or(warning);
+    let mut path = JsonPath::root();
+    for segment in dotted.split('.').filter(|segment| !segment.is_empty()) {
+        path = match segment.parse::<usize>() {
+            Ok(index) => path.index(index),
+            Err(_) => path.field(segment),
+        };
+    }
+    path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_supported_version_reads_into_the_newest_types() {
+        for minor in OLDEST_MINOR..=NEWEST_MINOR {
+            let text = format!(r#"{{"ignition": {{"version": "3.{minor}.0"}}, "storage": {{"files": [{{"path": "/z", "mode": 420}}]}}}}"#);
+            let parsed = parse(text.as_bytes()).unwrap();
+            assert_eq!(parsed.version, SpecVersion { minor });
+            assert_eq!(parsed.config.ignition.version, "3.6.0");
+            assert_eq!(parsed.config.storage.unwrap().files.unwrap()[0].mode, Some(420));
+            assert!(parsed.reports.is_empty());
+        }
+    }
+
+    #[test]
+    fn unsupported_versions_name_the_supported_range() {
+        for version in ["2.3.0", "3.7.0", "3.4.0-experimental", "3.01.0", "4.0.0", "z"] {
+            let error = parse(format!(r#"{{"ignition": {{"version": "{version}"}}}}"#).as_bytes()).unwrap_err();
+            assert_eq!(error, ParseError::UnsupportedVersion { version: version.to_owned() });
+            assert!(error.to_string().contains("3.0.0 through 3.6.0"), "{error}");
+        }
+        assert!(parse(br#"{"ignition": {"version": "2.2.0"}}"#).unwrap_err().to_string().contains("spec 2.x"));
+    }
+
+    #[test]
+    fn json_errors_name_line_and_column() {
+        let error = parse(b"{\n  \"ignition\": {\"version\": \"3.3.0\"},\n  \"storage\": {\"files\": [{\"path\": 7}]}\n}").unwrap_err();
+        match error {
+            ParseError::Syntax { line, column, ref message } => {
+                assert_eq!((line, column), (3, 34), "{message}");
+                assert!(message.contains("invalid type"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parse(b"{\"ignition\": {\"version\": \"3.3.0\"},}").unwrap_err(), ParseError::Syntax { line: 1, .. }));
+        assert!(matches!(parse(b"{}").unwrap_err(), ParseError::MissingVersion { .. }));
+    }
+
+    #[test]
+    fn keys_the_declared_version_does_not_know_are_warnings_with_jq_paths() {
+        // kernelArguments arrived in 3.3.0: in a 3.2.0 document it is unused, and dropped.
+        let parsed = parse(
+            br#"{"ignition": {"version": "3.2.0"}, "kernelArguments": {"shouldExist": ["a"]},
+                 "systemd": {"units": [{"name": "a.service", "colour": "red"}]}}"#,
+        )
+        .unwrap();
+        let paths: Vec<_> = parsed.reports.iter().map(|report| report.to_string()).collect();
+        assert_eq!(paths, ["warning at $.kernelArguments: unused key", "warning at $.systemd.units[0].colour: unused key"]);
+        assert!(parsed.config.kernel_arguments.is_none());
+    }
+
+    #[test]
+    fn oversized_documents_are_refused_before_parsing() {
+        let huge = vec![b' '; MAX_CONFIG_BYTES + 1];
+        assert_eq!(parse(&huge).unwrap_err(), ParseError::TooLarge { bytes: MAX_CONFIG_BYTES + 1 });
+    }
+}
