@@ -77,16 +77,127 @@ fn read_source(source: &str) -> Result<Vec<u8>, FetchError> {
     }
 }
 
-/// RFC 2397 as Ignition's data URL library reads it: `[mediatype][;param=value]*[;base64],data`.
-/// Base64 data is decoded strictly (padding required, no escapes); other data is
-/// percent-decoded and must be ASCII.
+/// RFC 2397 as Ignition's data URL library (vincent-petithory/dataurl) reads it:
+/// `[type/subtype][;attribute=value]*[;base64],data`. The media type must be a known discrete
+/// or composite type or an `x-` extension; parameter values may be quoted. Base64 data is decoded
+/// as Go's `StdEncoding` does (padding required, newlines skipped, trailing bits ignored); other
+/// data must be URL characters, and is percent-decoded.
 pub fn decode_data_url(after_scheme: &str) -> Result<Vec<u8>, FetchError> {
-    let malformed = |reason: &str| FetchError::MalformedDataUrl { reason: reason.to_owned() };
-    let (header, data) = after_scheme.split_once(',').ok_or_else(|| malformed("no comma before the data"))?;
-    if header.ends_with(";base64") {
-        base64::engine::general_purpose::STANDARD.decode(data).map_err(|error| malformed(&format!("bad base64: {error}")))
+    let (data, base64) = DataUrlHeader { text: after_scheme.as_bytes(), at: 0 }.skip()?;
+    if base64 {
+        if !data.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"+/=\n".contains(&byte)) {
+            return Err(malformed("invalid character in base64 data"));
+        }
+        let joined: String = data.chars().filter(|&character| character != '\n').collect();
+        GO_STD_ENCODING.decode(joined).map_err(|error| malformed(&format!("bad base64: {error}")))
     } else {
-        percent_decode(data).ok_or_else(|| malformed("bad percent-escape or non-ASCII character in the data"))
+        if !data.bytes().all(is_url_character) {
+            return Err(malformed("invalid character in the data (escape it as %XX)"));
+        }
+        percent_decode(data).ok_or_else(|| malformed("bad percent-escape in the data"))
+    }
+}
+
+const GO_STD_ENCODING: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+);
+
+fn malformed(reason: &str) -> FetchError {
+    FetchError::MalformedDataUrl { reason: reason.to_owned() }
+}
+
+/// RFC 2396's URL characters: printable ASCII except the delimiters and "unwise" characters.
+fn is_url_character(byte: u8) -> bool {
+    (0x21..0x7f).contains(&byte) && !b"<>#\"{}|\\^[]`".contains(&byte)
+}
+
+/// RFC 2045's token characters.
+fn is_token(byte: u8) -> bool {
+    (0x21..0x7f).contains(&byte) && !b"()<>@,;:\\\"/[]?=".contains(&byte)
+}
+
+const MEDIA_TYPES: &[&str] = &["text", "image", "audio", "video", "application", "message", "multipart"];
+
+/// The part of a data URL before its comma, walked only to find where the data starts and
+/// whether it is base64: keel has no use for the media type, but refuses what Ignition refuses.
+struct DataUrlHeader<'a> {
+    text: &'a [u8],
+    at: usize,
+}
+
+impl<'a> DataUrlHeader<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.text.get(self.at).copied()
+    }
+
+    /// Token characters up to (not including) the next byte that is not one.
+    fn token(&mut self) -> &'a [u8] {
+        let start = self.at;
+        while self.peek().is_some_and(is_token) {
+            self.at += 1;
+        }
+        self.text.get(start..self.at).unwrap_or_default()
+    }
+
+    /// Returns the data after the comma, and whether it is base64.
+    fn skip(mut self) -> Result<(&'a str, bool), FetchError> {
+        if !matches!(self.peek(), Some(b';' | b',')) {
+            let media_type = self.token();
+            let known = MEDIA_TYPES.iter().any(|known| media_type.starts_with(known.as_bytes()));
+            let extension = media_type.len() >= 2 && media_type[..2].eq_ignore_ascii_case(b"x-");
+            if self.peek() != Some(b'/') {
+                return Err(malformed("the media type has no slash"));
+            }
+            if !known && !extension {
+                return Err(malformed("unknown media type"));
+            }
+            self.at += 1;
+            self.token();
+        }
+        let mut base64 = false;
+        loop {
+            match self.peek() {
+                Some(b',') => break,
+                Some(b';') => self.at += 1,
+                _ => return Err(malformed("expected ';' or ',' after the media type or a parameter")),
+            }
+            let attribute = self.token();
+            if attribute.is_empty() {
+                return Err(malformed("empty parameter"));
+            }
+            match self.peek() {
+                Some(b',') if attribute == b"base64" => {
+                    base64 = true;
+                    break;
+                }
+                Some(b'=') => {
+                    self.at += 1;
+                    self.parameter_value()?;
+                }
+                _ => return Err(malformed("a parameter needs a value, or must be the final ;base64")),
+            }
+        }
+        let data = self.text.get(self.at + 1..).unwrap_or_default();
+        Ok((std::str::from_utf8(data).map_err(|_| malformed("non-ASCII data"))?, base64))
+    }
+
+    fn parameter_value(&mut self) -> Result<(), FetchError> {
+        if self.peek() != Some(b'"') {
+            return if self.token().is_empty() { Err(malformed("empty parameter value")) } else { Ok(()) };
+        }
+        self.at += 1;
+        loop {
+            match self.peek() {
+                Some(b'"') => {
+                    self.at += 1;
+                    return Ok(());
+                }
+                Some(b'\\') if self.text.get(self.at + 1).is_some_and(u8::is_ascii) => self.at += 2,
+                Some(byte) if byte.is_ascii() && byte != b'\\' => self.at += 1,
+                _ => return Err(malformed("unterminated quoted parameter value")),
+            }
+        }
     }
 }
 
@@ -94,11 +205,7 @@ fn percent_decode(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut index = 0;
-    while index < bytes.len() {
-        let byte = bytes[index];
-        if !byte.is_ascii() {
-            return None;
-        }
+    while let Some(&byte) = bytes.get(index) {
         if byte == b'%' {
             let high = (*bytes.get(index + 1)? as char).to_digit(16)?;
             let low = (*bytes.get(index + 2)? as char).to_digit(16)?;
@@ -192,7 +299,22 @@ mod tests {
         assert_eq!(fetch(&resource("data:,hello%20world%0A", None, None)).unwrap(), b"hello world\n");
         assert_eq!(fetch(&resource("data:text/plain;charset=utf-8;base64,aGk=", None, None)).unwrap(), b"hi");
         assert_eq!(fetch(&resource("data:,", None, None)).unwrap(), b"");
-        for bad in ["data:;base64,aGk", "data:,%zz", "data:,%4", "data:no-comma", "data:,caf\u{e9}"] {
+        assert_eq!(fetch(&resource("data:application/x-sh;name=\"a,b\";base64,aG\nk=", None, None)).unwrap(), b"hi");
+        assert_eq!(fetch(&resource("data:;base64,aGl=", None, None)).unwrap(), b"hi", "Go ignores trailing bits");
+        for bad in [
+            "data:;base64,aGk",
+            "data:,%zz",
+            "data:,%4",
+            "data:no-comma",
+            "data:,caf\u{e9}",
+            "data:,[agent]",
+            "data:,a b",
+            "data:foo/bar,x",
+            "data:text,x",
+            "data:;charset,x",
+            "data:;base64;a=b,aGk=",
+            "data:;base64,aG k=",
+        ] {
             assert!(matches!(fetch(&resource(bad, None, None)), Err(FetchError::MalformedDataUrl { .. })), "{bad}");
         }
     }
