@@ -32,6 +32,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("mtools", "writes the first-boot flag into the ESP image without mounting it"),
     ("xfsprogs", "mkfs.xfs for keel.root.fs=xfs, and the reference for growing XFS"),
     ("btrfs-progs", "mkfs.btrfs for keel.root.fs=btrfs, and the reference for growing btrfs"),
+    ("ignition", "Ignition 2.14 (ignition-validate and the files stage): the reference for keel-ignition"),
     ("g++", "libFuzzer, which the fuzz targets link: libfuzzer-sys builds it from its C++ source"),
 ];
 const MUSL: &str = "x86_64-unknown-linux-musl";
