@@ -7,6 +7,7 @@
 //! have one set of types; the version a document declared is kept for the rules that depend on it.
 
 pub mod config;
+pub mod merge;
 pub mod report;
 pub mod resource;
 pub mod users;
