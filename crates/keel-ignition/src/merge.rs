@@ -116,84 +116,78 @@ fn keyed<T: Keyed + Merge + Clone>(parent: &Option<Vec<T>>, child: &Option<Vec<T
     keyed_in_group("", parent, child, &ChildKeys::default().with("", child), merged)
 }
 
-/// Strings in a list (SSH keys, groups, kernel arguments…) are their own key.
-impl Keyed for String {
-    fn key(&self) -> String {
-        self.clone()
-    }
+/// A field Ignition's types hold as a plain value, not a pointer: a key (equal on both sides
+/// whenever two entries merge) or the version.
+fn plain<T: Clone>(_parent: &T, child: &T) -> T {
+    child.clone()
 }
 
+/// An object that is always present.
+fn recurse<T: Merge>(parent: &T, child: &T) -> T {
+    parent.merged_with(child)
+}
+
+/// The merge rule of every field, type by type. The struct literal it expands to names
+/// every field, so the compiler catches a field without a rule.
+macro_rules! merge_by_field {
+    ($($object:ident { $($field:ident: $rule:ident),* $(,)? })*) => {
+        $(impl Merge for $object {
+            fn merged_with(&self, child: &Self) -> Self {
+                $object { $($field: $rule(&self.$field, &child.$field)),* }
+            }
+        })*
+    };
+}
+
+merge_by_field! {
+    Latest { ignition: recurse, kernel_arguments: nested, passwd: nested, storage: nested, systemd: nested }
+    Ignition { config: nested, proxy: nested, security: nested, timeouts: nested, version: plain }
+    IgnitionConfig { merge: keyed, replace: nested }
+    Proxy { http_proxy: scalar, https_proxy: scalar, no_proxy: keyed }
+    Security { tls: nested }
+    SecurityTls { certificate_authorities: keyed }
+    Timeouts { http_response_headers: scalar, http_total: scalar }
+    HttpHeadersItem { name: plain, value: scalar }
+    Verification { hash: scalar }
+    Passwd { groups: keyed, users: keyed }
+    Group { gid: scalar, name: plain, password_hash: scalar, should_exist: scalar, system: scalar }
+    User {
+        gecos: scalar, groups: keyed, home_dir: scalar, name: plain, no_create_home: scalar, no_log_init: scalar, no_user_group: scalar,
+        password_hash: scalar, primary_group: scalar, shell: scalar, should_exist: scalar, ssh_authorized_keys: keyed, system: scalar, uid: scalar,
+    }
+    Disk { device: plain, partitions: keyed, wipe_table: scalar }
+    // A partition's number is a plain integer in Ignition's types: the child's, even when unset.
+    Partition {
+        guid: scalar, label: scalar, number: plain, resize: scalar, should_exist: scalar, size_mib: scalar, start_mib: scalar,
+        type_guid: scalar, wipe_partition_entry: scalar,
+    }
+    Filesystem {
+        device: plain, format: scalar, label: scalar, mount_options: appended, options: appended, path: scalar, uuid: scalar,
+        wipe_filesystem: scalar,
+    }
+    Luks {
+        cex: nested, clevis: nested, device: scalar, discard: scalar, key_file: nested, label: scalar, name: plain, open_options: keyed,
+        options: appended, uuid: scalar, wipe_volume: scalar,
+    }
+    Cex { enabled: scalar }
+    Clevis { custom: nested, tang: keyed, threshold: scalar, tpm2: scalar }
+    ClevisCustom { config: scalar, needs_network: scalar, pin: scalar }
+    Tang { advertisement: scalar, thumbprint: scalar, url: plain }
+    Raid { devices: keyed, level: scalar, name: plain, options: appended, spares: scalar }
+    NodeUser { id: scalar, name: scalar }
+    NodeGroup { id: scalar, name: scalar }
+    File { append: appended, contents: nested, group: nested, mode: scalar, overwrite: scalar, path: plain, user: nested }
+    Directory { group: nested, mode: scalar, overwrite: scalar, path: plain, user: nested }
+    Link { group: nested, hard: scalar, overwrite: scalar, path: plain, target: scalar, user: nested }
+    Systemd { units: keyed }
+    Unit { contents: scalar, dropins: keyed, enabled: scalar, mask: scalar, name: plain }
+    Dropin { contents: scalar, name: plain }
+}
+
+/// Two equal strings in parent and child lists are one entry: the child's stands.
 impl Merge for String {
     fn merged_with(&self, child: &Self) -> Self {
         child.clone()
-    }
-}
-
-impl Merge for Latest {
-    fn merged_with(&self, child: &Self) -> Self {
-        Latest {
-            ignition: self.ignition.merged_with(&child.ignition),
-            kernel_arguments: nested(&self.kernel_arguments, &child.kernel_arguments),
-            passwd: nested(&self.passwd, &child.passwd),
-            storage: nested(&self.storage, &child.storage),
-            systemd: nested(&self.systemd, &child.systemd),
-        }
-    }
-}
-
-impl Merge for Ignition {
-    fn merged_with(&self, child: &Self) -> Self {
-        Ignition {
-            config: nested(&self.config, &child.config),
-            proxy: nested(&self.proxy, &child.proxy),
-            security: nested(&self.security, &child.security),
-            timeouts: nested(&self.timeouts, &child.timeouts),
-            version: child.version.clone(),
-        }
-    }
-}
-
-impl Merge for IgnitionConfig {
-    fn merged_with(&self, child: &Self) -> Self {
-        IgnitionConfig { merge: keyed(&self.merge, &child.merge), replace: nested(&self.replace, &child.replace) }
-    }
-}
-
-impl Merge for Proxy {
-    fn merged_with(&self, child: &Self) -> Self {
-        Proxy {
-            http_proxy: scalar(&self.http_proxy, &child.http_proxy),
-            https_proxy: scalar(&self.https_proxy, &child.https_proxy),
-            no_proxy: keyed(&self.no_proxy, &child.no_proxy),
-        }
-    }
-}
-
-impl Merge for Security {
-    fn merged_with(&self, child: &Self) -> Self {
-        Security { tls: nested(&self.tls, &child.tls) }
-    }
-}
-
-impl Merge for SecurityTls {
-    fn merged_with(&self, child: &Self) -> Self {
-        SecurityTls { certificate_authorities: keyed(&self.certificate_authorities, &child.certificate_authorities) }
-    }
-}
-
-impl Merge for Timeouts {
-    fn merged_with(&self, child: &Self) -> Self {
-        Timeouts {
-            http_response_headers: scalar(&self.http_response_headers, &child.http_response_headers),
-            http_total: scalar(&self.http_total, &child.http_total),
-        }
-    }
-}
-
-/// Keyed by its source; a resource without one has the empty key, as in Ignition.
-impl Keyed for Resource {
-    fn key(&self) -> String {
-        self.source.clone().unwrap_or_default()
     }
 }
 
@@ -211,81 +205,12 @@ impl Merge for Resource {
     }
 }
 
-impl Keyed for HttpHeadersItem {
-    fn key(&self) -> String {
-        self.name.clone()
-    }
-}
-
-impl Merge for HttpHeadersItem {
-    fn merged_with(&self, child: &Self) -> Self {
-        HttpHeadersItem { name: child.name.clone(), value: scalar(&self.value, &child.value) }
-    }
-}
-
-impl Merge for Verification {
-    fn merged_with(&self, child: &Self) -> Self {
-        Verification { hash: scalar(&self.hash, &child.hash) }
-    }
-}
-
 impl Merge for KernelArguments {
     fn merged_with(&self, child: &Self) -> Self {
         let arguments = ChildKeys::default().with("shouldExist", &child.should_exist).with("shouldNotExist", &child.should_not_exist);
         KernelArguments {
             should_exist: keyed_in_group("shouldExist", &self.should_exist, &child.should_exist, &arguments, merged),
             should_not_exist: keyed_in_group("shouldNotExist", &self.should_not_exist, &child.should_not_exist, &arguments, merged),
-        }
-    }
-}
-
-impl Merge for Passwd {
-    fn merged_with(&self, child: &Self) -> Self {
-        Passwd { groups: keyed(&self.groups, &child.groups), users: keyed(&self.users, &child.users) }
-    }
-}
-
-impl Keyed for Group {
-    fn key(&self) -> String {
-        self.name.clone()
-    }
-}
-
-impl Merge for Group {
-    fn merged_with(&self, child: &Self) -> Self {
-        Group {
-            gid: scalar(&self.gid, &child.gid),
-            name: child.name.clone(),
-            password_hash: scalar(&self.password_hash, &child.password_hash),
-            should_exist: scalar(&self.should_exist, &child.should_exist),
-            system: scalar(&self.system, &child.system),
-        }
-    }
-}
-
-impl Keyed for User {
-    fn key(&self) -> String {
-        self.name.clone()
-    }
-}
-
-impl Merge for User {
-    fn merged_with(&self, child: &Self) -> Self {
-        User {
-            gecos: scalar(&self.gecos, &child.gecos),
-            groups: keyed(&self.groups, &child.groups),
-            home_dir: scalar(&self.home_dir, &child.home_dir),
-            name: child.name.clone(),
-            no_create_home: scalar(&self.no_create_home, &child.no_create_home),
-            no_log_init: scalar(&self.no_log_init, &child.no_log_init),
-            no_user_group: scalar(&self.no_user_group, &child.no_user_group),
-            password_hash: scalar(&self.password_hash, &child.password_hash),
-            primary_group: scalar(&self.primary_group, &child.primary_group),
-            shell: scalar(&self.shell, &child.shell),
-            should_exist: scalar(&self.should_exist, &child.should_exist),
-            ssh_authorized_keys: keyed(&self.ssh_authorized_keys, &child.ssh_authorized_keys),
-            system: scalar(&self.system, &child.system),
-            uid: scalar(&self.uid, &child.uid),
         }
     }
 }
@@ -307,19 +232,43 @@ impl Merge for Storage {
     }
 }
 
-impl Keyed for Disk {
+/// Most entries are known by one string field: a name, a device, a path.
+macro_rules! keyed_by_field {
+    ($($entry:ty => $field:ident),* $(,)?) => {
+        $(impl Keyed for $entry {
+            fn key(&self) -> String {
+                self.$field.clone()
+            }
+        })*
+    };
+}
+
+keyed_by_field!(
+    HttpHeadersItem => name,
+    Group => name,
+    User => name,
+    Disk => device,
+    Filesystem => device,
+    Luks => name,
+    Raid => name,
+    File => path,
+    Directory => path,
+    Link => path,
+    Unit => name,
+    Dropin => name,
+);
+
+/// Strings in a list (SSH keys, groups, kernel arguments…) are their own key.
+impl Keyed for String {
     fn key(&self) -> String {
-        self.device.clone()
+        self.clone()
     }
 }
 
-impl Merge for Disk {
-    fn merged_with(&self, child: &Self) -> Self {
-        Disk {
-            device: child.device.clone(),
-            partitions: keyed(&self.partitions, &child.partitions),
-            wipe_table: scalar(&self.wipe_table, &child.wipe_table),
-        }
+/// Keyed by its source; a resource without one has the empty key, as in Ignition.
+impl Keyed for Resource {
+    fn key(&self) -> String {
+        self.source.clone().unwrap_or_default()
     }
 }
 
@@ -334,232 +283,9 @@ impl Keyed for Partition {
     }
 }
 
-impl Merge for Partition {
-    fn merged_with(&self, child: &Self) -> Self {
-        Partition {
-            guid: scalar(&self.guid, &child.guid),
-            label: scalar(&self.label, &child.label),
-            // A plain integer in Ignition's types: the child's, even when unset.
-            number: child.number,
-            resize: scalar(&self.resize, &child.resize),
-            should_exist: scalar(&self.should_exist, &child.should_exist),
-            size_mib: scalar(&self.size_mib, &child.size_mib),
-            start_mib: scalar(&self.start_mib, &child.start_mib),
-            type_guid: scalar(&self.type_guid, &child.type_guid),
-            wipe_partition_entry: scalar(&self.wipe_partition_entry, &child.wipe_partition_entry),
-        }
-    }
-}
-
-impl Keyed for Filesystem {
-    fn key(&self) -> String {
-        self.device.clone()
-    }
-}
-
-impl Merge for Filesystem {
-    fn merged_with(&self, child: &Self) -> Self {
-        Filesystem {
-            device: child.device.clone(),
-            format: scalar(&self.format, &child.format),
-            label: scalar(&self.label, &child.label),
-            mount_options: appended(&self.mount_options, &child.mount_options),
-            options: appended(&self.options, &child.options),
-            path: scalar(&self.path, &child.path),
-            uuid: scalar(&self.uuid, &child.uuid),
-            wipe_filesystem: scalar(&self.wipe_filesystem, &child.wipe_filesystem),
-        }
-    }
-}
-
-impl Keyed for Luks {
-    fn key(&self) -> String {
-        self.name.clone()
-    }
-}
-
-impl Merge for Luks {
-    fn merged_with(&self, child: &Self) -> Self {
-        Luks {
-            cex: nested(&self.cex, &child.cex),
-            clevis: nested(&self.clevis, &child.clevis),
-            device: scalar(&self.device, &child.device),
-            discard: scalar(&self.discard, &child.discard),
-            key_file: nested(&self.key_file, &child.key_file),
-            label: scalar(&self.label, &child.label),
-            name: child.name.clone(),
-            open_options: keyed(&self.open_options, &child.open_options),
-            options: appended(&self.options, &child.options),
-            uuid: scalar(&self.uuid, &child.uuid),
-            wipe_volume: scalar(&self.wipe_volume, &child.wipe_volume),
-        }
-    }
-}
-
-impl Merge for Cex {
-    fn merged_with(&self, child: &Self) -> Self {
-        Cex { enabled: scalar(&self.enabled, &child.enabled) }
-    }
-}
-
-impl Merge for Clevis {
-    fn merged_with(&self, child: &Self) -> Self {
-        Clevis {
-            custom: nested(&self.custom, &child.custom),
-            tang: keyed(&self.tang, &child.tang),
-            threshold: scalar(&self.threshold, &child.threshold),
-            tpm2: scalar(&self.tpm2, &child.tpm2),
-        }
-    }
-}
-
-impl Merge for ClevisCustom {
-    fn merged_with(&self, child: &Self) -> Self {
-        ClevisCustom {
-            config: scalar(&self.config, &child.config),
-            needs_network: scalar(&self.needs_network, &child.needs_network),
-            pin: scalar(&self.pin, &child.pin),
-        }
-    }
-}
-
 impl Keyed for Tang {
     fn key(&self) -> String {
         self.url.clone().unwrap_or_default()
-    }
-}
-
-impl Merge for Tang {
-    fn merged_with(&self, child: &Self) -> Self {
-        Tang {
-            advertisement: scalar(&self.advertisement, &child.advertisement),
-            thumbprint: scalar(&self.thumbprint, &child.thumbprint),
-            // A plain string in Ignition's types: the child's, even when unset.
-            url: child.url.clone(),
-        }
-    }
-}
-
-impl Keyed for Raid {
-    fn key(&self) -> String {
-        self.name.clone()
-    }
-}
-
-impl Merge for Raid {
-    fn merged_with(&self, child: &Self) -> Self {
-        Raid {
-            devices: keyed(&self.devices, &child.devices),
-            level: scalar(&self.level, &child.level),
-            name: child.name.clone(),
-            options: appended(&self.options, &child.options),
-            spares: scalar(&self.spares, &child.spares),
-        }
-    }
-}
-
-impl Merge for NodeUser {
-    fn merged_with(&self, child: &Self) -> Self {
-        NodeUser { id: scalar(&self.id, &child.id), name: scalar(&self.name, &child.name) }
-    }
-}
-
-impl Merge for NodeGroup {
-    fn merged_with(&self, child: &Self) -> Self {
-        NodeGroup { id: scalar(&self.id, &child.id), name: scalar(&self.name, &child.name) }
-    }
-}
-
-impl Keyed for File {
-    fn key(&self) -> String {
-        self.path.clone()
-    }
-}
-
-impl Merge for File {
-    fn merged_with(&self, child: &Self) -> Self {
-        File {
-            append: appended(&self.append, &child.append),
-            contents: nested(&self.contents, &child.contents),
-            group: nested(&self.group, &child.group),
-            mode: scalar(&self.mode, &child.mode),
-            overwrite: scalar(&self.overwrite, &child.overwrite),
-            path: child.path.clone(),
-            user: nested(&self.user, &child.user),
-        }
-    }
-}
-
-impl Keyed for Directory {
-    fn key(&self) -> String {
-        self.path.clone()
-    }
-}
-
-impl Merge for Directory {
-    fn merged_with(&self, child: &Self) -> Self {
-        Directory {
-            group: nested(&self.group, &child.group),
-            mode: scalar(&self.mode, &child.mode),
-            overwrite: scalar(&self.overwrite, &child.overwrite),
-            path: child.path.clone(),
-            user: nested(&self.user, &child.user),
-        }
-    }
-}
-
-impl Keyed for Link {
-    fn key(&self) -> String {
-        self.path.clone()
-    }
-}
-
-impl Merge for Link {
-    fn merged_with(&self, child: &Self) -> Self {
-        Link {
-            group: nested(&self.group, &child.group),
-            hard: scalar(&self.hard, &child.hard),
-            overwrite: scalar(&self.overwrite, &child.overwrite),
-            path: child.path.clone(),
-            target: scalar(&self.target, &child.target),
-            user: nested(&self.user, &child.user),
-        }
-    }
-}
-
-impl Merge for Systemd {
-    fn merged_with(&self, child: &Self) -> Self {
-        Systemd { units: keyed(&self.units, &child.units) }
-    }
-}
-
-impl Keyed for Unit {
-    fn key(&self) -> String {
-        self.name.clone()
-    }
-}
-
-impl Merge for Unit {
-    fn merged_with(&self, child: &Self) -> Self {
-        Unit {
-            contents: scalar(&self.contents, &child.contents),
-            dropins: keyed(&self.dropins, &child.dropins),
-            enabled: scalar(&self.enabled, &child.enabled),
-            mask: scalar(&self.mask, &child.mask),
-            name: child.name.clone(),
-        }
-    }
-}
-
-impl Keyed for Dropin {
-    fn key(&self) -> String {
-        self.name.clone()
-    }
-}
-
-impl Merge for Dropin {
-    fn merged_with(&self, child: &Self) -> Self {
-        Dropin { contents: scalar(&self.contents, &child.contents), name: child.name.clone() }
     }
 }
 
