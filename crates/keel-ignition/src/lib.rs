@@ -9,6 +9,7 @@
 pub mod config;
 pub mod merge;
 pub mod report;
+pub mod resolve;
 pub mod resource;
 pub mod users;
 
