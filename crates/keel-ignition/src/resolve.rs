@@ -351,9 +351,10 @@ mod tests {
         core(resolved).ssh_authorized_keys.iter().flatten().map(String::as_str).collect()
     }
 
-    fn urls_of(text: &str) -> String {
+    /// The config with one `ignition.config.merge` entry that only the network could fetch.
+    fn with_network_merge(text: &str) -> String {
         let mut config: serde_json::Value = serde_json::from_str(text).unwrap();
-        config["ignition"]["config"]["merge"][0]["source"] = json!("https://example.com/never-fetched");
+        config["ignition"]["config"] = json!({"merge": [{"source": "https://example.com/never-fetched"}]});
         config.to_string()
     }
 
@@ -375,7 +376,7 @@ mod tests {
         // Ignition 2.14: keys r, rm and shell rm; the replaced config's merge list is never
         // fetched (here it would need the network, and fail).
         let replacement = keys_config(Some("r"), &["r"], &[keys_config(Some("rm"), &["rm"], &[])]);
-        let mut top: serde_json::Value = serde_json::from_str(&urls_of(&keys_config(Some("a"), &["a"], &[String::new()]))).unwrap();
+        let mut top: serde_json::Value = serde_json::from_str(&with_network_merge(&keys_config(Some("a"), &["a"], &[]))).unwrap();
         top["ignition"]["config"]["replace"] = json!({"source": data_url(&replacement)});
         let resolved = resolve_user(&top.to_string(), &no_check).unwrap();
         assert_eq!(keys(&resolved), ["r", "rm"]);
@@ -469,7 +470,7 @@ mod tests {
 
     #[test]
     fn a_network_reference_is_refused_with_a_clear_error() {
-        let error = resolve_user(&urls_of(&keys_config(None, &[], &[String::new()])), &no_check).unwrap_err();
+        let error = resolve_user(&with_network_merge(&keys_config(None, &[], &[])), &no_check).unwrap_err();
         assert_eq!(error.problem, Problem::Fetch(FetchError::NeedsNetwork { scheme: "https".to_owned() }));
         assert!(error.to_string().starts_with("user.ign → $.ignition.config.merge[0]: cannot fetch the referenced config: https sources need"));
     }
@@ -523,7 +524,7 @@ mod tests {
 
     #[test]
     fn a_base_configs_references_are_kept_but_not_followed() {
-        let base = document("base.d/10.ign", &urls_of(&keys_config(None, &["base"], &[String::new()])));
+        let base = document("base.d/10.ign", &with_network_merge(&keys_config(None, &["base"], &[])));
         let resolved = resolve(&[&[base]], None, &no_check).unwrap();
         assert_eq!(keys(&resolved), ["base"]);
         assert_eq!(resolved.config.ignition.config.unwrap().merge.unwrap().len(), 1);
@@ -531,6 +532,18 @@ mod tests {
         assert_eq!(resolved.reports[0].report.path.as_str(), "$.ignition.config");
         let plain = document("base.d/20.ign", &keys_config(None, &["base"], &[]));
         assert!(resolve(&[&[plain]], None, &no_check).unwrap().reports.is_empty());
+    }
+
+    #[test]
+    fn a_base_config_with_errors_stops_resolution_keeping_earlier_warnings() {
+        let first = document("base.d/10.ign", r#"{"ignition": {"version": "3.6.0"}, "colour": "red"}"#);
+        let second = document("base.d/20.ign", r#"{"ignition": {"version": "3.6.0"}, "storage": {"files": [{"path": "/bad"}]}}"#);
+        let user = document("user.ign", &keys_config(None, &["a"], &[]));
+        let error = resolve(&[&[first.clone(), second]], Some(&user), &refuse_bad_files).unwrap_err();
+        assert_eq!((error.problem, error.document.as_str()), (Problem::Invalid, "base.d/20.ign"));
+        let reports: Vec<String> = error.reports.iter().map(ToString::to_string).collect();
+        assert_eq!(reports, ["base.d/10.ign: warning at $.colour: unused key", "base.d/20.ign: error at $.storage.files[0].path: bad path"]);
+        assert!(resolve(&[&[first]], Some(&user), &refuse_bad_files).is_ok());
     }
 
     #[test]
