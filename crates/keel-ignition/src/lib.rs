@@ -7,7 +7,9 @@
 //! have one set of types; the version a document declared is kept for the rules that depend on it.
 
 pub mod config;
+pub mod merge;
 pub mod report;
+pub mod resolve;
 pub mod resource;
 pub mod users;
 
