@@ -93,8 +93,30 @@ impl std::error::Error for ParseError {}
 fn syntax(error: &serde_json::Error) -> ParseError {
     // serde_json appends " at line L column C" to its messages; the fields carry them already.
     let message = error.to_string();
-    let message = message.rsplit_once(" at line ").map_or(message.as_str(), |(message, _)| message).to_owned();
-    ParseError::Syntax { line: error.line(), column: error.column(), message }
+    let message = message.rsplit_once(" at line ").map_or(message.as_str(), |(message, _)| message);
+    ParseError::Syntax { line: error.line(), column: error.column(), message: redact_strings(message) }
+}
+
+/// serde quotes the offending string value (`invalid type: string "…", expected …`); that
+/// value may be a password hash or a key put in the wrong place, so it is never repeated.
+/// Field names, in backticks, stay: they are what the reader needs.
+fn redact_strings(message: &str) -> String {
+    let mut redacted = String::with_capacity(message.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for character in message.chars() {
+        match (in_string, character) {
+            (false, '"') => {
+                in_string = true;
+                redacted.push_str("\"…\"");
+            }
+            (false, _) => redacted.push(character),
+            (true, '\\') if !escaped => escaped = true,
+            (true, '"') if !escaped => in_string = false,
+            (true, _) => escaped = false,
+        }
+    }
+    redacted
 }
 
 /// The version the document declares, read before its body so that a wrong version is named as
@@ -211,6 +233,14 @@ mod tests {
         let paths: Vec<_> = parsed.reports.iter().map(|report| report.to_string()).collect();
         assert_eq!(paths, ["warning at $.kernelArguments: unused key", "warning at $.systemd.units[0].colour: unused key"]);
         assert!(parsed.config.kernel_arguments.is_none());
+    }
+
+    #[test]
+    fn string_values_never_reach_an_error_message() {
+        let error = parse(br#"{"ignition": {"version": "3.3.0"}, "passwd": {"users": [{"name": "a", "uid": "$6$secret\"hash"}]}}"#).unwrap_err();
+        let message = error.to_string();
+        assert!(!message.contains("secret"), "{message}");
+        assert!(message.contains("invalid type: string \"…\", expected i64"), "{message}");
     }
 
     #[test]
