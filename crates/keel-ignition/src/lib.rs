@@ -10,6 +10,7 @@ pub mod config;
 pub mod report;
 pub mod resource;
 pub mod users;
+pub mod validate;
 
 pub use config::{parse, Latest, ParseError, Parsed, SpecVersion};
 pub use report::{JsonPath, Level, Report};
