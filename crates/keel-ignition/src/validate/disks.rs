@@ -147,7 +147,7 @@ pub(super) fn partitions_do_not_overlap(partitions: &[Partition], at: &JsonPath)
             let overlaps =
                 (start >= other_start && start <= other_end) || (end >= other_start && end <= other_end) || (start < other_start && end > other_end);
             if overlaps {
-                return Some(Report::error(at.index(*other_index), format!("this partition overlaps partition {} of this disk", index + 1)));
+                return Some(Report::error(at.index(*other_index), format!("this partition overlaps the one at partitions[{index}] of this disk")));
             }
         }
     }

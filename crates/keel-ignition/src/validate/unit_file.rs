@@ -13,11 +13,10 @@ const LINE_MAX: usize = 2048;
 /// The size of Go's default `bufio.Reader` buffer.
 const READ_BUFFER: usize = 4096;
 
-/// One `Name=value` line, by the section it belongs to (the value is not needed by any rule).
+/// One `Name=value` line, by the section it belongs to: all a rule needs to know of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct UnitOption {
     pub section: String,
-    pub name: String,
 }
 
 /// The options of a unit file, or why the library refuses it.
@@ -76,23 +75,23 @@ pub(super) fn parse(contents: &str) -> Result<Vec<UnitOption>, String> {
                 }
             },
             Step::OptionName(section) => {
-                let mut name = String::new();
                 loop {
                     match reader.read_character() {
                         None => return Err("the file ends inside an option name (no =)".to_owned()),
-                        Some('\n' | '\r') => return Err(format!("option name {:?} is followed by a newline, not =", name.trim())),
+                        // The line is not shown: unit contents may hold secrets.
+                        Some('\n' | '\r') => return Err("a line in a section is neither an option (NAME=value) nor a comment".to_owned()),
                         Some('=') => break,
-                        Some(character) => name.push(character),
+                        Some(_) => {}
                     }
                 }
-                Step::OptionValue { section, name: name.trim().to_owned() }
+                Step::OptionValue(section)
             }
-            Step::OptionValue { section, name } => {
+            Step::OptionValue(section) => {
                 let (line, _) = reader.read_line();
                 if !line.trim().is_empty() && line.ends_with('\\') {
-                    Step::OptionValue { section, name }
+                    Step::OptionValue(section)
                 } else {
-                    options.push(UnitOption { section: section.clone(), name });
+                    options.push(UnitOption { section: section.clone() });
                     Step::InSection(section)
                 }
             }
@@ -107,7 +106,7 @@ enum Step {
     Comment { then_section: Option<String> },
     InSection(String),
     OptionName(String),
-    OptionValue { section: String, name: String },
+    OptionValue(String),
 }
 
 /// Go's `bufio.Reader` over the contents, reduced to what decides the line-length check: how
@@ -186,23 +185,25 @@ impl<'a> BufferedReader<'a> {
 mod tests {
     use super::*;
 
-    fn sections(contents: &str) -> Vec<(String, String)> {
-        parse(contents).unwrap().into_iter().map(|option| (option.section, option.name)).collect()
+    /// The section of each option, in order.
+    fn sections(contents: &str) -> Vec<String> {
+        parse(contents).unwrap().into_iter().map(|option| option.section).collect()
     }
 
     #[test]
     fn options_belong_to_their_sections() {
         let contents = "# comment \\\n continued\n[Unit]\nDescription=a \\\n  b\n\n[Service]\n  ExecStart = /bin/true\n; c\n[Install]\nWantedBy=x\n";
-        let expected = [("Unit", "Description"), ("Service", "ExecStart"), ("Install", "WantedBy")];
-        assert_eq!(sections(contents), expected.map(|(section, name)| (section.to_owned(), name.to_owned())));
+        assert_eq!(sections(contents), ["Unit", "Service", "Install"]);
+        // A continued value is one option; a blank line ends it.
+        assert_eq!(sections("[A]\nB=1 \\\nC=2\n\nD=3\n"), ["A", "A"]);
     }
 
     #[test]
     fn text_before_the_first_section_is_ignored() {
-        assert_eq!(sections("Stray=1\n[A]\nB=c"), [("A".to_owned(), "B".to_owned())]);
-        assert_eq!(sections(""), []);
-        assert_eq!(sections("# only a comment\n"), []);
-        assert_eq!(sections("[Install]\n"), []);
+        assert_eq!(sections("Stray=1\n[A]\nB=c"), ["A"]);
+        assert!(sections("").is_empty());
+        assert!(sections("# only a comment\n").is_empty());
+        assert!(sections("[Install]\n").is_empty());
     }
 
     #[test]
@@ -211,7 +212,7 @@ mod tests {
             assert!(parse(contents).is_err(), "{contents:?} parsed");
         }
         // The section name runs to the first ], across lines.
-        assert_eq!(sections("[Un\nit]\nA=b"), [("Un\nit".to_owned(), "A".to_owned())]);
+        assert_eq!(sections("[Un\nit]\nA=b"), ["Un\nit"]);
     }
 
     #[test]
