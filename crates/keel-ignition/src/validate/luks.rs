@@ -51,14 +51,8 @@ fn validate_luks(luks: &Luks, at: &JsonPath, version: SpecVersion) -> Vec<Report
             reports.push(Report::error(at.field("keyFile"), "the key file's source is not valid (see its source)"));
         }
     }
-    let cex_enabled = luks.cex.as_ref().is_some_and(|cex| cex.enabled == Some(true));
-    if version.at_least(5) && cex_enabled {
-        if luks.clevis.as_ref().is_some_and(clevis_is_present) {
-            reports.push(Report::error(at.field("cex"), "CEX and Clevis cannot both unlock a volume: choose one"));
-        }
-        if key_file_source.is_some() {
-            reports.push(Report::error(at.field("cex"), "CEX volumes take no key file: CEX provides the key"));
-        }
+    if version.at_least(5) {
+        reports.extend(cex_alone(luks, key_file_source.is_some(), &at.field("cex")));
     }
     reports.extend(super::repeated_strings(luks.open_options.as_deref().unwrap_or_default(), &at.field("openOptions"), "open option", true));
     reports
@@ -77,6 +71,22 @@ pub(super) fn name_has_no_slash(name: &str, at: &JsonPath) -> Option<Report> {
 pub(super) fn label_fits(label: Option<&str>, at: &JsonPath) -> Option<Report> {
     let label = label?;
     (label.len() > 47).then(|| Report::error(at.clone(), format!("LUKS label {label:?} is {} bytes long; the limit is 47", label.len())))
+}
+
+/// CexWithClevis, CexWithKeyFile (spec 3.5 on): a CEX volume gets its key from the CEX card
+/// alone.
+pub(super) fn cex_alone(luks: &Luks, has_key_file: bool, at: &JsonPath) -> Vec<Report> {
+    if luks.cex.as_ref().is_none_or(|cex| cex.enabled != Some(true)) {
+        return Vec::new();
+    }
+    let mut reports = Vec::new();
+    if luks.clevis.as_ref().is_some_and(clevis_is_present) {
+        reports.push(Report::error(at.clone(), "CEX and Clevis cannot both unlock a volume: choose one"));
+    }
+    if has_key_file {
+        reports.push(Report::error(at.clone(), "CEX volumes take no key file: CEX provides the key"));
+    }
+    reports
 }
 
 /// Whether Clevis would bind the volume at all (a custom pin, Tang servers, TPM2 or a threshold).
@@ -224,6 +234,16 @@ mod tests {
         let tang = Tang { url: Some("http://t".to_owned()), thumbprint: None, advertisement: Some("nope".to_owned()) };
         assert_eq!(paths(&validate_tang(&tang, &at(), NEWEST)), ["$.luks.thumbprint", "$.luks.advertisement"]);
         assert_eq!(paths(&validate_tang(&tang, &at(), SpecVersion { minor: 3 })), ["$.luks.thumbprint"]);
+    }
+
+    #[test]
+    fn cex_stands_alone_when_enabled() {
+        let with_clevis =
+            |enabled, clevis: Clevis| Luks { cex: Some(Cex { enabled: Some(enabled) }), clevis: Some(clevis), ..Luks::new("v".to_owned()) };
+        assert_eq!(cex_alone(&with_clevis(true, Clevis { threshold: Some(1), ..Default::default() }), false, &at()).len(), 1);
+        assert_eq!(cex_alone(&with_clevis(true, Clevis { threshold: Some(0), ..Default::default() }), false, &at()).len(), 0);
+        assert_eq!(cex_alone(&with_clevis(true, Clevis::default()), true, &at()).len(), 1);
+        assert_eq!(cex_alone(&with_clevis(false, Clevis { tpm2: Some(true), ..Default::default() }), true, &at()).len(), 0);
     }
 
     #[test]

@@ -46,8 +46,8 @@ pub(super) fn validate_nodes(storage: &Storage, at: &JsonPath, version: SpecVers
         reports.extend(owner_rules(link.user.as_ref(), link.group.as_ref(), &at));
         reports.extend(not_below_a_link(&link.path, &link_paths, &at, "link"));
         let target = link.target.as_deref().unwrap_or("");
-        if version.at_least(3) && target.is_empty() {
-            reports.push(Report::error(at.field("target"), "a link needs a target"));
+        if let Some(missing) = link_has_target(target, &at.field("target"), version) {
+            reports.push(missing);
             continue;
         }
         if link.hard == Some(true) {
@@ -121,6 +121,11 @@ fn owner_rules(user: Option<&NodeUser>, group: Option<&NodeGroup>, at: &JsonPath
 pub(super) fn id_or_name(id: Option<i64>, name: Option<&str>, at: &JsonPath) -> Option<Report> {
     let name = name.filter(|name| !name.is_empty())?;
     id.map(|id| Report::error(at.clone(), format!("both id {id} and name {name:?} are set: give one")))
+}
+
+/// LinkTargetRequired (spec 3.3 on; before it an empty target was accepted).
+pub(super) fn link_has_target(target: &str, at: &JsonPath, version: SpecVersion) -> Option<Report> {
+    (version.at_least(3) && target.is_empty()).then(|| Report::error(at.clone(), "a link needs a target"))
 }
 
 /// FileUsedSymlink, DirectoryUsedSymlink, LinkUsedSymlink: a node below a configured link would
@@ -258,6 +263,13 @@ mod tests {
     }
 
     #[test]
+    fn link_targets_are_required_from_3_3() {
+        assert!(link_has_target("", &at(), SpecVersion { minor: 3 }).is_some());
+        assert_eq!(link_has_target("/t", &at(), SpecVersion { minor: 3 }), None);
+        assert_eq!(link_has_target("", &at(), SpecVersion { minor: 2 }), None);
+    }
+
+    #[test]
     fn nodes_below_a_link_are_errors_once_per_link() {
         let links = ["/a", "/a/b", "/c"];
         assert_eq!(not_below_a_link("/a/b/c", &links, &at(), "file").len(), 2);
@@ -299,7 +311,7 @@ mod tests {
     }
 
     #[test]
-    fn link_targets_are_required_from_3_3() {
+    fn a_link_without_target_skips_the_hard_link_rules() {
         let storage = Storage { links: Some(vec![link("/l", None, true), link("/m", Some(""), false)]), ..Default::default() };
         let reports = validate_nodes(&storage, &at(), SpecVersion { minor: 3 });
         assert_eq!(paths(&reports), ["$.storage.links[0].target", "$.storage.links[1].target"]);

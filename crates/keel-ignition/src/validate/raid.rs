@@ -12,9 +12,7 @@ pub(super) fn validate_raids(raids: &[Raid], at: &JsonPath, version: SpecVersion
         let at = at.index(index);
         reports.extend(level_is_known(raid.level.as_deref(), raid.spares, &at.field("level"), version));
         let devices = raid.devices.as_deref().unwrap_or_default();
-        if devices.is_empty() {
-            reports.push(Report::error(at.field("devices"), "a RAID array needs devices"));
-        }
+        reports.extend(has_devices(devices, &at.field("devices")));
         for (device_index, device) in devices.iter().enumerate() {
             reports.extend(gopath::absolute_and_clean(device, &at.field("devices").index(device_index)));
         }
@@ -27,6 +25,11 @@ pub(super) fn validate_raids(raids: &[Raid], at: &JsonPath, version: SpecVersion
         |name| format!("duplicate RAID array: another array in this config is named {name:?}"),
     ));
     reports
+}
+
+/// RaidDevicesRequired.
+pub(super) fn has_devices(devices: &[String], at: &JsonPath) -> Option<Report> {
+    devices.is_empty().then(|| Report::error(at.clone(), "a RAID array needs devices"))
 }
 
 /// RaidLevelRequired (spec 3.3 on; before it an empty level was simply unknown),
@@ -85,6 +88,12 @@ mod tests {
             assert!(level_is_known(Some(level), Some(1), &at(), NEWEST).is_some(), "{level}");
             assert_eq!(level_is_known(Some(level), None, &at(), NEWEST), None, "{level}");
         }
+    }
+
+    #[test]
+    fn an_array_needs_devices() {
+        assert!(has_devices(&[], &at()).is_some());
+        assert_eq!(has_devices(&["/dev/a".to_owned()], &at()), None);
     }
 
     #[test]
