@@ -12,6 +12,7 @@ pub mod report;
 pub mod resolve;
 pub mod resource;
 pub mod users;
+pub mod validate;
 
 pub use config::{parse, Latest, ParseError, Parsed, SpecVersion};
 pub use report::{JsonPath, Level, Report};
