@@ -14,9 +14,15 @@
 //! it, and like shadow-utils a valid `SOURCE_DATE_EPOCH` (not in the future) replaces the clock,
 //! which makes builds of a root reproducible. [`plan_users_on`] takes the day explicitly.
 //!
-//! What shadow-utils does besides the four files is returned as data or left out (see the report
-//! in the module's tests): homes to create, move, re-own and remove are planned here; lastlog,
-//! faillog, mail spools, /etc/subuid and /etc/subgid are not touched.
+//! What shadow-utils does besides the four files is returned as data or left out: homes to create,
+//! move, re-own and remove are planned here; lastlog, faillog, mail spools, /etc/subuid and
+//! /etc/subgid, the `passwd-`-style backups and nscd are not touched. /etc/default/useradd is not
+//! read: useradd's built-in HOME=/home, SHELL=/bin/bash, GROUP=100 and INACTIVE=-1 apply.
+//!
+//! One deliberate difference from Ignition 2.14: for a group that already exists 2.14 runs
+//! groupadd, which fails, so a config naming an existing group (or a second run) cannot apply.
+//! keel does what Ignition does since 2.25: groupmod with the gid and a non-empty hash. (New
+//! groups keep 2.14's `--password "*"`, which 2.25 dropped: gshadow gets `*`, not `!`.)
 
 mod login_defs;
 mod table;
@@ -160,8 +166,14 @@ pub fn plan_users(passwd: &Passwd, etc: &EtcFiles) -> Result<UsersPlan, UsersErr
 /// Days since the epoch as shadow-utils' gettime gives them.
 fn today() -> i64 {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs());
-    let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|value| value.parse::<u64>().ok()).filter(|epoch| *epoch <= now);
-    i64::try_from(source_date_epoch.unwrap_or(now) / 86_400).unwrap_or(i64::MAX)
+    day_of(std::env::var("SOURCE_DATE_EPOCH").ok().as_deref(), now)
+}
+
+/// SOURCE_DATE_EPOCH wins when it is a plain decimal number of seconds not after `now`;
+/// otherwise (shadow-utils complains and) the clock counts.
+fn day_of(source_date_epoch: Option<&str>, now: u64) -> i64 {
+    let epoch = source_date_epoch.and_then(|value| value.parse::<u64>().ok()).filter(|epoch| *epoch <= now);
+    i64::try_from(epoch.unwrap_or(now) / 86_400).unwrap_or(i64::MAX)
 }
 
 /// [`plan_users`] with "today" given, in days since 1970-01-01.
@@ -424,7 +436,7 @@ impl Accounts {
     }
 
     /// groupmod [--gid N] [--password P] NAME: what newer Ignition runs for a group that exists
-    /// (Ignition 2.14 runs groupadd and fails; see the module tests for why keel does not).
+    /// (2.14 runs groupadd and fails; see the module docs).
     fn modify_group(&mut self, name: &str, gid: Option<u32>, password: Option<&str>) -> Result<(), UsersError> {
         let entry = self.group.find(name).ok_or_else(|| error("group vanished"))?;
         let old_gid = self.group.field(entry, GR_GID).and_then(parse_id).ok_or_else(|| error("unreadable group entry"))?;
@@ -790,4 +802,373 @@ fn with_member(list: &str, name: &str) -> String {
 
 fn without_member(list: &str, name: &str) -> String {
     members(list).into_iter().filter(|member| member != name).collect::<Vec<_>>().join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 19675;
+    const DEFS: &str =
+        "USERGROUPS_ENAB yes\nUID_MIN 1000\nUID_MAX 60000\nGID_MIN 1000\nGID_MAX 60000\nPASS_MIN_DAYS 0\nPASS_MAX_DAYS 99999\nPASS_WARN_AGE 7\n";
+
+    fn etc() -> EtcFiles {
+        EtcFiles {
+            passwd: "root:x:0:0:root:/root:/bin/bash\ncore:x:500:500:Core:/home/core:/bin/bash\n".into(),
+            shadow: Some("root:*:19000:0:99999:7:::\ncore:*:19000:0:99999:7:::\n".into()),
+            group: "root:x:0:\nwheel:x:10:root,core\nusers:x:100:\ncore:x:500:\n".into(),
+            gshadow: Some("root:*::\nwheel:*:core:root,core\nusers:*::\ncore:!::\n".into()),
+            login_defs: Some(DEFS.into()),
+        }
+    }
+
+    fn config(json: &str) -> Passwd {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn planned(json: &str, etc: &EtcFiles) -> Result<UsersPlan, UsersError> {
+        plan_users_on(&config(json), etc, DAY)
+    }
+
+    fn file<'plan>(plan: &'plan UsersPlan, name: &str) -> Option<&'plan str> {
+        plan.etc_files.iter().find(|file| file.name == name).map(|file| file.contents.as_str())
+    }
+
+    fn last_line<'plan>(plan: &'plan UsersPlan, name: &str) -> &'plan str {
+        file(plan, name).and_then(|text| text.lines().last()).unwrap()
+    }
+
+    #[test]
+    fn a_new_user_gets_the_lines_useradd_writes() {
+        let plan = planned(r#"{"users":[{"name":"alice"}]}"#, &etc()).unwrap();
+        assert_eq!(last_line(&plan, "passwd"), "alice:x:1000:1000::/home/alice:/bin/bash");
+        assert_eq!(last_line(&plan, "shadow"), "alice:*:19675:0:99999:7:::");
+        assert_eq!(last_line(&plan, "group"), "alice:x:1000:");
+        assert_eq!(last_line(&plan, "gshadow"), "alice:!::");
+        assert_eq!(plan.homes, vec![Home { path: "/home/alice".into(), uid: 1000, gid: 1000, mode: 0o755, copy_skel: true }]);
+    }
+
+    #[test]
+    fn every_field_lands_where_useradd_puts_it() {
+        let json = r#"{"users":[{"name":"bob","uid":2000,"gecos":"Bob","homeDir":"/srv/bob","shell":"/bin/sh","passwordHash":"$6$s$h","primaryGroup":"users","groups":["wheel"]}]}"#;
+        let plan = planned(json, &etc()).unwrap();
+        assert_eq!(last_line(&plan, "passwd"), "bob:x:2000:100:Bob:/srv/bob:/bin/sh");
+        assert_eq!(last_line(&plan, "shadow"), "bob:$6$s$h:19675:0:99999:7:::");
+        assert!(file(&plan, "group").unwrap().contains("wheel:x:10:root,core,bob\n"));
+        assert!(file(&plan, "gshadow").unwrap().contains("wheel:*:core:root,core,bob\n"));
+        assert!(!file(&plan, "group").unwrap().contains("bob:x:"), "a primary group means no private group");
+    }
+
+    #[test]
+    fn system_users_have_no_password_ageing_but_still_a_home() {
+        // core (500) is the lowest id in the system range, so system ids count down from 499.
+        let plan = planned(r#"{"users":[{"name":"svc","system":true}]}"#, &etc()).unwrap();
+        assert_eq!(last_line(&plan, "passwd"), "svc:x:499:499::/home/svc:/bin/bash");
+        assert_eq!(last_line(&plan, "shadow"), "svc:*:19675::::::");
+        assert_eq!(plan.homes.len(), 1);
+    }
+
+    #[test]
+    fn no_create_home_plans_no_home() {
+        let plan = planned(r#"{"users":[{"name":"svc","system":true,"noCreateHome":true}]}"#, &etc()).unwrap();
+        assert!(plan.homes.is_empty());
+        assert_eq!(last_line(&plan, "passwd"), "svc:x:499:499::/home/svc:/bin/bash");
+    }
+
+    #[test]
+    fn no_user_group_puts_the_user_in_group_100() {
+        let plan = planned(r#"{"users":[{"name":"carol","noUserGroup":true}]}"#, &etc()).unwrap();
+        assert_eq!(last_line(&plan, "passwd"), "carol:x:1000:100::/home/carol:/bin/bash");
+        assert_eq!(file(&plan, "group"), None);
+    }
+
+    #[test]
+    fn without_usergroups_enab_there_is_no_private_group() {
+        let etc = EtcFiles { login_defs: None, ..etc() };
+        let plan = planned(r#"{"users":[{"name":"carol"}]}"#, &etc).unwrap();
+        assert_eq!(last_line(&plan, "passwd"), "carol:x:1000:100::/home/carol:/bin/bash");
+        assert_eq!(last_line(&plan, "shadow"), "carol:*:19675::::::", "no login.defs: no ageing");
+        assert_eq!(file(&plan, "group"), None);
+    }
+
+    #[test]
+    fn the_private_group_takes_the_uid_when_free_and_the_next_gid_when_not() {
+        let plan = planned(r#"{"groups":[{"name":"g","gid":1000}],"users":[{"name":"dave"}]}"#, &etc()).unwrap();
+        assert_eq!(last_line(&plan, "passwd"), "dave:x:1000:1001::/home/dave:/bin/bash");
+        let plan = planned(r#"{"users":[{"name":"erin","uid":4242}]}"#, &etc()).unwrap();
+        assert_eq!(last_line(&plan, "group"), "erin:x:4242:");
+    }
+
+    #[test]
+    fn without_shadow_files_the_hashes_stay_in_passwd_and_group() {
+        let etc = EtcFiles { shadow: None, gshadow: None, ..etc() };
+        let plan = planned(r#"{"groups":[{"name":"pg","passwordHash":"$1$g"}],"users":[{"name":"nina","passwordHash":"$6$n"}]}"#, &etc).unwrap();
+        assert_eq!(last_line(&plan, "passwd"), "nina:$6$n:1000:1001::/home/nina:/bin/bash");
+        let group = file(&plan, "group").unwrap();
+        assert!(group.contains("pg:$1$g:1000:\n"));
+        assert!(group.ends_with("nina:!:1001:\n"));
+        assert!(plan.etc_files.iter().all(|file| file.name != "shadow" && file.name != "gshadow"));
+    }
+
+    #[test]
+    fn new_groups_get_star_unless_a_hash_is_given() {
+        let plan = planned(
+            r#"{"groups":[{"name":"a"},{"name":"b","passwordHash":"$6$b"},{"name":"c","passwordHash":""},{"name":"s","system":true}]}"#,
+            &etc(),
+        )
+        .unwrap();
+        assert!(file(&plan, "group").unwrap().ends_with("a:x:1000:\nb:x:1001:\nc:x:1002:\ns:x:499:\n"));
+        assert!(file(&plan, "gshadow").unwrap().ends_with("a:*::\nb:$6$b::\nc:*::\ns:*::\n"));
+    }
+
+    #[test]
+    fn an_existing_user_without_changes_changes_no_file() {
+        let plan = planned(r#"{"users":[{"name":"core","uid":500,"shell":"/bin/bash","gecos":"Core","homeDir":"/home/core"}]}"#, &etc()).unwrap();
+        assert_eq!(plan, UsersPlan::default());
+    }
+
+    #[test]
+    fn an_existing_users_password_goes_to_shadow_with_todays_date() {
+        let plan = planned(r#"{"users":[{"name":"core","passwordHash":"$6$new"}]}"#, &etc()).unwrap();
+        assert_eq!(file(&plan, "shadow"), Some("root:*:19000:0:99999:7:::\ncore:$6$new:19675:0:99999:7:::\n"));
+        assert_eq!(file(&plan, "passwd"), None);
+        let plan = planned(r#"{"users":[{"name":"core","passwordHash":""}]}"#, &etc()).unwrap();
+        assert_eq!(last_line(&plan, "shadow"), "core:*:19675:0:99999:7:::");
+    }
+
+    #[test]
+    fn a_shadowed_user_missing_from_shadow_gets_an_entry() {
+        let etc = EtcFiles { shadow: Some("root:*:19000:0:99999:7:::\n".into()), ..etc() };
+        let plan = planned(r#"{"users":[{"name":"core","passwordHash":"$6$new"}]}"#, &etc).unwrap();
+        assert_eq!(last_line(&plan, "shadow"), "core:$6$new:19675:0:99999:7:::");
+    }
+
+    #[test]
+    fn usermod_groups_replace_memberships_but_not_admin_roles() {
+        let plan = planned(r#"{"users":[{"name":"core","groups":["users"]}]}"#, &etc()).unwrap();
+        assert_eq!(file(&plan, "group"), Some("root:x:0:\nwheel:x:10:root\nusers:x:100:core\ncore:x:500:\n"));
+        assert_eq!(file(&plan, "gshadow"), Some("root:*::\nwheel:*:core:root\nusers:*::core\ncore:!::\n"));
+    }
+
+    #[test]
+    fn usermod_uid_and_home_changes_plan_a_move_and_a_reown() {
+        let plan = planned(r#"{"users":[{"name":"core","uid":1500,"homeDir":"/var/home/core/","sshAuthorizedKeys":["k"]}]}"#, &etc()).unwrap();
+        assert_eq!(file(&plan, "passwd").unwrap().lines().last(), Some("core:x:1500:500:Core:/var/home/core:/bin/bash"));
+        assert_eq!(plan.home_moves, vec![HomeMove { from: "/home/core".into(), to: "/var/home/core".into() }]);
+        assert_eq!(
+            plan.home_reowns,
+            vec![HomeReown { path: "/var/home/core".into(), old_uid: 500, new_uid: Some(1500), old_gid: 500, new_gid: None }]
+        );
+        assert_eq!(plan.authorized_keys[0].uid, 1500, "keys belong to the user as modified");
+        assert_eq!(plan.authorized_keys[0].home, "/var/home/core");
+    }
+
+    #[test]
+    fn usermod_refuses_a_uid_another_user_has() {
+        let error = planned(r#"{"users":[{"name":"core","uid":0}]}"#, &etc()).unwrap_err();
+        assert_eq!(error.message, "user \"core\": UID 0 already exists");
+    }
+
+    #[test]
+    fn userdel_removes_entries_memberships_and_the_private_group() {
+        let plan = planned(r#"{"users":[{"name":"core","shouldExist":false}]}"#, &etc()).unwrap();
+        assert_eq!(file(&plan, "passwd"), Some("root:x:0:0:root:/root:/bin/bash\n"));
+        assert_eq!(file(&plan, "shadow"), Some("root:*:19000:0:99999:7:::\n"));
+        assert_eq!(file(&plan, "group"), Some("root:x:0:\nwheel:x:10:root\nusers:x:100:\n"));
+        assert_eq!(file(&plan, "gshadow"), Some("root:*::\nwheel:*::root\nusers:*::\n"));
+        assert_eq!(plan.removed_homes, vec![RemovedHome { path: "/home/core".into(), uid: 500, holds_home_of: None }]);
+    }
+
+    #[test]
+    fn userdel_keeps_a_private_group_that_is_still_used() {
+        let mut etc = etc();
+        etc.passwd.push_str("other:x:501:500::/home/core/other:/bin/sh\n");
+        let plan = planned(r#"{"users":[{"name":"core","shouldExist":false}]}"#, &etc).unwrap();
+        assert!(file(&plan, "group").unwrap().contains("core:x:500:"));
+        assert_eq!(plan.removed_homes[0].holds_home_of.as_deref(), Some("other"));
+        let mut etc = super::tests::etc();
+        etc.group = etc.group.replace("core:x:500:", "core:x:500:root");
+        let plan = planned(r#"{"users":[{"name":"core","shouldExist":false}]}"#, &etc).unwrap();
+        assert!(file(&plan, "group").unwrap().contains("core:x:500:root"));
+    }
+
+    #[test]
+    fn deleting_what_does_not_exist_changes_nothing() {
+        assert_eq!(
+            planned(r#"{"users":[{"name":"ghost","shouldExist":false}],"groups":[{"name":"ghost","shouldExist":false}]}"#, &etc()).unwrap(),
+            UsersPlan::default()
+        );
+    }
+
+    #[test]
+    fn groupdel_refuses_a_primary_group_and_removes_others() {
+        assert!(planned(r#"{"groups":[{"name":"core","shouldExist":false}]}"#, &etc())
+            .unwrap_err()
+            .message
+            .contains("primary group of user \"core\""));
+        let plan = planned(r#"{"groups":[{"name":"wheel","shouldExist":false}]}"#, &etc()).unwrap();
+        assert_eq!(file(&plan, "group"), Some("root:x:0:\nusers:x:100:\ncore:x:500:\n"));
+        assert_eq!(file(&plan, "gshadow"), Some("root:*::\nusers:*::\ncore:!::\n"));
+    }
+
+    #[test]
+    fn an_existing_group_is_modified_and_its_users_follow_a_new_gid() {
+        let plan = planned(r#"{"groups":[{"name":"core","gid":700,"passwordHash":"$6$g"}]}"#, &etc()).unwrap();
+        assert!(file(&plan, "group").unwrap().contains("core:x:700:\n"));
+        assert!(file(&plan, "gshadow").unwrap().contains("core:$6$g::\n"));
+        assert!(file(&plan, "passwd").unwrap().contains("core:x:500:700:"));
+        assert!(planned(r#"{"groups":[{"name":"core","gid":10}]}"#, &etc()).unwrap_err().message.contains("GID 10 already exists"));
+    }
+
+    #[test]
+    fn names_follow_debians_relaxed_rule() {
+        for good in ["alice", "12345", "UPPER", ".", "a$b", "ä", "a-", "_x", &"a".repeat(32)] {
+            assert!(valid_name(good), "{good:?}");
+        }
+        for bad in ["", "-x", "+x", "~x", "a:b", "a,b", "a b", "a\tb", "a\nb", &"a".repeat(33)] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn config_ids_must_fit_and_not_be_the_reserved_value() {
+        assert_eq!(config_id("uid", 0), Ok(0));
+        assert_eq!(config_id("uid", 4_294_967_294), Ok(4_294_967_294));
+        for bad in [-1, 4_294_967_295, 1 << 40] {
+            assert!(config_id("uid", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn normal_ids_count_up_from_the_highest_and_wrap_to_fill_gaps() {
+        let range = IdRange { min: 1000, max: 1005, preferred_min: 1000 };
+        assert_eq!(allocate_id(&[], range, false), Some(1000));
+        assert_eq!(allocate_id(&[0, 1000, 1003, 70000], range, false), Some(1004));
+        assert_eq!(allocate_id(&[1000, 1005], range, false), Some(1001));
+        assert_eq!(allocate_id(&[1000, 1001, 1002, 1003, 1004, 1005], range, false), None);
+    }
+
+    #[test]
+    fn system_ids_count_down_from_the_lowest_and_wrap_to_fill_gaps() {
+        let range = IdRange { min: 101, max: 105, preferred_min: 1 };
+        assert_eq!(allocate_id(&[], range, true), Some(105));
+        assert_eq!(allocate_id(&[0, 103, 105], range, true), Some(102));
+        assert_eq!(allocate_id(&[101, 105], range, true), Some(104));
+        assert_eq!(allocate_id(&[101, 102, 103, 104, 105], range, true), None);
+    }
+
+    #[test]
+    fn allocation_over_a_huge_range_does_not_walk_it() {
+        let range = IdRange { min: 1, max: u32::MAX - 1, preferred_min: 1 };
+        assert_eq!(allocate_id(&[u32::MAX - 1], range, false), Some(1));
+        assert_eq!(allocate_id(&[1], range, true), Some(u32::MAX - 1));
+    }
+
+    #[test]
+    fn id_ranges_come_from_login_defs_with_shadow_utils_defaults() {
+        let defaults = LoginDefs::default();
+        let normal = id_range(&defaults, IdKind::User, false).unwrap();
+        assert_eq!((normal.min, normal.max), (1000, 60000));
+        let system = id_range(&defaults, IdKind::Group, true).unwrap();
+        assert_eq!((system.min, system.max, system.preferred_min), (101, 999, 1));
+        let zero = id_range(&LoginDefs::parse("SYS_UID_MIN 0\nUID_MIN 500\n"), IdKind::User, true).unwrap();
+        assert_eq!((zero.min, zero.max), (1, 499));
+        assert!(id_range(&LoginDefs::parse("UID_MIN 5000\nUID_MAX 10\n"), IdKind::User, false).is_err());
+    }
+
+    #[test]
+    fn home_mode_comes_from_home_mode_then_umask() {
+        let with = |defs: &str| planned(r#"{"users":[{"name":"h"}]}"#, &EtcFiles { login_defs: Some(defs.into()), ..etc() }).unwrap().homes[0].mode;
+        assert_eq!(with("UMASK 077\n"), 0o700);
+        assert_eq!(with("UMASK 077\nHOME_MODE 0750\n"), 0o750);
+        assert_eq!(with(""), 0o755);
+    }
+
+    #[test]
+    fn ssh_keys_are_joined_by_newlines_and_end_with_one() {
+        let keys = |json: &str| planned(json, &etc()).unwrap().authorized_keys;
+        let planned = keys(r#"{"users":[{"name":"core","sshAuthorizedKeys":["ssh-ed25519 A a@b","ssh-rsa B"]}]}"#);
+        assert_eq!(
+            planned,
+            vec![AuthorizedKeys { home: "/home/core".into(), uid: 500, gid: 500, contents: "ssh-ed25519 A a@b\nssh-rsa B\n".into() }]
+        );
+        assert_eq!(keys(r#"{"users":[{"name":"core","sshAuthorizedKeys":["ssh-rsa B\n"]}]}"#)[0].contents, "ssh-rsa B\n");
+        assert!(keys(r#"{"users":[{"name":"core","sshAuthorizedKeys":[]}]}"#).is_empty());
+        assert!(keys(r#"{"users":[{"name":"core"}]}"#).is_empty());
+    }
+
+    #[test]
+    fn errors_never_carry_the_password_hash() {
+        let error = planned(r#"{"users":[{"name":"x","passwordHash":"$6$SECRET:x"}]}"#, &etc()).unwrap_err();
+        assert!(!error.message.contains("SECRET"), "{}", error.message);
+        let error = planned(r#"{"groups":[{"name":"g","passwordHash":"SECRET\n"}]}"#, &etc()).unwrap_err();
+        assert!(!error.message.contains("SECRET"), "{}", error.message);
+    }
+
+    #[test]
+    fn the_change_day_is_unset_on_day_zero() {
+        let plan = plan_users_on(&config(r#"{"users":[{"name":"z"}]}"#), &etc(), 0).unwrap();
+        assert_eq!(last_line(&plan, "shadow"), "z:*::0:99999:7:::");
+    }
+
+    #[test]
+    fn source_date_epoch_replaces_the_clock_unless_it_is_invalid_or_future() {
+        let now = 1_800_000_000;
+        assert_eq!(day_of(Some("1700000000"), now), 19675);
+        assert_eq!(day_of(None, now), 20833);
+        assert_eq!(day_of(Some("1900000000"), now), 20833);
+        assert_eq!(day_of(Some("soon"), now), 20833);
+    }
+
+    #[test]
+    fn lookups_by_name_skip_damaged_lines() {
+        let passwd = "bad:x:1\nroot:x:0:0::/root:/bin/sh\n";
+        assert_eq!(uid_by_name(passwd, "root"), Some(0));
+        assert_eq!(uid_by_name(passwd, "bad"), None);
+        assert_eq!(uid_by_name(passwd, "nobody"), None);
+        assert_eq!(gid_by_name("wheel:x:10:\nodd:x:z:\n", "wheel"), Some(10));
+        assert_eq!(gid_by_name("wheel:x:10:\nodd:x:z:\n", "odd"), None);
+    }
+
+    #[test]
+    fn numeric_group_arguments_are_gids() {
+        let plan = planned(r#"{"users":[{"name":"g","primaryGroup":"10","groups":["100"]}]}"#, &etc()).unwrap();
+        assert_eq!(last_line(&plan, "passwd"), "g:x:1000:10::/home/g:/bin/bash");
+        assert!(file(&plan, "group").unwrap().contains("users:x:100:g\n"));
+        assert!(planned(r#"{"users":[{"name":"g","primaryGroup":"4711"}]}"#, &etc()).is_err());
+    }
+
+    /// Total parsing: account files made of random bytes from a hostile alphabet never make the
+    /// planner panic, whatever the config does with them.
+    #[test]
+    fn hostile_account_files_never_panic() {
+        let alphabet: Vec<char> = ":x0123456789+-,\n abcore\u{e4}$".chars().collect();
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut random_text = |length: usize| -> String {
+            (0..length)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    alphabet[(state % alphabet.len() as u64) as usize]
+                })
+                .collect()
+        };
+        let configs = [
+            r#"{"groups":[{"name":"core","gid":5},{"name":"a"}],"users":[{"name":"core","groups":["a","0"],"uid":7,"homeDir":"/h","passwordHash":"p"}]}"#,
+            r#"{"users":[{"name":"core","shouldExist":false},{"name":"b","system":true,"sshAuthorizedKeys":["k"]}],"groups":[{"name":"c","shouldExist":false}]}"#,
+        ];
+        for _ in 0..300 {
+            let etc = EtcFiles {
+                passwd: random_text(200),
+                shadow: Some(random_text(120)),
+                group: random_text(160),
+                gshadow: Some(random_text(100)),
+                login_defs: Some(format!("UID_MIN {}\nSYS_UID_MAX 0x{}\nHOME_MODE {}\n", random_text(4), random_text(3), random_text(3))),
+            };
+            for json in configs {
+                let _ = planned(json, &etc);
+            }
+        }
+    }
 }

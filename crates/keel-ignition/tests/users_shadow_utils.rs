@@ -99,6 +99,10 @@ enum Root {
     Hostile,
     /// No login.defs at all: built-in ranges, no user-private groups.
     NoLoginDefs,
+    /// A private umask and no HOME_MODE: homes get 0700 from the umask.
+    PrivateUmask,
+    /// No account files at all: useradd creates passwd and group.
+    Empty,
 }
 
 fn etc_files(root: Root) -> EtcFiles {
@@ -129,6 +133,8 @@ fn etc_files(root: Root) -> EtcFiles {
             login_defs: debian_defs,
         },
         Root::NoLoginDefs => EtcFiles { login_defs: None, ..etc_files(Root::Debian) },
+        Root::Empty => EtcFiles { login_defs: Some("USERGROUPS_ENAB yes\n".into()), ..EtcFiles::default() },
+        Root::PrivateUmask => EtcFiles { login_defs: Some("UMASK 077\nUSERGROUPS_ENAB yes\nPASS_MAX_DAYS 90\n".into()), ..etc_files(Root::Debian) },
     }
 }
 
@@ -139,8 +145,12 @@ fn write_root(dir: &Path, etc: &EtcFiles, existing_homes: &[&str]) {
         fs::write(etc_dir.join(name), contents).unwrap();
         fs::set_permissions(etc_dir.join(name), fs::Permissions::from_mode(mode)).unwrap();
     };
-    write("passwd", &etc.passwd, 0o644);
-    write("group", &etc.group, 0o644);
+    // An empty text stands for an absent file, as in EtcFiles.
+    for (name, text) in [("passwd", &etc.passwd), ("group", &etc.group)] {
+        if !text.is_empty() {
+            write(name, text, 0o644);
+        }
+    }
     if let Some(shadow) = &etc.shadow {
         write("shadow", shadow, 0o640);
     }
@@ -161,8 +171,9 @@ fn write_root(dir: &Path, etc: &EtcFiles, existing_homes: &[&str]) {
     }
 }
 
-fn names(text: &str) -> Vec<String> {
-    text.lines().filter_map(|line| line.split(':').next()).map(str::to_string).collect()
+/// The names a lookup finds (Ignition asks glibc, whose parser skips lines with too few fields).
+fn names(text: &str, fields: usize) -> Vec<String> {
+    text.lines().filter(|line| line.split(':').count() == fields).filter_map(|line| line.split(':').next()).map(str::to_string).collect()
 }
 
 /// What Ignition 2.14 runs for the config (and, for a group that exists, what newer Ignition
@@ -187,7 +198,7 @@ fn run_like_ignition(root: &Path, passwd: &Passwd) -> Result<(), String> {
     let base = || vec!["--root".to_string(), root_arg.clone()];
 
     for group in passwd.groups.iter().flatten() {
-        let exists = names(&read("group")).contains(&group.name);
+        let exists = names(&read("group"), 4).contains(&group.name);
         if group.should_exist == Some(false) {
             if exists {
                 run("groupdel", [base(), vec![group.name.clone()]].concat())?;
@@ -214,7 +225,7 @@ fn run_like_ignition(root: &Path, passwd: &Passwd) -> Result<(), String> {
         }
     }
     for user in passwd.users.iter().flatten() {
-        let exists = names(&read("passwd")).contains(&user.name);
+        let exists = names(&read("passwd"), 7).contains(&user.name);
         if user.should_exist == Some(false) {
             if exists {
                 run("userdel", [vec!["--remove".to_string()], base(), vec![user.name.clone()]].concat())?;
@@ -372,6 +383,25 @@ fn cases() -> Vec<Case> {
         ),
         case("no login.defs", Root::NoLoginDefs, r#"{"users":[{"name":"pat"},{"name":"sue","system":true}],"groups":[{"name":"grp"}]}"#),
         case("ids wrap at the top of the range", Root::Debian, r#"{"users":[{"name":"top","uid":60000},{"name":"next"}]}"#),
+        case(
+            "system ids wrap at the bottom of the range",
+            Root::Debian,
+            r#"{"users":[{"name":"low","uid":101,"system":true},{"name":"sys2","system":true}]}"#,
+        ),
+        case("system user below the range keeps its gid", Root::Debian, r#"{"users":[{"name":"tiny","uid":50,"system":true}]}"#),
+        case("umask decides the home mode", Root::PrivateUmask, r#"{"users":[{"name":"quinn","groups":["sudo","sudo"]}]}"#),
+        case("trailing slash in a new home is kept", Root::Debian, r#"{"users":[{"name":"rita","homeDir":"/srv/rita/"}]}"#),
+        case("hostile: a user named like a damaged line", Root::Hostile, r#"{"users":[{"name":"broken"},{"name":"odd","noUserGroup":true}]}"#),
+        case("existing group without changes", Root::Debian, r#"{"groups":[{"name":"sudo","gid":27},{"name":"adm"}]}"#),
+        case("admin keeps the admin list when groups are replaced", Root::Small, r#"{"users":[{"name":"core","groups":["wheel"]}]}"#),
+        case("reserved gid fails", Root::Debian, r#"{"groups":[{"name":"maxg","gid":4294967295}]}"#),
+        case("negative uid fails", Root::Debian, r#"{"users":[{"name":"neg","uid":-5}]}"#),
+        case("colon in a password fails", Root::Debian, r#"{"users":[{"name":"col","passwordHash":"a:b"}]}"#),
+        case("colon in gecos fails", Root::Debian, r#"{"users":[{"name":"col","gecos":"a:b"}]}"#),
+        case("relative shell fails", Root::Debian, r#"{"users":[{"name":"rel","shell":"bash"}]}"#),
+        case("relative shell for an existing user fails", Root::Debian, r#"{"users":[{"name":"bin","shell":"bash"}]}"#),
+        case("no account files at all", Root::Empty, r#"{"users":[{"name":"x1"},{"name":"x2","groups":["x1"],"passwordHash":"$6$x"}]}"#),
+        case("missing primary group fails", Root::Debian, r#"{"users":[{"name":"tom","primaryGroup":"nosuch"}]}"#),
     ]
 }
 
@@ -417,6 +447,7 @@ fn keel_writes_what_shadow_utils_writes() {
         return;
     }
     let mut failures = Vec::new();
+    let (mut compared, mut both_failed) = (0, 0);
     let cases = cases();
     for case in &cases {
         let etc = etc_files(case.root);
@@ -428,10 +459,15 @@ fn keel_writes_what_shadow_utils_writes() {
         match (&tools, &keel) {
             (Err(tool_error), Ok(_)) => failures.push(format!("{}: the tools failed ({tool_error}) but keel planned", case.name)),
             (Ok(()), Err(keel_error)) => failures.push(format!("{}: keel failed ({}) but the tools succeeded", case.name, keel_error.message)),
-            (Err(_), Err(_)) => {}
+            (Err(tool_error), Err(keel_error)) => {
+                both_failed += 1;
+                eprintln!("{}: both fail\n  tools: {}  keel: {}", case.name, tool_error.trim_end(), keel_error.message);
+            }
             (Ok(()), Ok(plan)) => {
+                compared += 1;
                 for name in FILES {
-                    let tools_text = fs::read_to_string(dir.join("etc").join(name)).ok();
+                    let absent_is_empty = matches!(name, "passwd" | "group");
+                    let tools_text = fs::read_to_string(dir.join("etc").join(name)).ok().or_else(|| absent_is_empty.then(String::new));
                     let keel_text = keel_file(plan, &etc, name);
                     if tools_text != keel_text {
                         failures.push(format!(
@@ -473,5 +509,6 @@ fn keel_writes_what_shadow_utils_writes() {
         }
         let _ = fs::remove_dir_all(&dir);
     }
+    eprintln!("{compared} cases compared file by file, {both_failed} failed in both");
     assert!(failures.is_empty(), "{} of {} cases differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }
