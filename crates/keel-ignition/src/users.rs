@@ -374,6 +374,14 @@ impl Accounts {
         day_field(if self.today == 0 { -1 } else { self.today })
     }
 
+    /// A shadow entry changed today, with login.defs' password ageing (unset: -1) when `ageing`;
+    /// no inactivity period, no expiry.
+    fn new_shadow_entry(&self, name: &str, password: &str, ageing: bool) -> Vec<String> {
+        let age = |key: &str| if ageing { day_field(self.defs.number(key, -1)) } else { String::new() };
+        let (min, max, warn) = (age("PASS_MIN_DAYS"), age("PASS_MAX_DAYS"), age("PASS_WARN_AGE"));
+        vec![name.to_string(), password.to_string(), self.last_change(), min, max, warn, String::new(), String::new(), String::new()]
+    }
+
     fn group_ids(&self) -> Vec<u32> {
         self.group.ids(GR_GID).map(|(_, _, gid)| gid).collect()
     }
@@ -570,20 +578,8 @@ impl Accounts {
             home.clone(),
             shell.to_string(),
         ]);
-        let last_change = self.last_change();
-        // System accounts get no password ageing; the others take login.defs' (unset: -1).
-        let age = |key: &str| if system { String::new() } else { day_field(self.defs.number(key, -1)) };
-        let shadow_entry = vec![
-            name.to_string(),
-            password.to_string(),
-            last_change,
-            age("PASS_MIN_DAYS"),
-            age("PASS_MAX_DAYS"),
-            age("PASS_WARN_AGE"),
-            String::new(),
-            String::new(),
-            String::new(),
-        ];
+        // System accounts get no password ageing.
+        let shadow_entry = self.new_shadow_entry(name, password, !system);
         if let Some(shadow) = &mut self.shadow {
             upsert(shadow, shadow_entry);
         }
@@ -680,18 +676,7 @@ impl Accounts {
             self.passwd.set_field(entry, PASSWORD, password);
         }
         let last_change = self.last_change();
-        let age = |key: &str| day_field(self.defs.number(key, -1));
-        let new_entry = vec![
-            name.to_string(),
-            password.to_string(),
-            last_change.clone(),
-            age("PASS_MIN_DAYS"),
-            age("PASS_MAX_DAYS"),
-            age("PASS_WARN_AGE"),
-            String::new(),
-            String::new(),
-            String::new(),
-        ];
+        let new_entry = self.new_shadow_entry(name, password, true);
         let Some(shadow) = &mut self.shadow else { return };
         match shadow.find(name) {
             Some(shadow_entry) => {
