@@ -19,10 +19,14 @@
 //! /etc/subgid, the `passwd-`-style backups and nscd are not touched. /etc/default/useradd is not
 //! read: useradd's built-in HOME=/home, SHELL=/bin/bash, GROUP=100 and INACTIVE=-1 apply.
 //!
-//! One deliberate difference from Ignition 2.14: for a group that already exists 2.14 runs
-//! groupadd, which fails, so a config naming an existing group (or a second run) cannot apply.
-//! keel does what Ignition does since 2.25: groupmod with the gid and a non-empty hash. (New
-//! groups keep 2.14's `--password "*"`, which 2.25 dropped: gshadow gets `*`, not `!`.)
+//! Deliberate differences from Ignition 2.14 (both checked against its binary):
+//! - for a group that already exists 2.14 runs groupadd, which fails, so a config naming an
+//!   existing group (or a second run) cannot apply. keel does what Ignition does since 2.25:
+//!   groupmod with the gid and a non-empty hash. (New groups keep 2.14's `--password "*"`, which
+//!   2.25 dropped: gshadow gets `*`, not `!`.)
+//! - after the users step Ignition lstats the home of every configured user that exists and is
+//!   not `noCreateHome`, for SELinux relabelling, and fails the stage when it is missing (an
+//!   existing user whose home was never made). That is no rule of accounts: keel plans on.
 
 mod login_defs;
 mod table;
@@ -65,6 +69,8 @@ pub struct Home {
 }
 
 /// `~/.ssh/authorized_keys.d/ignition` for one user: directories 0700, file 0600, owned by the user.
+/// Ignition creates them as the user, so it fails where the user could not (a missing home under
+/// a root-owned directory).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthorizedKeys {
     pub home: String,
@@ -362,7 +368,10 @@ impl Accounts {
         candidates
             .into_iter()
             .filter_map(|(name, before, table, mode_if_new)| {
-                let contents = table?.render();
+                // Like commonio, a file nobody changed is not rewritten, not even to add the
+                // final newline a rewrite would give it.
+                let table = table.filter(|table| table.modified())?;
+                let contents = table.render();
                 (Some(contents.as_str()) != before).then_some(EtcFile { name, contents, mode_if_new })
             })
             .collect()
@@ -904,6 +913,15 @@ mod tests {
         .unwrap();
         assert!(file(&plan, "group").unwrap().ends_with("a:x:1000:\nb:x:1001:\nc:x:1002:\ns:x:499:\n"));
         assert!(file(&plan, "gshadow").unwrap().ends_with("a:*::\nb:$6$b::\nc:*::\ns:*::\n"));
+    }
+
+    #[test]
+    fn a_file_without_a_final_newline_is_rewritten_only_when_changed() {
+        let etc = EtcFiles { group: "root:x:0:\nusers:x:100:".into(), ..etc() };
+        let plan = planned(r#"{"users":[{"name":"carol","noUserGroup":true}]}"#, &etc).unwrap();
+        assert_eq!(file(&plan, "group"), None);
+        let plan = planned(r#"{"users":[{"name":"carol","noUserGroup":true,"groups":["users"]}]}"#, &etc).unwrap();
+        assert_eq!(file(&plan, "group"), Some("root:x:0:\nusers:x:100:carol\n"));
     }
 
     #[test]

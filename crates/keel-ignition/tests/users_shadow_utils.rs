@@ -111,6 +111,8 @@ enum Root {
     PrivateUmask,
     /// No account files at all: useradd creates passwd and group.
     Empty,
+    /// Debian's files, the group files without their final newline.
+    NoFinalNewline,
 }
 
 fn etc_files(root: Root) -> EtcFiles {
@@ -141,6 +143,10 @@ fn etc_files(root: Root) -> EtcFiles {
             login_defs: debian_defs,
         },
         Root::NoLoginDefs => EtcFiles { login_defs: None, ..etc_files(Root::Debian) },
+        Root::NoFinalNewline => {
+            let debian = etc_files(Root::Debian);
+            EtcFiles { group: debian.group.trim_end().into(), gshadow: debian.gshadow.map(|text| text.trim_end().to_string()), ..debian }
+        }
         Root::Empty => EtcFiles { login_defs: Some("USERGROUPS_ENAB yes\n".into()), ..EtcFiles::default() },
         Root::PrivateUmask => EtcFiles { login_defs: Some("UMASK 077\nUSERGROUPS_ENAB yes\nPASS_MAX_DAYS 90\n".into()), ..etc_files(Root::Debian) },
     }
@@ -402,6 +408,8 @@ fn cases() -> Vec<Case> {
         case("colon in gecos fails", Root::Debian, r#"{"users":[{"name":"col","gecos":"a:b"}]}"#),
         case("relative shell fails", Root::Debian, r#"{"users":[{"name":"rel","shell":"bash"}]}"#),
         case("relative shell for an existing user fails", Root::Debian, r#"{"users":[{"name":"bin","shell":"bash"}]}"#),
+        case("untouched files keep their missing final newline", Root::NoFinalNewline, r#"{"users":[{"name":"carol","noUserGroup":true}]}"#),
+        case("rewritten files gain a final newline", Root::NoFinalNewline, r#"{"users":[{"name":"carol","groups":["sudo"]}]}"#),
         case("no account files at all", Root::Empty, r#"{"users":[{"name":"x1"},{"name":"x2","groups":["x1"],"passwordHash":"$6$x"}]}"#),
         case("missing primary group fails", Root::Debian, r#"{"users":[{"name":"tom","primaryGroup":"nosuch"}]}"#),
     ]

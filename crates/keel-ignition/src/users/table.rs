@@ -64,6 +64,8 @@ struct Line {
 #[derive(Clone, Debug)]
 pub struct Table {
     lines: Vec<Line>,
+    /// Whether commonio would write the file back: an entry was added, removed or changed.
+    modified: bool,
 }
 
 impl Table {
@@ -76,7 +78,11 @@ impl Table {
                 Line { text: line.to_string(), fields, changed: false }
             })
             .collect();
-        Table { lines }
+        Table { lines, modified: false }
+    }
+
+    pub fn modified(&self) -> bool {
+        self.modified
     }
 
     pub fn render(&self) -> String {
@@ -111,6 +117,7 @@ impl Table {
         {
             *slot = value.to_string();
             line.changed = true;
+            self.modified = true;
         }
     }
 
@@ -132,11 +139,13 @@ impl Table {
     pub fn append(&mut self, fields: Vec<String>) {
         let position = self.lines.iter().position(|line| line.text.starts_with('+') || line.text.starts_with('-')).unwrap_or(self.lines.len());
         self.lines.insert(position, Line { text: String::new(), fields: Some(fields), changed: true });
+        self.modified = true;
     }
 
     pub fn remove(&mut self, entry: usize) {
         if entry < self.lines.len() {
             self.lines.remove(entry);
+            self.modified = true;
         }
     }
 
@@ -183,6 +192,23 @@ mod tests {
         let table = Table::parse(Kind::Shadow, "a:*:19000:0:99999:7:::\nb:*:soon:::::: \n");
         assert_eq!(table.find("a"), Some(0));
         assert_eq!(table.find("b"), None);
+    }
+
+    #[test]
+    fn a_table_is_modified_only_by_real_changes() {
+        let mut table = Table::parse(Kind::Group, "wheel:x:10:root");
+        table.set_field(0, 3, "root");
+        assert!(!table.modified());
+        table.set_field(0, 3, "root,core");
+        assert!(table.modified());
+        let mut appended = Table::parse(Kind::Group, "");
+        appended.append(vec!["a".into(), "x".into(), "1".into(), String::new()]);
+        assert!(appended.modified());
+        let mut removed = Table::parse(Kind::Group, "wheel:x:10:root\n");
+        removed.remove_named("wheel");
+        assert!(removed.modified());
+        removed.remove_named("wheel");
+        assert_eq!(removed.render(), "");
     }
 
     #[test]
