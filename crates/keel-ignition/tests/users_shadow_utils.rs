@@ -1,10 +1,15 @@
-//! keel's users plan against the real shadow-utils: each case builds a small root, runs
-//! `groupadd/groupmod/groupdel/useradd/usermod/userdel --root` with exactly the arguments Ignition
-//! passes (internal/exec/util/passwd.go), and compares passwd, shadow, group and gshadow line for
-//! line with keel's plan for the same config and files, plus the homes the tools created.
+//! keel's users plan against the real tools, twice: each case builds a small root and
+//! - runs `groupadd/groupmod/groupdel/useradd/usermod/userdel --root` with the arguments Ignition
+//!   passes (internal/exec/util/passwd.go), and
+//! - runs Debian's Ignition 2.14 itself (`-platform file -stage files`),
 //!
-//! Needs root and the tools (Debian's `passwd` package); without them every case is skipped with
-//! a message. Dates are pinned with SOURCE_DATE_EPOCH, which both sides honour.
+//! then compares passwd, shadow, group and gshadow line for line with keel's plan for the same
+//! config and files, plus the homes (and, for Ignition, the SSH key files) the tools created. A
+//! tool failure must be a keel error, except for the differences the users module documents.
+//!
+//! Needs root, Debian's `passwd` package and, for the second test, its `ignition`; without them
+//! the tests are skipped with a message. Dates are pinned with SOURCE_DATE_EPOCH, which both
+//! sides honour.
 
 use keel_ignition::config::latest::Passwd;
 use keel_ignition::users::{plan_users_on, EtcFiles, UsersPlan};
@@ -416,7 +421,7 @@ fn cases() -> Vec<Case> {
 }
 
 fn tools_usable() -> Result<(), String> {
-    // SAFETY-free check: the effective uid through /proc, no libc dependency.
+    // The effective uid from /proc: no libc dependency for one test.
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
     let root = status.lines().find(|line| line.starts_with("Uid:")).is_some_and(|line| line.split_whitespace().nth(2) == Some("0"));
     if !root {
