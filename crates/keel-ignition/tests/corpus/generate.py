@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import urllib.parse
+import zlib
 
 SEED = 20261130
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -60,14 +61,11 @@ def add(name, version, body, intent, tree=True, raw=None):
     cases.append((full, version, raw, intent, tree))
 
 
-_rotation = [0]
-
-
-def one_version(first="3.0.0", before_3_4=False):
-    """Spread single-version cases over the versions that know their features."""
+def one_version(name, first="3.0.0", before_3_4=False):
+    """Spread single-version cases over the versions that know their features, by a fixed hash
+    of the case's name, so adding a case moves no other case to another version."""
     choices = [v for v in versions_from(first) if not (before_3_4 and v.startswith("3.4"))]
-    _rotation[0] += 1
-    return choices[_rotation[0] % len(choices)]
+    return choices[zlib.crc32(name.encode()) % len(choices)]
 
 
 def each(first="3.0.0"):
@@ -146,15 +144,15 @@ def valid_files():
             files({"path": "/etc/keel/appv", "append": [{"source": data_plain("part\n"), "verification": {"hash": sha256(b"part\n")}}]}), "valid")
     # Special bits are a warning before 3.4 in 2.14: the configs are valid everywhere.
     for mode, label in [(0o4755, "setuid"), (0o2755, "setgid"), (0o1777, "sticky"), (0o6711, "setuid-setgid")]:
-        for version in [one_version(before_3_4=True), "3.4.0-experimental"]:
+        for version in [one_version(f"file-mode-{label}", before_3_4=True), "3.4.0-experimental"]:
             add(f"file-mode-{label}", version, files({"path": f"/usr/local/bin/{label}", "mode": mode, "contents": {"source": data_plain("s")}}), "valid")
     for mode in [0, 0o400, 0o644, 0o777]:
-        add(f"file-mode-{mode:04o}", one_version(), files({"path": f"/etc/keel/mode{mode:o}", "mode": mode, "contents": {"source": data_plain("m")}}), "valid")
+        add(f"file-mode-{mode:04o}", one_version(f"file-mode-{mode:04o}"), files({"path": f"/etc/keel/mode{mode:o}", "mode": mode, "contents": {"source": data_plain("m")}}), "valid")
     # A wrong hash is only found when the contents are fetched: valid config, failed apply.
-    add("file-apply-fails-hash-mismatch", one_version(),
+    add("file-apply-fails-hash-mismatch", one_version("file-apply-fails-hash-mismatch"),
         files({"path": "/etc/keel/bad", "contents": {"source": data_plain("abc"), "verification": {"hash": sha512(b"abd")}}}), "valid")
-    add("file-apply-fails-existing-no-overwrite", one_version(), files({"path": "/etc/motd", "contents": {"source": data_plain("new")}}), "valid")
-    add("file-gzip-hash-of-compressed-fails", one_version("3.1.0"),
+    add("file-apply-fails-existing-no-overwrite", one_version("file-apply-fails-existing-no-overwrite"), files({"path": "/etc/motd", "contents": {"source": data_plain("new")}}), "valid")
+    add("file-gzip-hash-of-compressed-fails", one_version("file-gzip-hash-of-compressed-fails", "3.1.0"),
         files({"path": "/etc/keel/gzbad", "contents": {"source": data_base64(gzipped(text)), "compression": "gzip", "verification": {"hash": sha256(gzipped(text))}}}), "valid")
     for index in range(6):
         entries = []
@@ -166,7 +164,7 @@ def valid_files():
             if rng.random() < 0.3:
                 entry["append"] = [{"source": data_plain(random_text(1))}]
             entries.append(entry)
-        add(f"files-random-{index}", one_version(), files(*entries), "valid")
+        add(f"files-random-{index}", one_version(f"files-random-{index}"), files(*entries), "valid")
 
 
 def valid_nodes():
@@ -181,17 +179,19 @@ def valid_nodes():
             storage(files=[{"path": "/srv/orig", "mode": 0o640, "contents": {"source": data_plain("shared")}}], links=[{"path": "/srv/hard", "target": "/srv/orig", "hard": True}]), "valid")
         add("link-hard-to-base-file", version, storage(links=[{"path": "/root/motd-hard", "target": "/etc/motd", "hard": True}]), "valid")
         add("link-soft-owner", version, storage(links=[{"path": "/srv/owned-link", "target": "/nowhere", "user": {"id": 2}, "group": {"id": 2}}]), "valid")
-    add("directory-sticky", one_version(), storage(directories=[{"path": "/srv/shared-tmp", "mode": 0o1777}]), "valid")
+    add("directory-sticky", one_version("directory-sticky"), storage(directories=[{"path": "/srv/shared-tmp", "mode": 0o1777}]), "valid")
     add("directory-setgid", "3.4.0-experimental", storage(directories=[{"path": "/srv/team", "mode": 0o2775, "group": {"id": 100}}]), "valid")
-    add("directory-overwrite-existing", one_version(), storage(directories=[{"path": "/etc", "overwrite": True, "mode": 0o755}]), "valid")
-    add("link-overwrite-existing-file", one_version(), storage(links=[{"path": "/etc/motd", "target": "/dev/null", "overwrite": True}]), "valid")
-    add("link-into-link-parent-hard-ok", one_version(),
+    add("directory-overwrite-existing", one_version("directory-overwrite-existing"), storage(directories=[{"path": "/home", "overwrite": True, "mode": 0o700}]), "valid")
+    # Overwriting a directory removes what was in it: /etc/skel goes, so the new user's home stays empty.
+    add("directory-overwrite-nonempty-skel", one_version("directory-overwrite-nonempty-skel"), {"storage": {"directories": [{"path": "/etc/skel", "overwrite": True}]}, "passwd": {"users": [{"name": "noskel"}]}}, "valid")
+    add("link-overwrite-existing-file", one_version("link-overwrite-existing-file"), storage(links=[{"path": "/etc/motd", "target": "/dev/null", "overwrite": True}]), "valid")
+    add("link-into-link-parent-hard-ok", one_version("link-into-link-parent-hard-ok"),
         storage(files=[{"path": "/srv/base", "contents": {"source": data_plain("b")}}], links=[{"path": "/srv/h", "target": "/srv/base", "hard": True}],
                 directories=[{"path": "/srv/h2"}]), "valid")
-    add("nodes-ordering-by-depth", one_version(),
+    add("nodes-ordering-by-depth", one_version("nodes-ordering-by-depth"),
         storage(links=[{"path": "/z/link", "target": "/z/dir/file"}], directories=[{"path": "/z/dir/sub"}, {"path": "/z/dir"}],
                 files=[{"path": "/z/dir/file", "contents": {"source": data_plain("z")}}, {"path": "/z/dir/sub/deeper", "contents": {"source": data_plain("d")}}]), "valid")
-    add("link-hard-with-owner-warning", one_version(),
+    add("link-hard-with-owner-warning", one_version("link-hard-with-owner-warning"),
         storage(files=[{"path": "/srv/o", "contents": {"source": data_plain("o")}}], links=[{"path": "/srv/oh", "target": "/srv/o", "hard": True, "user": {"id": 1}}]), "valid")
 
 
@@ -206,20 +206,20 @@ def valid_units():
             {"name": "getty-keel@tty1.service", "enabled": True},
             {"name": "getty-keel@ttyS0.service", "enabled": True},
             {"name": "getty-keel@tty2.service", "enabled": False}]}}, "valid")
-    add("unit-enabled-no-install-warning", one_version(), {"systemd": {"units": [{"name": "noinstall.service", "enabled": True, "contents": UNIT_NO_INSTALL}]}}, "valid")
-    add("unit-timer-socket-path-target", one_version(), {"systemd": {"units": [
+    add("unit-enabled-no-install-warning", one_version("unit-enabled-no-install-warning"), {"systemd": {"units": [{"name": "noinstall.service", "enabled": True, "contents": UNIT_NO_INSTALL}]}}, "valid")
+    add("unit-timer-socket-path-target", one_version("unit-timer-socket-path-target"), {"systemd": {"units": [
         {"name": "keel.timer", "enabled": True, "contents": "[Timer]\nOnBootSec=5min\n\n[Install]\nWantedBy=timers.target\n"},
         {"name": "keel.socket", "contents": "[Socket]\nListenStream=/run/keel.sock\n"},
         {"name": "keel.path", "contents": "[Path]\nPathExists=/run/keel\n"},
         {"name": "keel.target", "contents": "[Unit]\nDescription=keel\n"},
         {"name": "keel.mount", "contents": "[Mount]\nWhat=tmpfs\nWhere=/keel\n"}]}}, "valid")
-    add("unit-contents-dropin-mask-mix", one_version(), {"systemd": {"units": [
+    add("unit-contents-dropin-mask-mix", one_version("unit-contents-dropin-mask-mix"), {"systemd": {"units": [
         {"name": "mixed.service", "enabled": True, "contents": UNIT_WITH_INSTALL, "dropins": [{"name": "override.conf", "contents": DROPIN}]},
         {"name": "masked.service", "mask": True, "contents": UNIT_WITH_INSTALL}]}}, "valid")
-    add("unit-dropin-empty-contents", one_version(), {"systemd": {"units": [{"name": "empty.service", "dropins": [{"name": "empty.conf"}]}]}}, "valid")
-    add("unit-mask-false-enabled", one_version(), {"systemd": {"units": [{"name": "unmasked.service", "mask": False, "enabled": True, "contents": UNIT_WITH_INSTALL}]}}, "valid")
-    add("unit-template-instance-no-template-contents", one_version(), {"systemd": {"units": [{"name": "serial-getty@ttyS1.service", "enabled": True}]}}, "valid")
-    add("unit-comment-continuation", one_version(), {"systemd": {"units": [{"name": "cont.service", "contents":
+    add("unit-dropin-empty-contents", one_version("unit-dropin-empty-contents"), {"systemd": {"units": [{"name": "empty.service", "dropins": [{"name": "empty.conf"}]}]}}, "valid")
+    add("unit-mask-false-enabled", one_version("unit-mask-false-enabled"), {"systemd": {"units": [{"name": "unmasked.service", "mask": False, "enabled": True, "contents": UNIT_WITH_INSTALL}]}}, "valid")
+    add("unit-template-instance-no-template-contents", one_version("unit-template-instance-no-template-contents"), {"systemd": {"units": [{"name": "serial-getty@ttyS1.service", "enabled": True}]}}, "valid")
+    add("unit-comment-continuation", one_version("unit-comment-continuation"), {"systemd": {"units": [{"name": "cont.service", "contents":
         "# comment\n; other comment\n[Service]\nExecStart=/bin/sh -c \\\n  'echo hi'\n"}]}}, "valid")
 
 
@@ -235,32 +235,44 @@ def valid_passwd():
         add("user-no-user-group", version, {"passwd": {"users": [{"name": "shared", "noUserGroup": True}]}}, "valid")
         add("group-with-gid", version, {"passwd": {"groups": [{"name": "keel", "gid": 4242}]}}, "valid")
         add("group-system-password", version, {"passwd": {"groups": [{"name": "sysgrp", "system": True, "passwordHash": PASSWORD_HASH}]}}, "valid")
-        add("user-modify-existing", version, {"passwd": {"users": [{"name": "daemon", "shell": "/bin/sh", "gecos": "changed", "sshAuthorizedKeys": SSH_KEYS[1:]}]}}, "valid")
+        add("user-modify-existing", version, {"passwd": {"users": [{"name": "daemon", "shell": "/bin/sh", "gecos": "changed", "uid": 1}]}}, "valid")
         add("file-owned-by-created-user", version, {"passwd": {"users": [{"name": "carol", "uid": 3000}], "groups": [{"name": "carolg", "gid": 3001}]},
             "storage": {"files": [{"path": "/home/carol/.profile-keel", "user": {"name": "carol"}, "group": {"name": "carolg"}, "contents": {"source": data_plain("export K=1\n")}}],
                         "directories": [{"path": "/srv/carol", "user": {"name": "carol"}, "group": {"name": "carol"}}]}}, "valid")
     for version in each("3.2.0"):
-        add("user-should-not-exist", version, {"passwd": {"users": [{"name": "games", "shouldExist": False}]}}, "valid")
+        # "former" is the base root's one regular user (uid 500, its own home): userdel --remove takes it all.
+        add("user-should-not-exist", version, {"passwd": {"users": [{"name": "former", "shouldExist": False}]}}, "valid")
         add("group-should-not-exist", version, {"passwd": {"groups": [{"name": "floppy", "shouldExist": False}]}}, "valid")
         add("user-should-not-exist-absent", version, {"passwd": {"users": [{"name": "ghost", "shouldExist": False}]}}, "valid")
-    add("user-uid-and-group-collide", one_version(), {"passwd": {"groups": [{"name": "taken", "gid": 1000}], "users": [{"name": "dave"}]}}, "valid")
-    add("users-several-in-order", one_version(), {"passwd": {"users": [{"name": "u1"}, {"name": "u2", "uid": 1500}, {"name": "u3"}, {"name": "u4", "system": True}]}}, "valid")
-    add("user-system-with-home", one_version(), {"passwd": {"users": [{"name": "sysh", "system": True, "homeDir": "/var/lib/sysh"}]}}, "valid")
-    add("user-password-hash-empty", one_version(), {"passwd": {"users": [{"name": "empty", "passwordHash": ""}]}}, "valid")
-    add("user-primary-group-by-gid-name", one_version(), {"passwd": {"users": [{"name": "erin", "primaryGroup": "users"}]}}, "valid")
-    add("user-existing-password-only", one_version(), {"passwd": {"users": [{"name": "root", "passwordHash": PASSWORD_HASH}]}}, "valid")
-    add("user-existing-ssh-to-root", one_version(), {"passwd": {"users": [{"name": "root", "sshAuthorizedKeys": SSH_KEYS}]}}, "valid")
-    add("unit-key-before-section", one_version(), {"systemd": {"units": [{"name": "nosection.service", "contents": "ExecStart=/bin/true\n"}]}}, "valid")
-    add("unit-bare-template-name-enabled", one_version(), {"systemd": {"units": [{"name": "@.service", "enabled": True}]}}, "valid")
+    add("user-uid-and-group-collide", one_version("user-uid-and-group-collide"), {"passwd": {"groups": [{"name": "taken", "gid": 1000}], "users": [{"name": "dave"}]}}, "valid")
+    add("users-several-in-order", one_version("users-several-in-order"), {"passwd": {"users": [{"name": "u1"}, {"name": "u2", "uid": 1500}, {"name": "u3"}, {"name": "u4", "system": True}]}}, "valid")
+    add("user-system-with-home", one_version("user-system-with-home"), {"passwd": {"users": [{"name": "sysh", "system": True, "homeDir": "/var/lib/sysh"}]}}, "valid")
+    add("user-password-hash-empty", one_version("user-password-hash-empty"), {"passwd": {"users": [{"name": "empty", "passwordHash": ""}]}}, "valid")
+    add("user-primary-group-by-gid-name", one_version("user-primary-group-by-gid-name"), {"passwd": {"users": [{"name": "erin", "primaryGroup": "users"}]}}, "valid")
+    add("user-existing-password-only", one_version("user-existing-password-only"), {"passwd": {"users": [{"name": "root", "passwordHash": PASSWORD_HASH}]}}, "valid")
+    add("user-existing-ssh-to-root", one_version("user-existing-ssh-to-root"), {"passwd": {"users": [{"name": "root", "sshAuthorizedKeys": SSH_KEYS}]}}, "valid")
+    add("unit-key-before-section", one_version("unit-key-before-section"), {"systemd": {"units": [{"name": "nosection.service", "contents": "ExecStart=/bin/true\n"}]}}, "valid")
+    add("unit-bare-template-name-enabled", one_version("unit-bare-template-name-enabled"), {"systemd": {"units": [{"name": "@.service", "enabled": True}]}}, "valid")
     # shouldExist false beside other fields is only refused for partitions; the user and group are deleted.
-    add("user-should-not-exist-with-uid", one_version("3.2.0"), {"passwd": {"users": [{"name": "games", "shouldExist": False, "uid": 5}]}}, "valid")
-    add("group-should-not-exist-with-gid", one_version("3.2.0"), {"passwd": {"groups": [{"name": "floppy", "shouldExist": False, "gid": 25}]}}, "valid")
-    add("user-apply-fails-unknown-group", one_version(), {"passwd": {"users": [{"name": "frank", "groups": ["no-such-group"]}]}}, "valid")
+    add("user-should-not-exist-with-uid", one_version("user-should-not-exist-with-uid", "3.2.0"), {"passwd": {"users": [{"name": "former", "shouldExist": False, "uid": 500}]}}, "valid")
+    # userdel --remove refuses a home its user does not own (Debian's /usr/games is root's): exit 12, Ignition fails.
+    add("user-should-not-exist-root-owned-home-apply-fails", one_version("user-should-not-exist-root-owned-home-apply-fails", "3.2.0"),
+        {"passwd": {"users": [{"name": "games", "shouldExist": False}]}}, "valid")
+    add("user-modify-existing-regular", one_version("user-modify-existing-regular"),
+        {"passwd": {"users": [{"name": "former", "groups": ["users"], "sshAuthorizedKeys": SSH_KEYS, "passwordHash": PASSWORD_HASH}]}}, "valid")
+    add("group-should-not-exist-with-gid", one_version("group-should-not-exist-with-gid", "3.2.0"), {"passwd": {"groups": [{"name": "floppy", "shouldExist": False, "gid": 25}]}}, "valid")
+    # usermod --move-home renames the old home; a parent the new one lacks makes it fail.
+    add("user-existing-home-moved", one_version("user-existing-home-moved"), {"passwd": {"users": [{"name": "daemon", "homeDir": "/var/daemon"}]}}, "valid")
+    add("user-existing-home-moved-parent-missing-apply-fails", one_version("user-existing-home-moved-parent-missing-apply-fails"),
+        {"passwd": {"users": [{"name": "root", "homeDir": "/srv/new/roothome"}]}}, "valid")
+    # Ignition writes SSH keys as the user: daemon cannot create /usr/sbin/.ssh, so the apply fails.
+    add("user-existing-ssh-keys-unwritable-home-apply-fails", one_version("user-existing-ssh-keys-unwritable-home-apply-fails"), {"passwd": {"users": [{"name": "daemon", "sshAuthorizedKeys": SSH_KEYS[1:]}]}}, "valid")
+    add("user-apply-fails-unknown-group", one_version("user-apply-fails-unknown-group"), {"passwd": {"users": [{"name": "frank", "groups": ["no-such-group"]}]}}, "valid")
 
 
 def valid_mixes():
     for index in range(8):
-        version = one_version()
+        version = one_version(f"mix-random-{index}")
         users = [{"name": f"mix{index}u{n}", "sshAuthorizedKeys": [rng.choice(SSH_KEYS)]} for n in range(rng.randint(1, 3))]
         owner = users[0]["name"]
         body = {
@@ -293,30 +305,32 @@ def valid_not_tree():
         add("raid1-with-spare", version, storage(raid=[{"name": "md0", "level": "raid1", "devices": ["/dev/vdb", "/dev/vdc", "/dev/vdd"], "spares": 1}]), "valid", tree=False)
         add("config-merge-data-url", version, {"ignition": {"config": {"merge": [{"source": data_plain('{"ignition":{"version":"' + version + '"}}')}]}}}, "valid", tree=False)
     for fmt, label in [("xfs", "x" * 12), ("swap", "s" * 15), ("vfat", "V" * 11), ("btrfs", "b" * 256), ("ext4", "e" * 16)]:
-        add(f"filesystem-{fmt}-label-at-limit", one_version(), storage(filesystems=[{"device": "/dev/vdb", "format": fmt, "label": label}]), "valid", tree=False)
-    add("filesystem-mount-options", one_version("3.1.0"), storage(filesystems=[{"device": "/dev/vdb", "format": "xfs", "path": "/var", "mountOptions": ["noatime"], "options": ["-m", "crc=1"]}]), "valid", tree=False)
-    add("proxy-http-https", one_version("3.1.0"), {"ignition": {"proxy": {"httpProxy": "http://proxy:3128", "httpsProxy": "https://proxy:3129", "noProxy": ["example.com"]}}}, "valid", tree=False)
-    add("timeouts-set", one_version(), {"ignition": {"timeouts": {"httpResponseHeaders": 10, "httpTotal": 60}}}, "valid", tree=False)
-    add("tls-ca-data", one_version(), {"ignition": {"security": {"tls": {"certificateAuthorities": [{"source": data_plain("-----BEGIN CERTIFICATE-----\n")}]}}}}, "valid", tree=False)
-    add("luks-with-tang", one_version("3.2.0"), storage(luks=[{"name": "data", "device": "/dev/vdb", "clevis": {"tang": [{"url": "http://tang", "thumbprint": "abc"}]}}]), "valid", tree=False)
-    add("kargs-add-remove", one_version("3.3.0"), {"kernelArguments": {"shouldExist": ["quiet"], "shouldNotExist": ["debug"]}}, "valid", tree=False)
-    add("http-source-with-headers", one_version("3.1.0"), files({"path": "/x", "contents": {"source": "https://example.com/x", "httpHeaders": [{"name": "A", "value": "b"}]}}), "valid", tree=False)
-    add("s3-tftp-sources", one_version(), files({"path": "/s3", "contents": {"source": "s3://bucket/key"}}, {"path": "/tftp", "contents": {"source": "tftp://host/file"}}),
+        add(f"filesystem-{fmt}-label-at-limit", one_version(f"filesystem-{fmt}-label-at-limit"), storage(filesystems=[{"device": "/dev/vdb", "format": fmt, "label": label}]), "valid", tree=False)
+    add("filesystem-mount-options", one_version("filesystem-mount-options", "3.1.0"), storage(filesystems=[{"device": "/dev/vdb", "format": "xfs", "path": "/var", "mountOptions": ["noatime"], "options": ["-m", "crc=1"]}]), "valid", tree=False)
+    add("proxy-http-https", one_version("proxy-http-https", "3.1.0"), {"ignition": {"proxy": {"httpProxy": "http://proxy:3128", "httpsProxy": "https://proxy:3129", "noProxy": ["example.com"]}}}, "valid", tree=False)
+    add("timeouts-set", one_version("timeouts-set"), {"ignition": {"timeouts": {"httpResponseHeaders": 10, "httpTotal": 60}}}, "valid", tree=False)
+    add("tls-ca-data", one_version("tls-ca-data"), {"ignition": {"security": {"tls": {"certificateAuthorities": [{"source": data_plain("-----BEGIN CERTIFICATE-----\n")}]}}}}, "valid", tree=False)
+    add("luks-with-tang", one_version("luks-with-tang", "3.2.0"), storage(luks=[{"name": "data", "device": "/dev/vdb", "clevis": {"tang": [{"url": "http://tang", "thumbprint": "abc"}]}}]), "valid", tree=False)
+    add("kargs-add-remove", one_version("kargs-add-remove", "3.3.0"), {"kernelArguments": {"shouldExist": ["quiet"], "shouldNotExist": ["debug"]}}, "valid", tree=False)
+    add("http-source-with-headers", one_version("http-source-with-headers", "3.1.0"), files({"path": "/x", "contents": {"source": "https://example.com/x", "httpHeaders": [{"name": "A", "value": "b"}]}}), "valid", tree=False)
+    add("s3-tftp-sources", one_version("s3-tftp-sources"), files({"path": "/s3", "contents": {"source": "s3://bucket/key"}}, {"path": "/tftp", "contents": {"source": "tftp://host/file"}}),
         "valid", tree=False)
-    add("gs-source", one_version("3.2.0"), files({"path": "/gs", "contents": {"source": "gs://bucket/obj"}}), "valid", tree=False)
+    add("gs-source", one_version("gs-source", "3.2.0"), files({"path": "/gs", "contents": {"source": "gs://bucket/obj"}}), "valid", tree=False)
     add("s3-arn-sources", "3.4.0-experimental", files({"path": "/a", "contents": {"source": "arn:aws:s3:::bucket/key"}},
                                                       {"path": "/b", "contents": {"source": "arn:aws:s3:us-west-2:123456789012:accesspoint/ap/object/key?versionId=v1"}}),
         "valid", tree=False)
-    add("config-merge-source-missing", one_version(), {"ignition": {"config": {"merge": [{}]}}}, "valid", tree=False)
-    add("luks-uuid-unchecked", one_version("3.2.0"), storage(luks=[{"name": "c", "device": "/dev/vdb", "uuid": "not-a-uuid"}]), "valid", tree=False)
-    add("partition-should-not-exist-beside-size-zero", one_version("3.2.0"),
+    # A merge entry without a source: accepted by 3.0, refused from 3.1 on (resource.go's ErrSourceRequired).
+    for version in each():
+        add("config-merge-source-missing", version, {"ignition": {"config": {"merge": [{}]}}}, "valid" if version == "3.0.0" else "invalid", tree=False)
+    add("luks-uuid-unchecked", one_version("luks-uuid-unchecked", "3.2.0"), storage(luks=[{"name": "c", "device": "/dev/vdb", "uuid": "not-a-uuid"}]), "valid", tree=False)
+    add("partition-should-not-exist-beside-size-zero", one_version("partition-should-not-exist-beside-size-zero", "3.2.0"),
         storage(disks=[{"device": "/dev/vdb", "partitions": [{"number": 1, "shouldExist": False}, {"number": 2, "sizeMiB": 0}]}]), "valid", tree=False)
-    add("timeouts-negative-unchecked", one_version(), {"ignition": {"timeouts": {"httpTotal": -1}}}, "valid", tree=False)
-    add("unused-key-warning", one_version(), {"storage": {"files": [{"path": "/x", "bogus": 1}]}}, "valid", tree=False)
+    add("timeouts-negative-unchecked", one_version("timeouts-negative-unchecked"), {"ignition": {"timeouts": {"httpTotal": -1}}}, "valid", tree=False)
+    add("unused-key-warning", one_version("unused-key-warning"), {"storage": {"files": [{"path": "/x", "bogus": 1}]}}, "valid", tree=False)
 
 
 def invalid():
-    inv = lambda name, body, first="3.0.0": add(name, one_version(first), body, "invalid", tree=False)  # noqa: E731
+    inv = lambda name, body, first="3.0.0": add(name, one_version(name, first), body, "invalid", tree=False)  # noqa: E731
     # Document-level.
     # Documents whose version is not one of VERSIONS: the manifest records what they declare ("none" when nothing).
     for name, version, raw in [("syntax-error", "3.3.0", '{"ignition": {"version": "3.3.0"},}'), ("empty-document", "none", ""), ("not-an-object", "none", "[]"),
@@ -451,7 +465,10 @@ def invalid():
     # Kernel arguments.
     inv("kargs-both-exist-and-not", {"kernelArguments": {"shouldExist": ["quiet"], "shouldNotExist": ["quiet"]}}, "3.3.0")
     # Timeouts and configs.
-    inv("config-replace-verification-no-source", {"ignition": {"config": {"replace": {"verification": {"hash": sha512(b"")}}}}})
+    # 3.0's config references skip VerificationAndNilSource; 3.1's resources check it.
+    for version in each():
+        add("config-replace-verification-no-source", version, {"ignition": {"config": {"replace": {"verification": {"hash": sha512(b"")}}}}},
+            "valid" if version == "3.0.0" else "invalid", tree=False)
     # Ignition counts every configured link, hard ones too, as a link a path must not pass through.
     inv("file-under-hard-link", storage(files=[{"path": "/srv/t", "contents": {"source": data_plain("t")}}, {"path": "/srv/hl/x"}],
                                         links=[{"path": "/srv/hl", "target": "/srv/t", "hard": True}]))
@@ -499,6 +516,13 @@ def main():
         if expected != intent and name not in SURPRISES:
             surprises.append(f"{name}: meant {intent}, Ignition says {expected} {message}")
         manifest.append({"name": name, "version": version, "expected": expected, "tree_comparable": tree and expected == "valid", "ignition_error": message})
+    leftovers = sorted(set(f[:-4] for f in os.listdir(HERE) if f.endswith(".ign")) - set(names))
+    if check:
+        stale += leftovers
+    else:
+        # A case renamed or removed must not leave its old file behind for the test to miss.
+        for name in leftovers:
+            os.remove(os.path.join(HERE, name + ".ign"))
     if stale:
         sys.exit(f"corpus files differ from the generator's output: {stale}")
     if surprises:
