@@ -308,6 +308,10 @@ def valid_not_tree():
         add(f"filesystem-{fmt}-label-at-limit", one_version(f"filesystem-{fmt}-label-at-limit"), storage(filesystems=[{"device": "/dev/vdb", "format": fmt, "label": label}]), "valid", tree=False)
     add("filesystem-mount-options", one_version("filesystem-mount-options", "3.1.0"), storage(filesystems=[{"device": "/dev/vdb", "format": "xfs", "path": "/var", "mountOptions": ["noatime"], "options": ["-m", "crc=1"]}]), "valid", tree=False)
     add("proxy-http-https", one_version("proxy-http-https", "3.1.0"), {"ignition": {"proxy": {"httpProxy": "http://proxy:3128", "httpsProxy": "https://proxy:3129", "noProxy": ["example.com"]}}}, "valid", tree=False)
+    # A plain-HTTP proxy for HTTPS is only a warning; a header without a value is allowed.
+    add("proxy-https-via-http-warning", one_version("proxy-https-via-http-warning", "3.1.0"), {"ignition": {"proxy": {"httpsProxy": "http://proxy:3128"}}}, "valid", tree=False)
+    add("header-value-missing", one_version("header-value-missing", "3.1.0"),
+        files({"path": "/h", "contents": {"source": "https://e/x", "httpHeaders": [{"name": "A"}]}}), "valid", tree=False)
     add("timeouts-set", one_version("timeouts-set"), {"ignition": {"timeouts": {"httpResponseHeaders": 10, "httpTotal": 60}}}, "valid", tree=False)
     add("tls-ca-data", one_version("tls-ca-data"), {"ignition": {"security": {"tls": {"certificateAuthorities": [{"source": data_plain("-----BEGIN CERTIFICATE-----\n")}]}}}}, "valid", tree=False)
     add("luks-with-tang", one_version("luks-with-tang", "3.2.0"), storage(luks=[{"name": "data", "device": "/dev/vdb", "clevis": {"tang": [{"url": "http://tang", "thumbprint": "abc"}]}}]), "valid", tree=False)
@@ -325,8 +329,29 @@ def valid_not_tree():
     add("luks-uuid-unchecked", one_version("luks-uuid-unchecked", "3.2.0"), storage(luks=[{"name": "c", "device": "/dev/vdb", "uuid": "not-a-uuid"}]), "valid", tree=False)
     add("partition-should-not-exist-beside-size-zero", one_version("partition-should-not-exist-beside-size-zero", "3.2.0"),
         storage(disks=[{"device": "/dev/vdb", "partitions": [{"number": 1, "shouldExist": False}, {"number": 2, "sizeMiB": 0}]}]), "valid", tree=False)
+    # Validation leaves these to the disks stage.
+    add("partition-start-negative-unchecked", one_version("partition-start-negative-unchecked"),
+        storage(disks=[{"device": "/dev/vdb", "partitions": [{"number": 1, "startMiB": -1}]}]), "valid", tree=False)
+    add("partition-size-negative-unchecked", one_version("partition-size-negative-unchecked"),
+        storage(disks=[{"device": "/dev/vdb", "partitions": [{"number": 1, "sizeMiB": -5}]}]), "valid", tree=False)
+    add("filesystem-uuid-unchecked", one_version("filesystem-uuid-unchecked"),
+        storage(filesystems=[{"device": "/dev/vdb", "format": "ext4", "uuid": "not-a-uuid"}]), "valid", tree=False)
     add("timeouts-negative-unchecked", one_version("timeouts-negative-unchecked"), {"ignition": {"timeouts": {"httpTotal": -1}}}, "valid", tree=False)
     add("unused-key-warning", one_version("unused-key-warning"), {"storage": {"files": [{"path": "/x", "bogus": 1}]}}, "valid", tree=False)
+
+
+def newer_ignition_differs():
+    """Configs 2.14 judges one way and the newest Ignition (all spec versions) the other way."""
+    for version in each():
+        # Newest Ignition refuses a node where a unit's contents go (ErrPathConflictsSystemd, commit 2f63faa1); 2.14 writes both.
+        add("unit-path-also-a-storage-file", version, {"storage": {"files": [{"path": "/etc/systemd/system/twice.service", "contents": {"source": data_plain("[Unit]\n")}}]},
+                                                     "systemd": {"units": [{"name": "twice.service", "contents": UNIT_WITH_INSTALL}]}}, "valid")
+        # 2.14 refuses deleting a partition beside one without a number (ErrZeroesWithShouldNotExist); newest allows it (commit 76f869a4).
+        add("partition-should-not-exist-beside-unnumbered", version, storage(disks=[{"device": "/dev/vdb", "partitions": [
+            {"number": 1, "shouldExist": False}, {"label": "NEW", "sizeMiB": 100}]}]), "invalid", tree=False)
+    # 2.14's 3.4.0-experimental has no tang advertisement (an unused key, a warning); final 3.4.0 checks that it is JSON.
+    add("luks-tang-advertisement-not-json", "3.4.0-experimental", storage(luks=[{"name": "c", "device": "/dev/vdb", "clevis": {"tang": [
+        {"url": "http://tang", "thumbprint": "t", "advertisement": "{not json"}]}}]), "valid", tree=False)
 
 
 def invalid():
@@ -442,6 +467,8 @@ def invalid():
     inv("header-names-duplicate", files({"path": "/h", "contents": {"source": "https://e/x", "httpHeaders": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}}), "3.1.0")
     inv("header-on-data-source", files({"path": "/h", "contents": {"source": data_plain("x"), "httpHeaders": [{"name": "A", "value": "1"}]}}), "3.1.0")
     inv("header-on-s3-source", files({"path": "/h", "contents": {"source": "s3://b/k", "httpHeaders": [{"name": "A", "value": "1"}]}}), "3.1.0")
+    inv("header-value-empty", files({"path": "/h", "contents": {"source": "https://e/x", "httpHeaders": [{"name": "A", "value": ""}]}}), "3.1.0")
+    inv("proxy-empty-string", {"ignition": {"proxy": {"httpProxy": ""}}}, "3.1.0")
     inv("proxy-http-scheme-ftp", {"ignition": {"proxy": {"httpProxy": "ftp://proxy"}}}, "3.1.0")
     inv("proxy-https-unparseable", {"ignition": {"proxy": {"httpsProxy": "http://[::1"}}}, "3.1.0")
     # RAID.
@@ -496,6 +523,7 @@ def main():
     valid_passwd()
     valid_mixes()
     valid_not_tree()
+    newer_ignition_differs()
     invalid()
     names = [case[0] for case in cases]
     duplicated = sorted({name for name in names if names.count(name) > 1})
