@@ -13,6 +13,12 @@ so a surprise is either moved to the side Ignition puts it on or kept with a wri
 Ignition 2.14 knows spec 3.4.0 only as "3.4.0-experimental": the files carry that version, and
 the test hands keel the same document with the final "3.4.0".
 
+manifest.json lists one config a line: name, version (as declared; "none" when absent),
+expected ("valid"/"invalid", ignition-validate's exit status), tree_comparable (valid, and touches
+only files, directories, links, units, users and groups: the test applies it with Ignition's files
+stage and with keel and compares the trees), ignition_error (Ignition's first error, if any).
+Names say what a config exercises; "-apply-fails" marks a valid config Ignition fails to apply.
+
 Usage: generate.py [--check]   (--check: fail if the files on disk differ from a fresh run)
 """
 
