@@ -158,7 +158,7 @@ def valid_files():
     add("file-apply-fails-hash-mismatch", one_version("file-apply-fails-hash-mismatch"),
         files({"path": "/etc/keel/bad", "contents": {"source": data_plain("abc"), "verification": {"hash": sha512(b"abd")}}}), "valid")
     add("file-apply-fails-existing-no-overwrite", one_version("file-apply-fails-existing-no-overwrite"), files({"path": "/etc/motd", "contents": {"source": data_plain("new")}}), "valid")
-    add("file-gzip-hash-of-compressed-fails", one_version("file-gzip-hash-of-compressed-fails", "3.1.0"),
+    add("file-gzip-hash-of-compressed-apply-fails", one_version("file-gzip-hash-of-compressed-apply-fails", "3.1.0"),
         files({"path": "/etc/keel/gzbad", "contents": {"source": data_base64(gzipped(text)), "compression": "gzip", "verification": {"hash": sha256(gzipped(text))}}}), "valid")
     for index in range(6):
         entries = []
