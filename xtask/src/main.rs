@@ -32,6 +32,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("mtools", "writes the first-boot flag into the ESP image without mounting it"),
     ("xfsprogs", "mkfs.xfs for keel.root.fs=xfs, and the reference for growing XFS"),
     ("btrfs-progs", "mkfs.btrfs for keel.root.fs=btrfs, and the reference for growing btrfs"),
+    ("passwd", "useradd and friends: the reference for keel-ignition's users and groups"),
+    ("base-passwd", "Debian's master passwd and group: the base root of the Ignition differential test"),
     ("ignition", "Ignition 2.14 (ignition-validate and the files stage): the reference for keel-ignition"),
     ("g++", "libFuzzer, which the fuzz targets link: libfuzzer-sys builds it from its C++ source"),
 ];

@@ -16,8 +16,9 @@
 //!
 //! What shadow-utils does besides the four files is returned as data or left out: homes to create,
 //! move, re-own and remove are planned here; lastlog, faillog, mail spools, /etc/subuid and
-//! /etc/subgid, the `passwd-`-style backups and nscd are not touched. /etc/default/useradd is not
-//! read: useradd's built-in HOME=/home, SHELL=/bin/bash, GROUP=100 and INACTIVE=-1 apply.
+//! /etc/subgid, the `passwd-`-style backups and nscd are not touched. /etc/default/useradd gives
+//! HOME, SHELL, GROUP and INACTIVE as useradd reads them (useradd_defaults.rs); a non-empty
+//! EXPIRE there is refused, not ignored.
 //!
 //! Deliberate differences from Ignition 2.14 (both checked against its binary):
 //! - for a group that already exists 2.14 runs groupadd, which fails, so a config naming an
@@ -30,11 +31,13 @@
 
 mod login_defs;
 mod table;
+mod useradd_defaults;
 
 use crate::config::latest::{Group, Passwd, User};
 use login_defs::LoginDefs;
 use std::time::{SystemTime, UNIX_EPOCH};
 use table::{members, parse_id, Kind, Table};
+use useradd_defaults::UseraddDefaults;
 
 /// The root's account files as they are before the apply (absent files are empty strings / None).
 #[derive(Clone, Debug, Default)]
@@ -45,6 +48,8 @@ pub struct EtcFiles {
     pub gshadow: Option<String>,
     /// `/etc/login.defs`: UID_MIN, GID_MIN, SYS_UID_MIN, HOME_MODE, UMASK, CREATE_HOME, USERGROUPS_ENAB...
     pub login_defs: Option<String>,
+    /// `/etc/default/useradd`: the default shell, home base, group and INACTIVE.
+    pub useradd_defaults: Option<String>,
 }
 
 /// One account file's new contents, relative to /etc (`passwd`, `shadow`, `group`, `gshadow`).
@@ -156,11 +161,6 @@ const SG_MEMBERS: usize = 3;
 const SHADOWED: &str = "x";
 /// What Ignition passes for a user or group without a password: no password login.
 const NO_PASSWORD: &str = "*";
-/// useradd's built-ins, used because /etc/default/useradd is not read (see the module docs).
-const DEFAULT_HOME_BASE: &str = "/home";
-const DEFAULT_SHELL: &str = "/bin/bash";
-/// Debian's useradd puts a user without a private group into `users` (GROUP=100).
-const DEFAULT_GROUP_ID: u32 = 100;
 const DEFAULT_UMASK: i64 = 0o022;
 /// utmp's name field: useradd's limit for user names; Debian builds groups with the same limit.
 const NAME_MAX_LENGTH: usize = 32;
@@ -343,6 +343,7 @@ struct Accounts {
     group: Table,
     gshadow: Option<Table>,
     defs: LoginDefs,
+    defaults: UseraddDefaults,
     today: i64,
 }
 
@@ -354,6 +355,7 @@ impl Accounts {
             group: Table::parse(Kind::Group, &etc.group),
             gshadow: etc.gshadow.as_deref().map(|text| Table::parse(Kind::Gshadow, text)),
             defs: LoginDefs::parse(etc.login_defs.as_deref().unwrap_or_default()),
+            defaults: UseraddDefaults::parse(etc.useradd_defaults.as_deref()),
             today,
         }
     }
@@ -388,7 +390,8 @@ impl Accounts {
     fn new_shadow_entry(&self, name: &str, password: &str, ageing: bool) -> Vec<String> {
         let age = |key: &str| if ageing { day_field(self.defs.number(key, -1)) } else { String::new() };
         let (min, max, warn) = (age("PASS_MIN_DAYS"), age("PASS_MAX_DAYS"), age("PASS_WARN_AGE"));
-        vec![name.to_string(), password.to_string(), self.last_change(), min, max, warn, String::new(), String::new(), String::new()]
+        let inactive = if ageing { day_field(self.defaults.inactive) } else { String::new() };
+        vec![name.to_string(), password.to_string(), self.last_change(), min, max, warn, inactive, String::new(), String::new()]
     }
 
     fn group_ids(&self) -> Vec<u32> {
@@ -406,6 +409,13 @@ impl Accounts {
             _ => self.group.find(name_or_gid).and_then(|entry| self.group.ids(GR_GID).find(|(index, _, _)| *index == entry)),
         };
         found.map(|(_, name, gid)| (name.to_string(), gid)).ok_or_else(|| error(format!("group {name_or_gid:?} does not exist")))
+    }
+
+    /// /etc/default/useradd's GROUP; useradd warns about one that does not exist and uses its
+    /// built-in instead.
+    fn default_group_id(&self) -> u32 {
+        let built_in = UseraddDefaults::built_in_group().parse().unwrap_or_default();
+        self.resolve_group(&self.defaults.group).map_or(built_in, |(_, gid)| gid)
     }
 
     fn resolve_groups(&self, names: &[String]) -> Result<Vec<String>, UsersError> {
@@ -514,6 +524,9 @@ impl Accounts {
         if let Some(password) = &user.password_hash {
             check_password(password)?;
         }
+        if existing.is_none() && !self.defaults.expire.is_empty() {
+            return Err(error("/etc/default/useradd sets EXPIRE, which keel does not implement: remove it from the image".to_owned()));
+        }
         match existing {
             Some(entry) => self.modify_user(user, entry, plan)?,
             None => self.add_user(user, plan)?,
@@ -538,11 +551,12 @@ impl Accounts {
                 check_absolute("home directory", home)?;
                 home.to_string()
             }
-            None => format!("{DEFAULT_HOME_BASE}/{name}"),
+            None => format!("{}/{name}", self.defaults.home_base),
         };
         let gecos = non_empty(&user.gecos).unwrap_or_default();
         check_field("comment", gecos)?;
-        let shell = non_empty(&user.shell).unwrap_or(DEFAULT_SHELL);
+        let shell = non_empty(&user.shell).unwrap_or(&self.defaults.shell).to_owned();
+        let shell = shell.as_str();
         check_shell(shell)?;
         let password = user.password_hash.as_deref().filter(|password| !password.is_empty()).unwrap_or(NO_PASSWORD);
         let primary_group = non_empty(&user.primary_group).map(|group| self.resolve_group(group)).transpose()?;
@@ -574,7 +588,10 @@ impl Accounts {
             }
             gid
         } else {
-            primary_group.map_or(DEFAULT_GROUP_ID, |(_, gid)| gid)
+            match primary_group {
+                Some((_, gid)) => gid,
+                None => self.default_group_id(),
+            }
         };
 
         let in_passwd = if self.shadow.is_some() { SHADOWED } else { password };
@@ -813,6 +830,7 @@ mod tests {
             group: "root:x:0:\nwheel:x:10:root,core\nusers:x:100:\ncore:x:500:\n".into(),
             gshadow: Some("root:*::\nwheel:*:core:root,core\nusers:*::\ncore:!::\n".into()),
             login_defs: Some(DEFS.into()),
+            useradd_defaults: None,
         }
     }
 
@@ -1101,6 +1119,20 @@ mod tests {
     }
 
     #[test]
+    fn useradd_defaults_give_the_shell_home_base_group_and_inactive_days() {
+        let debian_like = EtcFiles { useradd_defaults: Some("SHELL=/bin/sh\nHOME=/var/home\nGROUP=wheel\nINACTIVE=30\n".into()), ..etc() };
+        let plan = planned(r#"{"users":[{"name":"dora","noUserGroup":true}]}"#, &debian_like).unwrap();
+        assert_eq!(last_line(&plan, "passwd"), "dora:x:1000:10::/var/home/dora:/bin/sh");
+        assert_eq!(last_line(&plan, "shadow"), "dora:*:19675:0:99999:7:30::");
+        let unknown_group = EtcFiles { useradd_defaults: Some("GROUP=nosuch\n".into()), ..etc() };
+        let plan = planned(r#"{"users":[{"name":"dora","noUserGroup":true}]}"#, &unknown_group).unwrap();
+        assert_eq!(last_line(&plan, "passwd"), "dora:x:1000:100::/home/dora:/bin/bash");
+        let expiring = EtcFiles { useradd_defaults: Some("EXPIRE=2030-01-01\n".into()), ..etc() };
+        assert!(planned(r#"{"users":[{"name":"dora"}]}"#, &expiring).is_err());
+        assert!(planned(r#"{"users":[{"name":"core","shell":"/bin/zsh"}]}"#, &expiring).is_ok(), "EXPIRE only matters to new users");
+    }
+
+    #[test]
     fn errors_never_carry_the_password_hash() {
         let error = planned(r#"{"users":[{"name":"x","passwordHash":"$6$SECRET:x"}]}"#, &etc()).unwrap_err();
         assert!(!error.message.contains("SECRET"), "{}", error.message);
@@ -1168,6 +1200,7 @@ mod tests {
                 group: random_text(160),
                 gshadow: Some(random_text(100)),
                 login_defs: Some(format!("UID_MIN {}\nSYS_UID_MAX 0x{}\nHOME_MODE {}\n", random_text(4), random_text(3), random_text(3))),
+                useradd_defaults: Some(format!("GROUP={}\nINACTIVE={}\nSHELL={}\n", random_text(6), random_text(3), random_text(8))),
             };
             for json in configs {
                 let _ = planned(json, &etc);

@@ -122,6 +122,8 @@ enum Root {
 
 fn etc_files(root: Root) -> EtcFiles {
     let debian_defs = fs::read_to_string("/etc/login.defs").ok();
+    // Debian's says SHELL=/bin/sh: the Debian roots carry it, the small ones do not.
+    let debian_useradd = fs::read_to_string("/etc/default/useradd").ok();
     match root {
         Root::Debian => EtcFiles {
             passwd: DEBIAN_PASSWD.into(),
@@ -129,6 +131,7 @@ fn etc_files(root: Root) -> EtcFiles {
             group: DEBIAN_GROUP.into(),
             gshadow: Some(DEBIAN_GSHADOW.into()),
             login_defs: debian_defs,
+            useradd_defaults: debian_useradd,
         },
         Root::Small => EtcFiles {
             passwd: SMALL_PASSWD.into(),
@@ -136,16 +139,23 @@ fn etc_files(root: Root) -> EtcFiles {
             group: SMALL_GROUP.into(),
             gshadow: Some(SMALL_GSHADOW.into()),
             login_defs: Some(SMALL_LOGIN_DEFS.into()),
+            useradd_defaults: None,
         },
-        Root::Unshadowed => {
-            EtcFiles { passwd: DEBIAN_PASSWD.into(), shadow: None, group: DEBIAN_GROUP.into(), gshadow: None, login_defs: debian_defs }
-        }
+        Root::Unshadowed => EtcFiles {
+            passwd: DEBIAN_PASSWD.into(),
+            shadow: None,
+            group: DEBIAN_GROUP.into(),
+            gshadow: None,
+            login_defs: debian_defs,
+            useradd_defaults: debian_useradd,
+        },
         Root::Hostile => EtcFiles {
             passwd: format!("{DEBIAN_PASSWD}broken:x:1001\n# comment\nhuge:x:99999999999:0::/:/bin/sh\n\n+::::::\n"),
             shadow: Some(format!("{DEBIAN_SHADOW}broken\n+::::::::\n")),
             group: format!("{DEBIAN_GROUP}odd:x:notanumber:\n+:::\n"),
             gshadow: Some(format!("{DEBIAN_GSHADOW}+:::\n")),
             login_defs: debian_defs,
+            useradd_defaults: debian_useradd,
         },
         Root::NoLoginDefs => EtcFiles { login_defs: None, ..etc_files(Root::Debian) },
         Root::NoFinalNewline => {
@@ -178,6 +188,10 @@ fn write_root(dir: &Path, etc: &EtcFiles, existing_homes: &[&str]) {
     }
     if let Some(defs) = &etc.login_defs {
         write("login.defs", defs, 0o644);
+    }
+    if let Some(defaults) = &etc.useradd_defaults {
+        fs::create_dir_all(etc_dir.join("default")).unwrap();
+        write("default/useradd", defaults, 0o644);
     }
     for home in existing_homes {
         let path = dir.join(home.trim_start_matches('/'));
