@@ -1,6 +1,7 @@
 //! Helpers the tests of several keel crates share; a dev-dependency (and the VM and fuzz
 //! harnesses'), never part of what keel ships.
 
+pub mod ignition;
 mod loop_device;
 mod sparse_disk;
 
