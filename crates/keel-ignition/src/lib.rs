@@ -9,6 +9,7 @@
 pub mod config;
 pub mod report;
 pub mod resource;
+pub mod root;
 pub mod users;
 
 pub use config::{parse, Latest, ParseError, Parsed, SpecVersion};
