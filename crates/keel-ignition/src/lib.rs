@@ -6,6 +6,7 @@
 //! Every version is translated to the newest one after parsing, so validation, merge and apply
 //! have one set of types; the version a document declared is kept for the rules that depend on it.
 
+pub mod apply;
 pub mod config;
 pub mod report;
 pub mod resource;
