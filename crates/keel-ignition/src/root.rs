@@ -8,12 +8,16 @@
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 /// Symlinks followed while resolving one path before giving up, as the kernel's own limit.
 const MAX_SYMLINK_HOPS: usize = 40;
@@ -49,9 +53,17 @@ pub struct Attrs {
     pub gid: u32,
 }
 
+/// Parent directories kept open: an apply writes many files into few directories, and
+/// resolving each parent anew would cost more than the write.
+const CACHED_DIRECTORIES: usize = 64;
+
 pub struct Root {
     fd: OwnedFd,
     path: PathBuf,
+    /// Directories opened by path. Every fd was opened confined to the root and stays inside
+    /// it; the cache is dropped whenever something is removed, so a path never names a
+    /// directory that has since been replaced.
+    directories: RefCell<HashMap<String, Rc<OwnedFd>>>,
 }
 
 /// The path's components after lexical clean-up of `.` and empty components; `..` is kept,
@@ -135,15 +147,17 @@ fn gid(raw: u32) -> Option<rustix::fs::Gid> {
 }
 
 static TEMPORARY_NAMES: AtomicU64 = AtomicU64::new(0);
+static PROCESS_ID: OnceLock<u32> = OnceLock::new();
 
 fn temporary_name() -> String {
-    format!(".keel-tmp-{}-{}", std::process::id(), TEMPORARY_NAMES.fetch_add(1, Ordering::Relaxed))
+    let process = PROCESS_ID.get_or_init(std::process::id);
+    format!(".keel-tmp-{process}-{}", TEMPORARY_NAMES.fetch_add(1, Ordering::Relaxed))
 }
 
 impl Root {
     pub fn open(path: &Path) -> io::Result<Root> {
         let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
-        Ok(Root { fd, path: path.to_owned() })
+        Ok(Root { fd, path: path.to_owned(), directories: RefCell::new(HashMap::new()) })
     }
 
     /// Where the root is on the host, for messages.
@@ -156,11 +170,20 @@ impl Root {
         Ok(rustix::fs::openat2(&self.fd, relative(path), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), IN_ROOT)?)
     }
 
-    fn parent(&self, path: &str) -> io::Result<(OwnedFd, String)> {
+    fn parent(&self, path: &str) -> io::Result<(Rc<OwnedFd>, String)> {
         let clean_path = clean(path);
         let (parent, name) =
             split_parent(&clean_path).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the root itself is not a file or link"))?;
-        Ok((self.open_dir(parent)?, name.to_owned()))
+        if let Some(dir) = self.directories.borrow().get(parent) {
+            return Ok((Rc::clone(dir), name.to_owned()));
+        }
+        let dir = Rc::new(self.open_dir(parent)?);
+        let mut directories = self.directories.borrow_mut();
+        if directories.len() >= CACHED_DIRECTORIES {
+            directories.clear();
+        }
+        directories.insert(parent.to_owned(), Rc::clone(&dir));
+        Ok((dir, name.to_owned()))
     }
 
     /// The node at `path` without following a final symlink; `None` when nothing is there.
@@ -340,6 +363,7 @@ impl Root {
 
     /// Removes whatever is at `path`, a directory with everything in it; nothing there is fine.
     pub fn remove_all(&self, path: &str) -> io::Result<()> {
+        self.directories.borrow_mut().clear();
         let (dir, name) = match self.parent(path) {
             Ok(found) => found,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
