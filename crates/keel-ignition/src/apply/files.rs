@@ -317,3 +317,223 @@ fn plan_link(planner: &mut Planner, entry: &Entry, link: &Link, owners: &Owners)
     planner.push(at, Op::Symlink { path: path.to_owned(), target: target.to_owned(), owner });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::super::{plan, ErrorKind, APPEND_RECORD};
+    use std::io::Write;
+
+    fn storage(json: &str) -> String {
+        format!(r#"{{"ignition":{{"version":"3.4.0"}},"storage":{json}}}"#)
+    }
+
+    fn plan_error(root: &crate::root::Root, json: &str) -> super::ApplyError {
+        plan(&config(&storage(json)), root, true).unwrap_err()
+    }
+
+    #[test]
+    fn new_nodes_get_ignitions_default_modes_and_root_as_owner() {
+        let (path, root) = fresh_root("defaults");
+        apply(&root, &storage(r#"{"files":[{"path":"/a/b/f","contents":{"source":"data:,x"}}],"directories":[{"path":"/d/e"}]}"#));
+        assert_eq!(mode_owner(&path.join("a/b/f")), (0o644, 0, 0));
+        assert_eq!(mode_owner(&path.join("a")), (0o755, 0, 0));
+        assert_eq!(mode_owner(&path.join("d/e")), (0o755, 0, 0));
+        assert_eq!(std::fs::read_to_string(path.join("a/b/f")).unwrap(), "x");
+    }
+
+    #[test]
+    fn a_directory_entry_is_made_before_the_deeper_file_whatever_the_config_order() {
+        let (path, root) = fresh_root("depth-order");
+        let json = storage(r#"{"files":[{"path":"/p/q/f","contents":{"source":"data:,x"}}],"directories":[{"path":"/p/q","mode":448}]}"#);
+        let plan = apply(&root, &json);
+        assert_eq!(mode_owner(&path.join("p/q")), (0o700, 0, 0));
+        assert!(!plan.to_string().contains("chown/chmod"), "{plan}");
+    }
+
+    #[test]
+    fn only_one_of_user_and_group_keeps_the_other_from_what_is_there() {
+        let (path, root) = fresh_root("owner-half");
+        std::fs::write(path.join("existing"), "x").unwrap();
+        std::os::unix::fs::chown(path.join("existing"), Some(3), Some(4)).unwrap();
+        apply(&root, &storage(r#"{"files":[{"path":"/existing","user":{"id":5}},{"path":"/new","contents":{"source":"data:,"},"group":{"id":6}}]}"#));
+        assert_eq!(mode_owner(&path.join("existing")), (0o644, 5, 4));
+        assert_eq!(mode_owner(&path.join("new")), (0o644, 0, 6));
+    }
+
+    #[test]
+    fn owners_by_name_must_exist_in_the_roots_accounts() {
+        let (_, root) = fresh_root("owner-name");
+        let error = plan_error(&root, r#"{"files":[{"path":"/f","contents":{"source":"data:,"},"user":{"name":"nobody-here"}}]}"#);
+        assert_eq!(error.kind, ErrorKind::UnknownOwner);
+        assert_eq!(error.config_path.as_str(), "$.storage.files[0]");
+        let error = plan_error(&root, r#"{"directories":[{"path":"/d","group":{"name":"nogroup-here"}}]}"#);
+        assert_eq!(error.kind, ErrorKind::UnknownOwner);
+    }
+
+    #[test]
+    fn setuid_is_lost_as_ignitions_chown_after_chmod_loses_it_on_files_but_not_directories() {
+        let (path, root) = fresh_root("setuid");
+        apply(&root, &storage(r#"{"files":[{"path":"/s","mode":2541,"contents":{"source":"data:,"}},{"path":"/g","mode":1460,"contents":{"source":"data:,"}}],
+            "directories":[{"path":"/d","mode":3565}]}"#));
+        assert_eq!(mode_owner(&path.join("s")).0, 0o755);
+        assert_eq!(mode_owner(&path.join("g")).0, 0o2664);
+        assert_eq!(mode_owner(&path.join("d")).0, 0o6755);
+    }
+
+    #[test]
+    fn an_existing_file_with_other_contents_is_refused_without_overwrite_and_kept_when_identical() {
+        let (path, root) = fresh_root("exists");
+        std::fs::write(path.join("f"), "old").unwrap();
+        let error = plan_error(&root, r#"{"files":[{"path":"/f","contents":{"source":"data:,new"}}]}"#);
+        assert_eq!(error.kind, ErrorKind::Exists);
+        assert!(error.to_string().contains("set overwrite to true"), "{error}");
+        let same = plan(&config(&storage(r#"{"files":[{"path":"/f","contents":{"source":"data:,old"}}]}"#)), &root, true).unwrap();
+        assert!(steps_besides_result(&same).is_empty(), "{same}");
+    }
+
+    #[test]
+    fn overwrite_replaces_a_directory_with_the_file() {
+        let (path, root) = fresh_root("overwrite-dir");
+        std::fs::create_dir_all(path.join("f/inner")).unwrap();
+        let refused = plan_error(&root, r#"{"files":[{"path":"/f","contents":{"source":"data:,x"}}]}"#);
+        assert_eq!(refused.kind, ErrorKind::Exists);
+        apply(&root, &storage(r#"{"files":[{"path":"/f","contents":{"source":"data:,x"},"overwrite":true}]}"#));
+        assert_eq!(std::fs::read_to_string(path.join("f")).unwrap(), "x");
+    }
+
+    #[test]
+    fn a_file_without_contents_keeps_what_is_there_and_only_changes_its_mode() {
+        let (path, root) = fresh_root("no-contents");
+        std::fs::write(path.join("f"), "kept").unwrap();
+        let plan = apply(&root, &storage(r#"{"files":[{"path":"/f","mode":384},{"path":"/empty"}]}"#));
+        assert_eq!(std::fs::read_to_string(path.join("f")).unwrap(), "kept");
+        assert_eq!(mode_owner(&path.join("f")).0, 0o600);
+        assert_eq!(std::fs::read(path.join("empty")).unwrap(), b"");
+        assert!(plan.to_string().contains("chown/chmod /f 0600 0:0"), "{plan}");
+    }
+
+    #[test]
+    fn appends_go_after_the_contents_in_order_and_once() {
+        let (path, root) = fresh_root("append");
+        std::fs::write(path.join("etc/existing"), "0").unwrap();
+        std::fs::set_permissions(path.join("etc/existing"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let json = storage(
+            r#"{"files":[{"path":"/etc/existing","append":[{"source":"data:,1"},{"source":"data:,2"}]},
+                         {"path":"/etc/new","append":[{"source":"data:,a"}]},
+                         {"path":"/etc/both","contents":{"source":"data:,c"},"append":[{"source":"data:,d"}]}]}"#,
+        );
+        apply(&root, &json);
+        apply(&root, &json);
+        assert_eq!(std::fs::read_to_string(path.join("etc/existing")).unwrap(), "012");
+        assert_eq!(mode_owner(&path.join("etc/existing")).0, 0o600);
+        assert_eq!(std::fs::read_to_string(path.join("etc/new")).unwrap(), "a");
+        assert_eq!(std::fs::read_to_string(path.join("etc/both")).unwrap(), "cd");
+    }
+
+    #[test]
+    fn a_file_changed_after_its_append_is_appended_to_again() {
+        let (path, root) = fresh_root("append-changed");
+        let json = storage(r#"{"files":[{"path":"/etc/log","append":[{"source":"data:,x"}]}]}"#);
+        apply(&root, &json);
+        assert!(root.xattr("/etc/log", APPEND_RECORD).unwrap().is_some());
+        std::fs::write(path.join("etc/log"), "rewritten").unwrap();
+        apply(&root, &json);
+        assert_eq!(std::fs::read_to_string(path.join("etc/log")).unwrap(), "rewrittenx");
+    }
+
+    #[test]
+    fn gzip_contents_are_decompressed_and_verified() {
+        let (path, root) = fresh_root("gzip");
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(b"hello").unwrap();
+        let gzipped = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, encoder.finish().unwrap());
+        let sha256_hello = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+        apply(&root, &storage(&format!(
+            r#"{{"files":[{{"path":"/z","contents":{{"source":"data:;base64,{gzipped}","compression":"gzip","verification":{{"hash":"sha256-{sha256_hello}"}}}}}}]}}"#
+        )));
+        assert_eq!(std::fs::read_to_string(path.join("z")).unwrap(), "hello");
+        let error = plan_error(&root, &format!(r#"{{"files":[{{"path":"/y","append":[{{"source":"data:,nothello","verification":{{"hash":"sha256-{sha256_hello}"}}}}]}}]}}"#));
+        assert_eq!((error.kind, error.config_path.as_str()), (ErrorKind::Fetch, "$.storage.files[0].append[0]"));
+    }
+
+    #[test]
+    fn soft_links_keep_their_target_verbatim_and_an_existing_one_must_match() {
+        let (path, root) = fresh_root("symlink");
+        apply(&root, &storage(r#"{"links":[{"path":"/l/rel","target":"../etc/./x"},{"path":"/abs","target":"/nowhere"}]}"#));
+        assert_eq!(std::fs::read_link(path.join("l/rel")).unwrap().to_str(), Some("../etc/./x"));
+        let same = plan(&config(&storage(r#"{"links":[{"path":"/l/rel","target":"../etc/x"}]}"#)), &root, true).unwrap();
+        assert!(steps_besides_result(&same).is_empty(), "{same}");
+        let error = plan_error(&root, r#"{"links":[{"path":"/abs","target":"/elsewhere"}]}"#);
+        assert_eq!(error.kind, ErrorKind::Exists);
+        apply(&root, &storage(r#"{"links":[{"path":"/abs","target":"/elsewhere","overwrite":true}]}"#));
+        assert_eq!(std::fs::read_link(path.join("abs")).unwrap().to_str(), Some("/elsewhere"));
+    }
+
+    #[test]
+    fn a_soft_link_is_owned_like_its_target_unless_told_otherwise() {
+        let (path, root) = fresh_root("symlink-owner");
+        std::fs::write(path.join("etc/target"), "").unwrap();
+        std::os::unix::fs::chown(path.join("etc/target"), Some(8), Some(9)).unwrap();
+        apply(&root, &storage(r#"{"links":[{"path":"/to-target","target":"/etc/target"},{"path":"/mine","target":"etc/target","user":{"id":1}},{"path":"/dangling","target":"none"}]}"#));
+        let owner = |name: &str| {
+            let (_, uid, gid) = mode_owner(&path.join(name));
+            (uid, gid)
+        };
+        assert_eq!(owner("to-target"), (8, 9));
+        assert_eq!(owner("mine"), (1, 9));
+        assert_eq!(owner("dangling"), (0, 0));
+    }
+
+    #[test]
+    fn hard_links_come_last_and_may_point_at_deeper_files() {
+        let (path, root) = fresh_root("hardlink");
+        let json = storage(r#"{"links":[{"path":"/h","target":"/a/b/c/f","hard":true}],"files":[{"path":"/a/b/c/f","contents":{"source":"data:,x"}}]}"#);
+        apply(&root, &json);
+        let inode = |name: &str| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path.join(name)).unwrap());
+        assert_eq!(inode("h"), inode("a/b/c/f"));
+        let again = plan(&config(&json), &root, true).unwrap();
+        assert!(steps_besides_result(&again).is_empty(), "{again}");
+        let error = plan_error(&root, r#"{"links":[{"path":"/h2","target":"/missing","hard":true}]}"#);
+        assert_eq!(error.kind, ErrorKind::MissingTarget);
+        std::fs::write(path.join("other"), "").unwrap();
+        let error = plan_error(&root, r#"{"links":[{"path":"/other","target":"/h","hard":true}]}"#);
+        assert_eq!(error.kind, ErrorKind::Exists);
+    }
+
+    #[test]
+    fn an_overwritten_directory_loses_what_the_config_does_not_put_there() {
+        let (path, root) = fresh_root("overwrite-directory");
+        std::fs::create_dir_all(path.join("d/old/deeper")).unwrap();
+        let json = storage(r#"{"directories":[{"path":"/d","overwrite":true}],"files":[{"path":"/d/sub/f","contents":{"source":"data:,x"}}]}"#);
+        apply(&root, &json);
+        assert!(!path.join("d/old").exists());
+        assert_eq!(std::fs::read_to_string(path.join("d/sub/f")).unwrap(), "x");
+        let again = plan(&config(&json), &root, true).unwrap();
+        assert!(steps_besides_result(&again).is_empty(), "{again}");
+        std::fs::write(path.join("d/stray"), "").unwrap();
+        let wipes = plan(&config(&json), &root, true).unwrap();
+        assert!(wipes.to_string().contains("remove /d\n"), "{wipes}");
+    }
+
+    #[test]
+    fn an_existing_directory_keeps_its_mode_unless_one_is_given() {
+        let (path, root) = fresh_root("existing-directory");
+        std::fs::create_dir(path.join("d")).unwrap();
+        std::fs::set_permissions(path.join("d"), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+        std::fs::write(path.join("f"), "").unwrap();
+        apply(&root, &storage(r#"{"directories":[{"path":"/d","group":{"id":3}}]}"#));
+        assert_eq!(mode_owner(&path.join("d")), (0o711, 0, 3));
+        let error = plan_error(&root, r#"{"directories":[{"path":"/f"}]}"#);
+        assert_eq!(error.kind, ErrorKind::Exists);
+    }
+
+    #[test]
+    fn two_entries_reaching_one_path_through_a_symlink_are_an_error() {
+        let (path, root) = fresh_root("duplicate");
+        std::fs::create_dir(path.join("real")).unwrap();
+        std::os::unix::fs::symlink("/real", path.join("alias")).unwrap();
+        let error = plan_error(&root, r#"{"files":[{"path":"/real/f","contents":{"source":"data:,"}},{"path":"/alias/f","contents":{"source":"data:,"}}]}"#);
+        assert_eq!((error.kind, error.config_path.as_str(), error.path.as_str()), (ErrorKind::Duplicate, "$.storage.files[1]", "/real/f"));
+    }
+}

@@ -580,13 +580,8 @@ mod tests {
         let started = Instant::now();
         let plan = plan(&config, &root, true).unwrap();
         let planned = started.elapsed();
-        for step in plan.steps() {
-            execute_op(&root, &step.op).unwrap();
-        }
-        let executed = started.elapsed();
-        root.sync().unwrap();
+        plan.execute(&root).unwrap();
         let total = started.elapsed();
-        eprintln!("executed before sync {executed:?}");
         eprintln!("1000 files: plan {planned:?}, plan and execute {total:?}");
         assert_eq!(std::fs::read_to_string(path.join("srv/d7/f997")).unwrap(), "file 997");
         assert!(total.as_secs_f64() < 2.0, "{total:?}");

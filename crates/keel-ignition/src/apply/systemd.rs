@@ -207,3 +207,101 @@ fn remove_enablement_links(planner: &mut Planner, at: &JsonPath, unit_names: &[S
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::super::{plan, ErrorKind};
+
+    fn units(json: &str) -> String {
+        format!(r#"{{"ignition":{{"version":"3.4.0"}},"systemd":{{"units":{json}}}}}"#)
+    }
+
+    #[test]
+    fn units_and_dropins_are_written_0644_and_empty_contents_write_nothing() {
+        let (path, root) = fresh_root("units");
+        apply(&root, &units(r#"[{"name":"a.service","contents":"[Unit]\n","dropins":[{"name":"x.conf","contents":""},{"name":"none.conf"}]},{"name":"empty.service","contents":""}]"#));
+        let system = path.join("etc/systemd/system");
+        assert_eq!(std::fs::read_to_string(system.join("a.service")).unwrap(), "[Unit]\n");
+        assert_eq!(mode_owner(&system.join("a.service")), (0o644, 0, 0));
+        assert_eq!(std::fs::read(system.join("a.service.d/x.conf")).unwrap(), b"");
+        assert!(!system.join("a.service.d/none.conf").exists());
+        assert!(!system.join("empty.service").exists());
+    }
+
+    #[test]
+    fn an_existing_unit_is_replaced_without_asking() {
+        let (path, root) = fresh_root("unit-replace");
+        let system = path.join("etc/systemd/system");
+        std::fs::create_dir_all(&system).unwrap();
+        std::fs::write(system.join("a.service"), "old").unwrap();
+        std::fs::set_permissions(system.join("a.service"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        apply(&root, &units(r#"[{"name":"a.service","contents":"new"}]"#));
+        assert_eq!(std::fs::read_to_string(system.join("a.service")).unwrap(), "new");
+        assert_eq!(mode_owner(&system.join("a.service")).0, 0o644);
+    }
+
+    #[test]
+    fn mask_links_to_dev_null_and_unmask_removes_only_that_link() {
+        let (path, root) = fresh_root("mask");
+        let system = path.join("etc/systemd/system");
+        std::fs::create_dir_all(&system).unwrap();
+        std::fs::write(system.join("m.service"), "contents go").unwrap();
+        std::os::unix::fs::symlink("/dev/null", system.join("u.service")).unwrap();
+        std::os::unix::fs::symlink("/lib/systemd/system/k.service", system.join("k.service")).unwrap();
+        apply(&root, &units(r#"[{"name":"m.service","mask":true},{"name":"u.service","mask":false},{"name":"k.service","mask":false}]"#));
+        assert_eq!(std::fs::read_link(system.join("m.service")).unwrap().to_str(), Some("/dev/null"));
+        assert!(std::fs::symlink_metadata(system.join("u.service")).is_err());
+        assert!(std::fs::symlink_metadata(system.join("k.service")).is_ok());
+    }
+
+    #[test]
+    fn presets_are_sorted_with_template_instances_on_one_line() {
+        let (path, root) = fresh_root("presets");
+        apply(&root, &units(r#"[{"name":"z.service","enabled":true},{"name":"getty@tty2.service","enabled":true},{"name":"getty@tty1.service","enabled":true},
+            {"name":"b.service","enabled":false},{"name":"getty@tty3.service","enabled":false}]"#));
+        let preset = path.join("etc/systemd/system-preset/20-ignition.preset");
+        assert_eq!(
+            std::fs::read_to_string(&preset).unwrap(),
+            "disable b.service\ndisable getty@.service tty3\nenable getty@.service tty2 tty1\nenable z.service\n"
+        );
+        assert_eq!(mode_owner(&preset), (0o644, 0, 0));
+    }
+
+    #[test]
+    fn presets_are_appended_to_an_existing_file_once() {
+        let (path, root) = fresh_root("preset-append");
+        let presets = path.join("etc/systemd/system-preset");
+        std::fs::create_dir_all(&presets).unwrap();
+        std::fs::write(presets.join("20-ignition.preset"), "enable old.service\n").unwrap();
+        let json = units(r#"[{"name":"a.service","enabled":true}]"#);
+        apply(&root, &json);
+        let again = plan(&config(&json), &root, true).unwrap();
+        assert!(steps_besides_result(&again).is_empty(), "{again}");
+        assert_eq!(std::fs::read_to_string(presets.join("20-ignition.preset")).unwrap(), "enable old.service\nenable a.service\n");
+    }
+
+    #[test]
+    fn disabling_removes_the_units_enablement_symlinks_and_nothing_else() {
+        let (path, root) = fresh_root("disable");
+        let system = path.join("etc/systemd/system");
+        std::fs::create_dir_all(system.join("multi-user.target.wants")).unwrap();
+        std::os::unix::fs::symlink("/lib/systemd/system/b.service", system.join("multi-user.target.wants/b.service")).unwrap();
+        std::os::unix::fs::symlink("/lib/systemd/system/c.service", system.join("multi-user.target.wants/c.service")).unwrap();
+        std::os::unix::fs::symlink("/lib/systemd/system/b.service", system.join("alias-of-b.service")).unwrap();
+        std::os::unix::fs::symlink("/lib/systemd/system/x@.service", system.join("multi-user.target.wants/x@one.service")).unwrap();
+        apply(&root, &units(r#"[{"name":"b.service","enabled":false},{"name":"x@one.service","enabled":false}]"#));
+        assert!(std::fs::symlink_metadata(system.join("multi-user.target.wants/b.service")).is_err());
+        assert!(std::fs::symlink_metadata(system.join("alias-of-b.service")).is_err());
+        assert!(std::fs::symlink_metadata(system.join("multi-user.target.wants/x@one.service")).is_err());
+        assert!(std::fs::symlink_metadata(system.join("multi-user.target.wants/c.service")).is_ok());
+    }
+
+    #[test]
+    fn a_directory_where_a_unit_goes_is_an_error() {
+        let (path, root) = fresh_root("unit-dir");
+        std::fs::create_dir_all(path.join("etc/systemd/system/a.service")).unwrap();
+        let error = plan(&config(&units(r#"[{"name":"a.service","contents":"x"}]"#)), &root, true).unwrap_err();
+        assert_eq!((error.kind, error.config_path.as_str()), (ErrorKind::WrongType, "$.systemd.units[0]"));
+    }
+}
