@@ -297,25 +297,23 @@ impl Root {
     pub fn create_dir(&self, path: &str, attrs: Attrs) -> io::Result<()> {
         let (dir, name) = self.parent(path)?;
         rustix::fs::mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o700))?;
-        let created = rustix::fs::openat(&dir, name.as_str(), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+        let created =
+            rustix::fs::openat(&dir, name.as_str(), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
         rustix::fs::fchown(&created, uid(attrs.uid), gid(attrs.gid))?;
         rustix::fs::fchmod(&created, Mode::from_raw_mode(attrs.mode))?;
         Ok(())
     }
 
     /// Gives an existing node its owner, then its mode (a symlink has no mode of its own).
-    pub fn set_attrs(&self, path: &str, mode: Option<u32>, owner: (u32, u32)) -> io::Result<()> {
+    pub fn set_attrs(&self, path: &str, attrs: Attrs) -> io::Result<()> {
         let (dir, name) = self.parent(path)?;
         let stat = rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)?;
         if kind_of(FileType::from_raw_mode(stat.st_mode)) == Kind::Symlink {
-            return Ok(rustix::fs::chownat(&dir, name.as_str(), uid(owner.0), gid(owner.1), AtFlags::SYMLINK_NOFOLLOW)?);
+            return Ok(rustix::fs::chownat(&dir, name.as_str(), uid(attrs.uid), gid(attrs.gid), AtFlags::SYMLINK_NOFOLLOW)?);
         }
         let fd = rustix::fs::openat(&dir, name.as_str(), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())?;
-        rustix::fs::fchown(&fd, uid(owner.0), gid(owner.1))?;
-        if let Some(mode) = mode {
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
-        }
-        Ok(())
+        rustix::fs::fchown(&fd, uid(attrs.uid), gid(attrs.gid))?;
+        Ok(rustix::fs::fchmod(&fd, Mode::from_raw_mode(attrs.mode))?)
     }
 
     /// Replaces whatever file is at `path` with `contents`: written to a temporary name in the
@@ -494,9 +492,9 @@ pub(crate) mod tests {
         std::os::unix::fs::symlink(outside.join("sentinel"), root_path.join("file")).unwrap();
         root.write_file("/file", b"new", ROOT_OWNED, None).unwrap();
         assert_eq!(std::fs::read_to_string(root_path.join("file")).unwrap(), "new");
-        root.set_attrs("/file", Some(0o600), (0, 0)).unwrap();
+        root.set_attrs("/file", Attrs { mode: 0o600, uid: 0, gid: 0 }).unwrap();
         std::os::unix::fs::symlink(outside.join("sentinel"), root_path.join("link")).unwrap();
-        root.set_attrs("/link", Some(0o777), (5, 5)).unwrap();
+        root.set_attrs("/link", Attrs { mode: 0o777, uid: 5, gid: 5 }).unwrap();
         assert_eq!(std::fs::metadata(outside.join("sentinel")).unwrap().uid(), 0);
         root.remove_all("/link").unwrap();
         outside_untouched(&outside);

@@ -20,27 +20,48 @@ pub(crate) struct Owners {
 
 impl Owners {
     /// The owner a node gets: ids win over names, a field left out keeps `default`'s.
-    fn resolve(&self, at: &JsonPath, path: &str, user: Option<&NodeUser>, group: Option<&NodeGroup>, default: (u32, u32)) -> Result<(u32, u32), ApplyError> {
-        let uid = match user {
-            Some(NodeUser { id: Some(id), .. }) => id_of(at, path, "user.id", *id)?,
-            Some(NodeUser { name: Some(name), .. }) if !name.is_empty() => users::uid_by_name(&self.passwd, name).ok_or_else(|| {
-                ApplyError::new(at, path, ErrorKind::UnknownOwner, format!("no user {name:?} in the root's /etc/passwd: add it under passwd.users or give user.id"))
-            })?,
-            _ => default.0,
-        };
-        let gid = match group {
-            Some(NodeGroup { id: Some(id), .. }) => id_of(at, path, "group.id", *id)?,
-            Some(NodeGroup { name: Some(name), .. }) if !name.is_empty() => users::gid_by_name(&self.group, name).ok_or_else(|| {
-                ApplyError::new(at, path, ErrorKind::UnknownOwner, format!("no group {name:?} in the root's /etc/group: add it under passwd.groups or give group.id"))
-            })?,
-            _ => default.1,
-        };
+    fn resolve(
+        &self,
+        at: &JsonPath,
+        path: &str,
+        user: Option<&NodeUser>,
+        group: Option<&NodeGroup>,
+        default: (u32, u32),
+    ) -> Result<(u32, u32), ApplyError> {
+        let user_name = user.and_then(|user| user.name.as_deref());
+        let group_name = group.and_then(|group| group.name.as_deref());
+        let uid = owner_id(at, path, "user", user.and_then(|user| user.id), user_name, default.0, |name| users::uid_by_name(&self.passwd, name))?;
+        let gid = owner_id(at, path, "group", group.and_then(|group| group.id), group_name, default.1, |name| users::gid_by_name(&self.group, name))?;
         Ok((uid, gid))
     }
 }
 
-fn id_of(at: &JsonPath, path: &str, field: &str, id: i64) -> Result<u32, ApplyError> {
-    u32::try_from(id).map_err(|_| ApplyError::new(at, path, ErrorKind::UnknownOwner, format!("{field} {id} is not a valid id")))
+/// One half of an owner: the id if given, else the name looked up in the account file (passwd
+/// for "user", group for "group"), else `default`.
+fn owner_id(
+    at: &JsonPath,
+    path: &str,
+    field: &str,
+    id: Option<i64>,
+    name: Option<&str>,
+    default: u32,
+    lookup: impl Fn(&str) -> Option<u32>,
+) -> Result<u32, ApplyError> {
+    let file = if field == "user" { "passwd" } else { "group" };
+    match (id, name) {
+        (Some(id), _) => {
+            u32::try_from(id).map_err(|_| ApplyError::new(at, path, ErrorKind::UnknownOwner, format!("{field}.id {id} is not a valid id")))
+        }
+        (None, Some(name)) if !name.is_empty() => lookup(name).ok_or_else(|| {
+            ApplyError::new(
+                at,
+                path,
+                ErrorKind::UnknownOwner,
+                format!("no {field} {name:?} in the root's /etc/{file}: add it under passwd.{field}s or give {field}.id"),
+            )
+        }),
+        _ => Ok(default),
+    }
 }
 
 /// The mode a regular file ends with in Ignition, which sets the mode and then the owner:
@@ -75,7 +96,8 @@ pub(crate) fn plan_storage(planner: &mut Planner, storage: &Storage, owners: &Ow
     let mut entries = Vec::new();
     let mut hard_links = Vec::new();
     let mut seen: HashMap<String, JsonPath> = HashMap::new();
-    let directories = storage.directories.iter().flatten().enumerate().map(|(index, entry)| ("directories", index, &entry.path, EntryKind::Directory(entry)));
+    let directories =
+        storage.directories.iter().flatten().enumerate().map(|(index, entry)| ("directories", index, &entry.path, EntryKind::Directory(entry)));
     let files = storage.files.iter().flatten().enumerate().map(|(index, entry)| ("files", index, &entry.path, EntryKind::File(entry)));
     let links = storage.links.iter().flatten().enumerate().map(|(index, entry)| ("links", index, &entry.path, EntryKind::Link(entry)));
     for (list, index, path, kind) in directories.chain(files).chain(links) {
@@ -156,7 +178,8 @@ fn plan_file(planner: &mut Planner, entry: &Entry, file: &File, owners: &Owners)
             if node.kind != Kind::File {
                 planner.push(at, Op::Remove { path: path.to_owned() });
             }
-            planner.push(at, Op::WriteFile { path: path.to_owned(), contents: Contents { bytes: desired, secret: false }, attrs, record_append: false });
+            planner
+                .push(at, Op::WriteFile { path: path.to_owned(), contents: Contents { bytes: desired, secret: false }, attrs, record_append: false });
             return Ok(());
         }
         Some(node) if node.kind != Kind::File => return Err(exists_error(entry, &node, "")),
@@ -234,7 +257,8 @@ fn plan_directory(planner: &mut Planner, entry: &Entry, directory: &Directory, o
 /// True when everything under the on-disk directory `path` is something the config writes, or
 /// a directory Ignition would create on the way to one (0755, root's).
 fn holds_only_written(planner: &Planner, at: &JsonPath, path: &str, written: &Written) -> Result<bool, ApplyError> {
-    let names = planner.root().list_dir(path).map_err(|error| ApplyError::new(at, path, ErrorKind::Io, format!("cannot list the directory: {error}")))?;
+    let names =
+        planner.root().list_dir(path).map_err(|error| ApplyError::new(at, path, ErrorKind::Io, format!("cannot list the directory: {error}")))?;
     for name in names {
         let child = if path == "/" { format!("/{name}") } else { format!("{path}/{name}") };
         let Some(node) = planner.probe(at, &child)? else { continue };
@@ -279,7 +303,12 @@ fn plan_link(planner: &mut Planner, entry: &Entry, link: &Link, owners: &Owners)
             None => {}
         }
         if target_node.is_none() {
-            return Err(ApplyError::new(at, path, ErrorKind::MissingTarget, format!("the hard link's target {target_path} does not exist: create it first")));
+            return Err(ApplyError::new(
+                at,
+                path,
+                ErrorKind::MissingTarget,
+                format!("the hard link's target {target_path} does not exist: create it first"),
+            ));
         }
         planner.ensure_parents(at, path, default_dir_attrs())?;
         planner.push(at, Op::HardLink { path: path.to_owned(), target: target_path });
@@ -374,8 +403,13 @@ mod tests {
     #[test]
     fn setuid_is_lost_as_ignitions_chown_after_chmod_loses_it_on_files_but_not_directories() {
         let (path, root) = fresh_root("setuid");
-        apply(&root, &storage(r#"{"files":[{"path":"/s","mode":2541,"contents":{"source":"data:,"}},{"path":"/g","mode":1460,"contents":{"source":"data:,"}}],
-            "directories":[{"path":"/d","mode":3565}]}"#));
+        apply(
+            &root,
+            &storage(
+                r#"{"files":[{"path":"/s","mode":2541,"contents":{"source":"data:,"}},{"path":"/g","mode":1460,"contents":{"source":"data:,"}}],
+            "directories":[{"path":"/d","mode":3565}]}"#,
+            ),
+        );
         assert_eq!(mode_owner(&path.join("s")).0, 0o755);
         assert_eq!(mode_owner(&path.join("g")).0, 0o2664);
         assert_eq!(mode_owner(&path.join("d")).0, 0o6755);
@@ -449,11 +483,17 @@ mod tests {
         encoder.write_all(b"hello").unwrap();
         let gzipped = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, encoder.finish().unwrap());
         let sha256_hello = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
-        apply(&root, &storage(&format!(
-            r#"{{"files":[{{"path":"/z","contents":{{"source":"data:;base64,{gzipped}","compression":"gzip","verification":{{"hash":"sha256-{sha256_hello}"}}}}}}]}}"#
-        )));
+        apply(
+            &root,
+            &storage(&format!(
+                r#"{{"files":[{{"path":"/z","contents":{{"source":"data:;base64,{gzipped}","compression":"gzip","verification":{{"hash":"sha256-{sha256_hello}"}}}}}}]}}"#
+            )),
+        );
         assert_eq!(std::fs::read_to_string(path.join("z")).unwrap(), "hello");
-        let error = plan_error(&root, &format!(r#"{{"files":[{{"path":"/y","append":[{{"source":"data:,nothello","verification":{{"hash":"sha256-{sha256_hello}"}}}}]}}]}}"#));
+        let error = plan_error(
+            &root,
+            &format!(r#"{{"files":[{{"path":"/y","append":[{{"source":"data:,nothello","verification":{{"hash":"sha256-{sha256_hello}"}}}}]}}]}}"#),
+        );
         assert_eq!((error.kind, error.config_path.as_str()), (ErrorKind::Fetch, "$.storage.files[0].append[0]"));
     }
 
@@ -475,7 +515,12 @@ mod tests {
         let (path, root) = fresh_root("symlink-owner");
         std::fs::write(path.join("etc/target"), "").unwrap();
         std::os::unix::fs::chown(path.join("etc/target"), Some(8), Some(9)).unwrap();
-        apply(&root, &storage(r#"{"links":[{"path":"/to-target","target":"/etc/target"},{"path":"/mine","target":"etc/target","user":{"id":1}},{"path":"/dangling","target":"none"}]}"#));
+        apply(
+            &root,
+            &storage(
+                r#"{"links":[{"path":"/to-target","target":"/etc/target"},{"path":"/mine","target":"etc/target","user":{"id":1}},{"path":"/dangling","target":"none"}]}"#,
+            ),
+        );
         let owner = |name: &str| {
             let (_, uid, gid) = mode_owner(&path.join(name));
             (uid, gid)
@@ -488,7 +533,8 @@ mod tests {
     #[test]
     fn hard_links_come_last_and_may_point_at_deeper_files() {
         let (path, root) = fresh_root("hardlink");
-        let json = storage(r#"{"links":[{"path":"/h","target":"/a/b/c/f","hard":true}],"files":[{"path":"/a/b/c/f","contents":{"source":"data:,x"}}]}"#);
+        let json =
+            storage(r#"{"links":[{"path":"/h","target":"/a/b/c/f","hard":true}],"files":[{"path":"/a/b/c/f","contents":{"source":"data:,x"}}]}"#);
         apply(&root, &json);
         let inode = |name: &str| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path.join(name)).unwrap());
         assert_eq!(inode("h"), inode("a/b/c/f"));
@@ -533,7 +579,8 @@ mod tests {
         let (path, root) = fresh_root("duplicate");
         std::fs::create_dir(path.join("real")).unwrap();
         std::os::unix::fs::symlink("/real", path.join("alias")).unwrap();
-        let error = plan_error(&root, r#"{"files":[{"path":"/real/f","contents":{"source":"data:,"}},{"path":"/alias/f","contents":{"source":"data:,"}}]}"#);
+        let error =
+            plan_error(&root, r#"{"files":[{"path":"/real/f","contents":{"source":"data:,"}},{"path":"/alias/f","contents":{"source":"data:,"}}]}"#);
         assert_eq!((error.kind, error.config_path.as_str(), error.path.as_str()), (ErrorKind::Duplicate, "$.storage.files[1]", "/real/f"));
     }
 }

@@ -114,14 +114,34 @@ impl fmt::Display for Contents {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     /// Whatever is at the path goes, a directory with everything in it.
-    Remove { path: String },
-    CreateDir { path: String, attrs: Attrs },
+    Remove {
+        path: String,
+    },
+    CreateDir {
+        path: String,
+        attrs: Attrs,
+    },
     /// Owner, then mode (a symlink's mode is not its own and stays).
-    SetAttrs { path: String, attrs: Attrs },
+    SetAttrs {
+        path: String,
+        attrs: Attrs,
+    },
     /// The whole file, replaced atomically; `record_append` marks it with [`APPEND_RECORD`].
-    WriteFile { path: String, contents: Contents, attrs: Attrs, record_append: bool },
-    Symlink { path: String, target: String, owner: (u32, u32) },
-    HardLink { path: String, target: String },
+    WriteFile {
+        path: String,
+        contents: Contents,
+        attrs: Attrs,
+        record_append: bool,
+    },
+    Symlink {
+        path: String,
+        target: String,
+        owner: (u32, u32),
+    },
+    HardLink {
+        path: String,
+        target: String,
+    },
 }
 
 fn octal_owner(attrs: &Attrs) -> String {
@@ -194,9 +214,7 @@ fn execute_op(root: &Root, op: &Op) -> Result<(), OpError> {
     match op {
         Op::Remove { path } => root.remove_all(path).map_err(failed(path, "remove what is there")),
         Op::CreateDir { path, attrs } => root.create_dir(path, *attrs).map_err(failed(path, "create the directory")),
-        Op::SetAttrs { path, attrs } => {
-            root.set_attrs(path, Some(attrs.mode), (attrs.uid, attrs.gid)).map_err(failed(path, "set owner and mode"))
-        }
+        Op::SetAttrs { path, attrs } => root.set_attrs(path, *attrs).map_err(failed(path, "set owner and mode")),
         Op::WriteFile { path, contents, attrs, record_append } => {
             let record = record_append.then(|| sha256_hex(&contents.bytes));
             let xattr = record.as_deref().map(|hash| (APPEND_RECORD, hash.as_bytes()));
@@ -280,6 +298,10 @@ impl<'r> Planner<'r> {
     }
 
     pub(crate) fn probe(&self, at: &JsonPath, path: &str) -> Result<Option<Node>, ApplyError> {
+        self.current(path).map_err(|error| ApplyError::io(at, path, "look at what is there", &error))
+    }
+
+    fn current(&self, path: &str) -> io::Result<Option<Node>> {
         match self.future.get(path) {
             Some(Future::Node(node)) => return Ok(Some(node.clone())),
             Some(Future::Gone) => return Ok(None),
@@ -288,8 +310,7 @@ impl<'r> Planner<'r> {
         if self.removed.iter().any(|removed| is_under(path, removed)) {
             return Ok(None);
         }
-        let meta = self.root.lstat(path).map_err(|error| ApplyError::io(at, path, "look at what is there", &error))?;
-        Ok(meta.map(|meta| Node {
+        Ok(self.root.lstat(path)?.map(|meta| Node {
             kind: meta.kind,
             attrs: Attrs { mode: meta.mode, uid: meta.uid, gid: meta.gid },
             on_disk: Some(meta),
@@ -331,16 +352,7 @@ impl<'r> Planner<'r> {
             }
             Op::CreateDir { path, attrs } => Some((path.clone(), planned_node(Kind::Dir, *attrs, None))),
             Op::SetAttrs { path, attrs } => {
-                let current = match self.future.get(path) {
-                    Some(Future::Node(node)) => Some(node.clone()),
-                    _ => self.root.lstat(path).ok().flatten().map(|meta| Node {
-                        kind: meta.kind,
-                        attrs: Attrs { mode: meta.mode, uid: meta.uid, gid: meta.gid },
-                        on_disk: Some(meta),
-                        planned: None,
-                    }),
-                };
-                current.map(|node| (path.clone(), Future::Node(Node { attrs: *attrs, ..node })))
+                self.current(path).ok().flatten().map(|node| (path.clone(), Future::Node(Node { attrs: *attrs, ..node })))
             }
             Op::WriteFile { path, contents, attrs, .. } => {
                 Some((path.clone(), planned_node(Kind::File, *attrs, Some(Planned::Contents(contents.bytes.clone())))))
@@ -349,17 +361,9 @@ impl<'r> Planner<'r> {
                 let attrs = Attrs { mode: 0o777, uid: owner.0, gid: owner.1 };
                 Some((path.clone(), planned_node(Kind::Symlink, attrs, Some(Planned::Target(target.clone())))))
             }
+            // The link shares the target's inode, but not as a node on disk at its own path.
             Op::HardLink { path, target } => {
-                let shared = match self.future.get(target) {
-                    Some(Future::Node(node)) => Some(node.clone()),
-                    _ => self.root.lstat(target).ok().flatten().map(|meta| Node {
-                        kind: meta.kind,
-                        attrs: Attrs { mode: meta.mode, uid: meta.uid, gid: meta.gid },
-                        on_disk: None,
-                        planned: None,
-                    }),
-                };
-                shared.map(|node| (path.clone(), Future::Node(Node { on_disk: None, ..node })))
+                self.current(target).ok().flatten().map(|node| (path.clone(), Future::Node(Node { on_disk: None, ..node })))
             }
         };
         if let Some((path, future)) = touched {
@@ -573,8 +577,9 @@ mod tests {
     #[test]
     fn a_thousand_files_plan_and_execute_in_milliseconds() {
         let (path, root) = fresh_root("thousand");
-        let files: Vec<String> =
-            (0..1000).map(|index| format!(r#"{{"path":"/srv/d{}/f{index}","contents":{{"source":"data:,file%20{index}"}},"mode":384}}"#, index % 10)).collect();
+        let files: Vec<String> = (0..1000)
+            .map(|index| format!(r#"{{"path":"/srv/d{}/f{index}","contents":{{"source":"data:,file%20{index}"}},"mode":384}}"#, index % 10))
+            .collect();
         let json = format!(r#"{{"ignition":{{"version":"3.3.0"}},"storage":{{"files":[{}]}}}}"#, files.join(","));
         let config = config(&json);
         let started = Instant::now();

@@ -39,7 +39,8 @@ pub(crate) fn plan_result(planner: &mut Planner, user_config_provided: bool) -> 
         }
         _ => None,
     };
-    let boot_id = std::fs::read_to_string(BOOT_ID).map_err(|error| ApplyError::new(&at, BOOT_ID, ErrorKind::Io, format!("cannot read the boot id: {error}")))?;
+    let boot_id = std::fs::read_to_string(BOOT_ID)
+        .map_err(|error| ApplyError::new(&at, BOOT_ID, ErrorKind::Io, format!("cannot read the boot id: {error}")))?;
     let seconds = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs());
     let result = ResultFile {
         provisioning_boot_id: boot_id.trim().to_owned(),
@@ -47,7 +48,8 @@ pub(crate) fn plan_result(planner: &mut Planner, user_config_provided: bool) -> 
         user_config_provided,
         previous_report,
     };
-    let mut bytes = serde_json::to_vec_pretty(&result).map_err(|error| ApplyError::new(&at, &path, ErrorKind::Io, format!("cannot encode the result: {error}")))?;
+    let mut bytes = serde_json::to_vec_pretty(&result)
+        .map_err(|error| ApplyError::new(&at, &path, ErrorKind::Io, format!("cannot encode the result: {error}")))?;
     bytes.push(b'\n');
     match existing {
         Some(node) if node.kind != Kind::File => planner.push(&at, Op::Remove { path: path.clone() }),
@@ -106,5 +108,38 @@ mod tests {
         assert_eq!(text, "{\n  \"provisioningBootID\": \"id\",\n  \"provisioningDate\": \"date\",\n  \"userConfigProvided\": true\n}");
         let nested = ResultFile { previous_report: Some(serde_json::json!({"b": 1, "a": {}})), ..result };
         assert!(serde_json::to_string_pretty(&nested).unwrap().ends_with("\"previousReport\": {\n    \"a\": {},\n    \"b\": 1\n  }\n}"));
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::super::test_support::*;
+    use super::super::{plan, ErrorKind};
+
+    const EMPTY: &str = r#"{"ignition":{"version":"3.3.0"}}"#;
+
+    #[test]
+    fn the_result_file_is_0600_and_a_rerun_nests_the_previous_one() {
+        let (path, root) = fresh_root("result");
+        let first = apply(&root, EMPTY);
+        assert_eq!(first.steps().len(), 1);
+        let result = path.join("etc/.ignition-result.json");
+        assert_eq!(mode_owner(&result), (0o600, 0, 0));
+        let text = std::fs::read_to_string(&result).unwrap();
+        assert!(text.starts_with("{\n  \"provisioningBootID\": \"") && text.ends_with("\"userConfigProvided\": true\n}\n"), "{text}");
+        assert!(!text.contains("previousReport"));
+        let plan = plan(&config(EMPTY), &root, false).unwrap();
+        plan.execute(&root).unwrap();
+        let rerun: serde_json::Value = serde_json::from_slice(&std::fs::read(&result).unwrap()).unwrap();
+        assert_eq!(rerun["userConfigProvided"], false);
+        assert_eq!(rerun["previousReport"]["userConfigProvided"], true);
+    }
+
+    #[test]
+    fn a_previous_result_that_is_not_json_is_an_error() {
+        let (path, root) = fresh_root("result-bad");
+        std::fs::write(path.join("etc/.ignition-result.json"), "not json").unwrap();
+        let error = plan(&config(EMPTY), &root, true).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::PreviousResult);
     }
 }

@@ -121,9 +121,12 @@ pub(crate) fn plan_units(planner: &mut Planner, systemd: &Systemd) -> Result<(),
     let path = planner.resolve(&units_at, PRESET_FILE)?;
     let existing = planner.probe(&units_at, &path)?;
     match existing {
-        Some(node) if node.kind != Kind::File => {
-            Err(ApplyError::new(&units_at, &path, ErrorKind::WrongType, format!("a {} is where the preset file goes: remove it", kind_name(node.kind))))
-        }
+        Some(node) if node.kind != Kind::File => Err(ApplyError::new(
+            &units_at,
+            &path,
+            ErrorKind::WrongType,
+            format!("a {} is where the preset file goes: remove it", kind_name(node.kind)),
+        )),
         Some(node) => {
             let attrs = node.attrs;
             planner.plan_append(&units_at, &path, Some(&node), lines.as_bytes(), attrs, false)
@@ -142,7 +145,12 @@ fn write_replacing(planner: &mut Planner, at: &JsonPath, path: &str, contents: &
         Some(_) => {}
         None => planner.ensure_parents(at, path, default_dir_attrs())?,
     }
-    let op = Op::WriteFile { path: path.to_owned(), contents: Contents { bytes: contents.to_vec(), secret: false }, attrs: UNIT_ATTRS, record_append: false };
+    let op = Op::WriteFile {
+        path: path.to_owned(),
+        contents: Contents { bytes: contents.to_vec(), secret: false },
+        attrs: UNIT_ATTRS,
+        record_append: false,
+    };
     planner.push(at, op);
     Ok(())
 }
@@ -150,7 +158,9 @@ fn write_replacing(planner: &mut Planner, at: &JsonPath, path: &str, contents: &
 fn is_mask(planner: &Planner, at: &JsonPath, path: &str) -> Result<Option<bool>, ApplyError> {
     match planner.probe(at, path)? {
         None => Ok(None),
-        Some(node) if node.kind == Kind::Symlink => Ok(Some(planner.link_target(at, path, &node)? == MASK_TARGET && node.attrs.uid == 0 && node.attrs.gid == 0)),
+        Some(node) if node.kind == Kind::Symlink => {
+            Ok(Some(planner.link_target(at, path, &node)? == MASK_TARGET && node.attrs.uid == 0 && node.attrs.gid == 0))
+        }
         Some(_) => Ok(Some(false)),
     }
 }
@@ -166,10 +176,12 @@ fn mask(planner: &mut Planner, at: &JsonPath, path: &str) -> Result<(), ApplyErr
 }
 
 fn unmask(planner: &mut Planner, at: &JsonPath, path: &str) -> Result<(), ApplyError> {
-    if let Some(node) = planner.probe(at, path)? {
-        if node.kind == Kind::Symlink && planner.link_target(at, path, &node)? == MASK_TARGET {
-            planner.push(at, Op::Remove { path: path.to_owned() });
-        }
+    let masked = match planner.probe(at, path)? {
+        Some(node) if node.kind == Kind::Symlink => planner.link_target(at, path, &node)? == MASK_TARGET,
+        _ => false,
+    };
+    if masked {
+        planner.push(at, Op::Remove { path: path.to_owned() });
     }
     Ok(())
 }
@@ -178,7 +190,10 @@ fn unmask(planner: &mut Planner, at: &JsonPath, path: &str) -> Result<(), ApplyE
 /// dependency directories of other units, and aliases (symlinks that name another unit and
 /// point at one of these).
 fn remove_enablement_links(planner: &mut Planner, at: &JsonPath, unit_names: &[String]) -> Result<(), ApplyError> {
-    let units_dir = planner.resolve(at, &format!("{UNITS_DIR}/x"))?.trim_end_matches("/x").to_owned();
+    // Resolving a name inside the directory resolves the directory itself, as a parent.
+    let inside = planner.resolve(at, &format!("{UNITS_DIR}/name"))?;
+    let Some((units_dir, _)) = crate::root::split_parent(&inside) else { return Ok(()) };
+    let units_dir = units_dir.to_owned();
     let Some(node) = planner.probe(at, &units_dir)? else { return Ok(()) };
     if node.kind != Kind::Dir || node.on_disk.is_none() {
         return Ok(());
@@ -220,7 +235,12 @@ mod tests {
     #[test]
     fn units_and_dropins_are_written_0644_and_empty_contents_write_nothing() {
         let (path, root) = fresh_root("units");
-        apply(&root, &units(r#"[{"name":"a.service","contents":"[Unit]\n","dropins":[{"name":"x.conf","contents":""},{"name":"none.conf"}]},{"name":"empty.service","contents":""}]"#));
+        apply(
+            &root,
+            &units(
+                r#"[{"name":"a.service","contents":"[Unit]\n","dropins":[{"name":"x.conf","contents":""},{"name":"none.conf"}]},{"name":"empty.service","contents":""}]"#,
+            ),
+        );
         let system = path.join("etc/systemd/system");
         assert_eq!(std::fs::read_to_string(system.join("a.service")).unwrap(), "[Unit]\n");
         assert_eq!(mode_owner(&system.join("a.service")), (0o644, 0, 0));
@@ -258,8 +278,13 @@ mod tests {
     #[test]
     fn presets_are_sorted_with_template_instances_on_one_line() {
         let (path, root) = fresh_root("presets");
-        apply(&root, &units(r#"[{"name":"z.service","enabled":true},{"name":"getty@tty2.service","enabled":true},{"name":"getty@tty1.service","enabled":true},
-            {"name":"b.service","enabled":false},{"name":"getty@tty3.service","enabled":false}]"#));
+        apply(
+            &root,
+            &units(
+                r#"[{"name":"z.service","enabled":true},{"name":"getty@tty2.service","enabled":true},{"name":"getty@tty1.service","enabled":true},
+            {"name":"b.service","enabled":false},{"name":"getty@tty3.service","enabled":false}]"#,
+            ),
+        );
         let preset = path.join("etc/systemd/system-preset/20-ignition.preset");
         assert_eq!(
             std::fs::read_to_string(&preset).unwrap(),
