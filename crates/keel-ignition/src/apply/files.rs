@@ -315,14 +315,17 @@ fn plan_link(planner: &mut Planner, entry: &Entry, link: &Link, owners: &Owners)
         return Ok(());
     }
 
-    // Ignition's default owner for a symlink is what stat() finds through it: the target's.
-    let target_in_root = match target.strip_prefix('/') {
-        Some(_) => root::clean(target),
-        None => root::clean(&format!("{}/{target}", root::split_parent(path).map_or("/", |(parent, _)| parent))),
-    };
-    let target_owner = match planner.probe(at, &target_in_root)? {
-        Some(node) if node.kind != Kind::Symlink => (node.attrs.uid, node.attrs.gid),
-        _ => planner.root().stat(&target_in_root).ok().flatten().map_or(ROOT_OWNER, |meta| (meta.uid, meta.gid)),
+    // Ignition's default owner for a symlink is what stat() finds through it, from outside the
+    // root: a relative target is the root's file, an absolute one the initrd's, which is root's
+    // (or missing, which Ignition also takes as root's).
+    let target_owner = if target.starts_with('/') {
+        ROOT_OWNER
+    } else {
+        let target_in_root = root::clean(&format!("{}/{target}", root::split_parent(path).map_or("/", |(parent, _)| parent)));
+        match planner.probe(at, &target_in_root)? {
+            Some(node) if node.kind != Kind::Symlink => (node.attrs.uid, node.attrs.gid),
+            _ => planner.root().stat(&target_in_root).ok().flatten().map_or(ROOT_OWNER, |meta| (meta.uid, meta.gid)),
+        }
     };
     let owner = owners.resolve(at, path, link.user.as_ref(), link.group.as_ref(), target_owner)?;
     match existing {
@@ -511,14 +514,15 @@ mod tests {
     }
 
     #[test]
-    fn a_soft_link_is_owned_like_its_target_unless_told_otherwise() {
+    fn a_soft_link_with_a_relative_target_is_owned_like_the_target_unless_told_otherwise() {
         let (path, root) = fresh_root("symlink-owner");
         std::fs::write(path.join("etc/target"), "").unwrap();
         std::os::unix::fs::chown(path.join("etc/target"), Some(8), Some(9)).unwrap();
         apply(
             &root,
             &storage(
-                r#"{"links":[{"path":"/to-target","target":"/etc/target"},{"path":"/mine","target":"etc/target","user":{"id":1}},{"path":"/dangling","target":"none"}]}"#,
+                r#"{"links":[{"path":"/to-target","target":"etc/target"},{"path":"/mine","target":"etc/target","user":{"id":1}},
+                             {"path":"/absolute","target":"/etc/target"},{"path":"/dangling","target":"none"}]}"#,
             ),
         );
         let owner = |name: &str| {
@@ -527,6 +531,7 @@ mod tests {
         };
         assert_eq!(owner("to-target"), (8, 9));
         assert_eq!(owner("mine"), (1, 9));
+        assert_eq!(owner("absolute"), (0, 0));
         assert_eq!(owner("dangling"), (0, 0));
     }
 
