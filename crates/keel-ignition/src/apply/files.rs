@@ -161,38 +161,37 @@ fn plan_file(planner: &mut Planner, entry: &Entry, file: &File, owners: &Owners)
         fragments.extend(fetch(&at.field("append").index(index), path, resource)?);
     }
     let has_appends = file.append.as_ref().is_some_and(|append| !append.is_empty());
+    let has_source = contents.is_some();
     let mode = config_mode(file.mode);
-    let new_attrs = |owner: (u32, u32)| Attrs { mode: mode_after_chown(mode.unwrap_or(DEFAULT_FILE_MODE)), uid: owner.0, gid: owner.1 };
+    // What Ignition makes when nothing is there (or after it removed what was): the contents
+    // and fragments, 0644 unless told, root's unless told.
+    let mut fresh = contents.unwrap_or_default();
+    fresh.extend_from_slice(&fragments);
+    let fresh_owner = owners.resolve(at, path, file.user.as_ref(), file.group.as_ref(), ROOT_OWNER)?;
+    let fresh_attrs = Attrs { mode: mode_after_chown(mode.unwrap_or(DEFAULT_FILE_MODE)), uid: fresh_owner.0, gid: fresh_owner.1 };
+    let write_fresh = |planner: &mut Planner, bytes: Vec<u8>| {
+        planner
+            .push(at, Op::WriteFile { path: path.to_owned(), contents: Contents { bytes, secret: false }, attrs: fresh_attrs, record_append: false });
+    };
 
-    let existing = planner.probe(at, path)?;
-    let replacing = file.overwrite == Some(true) && existing.is_some();
-    match existing {
-        None => {}
-        Some(node) if replacing => {
-            let attrs = new_attrs(owners.resolve(at, path, file.user.as_ref(), file.group.as_ref(), ROOT_OWNER)?);
-            let mut desired = contents.clone().unwrap_or_default();
-            desired.extend_from_slice(&fragments);
-            if node.kind == Kind::File && node.attrs == attrs && planner.contents(at, path, &node)? == desired {
+    match planner.probe(at, path)? {
+        Some(node) if file.overwrite == Some(true) => {
+            if planner.holds(at, path, &node, fresh_attrs, &fresh)? {
                 return Ok(());
             }
+            // A regular file is replaced by the rename; anything else must go first.
             if node.kind != Kind::File {
                 planner.push(at, Op::Remove { path: path.to_owned() });
             }
-            planner
-                .push(at, Op::WriteFile { path: path.to_owned(), contents: Contents { bytes: desired, secret: false }, attrs, record_append: false });
-            return Ok(());
+            write_fresh(planner, fresh);
+            Ok(())
         }
-        Some(node) if node.kind != Kind::File => return Err(exists_error(entry, &node, "")),
-        Some(node) if contents.is_some() => {
-            // Ignition refuses any existing file here; one that is already the result is a rerun.
-            let attrs = new_attrs(owners.resolve(at, path, file.user.as_ref(), file.group.as_ref(), ROOT_OWNER)?);
-            let mut desired = contents.unwrap_or_default();
-            desired.extend_from_slice(&fragments);
-            if node.attrs == attrs && planner.contents(at, path, &node)? == desired {
-                return Ok(());
-            }
-            return Err(exists_error(entry, &node, " with other contents, mode or owner"));
-        }
+        Some(node) if node.kind != Kind::File => Err(exists_error(entry, &node, "")),
+        // Ignition refuses any existing file here; one that is already the result is a rerun.
+        Some(node) if has_source => match planner.holds(at, path, &node, fresh_attrs, &fresh)? {
+            true => Ok(()),
+            false => Err(exists_error(entry, &node, " with other contents, mode or owner")),
+        },
         Some(node) => {
             let owner = owners.resolve(at, path, file.user.as_ref(), file.group.as_ref(), (node.attrs.uid, node.attrs.gid))?;
             let attrs = Attrs { mode: mode_after_chown(mode.unwrap_or(node.attrs.mode)), uid: owner.0, gid: owner.1 };
@@ -202,17 +201,12 @@ fn plan_file(planner: &mut Planner, entry: &Entry, file: &File, owners: &Owners)
             if node.attrs != attrs {
                 planner.push(at, Op::SetAttrs { path: path.to_owned(), attrs });
             }
-            return Ok(());
+            Ok(())
         }
-    }
-    let attrs = new_attrs(owners.resolve(at, path, file.user.as_ref(), file.group.as_ref(), ROOT_OWNER)?);
-    match contents {
-        None if has_appends => planner.plan_append(at, path, None, &fragments, attrs, false),
-        contents => {
+        None if has_appends && !has_source => planner.plan_append(at, path, None, &fragments, fresh_attrs, false),
+        None => {
             planner.ensure_parents(at, path, default_dir_attrs())?;
-            let mut bytes = contents.unwrap_or_default();
-            bytes.extend_from_slice(&fragments);
-            planner.push(at, Op::WriteFile { path: path.to_owned(), contents: Contents { bytes, secret: false }, attrs, record_append: false });
+            write_fresh(planner, fresh);
             Ok(())
         }
     }

@@ -326,6 +326,12 @@ impl<'r> Planner<'r> {
         }
     }
 
+    /// True when `node` is a regular file with exactly these attributes and contents.
+    pub(crate) fn holds(&self, at: &JsonPath, path: &str, node: &Node, attrs: Attrs, contents: &[u8]) -> Result<bool, ApplyError> {
+        let same_size = node.on_disk.is_none_or(|meta| meta.size == contents.len() as u64);
+        Ok(node.kind == Kind::File && node.attrs == attrs && same_size && self.contents(at, path, node)? == contents)
+    }
+
     /// The target of the symlink `node` is at `path`.
     pub(crate) fn link_target(&self, at: &JsonPath, path: &str, node: &Node) -> Result<String, ApplyError> {
         match &node.planned {

@@ -138,7 +138,7 @@ pub(crate) fn plan_units(planner: &mut Planner, systemd: &Systemd) -> Result<(),
 /// A unit or dropin file, replaced whatever was there (Ignition renames over it), 0644 root's.
 fn write_replacing(planner: &mut Planner, at: &JsonPath, path: &str, contents: &[u8]) -> Result<(), ApplyError> {
     match planner.probe(at, path)? {
-        Some(node) if node.kind == Kind::File && node.attrs == UNIT_ATTRS && planner.contents(at, path, &node)? == contents => return Ok(()),
+        Some(node) if planner.holds(at, path, &node, UNIT_ATTRS, contents)? => return Ok(()),
         Some(node) if node.kind == Kind::Dir => {
             return Err(ApplyError::new(at, path, ErrorKind::WrongType, "a directory is where the unit file goes: remove it"));
         }
