@@ -474,6 +474,22 @@ mod tests {
     }
 
     #[test]
+    fn a_power_cut_before_the_rename_leaves_the_file_unappended_and_the_rerun_appends_once() {
+        let (path, root) = fresh_root("append-power-cut");
+        std::fs::write(path.join("etc/log"), "0").unwrap();
+        let json = storage(r#"{"files":[{"path":"/etc/log","append":[{"source":"data:,1"}]}]}"#);
+        let plan = plan(&config(&json), &root, true).unwrap();
+        // The cut: the temporary file got its contents and record, the rename never happened.
+        let super::Op::WriteFile { contents, attrs, .. } = &plan.steps()[0].op else { panic!("{plan}") };
+        let record = super::super::sha256_hex(&contents.bytes);
+        let stray = "/etc/.keel-tmp-cut";
+        root.write_file(stray, &contents.bytes, *attrs, Some((APPEND_RECORD, record.as_bytes()))).unwrap();
+        apply(&root, &json);
+        apply(&root, &json);
+        assert_eq!(std::fs::read_to_string(path.join("etc/log")).unwrap(), "01");
+    }
+
+    #[test]
     fn gzip_contents_are_decompressed_and_verified() {
         let (path, root) = fresh_root("gzip");
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
