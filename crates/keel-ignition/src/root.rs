@@ -316,30 +316,50 @@ impl Root {
         Ok(rustix::fs::fchmod(&fd, Mode::from_raw_mode(attrs.mode))?)
     }
 
-    /// Replaces whatever file is at `path` with `contents`: written to a temporary name in the
-    /// same directory, given its owner, mode and extended attribute, then renamed into place,
-    /// so the file never appears half-written or with the wrong mode.
+    /// Replaces whatever file is at `path` with `contents`. The file is written unnamed
+    /// (`O_TMPFILE`), given its owner, mode and extended attribute, then linked in at its name;
+    /// where a file is already there it is linked at a temporary name and renamed over it. The
+    /// file never appears half-written or with the wrong mode, and a power cut leaves no stray
+    /// temporary behind. A filesystem without `O_TMPFILE` gets a named temporary file instead.
     pub fn write_file(&self, path: &str, contents: &[u8], attrs: Attrs, xattr: Option<(&str, &[u8])>) -> io::Result<()> {
         let (dir, name) = self.parent(path)?;
-        let temporary = temporary_name();
-        let fd = rustix::fs::openat(
-            &dir,
-            temporary.as_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )?;
+        let unnamed = rustix::fs::openat(&dir, ".", OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC, Mode::from_raw_mode(0o600));
+        let (fd, temporary) = match unnamed {
+            Ok(fd) => (fd, None),
+            Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOENT) => {
+                let temporary = temporary_name();
+                let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                (rustix::fs::openat(&dir, temporary.as_str(), flags, Mode::from_raw_mode(0o600))?, Some(temporary))
+            }
+            Err(errno) => return Err(errno.into()),
+        };
+        let mut file = std::fs::File::from(fd);
+        let mut linked = temporary.clone();
         let written = (|| -> io::Result<()> {
-            let mut file = std::fs::File::from(fd);
             file.write_all(contents)?;
             rustix::fs::fchown(&file, uid(attrs.uid), gid(attrs.gid))?;
             rustix::fs::fchmod(&file, Mode::from_raw_mode(attrs.mode))?;
             if let Some((xattr_name, value)) = xattr {
                 rustix::fs::fsetxattr(&file, xattr_name, value, rustix::fs::XattrFlags::empty())?;
             }
-            Ok(rustix::fs::renameat(&dir, temporary.as_str(), &dir, name.as_str())?)
+            if linked.is_none() {
+                match rustix::fs::linkat(&file, "", &dir, name.as_str(), AtFlags::EMPTY_PATH) {
+                    Ok(()) => return Ok(()),
+                    Err(Errno::EXIST) => {
+                        let temporary = temporary_name();
+                        rustix::fs::linkat(&file, "", &dir, temporary.as_str(), AtFlags::EMPTY_PATH)?;
+                        linked = Some(temporary);
+                    }
+                    Err(errno) => return Err(errno.into()),
+                }
+            }
+            match &linked {
+                Some(temporary) => Ok(rustix::fs::renameat(&dir, temporary.as_str(), &dir, name.as_str())?),
+                None => Ok(()),
+            }
         })();
-        if written.is_err() {
-            // The temporary file is ours alone; a failure to remove it changes nothing for the caller.
+        if let (Err(_), Some(temporary)) = (&written, &linked) {
+            // The temporary name is ours alone; a failure to remove it changes nothing for the caller.
             let _ = rustix::fs::unlinkat(&dir, temporary.as_str(), AtFlags::empty());
         }
         written
@@ -492,6 +512,7 @@ pub(crate) mod tests {
         std::os::unix::fs::symlink(outside.join("sentinel"), root_path.join("file")).unwrap();
         root.write_file("/file", b"new", ROOT_OWNED, None).unwrap();
         assert_eq!(std::fs::read_to_string(root_path.join("file")).unwrap(), "new");
+        assert_eq!(root.list_dir("/").unwrap(), vec!["file".to_owned()], "no temporary name is left behind");
         root.set_attrs("/file", Attrs { mode: 0o600, uid: 0, gid: 0 }).unwrap();
         std::os::unix::fs::symlink(outside.join("sentinel"), root_path.join("link")).unwrap();
         root.set_attrs("/link", Attrs { mode: 0o777, uid: 5, gid: 5 }).unwrap();
