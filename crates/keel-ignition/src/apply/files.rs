@@ -479,7 +479,8 @@ mod tests {
         std::fs::write(path.join("etc/log"), "0").unwrap();
         let json = storage(r#"{"files":[{"path":"/etc/log","append":[{"source":"data:,1"}]}]}"#);
         let plan = plan(&config(&json), &root, true).unwrap();
-        // The cut: the temporary file got its contents and record, the rename never happened.
+        // The cut on a filesystem without O_TMPFILE: a named temporary got the contents and the
+        // record, the rename never happened.
         let super::Op::WriteFile { contents, attrs, .. } = &plan.steps()[0].op else { panic!("{plan}") };
         let record = super::super::sha256_hex(&contents.bytes);
         let stray = "/etc/.keel-tmp-cut";

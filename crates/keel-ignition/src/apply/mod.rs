@@ -561,8 +561,9 @@ mod tests {
             "files":[{"path":"/abs/sentinel","contents":{"source":"data:,x"}},{"path":"/rel/sentinel","contents":{"source":"data:,y"}},
                      {"path":"/final","contents":{"source":"data:,z"},"overwrite":true}],
             "directories":[{"path":"/abs/dir"}],
-            "links":[{"path":"/rel/link","target":"/etc/passwd"}]}}"#;
+            "links":[{"path":"/rel/link","target":"/etc/passwd"},{"path":"/../../../dots","target":"x"}]}}"#;
         apply(&root, json);
+        assert_eq!(std::fs::read_link(root_path.join("dots")).unwrap().to_str(), Some("x"));
         outside_untouched(&outside);
         assert_eq!(std::fs::read_to_string(root_path.join(outside.strip_prefix("/").unwrap()).join("sentinel")).unwrap(), "x");
         assert_eq!(std::fs::read_to_string(root_path.join("outside/sentinel")).unwrap(), "y");
