@@ -10,10 +10,24 @@
 //!
 //! `append` converges too, unlike Ignition's (coreos/ignition#642): a file that received
 //! fragments carries the SHA-256 of its whole new contents in the extended attribute
-//! [`APPEND_RECORD`], set on the temporary file before it is renamed into place. The record
-//! and the contents therefore appear together or not at all; a later plan that finds the
-//! record equal to the file's hash knows the fragments are in. The preset file is appended
-//! the same way. A first run appends exactly as Ignition does.
+//! [`APPEND_RECORD`], set on the unnamed file before it is linked into place. The record and
+//! the contents therefore appear together or not at all; a later plan that finds the record
+//! equal to the file's hash knows the fragments are in. The preset file is appended the same
+//! way. A first run appends exactly as Ignition does.
+//!
+//! Where keel differs from Ignition, on purpose:
+//! - a rerun converges where Ignition fails: a file with contents, `overwrite` false, that is
+//!   already exactly the result is left alone (Ignition refuses any existing file);
+//! - an append writes the whole new file and renames it over the old one (Ignition appends to
+//!   the inode), so other hard links to it keep the old contents; mode and owner are kept;
+//! - symlinks in the root are resolved inside it, all the way (Ignition follows one level of
+//!   the parents' links itself and lets the host kernel follow the rest, possibly outside);
+//! - `enabled: false` removes the enablement symlinks under /etc/systemd/system natively
+//!   (Ignition runs `systemctl --root disable`, which 2.14 passes template instances to as one
+//!   invalid argument); preset lines are sorted, as newer Ignition sorts them.
+//!
+//! Ignition's own quirks are kept: a file's setuid bit, and setgid with group execute, are
+//! lost (its chown after chmod clears them), and a symlink's default owner is its target's.
 
 mod files;
 mod passwd;
