@@ -579,6 +579,16 @@ mod tests {
     }
 
     #[test]
+    fn an_overwritten_directory_is_made_anew_when_a_parent_on_the_way_has_another_mode() {
+        let (path, root) = fresh_root("overwrite-directory-parent");
+        let json = storage(r#"{"directories":[{"path":"/d","overwrite":true}],"files":[{"path":"/d/sub/f","contents":{"source":"data:,x"}}]}"#);
+        apply(&root, &json);
+        std::fs::set_permissions(path.join("d/sub"), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        apply(&root, &json);
+        assert_eq!(mode_owner(&path.join("d/sub")), (0o755, 0, 0));
+    }
+
+    #[test]
     fn an_existing_directory_keeps_its_mode_unless_one_is_given() {
         let (path, root) = fresh_root("existing-directory");
         std::fs::create_dir(path.join("d")).unwrap();
