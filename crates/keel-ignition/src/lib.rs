@@ -6,11 +6,13 @@
 //! Every version is translated to the newest one after parsing, so validation, merge and apply
 //! have one set of types; the version a document declared is kept for the rules that depend on it.
 
+pub mod apply;
 pub mod config;
 pub mod merge;
 pub mod report;
 pub mod resolve;
 pub mod resource;
+pub mod root;
 pub mod users;
 pub mod validate;
 

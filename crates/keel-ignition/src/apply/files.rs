@@ -1,0 +1,612 @@
+//! `storage.files`, `storage.directories` and `storage.links`, in Ignition's order: every
+//! path's parents resolved first (symlinks in the root followed, the last component not),
+//! directories, files and soft links sorted by depth (a stable sort; Ignition's is not, but
+//! entries of one depth never depend on each other), hard links last, so a hard link may
+//! point at a deeper file.
+
+use super::{default_dir_attrs, kind_name, ApplyError, Contents, ErrorKind, Node, Op, Planner, DEFAULT_FILE_MODE, ROOT_OWNER};
+use crate::config::latest::{Directory, File, Link, NodeGroup, NodeUser, Resource, Storage};
+use crate::report::JsonPath;
+use crate::resource;
+use crate::root::{self, Attrs, Kind};
+use crate::users;
+use std::collections::{HashMap, HashSet};
+
+/// The account files as they are once users and groups are applied, for owners given by name.
+pub(crate) struct Owners {
+    pub passwd: String,
+    pub group: String,
+}
+
+impl Owners {
+    /// The owner a node gets: ids win over names, a field left out keeps `default`'s.
+    fn resolve(
+        &self,
+        at: &JsonPath,
+        path: &str,
+        user: Option<&NodeUser>,
+        group: Option<&NodeGroup>,
+        default: (u32, u32),
+    ) -> Result<(u32, u32), ApplyError> {
+        let user_name = user.and_then(|user| user.name.as_deref());
+        let group_name = group.and_then(|group| group.name.as_deref());
+        let uid = owner_id(at, path, "user", user.and_then(|user| user.id), user_name, default.0, |name| users::uid_by_name(&self.passwd, name))?;
+        let gid = owner_id(at, path, "group", group.and_then(|group| group.id), group_name, default.1, |name| users::gid_by_name(&self.group, name))?;
+        Ok((uid, gid))
+    }
+}
+
+/// One half of an owner: the id if given, else the name looked up in the account file (passwd
+/// for "user", group for "group"), else `default`.
+fn owner_id(
+    at: &JsonPath,
+    path: &str,
+    field: &str,
+    id: Option<i64>,
+    name: Option<&str>,
+    default: u32,
+    lookup: impl Fn(&str) -> Option<u32>,
+) -> Result<u32, ApplyError> {
+    let file = if field == "user" { "passwd" } else { "group" };
+    match (id, name) {
+        (Some(id), _) => {
+            u32::try_from(id).map_err(|_| ApplyError::new(at, path, ErrorKind::UnknownOwner, format!("{field}.id {id} is not a valid id")))
+        }
+        (None, Some(name)) if !name.is_empty() => lookup(name).ok_or_else(|| {
+            ApplyError::new(
+                at,
+                path,
+                ErrorKind::UnknownOwner,
+                format!("no {field} {name:?} in the root's /etc/{file}: add it under passwd.{field}s or give {field}.id"),
+            )
+        }),
+        _ => Ok(default),
+    }
+}
+
+/// The mode a regular file ends with in Ignition, which sets the mode and then the owner:
+/// Linux's chown clears setuid, and setgid when the group may execute, even for root.
+fn mode_after_chown(mode: u32) -> u32 {
+    let without_setuid = mode & !0o4000;
+    if without_setuid & 0o010 != 0 {
+        without_setuid & !0o2000
+    } else {
+        without_setuid
+    }
+}
+
+fn config_mode(mode: Option<i64>) -> Option<u32> {
+    mode.and_then(|mode| u32::try_from(mode).ok()).map(|mode| mode & 0o7777)
+}
+
+enum EntryKind<'c> {
+    Directory(&'c Directory),
+    File(&'c File),
+    Link(&'c Link),
+}
+
+struct Entry<'c> {
+    at: JsonPath,
+    path: String,
+    kind: EntryKind<'c>,
+}
+
+pub(crate) fn plan_storage(planner: &mut Planner, storage: &Storage, owners: &Owners, unit_paths: &[String]) -> Result<(), ApplyError> {
+    let storage_path = JsonPath::root().field("storage");
+    let mut entries = Vec::new();
+    let mut hard_links = Vec::new();
+    let mut seen: HashMap<String, JsonPath> = HashMap::new();
+    let directories =
+        storage.directories.iter().flatten().enumerate().map(|(index, entry)| ("directories", index, &entry.path, EntryKind::Directory(entry)));
+    let files = storage.files.iter().flatten().enumerate().map(|(index, entry)| ("files", index, &entry.path, EntryKind::File(entry)));
+    let links = storage.links.iter().flatten().enumerate().map(|(index, entry)| ("links", index, &entry.path, EntryKind::Link(entry)));
+    for (list, index, path, kind) in directories.chain(files).chain(links) {
+        let at = storage_path.field(list).index(index);
+        let resolved = planner.resolve(&at, path)?;
+        if let Some(other) = seen.get(&resolved) {
+            return Err(ApplyError::new(&at, &resolved, ErrorKind::Duplicate, format!("{other} resolves to the same path: keep one of them")));
+        }
+        seen.insert(resolved.clone(), at.clone());
+        let entry = Entry { at, path: resolved, kind };
+        match entry.kind {
+            EntryKind::Link(link) if link.hard == Some(true) => hard_links.push(entry),
+            _ => entries.push(entry),
+        }
+    }
+    entries.sort_by_key(|entry| root::depth(&entry.path));
+
+    let mut expected: HashSet<String> = seen.into_keys().collect();
+    for unit_path in unit_paths {
+        expected.insert(planner.resolve(&storage_path, unit_path)?);
+    }
+    let implied: HashSet<String> = expected.iter().flat_map(|path| root::ancestors(path)).map(str::to_owned).collect();
+    let written = Written { expected: &expected, implied: &implied };
+
+    for entry in entries.iter().chain(&hard_links) {
+        match entry.kind {
+            EntryKind::Directory(directory) => plan_directory(planner, entry, directory, owners, &written)?,
+            EntryKind::File(file) => plan_file(planner, entry, file, owners)?,
+            EntryKind::Link(link) => plan_link(planner, entry, link, owners)?,
+        }
+    }
+    Ok(())
+}
+
+/// The paths this config writes and their ancestors: what an overwritten directory may hold
+/// for the plan to leave it in place.
+struct Written<'a> {
+    expected: &'a HashSet<String>,
+    implied: &'a HashSet<String>,
+}
+
+fn fetch(at: &JsonPath, path: &str, resource: &Resource) -> Result<Vec<u8>, ApplyError> {
+    resource::fetch(resource).map_err(|error| ApplyError::new(at, path, ErrorKind::Fetch, error.to_string()))
+}
+
+fn exists_error(entry: &Entry, node: &Node, what: &str) -> ApplyError {
+    ApplyError::new(
+        &entry.at,
+        &entry.path,
+        ErrorKind::Exists,
+        format!("a {} is already there{what} and overwrite is false: set overwrite to true to replace it, or remove it", kind_name(node.kind)),
+    )
+}
+
+fn plan_file(planner: &mut Planner, entry: &Entry, file: &File, owners: &Owners) -> Result<(), ApplyError> {
+    let (at, path) = (&entry.at, entry.path.as_str());
+    let source = file.contents.as_ref().filter(|contents| contents.source.is_some());
+    let contents = source.map(|resource| fetch(&at.field("contents"), path, resource)).transpose()?;
+    let mut fragments = Vec::new();
+    for (index, resource) in file.append.iter().flatten().enumerate() {
+        fragments.extend(fetch(&at.field("append").index(index), path, resource)?);
+    }
+    let has_appends = file.append.as_ref().is_some_and(|append| !append.is_empty());
+    let has_source = contents.is_some();
+    let mode = config_mode(file.mode);
+    // What Ignition makes when nothing is there (or after it removed what was): the contents
+    // and fragments, 0644 unless told, root's unless told.
+    let mut fresh = contents.unwrap_or_default();
+    fresh.extend_from_slice(&fragments);
+    let fresh_owner = owners.resolve(at, path, file.user.as_ref(), file.group.as_ref(), ROOT_OWNER)?;
+    let fresh_attrs = Attrs { mode: mode_after_chown(mode.unwrap_or(DEFAULT_FILE_MODE)), uid: fresh_owner.0, gid: fresh_owner.1 };
+    let write_fresh = |planner: &mut Planner, bytes: Vec<u8>| {
+        planner
+            .push(at, Op::WriteFile { path: path.to_owned(), contents: Contents { bytes, secret: false }, attrs: fresh_attrs, record_append: false });
+    };
+
+    match planner.probe(at, path)? {
+        Some(node) if file.overwrite == Some(true) => {
+            if planner.holds(at, path, &node, fresh_attrs, &fresh)? {
+                return Ok(());
+            }
+            // A regular file is replaced by the rename; anything else must go first.
+            if node.kind != Kind::File {
+                planner.push(at, Op::Remove { path: path.to_owned() });
+            }
+            write_fresh(planner, fresh);
+            Ok(())
+        }
+        Some(node) if node.kind != Kind::File => Err(exists_error(entry, &node, "")),
+        // Ignition refuses any existing file here; one that is already the result is a rerun.
+        Some(node) if has_source => match planner.holds(at, path, &node, fresh_attrs, &fresh)? {
+            true => Ok(()),
+            false => Err(exists_error(entry, &node, " with other contents, mode or owner")),
+        },
+        Some(node) => {
+            let owner = owners.resolve(at, path, file.user.as_ref(), file.group.as_ref(), (node.attrs.uid, node.attrs.gid))?;
+            let attrs = Attrs { mode: mode_after_chown(mode.unwrap_or(node.attrs.mode)), uid: owner.0, gid: owner.1 };
+            if has_appends {
+                return planner.plan_append(at, path, Some(&node), &fragments, attrs, false);
+            }
+            if node.attrs != attrs {
+                planner.push(at, Op::SetAttrs { path: path.to_owned(), attrs });
+            }
+            Ok(())
+        }
+        None if has_appends && !has_source => planner.plan_append(at, path, None, &fragments, fresh_attrs, false),
+        None => {
+            planner.ensure_parents(at, path, default_dir_attrs())?;
+            write_fresh(planner, fresh);
+            Ok(())
+        }
+    }
+}
+
+fn plan_directory(planner: &mut Planner, entry: &Entry, directory: &Directory, owners: &Owners, written: &Written) -> Result<(), ApplyError> {
+    let (at, path) = (&entry.at, entry.path.as_str());
+    let mode = config_mode(directory.mode);
+    let existing = planner.probe(at, path)?;
+    let new_attrs = || -> Result<Attrs, ApplyError> {
+        let owner = owners.resolve(at, path, directory.user.as_ref(), directory.group.as_ref(), ROOT_OWNER)?;
+        Ok(Attrs { mode: mode.unwrap_or(super::DEFAULT_DIRECTORY_MODE), uid: owner.0, gid: owner.1 })
+    };
+    match existing {
+        Some(node) if directory.overwrite == Some(true) => {
+            // Ignition empties the path and makes the directory anew; one that already holds
+            // only what this config puts there is that result.
+            let attrs = new_attrs()?;
+            if node.kind == Kind::Dir && node.attrs == attrs && holds_only_written(planner, at, path, written)? {
+                return Ok(());
+            }
+            planner.push(at, Op::Remove { path: path.to_owned() });
+            planner.push(at, Op::CreateDir { path: path.to_owned(), attrs });
+        }
+        Some(node) if node.kind == Kind::Dir => {
+            let owner = owners.resolve(at, path, directory.user.as_ref(), directory.group.as_ref(), (node.attrs.uid, node.attrs.gid))?;
+            let attrs = Attrs { mode: mode.unwrap_or(node.attrs.mode), uid: owner.0, gid: owner.1 };
+            if node.attrs != attrs {
+                planner.push(at, Op::SetAttrs { path: path.to_owned(), attrs });
+            }
+        }
+        Some(node) => return Err(exists_error(entry, &node, "")),
+        None => {
+            let attrs = new_attrs()?;
+            planner.ensure_parents(at, path, default_dir_attrs())?;
+            planner.push(at, Op::CreateDir { path: path.to_owned(), attrs });
+        }
+    }
+    Ok(())
+}
+
+/// True when everything under the on-disk directory `path` is something the config writes, or
+/// a directory Ignition would create on the way to one (0755, root's).
+fn holds_only_written(planner: &Planner, at: &JsonPath, path: &str, written: &Written) -> Result<bool, ApplyError> {
+    let names =
+        planner.root().list_dir(path).map_err(|error| ApplyError::new(at, path, ErrorKind::Io, format!("cannot list the directory: {error}")))?;
+    for name in names {
+        let child = if path == "/" { format!("/{name}") } else { format!("{path}/{name}") };
+        let Some(node) = planner.probe(at, &child)? else { continue };
+        let is_written = written.expected.contains(&child);
+        if !is_written && !written.implied.contains(&child) {
+            return Ok(false);
+        }
+        if node.kind == Kind::Dir {
+            if !is_written && node.attrs != default_dir_attrs() {
+                return Ok(false);
+            }
+            if !holds_only_written(planner, at, &child, written)? {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Ignition compares symlink targets after Go's `filepath.Clean`.
+fn same_target(existing: &str, wanted: &str) -> bool {
+    existing.starts_with('/') == wanted.starts_with('/') && root::clean(existing) == root::clean(wanted)
+}
+
+fn plan_link(planner: &mut Planner, entry: &Entry, link: &Link, owners: &Owners) -> Result<(), ApplyError> {
+    let (at, path) = (&entry.at, entry.path.as_str());
+    let Some(target) = link.target.as_deref() else {
+        return Err(ApplyError::new(at, path, ErrorKind::MissingTarget, "the link has no target: set target"));
+    };
+    let existing = planner.probe(at, path)?;
+    if link.hard == Some(true) {
+        let target_path = planner.resolve(&at.field("target"), target)?;
+        let target_node = planner.probe(at, &target_path)?;
+        let same_inode = |node: &Node| match (node.on_disk, target_node.as_ref().and_then(|target| target.on_disk)) {
+            (Some(link_meta), Some(target_meta)) => (link_meta.dev, link_meta.ino) == (target_meta.dev, target_meta.ino),
+            _ => false,
+        };
+        match existing {
+            Some(node) if same_inode(&node) => return Ok(()),
+            Some(_) if link.overwrite == Some(true) => planner.push(at, Op::Remove { path: path.to_owned() }),
+            Some(node) => return Err(exists_error(entry, &node, " that is not the target")),
+            None => {}
+        }
+        if target_node.is_none() {
+            return Err(ApplyError::new(
+                at,
+                path,
+                ErrorKind::MissingTarget,
+                format!("the hard link's target {target_path} does not exist: create it first"),
+            ));
+        }
+        planner.ensure_parents(at, path, default_dir_attrs())?;
+        planner.push(at, Op::HardLink { path: path.to_owned(), target: target_path });
+        return Ok(());
+    }
+
+    // Ignition's default owner for a symlink is what stat() finds through it, from outside the
+    // root: a relative target is the root's file, an absolute one the initrd's, which is root's
+    // (or missing, which Ignition also takes as root's).
+    let target_owner = if target.starts_with('/') {
+        ROOT_OWNER
+    } else {
+        let target_in_root = root::clean(&format!("{}/{target}", root::split_parent(path).map_or("/", |(parent, _)| parent)));
+        match planner.probe(at, &target_in_root)? {
+            Some(node) if node.kind != Kind::Symlink => (node.attrs.uid, node.attrs.gid),
+            _ => planner.root().stat(&target_in_root).ok().flatten().map_or(ROOT_OWNER, |meta| (meta.uid, meta.gid)),
+        }
+    };
+    let owner = owners.resolve(at, path, link.user.as_ref(), link.group.as_ref(), target_owner)?;
+    match existing {
+        Some(node) if link.overwrite == Some(true) => {
+            if node.kind == Kind::Symlink && planner.link_target(at, path, &node)? == target && (node.attrs.uid, node.attrs.gid) == owner {
+                return Ok(());
+            }
+            planner.push(at, Op::Remove { path: path.to_owned() });
+        }
+        Some(node) if node.kind == Kind::Symlink => {
+            let existing_target = planner.link_target(at, path, &node)?;
+            if same_target(&existing_target, target) {
+                return Ok(());
+            }
+            return Err(exists_error(entry, &node, &format!(" pointing to {existing_target:?}")));
+        }
+        Some(node) => return Err(exists_error(entry, &node, "")),
+        None => {}
+    }
+    planner.ensure_parents(at, path, default_dir_attrs())?;
+    planner.push(at, Op::Symlink { path: path.to_owned(), target: target.to_owned(), owner });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::super::{plan, ErrorKind, APPEND_RECORD};
+    use std::io::Write;
+
+    fn storage(json: &str) -> String {
+        format!(r#"{{"ignition":{{"version":"3.4.0"}},"storage":{json}}}"#)
+    }
+
+    fn plan_error(root: &crate::root::Root, json: &str) -> super::ApplyError {
+        plan(&config(&storage(json)), root, true).unwrap_err()
+    }
+
+    #[test]
+    fn new_nodes_get_ignitions_default_modes_and_root_as_owner() {
+        let (path, root) = fresh_root("defaults");
+        apply(&root, &storage(r#"{"files":[{"path":"/a/b/f","contents":{"source":"data:,x"}}],"directories":[{"path":"/d/e"}]}"#));
+        assert_eq!(mode_owner(&path.join("a/b/f")), (0o644, 0, 0));
+        assert_eq!(mode_owner(&path.join("a")), (0o755, 0, 0));
+        assert_eq!(mode_owner(&path.join("d/e")), (0o755, 0, 0));
+        assert_eq!(std::fs::read_to_string(path.join("a/b/f")).unwrap(), "x");
+    }
+
+    #[test]
+    fn a_directory_entry_is_made_before_the_deeper_file_whatever_the_config_order() {
+        let (path, root) = fresh_root("depth-order");
+        let json = storage(r#"{"files":[{"path":"/p/q/f","contents":{"source":"data:,x"}}],"directories":[{"path":"/p/q","mode":448}]}"#);
+        let plan = apply(&root, &json);
+        assert_eq!(mode_owner(&path.join("p/q")), (0o700, 0, 0));
+        assert!(!plan.to_string().contains("chown/chmod"), "{plan}");
+    }
+
+    #[test]
+    fn only_one_of_user_and_group_keeps_the_other_from_what_is_there() {
+        let (path, root) = fresh_root("owner-half");
+        std::fs::write(path.join("existing"), "x").unwrap();
+        std::os::unix::fs::chown(path.join("existing"), Some(3), Some(4)).unwrap();
+        apply(&root, &storage(r#"{"files":[{"path":"/existing","user":{"id":5}},{"path":"/new","contents":{"source":"data:,"},"group":{"id":6}}]}"#));
+        assert_eq!(mode_owner(&path.join("existing")), (0o644, 5, 4));
+        assert_eq!(mode_owner(&path.join("new")), (0o644, 0, 6));
+    }
+
+    #[test]
+    fn owners_by_name_must_exist_in_the_roots_accounts() {
+        let (_, root) = fresh_root("owner-name");
+        let error = plan_error(&root, r#"{"files":[{"path":"/f","contents":{"source":"data:,"},"user":{"name":"nobody-here"}}]}"#);
+        assert_eq!(error.kind, ErrorKind::UnknownOwner);
+        assert_eq!(error.config_path.as_str(), "$.storage.files[0]");
+        let error = plan_error(&root, r#"{"directories":[{"path":"/d","group":{"name":"nogroup-here"}}]}"#);
+        assert_eq!(error.kind, ErrorKind::UnknownOwner);
+    }
+
+    #[test]
+    fn setuid_is_lost_as_ignitions_chown_after_chmod_loses_it_on_files_but_not_directories() {
+        let (path, root) = fresh_root("setuid");
+        apply(
+            &root,
+            &storage(
+                r#"{"files":[{"path":"/s","mode":2541,"contents":{"source":"data:,"}},{"path":"/g","mode":1460,"contents":{"source":"data:,"}}],
+            "directories":[{"path":"/d","mode":3565}]}"#,
+            ),
+        );
+        assert_eq!(mode_owner(&path.join("s")).0, 0o755);
+        assert_eq!(mode_owner(&path.join("g")).0, 0o2664);
+        assert_eq!(mode_owner(&path.join("d")).0, 0o6755);
+    }
+
+    #[test]
+    fn an_existing_file_with_other_contents_is_refused_without_overwrite_and_kept_when_identical() {
+        let (path, root) = fresh_root("exists");
+        std::fs::write(path.join("f"), "old").unwrap();
+        let error = plan_error(&root, r#"{"files":[{"path":"/f","contents":{"source":"data:,new"}}]}"#);
+        assert_eq!(error.kind, ErrorKind::Exists);
+        assert!(error.to_string().contains("set overwrite to true"), "{error}");
+        let same = plan(&config(&storage(r#"{"files":[{"path":"/f","contents":{"source":"data:,old"}}]}"#)), &root, true).unwrap();
+        assert!(steps_besides_result(&same).is_empty(), "{same}");
+    }
+
+    #[test]
+    fn overwrite_replaces_a_directory_with_the_file() {
+        let (path, root) = fresh_root("overwrite-dir");
+        std::fs::create_dir_all(path.join("f/inner")).unwrap();
+        let refused = plan_error(&root, r#"{"files":[{"path":"/f","contents":{"source":"data:,x"}}]}"#);
+        assert_eq!(refused.kind, ErrorKind::Exists);
+        apply(&root, &storage(r#"{"files":[{"path":"/f","contents":{"source":"data:,x"},"overwrite":true}]}"#));
+        assert_eq!(std::fs::read_to_string(path.join("f")).unwrap(), "x");
+    }
+
+    #[test]
+    fn a_file_without_contents_keeps_what_is_there_and_only_changes_its_mode() {
+        let (path, root) = fresh_root("no-contents");
+        std::fs::write(path.join("f"), "kept").unwrap();
+        let plan = apply(&root, &storage(r#"{"files":[{"path":"/f","mode":384},{"path":"/empty"}]}"#));
+        assert_eq!(std::fs::read_to_string(path.join("f")).unwrap(), "kept");
+        assert_eq!(mode_owner(&path.join("f")).0, 0o600);
+        assert_eq!(std::fs::read(path.join("empty")).unwrap(), b"");
+        assert!(plan.to_string().contains("chown/chmod /f 0600 0:0"), "{plan}");
+    }
+
+    #[test]
+    fn appends_go_after_the_contents_in_order_and_once() {
+        let (path, root) = fresh_root("append");
+        std::fs::write(path.join("etc/existing"), "0").unwrap();
+        std::fs::set_permissions(path.join("etc/existing"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let json = storage(
+            r#"{"files":[{"path":"/etc/existing","append":[{"source":"data:,1"},{"source":"data:,2"}]},
+                         {"path":"/etc/new","append":[{"source":"data:,a"}]},
+                         {"path":"/etc/both","contents":{"source":"data:,c"},"append":[{"source":"data:,d"}]}]}"#,
+        );
+        apply(&root, &json);
+        apply(&root, &json);
+        assert_eq!(std::fs::read_to_string(path.join("etc/existing")).unwrap(), "012");
+        assert_eq!(mode_owner(&path.join("etc/existing")).0, 0o600);
+        assert_eq!(std::fs::read_to_string(path.join("etc/new")).unwrap(), "a");
+        assert_eq!(std::fs::read_to_string(path.join("etc/both")).unwrap(), "cd");
+    }
+
+    #[test]
+    fn a_file_changed_after_its_append_is_appended_to_again() {
+        let (path, root) = fresh_root("append-changed");
+        let json = storage(r#"{"files":[{"path":"/etc/log","append":[{"source":"data:,x"}]}]}"#);
+        apply(&root, &json);
+        assert!(root.xattr("/etc/log", APPEND_RECORD).unwrap().is_some());
+        std::fs::write(path.join("etc/log"), "rewritten").unwrap();
+        apply(&root, &json);
+        assert_eq!(std::fs::read_to_string(path.join("etc/log")).unwrap(), "rewrittenx");
+    }
+
+    #[test]
+    fn a_power_cut_before_the_rename_leaves_the_file_unappended_and_the_rerun_appends_once() {
+        let (path, root) = fresh_root("append-power-cut");
+        std::fs::write(path.join("etc/log"), "0").unwrap();
+        let json = storage(r#"{"files":[{"path":"/etc/log","append":[{"source":"data:,1"}]}]}"#);
+        let plan = plan(&config(&json), &root, true).unwrap();
+        // The cut on a filesystem without O_TMPFILE: a named temporary got the contents and the
+        // record, the rename never happened.
+        let super::Op::WriteFile { contents, attrs, .. } = &plan.steps()[0].op else { panic!("{plan}") };
+        let record = super::super::sha256_hex(&contents.bytes);
+        let stray = "/etc/.keel-tmp-cut";
+        root.write_file(stray, &contents.bytes, *attrs, Some((APPEND_RECORD, record.as_bytes()))).unwrap();
+        apply(&root, &json);
+        apply(&root, &json);
+        assert_eq!(std::fs::read_to_string(path.join("etc/log")).unwrap(), "01");
+    }
+
+    #[test]
+    fn gzip_contents_are_decompressed_and_verified() {
+        let (path, root) = fresh_root("gzip");
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(b"hello").unwrap();
+        let gzipped = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, encoder.finish().unwrap());
+        let sha256_hello = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+        apply(
+            &root,
+            &storage(&format!(
+                r#"{{"files":[{{"path":"/z","contents":{{"source":"data:;base64,{gzipped}","compression":"gzip","verification":{{"hash":"sha256-{sha256_hello}"}}}}}}]}}"#
+            )),
+        );
+        assert_eq!(std::fs::read_to_string(path.join("z")).unwrap(), "hello");
+        let error = plan_error(
+            &root,
+            &format!(r#"{{"files":[{{"path":"/y","append":[{{"source":"data:,nothello","verification":{{"hash":"sha256-{sha256_hello}"}}}}]}}]}}"#),
+        );
+        assert_eq!((error.kind, error.config_path.as_str()), (ErrorKind::Fetch, "$.storage.files[0].append[0]"));
+    }
+
+    #[test]
+    fn soft_links_keep_their_target_verbatim_and_an_existing_one_must_match() {
+        let (path, root) = fresh_root("symlink");
+        apply(&root, &storage(r#"{"links":[{"path":"/l/rel","target":"../etc/./x"},{"path":"/abs","target":"/nowhere"}]}"#));
+        assert_eq!(std::fs::read_link(path.join("l/rel")).unwrap().to_str(), Some("../etc/./x"));
+        let same = plan(&config(&storage(r#"{"links":[{"path":"/l/rel","target":"../etc/x"}]}"#)), &root, true).unwrap();
+        assert!(steps_besides_result(&same).is_empty(), "{same}");
+        let error = plan_error(&root, r#"{"links":[{"path":"/abs","target":"/elsewhere"}]}"#);
+        assert_eq!(error.kind, ErrorKind::Exists);
+        apply(&root, &storage(r#"{"links":[{"path":"/abs","target":"/elsewhere","overwrite":true}]}"#));
+        assert_eq!(std::fs::read_link(path.join("abs")).unwrap().to_str(), Some("/elsewhere"));
+    }
+
+    #[test]
+    fn a_soft_link_with_a_relative_target_is_owned_like_the_target_unless_told_otherwise() {
+        let (path, root) = fresh_root("symlink-owner");
+        std::fs::write(path.join("etc/target"), "").unwrap();
+        std::os::unix::fs::chown(path.join("etc/target"), Some(8), Some(9)).unwrap();
+        apply(
+            &root,
+            &storage(
+                r#"{"links":[{"path":"/to-target","target":"etc/target"},{"path":"/mine","target":"etc/target","user":{"id":1}},
+                             {"path":"/absolute","target":"/etc/target"},{"path":"/dangling","target":"none"}]}"#,
+            ),
+        );
+        let owner = |name: &str| {
+            let (_, uid, gid) = mode_owner(&path.join(name));
+            (uid, gid)
+        };
+        assert_eq!(owner("to-target"), (8, 9));
+        assert_eq!(owner("mine"), (1, 9));
+        assert_eq!(owner("absolute"), (0, 0));
+        assert_eq!(owner("dangling"), (0, 0));
+    }
+
+    #[test]
+    fn hard_links_come_last_and_may_point_at_deeper_files() {
+        let (path, root) = fresh_root("hardlink");
+        let json =
+            storage(r#"{"links":[{"path":"/h","target":"/a/b/c/f","hard":true}],"files":[{"path":"/a/b/c/f","contents":{"source":"data:,x"}}]}"#);
+        apply(&root, &json);
+        let inode = |name: &str| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path.join(name)).unwrap());
+        assert_eq!(inode("h"), inode("a/b/c/f"));
+        let again = plan(&config(&json), &root, true).unwrap();
+        assert!(steps_besides_result(&again).is_empty(), "{again}");
+        let error = plan_error(&root, r#"{"links":[{"path":"/h2","target":"/missing","hard":true}]}"#);
+        assert_eq!(error.kind, ErrorKind::MissingTarget);
+        std::fs::write(path.join("other"), "").unwrap();
+        let error = plan_error(&root, r#"{"links":[{"path":"/other","target":"/h","hard":true}]}"#);
+        assert_eq!(error.kind, ErrorKind::Exists);
+    }
+
+    #[test]
+    fn an_overwritten_directory_loses_what_the_config_does_not_put_there() {
+        let (path, root) = fresh_root("overwrite-directory");
+        std::fs::create_dir_all(path.join("d/old/deeper")).unwrap();
+        let json = storage(r#"{"directories":[{"path":"/d","overwrite":true}],"files":[{"path":"/d/sub/f","contents":{"source":"data:,x"}}]}"#);
+        apply(&root, &json);
+        assert!(!path.join("d/old").exists());
+        assert_eq!(std::fs::read_to_string(path.join("d/sub/f")).unwrap(), "x");
+        let again = plan(&config(&json), &root, true).unwrap();
+        assert!(steps_besides_result(&again).is_empty(), "{again}");
+        std::fs::write(path.join("d/stray"), "").unwrap();
+        let wipes = plan(&config(&json), &root, true).unwrap();
+        assert!(wipes.to_string().contains("remove /d\n"), "{wipes}");
+    }
+
+    #[test]
+    fn an_overwritten_directory_is_made_anew_when_a_parent_on_the_way_has_another_mode() {
+        let (path, root) = fresh_root("overwrite-directory-parent");
+        let json = storage(r#"{"directories":[{"path":"/d","overwrite":true}],"files":[{"path":"/d/sub/f","contents":{"source":"data:,x"}}]}"#);
+        apply(&root, &json);
+        std::fs::set_permissions(path.join("d/sub"), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        apply(&root, &json);
+        assert_eq!(mode_owner(&path.join("d/sub")), (0o755, 0, 0));
+    }
+
+    #[test]
+    fn an_existing_directory_keeps_its_mode_unless_one_is_given() {
+        let (path, root) = fresh_root("existing-directory");
+        std::fs::create_dir(path.join("d")).unwrap();
+        std::fs::set_permissions(path.join("d"), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+        std::fs::write(path.join("f"), "").unwrap();
+        apply(&root, &storage(r#"{"directories":[{"path":"/d","group":{"id":3}}]}"#));
+        assert_eq!(mode_owner(&path.join("d")), (0o711, 0, 3));
+        let error = plan_error(&root, r#"{"directories":[{"path":"/f"}]}"#);
+        assert_eq!(error.kind, ErrorKind::Exists);
+    }
+
+    #[test]
+    fn two_entries_reaching_one_path_through_a_symlink_are_an_error() {
+        let (path, root) = fresh_root("duplicate");
+        std::fs::create_dir(path.join("real")).unwrap();
+        std::os::unix::fs::symlink("/real", path.join("alias")).unwrap();
+        let error =
+            plan_error(&root, r#"{"files":[{"path":"/real/f","contents":{"source":"data:,"}},{"path":"/alias/f","contents":{"source":"data:,"}}]}"#);
+        assert_eq!((error.kind, error.config_path.as_str(), error.path.as_str()), (ErrorKind::Duplicate, "$.storage.files[1]", "/real/f"));
+    }
+}

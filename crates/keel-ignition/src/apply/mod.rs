@@ -1,0 +1,615 @@
+//! Applying a config to a root directory, with the results of Ignition 2.14's files stage
+//! (everything but disks and filesystems): users and groups, then files, directories and
+//! links, then systemd units and presets, then `/etc/.ignition-result.json`.
+//!
+//! Plan, then execute. [`plan`] fetches and verifies every content, reads the account files,
+//! resolves owners and compares each desired node with what the root holds, and returns the
+//! operations as data; nothing is written until [`Plan::execute`]. A node that is already
+//! exactly as desired gets no operation, so a second plan against an applied root holds only
+//! the result file, which Ignition rewrites on every run (with the previous one nested in it).
+//!
+//! `append` converges too, unlike Ignition's (coreos/ignition#642): a file that received
+//! fragments carries the SHA-256 of its whole new contents in the extended attribute
+//! [`APPEND_RECORD`], set on the unnamed file before it is linked into place. The record and
+//! the contents therefore appear together or not at all; a later plan that finds the record
+//! equal to the file's hash knows the fragments are in. The preset file is appended the same
+//! way. A first run appends exactly as Ignition does.
+//!
+//! Where keel differs from Ignition, on purpose:
+//! - a rerun converges where Ignition fails: a file with contents, `overwrite` false, that is
+//!   already exactly the result is left alone (Ignition refuses any existing file);
+//! - an append writes the whole new file and renames it over the old one (Ignition appends to
+//!   the inode), so other hard links to it keep the old contents; mode and owner are kept;
+//! - symlinks in the root are resolved inside it, all the way (Ignition follows one level of
+//!   the parents' links itself and lets the host kernel follow the rest, possibly outside);
+//! - `enabled: false` removes the enablement symlinks under /etc/systemd/system natively
+//!   (Ignition runs `systemctl --root disable`, which 2.14 passes template instances to as one
+//!   invalid argument); preset lines are sorted, as newer Ignition sorts them.
+//!
+//! Ignition's own quirks are kept: a file's setuid bit, and setgid with group execute, are
+//! lost (its chown after chmod clears them), and a symlink's default owner is its target's.
+
+mod files;
+mod passwd;
+mod result;
+mod systemd;
+
+use crate::config::Latest;
+use crate::report::JsonPath;
+use crate::root::{self, Attrs, Kind, Meta, Root};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+
+/// The extended attribute holding the SHA-256 (hex) of a file's contents right after keel
+/// appended to it.
+pub const APPEND_RECORD: &str = "user.keel.ignition-appended";
+
+const DEFAULT_DIRECTORY_MODE: u32 = 0o755;
+const DEFAULT_FILE_MODE: u32 = 0o644;
+const ROOT_OWNER: (u32, u32) = (0, 0);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A content or append fragment could not be fetched, decompressed or verified.
+    Fetch,
+    /// Something is already at the path and the config does not allow replacing it.
+    Exists,
+    /// A parent is not a directory, or a node has a type that cannot be replaced.
+    WrongType,
+    /// Two entries resolve to the same path.
+    Duplicate,
+    /// An owner named by user or group name that the root's accounts do not know.
+    UnknownOwner,
+    /// A hard link whose target does not exist.
+    MissingTarget,
+    /// The users and groups could not be planned.
+    Users,
+    /// The previous `/etc/.ignition-result.json` is not JSON.
+    PreviousResult,
+    Io,
+}
+
+/// Why an apply cannot go on: which config node, which path in the root, and what to do.
+#[derive(Debug)]
+pub struct ApplyError {
+    pub config_path: JsonPath,
+    pub path: String,
+    pub kind: ErrorKind,
+    pub detail: String,
+}
+
+impl fmt::Display for ApplyError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(formatter, "{}: {}", self.config_path, self.detail)
+        } else {
+            write!(formatter, "{} ({}): {}", self.config_path, self.path, self.detail)
+        }
+    }
+}
+
+impl std::error::Error for ApplyError {}
+
+impl ApplyError {
+    pub(crate) fn new(config_path: &JsonPath, path: &str, kind: ErrorKind, detail: impl Into<String>) -> Self {
+        ApplyError { config_path: config_path.clone(), path: path.to_owned(), kind, detail: detail.into() }
+    }
+
+    fn io(config_path: &JsonPath, path: &str, action: &str, error: &io::Error) -> Self {
+        ApplyError::new(config_path, path, ErrorKind::Io, format!("cannot {action}: {error}"))
+    }
+}
+
+/// File contents in a plan; secrets (account files, SSH keys) are never shown, not even hashed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Contents {
+    pub bytes: Vec<u8>,
+    pub secret: bool,
+}
+
+impl fmt::Debug for Contents {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{self}")
+    }
+}
+
+impl fmt::Display for Contents {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.secret {
+            write!(formatter, "{} bytes, secret", self.bytes.len())
+        } else {
+            write!(formatter, "{} bytes, sha256 {}", self.bytes.len(), sha256_hex(&self.bytes))
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Whatever is at the path goes, a directory with everything in it.
+    Remove {
+        path: String,
+    },
+    CreateDir {
+        path: String,
+        attrs: Attrs,
+    },
+    /// Owner, then mode (a symlink's mode is not its own and stays).
+    SetAttrs {
+        path: String,
+        attrs: Attrs,
+    },
+    /// The whole file, replaced atomically; `record_append` marks it with [`APPEND_RECORD`].
+    WriteFile {
+        path: String,
+        contents: Contents,
+        attrs: Attrs,
+        record_append: bool,
+    },
+    Symlink {
+        path: String,
+        target: String,
+        owner: (u32, u32),
+    },
+    HardLink {
+        path: String,
+        target: String,
+    },
+}
+
+fn octal_owner(attrs: &Attrs) -> String {
+    format!("{:04o} {}:{}", attrs.mode, attrs.uid, attrs.gid)
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Remove { path } => write!(formatter, "remove {path}"),
+            Op::CreateDir { path, attrs } => write!(formatter, "mkdir {path} {}", octal_owner(attrs)),
+            Op::SetAttrs { path, attrs } => write!(formatter, "chown/chmod {path} {}", octal_owner(attrs)),
+            Op::WriteFile { path, contents, attrs, record_append } => {
+                write!(formatter, "write {path} {} ({contents}){}", octal_owner(attrs), if *record_append { ", append recorded" } else { "" })
+            }
+            Op::Symlink { path, target, owner } => write!(formatter, "symlink {path} -> {target} {}:{}", owner.0, owner.1),
+            Op::HardLink { path, target } => write!(formatter, "hardlink {path} to {target}"),
+        }
+    }
+}
+
+/// One operation and the config node it comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub origin: JsonPath,
+    pub op: Op,
+}
+
+/// Everything an apply will do to the root, in order.
+#[derive(Debug, Default)]
+pub struct Plan {
+    steps: Vec<Step>,
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(formatter, "{} operations", self.steps.len())?;
+        for step in &self.steps {
+            writeln!(formatter, "  {}: {}", step.origin, step.op)?;
+        }
+        Ok(())
+    }
+}
+
+impl Plan {
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Carries the plan out against `root`, then makes it durable with one `syncfs`.
+    pub fn execute(&self, root: &Root) -> Result<(), ApplyError> {
+        for step in &self.steps {
+            execute_op(root, &step.op).map_err(|(path, action, error)| ApplyError::io(&step.origin, &path, action, &error))?;
+        }
+        root.sync().map_err(|error| ApplyError::io(&JsonPath::root(), "/", "sync the root's filesystem", &error))
+    }
+}
+
+type OpError = (String, &'static str, io::Error);
+
+fn failed<'a>(path: &'a str, action: &'static str) -> impl FnOnce(io::Error) -> OpError + 'a {
+    move |error| (path.to_owned(), action, error)
+}
+
+fn execute_op(root: &Root, op: &Op) -> Result<(), OpError> {
+    match op {
+        Op::Remove { path } => root.remove_all(path).map_err(failed(path, "remove what is there")),
+        Op::CreateDir { path, attrs } => root.create_dir(path, *attrs).map_err(failed(path, "create the directory")),
+        Op::SetAttrs { path, attrs } => root.set_attrs(path, *attrs).map_err(failed(path, "set owner and mode")),
+        Op::WriteFile { path, contents, attrs, record_append } => {
+            let record = record_append.then(|| sha256_hex(&contents.bytes));
+            let xattr = record.as_deref().map(|hash| (APPEND_RECORD, hash.as_bytes()));
+            root.write_file(path, &contents.bytes, *attrs, xattr).map_err(failed(path, "write the file"))
+        }
+        Op::Symlink { path, target, owner } => root.symlink(target, path, *owner).map_err(failed(path, "create the symlink")),
+        Op::HardLink { path, target } => root.hard_link(target, path).map_err(failed(path, "create the hard link")),
+    }
+}
+
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Plans applying `config` to `root`. `user_config_provided` goes to the result file, as
+/// Ignition records whether a user config (not only base configs) was found.
+pub fn plan(config: &Latest, root: &Root, user_config_provided: bool) -> Result<Plan, ApplyError> {
+    let mut planner = Planner::new(root);
+    let owners = passwd::plan_passwd(&mut planner, config.passwd.as_ref())?;
+    let empty_storage = Default::default();
+    let storage = config.storage.as_ref().unwrap_or(&empty_storage);
+    let unit_paths = systemd::written_paths(config.systemd.as_ref());
+    files::plan_storage(&mut planner, storage, &owners, &unit_paths)?;
+    if let Some(systemd) = config.systemd.as_ref() {
+        systemd::plan_units(&mut planner, systemd)?;
+    }
+    result::plan_result(&mut planner, user_config_provided)?;
+    Ok(Plan { steps: planner.steps })
+}
+
+/// What a path holds at some point of the plan: on disk before the apply, or as an earlier
+/// step of the plan leaves it.
+#[derive(Clone, Debug)]
+pub(crate) struct Node {
+    pub kind: Kind,
+    pub attrs: Attrs,
+    /// The disk's node, when no step has touched the path: its contents and inode are real.
+    pub on_disk: Option<Meta>,
+    /// Contents or link target a step gave it.
+    pub planned: Option<Planned>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Planned {
+    Contents(Vec<u8>),
+    Target(String),
+}
+
+#[derive(Clone, Debug)]
+enum Future {
+    Node(Node),
+    Gone,
+}
+
+/// Builds the steps while tracking what each path will hold once the earlier steps have run,
+/// so later entries are checked against the root as Ignition would find it at their turn.
+pub(crate) struct Planner<'r> {
+    root: &'r Root,
+    steps: Vec<Step>,
+    future: HashMap<String, Future>,
+    removed: Vec<String>,
+}
+
+fn is_under(path: &str, ancestor: &str) -> bool {
+    ancestor == "/" || path == ancestor || path.strip_prefix(ancestor).is_some_and(|rest| rest.starts_with('/'))
+}
+
+impl<'r> Planner<'r> {
+    pub(crate) fn new(root: &'r Root) -> Self {
+        Planner { root, steps: Vec::new(), future: HashMap::new(), removed: Vec::new() }
+    }
+
+    pub(crate) fn root(&self) -> &Root {
+        self.root
+    }
+
+    /// The path with its parents' symlinks resolved inside the root, as Ignition resolves an
+    /// entry's path before creating it.
+    pub(crate) fn resolve(&self, at: &JsonPath, path: &str) -> Result<String, ApplyError> {
+        self.root.resolve_parents(path).map_err(|error| ApplyError::io(at, path, "resolve the path in the root", &error))
+    }
+
+    pub(crate) fn probe(&self, at: &JsonPath, path: &str) -> Result<Option<Node>, ApplyError> {
+        self.current(path).map_err(|error| ApplyError::io(at, path, "look at what is there", &error))
+    }
+
+    fn current(&self, path: &str) -> io::Result<Option<Node>> {
+        match self.future.get(path) {
+            Some(Future::Node(node)) => return Ok(Some(node.clone())),
+            Some(Future::Gone) => return Ok(None),
+            None => {}
+        }
+        if self.removed.iter().any(|removed| is_under(path, removed)) {
+            return Ok(None);
+        }
+        Ok(self.root.lstat(path)?.map(|meta| Node {
+            kind: meta.kind,
+            attrs: Attrs { mode: meta.mode, uid: meta.uid, gid: meta.gid },
+            on_disk: Some(meta),
+            planned: None,
+        }))
+    }
+
+    /// The contents of the regular file `node` is at `path`.
+    pub(crate) fn contents(&self, at: &JsonPath, path: &str, node: &Node) -> Result<Vec<u8>, ApplyError> {
+        match &node.planned {
+            Some(Planned::Contents(contents)) => Ok(contents.clone()),
+            _ => self.root.read_file(path).map_err(|error| ApplyError::io(at, path, "read the existing file", &error)),
+        }
+    }
+
+    /// True when `node` is a regular file with exactly these attributes and contents.
+    pub(crate) fn holds(&self, at: &JsonPath, path: &str, node: &Node, attrs: Attrs, contents: &[u8]) -> Result<bool, ApplyError> {
+        let same_size = node.on_disk.is_none_or(|meta| meta.size == contents.len() as u64);
+        Ok(node.kind == Kind::File && node.attrs == attrs && same_size && self.contents(at, path, node)? == contents)
+    }
+
+    /// The target of the symlink `node` is at `path`.
+    pub(crate) fn link_target(&self, at: &JsonPath, path: &str, node: &Node) -> Result<String, ApplyError> {
+        match &node.planned {
+            Some(Planned::Target(target)) => Ok(target.clone()),
+            _ => self.root.read_link(path).map_err(|error| ApplyError::io(at, path, "read the existing symlink", &error)),
+        }
+    }
+
+    /// True when the file on disk carries an append record matching its contents.
+    pub(crate) fn appended_already(&self, at: &JsonPath, path: &str, node: &Node, contents: &[u8]) -> Result<bool, ApplyError> {
+        if node.on_disk.is_none() {
+            return Ok(false);
+        }
+        let record = self.root.xattr(path, APPEND_RECORD).map_err(|error| ApplyError::io(at, path, "read the append record", &error))?;
+        Ok(record.is_some_and(|record| record == sha256_hex(contents).as_bytes()))
+    }
+
+    pub(crate) fn push(&mut self, origin: &JsonPath, op: Op) {
+        let touched = match &op {
+            Op::Remove { path } => {
+                self.future.retain(|planned, _| !is_under(planned, path));
+                self.removed.push(path.clone());
+                Some((path.clone(), Future::Gone))
+            }
+            Op::CreateDir { path, attrs } => Some((path.clone(), planned_node(Kind::Dir, *attrs, None))),
+            Op::SetAttrs { path, attrs } => {
+                self.current(path).ok().flatten().map(|node| (path.clone(), Future::Node(Node { attrs: *attrs, ..node })))
+            }
+            Op::WriteFile { path, contents, attrs, .. } => {
+                Some((path.clone(), planned_node(Kind::File, *attrs, Some(Planned::Contents(contents.bytes.clone())))))
+            }
+            Op::Symlink { path, target, owner } => {
+                let attrs = Attrs { mode: 0o777, uid: owner.0, gid: owner.1 };
+                Some((path.clone(), planned_node(Kind::Symlink, attrs, Some(Planned::Target(target.clone())))))
+            }
+            // The link shares the target's inode, but not as a node on disk at its own path.
+            Op::HardLink { path, target } => {
+                self.current(target).ok().flatten().map(|node| (path.clone(), Future::Node(Node { on_disk: None, ..node })))
+            }
+        };
+        if let Some((path, future)) = touched {
+            self.future.insert(path, future);
+        }
+        self.steps.push(Step { origin: origin.clone(), op });
+    }
+
+    /// Every missing ancestor of `path` becomes a directory with `attrs`; an ancestor that is
+    /// not a directory is an error.
+    pub(crate) fn ensure_parents(&mut self, at: &JsonPath, path: &str, attrs: Attrs) -> Result<(), ApplyError> {
+        for ancestor in root::ancestors(path) {
+            match self.probe(at, ancestor)? {
+                None => self.push(at, Op::CreateDir { path: ancestor.to_owned(), attrs }),
+                Some(node) if node.kind == Kind::Dir => {}
+                Some(node) => {
+                    return Err(ApplyError::new(
+                        at,
+                        path,
+                        ErrorKind::WrongType,
+                        format!("{ancestor} is a {}, not a directory: remove it or change the path", kind_name(node.kind)),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `fragments` after the contents `node` has (or after nothing when `node` is
+    /// `None`), keeping an existing file's mode and owner unless `attrs` says otherwise.
+    pub(crate) fn plan_append(
+        &mut self,
+        at: &JsonPath,
+        path: &str,
+        node: Option<&Node>,
+        fragments: &[u8],
+        attrs: Attrs,
+        secret: bool,
+    ) -> Result<(), ApplyError> {
+        let current = match node {
+            Some(node) => self.contents(at, path, node)?,
+            None => Vec::new(),
+        };
+        if let Some(node) = node {
+            if self.appended_already(at, path, node, &current)? {
+                if node.attrs != attrs {
+                    self.push(at, Op::SetAttrs { path: path.to_owned(), attrs });
+                }
+                return Ok(());
+            }
+        } else {
+            self.ensure_parents(at, path, default_dir_attrs())?;
+        }
+        let mut bytes = current;
+        bytes.extend_from_slice(fragments);
+        self.push(at, Op::WriteFile { path: path.to_owned(), contents: Contents { bytes, secret }, attrs, record_append: true });
+        Ok(())
+    }
+}
+
+fn planned_node(kind: Kind, attrs: Attrs, planned: Option<Planned>) -> Future {
+    Future::Node(Node { kind, attrs, on_disk: None, planned })
+}
+
+pub(crate) fn default_dir_attrs() -> Attrs {
+    Attrs { mode: DEFAULT_DIRECTORY_MODE, uid: ROOT_OWNER.0, gid: ROOT_OWNER.1 }
+}
+
+pub(crate) fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::File => "file",
+        Kind::Dir => "directory",
+        Kind::Symlink => "symlink",
+        Kind::Other => "special file",
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+    use crate::root::tests::scratch;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::{Path, PathBuf};
+
+    pub(crate) fn config(json: &str) -> Latest {
+        crate::parse(json.as_bytes()).unwrap().config
+    }
+
+    /// A fresh root with an /etc, as Ignition's files stage expects one.
+    pub(crate) fn fresh_root(name: &str) -> (PathBuf, Root) {
+        let path = scratch(name).join("root");
+        std::fs::create_dir_all(path.join("etc")).unwrap();
+        let root = Root::open(&path).unwrap();
+        (path, root)
+    }
+
+    pub(crate) fn apply(root: &Root, json: &str) -> Plan {
+        let plan = plan(&config(json), root, true).unwrap();
+        plan.execute(root).unwrap();
+        plan
+    }
+
+    /// The steps of a plan other than the result file, which changes on every run.
+    pub(crate) fn steps_besides_result(plan: &Plan) -> Vec<String> {
+        plan.steps().iter().map(|step| step.op.to_string()).filter(|op| !op.contains("/etc/.ignition-result.json")).collect()
+    }
+
+    pub(crate) fn mode_owner(path: &Path) -> (u32, u32, u32) {
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        (meta.mode() & 0o7777, meta.uid(), meta.gid())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::*;
+    use super::*;
+    use crate::root::tests::{hostile, outside_untouched};
+    use std::time::Instant;
+
+    const EVERYTHING: &str = r#"{"ignition":{"version":"3.4.0"},
+      "storage":{
+        "directories":[{"path":"/srv/data","mode":448,"user":{"id":7}},{"path":"/wiped","overwrite":true}],
+        "files":[
+          {"path":"/etc/hostname","contents":{"source":"data:,node1"},"mode":420},
+          {"path":"/wiped/keep","contents":{"source":"data:,k"}},
+          {"path":"/srv/data/deep/file","contents":{"source":"data:;base64,aGVsbG8="},"group":{"id":9}},
+          {"path":"/etc/motd","append":[{"source":"data:,one%0A"},{"source":"data:,two%0A"}]},
+          {"path":"/etc/profile.d/x.sh","contents":{"source":"data:,a"},"append":[{"source":"data:,b"}],"overwrite":true}],
+        "links":[
+          {"path":"/srv/latest","target":"data/deep/file"},
+          {"path":"/srv/hard","target":"/srv/data/deep/file","hard":true},
+          {"path":"/etc/abs","target":"/etc/hostname","overwrite":true}]},
+      "systemd":{"units":[
+        {"name":"a.service","contents":"[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n","enabled":true,
+         "dropins":[{"name":"10-x.conf","contents":"[Service]\n"}]},
+        {"name":"getty@tty1.service","enabled":true},{"name":"getty@tty2.service","enabled":true},
+        {"name":"b.service","enabled":false},
+        {"name":"m.service","contents":"[Service]\n","mask":true}]}}"#;
+
+    #[test]
+    fn a_second_plan_against_an_applied_root_holds_only_the_result_file() {
+        let (path, root) = fresh_root("converge");
+        std::fs::create_dir_all(path.join("wiped/foreign")).unwrap();
+        std::fs::write(path.join("etc/motd"), "welcome\n").unwrap();
+        let first = apply(&root, EVERYTHING);
+        assert!(steps_besides_result(&first).len() > 10, "{first}");
+        assert!(!path.join("wiped/foreign").exists());
+        assert_eq!(std::fs::read_to_string(path.join("etc/motd")).unwrap(), "welcome\none\ntwo\n");
+        let second = plan(&config(EVERYTHING), &root, true).unwrap();
+        assert_eq!(steps_besides_result(&second), Vec::<String>::new(), "{second}");
+        assert_eq!(second.steps().len(), 1);
+        second.execute(&root).unwrap();
+        assert_eq!(std::fs::read_to_string(path.join("etc/motd")).unwrap(), "welcome\none\ntwo\n");
+    }
+
+    #[test]
+    fn nothing_is_written_when_any_content_fails_to_verify() {
+        let (path, root) = fresh_root("verify-first");
+        let json = r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[
+            {"path":"/a","contents":{"source":"data:,fine"}},
+            {"path":"/b","contents":{"source":"data:,evil","verification":{"hash":"sha256-2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"}}}]}}"#;
+        let error = plan(&config(json), &root, true).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Fetch);
+        assert_eq!(error.config_path.as_str(), "$.storage.files[1].contents");
+        assert!(error.to_string().contains("(/b)"), "{error}");
+        assert!(!path.join("a").exists());
+    }
+
+    #[test]
+    fn the_dry_run_shows_sizes_and_hashes_never_contents() {
+        let (_, root) = fresh_root("display");
+        let json = r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/etc/secret","contents":{"source":"data:,hunter2"}}]}}"#;
+        let shown = plan(&config(json), &root, false).unwrap().to_string();
+        assert!(shown.contains("write /etc/secret 0644 0:0 (7 bytes, sha256 "), "{shown}");
+        assert!(!shown.contains("hunter2"));
+        let secret = Contents { bytes: b"ssh-ed25519 AAAA".to_vec(), secret: true };
+        assert_eq!(secret.to_string(), "16 bytes, secret");
+    }
+
+    #[test]
+    fn symlinks_in_a_hostile_root_never_lead_a_write_outside() {
+        let (root_path, outside, root) = hostile("hostile-apply");
+        std::fs::create_dir(root_path.join("etc")).unwrap();
+        std::os::unix::fs::symlink(&outside, root_path.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../../outside", root_path.join("rel")).unwrap();
+        std::os::unix::fs::symlink(outside.join("sentinel"), root_path.join("final")).unwrap();
+        let json = r#"{"ignition":{"version":"3.3.0"},"storage":{
+            "files":[{"path":"/abs/sentinel","contents":{"source":"data:,x"}},{"path":"/rel/sentinel","contents":{"source":"data:,y"}},
+                     {"path":"/final","contents":{"source":"data:,z"},"overwrite":true}],
+            "directories":[{"path":"/abs/dir"}],
+            "links":[{"path":"/rel/link","target":"/etc/passwd"},{"path":"/../../../dots","target":"x"}]}}"#;
+        apply(&root, json);
+        assert_eq!(std::fs::read_link(root_path.join("dots")).unwrap().to_str(), Some("x"));
+        outside_untouched(&outside);
+        assert_eq!(std::fs::read_to_string(root_path.join(outside.strip_prefix("/").unwrap()).join("sentinel")).unwrap(), "x");
+        assert_eq!(std::fs::read_to_string(root_path.join("outside/sentinel")).unwrap(), "y");
+        assert_eq!(std::fs::read_to_string(root_path.join("final")).unwrap(), "z");
+    }
+
+    #[test]
+    fn a_file_where_a_directory_is_needed_is_an_error_before_anything_is_written() {
+        let (root_path, outside, root) = hostile("file-for-dir");
+        std::fs::write(root_path.join("plain"), "x").unwrap();
+        let json = r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/new","contents":{"source":"data:,n"}},{"path":"/plain/child","contents":{"source":"data:,c"}}]}}"#;
+        let error = plan(&config(json), &root, true).unwrap_err();
+        assert_eq!(error.config_path.as_str(), "$.storage.files[1]");
+        assert!(!root_path.join("new").exists());
+        outside_untouched(&outside);
+    }
+
+    #[test]
+    fn a_thousand_files_plan_and_execute_in_milliseconds() {
+        let (path, root) = fresh_root("thousand");
+        let files: Vec<String> = (0..1000)
+            .map(|index| format!(r#"{{"path":"/srv/d{}/f{index}","contents":{{"source":"data:,file%20{index}"}},"mode":384}}"#, index % 10))
+            .collect();
+        let json = format!(r#"{{"ignition":{{"version":"3.3.0"}},"storage":{{"files":[{}]}}}}"#, files.join(","));
+        let config = config(&json);
+        let started = Instant::now();
+        let plan = plan(&config, &root, true).unwrap();
+        let planned = started.elapsed();
+        plan.execute(&root).unwrap();
+        let total = started.elapsed();
+        eprintln!("1000 files: plan {planned:?}, plan and execute {total:?}");
+        assert_eq!(std::fs::read_to_string(path.join("srv/d7/f997")).unwrap(), "file 997");
+        assert!(total.as_secs_f64() < 2.0, "{total:?}");
+    }
+}

@@ -1,0 +1,229 @@
+//! `passwd`: the account files the users module computes, the homes `useradd -m` would make
+//! (with /etc/skel copied in, owned by the user), and `~/.ssh/authorized_keys.d/ignition`.
+//! Ignition runs these before files, so files may be owned by a user this config adds.
+
+use super::files::Owners;
+use super::{default_dir_attrs, kind_name, ApplyError, Contents, ErrorKind, Op, Planner};
+use crate::config::latest::Passwd;
+use crate::report::JsonPath;
+use crate::root::{Attrs, Kind};
+use crate::users::{self, AuthorizedKeys, EtcFiles, Home};
+
+const SKEL: &str = "/etc/skel";
+/// Ignition makes missing directories on the way to the keys as the user, 0700.
+const KEYS_DIR_MODE: u32 = 0o700;
+const KEYS_FILE_MODE: u32 = 0o600;
+
+fn read_text(planner: &Planner, at: &JsonPath, path: &str) -> Result<Option<String>, ApplyError> {
+    let resolved = planner.resolve(at, path)?;
+    let contents =
+        planner.root().read_file_if_present(&resolved).map_err(|error| ApplyError::new(at, path, ErrorKind::Io, format!("cannot read: {error}")))?;
+    Ok(contents.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+fn read_etc_files(planner: &Planner, at: &JsonPath) -> Result<EtcFiles, ApplyError> {
+    Ok(EtcFiles {
+        passwd: read_text(planner, at, "/etc/passwd")?.unwrap_or_default(),
+        shadow: read_text(planner, at, "/etc/shadow")?,
+        group: read_text(planner, at, "/etc/group")?.unwrap_or_default(),
+        gshadow: read_text(planner, at, "/etc/gshadow")?,
+        login_defs: read_text(planner, at, "/etc/login.defs")?,
+    })
+}
+
+/// Plans the users and groups and returns the owners files are resolved against.
+pub(crate) fn plan_passwd(planner: &mut Planner, passwd: Option<&Passwd>) -> Result<Owners, ApplyError> {
+    let at = JsonPath::root().field("passwd");
+    let etc = read_etc_files(planner, &at)?;
+    let mut owners = Owners { passwd: etc.passwd.clone(), group: etc.group.clone() };
+    let Some(passwd) = passwd.filter(|passwd| {
+        passwd.users.as_ref().is_some_and(|users| !users.is_empty()) || passwd.groups.as_ref().is_some_and(|groups| !groups.is_empty())
+    }) else {
+        return Ok(owners);
+    };
+    let plan = users::plan_users(passwd, &etc).map_err(|error| ApplyError::new(&at, "", ErrorKind::Users, error.message))?;
+    for etc_file in &plan.etc_files {
+        let path = planner.resolve(&at, &format!("/etc/{}", etc_file.name))?;
+        let secret = matches!(etc_file.name, "shadow" | "gshadow");
+        write_keeping_attrs(planner, &at, &path, etc_file.contents.as_bytes(), Attrs { mode: etc_file.mode_if_new, uid: 0, gid: 0 }, secret)?;
+        match etc_file.name {
+            "passwd" => owners.passwd.clone_from(&etc_file.contents),
+            "group" => owners.group.clone_from(&etc_file.contents),
+            _ => {}
+        }
+    }
+    for home in &plan.homes {
+        plan_home(planner, &at, home)?;
+    }
+    for keys in &plan.authorized_keys {
+        plan_authorized_keys(planner, &at, keys)?;
+    }
+    Ok(owners)
+}
+
+/// A file rewritten in place as shadow-utils and an `O_TRUNC` open do: an existing file keeps
+/// its mode and owner, a new one gets `attrs_if_new`.
+fn write_keeping_attrs(
+    planner: &mut Planner,
+    at: &JsonPath,
+    path: &str,
+    contents: &[u8],
+    attrs_if_new: Attrs,
+    secret: bool,
+) -> Result<(), ApplyError> {
+    let attrs = match planner.probe(at, path)? {
+        Some(node) if node.kind == Kind::File => {
+            if planner.contents(at, path, &node)? == contents {
+                return Ok(());
+            }
+            node.attrs
+        }
+        Some(node) => {
+            return Err(ApplyError::new(at, path, ErrorKind::WrongType, format!("a {} is where a file goes: remove it", kind_name(node.kind))));
+        }
+        None => {
+            planner.ensure_parents(at, path, default_dir_attrs())?;
+            attrs_if_new
+        }
+    };
+    planner.push(at, Op::WriteFile { path: path.to_owned(), contents: Contents { bytes: contents.to_vec(), secret }, attrs, record_append: false });
+    Ok(())
+}
+
+/// A new home as `useradd -m` makes it: the directory, then /etc/skel's tree in it with each
+/// entry's mode kept and the user as owner. An existing home is left as it is.
+fn plan_home(planner: &mut Planner, at: &JsonPath, home: &Home) -> Result<(), ApplyError> {
+    let path = planner.resolve(at, &home.path)?;
+    if planner.probe(at, &path)?.is_some() {
+        return Ok(());
+    }
+    planner.ensure_parents(at, &path, default_dir_attrs())?;
+    planner.push(at, Op::CreateDir { path: path.clone(), attrs: Attrs { mode: home.mode, uid: home.uid, gid: home.gid } });
+    if home.copy_skel {
+        let skel = planner.resolve(at, SKEL)?;
+        if planner.probe(at, &skel)?.is_some_and(|node| node.kind == Kind::Dir) {
+            copy_tree(planner, at, &skel, &path, (home.uid, home.gid))?;
+        }
+    }
+    Ok(())
+}
+
+fn copy_tree(planner: &mut Planner, at: &JsonPath, from: &str, to: &str, owner: (u32, u32)) -> Result<(), ApplyError> {
+    let names =
+        planner.root().list_dir(from).map_err(|error| ApplyError::new(at, from, ErrorKind::Io, format!("cannot list the directory: {error}")))?;
+    for name in names {
+        let source = format!("{from}/{name}");
+        let destination = format!("{to}/{name}");
+        let Some(node) = planner.probe(at, &source)? else { continue };
+        let attrs = Attrs { mode: node.attrs.mode, uid: owner.0, gid: owner.1 };
+        match node.kind {
+            Kind::Dir => {
+                planner.push(at, Op::CreateDir { path: destination.clone(), attrs });
+                copy_tree(planner, at, &source, &destination, owner)?;
+            }
+            Kind::File => {
+                let bytes = planner.contents(at, &source, &node)?;
+                planner.push(at, Op::WriteFile { path: destination, contents: Contents { bytes, secret: false }, attrs, record_append: false });
+            }
+            Kind::Symlink => {
+                let target = planner.link_target(at, &source, &node)?;
+                planner.push(at, Op::Symlink { path: destination, target, owner });
+            }
+            Kind::Other => {}
+        }
+    }
+    Ok(())
+}
+
+/// `~/.ssh/authorized_keys.d/ignition`: missing directories on the way made 0700 and the
+/// user's, a new file 0600 and the user's, an existing one rewritten with its mode and owner.
+fn plan_authorized_keys(planner: &mut Planner, at: &JsonPath, keys: &AuthorizedKeys) -> Result<(), ApplyError> {
+    let path = planner.resolve(at, &format!("{}/.ssh/authorized_keys.d/ignition", keys.home))?;
+    let user_dir = Attrs { mode: KEYS_DIR_MODE, uid: keys.uid, gid: keys.gid };
+    planner.ensure_parents(at, &path, user_dir)?;
+    write_keeping_attrs(planner, at, &path, keys.contents.as_bytes(), Attrs { mode: KEYS_FILE_MODE, uid: keys.uid, gid: keys.gid }, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::super::Plan;
+    use super::*;
+
+    fn run(root: &crate::root::Root, build: impl FnOnce(&mut Planner) -> Result<(), ApplyError>) -> Plan {
+        let mut planner = Planner::new(root);
+        build(&mut planner).unwrap();
+        let plan = Plan { steps: planner.steps };
+        plan.execute(root).unwrap();
+        plan
+    }
+
+    #[test]
+    fn no_passwd_section_leaves_the_account_files_alone_and_owners_come_from_them() {
+        let (path, root) = fresh_root("no-passwd");
+        std::fs::write(path.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        let mut planner = Planner::new(&root);
+        let owners = plan_passwd(&mut planner, None).unwrap();
+        assert!(planner.steps.is_empty());
+        assert_eq!(owners.passwd, "root:x:0:0::/root:/bin/sh\n");
+    }
+
+    #[test]
+    fn an_account_file_keeps_its_mode_and_owner_and_a_new_one_gets_mode_if_new() {
+        let (path, root) = fresh_root("etc-files");
+        std::fs::write(path.join("etc/passwd"), "old\n").unwrap();
+        std::fs::set_permissions(path.join("etc/passwd"), std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+        std::os::unix::fs::chown(path.join("etc/passwd"), Some(0), Some(42)).unwrap();
+        let plan = run(&root, |planner| {
+            let at = JsonPath::root().field("passwd");
+            write_keeping_attrs(planner, &at, "/etc/passwd", b"new\n", Attrs { mode: 0o644, uid: 0, gid: 0 }, false)?;
+            write_keeping_attrs(planner, &at, "/etc/shadow", b"root:*:1::::::\n", Attrs { mode: 0o640, uid: 0, gid: 0 }, true)
+        });
+        assert_eq!(std::fs::read_to_string(path.join("etc/passwd")).unwrap(), "new\n");
+        assert_eq!(mode_owner(&path.join("etc/passwd")), (0o640, 0, 42));
+        assert_eq!(mode_owner(&path.join("etc/shadow")), (0o640, 0, 0));
+        assert!(!plan.to_string().contains("root:*"), "{plan}");
+    }
+
+    #[test]
+    fn a_new_home_gets_skel_copied_with_the_users_owner_and_an_existing_home_is_left_alone() {
+        let (path, root) = fresh_root("home");
+        std::fs::create_dir_all(path.join("etc/skel/.config")).unwrap();
+        std::fs::write(path.join("etc/skel/.bashrc"), "bash").unwrap();
+        std::fs::set_permissions(path.join("etc/skel/.bashrc"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(".bashrc", path.join("etc/skel/.profile")).unwrap();
+        let home = Home { path: "/home/core".to_owned(), uid: 500, gid: 501, mode: 0o700, copy_skel: true };
+        run(&root, |planner| plan_home(planner, &JsonPath::root(), &home));
+        assert_eq!(mode_owner(&path.join("home")), (0o755, 0, 0));
+        assert_eq!(mode_owner(&path.join("home/core")), (0o700, 500, 501));
+        assert_eq!(mode_owner(&path.join("home/core/.bashrc")), (0o600, 500, 501));
+        assert_eq!(std::fs::read_to_string(path.join("home/core/.bashrc")).unwrap(), "bash");
+        assert_eq!(mode_owner(&path.join("home/core/.config")), (0o755, 500, 501));
+        assert_eq!(std::fs::read_link(path.join("home/core/.profile")).unwrap().to_str(), Some(".bashrc"));
+        assert_eq!((mode_owner(&path.join("home/core/.profile")).1, mode_owner(&path.join("home/core/.profile")).2), (500, 501));
+        let again = run(&root, |planner| plan_home(planner, &JsonPath::root(), &home));
+        assert!(again.is_empty(), "{again}");
+    }
+
+    #[test]
+    fn ssh_keys_go_to_authorized_keys_d_with_private_modes_owned_by_the_user() {
+        let (path, root) = fresh_root("keys");
+        std::fs::create_dir_all(path.join("home/core")).unwrap();
+        let keys = AuthorizedKeys { home: "/home/core".to_owned(), uid: 500, gid: 501, contents: "ssh-ed25519 AAAA key\n".to_owned() };
+        let plan = run(&root, |planner| plan_authorized_keys(planner, &JsonPath::root(), &keys));
+        assert!(!plan.to_string().contains("AAAA"), "{plan}");
+        assert_eq!(mode_owner(&path.join("home/core")), (0o755, 0, 0));
+        assert_eq!(mode_owner(&path.join("home/core/.ssh")), (0o700, 500, 501));
+        assert_eq!(mode_owner(&path.join("home/core/.ssh/authorized_keys.d")), (0o700, 500, 501));
+        let file = path.join("home/core/.ssh/authorized_keys.d/ignition");
+        assert_eq!(mode_owner(&file), (0o600, 500, 501));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "ssh-ed25519 AAAA key\n");
+        let again = run(&root, |planner| plan_authorized_keys(planner, &JsonPath::root(), &keys));
+        assert!(again.is_empty(), "{again}");
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        let changed = AuthorizedKeys { contents: "ssh-rsa BBBB\n".to_owned(), ..keys };
+        run(&root, |planner| plan_authorized_keys(planner, &JsonPath::root(), &changed));
+        assert_eq!(mode_owner(&file), (0o644, 500, 501));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "ssh-rsa BBBB\n");
+    }
+}

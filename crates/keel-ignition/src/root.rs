@@ -1,0 +1,569 @@
+//! A directory that every write of an apply stays inside. The root is held as a directory fd;
+//! every path is opened with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` up to its
+//! parent, and the final component is touched with an `*at` call that does not follow it. A
+//! symlink in the root, absolute or relative, in a parent or as the final component, can
+//! therefore never send a write outside: the kernel resolves it as if the root were `/`.
+//!
+//! Paths here are the config's paths: absolute, `/`-separated, as seen from inside the root.
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// Symlinks followed while resolving one path before giving up, as the kernel's own limit.
+const MAX_SYMLINK_HOPS: usize = 40;
+
+const IN_ROOT: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// What `lstat` says about a node, reduced to what an apply compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub kind: Kind,
+    /// Permission bits with setuid, setgid and sticky (`0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+}
+
+/// Mode and owner a node is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attrs {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Parent directories kept open: an apply writes many files into few directories, and
+/// resolving each parent anew would cost more than the write.
+const CACHED_DIRECTORIES: usize = 64;
+
+pub struct Root {
+    fd: OwnedFd,
+    path: PathBuf,
+    /// Directories opened by path. Every fd was opened confined to the root and stays inside
+    /// it; the cache is dropped whenever something is removed, so a path never names a
+    /// directory that has since been replaced.
+    directories: RefCell<HashMap<String, Rc<OwnedFd>>>,
+}
+
+/// The path's components after lexical clean-up of `.` and empty components; `..` is kept,
+/// for the resolver to apply against what it has resolved so far.
+fn raw_components(path: &str) -> impl DoubleEndedIterator<Item = &str> {
+    path.split('/').filter(|component| !component.is_empty() && *component != ".")
+}
+
+/// `path` as a clean absolute path; `..` is applied lexically and stops at `/`.
+pub fn clean(path: &str) -> String {
+    let mut kept: Vec<&str> = Vec::new();
+    for component in raw_components(path) {
+        if component == ".." {
+            kept.pop();
+        } else {
+            kept.push(component);
+        }
+    }
+    format!("/{}", kept.join("/"))
+}
+
+/// The parent of a clean absolute path and its final component; `None` for `/`.
+pub fn split_parent(path: &str) -> Option<(&str, &str)> {
+    let (parent, name) = path.rsplit_once('/')?;
+    if name.is_empty() {
+        return None;
+    }
+    Some((if parent.is_empty() { "/" } else { parent }, name))
+}
+
+/// The paths of every ancestor of a clean absolute path, outermost first, without `/`.
+pub fn ancestors(path: &str) -> Vec<&str> {
+    path.match_indices('/').filter(|(index, _)| *index > 0).filter_map(|(index, _)| path.get(..index)).collect()
+}
+
+/// How deep a clean absolute path is: `/` is 0, `/a` is 1.
+pub fn depth(path: &str) -> usize {
+    raw_components(path).count()
+}
+
+fn relative(path: &str) -> &str {
+    let trimmed = path.trim_start_matches('/');
+    if trimmed.is_empty() {
+        "."
+    } else {
+        trimmed
+    }
+}
+
+fn kind_of(file_type: FileType) -> Kind {
+    match file_type {
+        FileType::RegularFile => Kind::File,
+        FileType::Directory => Kind::Dir,
+        FileType::Symlink => Kind::Symlink,
+        _ => Kind::Other,
+    }
+}
+
+fn meta_of(stat: &rustix::fs::Stat) -> Meta {
+    Meta {
+        kind: kind_of(FileType::from_raw_mode(stat.st_mode)),
+        mode: stat.st_mode & 0o7777,
+        uid: stat.st_uid,
+        gid: stat.st_gid,
+        dev: stat.st_dev,
+        ino: stat.st_ino,
+        size: u64::try_from(stat.st_size).unwrap_or(0),
+    }
+}
+
+fn absent(errno: Errno) -> bool {
+    errno == Errno::NOENT
+}
+
+fn uid(raw: u32) -> Option<rustix::fs::Uid> {
+    Some(rustix::fs::Uid::from_raw(raw))
+}
+
+fn gid(raw: u32) -> Option<rustix::fs::Gid> {
+    Some(rustix::fs::Gid::from_raw(raw))
+}
+
+static TEMPORARY_NAMES: AtomicU64 = AtomicU64::new(0);
+static PROCESS_ID: OnceLock<u32> = OnceLock::new();
+
+fn temporary_name() -> String {
+    let process = PROCESS_ID.get_or_init(std::process::id);
+    format!(".keel-tmp-{process}-{}", TEMPORARY_NAMES.fetch_add(1, Ordering::Relaxed))
+}
+
+impl Root {
+    pub fn open(path: &Path) -> io::Result<Root> {
+        let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(Root { fd, path: path.to_owned(), directories: RefCell::new(HashMap::new()) })
+    }
+
+    /// Where the root is on the host, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The directory at `path`, every symlink on the way resolved inside the root.
+    fn open_dir(&self, path: &str) -> io::Result<OwnedFd> {
+        Ok(rustix::fs::openat2(&self.fd, relative(path), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), IN_ROOT)?)
+    }
+
+    fn parent(&self, path: &str) -> io::Result<(Rc<OwnedFd>, String)> {
+        let clean_path = clean(path);
+        let (parent, name) =
+            split_parent(&clean_path).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the root itself is not a file or link"))?;
+        if let Some(dir) = self.directories.borrow().get(parent) {
+            return Ok((Rc::clone(dir), name.to_owned()));
+        }
+        let dir = Rc::new(self.open_dir(parent)?);
+        let mut directories = self.directories.borrow_mut();
+        if directories.len() >= CACHED_DIRECTORIES {
+            directories.clear();
+        }
+        directories.insert(parent.to_owned(), Rc::clone(&dir));
+        Ok((dir, name.to_owned()))
+    }
+
+    /// The node at `path` without following a final symlink; `None` when nothing is there.
+    pub fn lstat(&self, path: &str) -> io::Result<Option<Meta>> {
+        if clean(path) == "/" {
+            return Ok(Some(meta_of(&rustix::fs::fstat(&self.fd)?)));
+        }
+        let (dir, name) = match self.parent(path) {
+            Ok(found) => found,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        match rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => Ok(Some(meta_of(&stat))),
+            Err(errno) if absent(errno) => Ok(None),
+            Err(errno) => Err(errno.into()),
+        }
+    }
+
+    /// The node at `path` with every symlink followed inside the root.
+    pub fn stat(&self, path: &str) -> io::Result<Option<Meta>> {
+        match rustix::fs::openat2(&self.fd, relative(path), OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), IN_ROOT) {
+            Ok(fd) => Ok(Some(meta_of(&rustix::fs::fstat(&fd)?))),
+            Err(errno) if absent(errno) => Ok(None),
+            Err(errno) => Err(errno.into()),
+        }
+    }
+
+    pub fn read_link(&self, path: &str) -> io::Result<String> {
+        let (dir, name) = self.parent(path)?;
+        let target = rustix::fs::readlinkat(&dir, name.as_str(), Vec::new())?;
+        Ok(String::from_utf8_lossy(target.as_bytes()).into_owned())
+    }
+
+    fn open_no_follow(&self, path: &str) -> io::Result<OwnedFd> {
+        let (dir, name) = self.parent(path)?;
+        Ok(rustix::fs::openat(&dir, name.as_str(), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())?)
+    }
+
+    /// A regular file's contents (the caller has checked it is one).
+    pub fn read_file(&self, path: &str) -> io::Result<Vec<u8>> {
+        let mut contents = Vec::new();
+        std::fs::File::from(self.open_no_follow(path)?).read_to_end(&mut contents)?;
+        Ok(contents)
+    }
+
+    /// A regular file's contents, or `None` when there is none at `path`.
+    pub fn read_file_if_present(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
+        match self.read_file(path) {
+            Ok(contents) => Ok(Some(contents)),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// An extended attribute of a regular file; `None` when it is unset or the filesystem has none.
+    pub fn xattr(&self, path: &str, name: &str) -> io::Result<Option<Vec<u8>>> {
+        let fd = self.open_no_follow(path)?;
+        let mut value = [0_u8; 256];
+        match rustix::fs::fgetxattr(&fd, name, &mut value[..]) {
+            Ok(length) => Ok(value.get(..length).map(<[u8]>::to_vec)),
+            Err(Errno::NODATA | Errno::NOTSUP | Errno::RANGE) => Ok(None),
+            Err(errno) => Err(errno.into()),
+        }
+    }
+
+    /// `path` with every symlink in its parents resolved inside the root, as the kernel would
+    /// resolve them for `RESOLVE_IN_ROOT`; the final component is not followed. Components that
+    /// do not exist yet are kept as written.
+    pub fn resolve_parents(&self, path: &str) -> io::Result<String> {
+        let clean_path = clean(path);
+        let Some((parent, last)) = split_parent(&clean_path) else { return Ok(clean_path) };
+        let mut pending: Vec<String> = raw_components(parent).rev().map(str::to_owned).collect();
+        let mut resolved: Vec<String> = Vec::new();
+        let mut hops = 0;
+        let mut missing = false;
+        while let Some(component) = pending.pop() {
+            if component == ".." {
+                resolved.pop();
+                continue;
+            }
+            if missing {
+                resolved.push(component);
+                continue;
+            }
+            let candidate = format!("/{}", resolved.iter().chain(std::iter::once(&component)).map(String::as_str).collect::<Vec<_>>().join("/"));
+            match self.lstat(&candidate)? {
+                None => {
+                    missing = true;
+                    resolved.push(component);
+                }
+                Some(meta) if meta.kind == Kind::Symlink => {
+                    hops += 1;
+                    if hops > MAX_SYMLINK_HOPS {
+                        return Err(Errno::LOOP.into());
+                    }
+                    let target = self.read_link(&candidate)?;
+                    if target.starts_with('/') {
+                        resolved.clear();
+                    }
+                    pending.extend(raw_components(&target).rev().map(str::to_owned));
+                }
+                Some(_) => resolved.push(component),
+            }
+        }
+        resolved.push(last.to_owned());
+        Ok(format!("/{}", resolved.join("/")))
+    }
+
+    /// Creates the directory `path` (its parent exists) with exactly `attrs`, whatever the umask.
+    pub fn create_dir(&self, path: &str, attrs: Attrs) -> io::Result<()> {
+        let (dir, name) = self.parent(path)?;
+        rustix::fs::mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o700))?;
+        let created =
+            rustix::fs::openat(&dir, name.as_str(), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+        rustix::fs::fchown(&created, uid(attrs.uid), gid(attrs.gid))?;
+        rustix::fs::fchmod(&created, Mode::from_raw_mode(attrs.mode))?;
+        Ok(())
+    }
+
+    /// Gives an existing node its owner, then its mode (a symlink has no mode of its own).
+    pub fn set_attrs(&self, path: &str, attrs: Attrs) -> io::Result<()> {
+        let (dir, name) = self.parent(path)?;
+        let stat = rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)?;
+        if kind_of(FileType::from_raw_mode(stat.st_mode)) == Kind::Symlink {
+            return Ok(rustix::fs::chownat(&dir, name.as_str(), uid(attrs.uid), gid(attrs.gid), AtFlags::SYMLINK_NOFOLLOW)?);
+        }
+        let fd = rustix::fs::openat(&dir, name.as_str(), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())?;
+        rustix::fs::fchown(&fd, uid(attrs.uid), gid(attrs.gid))?;
+        Ok(rustix::fs::fchmod(&fd, Mode::from_raw_mode(attrs.mode))?)
+    }
+
+    /// Replaces whatever file is at `path` with `contents`. The file is written unnamed
+    /// (`O_TMPFILE`), given its owner, mode and extended attribute, then linked in at its name;
+    /// where a file is already there it is linked at a temporary name and renamed over it. The
+    /// file never appears half-written or with the wrong mode, and a power cut leaves no stray
+    /// temporary behind. A filesystem without `O_TMPFILE` gets a named temporary file instead.
+    pub fn write_file(&self, path: &str, contents: &[u8], attrs: Attrs, xattr: Option<(&str, &[u8])>) -> io::Result<()> {
+        let (dir, name) = self.parent(path)?;
+        let unnamed = rustix::fs::openat(&dir, ".", OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC, Mode::from_raw_mode(0o600));
+        let (fd, temporary) = match unnamed {
+            Ok(fd) => (fd, None),
+            Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOENT) => {
+                let temporary = temporary_name();
+                let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                (rustix::fs::openat(&dir, temporary.as_str(), flags, Mode::from_raw_mode(0o600))?, Some(temporary))
+            }
+            Err(errno) => return Err(errno.into()),
+        };
+        let mut file = std::fs::File::from(fd);
+        let mut linked = temporary.clone();
+        let written = (|| -> io::Result<()> {
+            file.write_all(contents)?;
+            rustix::fs::fchown(&file, uid(attrs.uid), gid(attrs.gid))?;
+            rustix::fs::fchmod(&file, Mode::from_raw_mode(attrs.mode))?;
+            if let Some((xattr_name, value)) = xattr {
+                rustix::fs::fsetxattr(&file, xattr_name, value, rustix::fs::XattrFlags::empty())?;
+            }
+            if linked.is_none() {
+                match rustix::fs::linkat(&file, "", &dir, name.as_str(), AtFlags::EMPTY_PATH) {
+                    Ok(()) => return Ok(()),
+                    Err(Errno::EXIST) => {
+                        let temporary = temporary_name();
+                        rustix::fs::linkat(&file, "", &dir, temporary.as_str(), AtFlags::EMPTY_PATH)?;
+                        linked = Some(temporary);
+                    }
+                    Err(errno) => return Err(errno.into()),
+                }
+            }
+            match &linked {
+                Some(temporary) => Ok(rustix::fs::renameat(&dir, temporary.as_str(), &dir, name.as_str())?),
+                None => Ok(()),
+            }
+        })();
+        if let (Err(_), Some(temporary)) = (&written, &linked) {
+            // The temporary name is ours alone; a failure to remove it changes nothing for the caller.
+            let _ = rustix::fs::unlinkat(&dir, temporary.as_str(), AtFlags::empty());
+        }
+        written
+    }
+
+    /// A symlink at `path` holding `target` verbatim, owned as given.
+    pub fn symlink(&self, target: &str, path: &str, owner: (u32, u32)) -> io::Result<()> {
+        let (dir, name) = self.parent(path)?;
+        rustix::fs::symlinkat(target, &dir, name.as_str())?;
+        Ok(rustix::fs::chownat(&dir, name.as_str(), uid(owner.0), gid(owner.1), AtFlags::SYMLINK_NOFOLLOW)?)
+    }
+
+    /// A hard link at `path` to the node at `target` (a final symlink is linked, not followed).
+    pub fn hard_link(&self, target: &str, path: &str) -> io::Result<()> {
+        let (target_dir, target_name) = self.parent(target)?;
+        let (dir, name) = self.parent(path)?;
+        Ok(rustix::fs::linkat(&target_dir, target_name.as_str(), &dir, name.as_str(), AtFlags::empty())?)
+    }
+
+    /// Removes whatever is at `path`, a directory with everything in it; nothing there is fine.
+    pub fn remove_all(&self, path: &str) -> io::Result<()> {
+        self.directories.borrow_mut().clear();
+        let (dir, name) = match self.parent(path) {
+            Ok(found) => found,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        remove_entry(&dir, OsStr::new(&name))
+    }
+
+    /// The names in the directory at `path`, without `.` and `..`.
+    pub fn list_dir(&self, path: &str) -> io::Result<Vec<String>> {
+        let dir = self.open_dir(path)?;
+        let mut names = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&dir)? {
+            let name = entry?.file_name().to_bytes().to_owned();
+            if name != b"." && name != b".." {
+                names.push(String::from_utf8_lossy(&name).into_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// One `syncfs` for everything written: the apply's single durability point.
+    pub fn sync(&self) -> io::Result<()> {
+        Ok(rustix::fs::syncfs(&self.fd)?)
+    }
+}
+
+fn remove_entry(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
+    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(errno) if absent(errno) => Ok(()),
+        Err(Errno::ISDIR) => {
+            let child = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+            let mut names = Vec::new();
+            for entry in rustix::fs::Dir::read_from(&child)? {
+                let entry_name = entry?.file_name().to_bytes().to_owned();
+                if entry_name != b"." && entry_name != b".." {
+                    names.push(entry_name);
+                }
+            }
+            for entry_name in names {
+                remove_entry(&child, OsStr::from_bytes(&entry_name))?;
+            }
+            Ok(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?)
+        }
+        Err(errno) => Err(errno.into()),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// An empty directory of this test's own, removed and made again on every run.
+    pub(crate) fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("keel-ignition-{}", std::process::id())).join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A root inside a scratch directory, next to a sentinel directory outside it.
+    pub(crate) fn hostile(name: &str) -> (PathBuf, PathBuf, Root) {
+        let base = scratch(name);
+        let outside = base.join("outside");
+        let root_path = base.join("root");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::create_dir_all(&root_path).unwrap();
+        std::fs::write(outside.join("sentinel"), "untouched").unwrap();
+        let root = Root::open(&root_path).unwrap();
+        (root_path, outside, root)
+    }
+
+    pub(crate) fn outside_untouched(outside: &Path) {
+        let names: Vec<_> = std::fs::read_dir(outside).unwrap().map(|entry| entry.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("sentinel")]);
+        assert_eq!(std::fs::read_to_string(outside.join("sentinel")).unwrap(), "untouched");
+    }
+
+    const ROOT_OWNED: Attrs = Attrs { mode: 0o644, uid: 0, gid: 0 };
+
+    #[test]
+    fn clean_applies_dots_lexically_and_stops_at_the_root() {
+        assert_eq!(clean("/a/./b//c/../d"), "/a/b/d");
+        assert_eq!(clean("/../../etc"), "/etc");
+        assert_eq!(clean(""), "/");
+    }
+
+    #[test]
+    fn ancestors_and_depth_count_components() {
+        assert_eq!(ancestors("/a/b/c"), vec!["/a", "/a/b"]);
+        assert!(ancestors("/a").is_empty());
+        assert_eq!(depth("/"), 0);
+        assert_eq!(depth("/a/b/c"), 3);
+        assert_eq!(split_parent("/a"), Some(("/", "a")));
+        assert_eq!(split_parent("/"), None);
+    }
+
+    #[test]
+    fn absolute_symlink_in_a_parent_resolves_inside_the_root() {
+        let (root_path, outside, root) = hostile("absolute-parent");
+        std::os::unix::fs::symlink(&outside, root_path.join("etc")).unwrap();
+        root.write_file("/etc/sentinel", b"replaced", ROOT_OWNED, None).unwrap_err();
+        std::fs::create_dir(root_path.join("inner")).unwrap();
+        std::fs::remove_file(root_path.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/inner", root_path.join("etc")).unwrap();
+        root.write_file("/etc/sentinel", b"confined", ROOT_OWNED, None).unwrap();
+        assert_eq!(std::fs::read_to_string(root_path.join("inner/sentinel")).unwrap(), "confined");
+        outside_untouched(&outside);
+    }
+
+    #[test]
+    fn relative_symlink_climbing_out_is_clamped_at_the_root() {
+        let (root_path, outside, root) = hostile("relative-parent");
+        std::os::unix::fs::symlink("../../../../outside", root_path.join("up")).unwrap();
+        root.create_dir("/up", Attrs { mode: 0o755, uid: 0, gid: 0 }).unwrap_err();
+        std::fs::create_dir(root_path.join("outside")).unwrap();
+        root.write_file("/up/sentinel", b"confined", ROOT_OWNED, None).unwrap();
+        assert_eq!(std::fs::read_to_string(root_path.join("outside/sentinel")).unwrap(), "confined");
+        outside_untouched(&outside);
+    }
+
+    #[test]
+    fn final_symlink_is_replaced_not_followed() {
+        let (root_path, outside, root) = hostile("final-symlink");
+        std::os::unix::fs::symlink(outside.join("sentinel"), root_path.join("file")).unwrap();
+        root.write_file("/file", b"new", ROOT_OWNED, None).unwrap();
+        assert_eq!(std::fs::read_to_string(root_path.join("file")).unwrap(), "new");
+        assert_eq!(root.list_dir("/").unwrap(), vec!["file".to_owned()], "no temporary name is left behind");
+        root.set_attrs("/file", Attrs { mode: 0o600, uid: 0, gid: 0 }).unwrap();
+        std::os::unix::fs::symlink(outside.join("sentinel"), root_path.join("link")).unwrap();
+        root.set_attrs("/link", Attrs { mode: 0o777, uid: 5, gid: 5 }).unwrap();
+        assert_eq!(std::fs::metadata(outside.join("sentinel")).unwrap().uid(), 0);
+        root.remove_all("/link").unwrap();
+        outside_untouched(&outside);
+    }
+
+    #[test]
+    fn resolve_parents_follows_chains_and_keeps_missing_components() {
+        let (root_path, outside, root) = hostile("resolve");
+        std::fs::create_dir_all(root_path.join("real/dir")).unwrap();
+        std::os::unix::fs::symlink("/real", root_path.join("abs")).unwrap();
+        std::os::unix::fs::symlink("abs/dir", root_path.join("chain")).unwrap();
+        std::os::unix::fs::symlink(&outside, root_path.join("escape")).unwrap();
+        assert_eq!(root.resolve_parents("/chain/x/y").unwrap(), "/real/dir/x/y");
+        assert_eq!(root.resolve_parents("/chain").unwrap(), "/chain");
+        assert_eq!(root.resolve_parents("/escape/file").unwrap(), format!("{}/file", outside.display()));
+        std::os::unix::fs::symlink("loop", root_path.join("loop")).unwrap();
+        assert!(root.resolve_parents("/loop/x").is_err());
+    }
+
+    #[test]
+    fn a_file_where_a_directory_is_needed_is_an_error() {
+        let (root_path, outside, root) = hostile("file-as-dir");
+        std::fs::write(root_path.join("plain"), "x").unwrap();
+        assert!(root.write_file("/plain/child", b"x", ROOT_OWNED, None).is_err());
+        assert!(root.lstat("/plain/child").is_err());
+        outside_untouched(&outside);
+    }
+
+    #[test]
+    fn write_file_gives_mode_owner_and_xattr_before_the_rename() {
+        let (root_path, _, root) = hostile("write");
+        root.write_file("/f", b"data", Attrs { mode: 0o4750, uid: 12, gid: 34 }, Some(("user.keel.test", b"v"))).unwrap();
+        let meta = std::fs::metadata(root_path.join("f")).unwrap();
+        assert_eq!((meta.mode() & 0o7777, meta.uid(), meta.gid()), (0o4750, 12, 34));
+        assert_eq!(root.xattr("/f", "user.keel.test").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(root.xattr("/f", "user.keel.other").unwrap(), None);
+        assert_eq!(root.list_dir("/").unwrap(), vec!["f".to_owned()]);
+    }
+
+    #[test]
+    fn remove_all_removes_trees_without_following_links() {
+        let (root_path, outside, root) = hostile("remove");
+        std::fs::create_dir_all(root_path.join("tree/sub")).unwrap();
+        std::fs::write(root_path.join("tree/sub/f"), "x").unwrap();
+        std::os::unix::fs::symlink(&outside, root_path.join("tree/out")).unwrap();
+        root.remove_all("/tree").unwrap();
+        root.remove_all("/never-was").unwrap();
+        assert!(!root_path.join("tree").exists());
+        outside_untouched(&outside);
+    }
+}
