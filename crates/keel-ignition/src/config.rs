@@ -38,12 +38,38 @@ impl fmt::Display for SpecVersion {
     }
 }
 
+/// A document as it was written, in the newest spec's types: validation reads it so (special
+/// mode bits and all); [`Parsed::upgraded`] is what merge and apply use.
 #[derive(Clone, Debug)]
 pub struct Parsed {
     pub config: Latest,
     pub version: SpecVersion,
     /// Warnings found while parsing: keys the declared version does not know.
     pub reports: Vec<Report>,
+}
+
+/// The first spec whose file and directory modes may carry setuid, setgid and sticky bits.
+const SPECIAL_MODE_BITS_SINCE_MINOR: u64 = 6;
+const SPECIAL_MODE_BITS: i64 = 0o7000;
+
+impl Parsed {
+    /// The config as the newest spec means it. Before 3.6 a mode's special bits are a warning
+    /// and are dropped when Ignition translates the config upward, so the node gets the mode
+    /// without them (Ignition 2.14, which took them from 3.4.0-experimental on, does the same
+    /// for 3.0-3.3).
+    pub fn upgraded(self) -> Latest {
+        let mut config = self.config;
+        if !self.version.at_least(SPECIAL_MODE_BITS_SINCE_MINOR)
+            && let Some(storage) = config.storage.as_mut()
+        {
+            let files = storage.files.iter_mut().flatten().map(|file| &mut file.mode);
+            let directories = storage.directories.iter_mut().flatten().map(|directory| &mut directory.mode);
+            for mode in files.chain(directories).flatten() {
+                *mode &= !SPECIAL_MODE_BITS;
+            }
+        }
+        config
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -241,6 +267,20 @@ mod tests {
         let message = error.to_string();
         assert!(!message.contains("secret"), "{message}");
         assert!(message.contains("invalid type: string \"…\", expected i64"), "{message}");
+    }
+
+    #[test]
+    fn special_mode_bits_are_dropped_on_upgrade_before_3_6_and_kept_from_it() {
+        for (minor, expected) in [(0, 0o755), (3, 0o755), (5, 0o755), (6, 0o4755)] {
+            let text = format!(
+                r#"{{"ignition": {{"version": "3.{minor}.0"}}, "storage": {{"files": [{{"path": "/f", "mode": 2541}}], "directories": [{{"path": "/d", "mode": 2541}}]}}}}"#
+            );
+            let parsed = parse(text.as_bytes()).unwrap();
+            assert_eq!(parsed.config.storage.as_ref().unwrap().files.as_ref().unwrap()[0].mode, Some(0o4755), "validation sees what was written");
+            let storage = parsed.upgraded().storage.unwrap();
+            assert_eq!(storage.files.unwrap()[0].mode, Some(expected), "3.{minor}.0");
+            assert_eq!(storage.directories.unwrap()[0].mode, Some(expected), "3.{minor}.0");
+        }
     }
 
     #[test]

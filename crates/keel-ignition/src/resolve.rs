@@ -197,13 +197,13 @@ impl Resolver<'_> {
         }
         let parsed = parse(bytes).map_err(|error| self.fail(document, Problem::Parse(error)))?;
         let checked = (self.check)(&parsed);
-        let reports: Vec<Report> = parsed.reports.into_iter().chain(checked).collect();
+        let reports: Vec<Report> = parsed.reports.iter().cloned().chain(checked).collect();
         let invalid = has_errors(&reports);
         reports.into_iter().for_each(|report| self.tag(document, report));
         if invalid {
             return Err(self.fail(document, Problem::Invalid));
         }
-        Ok(parsed.config)
+        Ok(parsed.upgraded())
     }
 
     /// Checks a config that merging produced. Each document's warnings were reported when it

@@ -379,6 +379,15 @@ impl Root {
         Ok(rustix::fs::linkat(&target_dir, target_name.as_str(), &dir, name.as_str(), AtFlags::empty())?)
     }
 
+    /// Moves the node at `from` to `to`, which must not exist (as usermod --move-home renames).
+    pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let (from_dir, from_name) = self.parent(from)?;
+        let (to_dir, to_name) = self.parent(to)?;
+        rustix::fs::renameat_with(&from_dir, from_name.as_str(), &to_dir, to_name.as_str(), rustix::fs::RenameFlags::NOREPLACE)?;
+        self.directories.borrow_mut().clear();
+        Ok(())
+    }
+
     /// Removes whatever is at `path`, a directory with everything in it; nothing there is fine.
     pub fn remove_all(&self, path: &str) -> io::Result<()> {
         self.directories.borrow_mut().clear();

@@ -3,6 +3,7 @@
 
 mod args;
 mod disk;
+mod ignition;
 mod usr;
 mod verity;
 
@@ -31,6 +32,14 @@ const USAGE: &str = "usage:
                     [--drivers default|host|MODULE,...]   storage drivers, loaded only where their devices are
                                                  (default: virtio-blk, virtio-scsi, NVMe, AHCI, SCSI disks;
                                                  host: what drives this machine's disks)
+  keel ignition validate CONFIG                  Ignition spec 3.0-3.6: every error and warning, with its JSON path;
+                                                 exit 1 when there is an error
+  keel ignition render CONFIG [--base CONFIG]... the final config: the base configs in order, the config over them, and
+                                                 every config it merges (data: URLs, checked against their hashes)
+  keel ignition apply --root DIR CONFIG [--base CONFIG]... [--dry-run]
+                                                 files, directories, links, users and groups, systemd units and presets
+                                                 written into DIR as Ignition's files stage writes them; nothing is
+                                                 written before every content is fetched and verified
   keel dm status NAME
   keel disk grow-root DISK                       ROOT (the last partition) fills the disk; the backup table moves to its end;
                                                  on a block device the kernel is told, and a mounted ROOT filesystem grows
@@ -70,6 +79,9 @@ fn run(words: &[String]) -> anyhow::Result<()> {
         "verity table" => verity::table(rest),
         "image build" => image_build(rest),
         "initrd build" => initrd_build(rest),
+        "ignition validate" => ignition::validate(rest),
+        "ignition render" => ignition::render(rest),
+        "ignition apply" => ignition::apply(rest),
         "dm status" => dm_status(rest),
         "disk grow-root" => disk_grow_root(rest),
         "disk randomize-guids" => disk_randomize_guids(rest),

@@ -66,7 +66,7 @@ fn owner_id(
 
 /// The mode a regular file ends with in Ignition, which sets the mode and then the owner:
 /// Linux's chown clears setuid, and setgid when the group may execute, even for root.
-fn mode_after_chown(mode: u32) -> u32 {
+pub(crate) fn mode_after_chown(mode: u32) -> u32 {
     let without_setuid = mode & !0o4000;
     if without_setuid & 0o010 != 0 {
         without_setuid & !0o2000

@@ -156,6 +156,11 @@ pub enum Op {
         path: String,
         target: String,
     },
+    /// usermod --move-home: the tree at `from` moves to `to`, which does not exist.
+    Rename {
+        from: String,
+        to: String,
+    },
 }
 
 fn octal_owner(attrs: &Attrs) -> String {
@@ -173,6 +178,7 @@ impl fmt::Display for Op {
             }
             Op::Symlink { path, target, owner } => write!(formatter, "symlink {path} -> {target} {}:{}", owner.0, owner.1),
             Op::HardLink { path, target } => write!(formatter, "hardlink {path} to {target}"),
+            Op::Rename { from, to } => write!(formatter, "move {from} to {to}"),
         }
     }
 }
@@ -236,6 +242,7 @@ fn execute_op(root: &Root, op: &Op) -> Result<(), OpError> {
         }
         Op::Symlink { path, target, owner } => root.symlink(target, path, *owner).map_err(failed(path, "create the symlink")),
         Op::HardLink { path, target } => root.hard_link(target, path).map_err(failed(path, "create the hard link")),
+        Op::Rename { from, to } => root.rename(from, to).map_err(failed(from, "move the directory")),
     }
 }
 
@@ -290,6 +297,8 @@ pub(crate) struct Planner<'r> {
     steps: Vec<Step>,
     future: HashMap<String, Future>,
     removed: Vec<String>,
+    /// Trees moved by a step, newest last: (where it went, where it is on disk).
+    moved: Vec<(String, String)>,
 }
 
 fn is_under(path: &str, ancestor: &str) -> bool {
@@ -298,7 +307,7 @@ fn is_under(path: &str, ancestor: &str) -> bool {
 
 impl<'r> Planner<'r> {
     pub(crate) fn new(root: &'r Root) -> Self {
-        Planner { root, steps: Vec::new(), future: HashMap::new(), removed: Vec::new() }
+        Planner { root, steps: Vec::new(), future: HashMap::new(), removed: Vec::new(), moved: Vec::new() }
     }
 
     pub(crate) fn root(&self) -> &Root {
@@ -324,7 +333,8 @@ impl<'r> Planner<'r> {
         if self.removed.iter().any(|removed| is_under(path, removed)) {
             return Ok(None);
         }
-        Ok(self.root.lstat(path)?.map(|meta| Node {
+        let on_disk = self.on_disk_path(path);
+        Ok(self.root.lstat(&on_disk)?.map(|meta| Node {
             kind: meta.kind,
             attrs: Attrs { mode: meta.mode, uid: meta.uid, gid: meta.gid },
             on_disk: Some(meta),
@@ -332,11 +342,27 @@ impl<'r> Planner<'r> {
         }))
     }
 
+    /// The names in the directory at `path` on disk (where a moved tree is now).
+    pub(crate) fn list(&self, at: &JsonPath, path: &str) -> Result<Vec<String>, ApplyError> {
+        self.root.list_dir(&self.on_disk_path(path)).map_err(|error| ApplyError::io(at, path, "list the directory", &error))
+    }
+
+    /// Where what will be at `path` is on disk now: inside a tree a step moves, its old place.
+    fn on_disk_path(&self, path: &str) -> String {
+        let mut on_disk = path.to_owned();
+        for (to, from) in self.moved.iter().rev() {
+            if is_under(&on_disk, to) {
+                on_disk = format!("{from}{}", &on_disk[to.len()..]);
+            }
+        }
+        on_disk
+    }
+
     /// The contents of the regular file `node` is at `path`.
     pub(crate) fn contents(&self, at: &JsonPath, path: &str, node: &Node) -> Result<Vec<u8>, ApplyError> {
         match &node.planned {
             Some(Planned::Contents(contents)) => Ok(contents.clone()),
-            _ => self.root.read_file(path).map_err(|error| ApplyError::io(at, path, "read the existing file", &error)),
+            _ => self.root.read_file(&self.on_disk_path(path)).map_err(|error| ApplyError::io(at, path, "read the existing file", &error)),
         }
     }
 
@@ -350,7 +376,7 @@ impl<'r> Planner<'r> {
     pub(crate) fn link_target(&self, at: &JsonPath, path: &str, node: &Node) -> Result<String, ApplyError> {
         match &node.planned {
             Some(Planned::Target(target)) => Ok(target.clone()),
-            _ => self.root.read_link(path).map_err(|error| ApplyError::io(at, path, "read the existing symlink", &error)),
+            _ => self.root.read_link(&self.on_disk_path(path)).map_err(|error| ApplyError::io(at, path, "read the existing symlink", &error)),
         }
     }
 
@@ -359,7 +385,8 @@ impl<'r> Planner<'r> {
         if node.on_disk.is_none() {
             return Ok(false);
         }
-        let record = self.root.xattr(path, APPEND_RECORD).map_err(|error| ApplyError::io(at, path, "read the append record", &error))?;
+        let record =
+            self.root.xattr(&self.on_disk_path(path), APPEND_RECORD).map_err(|error| ApplyError::io(at, path, "read the append record", &error))?;
         Ok(record.is_some_and(|record| record == sha256_hex(contents).as_bytes()))
     }
 
@@ -384,6 +411,20 @@ impl<'r> Planner<'r> {
             // The link shares the target's inode, but not as a node on disk at its own path.
             Op::HardLink { path, target } => {
                 self.current(target).ok().flatten().map(|node| (path.clone(), Future::Node(Node { on_disk: None, ..node })))
+            }
+            Op::Rename { from, to } => {
+                let planned_inside: Vec<(String, Future)> = self
+                    .future
+                    .iter()
+                    .filter(|(planned, _)| is_under(planned, from) && planned.as_str() != from)
+                    .map(|(planned, future)| (format!("{to}{}", &planned[from.len()..]), future.clone()))
+                    .collect();
+                self.future.retain(|planned, _| !is_under(planned, from));
+                self.future.extend(planned_inside);
+                let moved = self.current(from).ok().flatten();
+                self.moved.push((to.clone(), from.clone()));
+                self.removed.push(from.clone());
+                moved.map(|node| (to.clone(), Future::Node(node)))
             }
         };
         if let Some((path, future)) = touched {

@@ -2,12 +2,13 @@
 //! (with /etc/skel copied in, owned by the user), and `~/.ssh/authorized_keys.d/ignition`.
 //! Ignition runs these before files, so files may be owned by a user this config adds.
 
+use super::files::mode_after_chown;
 use super::files::Owners;
 use super::{default_dir_attrs, kind_name, ApplyError, Contents, ErrorKind, Op, Planner};
 use crate::config::latest::Passwd;
 use crate::report::JsonPath;
 use crate::root::{Attrs, Kind};
-use crate::users::{self, AuthorizedKeys, EtcFiles, Home};
+use crate::users::{self, AuthorizedKeys, EtcFiles, Home, HomeMove, HomeReown, RemovedHome};
 
 const SKEL: &str = "/etc/skel";
 /// Ignition makes missing directories on the way to the keys as the user, 0700.
@@ -18,7 +19,13 @@ fn read_text(planner: &Planner, at: &JsonPath, path: &str) -> Result<Option<Stri
     let resolved = planner.resolve(at, path)?;
     let contents =
         planner.root().read_file_if_present(&resolved).map_err(|error| ApplyError::new(at, path, ErrorKind::Io, format!("cannot read: {error}")))?;
-    Ok(contents.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+    // Lossy decoding would corrupt the lines it replaced when the file is written back.
+    contents
+        .map(|bytes| {
+            String::from_utf8(bytes)
+                .map_err(|_| ApplyError::new(at, path, ErrorKind::Users, "the file is not UTF-8: keel rewrites account files only when they are"))
+        })
+        .transpose()
 }
 
 fn read_etc_files(planner: &Planner, at: &JsonPath) -> Result<EtcFiles, ApplyError> {
@@ -28,6 +35,7 @@ fn read_etc_files(planner: &Planner, at: &JsonPath) -> Result<EtcFiles, ApplyErr
         group: read_text(planner, at, "/etc/group")?.unwrap_or_default(),
         gshadow: read_text(planner, at, "/etc/gshadow")?,
         login_defs: read_text(planner, at, "/etc/login.defs")?,
+        useradd_defaults: read_text(planner, at, "/etc/default/useradd")?,
     })
 }
 
@@ -51,6 +59,16 @@ pub(crate) fn plan_passwd(planner: &mut Planner, passwd: Option<&Passwd>) -> Res
             "group" => owners.group.clone_from(&etc_file.contents),
             _ => {}
         }
+    }
+    // usermod's and userdel's effects on homes, in the order the tools run them.
+    for moved in &plan.home_moves {
+        plan_home_move(planner, &at, moved)?;
+    }
+    for reown in &plan.home_reowns {
+        plan_home_reown(planner, &at, reown)?;
+    }
+    for removed in &plan.removed_homes {
+        plan_home_removal(planner, &at, removed)?;
     }
     for home in &plan.homes {
         plan_home(planner, &at, home)?;
@@ -90,6 +108,81 @@ fn write_keeping_attrs(
     Ok(())
 }
 
+/// `usermod --move-home`: nothing to move is fine; a target that exists is usermod's error.
+fn plan_home_move(planner: &mut Planner, at: &JsonPath, moved: &HomeMove) -> Result<(), ApplyError> {
+    let from = planner.resolve(at, &moved.from)?;
+    let to = planner.resolve(at, &moved.to)?;
+    if from == to {
+        return Ok(());
+    }
+    match planner.probe(at, &from)? {
+        None => return Ok(()),
+        Some(node) if node.kind != Kind::Dir => {
+            return Err(ApplyError::new(at, &from, ErrorKind::WrongType, "the old home is not a directory, so usermod cannot move it"));
+        }
+        Some(_) => {}
+    }
+    if planner.probe(at, &to)?.is_some() {
+        return Err(ApplyError::new(at, &to, ErrorKind::Exists, "the new home already exists, so usermod will not move the old one there"));
+    }
+    if let Some((parent, _)) = crate::root::split_parent(&to)
+        && !planner.probe(at, parent)?.is_some_and(|node| node.kind == Kind::Dir)
+    {
+        return Err(ApplyError::new(at, &to, ErrorKind::WrongType, "the new home's parent directory does not exist"));
+    }
+    planner.push(at, Op::Rename { from, to });
+    Ok(())
+}
+
+/// usermod's ownership fix after a uid or gid change (chown_tree): what the old ids own in the
+/// home goes to the new ones, symlinks included, with the setuid bits chown clears. It only
+/// happens when the home belongs to the old or the new uid.
+fn plan_home_reown(planner: &mut Planner, at: &JsonPath, reown: &HomeReown) -> Result<(), ApplyError> {
+    let path = planner.resolve(at, &reown.path)?;
+    let Some(home) = planner.probe(at, &path)? else { return Ok(()) };
+    if home.attrs.uid != reown.old_uid && Some(home.attrs.uid) != reown.new_uid {
+        return Ok(());
+    }
+    let mut pending = vec![(path, home)];
+    while let Some((path, node)) = pending.pop() {
+        if node.kind == Kind::Dir {
+            for name in planner.list(at, &path)? {
+                let child = format!("{path}/{name}");
+                if let Some(child_node) = planner.probe(at, &child)? {
+                    pending.push((child, child_node));
+                }
+            }
+        }
+        let uid = reown.new_uid.filter(|_| node.attrs.uid == reown.old_uid).unwrap_or(node.attrs.uid);
+        let gid = reown.new_gid.filter(|_| node.attrs.gid == reown.old_gid).unwrap_or(node.attrs.gid);
+        if (uid, gid) != (node.attrs.uid, node.attrs.gid) {
+            let mode = if node.kind == Kind::Dir { node.attrs.mode } else { mode_after_chown(node.attrs.mode) };
+            planner.push(at, Op::SetAttrs { path, attrs: Attrs { mode, uid, gid } });
+        }
+    }
+    Ok(())
+}
+
+/// `userdel --remove`: refused, as userdel refuses, when the home is not the user's or holds
+/// another user's home; a missing home is fine.
+fn plan_home_removal(planner: &mut Planner, at: &JsonPath, removed: &RemovedHome) -> Result<(), ApplyError> {
+    let path = planner.resolve(at, &removed.path)?;
+    let Some(node) = planner.probe(at, &path)? else { return Ok(()) };
+    if let Some(other) = &removed.holds_home_of {
+        return Err(ApplyError::new(
+            at,
+            &path,
+            ErrorKind::Users,
+            format!("the home holds the home of user {other:?}, so userdel will not remove it"),
+        ));
+    }
+    if node.attrs.uid != removed.uid {
+        return Err(ApplyError::new(at, &path, ErrorKind::Users, "the home is not owned by the deleted user, so userdel will not remove it"));
+    }
+    planner.push(at, Op::Remove { path });
+    Ok(())
+}
+
 /// A new home as `useradd -m` makes it: the directory, then /etc/skel's tree in it with each
 /// entry's mode kept and the user as owner. An existing home is left as it is.
 fn plan_home(planner: &mut Planner, at: &JsonPath, home: &Home) -> Result<(), ApplyError> {
@@ -109,9 +202,7 @@ fn plan_home(planner: &mut Planner, at: &JsonPath, home: &Home) -> Result<(), Ap
 }
 
 fn copy_tree(planner: &mut Planner, at: &JsonPath, from: &str, to: &str, owner: (u32, u32)) -> Result<(), ApplyError> {
-    let names =
-        planner.root().list_dir(from).map_err(|error| ApplyError::new(at, from, ErrorKind::Io, format!("cannot list the directory: {error}")))?;
-    for name in names {
+    for name in planner.list(at, from)? {
         let source = format!("{from}/{name}");
         let destination = format!("{to}/{name}");
         let Some(node) = planner.probe(at, &source)? else { continue };
@@ -139,9 +230,48 @@ fn copy_tree(planner: &mut Planner, at: &JsonPath, from: &str, to: &str, owner: 
 /// user's, a new file 0600 and the user's, an existing one rewritten with its mode and owner.
 fn plan_authorized_keys(planner: &mut Planner, at: &JsonPath, keys: &AuthorizedKeys) -> Result<(), ApplyError> {
     let path = planner.resolve(at, &format!("{}/.ssh/authorized_keys.d/ignition", keys.home))?;
+    user_may_write_keys(planner, at, &path, keys)?;
     let user_dir = Attrs { mode: KEYS_DIR_MODE, uid: keys.uid, gid: keys.gid };
     planner.ensure_parents(at, &path, user_dir)?;
     write_keeping_attrs(planner, at, &path, keys.contents.as_bytes(), Attrs { mode: KEYS_FILE_MODE, uid: keys.uid, gid: keys.gid }, true)
+}
+
+/// Ignition makes the key directories and writes the key file as the user, so where the user
+/// could not (a home that is root's, such as daemon's /usr/sbin, or none at all) the apply fails:
+/// keel fails there too rather than write into a directory the user does not own. The deepest
+/// directory that exists on the way must let the user in and write (supplementary groups are
+/// not counted).
+fn user_may_write_keys(planner: &Planner, at: &JsonPath, path: &str, keys: &AuthorizedKeys) -> Result<(), ApplyError> {
+    if keys.uid == 0 {
+        return Ok(());
+    }
+    let mut deepest = planner.probe(at, "/")?.map(|node| ("/", node));
+    for ancestor in crate::root::ancestors(path) {
+        match planner.probe(at, ancestor)? {
+            Some(node) => deepest = Some((ancestor, node)),
+            None => break,
+        }
+    }
+    let Some((directory, node)) = deepest else { return Ok(()) };
+    let (write, search) = if node.attrs.uid == keys.uid {
+        (0o200, 0o100)
+    } else if node.attrs.gid == keys.gid {
+        (0o020, 0o010)
+    } else {
+        (0o002, 0o001)
+    };
+    if node.kind == Kind::Dir && node.attrs.mode & write != 0 && node.attrs.mode & search != 0 {
+        return Ok(());
+    }
+    Err(ApplyError::new(
+        at,
+        path,
+        ErrorKind::Users,
+        format!(
+            "uid {} may not write in {directory}, where its SSH keys go (Ignition writes them as the user): give the user a home it owns",
+            keys.uid
+        ),
+    ))
 }
 
 #[cfg(test)]
