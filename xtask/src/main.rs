@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_boot;
+mod bench_ignition;
 mod bench_look;
 mod fuzz;
 
@@ -50,10 +51,11 @@ fn main() {
             Some("verity") => setup().and_then(|()| bench::verity(&vm::workspace())),
             Some("look") => setup().and_then(|()| bench_look::look(&vm::workspace())),
             Some("boot") => setup().and_then(|()| bench_boot::boot(&std::env::args().skip(3).collect::<Vec<_>>())),
-            _ => Err(anyhow::anyhow!("usage: cargo xtask bench verity|look|boot")),
+            Some("ignition") => setup().and_then(|()| bench_ignition::ignition(&vm::workspace())),
+            _ => Err(anyhow::anyhow!("usage: cargo xtask bench verity|look|boot|ignition")),
         },
         "fuzz" => setup().and_then(|()| fuzz::run(&vm::workspace(), &std::env::args().skip(2).collect::<Vec<_>>())),
-        _ => Err(anyhow::anyhow!("usage: cargo xtask setup|demo|test|vm-test|bench verity|look|boot|fuzz")),
+        _ => Err(anyhow::anyhow!("usage: cargo xtask setup|demo|test|vm-test|bench verity|look|boot|ignition|fuzz")),
     };
     if let Err(error) = result {
         eprintln!("xtask {task}: {error:#}");

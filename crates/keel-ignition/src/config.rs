@@ -1,10 +1,9 @@
-//! Parsing: any spec 3.0.0–3.6.0 document becomes the newest spec's types. The
-//! `ignition-config` crate parses each version with its own types (so a key a version does not
-//! know is reported as unused); the result is then translated upward, which for spec 3.x is a
-//! rename of the version (every later version's fields are a superset of the earlier ones').
+//! Parsing: any spec 3.0.0–3.6.0 document becomes the newest spec's types (the
+//! `ignition-config` crate's 3.6 schema), with the keys its declared version does not know
+//! reported as unused and left out, as Ignition's parser for that version leaves them (see
+//! [`parse`]).
 
 use crate::report::{JsonPath, Report};
-use ignition_config::Config as AnyVersion;
 use std::fmt;
 
 /// The newest spec keel reads; every document is translated to it.
@@ -170,42 +169,123 @@ fn spec_version(declared: &str) -> Option<SpecVersion> {
     (minor.to_string() == minor_text && (OLDEST_MINOR..=NEWEST_MINOR).contains(&minor)).then_some(SpecVersion { minor })
 }
 
-/// Parses a config of any supported version and translates it to the newest spec.
+/// Parses a config of any supported version into the newest spec's types.
+///
+/// One set of types reads every version: spec 3.x only ever added fields (the `ignition-config`
+/// crate's per-version schemas show it), so a document of 3.k is read with the 3.6 types and the
+/// fields that arrived after 3.k are then taken out again, reported as unused keys, as Ignition's
+/// parser for 3.k would leave them. Reading each version with its own types would link seven
+/// copies of the deserializer into keel-init (1.2 MB of a static binary, measured), and those
+/// older types also demand fields that Ignition's Go types leave optional (a link's `target`
+/// before 3.3, a CA's `source` in 3.0), refusing configs Ignition accepts.
 pub fn parse(bytes: &[u8]) -> Result<Parsed, ParseError> {
     if bytes.len() > MAX_CONFIG_BYTES {
         return Err(ParseError::TooLarge { bytes: bytes.len() });
     }
     let declared = declared_version(bytes)?;
     let version = spec_version(&declared).ok_or_else(|| ParseError::UnsupportedVersion { version: declared.clone() })?;
-    let (config, warnings) = AnyVersion::parse_slice(bytes).map_err(|error| match error {
-        ignition_config::Error::Serialization(error) => syntax(&error),
-        _ => ParseError::UnsupportedVersion { version: declared.clone() },
-    })?;
-    let reports = warnings.iter().map(|warning| Report::warning(unused_key_path(&warning.to_string()), "unused key")).collect();
-    Ok(Parsed { config: translate(config)?, version, reports })
+    let mut unused = Vec::new();
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let mut config: Latest = serde_ignored::deserialize(&mut deserializer, |path| unused.push(json_path(&path))).map_err(|error| syntax(&error))?;
+    deserializer.end().map_err(|error| syntax(&error))?;
+    unused.extend(drop_fields_newer_than(&mut config, version));
+    unused.sort();
+    let reports = unused.into_iter().map(|path| Report::warning(path, "unused key")).collect();
+    config.ignition.version = SpecVersion::NEWEST.to_string();
+    Ok(Parsed { config, version, reports })
 }
 
-/// Spec 3.x versions only add fields, so the newest types read any older document; only the
-/// version string changes.
-fn translate(config: AnyVersion) -> Result<Latest, ParseError> {
-    let mut value = serde_json::to_value(&config).map_err(|error| syntax(&error))?;
-    value["ignition"]["version"] = serde_json::Value::String(SpecVersion::NEWEST.to_string());
-    serde_json::from_value(value).map_err(|error| syntax(&error))
-}
-
-/// The crate writes unused keys as `$.systemd.units.0.d`; keel writes list indexes the way
-/// jq does, `$.systemd.units[0].d`. Schema field names are never numbers, so a numeric segment
-/// is an index.
-fn unused_key_path(warning: &str) -> JsonPath {
-    let dotted = warning.strip_prefix("unused key: $").unwrap_or(warning);
-    let mut path = JsonPath::root();
-    for segment in dotted.split('.').filter(|segment| !segment.is_empty()) {
-        path = match segment.parse::<usize>() {
-            Ok(index) => path.index(index),
-            Err(_) => path.field(segment),
-        };
+/// serde_ignored's path of an unused key, as a JSON path.
+fn json_path(path: &serde_ignored::Path<'_>) -> JsonPath {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => JsonPath::root(),
+        Path::Seq { parent, index } => json_path(parent).index(*index),
+        Path::Map { parent, key } => json_path(parent).field(key),
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => json_path(parent),
     }
-    path
+}
+
+/// Takes `field` out when the document's spec predates the field's, returning its path.
+fn drop_if_newer<T>(field: &mut Option<T>, since_minor: u64, version: SpecVersion, path: impl FnOnce() -> JsonPath) -> Option<JsonPath> {
+    (!version.at_least(since_minor) && field.take().is_some()).then(path)
+}
+
+/// The fields each spec after 3.0 added (from the `ignition-config` crate's schemas, version by
+/// version), taken out of a document of an older spec.
+fn drop_fields_newer_than(config: &mut Latest, version: SpecVersion) -> Vec<JsonPath> {
+    let mut dropped = Vec::new();
+    let root = JsonPath::root();
+    let ignition = root.field("ignition");
+    dropped.extend(drop_if_newer(&mut config.kernel_arguments, 3, version, || root.field("kernelArguments")));
+    dropped.extend(drop_if_newer(&mut config.ignition.proxy, 1, version, || ignition.field("proxy")));
+    let mut resources: Vec<(JsonPath, &mut latest::Resource)> = Vec::new();
+    if let Some(references) = config.ignition.config.as_mut() {
+        let at = ignition.field("config");
+        if let Some(replace) = references.replace.as_mut() {
+            resources.push((at.field("replace"), replace));
+        }
+        for (index, merge) in references.merge.iter_mut().flatten().enumerate() {
+            resources.push((at.field("merge").index(index), merge));
+        }
+    }
+    let authorities =
+        config.ignition.security.as_mut().and_then(|security| security.tls.as_mut()).and_then(|tls| tls.certificate_authorities.as_mut());
+    for (index, authority) in authorities.into_iter().flatten().enumerate() {
+        resources.push((ignition.field("security").field("tls").field("certificateAuthorities").index(index), authority));
+    }
+    for (at, resource) in &mut resources {
+        dropped.extend(drop_if_newer(&mut resource.compression, 1, version, || at.field("compression")));
+    }
+    let storage_at = root.field("storage");
+    if let Some(storage) = config.storage.as_mut() {
+        for (index, file) in storage.files.iter_mut().flatten().enumerate() {
+            let at = storage_at.field("files").index(index);
+            if let Some(contents) = file.contents.as_mut() {
+                resources.push((at.field("contents"), contents));
+            }
+            for (fragment, append) in file.append.iter_mut().flatten().enumerate() {
+                resources.push((at.field("append").index(fragment), append));
+            }
+        }
+        for (index, filesystem) in storage.filesystems.iter_mut().flatten().enumerate() {
+            let at = storage_at.field("filesystems").index(index);
+            dropped.extend(drop_if_newer(&mut filesystem.mount_options, 1, version, || at.field("mountOptions")));
+        }
+        for (disk_index, disk) in storage.disks.iter_mut().flatten().enumerate() {
+            for (index, partition) in disk.partitions.iter_mut().flatten().enumerate() {
+                let at = || storage_at.field("disks").index(disk_index).field("partitions").index(index).field("resize");
+                dropped.extend(drop_if_newer(&mut partition.resize, 2, version, at));
+            }
+        }
+        for (index, luks) in storage.luks.iter_mut().flatten().enumerate() {
+            let at = storage_at.field("luks").index(index);
+            dropped.extend(drop_if_newer(&mut luks.discard, 4, version, || at.field("discard")));
+            dropped.extend(drop_if_newer(&mut luks.open_options, 4, version, || at.field("openOptions")));
+            dropped.extend(drop_if_newer(&mut luks.cex, 5, version, || at.field("cex")));
+            let tangs = luks.clevis.as_mut().and_then(|clevis| clevis.tang.as_mut());
+            for (tang_index, tang) in tangs.into_iter().flatten().enumerate() {
+                let at = || at.field("clevis").field("tang").index(tang_index).field("advertisement");
+                dropped.extend(drop_if_newer(&mut tang.advertisement, 4, version, at));
+            }
+        }
+        dropped.extend(drop_if_newer(&mut storage.luks, 2, version, || storage_at.field("luks")));
+    }
+    for (at, resource) in resources {
+        dropped.extend(drop_if_newer(&mut resource.http_headers, 1, version, || at.field("httpHeaders")));
+    }
+    if let Some(passwd) = config.passwd.as_mut() {
+        for (index, user) in passwd.users.iter_mut().flatten().enumerate() {
+            dropped
+                .extend(drop_if_newer(&mut user.should_exist, 2, version, || root.field("passwd").field("users").index(index).field("shouldExist")));
+        }
+        for (index, group) in passwd.groups.iter_mut().flatten().enumerate() {
+            dropped.extend(drop_if_newer(&mut group.should_exist, 2, version, || {
+                root.field("passwd").field("groups").index(index).field("shouldExist")
+            }));
+        }
+    }
+    dropped
 }
 
 #[cfg(test)]
@@ -259,6 +339,33 @@ mod tests {
         let paths: Vec<_> = parsed.reports.iter().map(|report| report.to_string()).collect();
         assert_eq!(paths, ["warning at $.kernelArguments: unused key", "warning at $.systemd.units[0].colour: unused key"]);
         assert!(parsed.config.kernel_arguments.is_none());
+    }
+
+    #[test]
+    fn fields_a_version_predates_are_unused_keys_and_dropped() {
+        let text = r#"{"ignition": {"version": "3.0.0", "proxy": {"httpProxy": "http://p"}},
+            "storage": {"files": [{"path": "/f", "contents": {"source": "data:,", "httpHeaders": [{"name": "a", "value": "b"}]}}],
+                        "luks": [{"name": "l", "device": "/dev/sda"}],
+                        "disks": [{"device": "/dev/sda", "partitions": [{"number": 1, "resize": true}]}]},
+            "passwd": {"users": [{"name": "u", "shouldExist": false}]}}"#;
+        let parsed = parse(text.as_bytes()).unwrap();
+        let paths: Vec<_> = parsed.reports.iter().map(|report| report.path.to_string()).collect();
+        assert_eq!(
+            paths,
+            [
+                "$.ignition.proxy",
+                "$.passwd.users[0].shouldExist",
+                "$.storage.disks[0].partitions[0].resize",
+                "$.storage.files[0].contents.httpHeaders",
+                "$.storage.luks"
+            ]
+        );
+        let storage = parsed.config.storage.as_ref().unwrap();
+        assert!(storage.luks.is_none() && parsed.config.ignition.proxy.is_none());
+        assert!(storage.files.as_ref().unwrap()[0].contents.as_ref().unwrap().http_headers.is_none());
+        let newer = parse(text.replace("3.0.0", "3.2.0").as_bytes()).unwrap();
+        assert!(newer.reports.is_empty(), "{:?}", newer.reports);
+        assert!(newer.config.storage.unwrap().luks.is_some());
     }
 
     #[test]

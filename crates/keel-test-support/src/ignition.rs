@@ -9,7 +9,7 @@ use std::fs;
 use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const IGNITION: &str = "/usr/lib/dracut/modules.d/30ignition/ignition";
 
@@ -243,6 +243,8 @@ pub struct FilesStage {
     /// Ignition stopped only at its systemd version check, which needs a booted system.
     pub stopped_at_systemd_version_check: bool,
     pub log: String,
+    /// Each stage's process from start to exit: fetch-offline, then files.
+    pub took: Vec<Duration>,
 }
 
 /// A directory of stubs for Ignition's PATH: relabelling needs a policy a test root has not got.
@@ -257,7 +259,9 @@ pub fn run_files_stage(config: &Path, dir: &Path, stubs: &Path) -> FilesStage {
     let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", stubs.display());
     let mut log = String::new();
     let mut succeeded = true;
+    let mut took = Vec::new();
     for stage in ["fetch-offline", "files"] {
+        let started = Instant::now();
         let output = Command::new(IGNITION)
             .args(["-platform", "file", "-stage", stage, "-log-to-stdout"])
             .arg("-root")
@@ -273,6 +277,7 @@ pub fn run_files_stage(config: &Path, dir: &Path, stubs: &Path) -> FilesStage {
             .env("PATH", &path)
             .output()
             .unwrap_or_else(|e| panic!("cannot run {IGNITION}: {e}"));
+        took.push(started.elapsed());
         log.push_str(&String::from_utf8_lossy(&output.stdout));
         log.push_str(&String::from_utf8_lossy(&output.stderr));
         if !output.status.success() {
@@ -281,7 +286,7 @@ pub fn run_files_stage(config: &Path, dir: &Path, stubs: &Path) -> FilesStage {
         }
     }
     let stopped_at_systemd_version_check = !succeeded && log.contains(SYSTEMD_VERSION_CHECK_FAILURE);
-    FilesStage { succeeded: succeeded || stopped_at_systemd_version_check, stopped_at_systemd_version_check, log }
+    FilesStage { succeeded: succeeded || stopped_at_systemd_version_check, stopped_at_systemd_version_check, log, took }
 }
 
 #[cfg(test)]

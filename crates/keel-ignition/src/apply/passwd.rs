@@ -339,10 +339,11 @@ mod tests {
     fn ssh_keys_go_to_authorized_keys_d_with_private_modes_owned_by_the_user() {
         let (path, root) = fresh_root("keys");
         std::fs::create_dir_all(path.join("home/core")).unwrap();
+        std::os::unix::fs::chown(path.join("home/core"), Some(500), Some(501)).unwrap();
         let keys = AuthorizedKeys { home: "/home/core".to_owned(), uid: 500, gid: 501, contents: "ssh-ed25519 AAAA key\n".to_owned() };
         let plan = run(&root, |planner| plan_authorized_keys(planner, &JsonPath::root(), &keys));
         assert!(!plan.to_string().contains("AAAA"), "{plan}");
-        assert_eq!(mode_owner(&path.join("home/core")), (0o755, 0, 0));
+        assert_eq!(mode_owner(&path.join("home/core")), (0o755, 500, 501));
         assert_eq!(mode_owner(&path.join("home/core/.ssh")), (0o700, 500, 501));
         assert_eq!(mode_owner(&path.join("home/core/.ssh/authorized_keys.d")), (0o700, 500, 501));
         let file = path.join("home/core/.ssh/authorized_keys.d/ignition");
@@ -355,5 +356,27 @@ mod tests {
         run(&root, |planner| plan_authorized_keys(planner, &JsonPath::root(), &changed));
         assert_eq!(mode_owner(&file), (0o644, 500, 501));
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "ssh-rsa BBBB\n");
+    }
+
+    #[test]
+    fn ssh_keys_are_refused_where_the_user_could_not_write_them_as_ignition_writes_them() {
+        let (path, root) = fresh_root("keys-refused");
+        std::fs::create_dir_all(path.join("usr/sbin")).unwrap();
+        let daemon = AuthorizedKeys { home: "/usr/sbin".to_owned(), uid: 1, gid: 1, contents: "ssh-ed25519 AAAA key\n".to_owned() };
+        let mut planner = Planner::new(&root);
+        let error = plan_authorized_keys(&mut planner, &JsonPath::root(), &daemon).unwrap_err();
+        assert!(error.to_string().contains("may not write in /usr/sbin"), "{error}");
+        assert!(!error.to_string().contains("AAAA"), "{error}");
+        let homeless = AuthorizedKeys { home: "/home/nobody-here".to_owned(), ..daemon.clone() };
+        assert!(
+            plan_authorized_keys(&mut Planner::new(&root), &JsonPath::root(), &homeless).is_err(),
+            "a missing home is made by root's rules, not the user's"
+        );
+        std::fs::create_dir_all(path.join("srv/shared")).unwrap();
+        std::fs::set_permissions(path.join("srv/shared"), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+        let shared = AuthorizedKeys { home: "/srv/shared".to_owned(), ..daemon };
+        assert!(plan_authorized_keys(&mut Planner::new(&root), &JsonPath::root(), &shared).is_ok(), "a directory anyone may write in will do");
+        let owned_by_root = AuthorizedKeys { home: "/usr/sbin".to_owned(), uid: 0, gid: 0, contents: String::new() };
+        assert!(plan_authorized_keys(&mut Planner::new(&root), &JsonPath::root(), &owned_by_root).is_ok(), "root may write anywhere");
     }
 }
