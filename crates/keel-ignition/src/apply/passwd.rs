@@ -379,4 +379,62 @@ mod tests {
         let owned_by_root = AuthorizedKeys { home: "/usr/sbin".to_owned(), uid: 0, gid: 0, contents: String::new() };
         assert!(plan_authorized_keys(&mut Planner::new(&root), &JsonPath::root(), &owned_by_root).is_ok(), "root may write anywhere");
     }
+
+    // Review proofs: each fails today; the finding number is in the review report.
+
+    fn plan_json(root: &crate::root::Root, json: &str) -> Result<Plan, ApplyError> {
+        super::super::plan(&config(json), root, true)
+    }
+
+    #[test]
+    #[ignore = "review finding 3: account files are read for every config"]
+    fn a_config_without_users_neither_reads_nor_judges_the_account_files() {
+        let (path, root) = fresh_root("review-no-users");
+        std::fs::write(path.join("etc/passwd"), b"root:x:0:0:r\xe9:/root:/bin/sh\n").unwrap();
+        std::fs::create_dir(path.join("etc/login.defs")).unwrap();
+        plan_json(&root, r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/f","contents":{"source":"data:,"}}]}}"#).unwrap();
+    }
+
+    fn passwd_root(name: &str, passwd: &str) -> (std::path::PathBuf, crate::root::Root) {
+        let (path, root) = fresh_root(name);
+        std::fs::write(path.join("etc/passwd"), passwd).unwrap();
+        std::fs::write(path.join("etc/group"), "root:x:0:\nnobody:x:65534:\n").unwrap();
+        (path, root)
+    }
+
+    #[test]
+    #[ignore = "review finding 5: a home move into itself fails only at execution, after /etc/passwd"]
+    fn a_home_move_into_itself_or_from_the_root_is_refused_by_the_plan() {
+        for (old, new) in [("/home/a", "/home/a/sub"), ("/", "/home/nobody")] {
+            let (path, root) = passwd_root("review-move-into", &format!("root:x:0:0::/root:/bin/sh\nnobody:x:65534:65534::{old}:/bin/sh\n"));
+            std::fs::create_dir_all(path.join("home/a")).unwrap();
+            let json = format!(r#"{{"ignition":{{"version":"3.3.0"}},"passwd":{{"users":[{{"name":"nobody","homeDir":"{new}"}}]}}}}"#);
+            assert!(plan_json(&root, &json).is_err(), "{old} -> {new}");
+        }
+    }
+
+    #[test]
+    #[ignore = "review finding 5: userdel of a uid-0 user whose home is / plans `remove /`"]
+    fn removing_a_user_whose_home_is_the_root_never_plans_removing_the_root() {
+        let (_, root) = passwd_root("review-userdel-root", "root:x:0:0::/root:/bin/sh\ntoor:x:0:0::/:/bin/sh\n");
+        let json = r#"{"ignition":{"version":"3.4.0"},"passwd":{"users":[{"name":"toor","shouldExist":false}]}}"#;
+        if let Ok(plan) = plan_json(&root, json) {
+            assert!(!plan.to_string().contains("remove /\n"), "{plan}");
+        }
+    }
+
+    #[test]
+    #[ignore = "review finding 2: set_attrs opens device nodes (needs CAP_MKNOD)"]
+    fn reowning_a_home_never_opens_a_device_node_in_it() {
+        let (path, root) = passwd_root("review-reown-device", "root:x:0:0::/root:/bin/sh\na:x:1000:1000::/home/a:/bin/sh\n");
+        std::fs::create_dir_all(path.join("home/a")).unwrap();
+        std::os::unix::fs::chown(path.join("home/a"), Some(1000), Some(1000)).unwrap();
+        // 5:0 is /dev/tty: opening it without a controlling terminal fails with ENXIO.
+        let tty = path.join("home/a/tty");
+        assert!(std::process::Command::new("mknod").arg(&tty).args(["c", "5", "0"]).status().unwrap().success());
+        std::os::unix::fs::lchown(&tty, Some(1000), Some(1000)).unwrap();
+        let plan = plan_json(&root, r#"{"ignition":{"version":"3.3.0"},"passwd":{"users":[{"name":"a","uid":1001}]}}"#).unwrap();
+        plan.execute(&root).unwrap();
+        assert_eq!(mode_owner(&tty).1, 1001);
+    }
 }
