@@ -533,6 +533,19 @@ fn a_gzip_bomb_in_a_file_is_refused_in_bounded_memory() {
 }
 
 #[test]
+fn many_files_just_under_the_size_limit_are_refused_in_bounded_memory() {
+    let scene = Scene::new("gzip-bombs");
+    let before = scene.root_snapshot();
+    let bomb = gzip(200 << 20);
+    let files: Vec<String> = (0..4).map(|index| gzipped_file(&format!("/var/bomb{index}"), &bomb)).collect();
+    let config = scene.config("bombs.ign", &files_config(&files.join(", ")));
+    let (output, peak) = keel_measured(&scene.dir, &["ignition", "apply", "--root", scene.root.to_str().unwrap(), &config]);
+    assert!(failed(output).contains("add up to more than 268435456 bytes"));
+    assert_bounded("apply of four 200 MiB gzip bombs", peak);
+    assert_eq!(scene.root_snapshot(), before);
+}
+
+#[test]
 fn nothing_is_written_when_the_last_contents_fail_their_hash() {
     let scene = Scene::new("hash-fails-last");
     let before = scene.root_snapshot();

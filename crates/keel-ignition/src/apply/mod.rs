@@ -22,6 +22,8 @@
 //!   the inode), so other hard links to it keep the old contents; mode and owner are kept;
 //! - symlinks in the root are resolved inside it, all the way (Ignition follows one level of
 //!   the parents' links itself and lets the host kernel follow the rest, possibly outside);
+//! - the contents of one apply add up to at most [`MAX_PLANNED_CONTENT_BYTES`], as the plan holds
+//!   them in memory (Ignition streams each file to disk and has no limit);
 //! - `enabled: false` removes the enablement symlinks under /etc/systemd/system natively
 //!   (Ignition runs `systemctl --root disable`, which 2.14 passes template instances to as one
 //!   invalid argument); preset lines are sorted, as newer Ignition sorts them.
@@ -34,17 +36,25 @@ mod passwd;
 mod result;
 mod systemd;
 
+use crate::config::latest::Resource;
 use crate::config::Latest;
 use crate::report::JsonPath;
+use crate::resource::{self, FetchError, MAX_RESOURCE_BYTES};
 use crate::root::{self, Attrs, Kind, Meta, Root};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 
 /// The extended attribute holding the SHA-256 (hex) of a file's contents right after keel
 /// appended to it.
 pub const APPEND_RECORD: &str = "user.keel.ignition-appended";
+
+/// All the contents and append fragments of one plan, decompressed, may not exceed this: the
+/// plan holds them in memory until it executes, so many files just under the per-resource
+/// limit cost an error, not the machine's memory (Ignition streams each to disk instead).
+pub const MAX_PLANNED_CONTENT_BYTES: u64 = crate::resource::MAX_RESOURCE_BYTES;
 
 const DEFAULT_DIRECTORY_MODE: u32 = 0o755;
 const DEFAULT_FILE_MODE: u32 = 0o644;
@@ -103,9 +113,10 @@ impl ApplyError {
 }
 
 /// File contents in a plan; secrets (account files, SSH keys) are never shown, not even hashed.
+/// Shared with the plan's picture of the root, which would otherwise hold every file twice.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Contents {
-    pub bytes: Vec<u8>,
+    pub bytes: Arc<Vec<u8>>,
     pub secret: bool,
 }
 
@@ -280,7 +291,7 @@ pub(crate) struct Node {
 
 #[derive(Clone, Debug)]
 pub(crate) enum Planned {
-    Contents(Vec<u8>),
+    Contents(Arc<Vec<u8>>),
     Target(String),
 }
 
@@ -299,6 +310,8 @@ pub(crate) struct Planner<'r> {
     removed: Vec<String>,
     /// Trees moved by a step, newest last: (where it went, where it is on disk).
     moved: Vec<(String, String)>,
+    /// What is left of [`MAX_PLANNED_CONTENT_BYTES`] for contents still to be fetched.
+    content_budget: u64,
 }
 
 fn is_under(path: &str, ancestor: &str) -> bool {
@@ -307,11 +320,24 @@ fn is_under(path: &str, ancestor: &str) -> bool {
 
 impl<'r> Planner<'r> {
     pub(crate) fn new(root: &'r Root) -> Self {
-        Planner { root, steps: Vec::new(), future: HashMap::new(), removed: Vec::new(), moved: Vec::new() }
+        Planner { root, steps: Vec::new(), future: HashMap::new(), removed: Vec::new(), moved: Vec::new(), content_budget: MAX_PLANNED_CONTENT_BYTES }
     }
 
     pub(crate) fn root(&self) -> &Root {
         self.root
+    }
+
+    /// The resource's contents, counted against the plan's content budget.
+    pub(crate) fn fetch(&mut self, at: &JsonPath, path: &str, resource: &Resource) -> Result<Vec<u8>, ApplyError> {
+        let contents = match resource::fetch_at_most(resource, self.content_budget) {
+            Err(FetchError::TooLarge { limit }) if limit < MAX_RESOURCE_BYTES => Err(format!(
+                "the contents of this and the earlier files add up to more than {MAX_PLANNED_CONTENT_BYTES} bytes, all keel holds for one apply"
+            )),
+            fetched => fetched.map_err(|error| error.to_string()),
+        }
+        .map_err(|detail| ApplyError::new(at, path, ErrorKind::Fetch, detail))?;
+        self.content_budget = self.content_budget.saturating_sub(contents.len() as u64);
+        Ok(contents)
     }
 
     /// The path with its parents' symlinks resolved inside the root, as Ignition resolves an
@@ -359,17 +385,21 @@ impl<'r> Planner<'r> {
     }
 
     /// The contents of the regular file `node` is at `path`.
-    pub(crate) fn contents(&self, at: &JsonPath, path: &str, node: &Node) -> Result<Vec<u8>, ApplyError> {
+    pub(crate) fn contents(&self, at: &JsonPath, path: &str, node: &Node) -> Result<Arc<Vec<u8>>, ApplyError> {
         match &node.planned {
-            Some(Planned::Contents(contents)) => Ok(contents.clone()),
-            _ => self.root.read_file(&self.on_disk_path(path)).map_err(|error| ApplyError::io(at, path, "read the existing file", &error)),
+            Some(Planned::Contents(contents)) => Ok(Arc::clone(contents)),
+            _ => self
+                .root
+                .read_file(&self.on_disk_path(path))
+                .map(Arc::new)
+                .map_err(|error| ApplyError::io(at, path, "read the existing file", &error)),
         }
     }
 
     /// True when `node` is a regular file with exactly these attributes and contents.
     pub(crate) fn holds(&self, at: &JsonPath, path: &str, node: &Node, attrs: Attrs, contents: &[u8]) -> Result<bool, ApplyError> {
         let same_size = node.on_disk.is_none_or(|meta| meta.size == contents.len() as u64);
-        Ok(node.kind == Kind::File && node.attrs == attrs && same_size && self.contents(at, path, node)? == contents)
+        Ok(node.kind == Kind::File && node.attrs == attrs && same_size && self.contents(at, path, node)?.as_slice() == contents)
     }
 
     /// The target of the symlink `node` is at `path`.
@@ -402,7 +432,7 @@ impl<'r> Planner<'r> {
                 self.current(path).ok().flatten().map(|node| (path.clone(), Future::Node(Node { attrs: *attrs, ..node })))
             }
             Op::WriteFile { path, contents, attrs, .. } => {
-                Some((path.clone(), planned_node(Kind::File, *attrs, Some(Planned::Contents(contents.bytes.clone())))))
+                Some((path.clone(), planned_node(Kind::File, *attrs, Some(Planned::Contents(Arc::clone(&contents.bytes))))))
             }
             Op::Symlink { path, target, owner } => {
                 let attrs = Attrs { mode: 0o777, uid: owner.0, gid: owner.1 };
@@ -465,7 +495,7 @@ impl<'r> Planner<'r> {
         secret: bool,
     ) -> Result<(), ApplyError> {
         let current = match node {
-            Some(node) => self.contents(at, path, node)?,
+            Some(node) => Arc::unwrap_or_clone(self.contents(at, path, node)?),
             None => Vec::new(),
         };
         if let Some(node) = node {
@@ -480,7 +510,7 @@ impl<'r> Planner<'r> {
         }
         let mut bytes = current;
         bytes.extend_from_slice(fragments);
-        self.push(at, Op::WriteFile { path: path.to_owned(), contents: Contents { bytes, secret }, attrs, record_append: true });
+        self.push(at, Op::WriteFile { path: path.to_owned(), contents: Contents { bytes: Arc::new(bytes), secret }, attrs, record_append: true });
         Ok(())
     }
 }
@@ -595,13 +625,31 @@ mod tests {
     }
 
     #[test]
+    fn contents_adding_up_past_the_budget_are_refused_before_anything_is_written() {
+        use std::io::Write;
+        let (path, root) = fresh_root("content-budget");
+        let third = MAX_PLANNED_CONTENT_BYTES / 3 + 1;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(&vec![0; third as usize]).unwrap();
+        let url = format!("data:;base64,{}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, encoder.finish().unwrap()));
+        let file = |name: &str| format!(r#"{{"path":"/{name}","contents":{{"compression":"gzip","source":"{url}"}}}}"#);
+        let two = format!(r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"files":[{},{}]}}}}"#, file("a"), file("b"));
+        assert_eq!(plan(&config(&two), &root, true).unwrap().steps().len(), 3);
+        let three = format!(r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"files":[{},{},{}]}}}}"#, file("a"), file("b"), file("c"));
+        let error = plan(&config(&three), &root, true).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Fetch);
+        assert!(error.to_string().contains(&format!("add up to more than {MAX_PLANNED_CONTENT_BYTES} bytes")), "{error}");
+        assert!(!path.join("a").exists() && !path.join("b").exists() && !path.join("c").exists());
+    }
+
+    #[test]
     fn the_dry_run_shows_sizes_and_hashes_never_contents() {
         let (_, root) = fresh_root("display");
         let json = r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/etc/secret","contents":{"source":"data:,hunter2"}}]}}"#;
         let shown = plan(&config(json), &root, false).unwrap().to_string();
         assert!(shown.contains("write /etc/secret 0644 0:0 (7 bytes, sha256 "), "{shown}");
         assert!(!shown.contains("hunter2"));
-        let secret = Contents { bytes: b"ssh-ed25519 AAAA".to_vec(), secret: true };
+        let secret = Contents { bytes: Arc::new(b"ssh-ed25519 AAAA".to_vec()), secret: true };
         assert_eq!(secret.to_string(), "16 bytes, secret");
     }
 

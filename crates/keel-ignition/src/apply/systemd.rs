@@ -10,6 +10,7 @@ use crate::config::latest::Systemd;
 use crate::report::JsonPath;
 use crate::root::{Attrs, Kind};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 const UNITS_DIR: &str = "/etc/systemd/system";
 const PRESET_FILE: &str = "/etc/systemd/system-preset/20-ignition.preset";
@@ -147,7 +148,7 @@ fn write_replacing(planner: &mut Planner, at: &JsonPath, path: &str, contents: &
     }
     let op = Op::WriteFile {
         path: path.to_owned(),
-        contents: Contents { bytes: contents.to_vec(), secret: false },
+        contents: Contents { bytes: Arc::new(contents.to_vec()), secret: false },
         attrs: UNIT_ATTRS,
         record_append: false,
     };
