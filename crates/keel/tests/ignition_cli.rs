@@ -275,6 +275,19 @@ fn every_example_applies_as_it_promises_and_a_rerun_changes_nothing() {
 }
 
 #[test]
+fn examples_applied_one_after_another_to_one_root_all_take_effect() {
+    let scene = Scene::new("one-after-another");
+    for example in ["systemd-service-with-dropin.ign", "vendor-base-config.ign", "mask-update-services.ign"] {
+        succeeded(scene.apply(&format!("{EXAMPLES}/{example}"), &[]));
+    }
+    assert_eq!(
+        scene.read("etc/systemd/system-preset/20-ignition.preset"),
+        "enable metrics-agent.service\nenable oem-agent.service\ndisable systemd-timesyncd.service\n"
+    );
+    assert!(scene.meta("etc/systemd/system/metrics-agent.service").is_file() && scene.meta("etc/systemd/system/oem-agent.service").is_file());
+}
+
+#[test]
 fn validate_exits_0_with_only_warnings_and_names_their_json_paths() {
     let scene = Scene::new("validate-warnings");
     let config = scene.config(

@@ -172,7 +172,7 @@ fn plan_file(planner: &mut Planner, entry: &Entry, file: &File, owners: &Owners)
                 path: path.to_owned(),
                 contents: Contents { bytes: Arc::new(bytes), secret: false },
                 attrs: fresh_attrs,
-                record_append: false,
+                append_record: None,
             },
         );
     };
@@ -477,6 +477,18 @@ mod tests {
     }
 
     #[test]
+    fn another_configs_fragments_are_appended_to_an_appended_file_and_once() {
+        let (path, root) = fresh_root("append-another");
+        std::fs::write(path.join("etc/log"), "0").unwrap();
+        let first = storage(r#"{"files":[{"path":"/etc/log","append":[{"source":"data:,1"}]}]}"#);
+        let second = storage(r#"{"files":[{"path":"/etc/log","append":[{"source":"data:,2"}]}]}"#);
+        apply(&root, &first);
+        apply(&root, &second);
+        apply(&root, &second);
+        assert_eq!(std::fs::read_to_string(path.join("etc/log")).unwrap(), "012");
+    }
+
+    #[test]
     fn a_power_cut_before_the_rename_leaves_the_file_unappended_and_the_rerun_appends_once() {
         let (path, root) = fresh_root("append-power-cut");
         std::fs::write(path.join("etc/log"), "0").unwrap();
@@ -484,8 +496,7 @@ mod tests {
         let plan = plan(&config(&json), &root, true).unwrap();
         // The cut on a filesystem without O_TMPFILE: a named temporary got the contents and the
         // record, the rename never happened.
-        let super::Op::WriteFile { contents, attrs, .. } = &plan.steps()[0].op else { panic!("{plan}") };
-        let record = super::super::sha256_hex(&contents.bytes);
+        let super::Op::WriteFile { contents, attrs, append_record: Some(record), .. } = &plan.steps()[0].op else { panic!("{plan}") };
         let stray = "/etc/.keel-tmp-cut";
         root.write_file(stray, &contents.bytes, *attrs, Some((APPEND_RECORD, record.as_bytes()))).unwrap();
         apply(&root, &json);

@@ -9,11 +9,12 @@
 //! the result file, which Ignition rewrites on every run (with the previous one nested in it).
 //!
 //! `append` converges too, unlike Ignition's (coreos/ignition#642): a file that received
-//! fragments carries the SHA-256 of its whole new contents in the extended attribute
-//! [`APPEND_RECORD`], set on the unnamed file before it is linked into place. The record and
-//! the contents therefore appear together or not at all; a later plan that finds the record
-//! equal to the file's hash knows the fragments are in. The preset file is appended the same
-//! way. A first run appends exactly as Ignition does.
+//! fragments carries the SHA-256 of its whole new contents and that of the fragments in the
+//! extended attribute [`APPEND_RECORD`], set on the unnamed file before it is linked into place.
+//! The record and the contents therefore appear together or not at all; a later plan that finds
+//! the record equal to the file's hash and its own fragments' knows those fragments are in, and
+//! other fragments (another config's) are appended. The preset file is appended the same way. A
+//! first run appends exactly as Ignition does.
 //!
 //! Where keel differs from Ignition, on purpose:
 //! - a rerun converges where Ignition fails: a file with contents, `overwrite` false, that is
@@ -151,12 +152,12 @@ pub enum Op {
         path: String,
         attrs: Attrs,
     },
-    /// The whole file, replaced atomically; `record_append` marks it with [`APPEND_RECORD`].
+    /// The whole file, replaced atomically, with `append_record` as its [`APPEND_RECORD`].
     WriteFile {
         path: String,
         contents: Contents,
         attrs: Attrs,
-        record_append: bool,
+        append_record: Option<String>,
     },
     Symlink {
         path: String,
@@ -184,8 +185,13 @@ impl fmt::Display for Op {
             Op::Remove { path } => write!(formatter, "remove {path}"),
             Op::CreateDir { path, attrs } => write!(formatter, "mkdir {path} {}", octal_owner(attrs)),
             Op::SetAttrs { path, attrs } => write!(formatter, "chown/chmod {path} {}", octal_owner(attrs)),
-            Op::WriteFile { path, contents, attrs, record_append } => {
-                write!(formatter, "write {path} {} ({contents}){}", octal_owner(attrs), if *record_append { ", append recorded" } else { "" })
+            Op::WriteFile { path, contents, attrs, append_record } => {
+                write!(
+                    formatter,
+                    "write {path} {} ({contents}){}",
+                    octal_owner(attrs),
+                    if append_record.is_some() { ", append recorded" } else { "" }
+                )
             }
             Op::Symlink { path, target, owner } => write!(formatter, "symlink {path} -> {target} {}:{}", owner.0, owner.1),
             Op::HardLink { path, target } => write!(formatter, "hardlink {path} to {target}"),
@@ -246,9 +252,8 @@ fn execute_op(root: &Root, op: &Op) -> Result<(), OpError> {
         Op::Remove { path } => root.remove_all(path).map_err(failed(path, "remove what is there")),
         Op::CreateDir { path, attrs } => root.create_dir(path, *attrs).map_err(failed(path, "create the directory")),
         Op::SetAttrs { path, attrs } => root.set_attrs(path, *attrs).map_err(failed(path, "set owner and mode")),
-        Op::WriteFile { path, contents, attrs, record_append } => {
-            let record = record_append.then(|| sha256_hex(&contents.bytes));
-            let xattr = record.as_deref().map(|hash| (APPEND_RECORD, hash.as_bytes()));
+        Op::WriteFile { path, contents, attrs, append_record } => {
+            let xattr = append_record.as_deref().map(|record| (APPEND_RECORD, record.as_bytes()));
             root.write_file(path, &contents.bytes, *attrs, xattr).map_err(failed(path, "write the file"))
         }
         Op::Symlink { path, target, owner } => root.symlink(target, path, *owner).map_err(failed(path, "create the symlink")),
@@ -410,14 +415,14 @@ impl<'r> Planner<'r> {
         }
     }
 
-    /// True when the file on disk carries an append record matching its contents.
-    pub(crate) fn appended_already(&self, at: &JsonPath, path: &str, node: &Node, contents: &[u8]) -> Result<bool, ApplyError> {
+    /// True when the file on disk carries the record of appending `fragments` to make `contents`.
+    fn appended_already(&self, at: &JsonPath, path: &str, node: &Node, contents: &[u8], fragments: &[u8]) -> Result<bool, ApplyError> {
         if node.on_disk.is_none() {
             return Ok(false);
         }
         let record =
             self.root.xattr(&self.on_disk_path(path), APPEND_RECORD).map_err(|error| ApplyError::io(at, path, "read the append record", &error))?;
-        Ok(record.is_some_and(|record| record == sha256_hex(contents).as_bytes()))
+        Ok(record.is_some_and(|record| record == append_record(contents, fragments).as_bytes()))
     }
 
     pub(crate) fn push(&mut self, origin: &JsonPath, op: Op) {
@@ -499,7 +504,7 @@ impl<'r> Planner<'r> {
             None => Vec::new(),
         };
         if let Some(node) = node {
-            if self.appended_already(at, path, node, &current)? {
+            if self.appended_already(at, path, node, &current, fragments)? {
                 if node.attrs != attrs {
                     self.push(at, Op::SetAttrs { path: path.to_owned(), attrs });
                 }
@@ -510,9 +515,15 @@ impl<'r> Planner<'r> {
         }
         let mut bytes = current;
         bytes.extend_from_slice(fragments);
-        self.push(at, Op::WriteFile { path: path.to_owned(), contents: Contents { bytes: Arc::new(bytes), secret }, attrs, record_append: true });
+        let append_record = Some(append_record(&bytes, fragments));
+        self.push(at, Op::WriteFile { path: path.to_owned(), contents: Contents { bytes: Arc::new(bytes), secret }, attrs, append_record });
         Ok(())
     }
+}
+
+/// What [`APPEND_RECORD`] holds after `fragments` were appended, making the file `contents`.
+fn append_record(contents: &[u8], fragments: &[u8]) -> String {
+    format!("{} {}", sha256_hex(contents), sha256_hex(fragments))
 }
 
 fn planned_node(kind: Kind, attrs: Attrs, planned: Option<Planned>) -> Future {

@@ -107,7 +107,7 @@ fn write_keeping_attrs(
     };
     planner.push(
         at,
-        Op::WriteFile { path: path.to_owned(), contents: Contents { bytes: Arc::new(contents.to_vec()), secret }, attrs, record_append: false },
+        Op::WriteFile { path: path.to_owned(), contents: Contents { bytes: Arc::new(contents.to_vec()), secret }, attrs, append_record: None },
     );
     Ok(())
 }
@@ -218,7 +218,7 @@ fn copy_tree(planner: &mut Planner, at: &JsonPath, from: &str, to: &str, owner: 
             }
             Kind::File => {
                 let bytes = planner.contents(at, &source, &node)?;
-                planner.push(at, Op::WriteFile { path: destination, contents: Contents { bytes, secret: false }, attrs, record_append: false });
+                planner.push(at, Op::WriteFile { path: destination, contents: Contents { bytes, secret: false }, attrs, append_record: None });
             }
             Kind::Symlink => {
                 let target = planner.link_target(at, &source, &node)?;

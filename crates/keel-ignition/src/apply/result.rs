@@ -58,7 +58,7 @@ pub(crate) fn plan_result(planner: &mut Planner, user_config_provided: bool) -> 
         None => planner.ensure_parents(&at, &path, default_dir_attrs())?,
     }
     let attrs = Attrs { mode: RESULT_MODE, uid: ROOT_OWNER.0, gid: ROOT_OWNER.1 };
-    planner.push(&at, Op::WriteFile { path, contents: Contents { bytes: Arc::new(bytes), secret: false }, attrs, record_append: false });
+    planner.push(&at, Op::WriteFile { path, contents: Contents { bytes: Arc::new(bytes), secret: false }, attrs, append_record: None });
     Ok(())
 }
 
