@@ -5,12 +5,12 @@
 //! point at a deeper file.
 
 use super::{default_dir_attrs, kind_name, ApplyError, Contents, ErrorKind, Node, Op, Planner, DEFAULT_FILE_MODE, ROOT_OWNER};
-use crate::config::latest::{Directory, File, Link, NodeGroup, NodeUser, Resource, Storage};
+use crate::config::latest::{Directory, File, Link, NodeGroup, NodeUser, Storage};
 use crate::report::JsonPath;
-use crate::resource;
 use crate::root::{self, Attrs, Kind};
 use crate::users;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// The account files as they are once users and groups are applied, for owners given by name.
 pub(crate) struct Owners {
@@ -139,10 +139,6 @@ struct Written<'a> {
     implied: &'a HashSet<String>,
 }
 
-fn fetch(at: &JsonPath, path: &str, resource: &Resource) -> Result<Vec<u8>, ApplyError> {
-    resource::fetch(resource).map_err(|error| ApplyError::new(at, path, ErrorKind::Fetch, error.to_string()))
-}
-
 fn exists_error(entry: &Entry, node: &Node, what: &str) -> ApplyError {
     ApplyError::new(
         &entry.at,
@@ -155,10 +151,10 @@ fn exists_error(entry: &Entry, node: &Node, what: &str) -> ApplyError {
 fn plan_file(planner: &mut Planner, entry: &Entry, file: &File, owners: &Owners) -> Result<(), ApplyError> {
     let (at, path) = (&entry.at, entry.path.as_str());
     let source = file.contents.as_ref().filter(|contents| contents.source.is_some());
-    let contents = source.map(|resource| fetch(&at.field("contents"), path, resource)).transpose()?;
+    let contents = source.map(|resource| planner.fetch(&at.field("contents"), path, resource)).transpose()?;
     let mut fragments = Vec::new();
     for (index, resource) in file.append.iter().flatten().enumerate() {
-        fragments.extend(fetch(&at.field("append").index(index), path, resource)?);
+        fragments.extend(planner.fetch(&at.field("append").index(index), path, resource)?);
     }
     let has_appends = file.append.as_ref().is_some_and(|append| !append.is_empty());
     let has_source = contents.is_some();
@@ -170,8 +166,15 @@ fn plan_file(planner: &mut Planner, entry: &Entry, file: &File, owners: &Owners)
     let fresh_owner = owners.resolve(at, path, file.user.as_ref(), file.group.as_ref(), ROOT_OWNER)?;
     let fresh_attrs = Attrs { mode: mode_after_chown(mode.unwrap_or(DEFAULT_FILE_MODE)), uid: fresh_owner.0, gid: fresh_owner.1 };
     let write_fresh = |planner: &mut Planner, bytes: Vec<u8>| {
-        planner
-            .push(at, Op::WriteFile { path: path.to_owned(), contents: Contents { bytes, secret: false }, attrs: fresh_attrs, record_append: false });
+        planner.push(
+            at,
+            Op::WriteFile {
+                path: path.to_owned(),
+                contents: Contents { bytes: Arc::new(bytes), secret: false },
+                attrs: fresh_attrs,
+                append_record: None,
+            },
+        );
     };
 
     match planner.probe(at, path)? {
@@ -474,6 +477,18 @@ mod tests {
     }
 
     #[test]
+    fn another_configs_fragments_are_appended_to_an_appended_file_and_once() {
+        let (path, root) = fresh_root("append-another");
+        std::fs::write(path.join("etc/log"), "0").unwrap();
+        let first = storage(r#"{"files":[{"path":"/etc/log","append":[{"source":"data:,1"}]}]}"#);
+        let second = storage(r#"{"files":[{"path":"/etc/log","append":[{"source":"data:,2"}]}]}"#);
+        apply(&root, &first);
+        apply(&root, &second);
+        apply(&root, &second);
+        assert_eq!(std::fs::read_to_string(path.join("etc/log")).unwrap(), "012");
+    }
+
+    #[test]
     fn a_power_cut_before_the_rename_leaves_the_file_unappended_and_the_rerun_appends_once() {
         let (path, root) = fresh_root("append-power-cut");
         std::fs::write(path.join("etc/log"), "0").unwrap();
@@ -481,8 +496,7 @@ mod tests {
         let plan = plan(&config(&json), &root, true).unwrap();
         // The cut on a filesystem without O_TMPFILE: a named temporary got the contents and the
         // record, the rename never happened.
-        let super::Op::WriteFile { contents, attrs, .. } = &plan.steps()[0].op else { panic!("{plan}") };
-        let record = super::super::sha256_hex(&contents.bytes);
+        let super::Op::WriteFile { contents, attrs, append_record: Some(record), .. } = &plan.steps()[0].op else { panic!("{plan}") };
         let stray = "/etc/.keel-tmp-cut";
         root.write_file(stray, &contents.bytes, *attrs, Some((APPEND_RECORD, record.as_bytes()))).unwrap();
         apply(&root, &json);

@@ -9,11 +9,12 @@
 //! the result file, which Ignition rewrites on every run (with the previous one nested in it).
 //!
 //! `append` converges too, unlike Ignition's (coreos/ignition#642): a file that received
-//! fragments carries the SHA-256 of its whole new contents in the extended attribute
-//! [`APPEND_RECORD`], set on the unnamed file before it is linked into place. The record and
-//! the contents therefore appear together or not at all; a later plan that finds the record
-//! equal to the file's hash knows the fragments are in. The preset file is appended the same
-//! way. A first run appends exactly as Ignition does.
+//! fragments carries the SHA-256 of its whole new contents and that of the fragments in the
+//! extended attribute [`APPEND_RECORD`], set on the unnamed file before it is linked into place.
+//! The record and the contents therefore appear together or not at all; a later plan that finds
+//! the record equal to the file's hash and its own fragments' knows those fragments are in, and
+//! other fragments (another config's) are appended. The preset file is appended the same way. A
+//! first run appends exactly as Ignition does.
 //!
 //! Where keel differs from Ignition, on purpose:
 //! - a rerun converges where Ignition fails: a file with contents, `overwrite` false, that is
@@ -22,6 +23,8 @@
 //!   the inode), so other hard links to it keep the old contents; mode and owner are kept;
 //! - symlinks in the root are resolved inside it, all the way (Ignition follows one level of
 //!   the parents' links itself and lets the host kernel follow the rest, possibly outside);
+//! - the contents of one apply add up to at most [`MAX_PLANNED_CONTENT_BYTES`], as the plan holds
+//!   them in memory (Ignition streams each file to disk and has no limit);
 //! - `enabled: false` removes the enablement symlinks under /etc/systemd/system natively
 //!   (Ignition runs `systemctl --root disable`, which 2.14 passes template instances to as one
 //!   invalid argument); preset lines are sorted, as newer Ignition sorts them.
@@ -34,17 +37,25 @@ mod passwd;
 mod result;
 mod systemd;
 
+use crate::config::latest::Resource;
 use crate::config::Latest;
 use crate::report::JsonPath;
+use crate::resource::{self, FetchError, MAX_RESOURCE_BYTES};
 use crate::root::{self, Attrs, Kind, Meta, Root};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 
 /// The extended attribute holding the SHA-256 (hex) of a file's contents right after keel
 /// appended to it.
 pub const APPEND_RECORD: &str = "user.keel.ignition-appended";
+
+/// All the contents and append fragments of one plan, decompressed, may not exceed this: the
+/// plan holds them in memory until it executes, so many files just under the per-resource
+/// limit cost an error, not the machine's memory (Ignition streams each to disk instead).
+pub const MAX_PLANNED_CONTENT_BYTES: u64 = crate::resource::MAX_RESOURCE_BYTES;
 
 const DEFAULT_DIRECTORY_MODE: u32 = 0o755;
 const DEFAULT_FILE_MODE: u32 = 0o644;
@@ -103,9 +114,10 @@ impl ApplyError {
 }
 
 /// File contents in a plan; secrets (account files, SSH keys) are never shown, not even hashed.
+/// Shared with the plan's picture of the root, which would otherwise hold every file twice.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Contents {
-    pub bytes: Vec<u8>,
+    pub bytes: Arc<Vec<u8>>,
     pub secret: bool,
 }
 
@@ -140,12 +152,12 @@ pub enum Op {
         path: String,
         attrs: Attrs,
     },
-    /// The whole file, replaced atomically; `record_append` marks it with [`APPEND_RECORD`].
+    /// The whole file, replaced atomically, with `append_record` as its [`APPEND_RECORD`].
     WriteFile {
         path: String,
         contents: Contents,
         attrs: Attrs,
-        record_append: bool,
+        append_record: Option<String>,
     },
     Symlink {
         path: String,
@@ -173,8 +185,13 @@ impl fmt::Display for Op {
             Op::Remove { path } => write!(formatter, "remove {path}"),
             Op::CreateDir { path, attrs } => write!(formatter, "mkdir {path} {}", octal_owner(attrs)),
             Op::SetAttrs { path, attrs } => write!(formatter, "chown/chmod {path} {}", octal_owner(attrs)),
-            Op::WriteFile { path, contents, attrs, record_append } => {
-                write!(formatter, "write {path} {} ({contents}){}", octal_owner(attrs), if *record_append { ", append recorded" } else { "" })
+            Op::WriteFile { path, contents, attrs, append_record } => {
+                write!(
+                    formatter,
+                    "write {path} {} ({contents}){}",
+                    octal_owner(attrs),
+                    if append_record.is_some() { ", append recorded" } else { "" }
+                )
             }
             Op::Symlink { path, target, owner } => write!(formatter, "symlink {path} -> {target} {}:{}", owner.0, owner.1),
             Op::HardLink { path, target } => write!(formatter, "hardlink {path} to {target}"),
@@ -235,9 +252,8 @@ fn execute_op(root: &Root, op: &Op) -> Result<(), OpError> {
         Op::Remove { path } => root.remove_all(path).map_err(failed(path, "remove what is there")),
         Op::CreateDir { path, attrs } => root.create_dir(path, *attrs).map_err(failed(path, "create the directory")),
         Op::SetAttrs { path, attrs } => root.set_attrs(path, *attrs).map_err(failed(path, "set owner and mode")),
-        Op::WriteFile { path, contents, attrs, record_append } => {
-            let record = record_append.then(|| sha256_hex(&contents.bytes));
-            let xattr = record.as_deref().map(|hash| (APPEND_RECORD, hash.as_bytes()));
+        Op::WriteFile { path, contents, attrs, append_record } => {
+            let xattr = append_record.as_deref().map(|record| (APPEND_RECORD, record.as_bytes()));
             root.write_file(path, &contents.bytes, *attrs, xattr).map_err(failed(path, "write the file"))
         }
         Op::Symlink { path, target, owner } => root.symlink(target, path, *owner).map_err(failed(path, "create the symlink")),
@@ -280,7 +296,7 @@ pub(crate) struct Node {
 
 #[derive(Clone, Debug)]
 pub(crate) enum Planned {
-    Contents(Vec<u8>),
+    Contents(Arc<Vec<u8>>),
     Target(String),
 }
 
@@ -299,6 +315,8 @@ pub(crate) struct Planner<'r> {
     removed: Vec<String>,
     /// Trees moved by a step, newest last: (where it went, where it is on disk).
     moved: Vec<(String, String)>,
+    /// What is left of [`MAX_PLANNED_CONTENT_BYTES`] for contents still to be fetched.
+    content_budget: u64,
 }
 
 fn is_under(path: &str, ancestor: &str) -> bool {
@@ -307,11 +325,24 @@ fn is_under(path: &str, ancestor: &str) -> bool {
 
 impl<'r> Planner<'r> {
     pub(crate) fn new(root: &'r Root) -> Self {
-        Planner { root, steps: Vec::new(), future: HashMap::new(), removed: Vec::new(), moved: Vec::new() }
+        Planner { root, steps: Vec::new(), future: HashMap::new(), removed: Vec::new(), moved: Vec::new(), content_budget: MAX_PLANNED_CONTENT_BYTES }
     }
 
     pub(crate) fn root(&self) -> &Root {
         self.root
+    }
+
+    /// The resource's contents, counted against the plan's content budget.
+    pub(crate) fn fetch(&mut self, at: &JsonPath, path: &str, resource: &Resource) -> Result<Vec<u8>, ApplyError> {
+        let contents = match resource::fetch_at_most(resource, self.content_budget) {
+            Err(FetchError::TooLarge { limit }) if limit < MAX_RESOURCE_BYTES => Err(format!(
+                "the contents of this and the earlier files add up to more than {MAX_PLANNED_CONTENT_BYTES} bytes, all keel holds for one apply"
+            )),
+            fetched => fetched.map_err(|error| error.to_string()),
+        }
+        .map_err(|detail| ApplyError::new(at, path, ErrorKind::Fetch, detail))?;
+        self.content_budget = self.content_budget.saturating_sub(contents.len() as u64);
+        Ok(contents)
     }
 
     /// The path with its parents' symlinks resolved inside the root, as Ignition resolves an
@@ -359,17 +390,21 @@ impl<'r> Planner<'r> {
     }
 
     /// The contents of the regular file `node` is at `path`.
-    pub(crate) fn contents(&self, at: &JsonPath, path: &str, node: &Node) -> Result<Vec<u8>, ApplyError> {
+    pub(crate) fn contents(&self, at: &JsonPath, path: &str, node: &Node) -> Result<Arc<Vec<u8>>, ApplyError> {
         match &node.planned {
-            Some(Planned::Contents(contents)) => Ok(contents.clone()),
-            _ => self.root.read_file(&self.on_disk_path(path)).map_err(|error| ApplyError::io(at, path, "read the existing file", &error)),
+            Some(Planned::Contents(contents)) => Ok(Arc::clone(contents)),
+            _ => self
+                .root
+                .read_file(&self.on_disk_path(path))
+                .map(Arc::new)
+                .map_err(|error| ApplyError::io(at, path, "read the existing file", &error)),
         }
     }
 
     /// True when `node` is a regular file with exactly these attributes and contents.
     pub(crate) fn holds(&self, at: &JsonPath, path: &str, node: &Node, attrs: Attrs, contents: &[u8]) -> Result<bool, ApplyError> {
         let same_size = node.on_disk.is_none_or(|meta| meta.size == contents.len() as u64);
-        Ok(node.kind == Kind::File && node.attrs == attrs && same_size && self.contents(at, path, node)? == contents)
+        Ok(node.kind == Kind::File && node.attrs == attrs && same_size && self.contents(at, path, node)?.as_slice() == contents)
     }
 
     /// The target of the symlink `node` is at `path`.
@@ -380,14 +415,14 @@ impl<'r> Planner<'r> {
         }
     }
 
-    /// True when the file on disk carries an append record matching its contents.
-    pub(crate) fn appended_already(&self, at: &JsonPath, path: &str, node: &Node, contents: &[u8]) -> Result<bool, ApplyError> {
+    /// True when the file on disk carries the record of appending `fragments` to make `contents`.
+    fn appended_already(&self, at: &JsonPath, path: &str, node: &Node, contents: &[u8], fragments: &[u8]) -> Result<bool, ApplyError> {
         if node.on_disk.is_none() {
             return Ok(false);
         }
         let record =
             self.root.xattr(&self.on_disk_path(path), APPEND_RECORD).map_err(|error| ApplyError::io(at, path, "read the append record", &error))?;
-        Ok(record.is_some_and(|record| record == sha256_hex(contents).as_bytes()))
+        Ok(record.is_some_and(|record| record == append_record(contents, fragments).as_bytes()))
     }
 
     pub(crate) fn push(&mut self, origin: &JsonPath, op: Op) {
@@ -402,7 +437,7 @@ impl<'r> Planner<'r> {
                 self.current(path).ok().flatten().map(|node| (path.clone(), Future::Node(Node { attrs: *attrs, ..node })))
             }
             Op::WriteFile { path, contents, attrs, .. } => {
-                Some((path.clone(), planned_node(Kind::File, *attrs, Some(Planned::Contents(contents.bytes.clone())))))
+                Some((path.clone(), planned_node(Kind::File, *attrs, Some(Planned::Contents(Arc::clone(&contents.bytes))))))
             }
             Op::Symlink { path, target, owner } => {
                 let attrs = Attrs { mode: 0o777, uid: owner.0, gid: owner.1 };
@@ -465,11 +500,11 @@ impl<'r> Planner<'r> {
         secret: bool,
     ) -> Result<(), ApplyError> {
         let current = match node {
-            Some(node) => self.contents(at, path, node)?,
+            Some(node) => Arc::unwrap_or_clone(self.contents(at, path, node)?),
             None => Vec::new(),
         };
         if let Some(node) = node {
-            if self.appended_already(at, path, node, &current)? {
+            if self.appended_already(at, path, node, &current, fragments)? {
                 if node.attrs != attrs {
                     self.push(at, Op::SetAttrs { path: path.to_owned(), attrs });
                 }
@@ -480,9 +515,15 @@ impl<'r> Planner<'r> {
         }
         let mut bytes = current;
         bytes.extend_from_slice(fragments);
-        self.push(at, Op::WriteFile { path: path.to_owned(), contents: Contents { bytes, secret }, attrs, record_append: true });
+        let append_record = Some(append_record(&bytes, fragments));
+        self.push(at, Op::WriteFile { path: path.to_owned(), contents: Contents { bytes: Arc::new(bytes), secret }, attrs, append_record });
         Ok(())
     }
+}
+
+/// What [`APPEND_RECORD`] holds after `fragments` were appended, making the file `contents`.
+fn append_record(contents: &[u8], fragments: &[u8]) -> String {
+    format!("{} {}", sha256_hex(contents), sha256_hex(fragments))
 }
 
 fn planned_node(kind: Kind, attrs: Attrs, planned: Option<Planned>) -> Future {
@@ -595,13 +636,31 @@ mod tests {
     }
 
     #[test]
+    fn contents_adding_up_past_the_budget_are_refused_before_anything_is_written() {
+        use std::io::Write;
+        let (path, root) = fresh_root("content-budget");
+        let third = MAX_PLANNED_CONTENT_BYTES / 3 + 1;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(&vec![0; third as usize]).unwrap();
+        let url = format!("data:;base64,{}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, encoder.finish().unwrap()));
+        let file = |name: &str| format!(r#"{{"path":"/{name}","contents":{{"compression":"gzip","source":"{url}"}}}}"#);
+        let two = format!(r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"files":[{},{}]}}}}"#, file("a"), file("b"));
+        assert_eq!(plan(&config(&two), &root, true).unwrap().steps().len(), 3);
+        let three = format!(r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"files":[{},{},{}]}}}}"#, file("a"), file("b"), file("c"));
+        let error = plan(&config(&three), &root, true).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Fetch);
+        assert!(error.to_string().contains(&format!("add up to more than {MAX_PLANNED_CONTENT_BYTES} bytes")), "{error}");
+        assert!(!path.join("a").exists() && !path.join("b").exists() && !path.join("c").exists());
+    }
+
+    #[test]
     fn the_dry_run_shows_sizes_and_hashes_never_contents() {
         let (_, root) = fresh_root("display");
         let json = r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/etc/secret","contents":{"source":"data:,hunter2"}}]}}"#;
         let shown = plan(&config(json), &root, false).unwrap().to_string();
         assert!(shown.contains("write /etc/secret 0644 0:0 (7 bytes, sha256 "), "{shown}");
         assert!(!shown.contains("hunter2"));
-        let secret = Contents { bytes: b"ssh-ed25519 AAAA".to_vec(), secret: true };
+        let secret = Contents { bytes: Arc::new(b"ssh-ed25519 AAAA".to_vec()), secret: true };
         assert_eq!(secret.to_string(), "16 bytes, secret");
     }
 

@@ -9,6 +9,7 @@ use crate::config::latest::Passwd;
 use crate::report::JsonPath;
 use crate::root::{Attrs, Kind};
 use crate::users::{self, AuthorizedKeys, EtcFiles, Home, HomeMove, HomeReown, RemovedHome};
+use std::sync::Arc;
 
 const SKEL: &str = "/etc/skel";
 /// Ignition makes missing directories on the way to the keys as the user, 0700.
@@ -91,7 +92,7 @@ fn write_keeping_attrs(
 ) -> Result<(), ApplyError> {
     let attrs = match planner.probe(at, path)? {
         Some(node) if node.kind == Kind::File => {
-            if planner.contents(at, path, &node)? == contents {
+            if planner.contents(at, path, &node)?.as_slice() == contents {
                 return Ok(());
             }
             node.attrs
@@ -104,7 +105,10 @@ fn write_keeping_attrs(
             attrs_if_new
         }
     };
-    planner.push(at, Op::WriteFile { path: path.to_owned(), contents: Contents { bytes: contents.to_vec(), secret }, attrs, record_append: false });
+    planner.push(
+        at,
+        Op::WriteFile { path: path.to_owned(), contents: Contents { bytes: Arc::new(contents.to_vec()), secret }, attrs, append_record: None },
+    );
     Ok(())
 }
 
@@ -214,7 +218,7 @@ fn copy_tree(planner: &mut Planner, at: &JsonPath, from: &str, to: &str, owner: 
             }
             Kind::File => {
                 let bytes = planner.contents(at, &source, &node)?;
-                planner.push(at, Op::WriteFile { path: destination, contents: Contents { bytes, secret: false }, attrs, record_append: false });
+                planner.push(at, Op::WriteFile { path: destination, contents: Contents { bytes, secret: false }, attrs, append_record: None });
             }
             Kind::Symlink => {
                 let target = planner.link_target(at, &source, &node)?;

@@ -8,6 +8,7 @@ use super::{default_dir_attrs, ApplyError, Contents, ErrorKind, Op, Planner, ROO
 use crate::report::JsonPath;
 use crate::root::{Attrs, Kind};
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const RESULT_FILE: &str = "/etc/.ignition-result.json";
@@ -57,7 +58,7 @@ pub(crate) fn plan_result(planner: &mut Planner, user_config_provided: bool) -> 
         None => planner.ensure_parents(&at, &path, default_dir_attrs())?,
     }
     let attrs = Attrs { mode: RESULT_MODE, uid: ROOT_OWNER.0, gid: ROOT_OWNER.1 };
-    planner.push(&at, Op::WriteFile { path, contents: Contents { bytes, secret: false }, attrs, record_append: false });
+    planner.push(&at, Op::WriteFile { path, contents: Contents { bytes: Arc::new(bytes), secret: false }, attrs, append_record: None });
     Ok(())
 }
 

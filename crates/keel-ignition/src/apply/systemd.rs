@@ -10,6 +10,7 @@ use crate::config::latest::Systemd;
 use crate::report::JsonPath;
 use crate::root::{Attrs, Kind};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 const UNITS_DIR: &str = "/etc/systemd/system";
 const PRESET_FILE: &str = "/etc/systemd/system-preset/20-ignition.preset";
@@ -147,9 +148,9 @@ fn write_replacing(planner: &mut Planner, at: &JsonPath, path: &str, contents: &
     }
     let op = Op::WriteFile {
         path: path.to_owned(),
-        contents: Contents { bytes: contents.to_vec(), secret: false },
+        contents: Contents { bytes: Arc::new(contents.to_vec()), secret: false },
         attrs: UNIT_ATTRS,
-        record_append: false,
+        append_record: None,
     };
     planner.push(at, op);
     Ok(())
@@ -304,6 +305,15 @@ mod tests {
         let again = plan(&config(&json), &root, true).unwrap();
         assert!(steps_besides_result(&again).is_empty(), "{again}");
         assert_eq!(std::fs::read_to_string(presets.join("20-ignition.preset")).unwrap(), "enable old.service\nenable a.service\n");
+    }
+
+    #[test]
+    fn another_configs_presets_are_appended_after_the_first_ones() {
+        let (path, root) = fresh_root("preset-another");
+        apply(&root, &units(r#"[{"name":"a.service","enabled":true}]"#));
+        apply(&root, &units(r#"[{"name":"b.service","enabled":false}]"#));
+        let preset = path.join("etc/systemd/system-preset/20-ignition.preset");
+        assert_eq!(std::fs::read_to_string(preset).unwrap(), "enable a.service\ndisable b.service\n");
     }
 
     #[test]
