@@ -5,7 +5,16 @@ use anyhow::{bail, Context};
 use keel_ignition::config::MAX_CONFIG_BYTES;
 use keel_ignition::report::has_errors;
 use keel_ignition::resolve::{Document, Resolved};
-use std::io::Read;
+use std::io::{Read, Write};
+
+/// Writes to stdout; a reader that went away (`| head`) ends the output, not the command with a
+/// panic, as println! would.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error).context("cannot write to stdout"),
+        _ => Ok(()),
+    }
+}
 
 /// A config file's bytes, read no further than keel would parse: a 100 MB file costs 32 MiB.
 fn read_document(path: &str) -> anyhow::Result<Document> {
@@ -26,9 +35,8 @@ pub fn validate(words: &[String]) -> anyhow::Result<()> {
     let parsed = keel_ignition::parse(&document.bytes).with_context(|| format!("{path} is not a valid Ignition config"))?;
     let mut reports = parsed.reports.clone();
     reports.extend(keel_ignition::validate::validate(&parsed.config, parsed.version));
-    for report in &reports {
-        println!("{path}: {report}");
-    }
+    let lines: String = reports.iter().map(|report| format!("{path}: {report}\n")).collect();
+    print_out(&lines)?;
     if has_errors(&reports) {
         bail!("{path}: the config has errors");
     }
@@ -51,8 +59,7 @@ fn resolve(args: &Args) -> anyhow::Result<Resolved> {
 pub fn render(words: &[String]) -> anyhow::Result<()> {
     let args = Args::parse_repeatable(words, &[], &["base"], &[])?;
     let resolved = resolve(&args)?;
-    println!("{}", keel_ignition::resolve::render(&resolved.config)?);
-    Ok(())
+    print_out(&format!("{}\n", keel_ignition::resolve::render(&resolved.config)?))
 }
 
 pub fn apply(words: &[String]) -> anyhow::Result<()> {
@@ -62,10 +69,8 @@ pub fn apply(words: &[String]) -> anyhow::Result<()> {
     let root = keel_ignition::root::Root::open(root_path.as_ref()).with_context(|| format!("cannot open the root {root_path}"))?;
     let plan = keel_ignition::apply::plan(&resolved.config, &root, resolved.user_config_provided)?;
     if args.flag("dry-run") {
-        print!("{plan}");
-        return Ok(());
+        return print_out(&plan.to_string());
     }
     plan.execute(&root)?;
-    println!("{root_path}: {plan:#}");
-    Ok(())
+    print_out(&format!("{root_path}: {} operations applied (--dry-run lists them)\n", plan.steps().len()))
 }
