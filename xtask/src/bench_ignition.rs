@@ -183,7 +183,9 @@ pub fn ignition(workspace: &Path) -> anyhow::Result<()> {
     let places = [("tmpfs", tmpfs.clone()), ("disk", scratch.join("roots"))];
     println!("{FILES} files in {DIRECTORIES} directories and {USERS} users (with SSH keys), spec 3.3.0; median of {ROUNDS} alternating rounds");
     println!("keel's apply ends with one syncfs; \"synced\" adds `sync -f` after Ignition's files stage, for the same durability");
-    println!("| where | Ignition 2.14 files stage | files stage, synced | fetch-offline + files | keel ignition apply | files / keel | synced / keel |");
+    println!(
+        "| where | Ignition 2.14 files stage | files stage, synced | fetch-offline + files | keel ignition apply | files / keel | synced / keel |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for (name, dir) in places {
         let times = measure(name, &dir, &keel, &config, &stubs)?;

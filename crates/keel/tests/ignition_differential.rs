@@ -391,6 +391,15 @@ fn keel_validate_agrees_with_ignition_validate() {
             );
         }
     }
+    let valid = cases.iter().filter(|case| case.valid).count();
+    eprintln!(
+        "{test}: {} configs ({valid} valid, {} invalid by ignition-validate): {} verdicts agree, {} differ ({} documented)",
+        cases.len(),
+        cases.len() - valid,
+        cases.len() - disagreements.len(),
+        disagreements.len(),
+        disagreements.keys().filter(|name| VALIDATE_DIFFERENCES.iter().any(|(documented, _)| documented == name)).count()
+    );
     let checked: Vec<&Case> = cases.iter().collect();
     judge(test, VALIDATE_DIFFERENCES, &checked, &disagreements);
 }
@@ -436,6 +445,16 @@ fn keel_apply_gives_the_tree_ignition_gives() {
             disagreements.insert(case.name.clone(), differences.join("\n"));
         }
     }
+    let both_applied = results.iter().filter(|(ignition, keel, _)| ignition.succeeded && keel.succeeded).count();
+    let both_failed = results.iter().filter(|(ignition, keel, _)| !ignition.succeeded && !keel.succeeded).count();
+    eprintln!(
+        "{test}: {} tree-comparable configs: {both_applied} applied by both, {} of them to identical trees; {both_failed} refused by both; \
+         {} disagreements ({} documented)",
+        cases.len(),
+        both_applied - results.iter().filter(|(ignition, keel, differences)| ignition.succeeded && keel.succeeded && !differences.is_empty()).count(),
+        disagreements.len(),
+        disagreements.keys().filter(|name| APPLY_DIFFERENCES.iter().any(|(documented, _)| documented == name)).count()
+    );
     let checked: Vec<&Case> = cases.iter().collect();
     judge(test, APPLY_DIFFERENCES, &checked, &disagreements);
 }
