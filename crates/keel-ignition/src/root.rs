@@ -304,16 +304,19 @@ impl Root {
         Ok(())
     }
 
-    /// Gives an existing node its owner, then its mode (a symlink has no mode of its own).
+    /// Gives an existing node its owner, then its mode (a symlink has no mode of its own). The
+    /// node is never opened: opening a device node planted in the root (a watchdog, a tty) acts
+    /// on the device, and a socket cannot be opened at all.
     pub fn set_attrs(&self, path: &str, attrs: Attrs) -> io::Result<()> {
         let (dir, name) = self.parent(path)?;
         let stat = rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)?;
+        rustix::fs::chownat(&dir, name.as_str(), uid(attrs.uid), gid(attrs.gid), AtFlags::SYMLINK_NOFOLLOW)?;
         if kind_of(FileType::from_raw_mode(stat.st_mode)) == Kind::Symlink {
-            return Ok(rustix::fs::chownat(&dir, name.as_str(), uid(attrs.uid), gid(attrs.gid), AtFlags::SYMLINK_NOFOLLOW)?);
+            return Ok(());
         }
-        let fd = rustix::fs::openat(&dir, name.as_str(), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())?;
-        rustix::fs::fchown(&fd, uid(attrs.uid), gid(attrs.gid))?;
-        Ok(rustix::fs::fchmod(&fd, Mode::from_raw_mode(attrs.mode))?)
+        // fchmodat follows a final symlink, but the statat above found none, and nothing else
+        // writes into the root while it is applied.
+        Ok(rustix::fs::chmodat(&dir, name.as_str(), Mode::from_raw_mode(attrs.mode), AtFlags::empty())?)
     }
 
     /// Replaces whatever file is at `path` with `contents`. The file is written unnamed
@@ -527,6 +530,21 @@ pub(crate) mod tests {
         root.set_attrs("/link", Attrs { mode: 0o777, uid: 5, gid: 5 }).unwrap();
         assert_eq!(std::fs::metadata(outside.join("sentinel")).unwrap().uid(), 0);
         root.remove_all("/link").unwrap();
+        outside_untouched(&outside);
+    }
+
+    #[test]
+    fn set_attrs_changes_a_node_that_cannot_be_opened_without_opening_it() {
+        let (root_path, outside, root) = hostile("set-attrs-socket");
+        // Opening a socket fails with ENXIO: only a path-based chown and chmod reach it.
+        let _listener = std::os::unix::net::UnixListener::bind(root_path.join("sock")).unwrap();
+        root.set_attrs("/sock", Attrs { mode: 0o640, uid: 7, gid: 8 }).unwrap();
+        let meta = std::fs::symlink_metadata(root_path.join("sock")).unwrap();
+        assert_eq!((meta.mode() & 0o7777, meta.uid(), meta.gid()), (0o640, 7, 8));
+        std::fs::create_dir(root_path.join("dir")).unwrap();
+        root.set_attrs("/dir", Attrs { mode: 0o1750, uid: 3, gid: 4 }).unwrap();
+        let meta = std::fs::symlink_metadata(root_path.join("dir")).unwrap();
+        assert_eq!((meta.mode() & 0o7777, meta.uid(), meta.gid()), (0o1750, 3, 4));
         outside_untouched(&outside);
     }
 

@@ -428,7 +428,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "review finding 2: set_attrs opens device nodes (needs CAP_MKNOD)"]
     fn reowning_a_home_never_opens_a_device_node_in_it() {
         let (path, root) = passwd_root("review-reown-device", "root:x:0:0::/root:/bin/sh\na:x:1000:1000::/home/a:/bin/sh\n");
         std::fs::create_dir_all(path.join("home/a")).unwrap();
