@@ -122,6 +122,20 @@ fn kind_of(file_type: FileType) -> Kind {
     }
 }
 
+/// A node's type as a message names it.
+fn type_name(file_type: FileType) -> &'static str {
+    match file_type {
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symlink",
+        FileType::Fifo => "a fifo",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        FileType::Unknown => "a node of unknown type",
+    }
+}
+
 fn meta_of(stat: &rustix::fs::Stat) -> Meta {
     Meta {
         kind: kind_of(FileType::from_raw_mode(stat.st_mode)),
@@ -218,21 +232,44 @@ impl Root {
         Ok(String::from_utf8_lossy(target.as_bytes()).into_owned())
     }
 
-    fn open_no_follow(&self, path: &str) -> io::Result<OwnedFd> {
+    /// The regular file at `path`, opened for reading, and what `fstat` says of it. Any other
+    /// node is refused before it is opened: opening a fifo can block and opening a device acts
+    /// on the device, and reading either may never end.
+    fn open_regular(&self, path: &str) -> io::Result<(std::fs::File, rustix::fs::Stat)> {
         let (dir, name) = self.parent(path)?;
-        Ok(rustix::fs::openat(&dir, name.as_str(), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())?)
+        let found = rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)?;
+        let found_type = FileType::from_raw_mode(found.st_mode);
+        if found_type != FileType::RegularFile {
+            return Err(io::Error::other(format!("{path} is {}: keel reads only regular files", type_name(found_type))));
+        }
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&dir, name.as_str(), flags, Mode::empty())?;
+        let opened = rustix::fs::fstat(&fd)?;
+        if (opened.st_dev, opened.st_ino) != (found.st_dev, found.st_ino) {
+            return Err(io::Error::other(format!("{path} was replaced while keel opened it")));
+        }
+        Ok((std::fs::File::from(fd), opened))
     }
 
-    /// A regular file's contents (the caller has checked it is one).
-    pub fn read_file(&self, path: &str) -> io::Result<Vec<u8>> {
+    /// A regular file's contents, refused when the file holds more than `limit` bytes.
+    pub fn read_file(&self, path: &str, limit: u64) -> io::Result<Vec<u8>> {
+        let too_large = || io::Error::other(format!("{path} holds more than {limit} bytes, the most keel reads of it"));
+        let (file, stat) = self.open_regular(path)?;
+        if u64::try_from(stat.st_size).unwrap_or(u64::MAX) > limit {
+            return Err(too_large());
+        }
         let mut contents = Vec::new();
-        std::fs::File::from(self.open_no_follow(path)?).read_to_end(&mut contents)?;
+        // The size can grow after the fstat; the reading stops one byte past the limit regardless.
+        file.take(limit.saturating_add(1)).read_to_end(&mut contents)?;
+        if contents.len() as u64 > limit {
+            return Err(too_large());
+        }
         Ok(contents)
     }
 
     /// A regular file's contents, or `None` when there is none at `path`.
-    pub fn read_file_if_present(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
-        match self.read_file(path) {
+    pub fn read_file_if_present(&self, path: &str, limit: u64) -> io::Result<Option<Vec<u8>>> {
+        match self.read_file(path, limit) {
             Ok(contents) => Ok(Some(contents)),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(error) => Err(error),
@@ -241,7 +278,7 @@ impl Root {
 
     /// An extended attribute of a regular file; `None` when it is unset or the filesystem has none.
     pub fn xattr(&self, path: &str, name: &str) -> io::Result<Option<Vec<u8>>> {
-        let fd = self.open_no_follow(path)?;
+        let (fd, _) = self.open_regular(path)?;
         let mut value = [0_u8; 256];
         match rustix::fs::fgetxattr(&fd, name, &mut value[..]) {
             Ok(length) => Ok(value.get(..length).map(<[u8]>::to_vec)),
@@ -546,6 +583,37 @@ pub(crate) mod tests {
         let meta = std::fs::symlink_metadata(root_path.join("dir")).unwrap();
         assert_eq!((meta.mode() & 0o7777, meta.uid(), meta.gid()), (0o1750, 3, 4));
         outside_untouched(&outside);
+    }
+
+    #[test]
+    fn read_file_refuses_anything_but_a_regular_file_before_opening_it() {
+        let (root_path, _, root) = hostile("read-type");
+        // A fifo without a writer reads as empty when opened non-blocking: only the type check refuses it.
+        rustix::fs::mknodat(rustix::fs::CWD, root_path.join("fifo").as_path(), FileType::Fifo, Mode::from_raw_mode(0o644), 0).unwrap();
+        let error = root.read_file("/fifo", 10).unwrap_err();
+        assert_eq!(error.to_string(), "/fifo is a fifo: keel reads only regular files");
+        assert!(root.read_file_if_present("/fifo", 10).is_err());
+        // 1:5 is /dev/zero: read to its end, it would fill the memory.
+        let zero = rustix::fs::makedev(1, 5);
+        rustix::fs::mknodat(rustix::fs::CWD, root_path.join("zero").as_path(), FileType::CharacterDevice, Mode::from_raw_mode(0o644), zero).unwrap();
+        assert_eq!(root.read_file("/zero", 10).unwrap_err().to_string(), "/zero is a character device: keel reads only regular files");
+        std::fs::create_dir(root_path.join("dir")).unwrap();
+        assert!(root.read_file_if_present("/dir", 10).is_err());
+        std::os::unix::fs::symlink("file", root_path.join("link")).unwrap();
+        std::fs::write(root_path.join("file"), "x").unwrap();
+        assert_eq!(root.read_file("/link", 10).unwrap_err().to_string(), "/link is a symlink: keel reads only regular files");
+        assert_eq!(root.read_file_if_present("/file", 10).unwrap(), Some(b"x".to_vec()));
+        assert_eq!(root.read_file_if_present("/absent", 10).unwrap(), None);
+    }
+
+    #[test]
+    fn read_file_refuses_a_file_larger_than_the_limit() {
+        let (root_path, _, root) = hostile("read-limit");
+        std::fs::write(root_path.join("f"), "0123456789").unwrap();
+        assert_eq!(root.read_file("/f", 10).unwrap(), b"0123456789");
+        let error = root.read_file("/f", 9).unwrap_err();
+        assert_eq!(error.to_string(), "/f holds more than 9 bytes, the most keel reads of it");
+        assert!(root.read_file_if_present("/f", 9).is_err());
     }
 
     #[test]
