@@ -148,6 +148,34 @@ fn meta_of(stat: &rustix::fs::Stat) -> Meta {
     }
 }
 
+/// A name or symlink target in the root that keel cannot carry: paths are text from the config
+/// to the plan, and a lossy decoding would name another node (or none), so the node would be
+/// silently skipped, or a copied link would point elsewhere.
+#[derive(Debug)]
+struct NotUtf8(String);
+
+impl std::fmt::Display for NotUtf8 {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{}: keel handles only UTF-8 names and targets, rename it", self.0)
+    }
+}
+
+impl std::error::Error for NotUtf8 {}
+
+fn not_utf8(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, NotUtf8(what))
+}
+
+/// True when `error` says a name or symlink target in the root is not UTF-8.
+pub fn is_not_utf8(error: &io::Error) -> bool {
+    error.get_ref().is_some_and(|inner| inner.is::<NotUtf8>())
+}
+
+/// Bytes in quotes, anything but printable ASCII escaped, for a message.
+fn quoted(bytes: &[u8]) -> String {
+    format!("\"{}\"", bytes.escape_ascii())
+}
+
 fn absent(errno: Errno) -> bool {
     errno == Errno::NOENT
 }
@@ -226,10 +254,12 @@ impl Root {
         }
     }
 
+    /// The target of the symlink at `path`; an error satisfying [`is_not_utf8`] when it is not UTF-8.
     pub fn read_link(&self, path: &str) -> io::Result<String> {
         let (dir, name) = self.parent(path)?;
         let target = rustix::fs::readlinkat(&dir, name.as_str(), Vec::new())?;
-        Ok(String::from_utf8_lossy(target.as_bytes()).into_owned())
+        String::from_utf8(target.into_bytes())
+            .map_err(|error| not_utf8(format!("the target {} of the symlink {path} is not UTF-8", quoted(error.as_bytes()))))
     }
 
     /// The regular file at `path`, opened for reading, and what `fstat` says of it. Any other
@@ -439,14 +469,17 @@ impl Root {
         remove_entry(&dir, OsStr::new(&name))
     }
 
-    /// The names in the directory at `path`, without `.` and `..`.
+    /// The names in the directory at `path`, without `.` and `..`; an error satisfying
+    /// [`is_not_utf8`] when one of them is not UTF-8.
     pub fn list_dir(&self, path: &str) -> io::Result<Vec<String>> {
         let dir = self.open_dir(path)?;
         let mut names = Vec::new();
         for entry in rustix::fs::Dir::read_from(&dir)? {
             let name = entry?.file_name().to_bytes().to_owned();
             if name != b"." && name != b".." {
-                names.push(String::from_utf8_lossy(&name).into_owned());
+                names.push(
+                    String::from_utf8(name).map_err(|error| not_utf8(format!("the name {} in {path} is not UTF-8", quoted(error.as_bytes()))))?,
+                );
             }
         }
         names.sort();
@@ -614,6 +647,25 @@ pub(crate) mod tests {
         let error = root.read_file("/f", 9).unwrap_err();
         assert_eq!(error.to_string(), "/f holds more than 9 bytes, the most keel reads of it");
         assert!(root.read_file_if_present("/f", 9).is_err());
+    }
+
+    #[test]
+    fn a_name_or_link_target_that_is_not_utf8_is_an_error_naming_it() {
+        let (root_path, _, root) = hostile("not-utf8");
+        std::fs::create_dir(root_path.join("dir")).unwrap();
+        std::fs::write(root_path.join("dir/plain"), "").unwrap();
+        assert_eq!(root.list_dir("/dir").unwrap(), vec!["plain".to_owned()]);
+        std::fs::write(root_path.join("dir").join(OsStr::from_bytes(b"evil\xff")), "").unwrap();
+        let error = root.list_dir("/dir").unwrap_err();
+        assert!(is_not_utf8(&error));
+        assert_eq!(error.to_string(), r#"the name "evil\xff" in /dir is not UTF-8: keel handles only UTF-8 names and targets, rename it"#);
+        std::os::unix::fs::symlink("caf\u{e9}", root_path.join("utf8")).unwrap();
+        assert_eq!(root.read_link("/utf8").unwrap(), "caf\u{e9}");
+        std::os::unix::fs::symlink(OsStr::from_bytes(b"caf\xe9"), root_path.join("latin1")).unwrap();
+        let error = root.read_link("/latin1").unwrap_err();
+        assert!(is_not_utf8(&error));
+        assert!(error.to_string().starts_with(r#"the target "caf\xe9" of the symlink /latin1 is not UTF-8"#), "{error}");
+        assert!(!is_not_utf8(&root.list_dir("/absent").unwrap_err()));
     }
 
     #[test]
