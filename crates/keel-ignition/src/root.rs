@@ -492,26 +492,94 @@ impl Root {
     }
 }
 
-fn remove_entry(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
-    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
-        Ok(()) => Ok(()),
-        Err(errno) if absent(errno) => Ok(()),
-        Err(Errno::ISDIR) => {
-            let child = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
-            let mut names = Vec::new();
-            for entry in rustix::fs::Dir::read_from(&child)? {
-                let entry_name = entry?.file_name().to_bytes().to_owned();
-                if entry_name != b"." && entry_name != b".." {
-                    names.push(entry_name);
-                }
-            }
-            for entry_name in names {
-                remove_entry(&child, OsStr::from_bytes(&entry_name))?;
-            }
-            Ok(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?)
+/// The device and inode of an open node: what tells a directory reached through `..` is the
+/// one that was left, and not another the tree was moved under meanwhile.
+fn identity(fd: &OwnedFd) -> io::Result<(u64, u64)> {
+    let stat = rustix::fs::fstat(fd)?;
+    Ok((stat.st_dev, stat.st_ino))
+}
+
+fn open_subdirectory(dir: &OwnedFd, name: &[u8]) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(rustix::fs::openat(dir, OsStr::from_bytes(name), flags, Mode::empty())?)
+}
+
+/// Removes every node in `dir` but its subdirectories, whose names it returns.
+fn remove_all_but_subdirectories(dir: &OwnedFd) -> io::Result<Vec<Vec<u8>>> {
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let name = entry?.file_name().to_bytes().to_owned();
+        if name != b"." && name != b".." {
+            names.push(name);
         }
-        Err(errno) => Err(errno.into()),
     }
+    let mut subdirectories = Vec::new();
+    for name in names {
+        match rustix::fs::unlinkat(dir, OsStr::from_bytes(&name), AtFlags::empty()) {
+            Ok(()) => {}
+            Err(errno) if absent(errno) => {}
+            Err(Errno::ISDIR) => subdirectories.push(name),
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+    Ok(subdirectories)
+}
+
+/// A directory on the way down a tree being removed.
+struct Descent {
+    name: Vec<u8>,
+    /// The identity of the directory holding it, checked on the way back up through `..`.
+    parent: (u64, u64),
+    subdirectories: Vec<Vec<u8>>,
+}
+
+/// Removes the node `name` in `top`, a directory with everything in it. The walk holds the
+/// directory it is in and, for a moment, the next one: a tree of any depth costs a few
+/// descriptors and no stack, only the names of the directories still to remove on the way.
+fn remove_entry(top: &OwnedFd, name: &OsStr) -> io::Result<()> {
+    match rustix::fs::unlinkat(top, name, AtFlags::empty()) {
+        Ok(()) => return Ok(()),
+        Err(errno) if absent(errno) => return Ok(()),
+        Err(Errno::ISDIR) => {}
+        Err(errno) => return Err(errno.into()),
+    }
+    let mut current = open_subdirectory(top, name.as_bytes())?;
+    let mut descents =
+        vec![Descent { name: name.as_bytes().to_owned(), parent: identity(top)?, subdirectories: remove_all_but_subdirectories(&current)? }];
+    while let Some(descent) = descents.last_mut() {
+        if let Some(subdirectory) = descent.subdirectories.pop() {
+            let child = match open_subdirectory(&current, &subdirectory) {
+                Ok(child) => child,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+                Err(error) => return Err(error),
+            };
+            let parent = identity(&current)?;
+            let subdirectories = remove_all_but_subdirectories(&child)?;
+            descents.push(Descent { name: subdirectory, parent, subdirectories });
+            current = child;
+            continue;
+        }
+        let Some(emptied) = descents.pop() else { break };
+        let parent = if descents.is_empty() {
+            None
+        } else {
+            let up = open_subdirectory(&current, b"..")?;
+            if identity(&up)? != emptied.parent {
+                return Err(io::Error::other("a directory being removed was moved meanwhile"));
+            }
+            Some(up)
+        };
+        match rustix::fs::unlinkat(parent.as_ref().unwrap_or(top), OsStr::from_bytes(&emptied.name), AtFlags::REMOVEDIR) {
+            Ok(()) => {}
+            Err(errno) if absent(errno) => {}
+            Err(errno) => return Err(errno.into()),
+        }
+        match parent {
+            Some(parent) => current = parent,
+            None => break,
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -666,6 +734,47 @@ pub(crate) mod tests {
         assert!(is_not_utf8(&error));
         assert!(error.to_string().starts_with(r#"the target "caf\xe9" of the symlink /latin1 is not UTF-8"#), "{error}");
         assert!(!is_not_utf8(&root.list_dir("/absent").unwrap_err()));
+    }
+
+    const DEEP_TREE_LEVELS: usize = 10_000;
+
+    /// `levels` nested directories `d` under `path`, a file and a symlink out of the root at the
+    /// bottom, built without ever holding more than two descriptors.
+    fn deep_tree(path: &Path, levels: usize, outside: &Path) {
+        let mut current = rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        for _ in 0..levels {
+            rustix::fs::mkdirat(&current, "d", Mode::from_raw_mode(0o755)).unwrap();
+            rustix::fs::openat(&current, "f", OFlags::WRONLY | OFlags::CREATE, Mode::from_raw_mode(0o644)).unwrap();
+            current = rustix::fs::openat(&current, "d", OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        }
+        rustix::fs::symlinkat(outside, &current, "out").unwrap();
+    }
+
+    #[test]
+    #[ignore = "run by removing_a_deep_tree_needs_neither_a_deep_stack_nor_many_descriptors, under a low descriptor limit"]
+    fn remove_all_of_a_deep_tree_in_a_small_stack() {
+        let (root_path, outside, _) = hostile("remove-deep");
+        std::fs::create_dir(root_path.join("deep")).unwrap();
+        deep_tree(&root_path.join("deep"), DEEP_TREE_LEVELS, &outside);
+        let removal = {
+            let root_path = root_path.clone();
+            std::thread::Builder::new().stack_size(256 << 10).spawn(move || Root::open(&root_path)?.remove_all("/deep")).unwrap()
+        };
+        removal.join().unwrap().unwrap();
+        assert!(!root_path.join("deep").exists());
+        outside_untouched(&outside);
+    }
+
+    #[test]
+    fn removing_a_deep_tree_needs_neither_a_deep_stack_nor_many_descriptors() {
+        let test_binary = std::env::current_exe().unwrap();
+        let run = std::process::Command::new("sh")
+            .args(["-c", "ulimit -n 32 && exec \"$0\" \"$@\""])
+            .arg(test_binary)
+            .args(["--exact", "root::tests::remove_all_of_a_deep_tree_in_a_small_stack", "--ignored", "--test-threads=1"])
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}\n{}{}", run.status, String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
     }
 
     #[test]
