@@ -61,8 +61,8 @@ pub struct Root {
     fd: OwnedFd,
     path: PathBuf,
     /// Directories opened by path. Every fd was opened confined to the root and stays inside
-    /// it; the cache is dropped whenever something is removed, so a path never names a
-    /// directory that has since been replaced.
+    /// it; the cache is dropped whenever something is removed or moved, or a symlink is
+    /// replaced, so a path never names a directory that has since been replaced.
     directories: RefCell<HashMap<String, Rc<OwnedFd>>>,
 }
 
@@ -423,10 +423,17 @@ impl Root {
                     Err(errno) => return Err(errno.into()),
                 }
             }
-            match &linked {
-                Some(temporary) => Ok(rustix::fs::renameat(&dir, temporary.as_str(), &dir, name.as_str())?),
-                None => Ok(()),
+            let Some(temporary) = &linked else { return Ok(()) };
+            // A cached directory may have been reached through a symlink this replaces, under
+            // this path or another that led through it: only a directory or a symlink can be
+            // on the way to one, and the rename cannot replace a directory.
+            let replaces_symlink = rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|stat| FileType::from_raw_mode(stat.st_mode) == FileType::Symlink);
+            rustix::fs::renameat(&dir, temporary.as_str(), &dir, name.as_str())?;
+            if replaces_symlink {
+                self.directories.borrow_mut().clear();
             }
+            Ok(())
         })();
         if let (Err(_), Some(temporary)) = (&written, &linked) {
             // The temporary name is ours alone; a failure to remove it changes nothing for the caller.
@@ -789,6 +796,22 @@ pub(crate) mod tests {
         assert_eq!(root.resolve_parents("/escape/file").unwrap(), format!("{}/file", outside.display()));
         std::os::unix::fs::symlink("loop", root_path.join("loop")).unwrap();
         assert!(root.resolve_parents("/loop/x").is_err());
+    }
+
+    #[test]
+    fn a_symlink_replaced_by_a_file_no_longer_leads_to_its_directory() {
+        let (root_path, outside, root) = hostile("replaced-symlink");
+        std::fs::create_dir(root_path.join("real")).unwrap();
+        std::os::unix::fs::symlink("real", root_path.join("link")).unwrap();
+        std::os::unix::fs::symlink("/link", root_path.join("alias")).unwrap();
+        root.write_file("/link/through-link", b"x", ROOT_OWNED, None).unwrap();
+        root.write_file("/alias/through-alias", b"x", ROOT_OWNED, None).unwrap();
+        root.write_file("/link", b"now a file", ROOT_OWNED, None).unwrap();
+        assert!(root.write_file("/link/after", b"x", ROOT_OWNED, None).is_err());
+        assert!(root.write_file("/alias/after", b"x", ROOT_OWNED, None).is_err());
+        assert!(root.lstat("/link/through-link").is_err());
+        assert!(!root_path.join("real/after").exists());
+        outside_untouched(&outside);
     }
 
     #[test]
