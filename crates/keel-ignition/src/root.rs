@@ -61,8 +61,8 @@ pub struct Root {
     fd: OwnedFd,
     path: PathBuf,
     /// Directories opened by path. Every fd was opened confined to the root and stays inside
-    /// it; the cache is dropped whenever something is removed, so a path never names a
-    /// directory that has since been replaced.
+    /// it; the cache is dropped whenever something is removed or moved, or a symlink is
+    /// replaced, so a path never names a directory that has since been replaced.
     directories: RefCell<HashMap<String, Rc<OwnedFd>>>,
 }
 
@@ -122,6 +122,20 @@ fn kind_of(file_type: FileType) -> Kind {
     }
 }
 
+/// A node's type as a message names it.
+fn type_name(file_type: FileType) -> &'static str {
+    match file_type {
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symlink",
+        FileType::Fifo => "a fifo",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        FileType::Unknown => "a node of unknown type",
+    }
+}
+
 fn meta_of(stat: &rustix::fs::Stat) -> Meta {
     Meta {
         kind: kind_of(FileType::from_raw_mode(stat.st_mode)),
@@ -132,6 +146,34 @@ fn meta_of(stat: &rustix::fs::Stat) -> Meta {
         ino: stat.st_ino,
         size: u64::try_from(stat.st_size).unwrap_or(0),
     }
+}
+
+/// A name or symlink target in the root that keel cannot carry: paths are text from the config
+/// to the plan, and a lossy decoding would name another node (or none), so the node would be
+/// silently skipped, or a copied link would point elsewhere.
+#[derive(Debug)]
+struct NotUtf8(String);
+
+impl std::fmt::Display for NotUtf8 {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{}: keel handles only UTF-8 names and targets, rename it", self.0)
+    }
+}
+
+impl std::error::Error for NotUtf8 {}
+
+fn not_utf8(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, NotUtf8(what))
+}
+
+/// True when `error` says a name or symlink target in the root is not UTF-8.
+pub fn is_not_utf8(error: &io::Error) -> bool {
+    error.get_ref().is_some_and(|inner| inner.is::<NotUtf8>())
+}
+
+/// Bytes in quotes, anything but printable ASCII escaped, for a message.
+fn quoted(bytes: &[u8]) -> String {
+    format!("\"{}\"", bytes.escape_ascii())
 }
 
 fn absent(errno: Errno) -> bool {
@@ -212,27 +254,52 @@ impl Root {
         }
     }
 
+    /// The target of the symlink at `path`; an error satisfying [`is_not_utf8`] when it is not UTF-8.
     pub fn read_link(&self, path: &str) -> io::Result<String> {
         let (dir, name) = self.parent(path)?;
         let target = rustix::fs::readlinkat(&dir, name.as_str(), Vec::new())?;
-        Ok(String::from_utf8_lossy(target.as_bytes()).into_owned())
+        String::from_utf8(target.into_bytes())
+            .map_err(|error| not_utf8(format!("the target {} of the symlink {path} is not UTF-8", quoted(error.as_bytes()))))
     }
 
-    fn open_no_follow(&self, path: &str) -> io::Result<OwnedFd> {
+    /// The regular file at `path`, opened for reading, and what `fstat` says of it. Any other
+    /// node is refused before it is opened: opening a fifo can block and opening a device acts
+    /// on the device, and reading either may never end.
+    fn open_regular(&self, path: &str) -> io::Result<(std::fs::File, rustix::fs::Stat)> {
         let (dir, name) = self.parent(path)?;
-        Ok(rustix::fs::openat(&dir, name.as_str(), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())?)
+        let found = rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)?;
+        let found_type = FileType::from_raw_mode(found.st_mode);
+        if found_type != FileType::RegularFile {
+            return Err(io::Error::other(format!("{path} is {}: keel reads only regular files", type_name(found_type))));
+        }
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&dir, name.as_str(), flags, Mode::empty())?;
+        let opened = rustix::fs::fstat(&fd)?;
+        if (opened.st_dev, opened.st_ino) != (found.st_dev, found.st_ino) {
+            return Err(io::Error::other(format!("{path} was replaced while keel opened it")));
+        }
+        Ok((std::fs::File::from(fd), opened))
     }
 
-    /// A regular file's contents (the caller has checked it is one).
-    pub fn read_file(&self, path: &str) -> io::Result<Vec<u8>> {
+    /// A regular file's contents, refused when the file holds more than `limit` bytes.
+    pub fn read_file(&self, path: &str, limit: u64) -> io::Result<Vec<u8>> {
+        let too_large = || io::Error::other(format!("{path} holds more than {limit} bytes, the most keel reads of it"));
+        let (file, stat) = self.open_regular(path)?;
+        if u64::try_from(stat.st_size).unwrap_or(u64::MAX) > limit {
+            return Err(too_large());
+        }
         let mut contents = Vec::new();
-        std::fs::File::from(self.open_no_follow(path)?).read_to_end(&mut contents)?;
+        // The size can grow after the fstat; the reading stops one byte past the limit regardless.
+        file.take(limit.saturating_add(1)).read_to_end(&mut contents)?;
+        if contents.len() as u64 > limit {
+            return Err(too_large());
+        }
         Ok(contents)
     }
 
     /// A regular file's contents, or `None` when there is none at `path`.
-    pub fn read_file_if_present(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
-        match self.read_file(path) {
+    pub fn read_file_if_present(&self, path: &str, limit: u64) -> io::Result<Option<Vec<u8>>> {
+        match self.read_file(path, limit) {
             Ok(contents) => Ok(Some(contents)),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(error) => Err(error),
@@ -241,7 +308,7 @@ impl Root {
 
     /// An extended attribute of a regular file; `None` when it is unset or the filesystem has none.
     pub fn xattr(&self, path: &str, name: &str) -> io::Result<Option<Vec<u8>>> {
-        let fd = self.open_no_follow(path)?;
+        let (fd, _) = self.open_regular(path)?;
         let mut value = [0_u8; 256];
         match rustix::fs::fgetxattr(&fd, name, &mut value[..]) {
             Ok(length) => Ok(value.get(..length).map(<[u8]>::to_vec)),
@@ -304,16 +371,19 @@ impl Root {
         Ok(())
     }
 
-    /// Gives an existing node its owner, then its mode (a symlink has no mode of its own).
+    /// Gives an existing node its owner, then its mode (a symlink has no mode of its own). The
+    /// node is never opened: opening a device node planted in the root (a watchdog, a tty) acts
+    /// on the device, and a socket cannot be opened at all.
     pub fn set_attrs(&self, path: &str, attrs: Attrs) -> io::Result<()> {
         let (dir, name) = self.parent(path)?;
         let stat = rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)?;
+        rustix::fs::chownat(&dir, name.as_str(), uid(attrs.uid), gid(attrs.gid), AtFlags::SYMLINK_NOFOLLOW)?;
         if kind_of(FileType::from_raw_mode(stat.st_mode)) == Kind::Symlink {
-            return Ok(rustix::fs::chownat(&dir, name.as_str(), uid(attrs.uid), gid(attrs.gid), AtFlags::SYMLINK_NOFOLLOW)?);
+            return Ok(());
         }
-        let fd = rustix::fs::openat(&dir, name.as_str(), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())?;
-        rustix::fs::fchown(&fd, uid(attrs.uid), gid(attrs.gid))?;
-        Ok(rustix::fs::fchmod(&fd, Mode::from_raw_mode(attrs.mode))?)
+        // fchmodat follows a final symlink, but the statat above found none, and nothing else
+        // writes into the root while it is applied.
+        Ok(rustix::fs::chmodat(&dir, name.as_str(), Mode::from_raw_mode(attrs.mode), AtFlags::empty())?)
     }
 
     /// Replaces whatever file is at `path` with `contents`. The file is written unnamed
@@ -353,10 +423,17 @@ impl Root {
                     Err(errno) => return Err(errno.into()),
                 }
             }
-            match &linked {
-                Some(temporary) => Ok(rustix::fs::renameat(&dir, temporary.as_str(), &dir, name.as_str())?),
-                None => Ok(()),
+            let Some(temporary) = &linked else { return Ok(()) };
+            // A cached directory may have been reached through a symlink this replaces, under
+            // this path or another that led through it: only a directory or a symlink can be
+            // on the way to one, and the rename cannot replace a directory.
+            let replaces_symlink = rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|stat| FileType::from_raw_mode(stat.st_mode) == FileType::Symlink);
+            rustix::fs::renameat(&dir, temporary.as_str(), &dir, name.as_str())?;
+            if replaces_symlink {
+                self.directories.borrow_mut().clear();
             }
+            Ok(())
         })();
         if let (Err(_), Some(temporary)) = (&written, &linked) {
             // The temporary name is ours alone; a failure to remove it changes nothing for the caller.
@@ -399,14 +476,17 @@ impl Root {
         remove_entry(&dir, OsStr::new(&name))
     }
 
-    /// The names in the directory at `path`, without `.` and `..`.
+    /// The names in the directory at `path`, without `.` and `..`; an error satisfying
+    /// [`is_not_utf8`] when one of them is not UTF-8.
     pub fn list_dir(&self, path: &str) -> io::Result<Vec<String>> {
         let dir = self.open_dir(path)?;
         let mut names = Vec::new();
         for entry in rustix::fs::Dir::read_from(&dir)? {
             let name = entry?.file_name().to_bytes().to_owned();
             if name != b"." && name != b".." {
-                names.push(String::from_utf8_lossy(&name).into_owned());
+                names.push(
+                    String::from_utf8(name).map_err(|error| not_utf8(format!("the name {} in {path} is not UTF-8", quoted(error.as_bytes()))))?,
+                );
             }
         }
         names.sort();
@@ -419,26 +499,94 @@ impl Root {
     }
 }
 
-fn remove_entry(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
-    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
-        Ok(()) => Ok(()),
-        Err(errno) if absent(errno) => Ok(()),
-        Err(Errno::ISDIR) => {
-            let child = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
-            let mut names = Vec::new();
-            for entry in rustix::fs::Dir::read_from(&child)? {
-                let entry_name = entry?.file_name().to_bytes().to_owned();
-                if entry_name != b"." && entry_name != b".." {
-                    names.push(entry_name);
-                }
-            }
-            for entry_name in names {
-                remove_entry(&child, OsStr::from_bytes(&entry_name))?;
-            }
-            Ok(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?)
+/// The device and inode of an open node: what tells a directory reached through `..` is the
+/// one that was left, and not another the tree was moved under meanwhile.
+fn identity(fd: &OwnedFd) -> io::Result<(u64, u64)> {
+    let stat = rustix::fs::fstat(fd)?;
+    Ok((stat.st_dev, stat.st_ino))
+}
+
+fn open_subdirectory(dir: &OwnedFd, name: &[u8]) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(rustix::fs::openat(dir, OsStr::from_bytes(name), flags, Mode::empty())?)
+}
+
+/// Removes every node in `dir` but its subdirectories, whose names it returns.
+fn remove_all_but_subdirectories(dir: &OwnedFd) -> io::Result<Vec<Vec<u8>>> {
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let name = entry?.file_name().to_bytes().to_owned();
+        if name != b"." && name != b".." {
+            names.push(name);
         }
-        Err(errno) => Err(errno.into()),
     }
+    let mut subdirectories = Vec::new();
+    for name in names {
+        match rustix::fs::unlinkat(dir, OsStr::from_bytes(&name), AtFlags::empty()) {
+            Ok(()) => {}
+            Err(errno) if absent(errno) => {}
+            Err(Errno::ISDIR) => subdirectories.push(name),
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+    Ok(subdirectories)
+}
+
+/// A directory on the way down a tree being removed.
+struct Descent {
+    name: Vec<u8>,
+    /// The identity of the directory holding it, checked on the way back up through `..`.
+    parent: (u64, u64),
+    subdirectories: Vec<Vec<u8>>,
+}
+
+/// Removes the node `name` in `top`, a directory with everything in it. The walk holds the
+/// directory it is in and, for a moment, the next one: a tree of any depth costs a few
+/// descriptors and no stack, only the names of the directories still to remove on the way.
+fn remove_entry(top: &OwnedFd, name: &OsStr) -> io::Result<()> {
+    match rustix::fs::unlinkat(top, name, AtFlags::empty()) {
+        Ok(()) => return Ok(()),
+        Err(errno) if absent(errno) => return Ok(()),
+        Err(Errno::ISDIR) => {}
+        Err(errno) => return Err(errno.into()),
+    }
+    let mut current = open_subdirectory(top, name.as_bytes())?;
+    let mut descents =
+        vec![Descent { name: name.as_bytes().to_owned(), parent: identity(top)?, subdirectories: remove_all_but_subdirectories(&current)? }];
+    while let Some(descent) = descents.last_mut() {
+        if let Some(subdirectory) = descent.subdirectories.pop() {
+            let child = match open_subdirectory(&current, &subdirectory) {
+                Ok(child) => child,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+                Err(error) => return Err(error),
+            };
+            let parent = identity(&current)?;
+            let subdirectories = remove_all_but_subdirectories(&child)?;
+            descents.push(Descent { name: subdirectory, parent, subdirectories });
+            current = child;
+            continue;
+        }
+        let Some(emptied) = descents.pop() else { break };
+        let parent = if descents.is_empty() {
+            None
+        } else {
+            let up = open_subdirectory(&current, b"..")?;
+            if identity(&up)? != emptied.parent {
+                return Err(io::Error::other("a directory being removed was moved meanwhile"));
+            }
+            Some(up)
+        };
+        match rustix::fs::unlinkat(parent.as_ref().unwrap_or(top), OsStr::from_bytes(&emptied.name), AtFlags::REMOVEDIR) {
+            Ok(()) => {}
+            Err(errno) if absent(errno) => {}
+            Err(errno) => return Err(errno.into()),
+        }
+        match parent {
+            Some(parent) => current = parent,
+            None => break,
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -531,6 +679,112 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn set_attrs_changes_a_node_that_cannot_be_opened_without_opening_it() {
+        let (root_path, outside, root) = hostile("set-attrs-socket");
+        // Opening a socket fails with ENXIO: only a path-based chown and chmod reach it.
+        let _listener = std::os::unix::net::UnixListener::bind(root_path.join("sock")).unwrap();
+        root.set_attrs("/sock", Attrs { mode: 0o640, uid: 7, gid: 8 }).unwrap();
+        let meta = std::fs::symlink_metadata(root_path.join("sock")).unwrap();
+        assert_eq!((meta.mode() & 0o7777, meta.uid(), meta.gid()), (0o640, 7, 8));
+        std::fs::create_dir(root_path.join("dir")).unwrap();
+        root.set_attrs("/dir", Attrs { mode: 0o1750, uid: 3, gid: 4 }).unwrap();
+        let meta = std::fs::symlink_metadata(root_path.join("dir")).unwrap();
+        assert_eq!((meta.mode() & 0o7777, meta.uid(), meta.gid()), (0o1750, 3, 4));
+        outside_untouched(&outside);
+    }
+
+    #[test]
+    fn read_file_refuses_anything_but_a_regular_file_before_opening_it() {
+        let (root_path, _, root) = hostile("read-type");
+        // A fifo without a writer reads as empty when opened non-blocking: only the type check refuses it.
+        rustix::fs::mknodat(rustix::fs::CWD, root_path.join("fifo").as_path(), FileType::Fifo, Mode::from_raw_mode(0o644), 0).unwrap();
+        let error = root.read_file("/fifo", 10).unwrap_err();
+        assert_eq!(error.to_string(), "/fifo is a fifo: keel reads only regular files");
+        assert!(root.read_file_if_present("/fifo", 10).is_err());
+        // 1:5 is /dev/zero: read to its end, it would fill the memory.
+        let zero = rustix::fs::makedev(1, 5);
+        rustix::fs::mknodat(rustix::fs::CWD, root_path.join("zero").as_path(), FileType::CharacterDevice, Mode::from_raw_mode(0o644), zero).unwrap();
+        assert_eq!(root.read_file("/zero", 10).unwrap_err().to_string(), "/zero is a character device: keel reads only regular files");
+        std::fs::create_dir(root_path.join("dir")).unwrap();
+        assert!(root.read_file_if_present("/dir", 10).is_err());
+        std::os::unix::fs::symlink("file", root_path.join("link")).unwrap();
+        std::fs::write(root_path.join("file"), "x").unwrap();
+        assert_eq!(root.read_file("/link", 10).unwrap_err().to_string(), "/link is a symlink: keel reads only regular files");
+        assert_eq!(root.read_file_if_present("/file", 10).unwrap(), Some(b"x".to_vec()));
+        assert_eq!(root.read_file_if_present("/absent", 10).unwrap(), None);
+    }
+
+    #[test]
+    fn read_file_refuses_a_file_larger_than_the_limit() {
+        let (root_path, _, root) = hostile("read-limit");
+        std::fs::write(root_path.join("f"), "0123456789").unwrap();
+        assert_eq!(root.read_file("/f", 10).unwrap(), b"0123456789");
+        let error = root.read_file("/f", 9).unwrap_err();
+        assert_eq!(error.to_string(), "/f holds more than 9 bytes, the most keel reads of it");
+        assert!(root.read_file_if_present("/f", 9).is_err());
+    }
+
+    #[test]
+    fn a_name_or_link_target_that_is_not_utf8_is_an_error_naming_it() {
+        let (root_path, _, root) = hostile("not-utf8");
+        std::fs::create_dir(root_path.join("dir")).unwrap();
+        std::fs::write(root_path.join("dir/plain"), "").unwrap();
+        assert_eq!(root.list_dir("/dir").unwrap(), vec!["plain".to_owned()]);
+        std::fs::write(root_path.join("dir").join(OsStr::from_bytes(b"evil\xff")), "").unwrap();
+        let error = root.list_dir("/dir").unwrap_err();
+        assert!(is_not_utf8(&error));
+        assert_eq!(error.to_string(), r#"the name "evil\xff" in /dir is not UTF-8: keel handles only UTF-8 names and targets, rename it"#);
+        std::os::unix::fs::symlink("caf\u{e9}", root_path.join("utf8")).unwrap();
+        assert_eq!(root.read_link("/utf8").unwrap(), "caf\u{e9}");
+        std::os::unix::fs::symlink(OsStr::from_bytes(b"caf\xe9"), root_path.join("latin1")).unwrap();
+        let error = root.read_link("/latin1").unwrap_err();
+        assert!(is_not_utf8(&error));
+        assert!(error.to_string().starts_with(r#"the target "caf\xe9" of the symlink /latin1 is not UTF-8"#), "{error}");
+        assert!(!is_not_utf8(&root.list_dir("/absent").unwrap_err()));
+    }
+
+    const DEEP_TREE_LEVELS: usize = 10_000;
+
+    /// `levels` nested directories `d` under `path`, a file and a symlink out of the root at the
+    /// bottom, built without ever holding more than two descriptors.
+    fn deep_tree(path: &Path, levels: usize, outside: &Path) {
+        let mut current = rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        for _ in 0..levels {
+            rustix::fs::mkdirat(&current, "d", Mode::from_raw_mode(0o755)).unwrap();
+            rustix::fs::openat(&current, "f", OFlags::WRONLY | OFlags::CREATE, Mode::from_raw_mode(0o644)).unwrap();
+            current = rustix::fs::openat(&current, "d", OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        }
+        rustix::fs::symlinkat(outside, &current, "out").unwrap();
+    }
+
+    #[test]
+    #[ignore = "run by removing_a_deep_tree_needs_neither_a_deep_stack_nor_many_descriptors, under a low descriptor limit"]
+    fn remove_all_of_a_deep_tree_in_a_small_stack() {
+        let (root_path, outside, _) = hostile("remove-deep");
+        std::fs::create_dir(root_path.join("deep")).unwrap();
+        deep_tree(&root_path.join("deep"), DEEP_TREE_LEVELS, &outside);
+        let removal = {
+            let root_path = root_path.clone();
+            std::thread::Builder::new().stack_size(256 << 10).spawn(move || Root::open(&root_path)?.remove_all("/deep")).unwrap()
+        };
+        removal.join().unwrap().unwrap();
+        assert!(!root_path.join("deep").exists());
+        outside_untouched(&outside);
+    }
+
+    #[test]
+    fn removing_a_deep_tree_needs_neither_a_deep_stack_nor_many_descriptors() {
+        let test_binary = std::env::current_exe().unwrap();
+        let run = std::process::Command::new("sh")
+            .args(["-c", "ulimit -n 32 && exec \"$0\" \"$@\""])
+            .arg(test_binary)
+            .args(["--exact", "root::tests::remove_all_of_a_deep_tree_in_a_small_stack", "--ignored", "--test-threads=1"])
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}\n{}{}", run.status, String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    }
+
+    #[test]
     fn resolve_parents_follows_chains_and_keeps_missing_components() {
         let (root_path, outside, root) = hostile("resolve");
         std::fs::create_dir_all(root_path.join("real/dir")).unwrap();
@@ -542,6 +796,22 @@ pub(crate) mod tests {
         assert_eq!(root.resolve_parents("/escape/file").unwrap(), format!("{}/file", outside.display()));
         std::os::unix::fs::symlink("loop", root_path.join("loop")).unwrap();
         assert!(root.resolve_parents("/loop/x").is_err());
+    }
+
+    #[test]
+    fn a_symlink_replaced_by_a_file_no_longer_leads_to_its_directory() {
+        let (root_path, outside, root) = hostile("replaced-symlink");
+        std::fs::create_dir(root_path.join("real")).unwrap();
+        std::os::unix::fs::symlink("real", root_path.join("link")).unwrap();
+        std::os::unix::fs::symlink("/link", root_path.join("alias")).unwrap();
+        root.write_file("/link/through-link", b"x", ROOT_OWNED, None).unwrap();
+        root.write_file("/alias/through-alias", b"x", ROOT_OWNED, None).unwrap();
+        root.write_file("/link", b"now a file", ROOT_OWNED, None).unwrap();
+        assert!(root.write_file("/link/after", b"x", ROOT_OWNED, None).is_err());
+        assert!(root.write_file("/alias/after", b"x", ROOT_OWNED, None).is_err());
+        assert!(root.lstat("/link/through-link").is_err());
+        assert!(!root_path.join("real/after").exists());
+        outside_untouched(&outside);
     }
 
     #[test]

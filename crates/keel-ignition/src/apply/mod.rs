@@ -395,7 +395,7 @@ impl<'r> Planner<'r> {
             Some(Planned::Contents(contents)) => Ok(Arc::clone(contents)),
             _ => self
                 .root
-                .read_file(&self.on_disk_path(path))
+                .read_file(&self.on_disk_path(path), MAX_RESOURCE_BYTES)
                 .map(Arc::new)
                 .map_err(|error| ApplyError::io(at, path, "read the existing file", &error)),
         }
