@@ -174,7 +174,7 @@ fn plan_file(planner: &mut Planner, entry: &Entry, file: &File, owners: &Owners)
                 attrs: fresh_attrs,
                 append_record: None,
             },
-        );
+        )
     };
 
     match planner.probe(at, path)? {
@@ -184,10 +184,9 @@ fn plan_file(planner: &mut Planner, entry: &Entry, file: &File, owners: &Owners)
             }
             // A regular file is replaced by the rename; anything else must go first.
             if node.kind != Kind::File {
-                planner.push(at, Op::Remove { path: path.to_owned() });
+                planner.push(at, Op::Remove { path: path.to_owned() })?;
             }
-            write_fresh(planner, fresh);
-            Ok(())
+            write_fresh(planner, fresh)
         }
         Some(node) if node.kind != Kind::File => Err(exists_error(entry, &node, "")),
         // Ignition refuses any existing file here; one that is already the result is a rerun.
@@ -202,15 +201,14 @@ fn plan_file(planner: &mut Planner, entry: &Entry, file: &File, owners: &Owners)
                 return planner.plan_append(at, path, Some(&node), &fragments, attrs, false);
             }
             if node.attrs != attrs {
-                planner.push(at, Op::SetAttrs { path: path.to_owned(), attrs });
+                planner.push(at, Op::SetAttrs { path: path.to_owned(), attrs })?;
             }
             Ok(())
         }
         None if has_appends && !has_source => planner.plan_append(at, path, None, &fragments, fresh_attrs, false),
         None => {
             planner.ensure_parents(at, path, default_dir_attrs())?;
-            write_fresh(planner, fresh);
-            Ok(())
+            write_fresh(planner, fresh)
         }
     }
 }
@@ -231,21 +229,21 @@ fn plan_directory(planner: &mut Planner, entry: &Entry, directory: &Directory, o
             if node.kind == Kind::Dir && node.attrs == attrs && holds_only_written(planner, at, path, written)? {
                 return Ok(());
             }
-            planner.push(at, Op::Remove { path: path.to_owned() });
-            planner.push(at, Op::CreateDir { path: path.to_owned(), attrs });
+            planner.push(at, Op::Remove { path: path.to_owned() })?;
+            planner.push(at, Op::CreateDir { path: path.to_owned(), attrs })?;
         }
         Some(node) if node.kind == Kind::Dir => {
             let owner = owners.resolve(at, path, directory.user.as_ref(), directory.group.as_ref(), (node.attrs.uid, node.attrs.gid))?;
             let attrs = Attrs { mode: mode.unwrap_or(node.attrs.mode), uid: owner.0, gid: owner.1 };
             if node.attrs != attrs {
-                planner.push(at, Op::SetAttrs { path: path.to_owned(), attrs });
+                planner.push(at, Op::SetAttrs { path: path.to_owned(), attrs })?;
             }
         }
         Some(node) => return Err(exists_error(entry, &node, "")),
         None => {
             let attrs = new_attrs()?;
             planner.ensure_parents(at, path, default_dir_attrs())?;
-            planner.push(at, Op::CreateDir { path: path.to_owned(), attrs });
+            planner.push(at, Op::CreateDir { path: path.to_owned(), attrs })?;
         }
     }
     Ok(())
@@ -295,7 +293,7 @@ fn plan_link(planner: &mut Planner, entry: &Entry, link: &Link, owners: &Owners)
         };
         match existing {
             Some(node) if same_inode(&node) => return Ok(()),
-            Some(_) if link.overwrite == Some(true) => planner.push(at, Op::Remove { path: path.to_owned() }),
+            Some(_) if link.overwrite == Some(true) => planner.push(at, Op::Remove { path: path.to_owned() })?,
             Some(node) => return Err(exists_error(entry, &node, " that is not the target")),
             None => {}
         }
@@ -320,7 +318,7 @@ fn plan_link(planner: &mut Planner, entry: &Entry, link: &Link, owners: &Owners)
             Some(_) => {}
         }
         planner.ensure_parents(at, path, default_dir_attrs())?;
-        planner.push(at, Op::HardLink { path: path.to_owned(), target: target_path });
+        planner.push(at, Op::HardLink { path: path.to_owned(), target: target_path })?;
         return Ok(());
     }
 
@@ -342,7 +340,7 @@ fn plan_link(planner: &mut Planner, entry: &Entry, link: &Link, owners: &Owners)
             if node.kind == Kind::Symlink && planner.link_target(at, path, &node)? == target && (node.attrs.uid, node.attrs.gid) == owner {
                 return Ok(());
             }
-            planner.push(at, Op::Remove { path: path.to_owned() });
+            planner.push(at, Op::Remove { path: path.to_owned() })?;
         }
         Some(node) if node.kind == Kind::Symlink => {
             let existing_target = planner.link_target(at, path, &node)?;
@@ -355,7 +353,7 @@ fn plan_link(planner: &mut Planner, entry: &Entry, link: &Link, owners: &Owners)
         None => {}
     }
     planner.ensure_parents(at, path, default_dir_attrs())?;
-    planner.push(at, Op::Symlink { path: path.to_owned(), target: target.to_owned(), owner });
+    planner.push(at, Op::Symlink { path: path.to_owned(), target: target.to_owned(), owner })?;
     Ok(())
 }
 

@@ -323,6 +323,17 @@ fn is_under(path: &str, ancestor: &str) -> bool {
     ancestor == "/" || path == ancestor || path.strip_prefix(ancestor).is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// `path`, at or under `from`, where it is once the tree at `from` is at `to`; `/` as either
+/// end is joined without doubling or dropping a slash.
+fn rebase(path: &str, from: &str, to: &str) -> String {
+    let inside = path.strip_prefix(from).unwrap_or(path).trim_start_matches('/');
+    match (to, inside) {
+        (to, "") => to.to_owned(),
+        ("/", inside) => format!("/{inside}"),
+        (to, inside) => format!("{to}/{inside}"),
+    }
+}
+
 impl<'r> Planner<'r> {
     pub(crate) fn new(root: &'r Root) -> Self {
         Planner { root, steps: Vec::new(), future: HashMap::new(), removed: Vec::new(), moved: Vec::new(), content_budget: MAX_PLANNED_CONTENT_BYTES }
@@ -383,7 +394,7 @@ impl<'r> Planner<'r> {
         let mut on_disk = path.to_owned();
         for (to, from) in self.moved.iter().rev() {
             if is_under(&on_disk, to) {
-                on_disk = format!("{from}{}", &on_disk[to.len()..]);
+                on_disk = rebase(&on_disk, to, from);
             }
         }
         on_disk
@@ -425,7 +436,18 @@ impl<'r> Planner<'r> {
         Ok(record.is_some_and(|record| record == append_record(contents, fragments).as_bytes()))
     }
 
-    pub(crate) fn push(&mut self, origin: &JsonPath, op: Op) {
+    /// Adds `op` to the plan and to the picture of what each path will hold. Removing or
+    /// moving the root itself, or moving a tree into itself, is refused whoever asks for it.
+    pub(crate) fn push(&mut self, origin: &JsonPath, op: Op) -> Result<(), ApplyError> {
+        let refused = match &op {
+            Op::Remove { path } if path == "/" => Some((path, "remove the root itself")),
+            Op::Rename { from, to } if from == "/" || to == "/" => Some((from, "move the root itself, or onto it")),
+            Op::Rename { from, to } if is_under(to, from) => Some((from, "move a directory into itself")),
+            _ => None,
+        };
+        if let Some((path, what)) = refused {
+            return Err(ApplyError::new(origin, path, ErrorKind::WrongType, format!("this would {what}, which keel never does: change the config")));
+        }
         let touched = match &op {
             Op::Remove { path } => {
                 self.future.retain(|planned, _| !is_under(planned, path));
@@ -452,7 +474,7 @@ impl<'r> Planner<'r> {
                     .future
                     .iter()
                     .filter(|(planned, _)| is_under(planned, from) && planned.as_str() != from)
-                    .map(|(planned, future)| (format!("{to}{}", &planned[from.len()..]), future.clone()))
+                    .map(|(planned, future)| (rebase(planned, from, to), future.clone()))
                     .collect();
                 self.future.retain(|planned, _| !is_under(planned, from));
                 self.future.extend(planned_inside);
@@ -466,6 +488,7 @@ impl<'r> Planner<'r> {
             self.future.insert(path, future);
         }
         self.steps.push(Step { origin: origin.clone(), op });
+        Ok(())
     }
 
     /// Every missing ancestor of `path` becomes a directory with `attrs`; an ancestor that is
@@ -473,7 +496,7 @@ impl<'r> Planner<'r> {
     pub(crate) fn ensure_parents(&mut self, at: &JsonPath, path: &str, attrs: Attrs) -> Result<(), ApplyError> {
         for ancestor in root::ancestors(path) {
             match self.probe(at, ancestor)? {
-                None => self.push(at, Op::CreateDir { path: ancestor.to_owned(), attrs }),
+                None => self.push(at, Op::CreateDir { path: ancestor.to_owned(), attrs })?,
                 Some(node) if node.kind == Kind::Dir => {}
                 Some(node) => {
                     return Err(ApplyError::new(
@@ -506,7 +529,7 @@ impl<'r> Planner<'r> {
         if let Some(node) = node {
             if self.appended_already(at, path, node, &current, fragments)? {
                 if node.attrs != attrs {
-                    self.push(at, Op::SetAttrs { path: path.to_owned(), attrs });
+                    self.push(at, Op::SetAttrs { path: path.to_owned(), attrs })?;
                 }
                 return Ok(());
             }
@@ -516,7 +539,7 @@ impl<'r> Planner<'r> {
         let mut bytes = current;
         bytes.extend_from_slice(fragments);
         let append_record = Some(append_record(&bytes, fragments));
-        self.push(at, Op::WriteFile { path: path.to_owned(), contents: Contents { bytes: Arc::new(bytes), secret }, attrs, append_record });
+        self.push(at, Op::WriteFile { path: path.to_owned(), contents: Contents { bytes: Arc::new(bytes), secret }, attrs, append_record })?;
         Ok(())
     }
 }
@@ -693,6 +716,45 @@ mod tests {
         assert_eq!(error.config_path.as_str(), "$.storage.files[1]");
         assert!(!root_path.join("new").exists());
         outside_untouched(&outside);
+    }
+
+    #[test]
+    fn no_step_ever_removes_or_moves_the_root_or_moves_a_tree_into_itself() {
+        let (_, root) = fresh_root("push-refuses");
+        let mut planner = Planner::new(&root);
+        let at = JsonPath::root();
+        let refused = [
+            Op::Remove { path: "/".to_owned() },
+            Op::Rename { from: "/".to_owned(), to: "/x".to_owned() },
+            Op::Rename { from: "/etc".to_owned(), to: "/".to_owned() },
+            Op::Rename { from: "/etc".to_owned(), to: "/etc/sub".to_owned() },
+        ];
+        for op in refused {
+            let shown = op.to_string();
+            assert_eq!(planner.push(&at, op).unwrap_err().kind, ErrorKind::WrongType, "{shown}");
+        }
+        assert!(planner.steps.is_empty());
+        planner.push(&at, Op::Rename { from: "/etc".to_owned(), to: "/etcetera".to_owned() }).unwrap();
+        planner.push(&at, Op::Remove { path: "/etcetera".to_owned() }).unwrap();
+        assert_eq!(planner.steps.len(), 2);
+    }
+
+    #[test]
+    fn a_path_is_rebased_with_one_slash_whichever_end_is_the_root() {
+        assert_eq!(rebase("/a/b/c", "/a", "/x"), "/x/b/c");
+        assert_eq!(rebase("/a", "/a", "/x/y"), "/x/y");
+        assert_eq!(rebase("/a/b", "/", "/x"), "/x/a/b");
+        assert_eq!(rebase("/a/b", "/a", "/"), "/b");
+        assert_eq!(rebase("/a", "/a", "/"), "/");
+    }
+
+    #[test]
+    fn the_root_directory_with_overwrite_is_refused_not_wiped() {
+        let (path, root) = fresh_root("overwrite-root");
+        let json = r#"{"ignition":{"version":"3.4.0"},"storage":{"directories":[{"path":"/","overwrite":true}]}}"#;
+        let error = plan(&config(json), &root, true).unwrap_err();
+        assert!(error.to_string().contains("remove the root itself"), "{error}");
+        assert!(path.join("etc").is_dir());
     }
 
     #[test]

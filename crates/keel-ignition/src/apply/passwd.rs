@@ -4,7 +4,7 @@
 
 use super::files::mode_after_chown;
 use super::files::Owners;
-use super::{default_dir_attrs, kind_name, ApplyError, Contents, ErrorKind, Op, Planner};
+use super::{default_dir_attrs, is_under, kind_name, ApplyError, Contents, ErrorKind, Op, Planner};
 use crate::config::latest::Passwd;
 use crate::report::JsonPath;
 use crate::root::{Attrs, Kind};
@@ -108,7 +108,7 @@ fn write_keeping_attrs(
     planner.push(
         at,
         Op::WriteFile { path: path.to_owned(), contents: Contents { bytes: Arc::new(contents.to_vec()), secret }, attrs, append_record: None },
-    );
+    )?;
     Ok(())
 }
 
@@ -126,6 +126,19 @@ fn plan_home_move(planner: &mut Planner, at: &JsonPath, moved: &HomeMove) -> Res
         }
         Some(_) => {}
     }
+    // usermod would move the root's whole tree, or a home into itself, which fails only after
+    // the account files are written.
+    if from == "/" || to == "/" {
+        return Err(ApplyError::new(
+            at,
+            &from,
+            ErrorKind::Users,
+            format!("usermod would move {from} to {to}, and one of them is the root: keep the home"),
+        ));
+    }
+    if is_under(&to, &from) {
+        return Err(ApplyError::new(at, &to, ErrorKind::Users, format!("the new home is inside the old one, {from}, so it cannot be moved there")));
+    }
     if planner.probe(at, &to)?.is_some() {
         return Err(ApplyError::new(at, &to, ErrorKind::Exists, "the new home already exists, so usermod will not move the old one there"));
     }
@@ -134,7 +147,7 @@ fn plan_home_move(planner: &mut Planner, at: &JsonPath, moved: &HomeMove) -> Res
     {
         return Err(ApplyError::new(at, &to, ErrorKind::WrongType, "the new home's parent directory does not exist"));
     }
-    planner.push(at, Op::Rename { from, to });
+    planner.push(at, Op::Rename { from, to })?;
     Ok(())
 }
 
@@ -161,7 +174,7 @@ fn plan_home_reown(planner: &mut Planner, at: &JsonPath, reown: &HomeReown) -> R
         let gid = reown.new_gid.filter(|_| node.attrs.gid == reown.old_gid).unwrap_or(node.attrs.gid);
         if (uid, gid) != (node.attrs.uid, node.attrs.gid) {
             let mode = if node.kind == Kind::Dir { node.attrs.mode } else { mode_after_chown(node.attrs.mode) };
-            planner.push(at, Op::SetAttrs { path, attrs: Attrs { mode, uid, gid } });
+            planner.push(at, Op::SetAttrs { path, attrs: Attrs { mode, uid, gid } })?;
         }
     }
     Ok(())
@@ -172,6 +185,9 @@ fn plan_home_reown(planner: &mut Planner, at: &JsonPath, reown: &HomeReown) -> R
 fn plan_home_removal(planner: &mut Planner, at: &JsonPath, removed: &RemovedHome) -> Result<(), ApplyError> {
     let path = planner.resolve(at, &removed.path)?;
     let Some(node) = planner.probe(at, &path)? else { return Ok(()) };
+    if path == "/" {
+        return Err(ApplyError::new(at, &path, ErrorKind::Users, "the home is the root itself, which userdel --remove would wipe: keel refuses"));
+    }
     if let Some(other) = &removed.holds_home_of {
         return Err(ApplyError::new(
             at,
@@ -183,7 +199,7 @@ fn plan_home_removal(planner: &mut Planner, at: &JsonPath, removed: &RemovedHome
     if node.attrs.uid != removed.uid {
         return Err(ApplyError::new(at, &path, ErrorKind::Users, "the home is not owned by the deleted user, so userdel will not remove it"));
     }
-    planner.push(at, Op::Remove { path });
+    planner.push(at, Op::Remove { path })?;
     Ok(())
 }
 
@@ -195,7 +211,7 @@ fn plan_home(planner: &mut Planner, at: &JsonPath, home: &Home) -> Result<(), Ap
         return Ok(());
     }
     planner.ensure_parents(at, &path, default_dir_attrs())?;
-    planner.push(at, Op::CreateDir { path: path.clone(), attrs: Attrs { mode: home.mode, uid: home.uid, gid: home.gid } });
+    planner.push(at, Op::CreateDir { path: path.clone(), attrs: Attrs { mode: home.mode, uid: home.uid, gid: home.gid } })?;
     if home.copy_skel {
         let skel = planner.resolve(at, SKEL)?;
         if planner.probe(at, &skel)?.is_some_and(|node| node.kind == Kind::Dir) {
@@ -213,16 +229,16 @@ fn copy_tree(planner: &mut Planner, at: &JsonPath, from: &str, to: &str, owner: 
         let attrs = Attrs { mode: node.attrs.mode, uid: owner.0, gid: owner.1 };
         match node.kind {
             Kind::Dir => {
-                planner.push(at, Op::CreateDir { path: destination.clone(), attrs });
+                planner.push(at, Op::CreateDir { path: destination.clone(), attrs })?;
                 copy_tree(planner, at, &source, &destination, owner)?;
             }
             Kind::File => {
                 let bytes = planner.contents(at, &source, &node)?;
-                planner.push(at, Op::WriteFile { path: destination, contents: Contents { bytes, secret: false }, attrs, append_record: None });
+                planner.push(at, Op::WriteFile { path: destination, contents: Contents { bytes, secret: false }, attrs, append_record: None })?;
             }
             Kind::Symlink => {
                 let target = planner.link_target(at, &source, &node)?;
-                planner.push(at, Op::Symlink { path: destination, target, owner });
+                planner.push(at, Op::Symlink { path: destination, target, owner })?;
             }
             Kind::Other => {}
         }
@@ -407,24 +423,33 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "review finding 5: a home move into itself fails only at execution, after /etc/passwd"]
     fn a_home_move_into_itself_or_from_the_root_is_refused_by_the_plan() {
-        for (old, new) in [("/home/a", "/home/a/sub"), ("/", "/home/nobody")] {
+        for (old, new) in [("/home/a", "/home/a/sub"), ("/", "/home/nobody"), ("/home/a", "/")] {
             let (path, root) = passwd_root("review-move-into", &format!("root:x:0:0::/root:/bin/sh\nnobody:x:65534:65534::{old}:/bin/sh\n"));
             std::fs::create_dir_all(path.join("home/a")).unwrap();
             let json = format!(r#"{{"ignition":{{"version":"3.3.0"}},"passwd":{{"users":[{{"name":"nobody","homeDir":"{new}"}}]}}}}"#);
-            assert!(plan_json(&root, &json).is_err(), "{old} -> {new}");
+            let error = plan_json(&root, &json).unwrap_err();
+            assert_eq!(error.kind, ErrorKind::Users, "{old} -> {new}: {error}");
         }
+        let (path, root) = passwd_root("move-beside", "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65534::/home/a:/bin/sh\n");
+        std::fs::create_dir_all(path.join("home/a/kept")).unwrap();
+        plan_json(&root, r#"{"ignition":{"version":"3.3.0"},"passwd":{"users":[{"name":"nobody","homeDir":"/home/ab"}]}}"#)
+            .unwrap()
+            .execute(&root)
+            .unwrap();
+        assert!(path.join("home/ab/kept").is_dir(), "a sibling whose name starts like the old home is no move into itself");
     }
 
     #[test]
-    #[ignore = "review finding 5: userdel of a uid-0 user whose home is / plans `remove /`"]
     fn removing_a_user_whose_home_is_the_root_never_plans_removing_the_root() {
-        let (_, root) = passwd_root("review-userdel-root", "root:x:0:0::/root:/bin/sh\ntoor:x:0:0::/:/bin/sh\n");
+        let (path, root) = passwd_root("review-userdel-root", "root:x:0:0::/root:/bin/sh\ntoor:x:0:0::/:/bin/sh\n");
         let json = r#"{"ignition":{"version":"3.4.0"},"passwd":{"users":[{"name":"toor","shouldExist":false}]}}"#;
-        if let Ok(plan) = plan_json(&root, json) {
-            assert!(!plan.to_string().contains("remove /\n"), "{plan}");
-        }
+        let error = plan_json(&root, json).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Users, "{error}");
+        std::fs::write(path.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\ntoor:x:0:0::/home/toor:/bin/sh\n").unwrap();
+        std::fs::create_dir_all(path.join("home/toor")).unwrap();
+        plan_json(&root, json).unwrap().execute(&root).unwrap();
+        assert!(!path.join("home/toor").exists());
     }
 
     #[test]

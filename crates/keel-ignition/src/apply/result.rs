@@ -197,12 +197,12 @@ pub(crate) fn plan_result(planner: &mut Planner, user_config_provided: bool) -> 
         .map_err(|error| ApplyError::new(&at, &path, ErrorKind::Io, format!("cannot encode the result: {error}")))?;
     bytes.push(b'\n');
     match existing {
-        Some(node) if node.kind != Kind::File => planner.push(&at, Op::Remove { path: path.clone() }),
+        Some(node) if node.kind != Kind::File => planner.push(&at, Op::Remove { path: path.clone() })?,
         Some(_) => {}
         None => planner.ensure_parents(&at, &path, default_dir_attrs())?,
     }
     let attrs = Attrs { mode: RESULT_MODE, uid: ROOT_OWNER.0, gid: ROOT_OWNER.1 };
-    planner.push(&at, Op::WriteFile { path, contents: Contents { bytes: Arc::new(bytes), secret: false }, attrs, append_record: None });
+    planner.push(&at, Op::WriteFile { path, contents: Contents { bytes: Arc::new(bytes), secret: false }, attrs, append_record: None })?;
     Ok(())
 }
 
