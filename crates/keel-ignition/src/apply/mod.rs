@@ -113,8 +113,11 @@ impl ApplyError {
     }
 }
 
-/// File contents in a plan; secrets (account files, SSH keys) are never shown, not even hashed.
-/// Shared with the plan's picture of the root, which would otherwise hold every file twice.
+/// File contents in a plan, shown by size only: a hash of a short secret (a token in
+/// storage.files, which the config cannot mark as one) is as good as the secret to whoever
+/// tries the likely values. `secret` marks what keel knows to be one (account files holding
+/// hashes, SSH keys). Shared with the plan's picture of the root, which would otherwise hold
+/// every file twice.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Contents {
     pub bytes: Arc<Vec<u8>>,
@@ -129,15 +132,11 @@ impl fmt::Debug for Contents {
 
 impl fmt::Display for Contents {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.secret {
-            write!(formatter, "{} bytes, secret", self.bytes.len())
-        } else {
-            write!(formatter, "{} bytes, sha256 {}", self.bytes.len(), sha256_hex(&self.bytes))
-        }
+        write!(formatter, "{} bytes{}", self.bytes.len(), if self.secret { ", secret" } else { "" })
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Op {
     /// Whatever is at the path goes, a directory with everything in it.
     Remove {
@@ -197,6 +196,13 @@ impl fmt::Display for Op {
             Op::HardLink { path, target } => write!(formatter, "hardlink {path} to {target}"),
             Op::Rename { from, to } => write!(formatter, "move {from} to {to}"),
         }
+    }
+}
+
+/// As shown in a plan: an append record holds the hash of the whole contents, so it is not shown.
+impl fmt::Debug for Op {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{self}")
     }
 }
 
@@ -294,10 +300,20 @@ pub(crate) struct Node {
     pub planned: Option<Planned>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) enum Planned {
     Contents(Arc<Vec<u8>>),
     Target(String),
+}
+
+/// Contents by size only, as [`Contents`] shows them.
+impl fmt::Debug for Planned {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Planned::Contents(bytes) => write!(formatter, "Contents({} bytes)", bytes.len()),
+            Planned::Target(target) => formatter.debug_tuple("Target").field(target).finish(),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -677,14 +693,21 @@ mod tests {
     }
 
     #[test]
-    fn the_dry_run_shows_sizes_and_hashes_never_contents() {
+    fn the_dry_run_and_debug_show_sizes_never_contents_nor_their_hashes() {
         let (_, root) = fresh_root("display");
-        let json = r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/etc/secret","contents":{"source":"data:,hunter2"}}]}}"#;
-        let shown = plan(&config(json), &root, false).unwrap().to_string();
-        assert!(shown.contains("write /etc/secret 0644 0:0 (7 bytes, sha256 "), "{shown}");
-        assert!(!shown.contains("hunter2"));
+        let json = r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/etc/token","contents":{"source":"data:,hunter2"}},
+            {"path":"/etc/log","append":[{"source":"data:,hunter2"}]}]}}"#;
+        let plan = plan(&config(json), &root, false).unwrap();
+        let hash = sha256_hex(b"hunter2");
+        for shown in [plan.to_string(), format!("{plan:?}"), format!("{plan:#}")] {
+            assert!(shown.contains("7 bytes"), "{shown}");
+            assert!(!shown.contains("hunter2") && !shown.contains(&hash) && !shown.contains("104, 117"), "{shown}");
+            assert!(shown.contains("append recorded"), "{shown}");
+        }
         let secret = Contents { bytes: Arc::new(b"ssh-ed25519 AAAA".to_vec()), secret: true };
         assert_eq!(secret.to_string(), "16 bytes, secret");
+        let planned = Planned::Contents(Arc::new(b"hunter2".to_vec()));
+        assert_eq!(format!("{planned:?}"), "Contents(7 bytes)");
     }
 
     #[test]

@@ -51,9 +51,17 @@ pub(crate) fn plan_passwd(planner: &mut Planner, passwd: Option<&Passwd>) -> Res
         return Ok(owners);
     };
     let plan = users::plan_users(passwd, &etc).map_err(|error| ApplyError::new(&at, "", ErrorKind::Users, error.message))?;
+    // Without a shadow (gshadow) file the password hashes are in passwd (group) itself.
+    let written = |name: &str| plan.etc_files.iter().any(|etc_file| etc_file.name == name);
+    let has_shadow = etc.shadow.is_some() || written("shadow");
+    let has_gshadow = etc.gshadow.is_some() || written("gshadow");
     for etc_file in &plan.etc_files {
         let path = planner.resolve(&at, &format!("/etc/{}", etc_file.name))?;
-        let secret = matches!(etc_file.name, "shadow" | "gshadow");
+        let secret = match etc_file.name {
+            "passwd" => !has_shadow,
+            "group" => !has_gshadow,
+            _ => true,
+        };
         write_keeping_attrs(planner, &at, &path, etc_file.contents.as_bytes(), Attrs { mode: etc_file.mode_if_new, uid: 0, gid: 0 }, secret)?;
         match etc_file.name {
             "passwd" => owners.passwd.clone_from(&etc_file.contents),
@@ -450,6 +458,24 @@ mod tests {
         std::fs::create_dir_all(path.join("home/toor")).unwrap();
         plan_json(&root, json).unwrap().execute(&root).unwrap();
         assert!(!path.join("home/toor").exists());
+    }
+
+    /// How the plan shows the write of /etc/`name`.
+    fn shown_write(plan: &Plan, name: &str) -> String {
+        plan.to_string().lines().find(|line| line.contains(&format!("write /etc/{name} "))).unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn passwd_and_group_are_secret_in_the_plan_when_no_shadow_file_holds_the_hashes() {
+        let json = r#"{"ignition":{"version":"3.3.0"},"passwd":{"users":[{"name":"core","passwordHash":"$6$salt$hash"}],"groups":[{"name":"g","passwordHash":"$6$g$h"}]}}"#;
+        let (path, root) = passwd_root("secret-without-shadow", "root:x:0:0::/root:/bin/sh\n");
+        let plan = plan_json(&root, json).unwrap();
+        assert!(shown_write(&plan, "passwd").ends_with("bytes, secret)") && shown_write(&plan, "group").ends_with("bytes, secret)"), "{plan}");
+        std::fs::write(path.join("etc/shadow"), "root:*:1::::::\n").unwrap();
+        std::fs::write(path.join("etc/gshadow"), "root:*::\nnobody:*::\n").unwrap();
+        let plan = plan_json(&root, json).unwrap();
+        assert!(shown_write(&plan, "passwd").ends_with("bytes)") && shown_write(&plan, "group").ends_with("bytes)"), "{plan}");
+        assert!(shown_write(&plan, "shadow").ends_with("bytes, secret)") && shown_write(&plan, "gshadow").ends_with("bytes, secret)"), "{plan}");
     }
 
     #[test]
