@@ -4,6 +4,7 @@
 //! entries of one depth never depend on each other), hard links last, so a hard link may
 //! point at a deeper file.
 
+use super::passwd::read_account_file;
 use super::{default_dir_attrs, kind_name, ApplyError, Contents, ErrorKind, Node, Op, Planner, DEFAULT_FILE_MODE, ROOT_OWNER};
 use crate::config::latest::{Directory, File, Link, NodeGroup, NodeUser, Storage};
 use crate::report::JsonPath;
@@ -12,16 +13,16 @@ use crate::users;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-/// The account files as they are once users and groups are applied, for owners given by name.
-pub(crate) struct Owners {
-    pub passwd: String,
-    pub group: String,
-}
+/// Owners given by name, looked up as Ignition looks them up: in the root's /etc/passwd and
+/// /etc/group (symlinks followed inside the root) as they are when the node is made, so after
+/// the users and groups and any earlier entry that writes them. Nothing is read without a name.
+pub(crate) struct Owners;
 
 impl Owners {
     /// The owner a node gets: ids win over names, a field left out keeps `default`'s.
     fn resolve(
-        &self,
+        &mut self,
+        planner: &Planner,
         at: &JsonPath,
         path: &str,
         user: Option<&NodeUser>,
@@ -30,10 +31,20 @@ impl Owners {
     ) -> Result<(u32, u32), ApplyError> {
         let user_name = user.and_then(|user| user.name.as_deref());
         let group_name = group.and_then(|group| group.name.as_deref());
-        let uid = owner_id(at, path, "user", user.and_then(|user| user.id), user_name, default.0, |name| users::uid_by_name(&self.passwd, name))?;
-        let gid = owner_id(at, path, "group", group.and_then(|group| group.id), group_name, default.1, |name| users::gid_by_name(&self.group, name))?;
+        let uid = owner_id(at, path, "user", user.and_then(|user| user.id), user_name, default.0, |name| {
+            Ok(users::uid_by_name(&account_text(planner, at, "/etc/passwd")?, name))
+        })?;
+        let gid = owner_id(at, path, "group", group.and_then(|group| group.id), group_name, default.1, |name| {
+            Ok(users::gid_by_name(&account_text(planner, at, "/etc/group")?, name))
+        })?;
         Ok((uid, gid))
     }
+}
+
+/// An account file's text for name lookups: bytes that are not UTF-8 (a GECOS field in Latin-1)
+/// cannot be part of a name the config gives, which is UTF-8, so they are replaced harmlessly.
+fn account_text(planner: &Planner, at: &JsonPath, path: &str) -> Result<String, ApplyError> {
+    Ok(read_account_file(planner, at, path)?.contents.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default())
 }
 
 /// One half of an owner: the id if given, else the name looked up in the account file (passwd
@@ -45,14 +56,14 @@ fn owner_id(
     id: Option<i64>,
     name: Option<&str>,
     default: u32,
-    lookup: impl Fn(&str) -> Option<u32>,
+    lookup: impl FnOnce(&str) -> Result<Option<u32>, ApplyError>,
 ) -> Result<u32, ApplyError> {
     let file = if field == "user" { "passwd" } else { "group" };
     match (id, name) {
         (Some(id), _) => {
             u32::try_from(id).map_err(|_| ApplyError::new(at, path, ErrorKind::UnknownOwner, format!("{field}.id {id} is not a valid id")))
         }
-        (None, Some(name)) if !name.is_empty() => lookup(name).ok_or_else(|| {
+        (None, Some(name)) if !name.is_empty() => lookup(name)?.ok_or_else(|| {
             ApplyError::new(
                 at,
                 path,
@@ -91,7 +102,7 @@ struct Entry<'c> {
     kind: EntryKind<'c>,
 }
 
-pub(crate) fn plan_storage(planner: &mut Planner, storage: &Storage, owners: &Owners, unit_paths: &[String]) -> Result<(), ApplyError> {
+pub(crate) fn plan_storage(planner: &mut Planner, storage: &Storage, owners: &mut Owners, unit_paths: &[String]) -> Result<(), ApplyError> {
     let storage_path = JsonPath::root().field("storage");
     let mut entries = Vec::new();
     let mut hard_links = Vec::new();
@@ -148,7 +159,7 @@ fn exists_error(entry: &Entry, node: &Node, what: &str) -> ApplyError {
     )
 }
 
-fn plan_file(planner: &mut Planner, entry: &Entry, file: &File, owners: &Owners) -> Result<(), ApplyError> {
+fn plan_file(planner: &mut Planner, entry: &Entry, file: &File, owners: &mut Owners) -> Result<(), ApplyError> {
     let (at, path) = (&entry.at, entry.path.as_str());
     let source = file.contents.as_ref().filter(|contents| contents.source.is_some());
     let contents = source.map(|resource| planner.fetch(&at.field("contents"), path, resource)).transpose()?;
@@ -163,7 +174,7 @@ fn plan_file(planner: &mut Planner, entry: &Entry, file: &File, owners: &Owners)
     // and fragments, 0644 unless told, root's unless told.
     let mut fresh = contents.unwrap_or_default();
     fresh.extend_from_slice(&fragments);
-    let fresh_owner = owners.resolve(at, path, file.user.as_ref(), file.group.as_ref(), ROOT_OWNER)?;
+    let fresh_owner = owners.resolve(planner, at, path, file.user.as_ref(), file.group.as_ref(), ROOT_OWNER)?;
     let fresh_attrs = Attrs { mode: mode_after_chown(mode.unwrap_or(DEFAULT_FILE_MODE)), uid: fresh_owner.0, gid: fresh_owner.1 };
     let write_fresh = |planner: &mut Planner, bytes: Vec<u8>| {
         planner.push(
@@ -195,7 +206,7 @@ fn plan_file(planner: &mut Planner, entry: &Entry, file: &File, owners: &Owners)
             false => Err(exists_error(entry, &node, " with other contents, mode or owner")),
         },
         Some(node) => {
-            let owner = owners.resolve(at, path, file.user.as_ref(), file.group.as_ref(), (node.attrs.uid, node.attrs.gid))?;
+            let owner = owners.resolve(planner, at, path, file.user.as_ref(), file.group.as_ref(), (node.attrs.uid, node.attrs.gid))?;
             let attrs = Attrs { mode: mode_after_chown(mode.unwrap_or(node.attrs.mode)), uid: owner.0, gid: owner.1 };
             if has_appends {
                 return planner.plan_append(at, path, Some(&node), &fragments, attrs, false);
@@ -213,19 +224,19 @@ fn plan_file(planner: &mut Planner, entry: &Entry, file: &File, owners: &Owners)
     }
 }
 
-fn plan_directory(planner: &mut Planner, entry: &Entry, directory: &Directory, owners: &Owners, written: &Written) -> Result<(), ApplyError> {
+fn plan_directory(planner: &mut Planner, entry: &Entry, directory: &Directory, owners: &mut Owners, written: &Written) -> Result<(), ApplyError> {
     let (at, path) = (&entry.at, entry.path.as_str());
     let mode = config_mode(directory.mode);
     let existing = planner.probe(at, path)?;
-    let new_attrs = || -> Result<Attrs, ApplyError> {
-        let owner = owners.resolve(at, path, directory.user.as_ref(), directory.group.as_ref(), ROOT_OWNER)?;
+    let new_attrs = |planner: &Planner, owners: &mut Owners| -> Result<Attrs, ApplyError> {
+        let owner = owners.resolve(planner, at, path, directory.user.as_ref(), directory.group.as_ref(), ROOT_OWNER)?;
         Ok(Attrs { mode: mode.unwrap_or(super::DEFAULT_DIRECTORY_MODE), uid: owner.0, gid: owner.1 })
     };
     match existing {
         Some(node) if directory.overwrite == Some(true) => {
             // Ignition empties the path and makes the directory anew; one that already holds
             // only what this config puts there is that result.
-            let attrs = new_attrs()?;
+            let attrs = new_attrs(planner, owners)?;
             if node.kind == Kind::Dir && node.attrs == attrs && holds_only_written(planner, at, path, written)? {
                 return Ok(());
             }
@@ -233,7 +244,7 @@ fn plan_directory(planner: &mut Planner, entry: &Entry, directory: &Directory, o
             planner.push(at, Op::CreateDir { path: path.to_owned(), attrs })?;
         }
         Some(node) if node.kind == Kind::Dir => {
-            let owner = owners.resolve(at, path, directory.user.as_ref(), directory.group.as_ref(), (node.attrs.uid, node.attrs.gid))?;
+            let owner = owners.resolve(planner, at, path, directory.user.as_ref(), directory.group.as_ref(), (node.attrs.uid, node.attrs.gid))?;
             let attrs = Attrs { mode: mode.unwrap_or(node.attrs.mode), uid: owner.0, gid: owner.1 };
             if node.attrs != attrs {
                 planner.push(at, Op::SetAttrs { path: path.to_owned(), attrs })?;
@@ -241,7 +252,7 @@ fn plan_directory(planner: &mut Planner, entry: &Entry, directory: &Directory, o
         }
         Some(node) => return Err(exists_error(entry, &node, "")),
         None => {
-            let attrs = new_attrs()?;
+            let attrs = new_attrs(planner, owners)?;
             planner.ensure_parents(at, path, default_dir_attrs())?;
             planner.push(at, Op::CreateDir { path: path.to_owned(), attrs })?;
         }
@@ -278,7 +289,7 @@ fn same_target(existing: &str, wanted: &str) -> bool {
     existing.starts_with('/') == wanted.starts_with('/') && root::clean(existing) == root::clean(wanted)
 }
 
-fn plan_link(planner: &mut Planner, entry: &Entry, link: &Link, owners: &Owners) -> Result<(), ApplyError> {
+fn plan_link(planner: &mut Planner, entry: &Entry, link: &Link, owners: &mut Owners) -> Result<(), ApplyError> {
     let (at, path) = (&entry.at, entry.path.as_str());
     let Some(target) = link.target.as_deref() else {
         return Err(ApplyError::new(at, path, ErrorKind::MissingTarget, "the link has no target: set target"));
@@ -334,7 +345,7 @@ fn plan_link(planner: &mut Planner, entry: &Entry, link: &Link, owners: &Owners)
             _ => planner.root().stat(&target_in_root).ok().flatten().map_or(ROOT_OWNER, |meta| (meta.uid, meta.gid)),
         }
     };
-    let owner = owners.resolve(at, path, link.user.as_ref(), link.group.as_ref(), target_owner)?;
+    let owner = owners.resolve(planner, at, path, link.user.as_ref(), link.group.as_ref(), target_owner)?;
     match existing {
         Some(node) if link.overwrite == Some(true) => {
             if node.kind == Kind::Symlink && planner.link_target(at, path, &node)? == target && (node.attrs.uid, node.attrs.gid) == owner {

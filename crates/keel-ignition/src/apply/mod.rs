@@ -2,8 +2,10 @@
 //! (everything but disks and filesystems): users and groups, then files, directories and
 //! links, then systemd units and presets, then `/etc/.ignition-result.json`.
 //!
-//! Plan, then execute. [`plan`] fetches and verifies every content, reads the account files,
-//! resolves owners and compares each desired node with what the root holds, and returns the
+//! Plan, then execute. [`plan`] fetches and verifies every content, reads the account files
+//! (only when the config has users or groups, passwd and group also when it names an owner;
+//! an account file that is a symlink is followed inside the root, and written through, as
+//! shadow-utils and glibc in a chroot of the root do), resolves owners and compares each desired node with what the root holds, and returns the
 //! operations as data; nothing is written until [`Plan::execute`]. A node that is already
 //! exactly as desired gets no operation, so a second plan against an applied root holds only
 //! the result file, which Ignition rewrites on every run (with the previous one nested in it).
@@ -56,6 +58,9 @@ pub const APPEND_RECORD: &str = "user.keel.ignition-appended";
 /// plan holds them in memory until it executes, so many files just under the per-resource
 /// limit cost an error, not the machine's memory (Ignition streams each to disk instead).
 pub const MAX_PLANNED_CONTENT_BYTES: u64 = crate::resource::MAX_RESOURCE_BYTES;
+
+/// Symlinks followed at the end of one path before giving up, as the kernel's own limit.
+const MAX_FINAL_SYMLINKS: usize = 40;
 
 const DEFAULT_DIRECTORY_MODE: u32 = 0o755;
 const DEFAULT_FILE_MODE: u32 = 0o644;
@@ -276,11 +281,11 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 /// Ignition records whether a user config (not only base configs) was found.
 pub fn plan(config: &Latest, root: &Root, user_config_provided: bool) -> Result<Plan, ApplyError> {
     let mut planner = Planner::new(root);
-    let owners = passwd::plan_passwd(&mut planner, config.passwd.as_ref())?;
+    passwd::plan_passwd(&mut planner, config.passwd.as_ref())?;
     let empty_storage = Default::default();
     let storage = config.storage.as_ref().unwrap_or(&empty_storage);
     let unit_paths = systemd::written_paths(config.systemd.as_ref());
-    files::plan_storage(&mut planner, storage, &owners, &unit_paths)?;
+    files::plan_storage(&mut planner, storage, &mut files::Owners, &unit_paths)?;
     if let Some(systemd) = config.systemd.as_ref() {
         systemd::plan_units(&mut planner, systemd)?;
     }
@@ -376,6 +381,23 @@ impl<'r> Planner<'r> {
     /// entry's path before creating it.
     pub(crate) fn resolve(&self, at: &JsonPath, path: &str) -> Result<String, ApplyError> {
         self.root.resolve_parents(path).map_err(|error| ApplyError::io(at, path, "resolve the path in the root", &error))
+    }
+
+    /// The path with every symlink resolved inside the root, the final component's too, as a
+    /// program opening it in a chroot of the root finds it (shadow-utils and glibc reading the
+    /// account files). Symlinks a step of the plan makes or removes count.
+    pub(crate) fn follow(&self, at: &JsonPath, path: &str) -> Result<String, ApplyError> {
+        let mut wanted = path.to_owned();
+        for _ in 0..=MAX_FINAL_SYMLINKS {
+            let resolved = self.resolve(at, &wanted)?;
+            let Some(node) = self.probe(at, &resolved)?.filter(|node| node.kind == Kind::Symlink) else { return Ok(resolved) };
+            let target = self.link_target(at, &resolved, &node)?;
+            wanted = match root::split_parent(&resolved) {
+                Some((parent, _)) if !target.starts_with('/') => format!("{parent}/{target}"),
+                _ => target,
+            };
+        }
+        Err(ApplyError::new(at, path, ErrorKind::WrongType, format!("more than {MAX_FINAL_SYMLINKS} symlinks lead from it: fix the loop")))
     }
 
     pub(crate) fn probe(&self, at: &JsonPath, path: &str) -> Result<Option<Node>, ApplyError> {

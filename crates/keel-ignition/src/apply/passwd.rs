@@ -3,7 +3,6 @@
 //! Ignition runs these before files, so files may be owned by a user this config adds.
 
 use super::files::mode_after_chown;
-use super::files::Owners;
 use super::{default_dir_attrs, is_under, kind_name, ApplyError, Contents, ErrorKind, Op, Planner};
 use crate::config::latest::Passwd;
 use crate::report::JsonPath;
@@ -16,58 +15,88 @@ const SKEL: &str = "/etc/skel";
 const KEYS_DIR_MODE: u32 = 0o700;
 const KEYS_FILE_MODE: u32 = 0o600;
 
-fn read_text(planner: &Planner, at: &JsonPath, path: &str) -> Result<Option<String>, ApplyError> {
-    let resolved = planner.resolve(at, path)?;
-    let contents =
-        planner.root().read_file_if_present(&resolved).map_err(|error| ApplyError::new(at, path, ErrorKind::Io, format!("cannot read: {error}")))?;
+/// An account file as useradd finds it, and where: a symlink is followed inside the root (as
+/// useradd does, which reads through it and writes the file it leads to), anything but a regular
+/// file at the end is an error.
+pub(crate) fn read_account_file(planner: &Planner, at: &JsonPath, path: &str) -> Result<AccountFile<Arc<Vec<u8>>>, ApplyError> {
+    let resolved = planner.follow(at, path)?;
+    match planner.probe(at, &resolved)? {
+        None => Ok(AccountFile { path: resolved, contents: None }),
+        Some(node) if node.kind == Kind::File => {
+            let contents = planner.contents(at, &resolved, &node)?;
+            Ok(AccountFile { path: resolved, contents: Some(contents) })
+        }
+        Some(node) => Err(ApplyError::new(
+            at,
+            &resolved,
+            ErrorKind::WrongType,
+            format!("{path} is a {}, not a file: keel reads account files only when they are", kind_name(node.kind)),
+        )),
+    }
+}
+
+/// An account file's contents, `None` when there is none, and the path it is at (where it is
+/// written back).
+pub(crate) struct AccountFile<C> {
+    pub path: String,
+    pub contents: Option<C>,
+}
+
+/// Where each of the four account files users and groups change is written back.
+type WrittenTo = [(&'static str, String); 4];
+
+fn read_text(planner: &Planner, at: &JsonPath, path: &str) -> Result<AccountFile<String>, ApplyError> {
+    let AccountFile { path: resolved, contents } = read_account_file(planner, at, path)?;
     // Lossy decoding would corrupt the lines it replaced when the file is written back.
-    contents
+    let text = contents
         .map(|bytes| {
-            String::from_utf8(bytes)
+            String::from_utf8(Arc::unwrap_or_clone(bytes))
                 .map_err(|_| ApplyError::new(at, path, ErrorKind::Users, "the file is not UTF-8: keel rewrites account files only when they are"))
         })
-        .transpose()
+        .transpose()?;
+    Ok(AccountFile { path: resolved, contents: text })
 }
 
-fn read_etc_files(planner: &Planner, at: &JsonPath) -> Result<EtcFiles, ApplyError> {
-    Ok(EtcFiles {
-        passwd: read_text(planner, at, "/etc/passwd")?.unwrap_or_default(),
-        shadow: read_text(planner, at, "/etc/shadow")?,
-        group: read_text(planner, at, "/etc/group")?.unwrap_or_default(),
-        gshadow: read_text(planner, at, "/etc/gshadow")?,
-        login_defs: read_text(planner, at, "/etc/login.defs")?,
-        useradd_defaults: read_text(planner, at, "/etc/default/useradd")?,
-    })
+/// The account files and where each of the four is written back.
+fn read_etc_files(planner: &Planner, at: &JsonPath) -> Result<(EtcFiles, WrittenTo), ApplyError> {
+    let passwd = read_text(planner, at, "/etc/passwd")?;
+    let shadow = read_text(planner, at, "/etc/shadow")?;
+    let group = read_text(planner, at, "/etc/group")?;
+    let gshadow = read_text(planner, at, "/etc/gshadow")?;
+    let etc = EtcFiles {
+        passwd: passwd.contents.unwrap_or_default(),
+        shadow: shadow.contents,
+        group: group.contents.unwrap_or_default(),
+        gshadow: gshadow.contents,
+        login_defs: read_text(planner, at, "/etc/login.defs")?.contents,
+        useradd_defaults: read_text(planner, at, "/etc/default/useradd")?.contents,
+    };
+    Ok((etc, [("passwd", passwd.path), ("shadow", shadow.path), ("group", group.path), ("gshadow", gshadow.path)]))
 }
 
-/// Plans the users and groups and returns the owners files are resolved against.
-pub(crate) fn plan_passwd(planner: &mut Planner, passwd: Option<&Passwd>) -> Result<Owners, ApplyError> {
+/// Plans the users and groups. The account files are read only when there are some: Ignition
+/// runs no tool, and so reads and judges none of them, without.
+pub(crate) fn plan_passwd(planner: &mut Planner, passwd: Option<&Passwd>) -> Result<(), ApplyError> {
     let at = JsonPath::root().field("passwd");
-    let etc = read_etc_files(planner, &at)?;
-    let mut owners = Owners { passwd: etc.passwd.clone(), group: etc.group.clone() };
     let Some(passwd) = passwd.filter(|passwd| {
         passwd.users.as_ref().is_some_and(|users| !users.is_empty()) || passwd.groups.as_ref().is_some_and(|groups| !groups.is_empty())
     }) else {
-        return Ok(owners);
+        return Ok(());
     };
+    let (etc, written_to) = read_etc_files(planner, &at)?;
     let plan = users::plan_users(passwd, &etc).map_err(|error| ApplyError::new(&at, "", ErrorKind::Users, error.message))?;
     // Without a shadow (gshadow) file the password hashes are in passwd (group) itself.
     let written = |name: &str| plan.etc_files.iter().any(|etc_file| etc_file.name == name);
     let has_shadow = etc.shadow.is_some() || written("shadow");
     let has_gshadow = etc.gshadow.is_some() || written("gshadow");
     for etc_file in &plan.etc_files {
-        let path = planner.resolve(&at, &format!("/etc/{}", etc_file.name))?;
+        let Some((_, path)) = written_to.iter().find(|(name, _)| *name == etc_file.name) else { continue };
         let secret = match etc_file.name {
             "passwd" => !has_shadow,
             "group" => !has_gshadow,
             _ => true,
         };
-        write_keeping_attrs(planner, &at, &path, etc_file.contents.as_bytes(), Attrs { mode: etc_file.mode_if_new, uid: 0, gid: 0 }, secret)?;
-        match etc_file.name {
-            "passwd" => owners.passwd.clone_from(&etc_file.contents),
-            "group" => owners.group.clone_from(&etc_file.contents),
-            _ => {}
-        }
+        write_keeping_attrs(planner, &at, path, etc_file.contents.as_bytes(), Attrs { mode: etc_file.mode_if_new, uid: 0, gid: 0 }, secret)?;
     }
     // usermod's and userdel's effects on homes, in the order the tools run them.
     for moved in &plan.home_moves {
@@ -85,7 +114,7 @@ pub(crate) fn plan_passwd(planner: &mut Planner, passwd: Option<&Passwd>) -> Res
     for keys in &plan.authorized_keys {
         plan_authorized_keys(planner, &at, keys)?;
     }
-    Ok(owners)
+    Ok(())
 }
 
 /// A file rewritten in place as shadow-utils and an `O_TRUNC` open do: an existing file keeps
@@ -317,13 +346,15 @@ mod tests {
     }
 
     #[test]
-    fn no_passwd_section_leaves_the_account_files_alone_and_owners_come_from_them() {
+    fn no_passwd_section_leaves_the_account_files_alone_and_owners_by_name_come_from_them() {
         let (path, root) = fresh_root("no-passwd");
-        std::fs::write(path.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        std::fs::write(path.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\ncore:x:500:501::/home/core:/bin/sh\n").unwrap();
         let mut planner = Planner::new(&root);
-        let owners = plan_passwd(&mut planner, None).unwrap();
+        plan_passwd(&mut planner, None).unwrap();
         assert!(planner.steps.is_empty());
-        assert_eq!(owners.passwd, "root:x:0:0::/root:/bin/sh\n");
+        let json = r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/f","contents":{"source":"data:,"},"user":{"name":"core"}}]}}"#;
+        plan_json(&root, json).unwrap().execute(&root).unwrap();
+        assert_eq!(mode_owner(&path.join("f")).1, 500);
     }
 
     #[test]
@@ -415,12 +446,40 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "review finding 3: account files are read for every config"]
     fn a_config_without_users_neither_reads_nor_judges_the_account_files() {
         let (path, root) = fresh_root("review-no-users");
-        std::fs::write(path.join("etc/passwd"), b"root:x:0:0:r\xe9:/root:/bin/sh\n").unwrap();
+        std::fs::write(path.join("etc/passwd"), b"root:x:0:0:r\xe9:/root:/bin/sh\ncore:x:500:500:\xe9:/home/core:/bin/sh\n").unwrap();
         std::fs::create_dir(path.join("etc/login.defs")).unwrap();
         plan_json(&root, r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/f","contents":{"source":"data:,"}}]}}"#).unwrap();
+        let by_name = r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/f","contents":{"source":"data:,"},"user":{"name":"core"}}]}}"#;
+        plan_json(&root, by_name).unwrap().execute(&root).unwrap();
+        assert_eq!(mode_owner(&path.join("f")).1, 500, "a name is found past a GECOS that is not UTF-8");
+        let error = plan_json(&root, r#"{"ignition":{"version":"3.3.0"},"passwd":{"users":[{"name":"core"}]}}"#).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Users, "with users the files are judged: {error}");
+    }
+
+    #[test]
+    fn account_files_that_are_symlinks_are_followed_inside_the_root_and_written_through() {
+        let (path, root) = fresh_root("symlinked-passwd");
+        std::fs::create_dir_all(path.join("usr/share/base")).unwrap();
+        std::fs::write(path.join("usr/share/base/passwd"), "root:x:0:0::/root:/bin/sh\ncore:x:500:500::/home/core:/bin/sh\n").unwrap();
+        std::os::unix::fs::symlink("../usr/share/base/passwd", path.join("etc/passwd")).unwrap();
+        std::fs::write(path.join("etc/group"), "root:x:0:\n").unwrap();
+        std::os::unix::fs::symlink("/etc/group", path.join("etc/group-link")).unwrap();
+        let json = r#"{"ignition":{"version":"3.3.0"},"passwd":{"users":[{"name":"extra","uid":600,"noCreateHome":true}]},
+            "storage":{"files":[{"path":"/f","contents":{"source":"data:,"},"user":{"name":"core"}}]}}"#;
+        plan_json(&root, json).unwrap().execute(&root).unwrap();
+        assert_eq!(std::fs::read_link(path.join("etc/passwd")).unwrap().to_str(), Some("../usr/share/base/passwd"));
+        assert!(std::fs::read_to_string(path.join("usr/share/base/passwd")).unwrap().contains("\nextra:*:600:"));
+        assert_eq!(mode_owner(&path.join("f")).1, 500);
+        std::fs::remove_file(path.join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink("passwd", path.join("etc/passwd")).unwrap();
+        let error = plan_json(&root, json).unwrap_err();
+        assert!(error.to_string().contains("symlinks lead from it"), "{error}");
+        std::fs::remove_file(path.join("etc/passwd")).unwrap();
+        std::fs::create_dir(path.join("etc/passwd")).unwrap();
+        let error = plan_json(&root, json).unwrap_err();
+        assert!(error.to_string().contains("/etc/passwd is a directory, not a file"), "{error}");
     }
 
     fn passwd_root(name: &str, passwd: &str) -> (std::path::PathBuf, crate::root::Root) {
