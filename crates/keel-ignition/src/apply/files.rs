@@ -9,14 +9,40 @@ use super::{default_dir_attrs, kind_name, ApplyError, Contents, ErrorKind, Node,
 use crate::config::latest::{Directory, File, Link, NodeGroup, NodeUser, Storage};
 use crate::report::JsonPath;
 use crate::root::{self, Attrs, Kind};
-use crate::users;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Owners given by name, looked up as Ignition looks them up: in the root's /etc/passwd and
 /// /etc/group (symlinks followed inside the root) as they are when the node is made, so after
-/// the users and groups and any earlier entry that writes them. Nothing is read without a name.
-pub(crate) struct Owners;
+/// the users and groups and any earlier entry that writes them. Nothing is read without a name;
+/// each file is parsed once into a map, and again only after a step touched it.
+#[derive(Default)]
+pub(crate) struct Owners {
+    users: Option<IdsByName>,
+    groups: Option<IdsByName>,
+}
+
+/// Which account file, and which of its fields must parse as numbers for a line to be an
+/// entry (glibc's parser takes passwd's uid and gid, group's gid), the first being the id.
+struct AccountKind {
+    path: &'static str,
+    numeric_fields: &'static [usize],
+}
+
+const PASSWD: AccountKind = AccountKind { path: "/etc/passwd", numeric_fields: &[2, 3] };
+const GROUP: AccountKind = AccountKind { path: "/etc/group", numeric_fields: &[2] };
+
+/// An account file's ids by name, with what it was read through and when.
+struct IdsByName {
+    by_name: HashMap<Vec<u8>, u32>,
+    /// The file's path and every path a symlink led through to it: a step at one of them, or
+    /// at an ancestor, may change what the file says.
+    read_through: Vec<String>,
+    /// The plan's steps up to here are known not to touch the file.
+    checked_steps: usize,
+    /// How often the file was parsed, which is what a lookup costs.
+    parses: usize,
+}
 
 impl Owners {
     /// The owner a node gets: ids win over names, a field left out keeps `default`'s.
@@ -32,19 +58,63 @@ impl Owners {
         let user_name = user.and_then(|user| user.name.as_deref());
         let group_name = group.and_then(|group| group.name.as_deref());
         let uid = owner_id(at, path, "user", user.and_then(|user| user.id), user_name, default.0, |name| {
-            Ok(users::uid_by_name(&account_text(planner, at, "/etc/passwd")?, name))
+            lookup(&mut self.users, &PASSWD, planner, at, name)
         })?;
         let gid = owner_id(at, path, "group", group.and_then(|group| group.id), group_name, default.1, |name| {
-            Ok(users::gid_by_name(&account_text(planner, at, "/etc/group")?, name))
+            lookup(&mut self.groups, &GROUP, planner, at, name)
         })?;
         Ok((uid, gid))
     }
 }
 
-/// An account file's text for name lookups: bytes that are not UTF-8 (a GECOS field in Latin-1)
-/// cannot be part of a name the config gives, which is UTF-8, so they are replaced harmlessly.
-fn account_text(planner: &Planner, at: &JsonPath, path: &str) -> Result<String, ApplyError> {
-    Ok(read_account_file(planner, at, path)?.contents.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default())
+/// `name`'s id in the account file, parsing it only when it was never parsed or a step since
+/// touched it.
+fn lookup(cache: &mut Option<IdsByName>, kind: &AccountKind, planner: &Planner, at: &JsonPath, name: &str) -> Result<Option<u32>, ApplyError> {
+    let steps = planner.steps.len();
+    let parses = match cache {
+        Some(ids) if !planner.touched_since(ids.checked_steps, &ids.read_through) => {
+            ids.checked_steps = steps;
+            return Ok(ids.by_name.get(name.as_bytes()).copied());
+        }
+        Some(ids) => ids.parses,
+        None => 0,
+    };
+    let read_through = planner.follow_all(at, kind.path)?;
+    let resolved = read_through.last().map_or(kind.path, String::as_str);
+    let contents = read_account_file(planner, at, resolved)?.contents;
+    let by_name = contents.map(|bytes| ids_by_name(&bytes, kind.numeric_fields)).unwrap_or_default();
+    let found = by_name.get(name.as_bytes()).copied();
+    *cache = Some(IdsByName { by_name, read_through, checked_steps: steps, parses: parses + 1 });
+    Ok(found)
+}
+
+/// Each name's id from the first line that is an entry, as glibc's files lookup (getpwnam and
+/// getgrnam in a chroot of the root, how Ignition resolves names) reads the file: leading blanks
+/// skipped, empty and `#` lines ignored, `+`/`-` (NIS) names never matched, a line an entry only
+/// when its numeric fields are numbers, which other bytes (not UTF-8 in a GECOS) do not upset.
+/// An id that does not fit 32 bits names no account (glibc would truncate it).
+fn ids_by_name(text: &[u8], numeric_fields: &[usize]) -> HashMap<Vec<u8>, u32> {
+    let mut ids = HashMap::new();
+    for line in text.split(|byte| *byte == b'\n') {
+        let line = line.trim_ascii_start();
+        let fields: Vec<&[u8]> = line.splitn(numeric_fields.iter().max().map_or(1, |last| last + 2), |byte| *byte == b':').collect();
+        let Some(name) = fields.first().filter(|name| !matches!(name.first(), None | Some(b'#' | b'+' | b'-'))) else { continue };
+        let numbers: Option<Vec<u32>> = numeric_fields.iter().map(|index| fields.get(*index).and_then(|field| decimal_id(field))).collect();
+        if let Some(id) = numbers.and_then(|numbers| numbers.first().copied()) {
+            ids.entry(name.to_vec()).or_insert(id);
+        }
+    }
+    ids
+}
+
+/// A decimal id as strtoul reads one: leading blanks and a `+` allowed, at least one digit.
+fn decimal_id(field: &[u8]) -> Option<u32> {
+    let field = field.trim_ascii_start();
+    let digits = field.strip_prefix(b"+").unwrap_or(field);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// One half of an owner: the id if given, else the name looked up in the account file (passwd
@@ -643,6 +713,73 @@ mod tests {
         let error =
             plan_error(&root, r#"{"files":[{"path":"/real/f","contents":{"source":"data:,"}},{"path":"/alias/f","contents":{"source":"data:,"}}]}"#);
         assert_eq!((error.kind, error.config_path.as_str(), error.path.as_str()), (ErrorKind::Duplicate, "$.storage.files[1]", "/real/f"));
+    }
+
+    #[test]
+    fn an_account_file_is_parsed_once_for_many_owners_by_name_and_again_after_a_step_changes_it() {
+        let (path, root) = fresh_root("owners-parsed-once");
+        let mut passwd = String::from("root:x:0:0::/root:/bin/sh\n");
+        for index in 0..2000 {
+            passwd.push_str(&format!("user{index}:x:{}:100::/home/user{index}:/bin/sh\n", 1000 + index));
+        }
+        std::fs::write(path.join("etc/passwd"), passwd).unwrap();
+        let files: Vec<String> = (0..500)
+            .map(|index| format!(r#"{{"path":"/d/f{index}","contents":{{"source":"data:,"}},"user":{{"name":"user{}"}}}}"#, index * 3))
+            .collect();
+        let many = config(&storage(&format!(r#"{{"files":[{}]}}"#, files.join(","))));
+        let mut planner = super::Planner::new(&root);
+        let mut owners = super::Owners::default();
+        super::plan_storage(&mut planner, many.storage.as_ref().unwrap(), &mut owners, &[]).unwrap();
+        assert_eq!(owners.users.as_ref().map(|ids| ids.parses), Some(1));
+        assert!(owners.groups.is_none(), "no group was named, so /etc/group was not read");
+        let plan = super::super::Plan { steps: planner.steps };
+        plan.execute(&root).unwrap();
+        assert_eq!(mode_owner(&path.join("d/f499")).1, 1000 + 499 * 3);
+
+        let rewritten = storage(
+            r#"{"files":[{"path":"/etc/passwd","overwrite":true,"contents":{"source":"data:,root:x:0:0::/root:/bin/sh%0Anew:x:7:7::/:/bin/sh%0A"}},
+                         {"path":"/a/b/f","contents":{"source":"data:,"},"user":{"name":"new"}}]}"#,
+        );
+        let rewritten = config(&rewritten);
+        let mut planner = super::Planner::new(&root);
+        let mut owners = super::Owners::default();
+        super::plan_storage(&mut planner, rewritten.storage.as_ref().unwrap(), &mut owners, &[]).unwrap();
+        assert_eq!(owners.users.as_ref().map(|ids| ids.parses), Some(1), "read once the earlier entry wrote it");
+        super::super::Plan { steps: planner.steps }.execute(&root).unwrap();
+        assert_eq!(mode_owner(&path.join("a/b/f")).1, 7);
+    }
+
+    #[test]
+    fn a_cached_account_file_is_parsed_again_after_a_step_touches_it() {
+        let (path, root) = fresh_root("owners-reparsed");
+        std::fs::write(path.join("etc/group"), "root:x:0:\nold:x:5:\n").unwrap();
+        let mut planner = super::Planner::new(&root);
+        let mut owners = super::Owners::default();
+        let at = crate::report::JsonPath::root();
+        let group = |name: &str| crate::config::latest::NodeGroup { id: None, name: Some(name.to_owned()) };
+        assert_eq!(owners.resolve(&planner, &at, "/x", None, Some(&group("old")), (0, 0)).unwrap(), (0, 5));
+        let contents = super::Contents { bytes: std::sync::Arc::new(b"root:x:0:\nnew:x:6:\n".to_vec()), secret: false };
+        let attrs = crate::root::Attrs { mode: 0o644, uid: 0, gid: 0 };
+        planner
+            .push(&at, super::Op::WriteFile { path: "/etc/unrelated".to_owned(), contents: contents.clone(), attrs, append_record: None })
+            .unwrap();
+        assert_eq!(owners.resolve(&planner, &at, "/x", None, Some(&group("old")), (0, 0)).unwrap(), (0, 5));
+        assert_eq!(owners.groups.as_ref().map(|ids| ids.parses), Some(1));
+        planner.push(&at, super::Op::WriteFile { path: "/etc/group".to_owned(), contents, attrs, append_record: None }).unwrap();
+        assert_eq!(owners.resolve(&planner, &at, "/x", None, Some(&group("new")), (0, 0)).unwrap(), (0, 6));
+        assert_eq!(owners.groups.as_ref().map(|ids| ids.parses), Some(2));
+    }
+
+    #[test]
+    fn names_are_looked_up_as_glibc_reads_the_account_files() {
+        let passwd = b"# comment:x:1:1::/:/bin/sh\n  lead:x:2:2::/:/bin/sh\n+nis:x:3:3::/:/bin/sh\nbad:x:4x:4::/:/bin/sh\nbad:x:5:5::/:/bin/sh\n\
+            first:x:6:6:caf\xe9:/:/bin/sh\nfirst:x:7:7::/:/bin/sh\nshort:x:8:8\nhalf:x:9\nbig:x:4294967296:1::/:/bin/sh\nplus:x: +10:1::/:/bin/sh\n";
+        let ids = super::ids_by_name(passwd, super::PASSWD.numeric_fields);
+        let id = |name: &str| ids.get(name.as_bytes()).copied();
+        assert_eq!((id("lead"), id("bad"), id("first"), id("short"), id("plus")), (Some(2), Some(5), Some(6), Some(8), Some(10)));
+        assert_eq!((id("# comment"), id("+nis"), id("nis"), id("half"), id("big")), (None, None, None, None, None));
+        let groups = super::ids_by_name(b"wheel:x:10:a,b\nempty:x::\n", super::GROUP.numeric_fields);
+        assert_eq!((groups.get(&b"wheel"[..]), groups.get(&b"empty"[..])), (Some(&10), None));
     }
 
     // Review proofs: each fails today; the finding number is in the review report.

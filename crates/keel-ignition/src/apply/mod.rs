@@ -285,7 +285,7 @@ pub fn plan(config: &Latest, root: &Root, user_config_provided: bool) -> Result<
     let empty_storage = Default::default();
     let storage = config.storage.as_ref().unwrap_or(&empty_storage);
     let unit_paths = systemd::written_paths(config.systemd.as_ref());
-    files::plan_storage(&mut planner, storage, &mut files::Owners, &unit_paths)?;
+    files::plan_storage(&mut planner, storage, &mut files::Owners::default(), &unit_paths)?;
     if let Some(systemd) = config.systemd.as_ref() {
         systemd::plan_units(&mut planner, systemd)?;
     }
@@ -387,10 +387,17 @@ impl<'r> Planner<'r> {
     /// program opening it in a chroot of the root finds it (shadow-utils and glibc reading the
     /// account files). Symlinks a step of the plan makes or removes count.
     pub(crate) fn follow(&self, at: &JsonPath, path: &str) -> Result<String, ApplyError> {
+        Ok(self.follow_all(at, path)?.pop().unwrap_or_else(|| path.to_owned()))
+    }
+
+    /// Every path [`Planner::follow`] goes through, `path` first and where it ends last.
+    pub(crate) fn follow_all(&self, at: &JsonPath, path: &str) -> Result<Vec<String>, ApplyError> {
         let mut wanted = path.to_owned();
+        let mut through = vec![path.to_owned()];
         for _ in 0..=MAX_FINAL_SYMLINKS {
             let resolved = self.resolve(at, &wanted)?;
-            let Some(node) = self.probe(at, &resolved)?.filter(|node| node.kind == Kind::Symlink) else { return Ok(resolved) };
+            through.push(resolved.clone());
+            let Some(node) = self.probe(at, &resolved)?.filter(|node| node.kind == Kind::Symlink) else { return Ok(through) };
             let target = self.link_target(at, &resolved, &node)?;
             wanted = match root::split_parent(&resolved) {
                 Some((parent, _)) if !target.starts_with('/') => format!("{parent}/{target}"),
@@ -472,6 +479,22 @@ impl<'r> Planner<'r> {
         let record =
             self.root.xattr(&self.on_disk_path(path), APPEND_RECORD).map_err(|error| ApplyError::io(at, path, "read the append record", &error))?;
         Ok(record.is_some_and(|record| record == append_record(contents, fragments).as_bytes()))
+    }
+
+    /// True when a step from the `from`th on is at one of `paths` or at an ancestor of one.
+    pub(crate) fn touched_since(&self, from: usize, paths: &[String]) -> bool {
+        self.steps.get(from..).unwrap_or_default().iter().any(|step| {
+            let (first, second) = match &step.op {
+                Op::Remove { path }
+                | Op::CreateDir { path, .. }
+                | Op::SetAttrs { path, .. }
+                | Op::WriteFile { path, .. }
+                | Op::Symlink { path, .. }
+                | Op::HardLink { path, .. } => (path, None),
+                Op::Rename { from, to } => (from, Some(to)),
+            };
+            paths.iter().any(|path| is_under(path, first) || second.is_some_and(|second| is_under(path, second)))
+        })
     }
 
     /// Adds `op` to the plan and to the picture of what each path will hold. Removing or
