@@ -45,9 +45,10 @@ use crate::report::JsonPath;
 use crate::resource::{self, FetchError, MAX_RESOURCE_BYTES};
 use crate::root::{self, Attrs, Kind, Meta, Root};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::io;
+use std::ops::Bound;
 use std::sync::Arc;
 
 /// The extended attribute holding the SHA-256 (hex) of a file's contents right after keel
@@ -332,8 +333,11 @@ enum Future {
 pub(crate) struct Planner<'r> {
     root: &'r Root,
     steps: Vec<Step>,
-    future: HashMap<String, Future>,
-    removed: Vec<String>,
+    /// Ordered, so everything the plan says under a path is one range of keys.
+    future: BTreeMap<String, Future>,
+    /// Trees removed (or moved away) by a step: what was on disk under them is gone. A set, as
+    /// every look at a path checks its ancestors in it.
+    removed: HashSet<String>,
     /// Trees moved by a step, newest last: (where it went, where it is on disk).
     moved: Vec<(String, String)>,
     /// What is left of [`MAX_PLANNED_CONTENT_BYTES`] for contents still to be fetched.
@@ -357,7 +361,14 @@ fn rebase(path: &str, from: &str, to: &str) -> String {
 
 impl<'r> Planner<'r> {
     pub(crate) fn new(root: &'r Root) -> Self {
-        Planner { root, steps: Vec::new(), future: HashMap::new(), removed: Vec::new(), moved: Vec::new(), content_budget: MAX_PLANNED_CONTENT_BYTES }
+        Planner {
+            root,
+            steps: Vec::new(),
+            future: BTreeMap::new(),
+            removed: HashSet::new(),
+            moved: Vec::new(),
+            content_budget: MAX_PLANNED_CONTENT_BYTES,
+        }
     }
 
     pub(crate) fn root(&self) -> &Root {
@@ -417,7 +428,9 @@ impl<'r> Planner<'r> {
             Some(Future::Gone) => return Ok(None),
             None => {}
         }
-        if self.removed.iter().any(|removed| is_under(path, removed)) {
+        // `/` is never removed: push refuses it.
+        let removed = |candidate: &str| self.removed.contains(candidate);
+        if removed(path) || root::ancestors(path).into_iter().any(removed) {
             return Ok(None);
         }
         let on_disk = self.on_disk_path(path);
@@ -481,6 +494,21 @@ impl<'r> Planner<'r> {
         Ok(record.is_some_and(|record| record == append_record(contents, fragments).as_bytes()))
     }
 
+    /// Drops what the plan says about `path` and everything under it, and returns what it said
+    /// about the paths under it: one range of the ordered keys (`path/` up to `path0`, `0`
+    /// following `/`), so a removal costs what it drops, not the whole plan.
+    fn forget_tree(&mut self, path: &str) -> Vec<(String, Future)> {
+        let prefix = if path == "/" { "" } else { path };
+        let (below, beyond) = (format!("{prefix}/"), format!("{prefix}0"));
+        let inside: Vec<String> = self
+            .future
+            .range::<str, _>((Bound::Included(below.as_str()), Bound::Excluded(beyond.as_str())))
+            .map(|(planned, _)| planned.clone())
+            .collect();
+        self.future.remove(path);
+        inside.into_iter().filter_map(|planned| self.future.remove_entry(&planned)).collect()
+    }
+
     /// True when a step from the `from`th on is at one of `paths` or at an ancestor of one.
     pub(crate) fn touched_since(&self, from: usize, paths: &[String]) -> bool {
         self.steps.get(from..).unwrap_or_default().iter().any(|step| {
@@ -511,8 +539,8 @@ impl<'r> Planner<'r> {
         }
         let touched = match &op {
             Op::Remove { path } => {
-                self.future.retain(|planned, _| !is_under(planned, path));
-                self.removed.push(path.clone());
+                self.forget_tree(path);
+                self.removed.insert(path.clone());
                 Some((path.clone(), Future::Gone))
             }
             Op::CreateDir { path, attrs } => Some((path.clone(), planned_node(Kind::Dir, *attrs, None))),
@@ -531,17 +559,11 @@ impl<'r> Planner<'r> {
                 self.current(target).ok().flatten().map(|node| (path.clone(), Future::Node(Node { on_disk: None, ..node })))
             }
             Op::Rename { from, to } => {
-                let planned_inside: Vec<(String, Future)> = self
-                    .future
-                    .iter()
-                    .filter(|(planned, _)| is_under(planned, from) && planned.as_str() != from)
-                    .map(|(planned, future)| (rebase(planned, from, to), future.clone()))
-                    .collect();
-                self.future.retain(|planned, _| !is_under(planned, from));
-                self.future.extend(planned_inside);
                 let moved = self.current(from).ok().flatten();
+                let planned_inside = self.forget_tree(from);
+                self.future.extend(planned_inside.into_iter().map(|(planned, future)| (rebase(&planned, from, to), future)));
                 self.moved.push((to.clone(), from.clone()));
-                self.removed.push(from.clone());
+                self.removed.insert(from.clone());
                 moved.map(|node| (to.clone(), Future::Node(node)))
             }
         };
@@ -823,6 +845,41 @@ mod tests {
         let error = plan(&config(json), &root, true).unwrap_err();
         assert!(error.to_string().contains("remove the root itself"), "{error}");
         assert!(path.join("etc").is_dir());
+    }
+
+    #[test]
+    fn removing_a_tree_forgets_exactly_the_paths_under_it() {
+        let (_, root) = fresh_root("forget-tree");
+        let mut planner = Planner::new(&root);
+        let at = JsonPath::root();
+        for path in ["/a", "/a/b", "/a/b/c", "/a-b", "/a0", "/ab", "/b"] {
+            planner.push(&at, Op::CreateDir { path: path.to_owned(), attrs: default_dir_attrs() }).unwrap();
+        }
+        planner.push(&at, Op::Remove { path: "/a".to_owned() }).unwrap();
+        let exists = |planner: &Planner, path: &str| planner.current(path).unwrap().is_some();
+        assert!(!exists(&planner, "/a") && !exists(&planner, "/a/b") && !exists(&planner, "/a/b/c") && !exists(&planner, "/etc/../a/b"));
+        assert!(exists(&planner, "/a-b") && exists(&planner, "/a0") && exists(&planner, "/ab") && exists(&planner, "/b") && exists(&planner, "/etc"));
+        planner.push(&at, Op::CreateDir { path: "/b/c".to_owned(), attrs: default_dir_attrs() }).unwrap();
+        planner.push(&at, Op::Rename { from: "/b".to_owned(), to: "/a".to_owned() }).unwrap();
+        assert!(exists(&planner, "/a") && exists(&planner, "/a/c") && !exists(&planner, "/b") && !exists(&planner, "/b/c"));
+        assert!(!exists(&planner, "/a/b"), "what the removed /a held stays gone");
+    }
+
+    #[test]
+    fn twenty_thousand_links_overwriting_existing_symlinks_plan_without_rescanning_the_plan() {
+        let (path, root) = fresh_root("many-links");
+        std::fs::create_dir(path.join("l")).unwrap();
+        let count = 20_000;
+        for index in 0..count {
+            std::os::unix::fs::symlink("old", path.join(format!("l/{index}"))).unwrap();
+        }
+        let links: Vec<String> = (0..count).map(|index| format!(r#"{{"path":"/l/{index}","target":"new","overwrite":true}}"#)).collect();
+        let json = format!(r#"{{"ignition":{{"version":"3.3.0"}},"storage":{{"links":[{}]}}}}"#, links.join(","));
+        let started = Instant::now();
+        let plan = plan(&config(&json), &root, true).unwrap();
+        eprintln!("{count} links over existing symlinks: plan {:?}", started.elapsed());
+        assert_eq!(plan.steps().len(), 2 * count + 1);
+        assert_eq!(plan.steps().get(2 * count - 1).map(|step| step.op.to_string()).as_deref(), Some("symlink /l/19999 -> new 0:0"));
     }
 
     #[test]
