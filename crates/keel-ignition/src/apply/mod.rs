@@ -29,7 +29,12 @@
 //!   them in memory (Ignition streams each file to disk and has no limit);
 //! - `enabled: false` removes the enablement symlinks under /etc/systemd/system natively
 //!   (Ignition runs `systemctl --root disable`, which 2.14 passes template instances to as one
-//!   invalid argument); preset lines are sorted, as newer Ignition sorts them.
+//!   invalid argument); preset lines are sorted, as newer Ignition sorts them;
+//! - no step removes or moves `/`, or moves a tree into itself: a deleted user whose home is `/`
+//!   (userdel --remove would wipe the root), a home moved into itself or from or to `/`, a
+//!   directory `/` with overwrite are refused when planning, before anything is written;
+//! - a hard link to a directory is refused when planning (Ignition fails at the link, after
+//!   the writes before it).
 //!
 //! Ignition's own quirks are kept: a file's setuid bit, and setgid with group execute, are
 //! lost (its chown after chmod clears them), and a symlink's default owner is its target's.
