@@ -35,12 +35,15 @@ mod useradd_defaults;
 
 use crate::config::latest::{Group, Passwd, User};
 use login_defs::LoginDefs;
+use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 use table::{members, parse_id, Kind, Table};
 use useradd_defaults::UseraddDefaults;
 
 /// The root's account files as they are before the apply (absent files are empty strings / None).
-#[derive(Clone, Debug, Default)]
+/// Its Debug, like [`EtcFile`]'s and [`AuthorizedKeys`]', shows sizes: the texts hold password
+/// hashes and keys.
+#[derive(Clone, Default)]
 pub struct EtcFiles {
     pub passwd: String,
     pub shadow: Option<String>,
@@ -54,7 +57,7 @@ pub struct EtcFiles {
 
 /// One account file's new contents, relative to /etc (`passwd`, `shadow`, `group`, `gshadow`).
 /// An existing file keeps its mode and owner; a new one gets `mode_if_new`, owned by root.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct EtcFile {
     pub name: &'static str,
     pub contents: String,
@@ -76,12 +79,49 @@ pub struct Home {
 /// `~/.ssh/authorized_keys.d/ignition` for one user: directories 0700, file 0600, owned by the user.
 /// Ignition creates them as the user, so it fails where the user could not (a missing home under
 /// a root-owned directory).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AuthorizedKeys {
     pub home: String,
     pub uid: u32,
     pub gid: u32,
     pub contents: String,
+}
+
+fn text_size(text: &str) -> String {
+    format!("{} bytes", text.len())
+}
+
+impl fmt::Debug for EtcFiles {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("EtcFiles")
+            .field("passwd", &text_size(&self.passwd))
+            .field("shadow", &self.shadow.as_deref().map(text_size))
+            .field("group", &text_size(&self.group))
+            .field("gshadow", &self.gshadow.as_deref().map(text_size))
+            .field("login_defs", &self.login_defs.as_deref().map(text_size))
+            .field("useradd_defaults", &self.useradd_defaults.as_deref().map(text_size))
+            .finish()
+    }
+}
+
+impl fmt::Debug for EtcFile {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = format!("{:04o}", self.mode_if_new);
+        formatter.debug_struct("EtcFile").field("name", &self.name).field("contents", &text_size(&self.contents)).field("mode_if_new", &mode).finish()
+    }
+}
+
+impl fmt::Debug for AuthorizedKeys {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("AuthorizedKeys")
+            .field("home", &self.home)
+            .field("uid", &self.uid)
+            .field("gid", &self.gid)
+            .field("contents", &text_size(&self.contents))
+            .finish()
+    }
 }
 
 /// `usermod --home TO --move-home`: rename `from` to `to`. usermod fails when `to` exists, and
@@ -194,18 +234,6 @@ pub fn plan_users_on(passwd: &Passwd, etc: &EtcFiles, today: i64) -> Result<User
     }
     plan.etc_files = accounts.changed_files(etc);
     Ok(plan)
-}
-
-/// The uid of a user named in passwd text (for file owners given by name).
-pub fn uid_by_name(passwd: &str, name: &str) -> Option<u32> {
-    let table = Table::parse(Kind::Passwd, passwd);
-    table.find(name).and_then(|entry| table.field(entry, PW_UID)).and_then(parse_id)
-}
-
-/// The gid of a group named in group text.
-pub fn gid_by_name(group: &str, name: &str) -> Option<u32> {
-    let table = Table::parse(Kind::Group, group);
-    table.find(name).and_then(|entry| table.field(entry, GR_GID)).and_then(parse_id)
 }
 
 /// Ignition passes an unset and an empty string alike: as no flag.
@@ -1133,6 +1161,13 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_shows_sizes_not_hashes_or_keys() {
+        let plan = planned(r#"{"users":[{"name":"eve","passwordHash":"$6$secret","sshAuthorizedKeys":["ssh-ed25519 KEYDATA"]}]}"#, &etc()).unwrap();
+        let shown = format!("{plan:?} {:?}", etc());
+        assert!(!shown.contains("secret") && !shown.contains("KEYDATA") && !shown.contains("19000"), "{shown}");
+    }
+
+    #[test]
     fn errors_never_carry_the_password_hash() {
         let error = planned(r#"{"users":[{"name":"x","passwordHash":"$6$SECRET:x"}]}"#, &etc()).unwrap_err();
         assert!(!error.message.contains("SECRET"), "{}", error.message);
@@ -1153,16 +1188,6 @@ mod tests {
         assert_eq!(day_of(None, now), 20833);
         assert_eq!(day_of(Some("1900000000"), now), 20833);
         assert_eq!(day_of(Some("soon"), now), 20833);
-    }
-
-    #[test]
-    fn lookups_by_name_skip_damaged_lines() {
-        let passwd = "bad:x:1\nroot:x:0:0::/root:/bin/sh\n";
-        assert_eq!(uid_by_name(passwd, "root"), Some(0));
-        assert_eq!(uid_by_name(passwd, "bad"), None);
-        assert_eq!(uid_by_name(passwd, "nobody"), None);
-        assert_eq!(gid_by_name("wheel:x:10:\nodd:x:z:\n", "wheel"), Some(10));
-        assert_eq!(gid_by_name("wheel:x:10:\nodd:x:z:\n", "odd"), None);
     }
 
     #[test]

@@ -3,8 +3,7 @@
 //! Ignition runs these before files, so files may be owned by a user this config adds.
 
 use super::files::mode_after_chown;
-use super::files::Owners;
-use super::{default_dir_attrs, kind_name, ApplyError, Contents, ErrorKind, Op, Planner};
+use super::{default_dir_attrs, is_under, kind_name, ApplyError, Contents, ErrorKind, Op, Planner};
 use crate::config::latest::Passwd;
 use crate::report::JsonPath;
 use crate::root::{Attrs, Kind};
@@ -15,55 +14,89 @@ const SKEL: &str = "/etc/skel";
 /// Ignition makes missing directories on the way to the keys as the user, 0700.
 const KEYS_DIR_MODE: u32 = 0o700;
 const KEYS_FILE_MODE: u32 = 0o600;
-/// An account file larger than this is refused rather than held in memory to be rewritten.
-const MAX_ACCOUNT_FILE_BYTES: u64 = 64 << 20;
 
-fn read_text(planner: &Planner, at: &JsonPath, path: &str) -> Result<Option<String>, ApplyError> {
-    let resolved = planner.resolve(at, path)?;
-    let contents = planner
-        .root()
-        .read_file_if_present(&resolved, MAX_ACCOUNT_FILE_BYTES)
-        .map_err(|error| ApplyError::new(at, path, ErrorKind::Io, format!("cannot read: {error}")))?;
+/// An account file as useradd finds it, and where: a symlink is followed inside the root (as
+/// useradd does, which reads through it and writes the file it leads to), anything but a regular
+/// file at the end is an error.
+pub(crate) fn read_account_file(planner: &Planner, at: &JsonPath, path: &str) -> Result<AccountFile<Arc<Vec<u8>>>, ApplyError> {
+    let resolved = planner.follow(at, path)?;
+    match planner.probe(at, &resolved)? {
+        None => Ok(AccountFile { path: resolved, contents: None }),
+        Some(node) if node.kind == Kind::File => {
+            let contents = planner.contents(at, &resolved, &node)?;
+            Ok(AccountFile { path: resolved, contents: Some(contents) })
+        }
+        Some(node) => Err(ApplyError::new(
+            at,
+            &resolved,
+            ErrorKind::WrongType,
+            format!("{path} is a {}, not a file: keel reads account files only when they are", kind_name(node.kind)),
+        )),
+    }
+}
+
+/// An account file's contents, `None` when there is none, and the path it is at (where it is
+/// written back).
+pub(crate) struct AccountFile<C> {
+    pub path: String,
+    pub contents: Option<C>,
+}
+
+/// Where each of the four account files users and groups change is written back.
+type WrittenTo = [(&'static str, String); 4];
+
+fn read_text(planner: &Planner, at: &JsonPath, path: &str) -> Result<AccountFile<String>, ApplyError> {
+    let AccountFile { path: resolved, contents } = read_account_file(planner, at, path)?;
     // Lossy decoding would corrupt the lines it replaced when the file is written back.
-    contents
+    let text = contents
         .map(|bytes| {
-            String::from_utf8(bytes)
+            String::from_utf8(Arc::unwrap_or_clone(bytes))
                 .map_err(|_| ApplyError::new(at, path, ErrorKind::Users, "the file is not UTF-8: keel rewrites account files only when they are"))
         })
-        .transpose()
+        .transpose()?;
+    Ok(AccountFile { path: resolved, contents: text })
 }
 
-fn read_etc_files(planner: &Planner, at: &JsonPath) -> Result<EtcFiles, ApplyError> {
-    Ok(EtcFiles {
-        passwd: read_text(planner, at, "/etc/passwd")?.unwrap_or_default(),
-        shadow: read_text(planner, at, "/etc/shadow")?,
-        group: read_text(planner, at, "/etc/group")?.unwrap_or_default(),
-        gshadow: read_text(planner, at, "/etc/gshadow")?,
-        login_defs: read_text(planner, at, "/etc/login.defs")?,
-        useradd_defaults: read_text(planner, at, "/etc/default/useradd")?,
-    })
+/// The account files and where each of the four is written back.
+fn read_etc_files(planner: &Planner, at: &JsonPath) -> Result<(EtcFiles, WrittenTo), ApplyError> {
+    let passwd = read_text(planner, at, "/etc/passwd")?;
+    let shadow = read_text(planner, at, "/etc/shadow")?;
+    let group = read_text(planner, at, "/etc/group")?;
+    let gshadow = read_text(planner, at, "/etc/gshadow")?;
+    let etc = EtcFiles {
+        passwd: passwd.contents.unwrap_or_default(),
+        shadow: shadow.contents,
+        group: group.contents.unwrap_or_default(),
+        gshadow: gshadow.contents,
+        login_defs: read_text(planner, at, "/etc/login.defs")?.contents,
+        useradd_defaults: read_text(planner, at, "/etc/default/useradd")?.contents,
+    };
+    Ok((etc, [("passwd", passwd.path), ("shadow", shadow.path), ("group", group.path), ("gshadow", gshadow.path)]))
 }
 
-/// Plans the users and groups and returns the owners files are resolved against.
-pub(crate) fn plan_passwd(planner: &mut Planner, passwd: Option<&Passwd>) -> Result<Owners, ApplyError> {
+/// Plans the users and groups. The account files are read only when there are some: Ignition
+/// runs no tool, and so reads and judges none of them, without.
+pub(crate) fn plan_passwd(planner: &mut Planner, passwd: Option<&Passwd>) -> Result<(), ApplyError> {
     let at = JsonPath::root().field("passwd");
-    let etc = read_etc_files(planner, &at)?;
-    let mut owners = Owners { passwd: etc.passwd.clone(), group: etc.group.clone() };
     let Some(passwd) = passwd.filter(|passwd| {
         passwd.users.as_ref().is_some_and(|users| !users.is_empty()) || passwd.groups.as_ref().is_some_and(|groups| !groups.is_empty())
     }) else {
-        return Ok(owners);
+        return Ok(());
     };
+    let (etc, written_to) = read_etc_files(planner, &at)?;
     let plan = users::plan_users(passwd, &etc).map_err(|error| ApplyError::new(&at, "", ErrorKind::Users, error.message))?;
+    // Without a shadow (gshadow) file the password hashes are in passwd (group) itself.
+    let written = |name: &str| plan.etc_files.iter().any(|etc_file| etc_file.name == name);
+    let has_shadow = etc.shadow.is_some() || written("shadow");
+    let has_gshadow = etc.gshadow.is_some() || written("gshadow");
     for etc_file in &plan.etc_files {
-        let path = planner.resolve(&at, &format!("/etc/{}", etc_file.name))?;
-        let secret = matches!(etc_file.name, "shadow" | "gshadow");
-        write_keeping_attrs(planner, &at, &path, etc_file.contents.as_bytes(), Attrs { mode: etc_file.mode_if_new, uid: 0, gid: 0 }, secret)?;
-        match etc_file.name {
-            "passwd" => owners.passwd.clone_from(&etc_file.contents),
-            "group" => owners.group.clone_from(&etc_file.contents),
-            _ => {}
-        }
+        let Some((_, path)) = written_to.iter().find(|(name, _)| *name == etc_file.name) else { continue };
+        let secret = match etc_file.name {
+            "passwd" => !has_shadow,
+            "group" => !has_gshadow,
+            _ => true,
+        };
+        write_keeping_attrs(planner, &at, path, etc_file.contents.as_bytes(), Attrs { mode: etc_file.mode_if_new, uid: 0, gid: 0 }, secret)?;
     }
     // usermod's and userdel's effects on homes, in the order the tools run them.
     for moved in &plan.home_moves {
@@ -81,7 +114,7 @@ pub(crate) fn plan_passwd(planner: &mut Planner, passwd: Option<&Passwd>) -> Res
     for keys in &plan.authorized_keys {
         plan_authorized_keys(planner, &at, keys)?;
     }
-    Ok(owners)
+    Ok(())
 }
 
 /// A file rewritten in place as shadow-utils and an `O_TRUNC` open do: an existing file keeps
@@ -112,7 +145,7 @@ fn write_keeping_attrs(
     planner.push(
         at,
         Op::WriteFile { path: path.to_owned(), contents: Contents { bytes: Arc::new(contents.to_vec()), secret }, attrs, append_record: None },
-    );
+    )?;
     Ok(())
 }
 
@@ -130,6 +163,19 @@ fn plan_home_move(planner: &mut Planner, at: &JsonPath, moved: &HomeMove) -> Res
         }
         Some(_) => {}
     }
+    // usermod would move the root's whole tree, or a home into itself, which fails only after
+    // the account files are written.
+    if from == "/" || to == "/" {
+        return Err(ApplyError::new(
+            at,
+            &from,
+            ErrorKind::Users,
+            format!("usermod would move {from} to {to}, and one of them is the root: keep the home"),
+        ));
+    }
+    if is_under(&to, &from) {
+        return Err(ApplyError::new(at, &to, ErrorKind::Users, format!("the new home is inside the old one, {from}, so it cannot be moved there")));
+    }
     if planner.probe(at, &to)?.is_some() {
         return Err(ApplyError::new(at, &to, ErrorKind::Exists, "the new home already exists, so usermod will not move the old one there"));
     }
@@ -138,7 +184,7 @@ fn plan_home_move(planner: &mut Planner, at: &JsonPath, moved: &HomeMove) -> Res
     {
         return Err(ApplyError::new(at, &to, ErrorKind::WrongType, "the new home's parent directory does not exist"));
     }
-    planner.push(at, Op::Rename { from, to });
+    planner.push(at, Op::Rename { from, to })?;
     Ok(())
 }
 
@@ -165,7 +211,7 @@ fn plan_home_reown(planner: &mut Planner, at: &JsonPath, reown: &HomeReown) -> R
         let gid = reown.new_gid.filter(|_| node.attrs.gid == reown.old_gid).unwrap_or(node.attrs.gid);
         if (uid, gid) != (node.attrs.uid, node.attrs.gid) {
             let mode = if node.kind == Kind::Dir { node.attrs.mode } else { mode_after_chown(node.attrs.mode) };
-            planner.push(at, Op::SetAttrs { path, attrs: Attrs { mode, uid, gid } });
+            planner.push(at, Op::SetAttrs { path, attrs: Attrs { mode, uid, gid } })?;
         }
     }
     Ok(())
@@ -176,6 +222,9 @@ fn plan_home_reown(planner: &mut Planner, at: &JsonPath, reown: &HomeReown) -> R
 fn plan_home_removal(planner: &mut Planner, at: &JsonPath, removed: &RemovedHome) -> Result<(), ApplyError> {
     let path = planner.resolve(at, &removed.path)?;
     let Some(node) = planner.probe(at, &path)? else { return Ok(()) };
+    if path == "/" {
+        return Err(ApplyError::new(at, &path, ErrorKind::Users, "the home is the root itself, which userdel --remove would wipe: keel refuses"));
+    }
     if let Some(other) = &removed.holds_home_of {
         return Err(ApplyError::new(
             at,
@@ -187,7 +236,7 @@ fn plan_home_removal(planner: &mut Planner, at: &JsonPath, removed: &RemovedHome
     if node.attrs.uid != removed.uid {
         return Err(ApplyError::new(at, &path, ErrorKind::Users, "the home is not owned by the deleted user, so userdel will not remove it"));
     }
-    planner.push(at, Op::Remove { path });
+    planner.push(at, Op::Remove { path })?;
     Ok(())
 }
 
@@ -199,7 +248,7 @@ fn plan_home(planner: &mut Planner, at: &JsonPath, home: &Home) -> Result<(), Ap
         return Ok(());
     }
     planner.ensure_parents(at, &path, default_dir_attrs())?;
-    planner.push(at, Op::CreateDir { path: path.clone(), attrs: Attrs { mode: home.mode, uid: home.uid, gid: home.gid } });
+    planner.push(at, Op::CreateDir { path: path.clone(), attrs: Attrs { mode: home.mode, uid: home.uid, gid: home.gid } })?;
     if home.copy_skel {
         let skel = planner.resolve(at, SKEL)?;
         if planner.probe(at, &skel)?.is_some_and(|node| node.kind == Kind::Dir) {
@@ -217,16 +266,16 @@ fn copy_tree(planner: &mut Planner, at: &JsonPath, from: &str, to: &str, owner: 
         let attrs = Attrs { mode: node.attrs.mode, uid: owner.0, gid: owner.1 };
         match node.kind {
             Kind::Dir => {
-                planner.push(at, Op::CreateDir { path: destination.clone(), attrs });
+                planner.push(at, Op::CreateDir { path: destination.clone(), attrs })?;
                 copy_tree(planner, at, &source, &destination, owner)?;
             }
             Kind::File => {
                 let bytes = planner.contents(at, &source, &node)?;
-                planner.push(at, Op::WriteFile { path: destination, contents: Contents { bytes, secret: false }, attrs, append_record: None });
+                planner.push(at, Op::WriteFile { path: destination, contents: Contents { bytes, secret: false }, attrs, append_record: None })?;
             }
             Kind::Symlink => {
                 let target = planner.link_target(at, &source, &node)?;
-                planner.push(at, Op::Symlink { path: destination, target, owner });
+                planner.push(at, Op::Symlink { path: destination, target, owner })?;
             }
             Kind::Other => {}
         }
@@ -297,13 +346,15 @@ mod tests {
     }
 
     #[test]
-    fn no_passwd_section_leaves_the_account_files_alone_and_owners_come_from_them() {
+    fn no_passwd_section_leaves_the_account_files_alone_and_owners_by_name_come_from_them() {
         let (path, root) = fresh_root("no-passwd");
-        std::fs::write(path.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        std::fs::write(path.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\ncore:x:500:501::/home/core:/bin/sh\n").unwrap();
         let mut planner = Planner::new(&root);
-        let owners = plan_passwd(&mut planner, None).unwrap();
+        plan_passwd(&mut planner, None).unwrap();
         assert!(planner.steps.is_empty());
-        assert_eq!(owners.passwd, "root:x:0:0::/root:/bin/sh\n");
+        let json = r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/f","contents":{"source":"data:,"},"user":{"name":"core"}}]}}"#;
+        plan_json(&root, json).unwrap().execute(&root).unwrap();
+        assert_eq!(mode_owner(&path.join("f")).1, 500);
     }
 
     #[test]
@@ -388,19 +439,47 @@ mod tests {
         assert!(plan_authorized_keys(&mut Planner::new(&root), &JsonPath::root(), &owned_by_root).is_ok(), "root may write anywhere");
     }
 
-    // Review proofs: each fails today; the finding number is in the review report.
+    // Cases an adversarial review found; each failed before its fix.
 
     fn plan_json(root: &crate::root::Root, json: &str) -> Result<Plan, ApplyError> {
         super::super::plan(&config(json), root, true)
     }
 
     #[test]
-    #[ignore = "review finding 3: account files are read for every config"]
     fn a_config_without_users_neither_reads_nor_judges_the_account_files() {
         let (path, root) = fresh_root("review-no-users");
-        std::fs::write(path.join("etc/passwd"), b"root:x:0:0:r\xe9:/root:/bin/sh\n").unwrap();
+        std::fs::write(path.join("etc/passwd"), b"root:x:0:0:r\xe9:/root:/bin/sh\ncore:x:500:500:\xe9:/home/core:/bin/sh\n").unwrap();
         std::fs::create_dir(path.join("etc/login.defs")).unwrap();
         plan_json(&root, r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/f","contents":{"source":"data:,"}}]}}"#).unwrap();
+        let by_name = r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/f","contents":{"source":"data:,"},"user":{"name":"core"}}]}}"#;
+        plan_json(&root, by_name).unwrap().execute(&root).unwrap();
+        assert_eq!(mode_owner(&path.join("f")).1, 500, "a name is found past a GECOS that is not UTF-8");
+        let error = plan_json(&root, r#"{"ignition":{"version":"3.3.0"},"passwd":{"users":[{"name":"core"}]}}"#).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Users, "with users the files are judged: {error}");
+    }
+
+    #[test]
+    fn account_files_that_are_symlinks_are_followed_inside_the_root_and_written_through() {
+        let (path, root) = fresh_root("symlinked-passwd");
+        std::fs::create_dir_all(path.join("usr/share/base")).unwrap();
+        std::fs::write(path.join("usr/share/base/passwd"), "root:x:0:0::/root:/bin/sh\ncore:x:500:500::/home/core:/bin/sh\n").unwrap();
+        std::os::unix::fs::symlink("../usr/share/base/passwd", path.join("etc/passwd")).unwrap();
+        std::fs::write(path.join("etc/group"), "root:x:0:\n").unwrap();
+        std::os::unix::fs::symlink("/etc/group", path.join("etc/group-link")).unwrap();
+        let json = r#"{"ignition":{"version":"3.3.0"},"passwd":{"users":[{"name":"extra","uid":600,"noCreateHome":true}]},
+            "storage":{"files":[{"path":"/f","contents":{"source":"data:,"},"user":{"name":"core"}}]}}"#;
+        plan_json(&root, json).unwrap().execute(&root).unwrap();
+        assert_eq!(std::fs::read_link(path.join("etc/passwd")).unwrap().to_str(), Some("../usr/share/base/passwd"));
+        assert!(std::fs::read_to_string(path.join("usr/share/base/passwd")).unwrap().contains("\nextra:*:600:"));
+        assert_eq!(mode_owner(&path.join("f")).1, 500);
+        std::fs::remove_file(path.join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink("passwd", path.join("etc/passwd")).unwrap();
+        let error = plan_json(&root, json).unwrap_err();
+        assert!(error.to_string().contains("symlinks lead from it"), "{error}");
+        std::fs::remove_file(path.join("etc/passwd")).unwrap();
+        std::fs::create_dir(path.join("etc/passwd")).unwrap();
+        let error = plan_json(&root, json).unwrap_err();
+        assert!(error.to_string().contains("/etc/passwd is a directory, not a file"), "{error}");
     }
 
     fn passwd_root(name: &str, passwd: &str) -> (std::path::PathBuf, crate::root::Root) {
@@ -411,24 +490,51 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "review finding 5: a home move into itself fails only at execution, after /etc/passwd"]
     fn a_home_move_into_itself_or_from_the_root_is_refused_by_the_plan() {
-        for (old, new) in [("/home/a", "/home/a/sub"), ("/", "/home/nobody")] {
+        for (old, new) in [("/home/a", "/home/a/sub"), ("/", "/home/nobody"), ("/home/a", "/")] {
             let (path, root) = passwd_root("review-move-into", &format!("root:x:0:0::/root:/bin/sh\nnobody:x:65534:65534::{old}:/bin/sh\n"));
             std::fs::create_dir_all(path.join("home/a")).unwrap();
             let json = format!(r#"{{"ignition":{{"version":"3.3.0"}},"passwd":{{"users":[{{"name":"nobody","homeDir":"{new}"}}]}}}}"#);
-            assert!(plan_json(&root, &json).is_err(), "{old} -> {new}");
+            let error = plan_json(&root, &json).unwrap_err();
+            assert_eq!(error.kind, ErrorKind::Users, "{old} -> {new}: {error}");
         }
+        let (path, root) = passwd_root("move-beside", "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65534::/home/a:/bin/sh\n");
+        std::fs::create_dir_all(path.join("home/a/kept")).unwrap();
+        plan_json(&root, r#"{"ignition":{"version":"3.3.0"},"passwd":{"users":[{"name":"nobody","homeDir":"/home/ab"}]}}"#)
+            .unwrap()
+            .execute(&root)
+            .unwrap();
+        assert!(path.join("home/ab/kept").is_dir(), "a sibling whose name starts like the old home is no move into itself");
     }
 
     #[test]
-    #[ignore = "review finding 5: userdel of a uid-0 user whose home is / plans `remove /`"]
     fn removing_a_user_whose_home_is_the_root_never_plans_removing_the_root() {
-        let (_, root) = passwd_root("review-userdel-root", "root:x:0:0::/root:/bin/sh\ntoor:x:0:0::/:/bin/sh\n");
+        let (path, root) = passwd_root("review-userdel-root", "root:x:0:0::/root:/bin/sh\ntoor:x:0:0::/:/bin/sh\n");
         let json = r#"{"ignition":{"version":"3.4.0"},"passwd":{"users":[{"name":"toor","shouldExist":false}]}}"#;
-        if let Ok(plan) = plan_json(&root, json) {
-            assert!(!plan.to_string().contains("remove /\n"), "{plan}");
-        }
+        let error = plan_json(&root, json).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Users, "{error}");
+        std::fs::write(path.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\ntoor:x:0:0::/home/toor:/bin/sh\n").unwrap();
+        std::fs::create_dir_all(path.join("home/toor")).unwrap();
+        plan_json(&root, json).unwrap().execute(&root).unwrap();
+        assert!(!path.join("home/toor").exists());
+    }
+
+    /// How the plan shows the write of /etc/`name`.
+    fn shown_write(plan: &Plan, name: &str) -> String {
+        plan.to_string().lines().find(|line| line.contains(&format!("write /etc/{name} "))).unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn passwd_and_group_are_secret_in_the_plan_when_no_shadow_file_holds_the_hashes() {
+        let json = r#"{"ignition":{"version":"3.3.0"},"passwd":{"users":[{"name":"core","passwordHash":"$6$salt$hash"}],"groups":[{"name":"g","passwordHash":"$6$g$h"}]}}"#;
+        let (path, root) = passwd_root("secret-without-shadow", "root:x:0:0::/root:/bin/sh\n");
+        let plan = plan_json(&root, json).unwrap();
+        assert!(shown_write(&plan, "passwd").ends_with("bytes, secret)") && shown_write(&plan, "group").ends_with("bytes, secret)"), "{plan}");
+        std::fs::write(path.join("etc/shadow"), "root:*:1::::::\n").unwrap();
+        std::fs::write(path.join("etc/gshadow"), "root:*::\nnobody:*::\n").unwrap();
+        let plan = plan_json(&root, json).unwrap();
+        assert!(shown_write(&plan, "passwd").ends_with("bytes)") && shown_write(&plan, "group").ends_with("bytes)"), "{plan}");
+        assert!(shown_write(&plan, "shadow").ends_with("bytes, secret)") && shown_write(&plan, "gshadow").ends_with("bytes, secret)"), "{plan}");
     }
 
     #[test]

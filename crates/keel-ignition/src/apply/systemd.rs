@@ -152,7 +152,7 @@ fn write_replacing(planner: &mut Planner, at: &JsonPath, path: &str, contents: &
         attrs: UNIT_ATTRS,
         append_record: None,
     };
-    planner.push(at, op);
+    planner.push(at, op)?;
     Ok(())
 }
 
@@ -169,10 +169,10 @@ fn is_mask(planner: &Planner, at: &JsonPath, path: &str) -> Result<Option<bool>,
 fn mask(planner: &mut Planner, at: &JsonPath, path: &str) -> Result<(), ApplyError> {
     match is_mask(planner, at, path)? {
         Some(true) => return Ok(()),
-        Some(false) => planner.push(at, Op::Remove { path: path.to_owned() }),
+        Some(false) => planner.push(at, Op::Remove { path: path.to_owned() })?,
         None => planner.ensure_parents(at, path, default_dir_attrs())?,
     }
-    planner.push(at, Op::Symlink { path: path.to_owned(), target: MASK_TARGET.to_owned(), owner: ROOT_OWNER });
+    planner.push(at, Op::Symlink { path: path.to_owned(), target: MASK_TARGET.to_owned(), owner: ROOT_OWNER })?;
     Ok(())
 }
 
@@ -182,7 +182,7 @@ fn unmask(planner: &mut Planner, at: &JsonPath, path: &str) -> Result<(), ApplyE
         _ => false,
     };
     if masked {
-        planner.push(at, Op::Remove { path: path.to_owned() });
+        planner.push(at, Op::Remove { path: path.to_owned() })?;
     }
     Ok(())
 }
@@ -210,14 +210,14 @@ fn remove_enablement_links(planner: &mut Planner, at: &JsonPath, unit_names: &[S
                 let link_path = format!("{path}/{link_name}");
                 let is_link = planner.probe(at, &link_path)?.is_some_and(|node| node.kind == Kind::Symlink);
                 if is_link && unit_names.contains(&link_name) {
-                    planner.push(at, Op::Remove { path: link_path });
+                    planner.push(at, Op::Remove { path: link_path })?;
                 }
             }
         } else if node.kind == Kind::Symlink && !unit_names.contains(&name) {
             let target = planner.link_target(at, &path, &node)?;
             let target_name = target.rsplit('/').next().unwrap_or_default();
             if target != MASK_TARGET && unit_names.iter().any(|unit| unit == target_name) {
-                planner.push(at, Op::Remove { path });
+                planner.push(at, Op::Remove { path })?;
             }
         }
     }
