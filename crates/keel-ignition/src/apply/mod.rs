@@ -43,6 +43,8 @@ mod files;
 mod passwd;
 mod result;
 mod systemd;
+#[cfg(test)]
+mod review2;
 
 use crate::config::latest::Resource;
 use crate::config::Latest;
