@@ -93,9 +93,7 @@ pub enum ParseError {
 impl fmt::Display for ParseError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ParseError::TooLarge { bytes } => {
-                write!(formatter, "config is {bytes} bytes; keel reads configs of at most {MAX_CONFIG_BYTES} bytes")
-            }
+            ParseError::TooLarge { .. } => write!(formatter, "the config is over {MAX_CONFIG_BYTES} bytes, the most keel reads of one config"),
             ParseError::Syntax { line, column, message } => write!(formatter, "line {line} column {column}: {message}"),
             ParseError::MissingVersion { message } => {
                 write!(formatter, "not an Ignition config: {message} (it needs \"ignition\": {{\"version\": \"3.x.0\"}})")

@@ -15,10 +15,10 @@
 //! same reference, nested): depth, count and total bytes are capped.
 
 use crate::config::latest::Resource;
-use crate::config::{parse, Latest, ParseError, Parsed, SpecVersion};
+use crate::config::{parse, Latest, ParseError, Parsed, SpecVersion, MAX_CONFIG_BYTES};
 use crate::merge::merge;
 use crate::report::{has_errors, JsonPath, Level, Report};
-use crate::resource::{fetch, FetchError};
+use crate::resource::{fetch_at_most, FetchError};
 use std::fmt;
 
 /// How many references deep a chain may go below the user config.
@@ -257,7 +257,14 @@ impl Resolver<'_> {
         if self.referenced_configs > self.limits.referenced_configs {
             return Err(self.fail(chain, Problem::TooManyReferencedConfigs));
         }
-        let bytes = fetch(reference).map_err(|error| self.fail(chain, Problem::Fetch(error)))?;
+        // A compressed child stops unpacking where it could no longer be read: past one config's
+        // limit, or past what the documents so far leave of the total.
+        let total_room = self.limits.total_bytes.saturating_sub(self.bytes);
+        let bytes = match fetch_at_most(reference, MAX_CONFIG_BYTES.min(total_room) as u64) {
+            Err(FetchError::TooLarge { .. }) if total_room <= MAX_CONFIG_BYTES => return Err(self.fail(chain, Problem::TooManyBytes)),
+            Err(FetchError::TooLarge { .. }) => return Err(self.fail(chain, Problem::Parse(ParseError::TooLarge { bytes: MAX_CONFIG_BYTES + 1 }))),
+            fetched => fetched.map_err(|error| self.fail(chain, Problem::Fetch(error)))?,
+        };
         // Ignition 2.14 takes an empty referenced config as an empty *user* config and
         // provisions without any of it; keel refuses instead.
         if bytes.is_empty() {
@@ -425,6 +432,19 @@ mod tests {
         let one_less = Limits { total_bytes: exactly.total_bytes - 1, ..LIMITS };
         let error = resolve_limited(&one_less).unwrap_err();
         assert_eq!((error.problem, error.document.as_str()), (Problem::TooManyBytes, "user.ign → $.ignition.config.merge[0]"));
+    }
+
+    #[test]
+    fn a_compressed_child_stops_unpacking_at_one_configs_limit() {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut encoder, &vec![b' '; MAX_CONFIG_BYTES + 1]).unwrap();
+        let bomb = format!("data:;base64,{}", base64::engine::general_purpose::STANDARD.encode(encoder.finish().unwrap()));
+        let user = json!({"ignition": {"version": "3.6.0", "config": {"merge": [{"source": bomb, "compression": "gzip"}]}}}).to_string();
+        let error = resolve_user(&user, &no_check).unwrap_err();
+        assert_eq!(error.problem, Problem::Parse(ParseError::TooLarge { bytes: MAX_CONFIG_BYTES + 1 }));
+        let small_total = Limits { total_bytes: user.len() + 1000, ..LIMITS };
+        let error = resolve_within(&small_total, &[], Some(&document("user.ign", &user)), &no_check).unwrap_err();
+        assert_eq!(error.problem, Problem::TooManyBytes, "the total's remaining room binds first");
     }
 
     fn with_hash(child: &str, hashed: &str) -> String {

@@ -68,7 +68,7 @@ pub struct Root {
 
 /// The path's components after lexical clean-up of `.` and empty components; `..` is kept,
 /// for the resolver to apply against what it has resolved so far.
-fn raw_components(path: &str) -> impl DoubleEndedIterator<Item = &str> {
+pub fn raw_components(path: &str) -> impl DoubleEndedIterator<Item = &str> {
     path.split('/').filter(|component| !component.is_empty() && *component != ".")
 }
 
@@ -506,9 +506,16 @@ fn identity(fd: &OwnedFd) -> io::Result<(u64, u64)> {
     Ok((stat.st_dev, stat.st_ino))
 }
 
+/// A subdirectory (or `..`) of a tree being removed, never across a mount: a bind mount in an
+/// image builder's root (its /dev, /proc, a host directory) stops the removal with EXDEV instead
+/// of losing what is mounted there (Go's RemoveAll, which Ignition uses, would empty it).
 fn open_subdirectory(dir: &OwnedFd, name: &[u8]) -> io::Result<OwnedFd> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    Ok(rustix::fs::openat(dir, OsStr::from_bytes(name), flags, Mode::empty())?)
+    let resolve = ResolveFlags::NO_XDEV | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    match rustix::fs::openat2(dir, OsStr::from_bytes(name), flags, Mode::empty(), resolve) {
+        Err(Errno::XDEV) => Err(io::Error::other("a mount point is in the tree: keel does not remove across mounts, unmount it first")),
+        opened => Ok(opened?),
+    }
 }
 
 /// Removes every node in `dir` but its subdirectories, whose names it returns.
@@ -769,6 +776,25 @@ pub(crate) mod tests {
         };
         removal.join().unwrap().unwrap();
         assert!(!root_path.join("deep").exists());
+        outside_untouched(&outside);
+    }
+
+    #[test]
+    fn removing_a_tree_stops_at_a_bind_mount_in_it_and_loses_nothing_mounted_there() {
+        let (root_path, outside, root) = hostile("bind-mount");
+        let mount_point = root_path.join("a/m");
+        std::fs::create_dir_all(&mount_point).unwrap();
+        std::fs::write(root_path.join("a/file"), "in the tree").unwrap();
+        let mounted = std::process::Command::new("mount").arg("--bind").arg(&outside).arg(&mount_point).status();
+        if !mounted.is_ok_and(|status| status.success()) {
+            eprintln!("SKIPPED: cannot bind-mount here (not root?)");
+            return;
+        }
+        let removed = root.remove_all("/a");
+        let unmounted = std::process::Command::new("umount").arg(&mount_point).status().unwrap();
+        assert!(unmounted.success());
+        let error = removed.unwrap_err();
+        assert!(error.to_string().contains("mount point"), "{error}");
         outside_untouched(&outside);
     }
 

@@ -35,7 +35,8 @@ const USAGE: &str = "usage:
   keel ignition validate CONFIG                  Ignition spec 3.0-3.6: every error and warning, with its JSON path;
                                                  exit 1 when there is an error
   keel ignition render CONFIG [--base CONFIG]... the final config: the base configs in order, the config over them, and
-                                                 every config it merges (data: URLs, checked against their hashes)
+                                                 every config it merges (data: URLs, checked against their hashes);
+                                                 it prints everything the configs hold, secrets included
   keel ignition apply --root DIR CONFIG [--base CONFIG]... [--dry-run]
                                                  files, directories, links, users and groups, systemd units and presets
                                                  written into DIR as Ignition's files stage writes them; nothing is

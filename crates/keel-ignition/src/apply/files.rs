@@ -183,7 +183,7 @@ pub(crate) fn plan_storage(planner: &mut Planner, storage: &Storage, owners: &mu
     let links = storage.links.iter().flatten().enumerate().map(|(index, entry)| ("links", index, &entry.path, EntryKind::Link(entry)));
     for (list, index, path, kind) in directories.chain(files).chain(links) {
         let at = storage_path.field(list).index(index);
-        let resolved = planner.resolve(&at, path)?;
+        let resolved = planner.resolve_on_disk(&at, path)?;
         if let Some(other) = seen.get(&resolved) {
             return Err(ApplyError::new(&at, &resolved, ErrorKind::Duplicate, format!("{other} resolves to the same path: keep one of them")));
         }
@@ -198,7 +198,7 @@ pub(crate) fn plan_storage(planner: &mut Planner, storage: &Storage, owners: &mu
 
     let mut expected: HashSet<String> = seen.into_keys().collect();
     for unit_path in unit_paths {
-        expected.insert(planner.resolve(&storage_path, unit_path)?);
+        expected.insert(planner.resolve_on_disk(&storage_path, unit_path)?);
     }
     let implied: HashSet<String> = expected.iter().flat_map(|path| root::ancestors(path)).map(str::to_owned).collect();
     let written = Written { expected: &expected, implied: &implied };
@@ -370,7 +370,7 @@ fn plan_link(planner: &mut Planner, entry: &Entry, link: &Link, owners: &mut Own
     };
     let existing = planner.probe(at, path)?;
     if link.hard == Some(true) {
-        let target_path = planner.resolve(&at.field("target"), target)?;
+        let target_path = planner.resolve_on_disk(&at.field("target"), target)?;
         let target_node = planner.probe(at, &target_path)?;
         let same_inode = |node: &Node| match (node.on_disk, target_node.as_ref().and_then(|target| target.on_disk)) {
             (Some(link_meta), Some(target_meta)) => (link_meta.dev, link_meta.ino) == (target_meta.dev, target_meta.ino),

@@ -43,8 +43,6 @@ mod files;
 mod passwd;
 mod result;
 mod systemd;
-#[cfg(test)]
-mod review2;
 
 use crate::config::latest::Resource;
 use crate::config::Latest;
@@ -395,10 +393,65 @@ impl<'r> Planner<'r> {
         Ok(contents)
     }
 
-    /// The path with its parents' symlinks resolved inside the root, as Ignition resolves an
-    /// entry's path before creating it.
-    pub(crate) fn resolve(&self, at: &JsonPath, path: &str) -> Result<String, ApplyError> {
+    /// Counts contents the plan holds that were not fetched (an existing file an append
+    /// rewrites, a skeleton file copied into a home) against the same budget.
+    pub(crate) fn charge(&mut self, at: &JsonPath, path: &str, bytes: usize) -> Result<(), ApplyError> {
+        match self.content_budget.checked_sub(bytes as u64) {
+            Some(left) => {
+                self.content_budget = left;
+                Ok(())
+            }
+            None => Err(ApplyError::new(
+                at,
+                path,
+                ErrorKind::Fetch,
+                format!("this file and the earlier contents add up to more than {MAX_PLANNED_CONTENT_BYTES} bytes, all keel holds for one apply"),
+            )),
+        }
+    }
+
+    /// The path with its parents' symlinks resolved inside the root as it is on disk: Ignition
+    /// resolves every storage entry's path before it creates any of them.
+    pub(crate) fn resolve_on_disk(&self, at: &JsonPath, path: &str) -> Result<String, ApplyError> {
         self.root.resolve_parents(path).map_err(|error| ApplyError::io(at, path, "resolve the path in the root", &error))
+    }
+
+    /// The path with its parents' symlinks resolved inside the root as the earlier steps leave
+    /// it, for what Ignition looks up when its turn comes (account files, homes, units, presets,
+    /// the result file): a symlink a storage entry made or replaced on the way counts. Missing
+    /// components are kept as written; the final one is not followed.
+    pub(crate) fn resolve(&self, at: &JsonPath, path: &str) -> Result<String, ApplyError> {
+        let clean_path = root::clean(path);
+        let Some((parent, last)) = root::split_parent(&clean_path) else { return Ok(clean_path) };
+        let mut pending: Vec<String> = root::raw_components(parent).rev().map(str::to_owned).collect();
+        let mut resolved: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while let Some(component) = pending.pop() {
+            if component == ".." {
+                resolved.pop();
+                continue;
+            }
+            resolved.push(component);
+            let candidate = format!("/{}", resolved.join("/"));
+            let Some(node) = self.probe(at, &candidate)?.filter(|node| node.kind == Kind::Symlink) else { continue };
+            hops += 1;
+            if hops > MAX_FINAL_SYMLINKS {
+                return Err(ApplyError::new(
+                    at,
+                    path,
+                    ErrorKind::WrongType,
+                    format!("more than {MAX_FINAL_SYMLINKS} symlinks on its way: fix the loop"),
+                ));
+            }
+            let target = self.link_target(at, &candidate, &node)?;
+            resolved.pop();
+            if target.starts_with('/') {
+                resolved.clear();
+            }
+            pending.extend(root::raw_components(&target).rev().map(str::to_owned));
+        }
+        resolved.push(last.to_owned());
+        Ok(format!("/{}", resolved.join("/")))
     }
 
     /// The path with every symlink resolved inside the root, the final component's too, as a
@@ -568,7 +621,13 @@ impl<'r> Planner<'r> {
             Op::Rename { from, to } => {
                 let moved = self.current(from).ok().flatten();
                 let planned_inside = self.forget_tree(from);
+                self.forget_tree(to);
                 self.future.extend(planned_inside.into_iter().map(|(planned, future)| (rebase(&planned, from, to), future)));
+                // What was removed at `to` was the old occupant's (moved away or deleted before):
+                // the tree arriving there is `from`'s, with `from`'s removals.
+                let removed_inside: Vec<String> = self.removed.iter().filter(|removed| is_under(removed, from)).cloned().collect();
+                self.removed.retain(|removed| !is_under(removed, to) && !is_under(removed, from));
+                self.removed.extend(removed_inside.iter().map(|removed| rebase(removed, from, to)));
                 self.moved.push((to.clone(), from.clone()));
                 self.removed.insert(from.clone());
                 moved.map(|node| (to.clone(), Future::Node(node)))
@@ -616,6 +675,7 @@ impl<'r> Planner<'r> {
             Some(node) => Arc::unwrap_or_clone(self.contents(at, path, node)?),
             None => Vec::new(),
         };
+        self.charge(at, path, current.len())?;
         if let Some(node) = node {
             if self.appended_already(at, path, node, &current, fragments)? {
                 if node.attrs != attrs {
@@ -698,6 +758,22 @@ mod tests {
     use super::*;
     use crate::root::tests::{hostile, outside_untouched};
     use std::time::Instant;
+
+    #[test]
+    fn an_existing_file_an_append_rewrites_counts_against_the_content_budget() {
+        let (path, root) = fresh_root("append-budget");
+        std::fs::write(path.join("etc/a"), vec![b'a'; 60]).unwrap();
+        std::fs::write(path.join("etc/b"), vec![b'b'; 60]).unwrap();
+        let mut planner = Planner::new(&root);
+        planner.content_budget = 100;
+        let attrs = Attrs { mode: 0o644, uid: 0, gid: 0 };
+        let at = JsonPath::root();
+        let node = planner.probe(&at, "/etc/a").unwrap();
+        planner.plan_append(&at, "/etc/a", node.as_ref(), b"x", attrs, false).unwrap();
+        let node = planner.probe(&at, "/etc/b").unwrap();
+        let error = planner.plan_append(&at, "/etc/b", node.as_ref(), b"x", attrs, false).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Fetch, "{error}");
+    }
 
     const EVERYTHING: &str = r#"{"ignition":{"version":"3.4.0"},
       "storage":{
@@ -903,5 +979,58 @@ mod tests {
         assert_eq!(std::fs::read_dir(path.join("srv")).unwrap().count(), 10);
         assert_eq!(std::fs::read_dir(path.join("srv/d7")).unwrap().count(), 100);
         assert_eq!(std::fs::read_to_string(path.join("srv/d7/f997")).unwrap(), "file 997");
+    }
+
+    // Found by a second review; each failed before its fix.
+    #[test]
+    fn a_home_moved_onto_a_vacated_home_still_holds_its_files() {
+        let (path, root) = fresh_root("review2-move-chain");
+        std::fs::write(path.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\na:x:1000:1000::/home/a:/bin/sh\nb:x:1001:1001::/home/b:/bin/sh\n")
+            .unwrap();
+        std::fs::write(path.join("etc/group"), "root:x:0:\na:x:1000:\nb:x:1001:\n").unwrap();
+        std::fs::create_dir_all(path.join("home/a")).unwrap();
+        std::fs::create_dir_all(path.join("home/b")).unwrap();
+        std::fs::write(path.join("home/b/.profile"), "b's own").unwrap();
+        let json = r#"{"ignition":{"version":"3.3.0"},"passwd":{"users":[{"name":"a","homeDir":"/home/a2"},{"name":"b","homeDir":"/home/a"}]},
+            "storage":{"files":[{"path":"/home/a/.profile","contents":{"source":"data:,new"}}]}}"#;
+        let result = plan(&config(json), &root, true);
+        match result {
+            Err(error) => assert_eq!(error.kind, ErrorKind::Exists, "{error}"),
+            Ok(plan) => panic!("Ignition fails: /home/a/.profile (b's, moved there) exists; keel plans:\n{plan}"),
+        }
+    }
+
+    #[test]
+    fn an_owner_name_is_looked_up_through_a_symlink_an_earlier_entry_replaced() {
+        let (path, root) = fresh_root("review2-owner-through-new-link");
+        std::fs::remove_dir(path.join("etc")).unwrap();
+        std::fs::create_dir_all(path.join("a")).unwrap();
+        std::fs::create_dir_all(path.join("c")).unwrap();
+        std::fs::write(path.join("a/passwd"), "root:x:0:0::/root:/bin/sh\ncore:x:500:500::/home/core:/bin/sh\n").unwrap();
+        std::fs::write(path.join("c/passwd"), "root:x:0:0::/root:/bin/sh\ncore:x:600:600::/home/core:/bin/sh\n").unwrap();
+        std::os::unix::fs::symlink("a", path.join("etc")).unwrap();
+        let json = r#"{"ignition":{"version":"3.3.0"},"storage":{
+            "links":[{"path":"/etc","target":"c","overwrite":true}],
+            "files":[{"path":"/x/y","contents":{"source":"data:,"},"user":{"name":"core"}}]}}"#;
+        let plan = plan(&config(json), &root, true).unwrap();
+        plan.execute(&root).unwrap();
+        assert_eq!(std::fs::read_link(path.join("etc")).unwrap().to_str(), Some("c"));
+        assert_eq!(mode_owner(&path.join("x/y")).1, 600, "Ignition's getpwnam in the root reads /etc/passwd -> /c/passwd\n{plan}");
+    }
+
+    #[test]
+    fn a_file_owned_by_a_name_that_only_a_passwd_written_by_storage_has_gets_its_id() {
+        let (path, root) = fresh_root("review2-owner-from-written-passwd");
+        std::fs::write(path.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        let passwd = "root:x:0:0::/root:/bin/sh\nfresh:x:777:777::/:/bin/sh\n";
+        let json = format!(
+            r#"{{"ignition":{{"version":"3.3.0"}},"storage":{{"files":[
+            {{"path":"/a/early","contents":{{"source":"data:,"}},"user":{{"name":"root"}}}},
+            {{"path":"/etc/passwd","overwrite":true,"contents":{{"source":"data:,{}"}}}},
+            {{"path":"/a/b/late","contents":{{"source":"data:,"}},"user":{{"name":"fresh"}}}}]}}}}"#,
+            passwd.replace('\n', "%0A").replace(':', "%3A").replace('/', "%2F")
+        );
+        plan(&config(&json), &root, true).unwrap().execute(&root).unwrap();
+        assert_eq!(mode_owner(&path.join("a/b/late")).1, 777);
     }
 }

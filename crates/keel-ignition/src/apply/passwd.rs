@@ -259,25 +259,31 @@ fn plan_home(planner: &mut Planner, at: &JsonPath, home: &Home) -> Result<(), Ap
 }
 
 fn copy_tree(planner: &mut Planner, at: &JsonPath, from: &str, to: &str, owner: (u32, u32)) -> Result<(), ApplyError> {
-    for name in planner.list(at, from)? {
-        let source = format!("{from}/{name}");
-        let destination = format!("{to}/{name}");
-        let Some(node) = planner.probe(at, &source)? else { continue };
-        let attrs = Attrs { mode: node.attrs.mode, uid: owner.0, gid: owner.1 };
-        match node.kind {
-            Kind::Dir => {
-                planner.push(at, Op::CreateDir { path: destination.clone(), attrs })?;
-                copy_tree(planner, at, &source, &destination, owner)?;
+    // A walk with a stack of its own: a skeleton directory nested thousands deep costs memory,
+    // not PID 1's stack.
+    let mut pending = vec![(from.to_owned(), to.to_owned())];
+    while let Some((from, to)) = pending.pop() {
+        for name in planner.list(at, &from)? {
+            let source = format!("{from}/{name}");
+            let destination = format!("{to}/{name}");
+            let Some(node) = planner.probe(at, &source)? else { continue };
+            let attrs = Attrs { mode: node.attrs.mode, uid: owner.0, gid: owner.1 };
+            match node.kind {
+                Kind::Dir => {
+                    planner.push(at, Op::CreateDir { path: destination.clone(), attrs })?;
+                    pending.push((source, destination));
+                }
+                Kind::File => {
+                    let bytes = planner.contents(at, &source, &node)?;
+                    planner.charge(at, &source, bytes.len())?;
+                    planner.push(at, Op::WriteFile { path: destination, contents: Contents { bytes, secret: false }, attrs, append_record: None })?;
+                }
+                Kind::Symlink => {
+                    let target = planner.link_target(at, &source, &node)?;
+                    planner.push(at, Op::Symlink { path: destination, target, owner })?;
+                }
+                Kind::Other => {}
             }
-            Kind::File => {
-                let bytes = planner.contents(at, &source, &node)?;
-                planner.push(at, Op::WriteFile { path: destination, contents: Contents { bytes, secret: false }, attrs, append_record: None })?;
-            }
-            Kind::Symlink => {
-                let target = planner.link_target(at, &source, &node)?;
-                planner.push(at, Op::Symlink { path: destination, target, owner })?;
-            }
-            Kind::Other => {}
         }
     }
     Ok(())

@@ -6,13 +6,26 @@ use super::resource::{self, Role};
 use crate::config::latest::{NodeGroup, NodeUser, Storage, Systemd};
 use crate::config::SpecVersion;
 use crate::report::{JsonPath, Report};
+use std::collections::HashMap;
+
+/// How many entries have each path: the cross-node rules look paths up here, so a config of
+/// 100k nodes is checked in linear time, not by comparing every pair.
+type PathCounts<'a> = HashMap<&'a str, usize>;
+
+fn count_paths<'a>(paths: impl Iterator<Item = &'a str>) -> PathCounts<'a> {
+    let mut counts = PathCounts::new();
+    for path in paths {
+        *counts.entry(path).or_default() += 1;
+    }
+    counts
+}
 
 /// Every rule about `storage.files`, `.directories` and `.links`.
 pub(super) fn validate_nodes(storage: &Storage, at: &JsonPath, version: SpecVersion) -> Vec<Report> {
     let files = storage.files.as_deref().unwrap_or_default();
     let directories = storage.directories.as_deref().unwrap_or_default();
     let links = storage.links.as_deref().unwrap_or_default();
-    let link_paths: Vec<&str> = links.iter().map(|link| link.path.as_str()).collect();
+    let link_paths = count_paths(links.iter().map(|link| link.path.as_str()));
     let mut reports = Vec::new();
 
     for (index, directory) in directories.iter().enumerate() {
@@ -39,7 +52,7 @@ pub(super) fn validate_nodes(storage: &Storage, at: &JsonPath, version: SpecVers
             reports.extend(resource::validate_resource(append, &at.field("append").index(fragment), Role::FileContents, version));
         }
     }
-    let directory_paths: Vec<&str> = directories.iter().map(|directory| directory.path.as_str()).collect();
+    let directory_paths = count_paths(directories.iter().map(|directory| directory.path.as_str()));
     for (index, link) in links.iter().enumerate() {
         let at = at.field("links").index(index);
         reports.extend(gopath::absolute_and_clean(&link.path, &at.field("path")));
@@ -130,24 +143,23 @@ pub(super) fn link_has_target(target: &str, at: &JsonPath, version: SpecVersion)
 
 /// FileUsedSymlink, DirectoryUsedSymlink, LinkUsedSymlink: a node below a configured link would
 /// be written through it. Ignition counts hard links too, and reports once per such link.
-pub(super) fn not_below_a_link(path: &str, link_paths: &[&str], at: &JsonPath, what: &str) -> Vec<Report> {
-    link_paths
-        .iter()
-        .filter(|link| path.strip_prefix(**link).is_some_and(|rest| rest.starts_with('/')))
+pub(super) fn not_below_a_link(path: &str, link_paths: &PathCounts<'_>, at: &JsonPath, what: &str) -> Vec<Report> {
+    // Every prefix that ends just before a '/' is a place a link would be gone through.
+    let prefixes = path.match_indices('/').filter_map(|(index, _)| path.get(..index));
+    prefixes
+        .flat_map(|link| std::iter::repeat_n(link, link_paths.get(link).copied().unwrap_or(0)))
         .map(|link| Report::error(at.clone(), format!("this {what}'s path {path:?} goes through the link {link:?} this config creates")))
         .collect()
 }
 
 /// HardLinkToDirectory: Linux cannot hard-link a directory. A relative target is taken relative
 /// to the link's own path (not its directory), as Ignition computes it; one report per match.
-pub(super) fn hard_link_not_to_a_directory(path: &str, target: &str, directory_paths: &[&str], at: &JsonPath) -> Vec<Report> {
+pub(super) fn hard_link_not_to_a_directory(path: &str, target: &str, directory_paths: &PathCounts<'_>, at: &JsonPath) -> Vec<Report> {
     let cleaned = gopath::clean(target);
     let resolved = if cleaned.starts_with('/') { cleaned } else { gopath::join(path, target) };
-    directory_paths
-        .iter()
-        .filter(|directory| **directory == resolved)
-        .map(|directory| Report::error(at.clone(), format!("hard link target {directory:?} is a directory this config creates")))
-        .collect()
+    let matches = directory_paths.get(resolved.as_str()).copied().unwrap_or(0);
+    let report = Report::error(at.clone(), format!("hard link target {resolved:?} is a directory this config creates"));
+    vec![report; matches]
 }
 
 /// HardLinkSpecifiesOwner: a hard link shares its target's inode, so an owner given for the
@@ -271,16 +283,18 @@ mod tests {
 
     #[test]
     fn nodes_below_a_link_are_errors_once_per_link() {
-        let links = ["/a", "/a/b", "/c"];
+        let links = count_paths(["/a", "/a/b", "/c"].into_iter());
         assert_eq!(not_below_a_link("/a/b/c", &links, &at(), "file").len(), 2);
         assert_eq!(not_below_a_link("/a", &links, &at(), "file").len(), 0);
         assert_eq!(not_below_a_link("/ab", &links, &at(), "file").len(), 0);
         assert_eq!(not_below_a_link("/c/d", &links, &at(), "file").len(), 1);
+        let twice = count_paths(["/a", "/a"].into_iter());
+        assert_eq!(not_below_a_link("/a/x", &twice, &at(), "file").len(), 2, "once per link entry, as Ignition reports");
     }
 
     #[test]
     fn hard_links_to_configured_directories_are_errors() {
-        let directories = ["/dir", "/link/rel"];
+        let directories = count_paths(["/dir", "/link/rel"].into_iter());
         assert_eq!(hard_link_not_to_a_directory("/link", "/dir", &directories, &at()).len(), 1);
         assert_eq!(hard_link_not_to_a_directory("/link", "/dir/", &directories, &at()).len(), 1);
         // Relative targets resolve against the link's path itself, as Ignition resolves them.
