@@ -448,7 +448,7 @@ mod tests {
     }
 
     fn with_hash(child: &str, hashed: &str) -> String {
-        let hash = format!("sha512-{}", Sha512::digest(hashed).iter().map(|byte| format!("{byte:02x}")).collect::<String>());
+        let hash = format!("sha512-{}", crate::resource::encode_hex(&Sha512::digest(hashed)));
         json!({"ignition": {"version": "3.6.0", "config": {"merge": [{"source": data_url(child), "verification": {"hash": hash}}]}}}).to_string()
     }
 

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// Symlinks followed while resolving one path before giving up, as the kernel's own limit.
-const MAX_SYMLINK_HOPS: usize = 40;
+pub const MAX_SYMLINK_HOPS: usize = 40;
 
 const IN_ROOT: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
 
@@ -68,7 +68,7 @@ pub struct Root {
 
 /// The path's components after lexical clean-up of `.` and empty components; `..` is kept,
 /// for the resolver to apply against what it has resolved so far.
-pub fn raw_components(path: &str) -> impl DoubleEndedIterator<Item = &str> {
+fn raw_components(path: &str) -> impl DoubleEndedIterator<Item = &str> {
     path.split('/').filter(|component| !component.is_empty() && *component != ".")
 }
 
@@ -95,6 +95,42 @@ pub fn split_parent(path: &str) -> Option<(&str, &str)> {
 }
 
 /// The paths of every ancestor of a clean absolute path, outermost first, without `/`.
+/// `path` with every symlink in its parents resolved inside the root (the final component is
+/// not followed), as the kernel resolves for `RESOLVE_IN_ROOT`: `symlink_target` says whether a
+/// path is a symlink and where it points, so the same walk serves the disk ([`Root`]) and a plan
+/// (the root as earlier steps will leave it). Components that do not exist are kept as written;
+/// more than [`MAX_SYMLINK_HOPS`] symlinks give `too_many()`.
+pub fn resolve_parents_with<E>(
+    path: &str,
+    mut symlink_target: impl FnMut(&str) -> Result<Option<String>, E>,
+    too_many: impl FnOnce() -> E,
+) -> Result<String, E> {
+    let clean_path = clean(path);
+    let Some((parent, last)) = split_parent(&clean_path) else { return Ok(clean_path) };
+    let mut pending: Vec<String> = raw_components(parent).rev().map(str::to_owned).collect();
+    let mut resolved: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(component) = pending.pop() {
+        if component == ".." {
+            resolved.pop();
+            continue;
+        }
+        resolved.push(component);
+        let Some(target) = symlink_target(&format!("/{}", resolved.join("/")))? else { continue };
+        hops += 1;
+        if hops > MAX_SYMLINK_HOPS {
+            return Err(too_many());
+        }
+        resolved.pop();
+        if target.starts_with('/') {
+            resolved.clear();
+        }
+        pending.extend(raw_components(&target).rev().map(str::to_owned));
+    }
+    resolved.push(last.to_owned());
+    Ok(format!("/{}", resolved.join("/")))
+}
+
 pub fn ancestors(path: &str) -> Vec<&str> {
     path.match_indices('/').filter(|(index, _)| *index > 0).filter_map(|(index, _)| path.get(..index)).collect()
 }
@@ -321,43 +357,14 @@ impl Root {
     /// resolve them for `RESOLVE_IN_ROOT`; the final component is not followed. Components that
     /// do not exist yet are kept as written.
     pub fn resolve_parents(&self, path: &str) -> io::Result<String> {
-        let clean_path = clean(path);
-        let Some((parent, last)) = split_parent(&clean_path) else { return Ok(clean_path) };
-        let mut pending: Vec<String> = raw_components(parent).rev().map(str::to_owned).collect();
-        let mut resolved: Vec<String> = Vec::new();
-        let mut hops = 0;
-        let mut missing = false;
-        while let Some(component) = pending.pop() {
-            if component == ".." {
-                resolved.pop();
-                continue;
-            }
-            if missing {
-                resolved.push(component);
-                continue;
-            }
-            let candidate = format!("/{}", resolved.iter().chain(std::iter::once(&component)).map(String::as_str).collect::<Vec<_>>().join("/"));
-            match self.lstat(&candidate)? {
-                None => {
-                    missing = true;
-                    resolved.push(component);
-                }
-                Some(meta) if meta.kind == Kind::Symlink => {
-                    hops += 1;
-                    if hops > MAX_SYMLINK_HOPS {
-                        return Err(Errno::LOOP.into());
-                    }
-                    let target = self.read_link(&candidate)?;
-                    if target.starts_with('/') {
-                        resolved.clear();
-                    }
-                    pending.extend(raw_components(&target).rev().map(str::to_owned));
-                }
-                Some(_) => resolved.push(component),
-            }
-        }
-        resolved.push(last.to_owned());
-        Ok(format!("/{}", resolved.join("/")))
+        resolve_parents_with(
+            path,
+            |candidate| match self.lstat(candidate)? {
+                Some(meta) if meta.kind == Kind::Symlink => Ok(Some(self.read_link(candidate)?)),
+                _ => Ok(None),
+            },
+            || Errno::LOOP.into(),
+        )
     }
 
     /// Creates the directory `path` (its parent exists) with exactly `attrs`, whatever the umask.
@@ -603,10 +610,7 @@ pub(crate) mod tests {
 
     /// An empty directory of this test's own, removed and made again on every run.
     pub(crate) fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("keel-ignition-{}", std::process::id())).join(name);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+        keel_test_support::scratch_dir(std::env::temp_dir().join("keel-ignition-tests"), name)
     }
 
     /// A root inside a scratch directory, next to a sentinel directory outside it.

@@ -451,10 +451,7 @@ fn tools_usable() -> Result<(), String> {
 
 fn scratch(name: &str) -> PathBuf {
     let slug: String = name.chars().map(|character| if character.is_ascii_alphanumeric() { character } else { '-' }).collect();
-    let dir = std::env::temp_dir().join(format!("keel-users-{}-{slug}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
+    keel_test_support::scratch_dir(env!("CARGO_TARGET_TMPDIR"), &slug)
 }
 
 fn keel_file(plan: &UsersPlan, etc: &EtcFiles, name: &str) -> Option<String> {

@@ -48,7 +48,7 @@ use crate::config::latest::Resource;
 use crate::config::Latest;
 use crate::report::JsonPath;
 use crate::resource::{self, FetchError, MAX_RESOURCE_BYTES};
-use crate::root::{self, Attrs, Kind, Meta, Root};
+use crate::root::{self, Attrs, Kind, Meta, Root, MAX_SYMLINK_HOPS};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -64,9 +64,6 @@ pub const APPEND_RECORD: &str = "user.keel.ignition-appended";
 /// plan holds them in memory until it executes, so many files just under the per-resource
 /// limit cost an error, not the machine's memory (Ignition streams each to disk instead).
 pub const MAX_PLANNED_CONTENT_BYTES: u64 = crate::resource::MAX_RESOURCE_BYTES;
-
-/// Symlinks followed at the end of one path before giving up, as the kernel's own limit.
-const MAX_FINAL_SYMLINKS: usize = 40;
 
 const DEFAULT_DIRECTORY_MODE: u32 = 0o755;
 const DEFAULT_FILE_MODE: u32 = 0o644;
@@ -280,7 +277,7 @@ fn execute_op(root: &Root, op: &Op) -> Result<(), OpError> {
 }
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|byte| format!("{byte:02x}")).collect()
+    resource::encode_hex(&Sha256::digest(bytes))
 }
 
 /// Plans applying `config` to `root`. `user_config_provided` goes to the result file, as
@@ -421,37 +418,14 @@ impl<'r> Planner<'r> {
     /// the result file): a symlink a storage entry made or replaced on the way counts. Missing
     /// components are kept as written; the final one is not followed.
     pub(crate) fn resolve(&self, at: &JsonPath, path: &str) -> Result<String, ApplyError> {
-        let clean_path = root::clean(path);
-        let Some((parent, last)) = root::split_parent(&clean_path) else { return Ok(clean_path) };
-        let mut pending: Vec<String> = root::raw_components(parent).rev().map(str::to_owned).collect();
-        let mut resolved: Vec<String> = Vec::new();
-        let mut hops = 0;
-        while let Some(component) = pending.pop() {
-            if component == ".." {
-                resolved.pop();
-                continue;
-            }
-            resolved.push(component);
-            let candidate = format!("/{}", resolved.join("/"));
-            let Some(node) = self.probe(at, &candidate)?.filter(|node| node.kind == Kind::Symlink) else { continue };
-            hops += 1;
-            if hops > MAX_FINAL_SYMLINKS {
-                return Err(ApplyError::new(
-                    at,
-                    path,
-                    ErrorKind::WrongType,
-                    format!("more than {MAX_FINAL_SYMLINKS} symlinks on its way: fix the loop"),
-                ));
-            }
-            let target = self.link_target(at, &candidate, &node)?;
-            resolved.pop();
-            if target.starts_with('/') {
-                resolved.clear();
-            }
-            pending.extend(root::raw_components(&target).rev().map(str::to_owned));
-        }
-        resolved.push(last.to_owned());
-        Ok(format!("/{}", resolved.join("/")))
+        root::resolve_parents_with(
+            path,
+            |candidate| match self.probe(at, candidate)? {
+                Some(node) if node.kind == Kind::Symlink => self.link_target(at, candidate, &node).map(Some),
+                _ => Ok(None),
+            },
+            || ApplyError::new(at, path, ErrorKind::WrongType, format!("more than {MAX_SYMLINK_HOPS} symlinks on its way: fix the loop")),
+        )
     }
 
     /// The path with every symlink resolved inside the root, the final component's too, as a
@@ -465,7 +439,7 @@ impl<'r> Planner<'r> {
     pub(crate) fn follow_all(&self, at: &JsonPath, path: &str) -> Result<Vec<String>, ApplyError> {
         let mut wanted = path.to_owned();
         let mut through = vec![path.to_owned()];
-        for _ in 0..=MAX_FINAL_SYMLINKS {
+        for _ in 0..=MAX_SYMLINK_HOPS {
             let resolved = self.resolve(at, &wanted)?;
             through.push(resolved.clone());
             let Some(node) = self.probe(at, &resolved)?.filter(|node| node.kind == Kind::Symlink) else { return Ok(through) };
@@ -475,7 +449,7 @@ impl<'r> Planner<'r> {
                 _ => target,
             };
         }
-        Err(ApplyError::new(at, path, ErrorKind::WrongType, format!("more than {MAX_FINAL_SYMLINKS} symlinks lead from it: fix the loop")))
+        Err(ApplyError::new(at, path, ErrorKind::WrongType, format!("more than {MAX_SYMLINK_HOPS} symlinks lead from it: fix the loop")))
     }
 
     pub(crate) fn probe(&self, at: &JsonPath, path: &str) -> Result<Option<Node>, ApplyError> {
