@@ -67,6 +67,12 @@ pub struct BootParams {
     pub image_disk_guid: Guid,
     /// `keel.root.fs=`: what a blank ROOT is formatted with (ext4 when unsaid).
     pub root_filesystem: FsKind,
+    /// Where first boot's Ignition user config comes from, when the command line says: the
+    /// parameter that said it and the URL.
+    pub ignition_config_url: Option<(&'static str, String)>,
+    /// The platform Ignition runs on, when the command line names it (already in Ignition's
+    /// names: Flatcar's `ec2` is `aws`).
+    pub platform: Option<String>,
 }
 
 impl BootParams {
@@ -131,8 +137,39 @@ impl BootParams {
                 Some("btrfs") => FsKind::Btrfs,
                 Some(other) => bail!("keel.root.fs={other} is not a filesystem keel formats ROOT with: use ext4, xfs or btrfs"),
             },
+            ignition_config_url: CONFIG_URL_KEYS
+                .iter()
+                .find_map(|&key| cmdline.value(key).filter(|url| !url.is_empty()).map(|url| (key, url.to_string()))),
+            platform: platform(cmdline)?,
         })
     }
+}
+
+/// The names of the user config's URL, in the order they are believed: Ignition's own, then
+/// Flatcar's and CoreOS's older ones.
+const CONFIG_URL_KEYS: [&str; 3] = ["ignition.config.url", "flatcar.config.url", "coreos.config.url"];
+
+/// `ignition.platform.id=`, else Flatcar's `flatcar.oem.id=` or CoreOS's `coreos.oem.id=` under
+/// the name Ignition gives that platform. The id names a directory of base configs, so it is
+/// held to the characters platform names use.
+fn platform(cmdline: &Cmdline) -> anyhow::Result<Option<String>> {
+    let Some((key, id)) = ["ignition.platform.id", "flatcar.oem.id", "coreos.oem.id"]
+        .iter()
+        .find_map(|&key| cmdline.value(key).filter(|id| !id.is_empty()).map(|id| (key, id)))
+    else {
+        return Ok(None);
+    };
+    if !id.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-' || byte == b'_') {
+        bail!("{key}={id} is not a platform name (lower-case letters, digits, - and _)");
+    }
+    let id = match (key, id) {
+        ("ignition.platform.id", id) => id,
+        (_, "ec2") => "aws",
+        (_, "gce") => "gcp",
+        (_, "pxe") => "metal",
+        (_, id) => id,
+    };
+    Ok(Some(id.to_string()))
 }
 
 /// Flatcar's and CoreOS's `*.first_boot=` are true unless empty, 0, no or off, and
@@ -204,6 +241,31 @@ mod tests {
 
     fn params(line: &str) -> anyhow::Result<BootParams> {
         BootParams::from_cmdline(&Cmdline::parse(line))
+    }
+
+    #[test]
+    fn ignition_config_url_by_any_of_its_names_ignitions_first() {
+        assert_eq!(params("console=ttyS0").unwrap().ignition_config_url, None);
+        assert_eq!(params("ignition.config.url=").unwrap().ignition_config_url, None, "an empty URL is no URL, as in Ignition");
+        let p = params("coreos.config.url=data:,c flatcar.config.url=oem:///f.ign").unwrap();
+        assert_eq!(p.ignition_config_url, Some(("flatcar.config.url", "oem:///f.ign".to_string())));
+        let p = params("ignition.config.url=data:,a flatcar.config.url=data:,b coreos.config.url=data:,c").unwrap();
+        assert_eq!(p.ignition_config_url, Some(("ignition.config.url", "data:,a".to_string())));
+    }
+
+    #[test]
+    fn platform_from_ignition_then_flatcar_then_coreos_in_ignitions_names() {
+        assert_eq!(params("console=ttyS0").unwrap().platform, None);
+        assert_eq!(params("flatcar.oem.id=ec2").unwrap().platform.as_deref(), Some("aws"));
+        assert_eq!(params("coreos.oem.id=gce").unwrap().platform.as_deref(), Some("gcp"));
+        assert_eq!(params("flatcar.oem.id=pxe").unwrap().platform.as_deref(), Some("metal"));
+        assert_eq!(params("coreos.oem.id=qemu flatcar.oem.id=digitalocean").unwrap().platform.as_deref(), Some("digitalocean"));
+        assert_eq!(params("flatcar.oem.id=ec2 ignition.platform.id=qemu").unwrap().platform.as_deref(), Some("qemu"));
+        assert_eq!(params("ignition.platform.id=ec2").unwrap().platform.as_deref(), Some("ec2"), "Ignition's own name is taken as it is");
+        for bad in ["../etc", "a/b", "QEMU", "a b"] {
+            let error = params(&format!("ignition.platform.id=\"{bad}\"")).unwrap_err().to_string();
+            assert!(error.contains("is not a platform name"), "{bad}: {error}");
+        }
     }
 
     #[test]
