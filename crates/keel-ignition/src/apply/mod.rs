@@ -342,8 +342,71 @@ pub(crate) struct Planner<'r> {
     removed: HashSet<String>,
     /// Trees moved by a step, newest last: (where it went, where it is on disk).
     moved: Vec<(String, String)>,
-    /// What is left of [`MAX_PLANNED_CONTENT_BYTES`] for contents still to be fetched.
-    content_budget: u64,
+    content_budget: ContentBudget,
+}
+
+/// What is left of [`MAX_PLANNED_CONTENT_BYTES`] for contents still to be fetched or held.
+struct ContentBudget {
+    left: u64,
+}
+
+impl ContentBudget {
+    fn new() -> Self {
+        ContentBudget { left: MAX_PLANNED_CONTENT_BYTES }
+    }
+
+    fn fetch(&mut self, at: &JsonPath, path: &str, resource: &Resource) -> Result<Vec<u8>, ApplyError> {
+        let contents = match resource::fetch_at_most(resource, self.left) {
+            Err(FetchError::TooLarge { limit }) if limit < MAX_RESOURCE_BYTES => Err(format!(
+                "the contents of this and the earlier files add up to more than {MAX_PLANNED_CONTENT_BYTES} bytes, all keel holds for one apply"
+            )),
+            fetched => fetched.map_err(|error| error.to_string()),
+        }
+        .map_err(|detail| ApplyError::new(at, path, ErrorKind::Fetch, detail))?;
+        self.left = self.left.saturating_sub(contents.len() as u64);
+        Ok(contents)
+    }
+
+    fn charge(&mut self, at: &JsonPath, path: &str, bytes: usize) -> Result<(), ApplyError> {
+        match self.left.checked_sub(bytes as u64) {
+            Some(left) => {
+                self.left = left;
+                Ok(())
+            }
+            None => Err(ApplyError::new(
+                at,
+                path,
+                ErrorKind::Fetch,
+                format!("this file and the earlier contents add up to more than {MAX_PLANNED_CONTENT_BYTES} bytes, all keel holds for one apply"),
+            )),
+        }
+    }
+}
+
+/// What [`verify_resources`] fetched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifiedResources {
+    pub count: usize,
+    pub bytes: u64,
+}
+
+/// Fetches and verifies every file content and append fragment of `config` as [`plan`] will,
+/// without a root and keeping nothing: a boot calls it before its first write of any kind (its
+/// disks too), so a config whose resource is bad, or too big for one apply, changes nothing.
+pub fn verify_resources(config: &Latest) -> Result<VerifiedResources, ApplyError> {
+    let mut budget = ContentBudget::new();
+    let mut verified = VerifiedResources { count: 0, bytes: 0 };
+    let files = config.storage.as_ref().and_then(|storage| storage.files.as_ref());
+    for (index, file) in files.into_iter().flatten().enumerate() {
+        let at = JsonPath::root().field("storage").field("files").index(index);
+        let contents = file.contents.iter().filter(|contents| contents.source.is_some()).map(|contents| (at.field("contents"), contents));
+        let fragments = file.append.iter().flatten().enumerate().map(|(fragment, resource)| (at.field("append").index(fragment), resource));
+        for (resource_at, resource) in contents.chain(fragments) {
+            verified.bytes += budget.fetch(&resource_at, &file.path, resource)?.len() as u64;
+            verified.count += 1;
+        }
+    }
+    Ok(verified)
 }
 
 fn is_under(path: &str, ancestor: &str) -> bool {
@@ -363,14 +426,7 @@ fn rebase(path: &str, from: &str, to: &str) -> String {
 
 impl<'r> Planner<'r> {
     pub(crate) fn new(root: &'r Root) -> Self {
-        Planner {
-            root,
-            steps: Vec::new(),
-            future: BTreeMap::new(),
-            removed: HashSet::new(),
-            moved: Vec::new(),
-            content_budget: MAX_PLANNED_CONTENT_BYTES,
-        }
+        Planner { root, steps: Vec::new(), future: BTreeMap::new(), removed: HashSet::new(), moved: Vec::new(), content_budget: ContentBudget::new() }
     }
 
     pub(crate) fn root(&self) -> &Root {
@@ -379,32 +435,13 @@ impl<'r> Planner<'r> {
 
     /// The resource's contents, counted against the plan's content budget.
     pub(crate) fn fetch(&mut self, at: &JsonPath, path: &str, resource: &Resource) -> Result<Vec<u8>, ApplyError> {
-        let contents = match resource::fetch_at_most(resource, self.content_budget) {
-            Err(FetchError::TooLarge { limit }) if limit < MAX_RESOURCE_BYTES => Err(format!(
-                "the contents of this and the earlier files add up to more than {MAX_PLANNED_CONTENT_BYTES} bytes, all keel holds for one apply"
-            )),
-            fetched => fetched.map_err(|error| error.to_string()),
-        }
-        .map_err(|detail| ApplyError::new(at, path, ErrorKind::Fetch, detail))?;
-        self.content_budget = self.content_budget.saturating_sub(contents.len() as u64);
-        Ok(contents)
+        self.content_budget.fetch(at, path, resource)
     }
 
     /// Counts contents the plan holds that were not fetched (an existing file an append
     /// rewrites, a skeleton file copied into a home) against the same budget.
     pub(crate) fn charge(&mut self, at: &JsonPath, path: &str, bytes: usize) -> Result<(), ApplyError> {
-        match self.content_budget.checked_sub(bytes as u64) {
-            Some(left) => {
-                self.content_budget = left;
-                Ok(())
-            }
-            None => Err(ApplyError::new(
-                at,
-                path,
-                ErrorKind::Fetch,
-                format!("this file and the earlier contents add up to more than {MAX_PLANNED_CONTENT_BYTES} bytes, all keel holds for one apply"),
-            )),
-        }
+        self.content_budget.charge(at, path, bytes)
     }
 
     /// The path with its parents' symlinks resolved inside the root as it is on disk: Ignition
@@ -739,7 +776,7 @@ mod tests {
         std::fs::write(path.join("etc/a"), vec![b'a'; 60]).unwrap();
         std::fs::write(path.join("etc/b"), vec![b'b'; 60]).unwrap();
         let mut planner = Planner::new(&root);
-        planner.content_budget = 100;
+        planner.content_budget.left = 100;
         let attrs = Attrs { mode: 0o644, uid: 0, gid: 0 };
         let at = JsonPath::root();
         let node = planner.probe(&at, "/etc/a").unwrap();
@@ -747,6 +784,37 @@ mod tests {
         let node = planner.probe(&at, "/etc/b").unwrap();
         let error = planner.plan_append(&at, "/etc/b", node.as_ref(), b"x", attrs, false).unwrap_err();
         assert_eq!(error.kind, ErrorKind::Fetch, "{error}");
+    }
+
+    #[test]
+    fn verify_resources_fetches_every_content_and_fragment_without_a_root() {
+        let verified = verify_resources(&config(EVERYTHING)).unwrap();
+        // hostname, keep, deep/file, two motd fragments, x.sh's contents and fragment.
+        assert_eq!(verified, VerifiedResources { count: 7, bytes: 5 + 1 + 5 + 4 + 4 + 1 + 1 });
+        assert_eq!(verify_resources(&config(r#"{"ignition":{"version":"3.4.0"}}"#)).unwrap().count, 0);
+    }
+
+    #[test]
+    fn verify_resources_names_the_first_bad_resource_by_its_json_path() {
+        let sha_of_b =
+            "sha512-5267768822ee624d48fce15ec5ca79cbd602cb7f4c2157a516556991f22ef8c7b5ef7b18d1ff41c59370efb0858651d44a936c11b7b144c48fe04df3c6a3e8da";
+        let json = format!(
+            r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"files":[
+              {{"path":"/a","contents":{{"source":"data:,a"}}}},
+              {{"path":"/b","append":[{{"source":"data:,b","verification":{{"hash":"{sha_of_b}"}}}},{{"source":"data:,c","verification":{{"hash":"{sha_of_b}"}}}}]}}]}}}}"#
+        );
+        let error = verify_resources(&config(&json)).unwrap_err();
+        assert_eq!((error.kind, error.config_path.to_string(), error.path.as_str()), (ErrorKind::Fetch, "$.storage.files[1].append[1]".into(), "/b"));
+        assert!(error.to_string().contains("verification.hash"), "{error}");
+    }
+
+    #[test]
+    fn verify_resources_holds_a_config_to_the_budget_of_one_apply() {
+        let mut budget = ContentBudget::new();
+        budget.left = 3;
+        let resource = Resource { source: Some("data:,abcd".into()), ..Default::default() };
+        let error = budget.fetch(&JsonPath::root(), "/f", &resource).unwrap_err();
+        assert!(error.to_string().contains("add up to more than"), "{error}");
     }
 
     const EVERYTHING: &str = r#"{"ignition":{"version":"3.4.0"},
