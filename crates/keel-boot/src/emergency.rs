@@ -29,9 +29,16 @@ pub fn handle(log: &mut Log, failure: &Failure, action: EmergencyAction, shell: 
         Failure::Failed { stage, error } => {
             log.error("==================== BOOT FAILED ====================");
             log.error(&format!("stage: {} ({})", stage.name, stage.doing));
-            log.error(&format!("error: {error}"));
+            // A message may span lines (a config's reports, one per line): each is a line of
+            // its own, so none reaches the console as an escaped newline.
+            let mut log_message = |label: &str, message: String| {
+                let mut lines = message.lines();
+                log.error(&format!("{label}{}", lines.next().unwrap_or_default()));
+                lines.for_each(|line| log.error(&format!("{:width$}{line}", "", width = label.len())));
+            };
+            log_message("error: ", error.to_string());
             for cause in error.chain().skip(1) {
-                log.error(&format!("  because: {cause}"));
+                log_message("  because: ", cause.to_string());
             }
             log.error(&format!("what to do: {}", stage.remedy));
         }

@@ -10,6 +10,7 @@ mod drivers;
 mod emergency;
 mod environment;
 mod first_boot;
+mod ignition;
 mod log;
 mod mounts;
 mod plan;

@@ -1,6 +1,7 @@
 use crate::devices::{BootDisk, DeviceWatcher, FoundDevice, Scope, Wanted};
 use crate::emergency::{self, Failure};
 use crate::first_boot::{self, RootDisk};
+use crate::ignition;
 use crate::log::{uptime, Log, Timeline};
 use crate::mounts::mount_pseudo_filesystems;
 use crate::root::{ensure_skeleton, mount_etc_overlay, mount_root};
@@ -201,14 +202,22 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
         let root_disk = RootDisk::of(boot_disk.as_ref(), &root);
         let first_boot = boot_disk.as_ref().and_then(|boot_disk| first_boot::detect(&params, boot_disk, log));
         let detail = match (&first_boot, &boot_disk) {
-            (Some(first), Some(boot_disk)) => {
-                format!("first boot ({}): {}", first.reason, first_boot::prepare_disk(&params, boot_disk, &root, root_disk.as_ref())?)
-            }
+            (Some(first), Some(_)) => format!("first boot ({})", first.reason),
             (_, None) => "not a first boot: /usr is not a partition of a GPT disk, so keel writes to no disk".to_string(),
             (None, Some(_)) => "not a first boot".to_string(),
         };
         Ok(((root, root_disk, first_boot), detail))
     })?;
+
+    // First boot reads and checks every config before it writes anything, to any disk.
+    let fetched = match (&first_boot, &boot_disk) {
+        (Some(_), Some(boot_disk)) => {
+            let fetched = boot.stage(&stage::IGNITION_FETCH, |log| ignition::fetch(&params, Some(boot_disk), log))?;
+            boot.stage(&stage::IGNITION_DISKS, |_| Ok(((), first_boot::prepare_disk(&params, boot_disk, &root, root_disk.as_ref())?)))?;
+            Some(fetched)
+        }
+        _ => None,
+    };
 
     let sysroot = Path::new(SYSROOT);
     let grow_failed = boot.stage(&stage::ROOT, |_| {
@@ -241,6 +250,10 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
         mount_etc_overlay(sysroot, &manifest.os)?;
         Ok(((), format!("overlay on /usr/share/{}/etc", manifest.os)))
     })?;
+
+    if let Some(fetched) = &fetched {
+        boot.stage(&stage::IGNITION_FILES, |_| Ok(((), ignition::apply_files(fetched, sysroot)?)))?;
+    }
 
     // First boot is over only when every step of it succeeded.
     if let Some(first_boot) = first_boot.as_ref().filter(|_| !grow_failed) {

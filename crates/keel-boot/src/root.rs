@@ -74,7 +74,7 @@ pub fn mount_root(
 
 /// The kernel modules `kind` needs, from the list the initrd builder wrote for it; a
 /// filesystem without a list must be built into the kernel.
-fn load_filesystem_modules(kind: FsKind) -> anyhow::Result<()> {
+pub(crate) fn load_filesystem_modules(kind: FsKind) -> anyhow::Result<()> {
     let list_path = format!("{INITRD_FS_MODULES_DIR}/{}", kind.mount_type());
     match std::fs::read_to_string(&list_path) {
         Ok(list) => keel_kmod::load_listed(&list).map(|_| ()),

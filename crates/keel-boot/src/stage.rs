@@ -33,9 +33,21 @@ pub const USR: Stage = Stage {
 };
 pub const FIRST_BOOT: Stage = Stage {
     name: "first-boot",
-    doing: "find ROOT's disk, decide whether this is a first boot, and if so give the disk its own GUIDs and grow ROOT",
-    remedy: "Nothing is lost: every first-boot step converges when run again. Check root= and that ROOT is the last \
-             partition; a disk smaller than the image, or a GPT damaged in both copies, needs the image written again.",
+    doing: "find ROOT's disk and decide whether this is a first boot",
+    remedy: "Check root= on the kernel command line; LABEL= and PARTLABEL= match only on the disk keel booted from.",
+};
+pub const IGNITION_FETCH: Stage = Stage {
+    name: "ignition-fetch",
+    doing: "find the Ignition configs (command line, OEM partition, QEMU fw_cfg, initrd), merge and check them, and verify every \
+            resource they name",
+    remedy: "Nothing was written: the first-boot flag stays, and the next boot tries again. Fix the config named above (the \
+             JSON path says where), or the source it came from; validate it with `keel ignition validate`.",
+};
+pub const IGNITION_DISKS: Stage = Stage {
+    name: "ignition-disks",
+    doing: "give the boot disk its own GUIDs and grow ROOT to fill the disk",
+    remedy: "Nothing is lost: every first-boot step converges when run again. Check that ROOT is the last partition; a disk \
+             smaller than the image, or a GPT damaged in both copies, needs the image written again.",
 };
 pub const ROOT: Stage = Stage {
     name: "root",
@@ -47,6 +59,12 @@ pub const ETC: Stage = Stage {
     name: "etc",
     doing: "mount /etc as an overlay on the defaults in /usr",
     remedy: "The /usr image must contain /usr/share/<os>/etc, and ROOT must be writable.",
+};
+pub const IGNITION_FILES: Stage = Stage {
+    name: "ignition-files",
+    doing: "apply the Ignition config to the real root: users and groups, files, directories, links, units",
+    remedy: "The first-boot flag stays, so the next boot applies the config again, and what is already in place is kept. The \
+             error names the config entry (JSON path) and the path in the root.",
 };
 pub const FIRST_BOOT_DONE: Stage = Stage {
     name: "first-boot-done",
@@ -61,5 +79,6 @@ pub const SWITCH_ROOT: Stage = Stage {
 };
 
 /// The stages `rd.break=` can stop before, in boot order: the first two run before the
-/// command line has been read.
-pub const BREAKABLE: [&Stage; 7] = [&MODULES, &USR, &FIRST_BOOT, &ROOT, &ETC, &FIRST_BOOT_DONE, &SWITCH_ROOT];
+/// command line has been read. The Ignition stages and first-boot-done run on first boot only.
+pub const BREAKABLE: [&Stage; 10] =
+    [&MODULES, &USR, &FIRST_BOOT, &IGNITION_FETCH, &IGNITION_DISKS, &ROOT, &ETC, &IGNITION_FILES, &FIRST_BOOT_DONE, &SWITCH_ROOT];
