@@ -153,8 +153,12 @@ pub fn demo_usr_tree(dir: &Path, keel: &Path) -> anyhow::Result<PathBuf> {
     let etc = usr.join("share/keel/etc");
     std::fs::write(etc.join("os-release"), os_release)?;
     std::fs::write(etc.join("hostname"), "keel\n")?;
+    // Account files as Flatcar's baselayout has them, so Ignition's users get their own groups.
     std::fs::write(etc.join("passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
-    std::fs::write(etc.join("group"), "root:x:0:\n")?;
+    std::fs::write(etc.join("group"), "root:x:0:\nusers:x:100:\n")?;
+    std::fs::write(etc.join("shadow"), "root:*:19000:0:99999:7:::\n")?;
+    std::fs::write(etc.join("gshadow"), "root:*::\nusers:*::\n")?;
+    std::fs::write(etc.join("login.defs"), "UID_MIN 1000\nUID_MAX 60000\nGID_MIN 1000\nGID_MAX 60000\nUSERGROUPS_ENAB yes\n")?;
     // A file for the corruption scenario: recognisable bytes, a block of its own.
     std::fs::write(usr.join("share/keel-test/corrupt-me"), corruption_target_bytes())?;
     Ok(usr)
@@ -317,6 +321,9 @@ impl Console {
     }
 }
 
+/// The fw_cfg key Flatcar's QEMU images read their Ignition config from.
+pub const FIRMWARE_CONFIG_KEY: &str = "opt/org.flatcar-linux/config";
+
 /// A disk image whose file name ends so is attached read-only, as a write-protected stick.
 pub const READ_ONLY_DISK: &str = ".readonly.img";
 
@@ -342,8 +349,12 @@ pub fn boot_until(
     cache: &str,
     cut: impl FnMut(&str, Duration) -> bool,
 ) -> anyhow::Result<Console> {
-    let machine =
-        Machine { kernel: &artifacts()?.kernel, disks: disks.iter().map(|path| Disk::on(Bus::Virtio, path)).collect(), plugged_in_later: None };
+    let machine = Machine {
+        kernel: &artifacts()?.kernel,
+        disks: disks.iter().map(|path| Disk::on(Bus::Virtio, path)).collect(),
+        plugged_in_later: None,
+        firmware_config: None,
+    };
     boot_machine(&machine, initrd, extra_cmdline, timeout, cache, cut)
 }
 
@@ -388,6 +399,9 @@ pub struct Machine<'a> {
     /// Disks plugged in while the guest runs, once its console shows the text: a disk
     /// that turns up late, as a slow USB stick or a hotplugged volume does.
     pub plugged_in_later: Option<(&'a str, Vec<Disk>)>,
+    /// An Ignition config QEMU passes through fw_cfg, under Flatcar's key, as a user of a
+    /// QEMU image does.
+    pub firmware_config: Option<&'a Path>,
 }
 
 /// The `-device` value for disk number `index` of a machine, whose drive is `disk{index}`.
@@ -476,6 +490,9 @@ pub fn boot_machine(
         .arg("-append")
         .arg(format!("{BASE_CMDLINE} {extra_cmdline}"))
         .args(disk_arguments(machine, cache));
+    if let Some(config) = machine.firmware_config {
+        command.arg("-fw_cfg").arg(format!("name={FIRMWARE_CONFIG_KEY},file={}", config.display()));
+    }
     let qmp_socket = std::env::temp_dir().join(format!("keel-qmp-{}-{:?}.sock", std::process::id(), std::thread::current().id()));
     if machine.plugged_in_later.is_some() {
         let _ = std::fs::remove_file(&qmp_socket);
@@ -584,6 +601,7 @@ impl FirstAndLaterBoot<'_> {
             kernel: self.kernel,
             disks: [Disk::of_fixture(self.bus, &disk, self.fixture)].into_iter().chain(self.other_disks.iter().cloned()).collect(),
             plugged_in_later: None,
+            firmware_config: None,
         };
         let root_mounted = |console: &Console| {
             let root = console.real_init().into_iter().find(|l| l.starts_with("mount / ")).unwrap_or_default().to_string();
@@ -657,6 +675,23 @@ pub fn format_root(image: &Path, mkfs: &[&str], env: &[(&str, &str)]) -> anyhow:
     Ok(())
 }
 
+/// Fills the OEM partition of `image` with an ext4 made from `tree`, as a vendor's image has it.
+pub fn fill_oem(image: &Path, tree: &Path) -> anyhow::Result<()> {
+    let gpt = image_table(image)?;
+    let oem = gpt.by_name("OEM")?.context("no OEM")?;
+    let (start, size) = (oem.start_bytes(gpt.sector_size), oem.size_bytes(gpt.sector_size));
+    let fs_file = image.with_extension("oem-fs");
+    std::fs::File::create(&fs_file)?.set_len(size)?;
+    run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "OEM", "-d"]).arg(tree).arg(&fs_file))?;
+    run(Command::new("dd")
+        .arg(format!("if={}", fs_file.display()))
+        .arg(format!("of={}", image.display()))
+        .args(["bs=1M", "conv=notrunc", "status=none"])
+        .arg(format!("seek={}", start >> 20)))?;
+    std::fs::remove_file(&fs_file)?;
+    Ok(())
+}
+
 /// Runs `with` on ROOT of `image` attached as a loop device, which is detached after.
 pub fn with_root_device<T>(image: &Path, with: impl FnOnce(&str) -> anyhow::Result<T>) -> anyhow::Result<T> {
     let (start, size) = root_extent(image)?;
@@ -666,6 +701,43 @@ pub fn with_root_device<T>(image: &Path, with: impl FnOnce(&str) -> anyhow::Resu
     let result = with(device);
     run(Command::new("losetup").args(["--detach", device]))?;
     result
+}
+
+/// Runs `with` on ROOT of `image` mounted read-only on the host (a journal the guest left is
+/// replayed first, as its next boot would), unmounted after.
+pub fn with_root_mounted<T>(image: &Path, with: impl FnOnce(&Path) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    with_root_device(image, |device| {
+        let mount_point = image.with_extension("root-mnt");
+        std::fs::create_dir_all(&mount_point)?;
+        run(Command::new("mount").args(["-o", "ro", device]).arg(&mount_point))?;
+        let result = with(&mount_point);
+        run(Command::new("umount").arg(&mount_point))?;
+        std::fs::remove_dir(&mount_point)?;
+        result
+    })
+}
+
+/// Ignition's result file as a boot's outcome to compare: without what differs from boot to
+/// boot (its boot ID and date) and without the record of earlier runs (`previousReport`: a
+/// run a power cut stopped did happen, and Ignition nests its report).
+pub const RESULT_FILE: &str = "etc/.ignition-result.json";
+
+/// ROOT's tree as `keel_test_support::ignition::snapshot` reads it (paths, types, modes,
+/// owners, contents), with the result file reduced as [`RESULT_FILE`] says.
+pub fn root_snapshot(image: &Path) -> anyhow::Result<keel_test_support::ignition::Snapshot> {
+    with_root_mounted(image, |root| {
+        let mut tree = keel_test_support::ignition::snapshot(root, &keel_test_support::ignition::today_and_yesterday());
+        if let Some(node) = tree.get_mut(RESULT_FILE) {
+            let mut result: serde_json::Value = serde_json::from_slice(node.contents.as_deref().unwrap_or_default())?;
+            if let Some(fields) = result.as_object_mut() {
+                for per_boot in ["provisioningBootID", "provisioningDate", "previousReport"] {
+                    fields.remove(per_boot);
+                }
+            }
+            node.contents = Some(result.to_string().into_bytes());
+        }
+        Ok(tree)
+    })
 }
 
 /// `program args... <ROOT of image>`'s stdout; fails when the program does.

@@ -7,9 +7,10 @@
 //! must really have landed in every stage they aim at.
 
 use keel_disk::{Gpt, IMAGE_DISK_GUID};
+use keel_test_support::ignition::{many_files_config, tree_differences, Snapshot};
 use keel_vm_tests::{
     artifacts, assert_root_fills, boot_machine, check_root_ext4, disk_copy, esp_has_flag, ext4_blocks, fixture_4kn, format_root, image_table,
-    on_root, resize_disk, shared_fixture, stage_millis, Bus, Console, Disk, Fixture, Machine,
+    on_root, resize_disk, root_snapshot, shared_fixture, stage_millis, Bus, Console, Disk, Fixture, Machine,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,7 +29,20 @@ enum Shipped {
 }
 
 /// keel-init's stages in boot order; each logs `keel: [uptime] <stage>: ... (N ms)` as it ends.
-const STAGES: [&str; 9] = ["mounts", "config", "modules", "usr", "first-boot", "root", "etc", "first-boot-done", "switch-root"];
+const STAGES: [&str; 12] = [
+    "mounts",
+    "config",
+    "modules",
+    "usr",
+    "first-boot",
+    "ignition-fetch",
+    "ignition-disks",
+    "root",
+    "etc",
+    "ignition-files",
+    "first-boot-done",
+    "switch-root",
+];
 
 /// When to cut the power.
 #[derive(Clone, Copy, Debug)]
@@ -36,7 +50,7 @@ enum Moment {
     /// This long after QEMU started: the kernel's own boot, before keel-init.
     InKernel(Duration),
     /// This long into `stage` (after the stage before it logged its end): first boot's
-    /// disk work runs in first-boot, root, etc and first-boot-done.
+    /// disk work runs in ignition-disks, root, etc, ignition-files and first-boot-done.
     Into(&'static str, Duration),
 }
 
@@ -88,9 +102,14 @@ fn image_for(fixture: &Fixture, shipped: Shipped, name: &str) -> PathBuf {
 
 /// Boots `disk`, a copy of `fixture`'s image, on a disk of the sector size the image was
 /// built for, cutting the power at `moment`.
-fn boot_through(fixture: &Fixture, disk: &Path, moment: Option<Moment>) -> Console {
+fn boot_through(fixture: &Fixture, disk: &Path, config: Option<&Path>, moment: Option<Moment>) -> Console {
     let mut stage_seen_at = None;
-    let machine = Machine { kernel: &artifacts().unwrap().kernel, disks: vec![Disk::of_fixture(Bus::Virtio, disk, fixture)], plugged_in_later: None };
+    let machine = Machine {
+        kernel: &artifacts().unwrap().kernel,
+        disks: vec![Disk::of_fixture(Bus::Virtio, disk, fixture)],
+        plugged_in_later: None,
+        firmware_config: config,
+    };
     boot_machine(&machine, &fixture.initrd, "", TIMEOUT, CACHE, |text, elapsed| match moment {
         None => false,
         Some(Moment::InKernel(at)) => elapsed >= at,
@@ -110,8 +129,23 @@ fn shape(gpt: &Gpt) -> Vec<(u32, String, u64, u64, u64, String)> {
     gpt.partitions.iter().map(|p| (p.number, p.type_guid.to_string(), p.first_lba, p.last_lba, p.attributes, p.name.clone())).collect()
 }
 
+/// What the uninterrupted first boot left, to hold every cut run to.
+struct Reference {
+    table: Gpt,
+    /// ROOT's tree, when first boot applied an Ignition config.
+    tree: Option<Snapshot>,
+}
+
 /// Checks the end state against the uninterrupted run's; an error says what differs.
-fn check_end_state(disk: &Path, reference: &Gpt, shipped: Shipped) -> Result<(), String> {
+fn check_end_state(disk: &Path, reference: &Reference, shipped: Shipped) -> Result<(), String> {
+    if let Some(tree) = &reference.tree {
+        let after = root_snapshot(disk).map_err(|e| format!("cannot read ROOT's tree: {e:#}"))?;
+        let differences = tree_differences("uninterrupted", tree, "after the cut", &after);
+        if !differences.is_empty() {
+            return Err(format!("ROOT's tree differs:\n{}", differences.join("\n")));
+        }
+    }
+    let reference = &reference.table;
     let gpt = image_table(disk).map_err(|e| format!("table unreadable: {e:#}"))?;
     if !(gpt.primary_intact && gpt.backup_intact && gpt.copies_agree) {
         return Err("the table's copies are not both intact and agreeing".into());
@@ -147,15 +181,17 @@ fn check_end_state(disk: &Path, reference: &Gpt, shipped: Shipped) -> Result<(),
 
 /// Cuts the power `cuts` times in each of the named stages (`kernel` or a stage of
 /// keel-init), boots again each time, and checks every run ends where an uninterrupted
-/// first boot does; every cut must have happened, and in every stage named.
-fn survives_cuts(fixture: &Fixture, shipped: Shipped, name: &str, cuts: &[(&'static str, u32)]) {
+/// first boot does; every cut must have happened, and in every stage named. With `config`,
+/// first boot applies that Ignition config (through fw_cfg), and ROOT's tree must end as the
+/// uninterrupted run left it.
+fn survives_cuts(fixture: &Fixture, shipped: Shipped, config: Option<&Path>, name: &str, cuts: &[(&'static str, u32)]) {
     let reference_disk = image_for(fixture, shipped, &format!("{name}-reference"));
-    let reference = boot_through(fixture, &reference_disk, None);
+    let reference = boot_through(fixture, &reference_disk, config, None);
     assert!(!reference.timed_out && reference.real_init().contains(&"done"), "the uninterrupted first boot failed:\n{}", reference.text);
     assert!(reference.has("ROOT grew from 64 to"), "the uninterrupted first boot did not grow ROOT:\n{}", reference.text);
     assert_root_fills(&reference_disk, DISK_BYTES);
-    let reference_table = table(&reference_disk);
-    check_end_state(&reference_disk, &reference_table, shipped).unwrap();
+    let reference_state = Reference { table: table(&reference_disk), tree: config.map(|_| root_snapshot(&reference_disk).unwrap()) };
+    check_end_state(&reference_disk, &reference_state, shipped).unwrap();
 
     // The kernel's boot lasts until keel-init's first line; each stage as long as it took
     // in the uninterrupted run.
@@ -182,7 +218,7 @@ fn survives_cuts(fixture: &Fixture, shipped: Shipped, name: &str, cuts: &[(&'sta
     let mut outcomes = Vec::new();
     for (index, moment) in moments.iter().copied().enumerate() {
         let disk = image_for(fixture, shipped, &format!("{name}-cut-{index}"));
-        let cut = boot_through(fixture, &disk, Some(moment));
+        let cut = boot_through(fixture, &disk, config, Some(moment));
         let landed = landed_in(&cut);
         let result = if !cut.cut {
             Err(format!("the run ended before its moment came (timed out: {}):\n{}", cut.timed_out, cut.text))
@@ -190,11 +226,11 @@ fn survives_cuts(fixture: &Fixture, shipped: Shipped, name: &str, cuts: &[(&'sta
             Err(format!("a cut meant for the kernel's boot landed in {landed}"))
         } else {
             let torn = image_table(&disk).map(|_| ()).map_err(|e| format!("{e:#}"));
-            let after = boot_through(fixture, &disk, None);
+            let after = boot_through(fixture, &disk, config, None);
             match (&torn, after.real_init().contains(&"done")) {
                 (Err(error), _) => Err(format!("no readable table after the cut: {error}")),
                 (Ok(()), false) => Err(format!("the boot after the cut failed:\n{}", after.text)),
-                (Ok(()), true) => check_end_state(&disk, &reference_table, shipped),
+                (Ok(()), true) => check_end_state(&disk, &reference_state, shipped),
             }
         };
         outcomes.push((index, moment, landed, result));
@@ -220,8 +256,9 @@ fn a_power_cut_while_first_boot_formats_a_blank_root_is_survived() {
     survives_cuts(
         shared_fixture().unwrap(),
         Shipped::Blank,
+        None,
         "cut-blank",
-        &[("kernel", 3), ("first-boot", 3), ("root", 4), ("etc", 2), ("first-boot-done", 3)],
+        &[("kernel", 3), ("ignition-disks", 3), ("root", 4), ("etc", 2), ("first-boot-done", 3)],
     );
 }
 
@@ -230,14 +267,37 @@ fn a_power_cut_while_first_boot_grows_a_shipped_ext4_root_is_survived() {
     survives_cuts(
         shared_fixture().unwrap(),
         Shipped::Ext4WithFile,
+        None,
         "cut-ext4",
-        &[("kernel", 1), ("first-boot", 2), ("root", 3), ("etc", 2), ("first-boot-done", 2)],
+        &[("kernel", 1), ("ignition-disks", 2), ("root", 3), ("etc", 2), ("first-boot-done", 2)],
     );
 }
 
 #[test]
 fn a_power_cut_while_first_boot_grows_root_on_a_4kn_disk_is_survived() {
-    // The table's rewrites are in 4096-byte sectors (first-boot), and mkfs meets a disk
+    // The table's rewrites are in 4096-byte sectors (ignition-disks), and mkfs meets a disk
     // whose sectors are as big as its blocks (root).
-    survives_cuts(fixture_4kn().unwrap(), Shipped::Blank, "cut-4kn", &[("first-boot", 3), ("root", 2), ("first-boot-done", 1)]);
+    survives_cuts(fixture_4kn().unwrap(), Shipped::Blank, None, "cut-4kn", &[("ignition-disks", 3), ("root", 2), ("first-boot-done", 1)]);
+}
+
+#[test]
+fn a_power_cut_at_any_moment_of_the_ignition_stages_is_survived() {
+    // Enough work that ignition-files lasts long enough to be cut many times: users (passwd,
+    // group, shadow, gshadow rewritten, homes made, keys written), files owned by them, units.
+    let fixture = shared_fixture().unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&many_files_config(200, 10, 5)).unwrap();
+    config["storage"]["files"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"path": "/etc/motd", "append": [{"source": "data:,appended%20once%0A"}]}));
+    config["systemd"] = serde_json::json!({"units": [{"name": "bench.service", "enabled": true, "contents": "[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n"}]});
+    let config_path = fixture.dir.join("cut-ignition.ign");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    survives_cuts(
+        fixture,
+        Shipped::Blank,
+        Some(&config_path),
+        "cut-ignition",
+        &[("ignition-fetch", 5), ("ignition-disks", 5), ("root", 2), ("ignition-files", 10), ("first-boot-done", 2)],
+    );
 }

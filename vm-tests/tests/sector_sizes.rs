@@ -20,7 +20,12 @@ fn image_bytes(fixture: &Fixture) -> u64 {
 }
 
 fn boot_4kn(fixture: &Fixture, disk: &Path, cmdline: &str) -> keel_vm_tests::Console {
-    let machine = Machine { kernel: &artifacts().unwrap().kernel, disks: vec![Disk::of_fixture(Bus::Virtio, disk, fixture)], plugged_in_later: None };
+    let machine = Machine {
+        kernel: &artifacts().unwrap().kernel,
+        disks: vec![Disk::of_fixture(Bus::Virtio, disk, fixture)],
+        plugged_in_later: None,
+        firmware_config: None,
+    };
     boot_machine(&machine, &fixture.initrd, cmdline, TIMEOUT, "unsafe", |_, _| false).unwrap()
 }
 
@@ -71,6 +76,7 @@ fn an_image_for_one_sector_size_on_a_disk_of_the_other_is_refused_and_left_alone
             kernel: &artifacts().unwrap().kernel,
             disks: vec![Disk { sector_size: disk_sectors, ..Disk::on(Bus::Virtio, &disk) }],
             plugged_in_later: None,
+            firmware_config: None,
         };
         let console = boot_machine(&machine, &fixture.initrd, "", TIMEOUT, "unsafe", |_, _| false).unwrap();
         let says = format!("has a GPT made for {image_sectors}, but its logical sectors are {} bytes", disk_sectors.bytes());

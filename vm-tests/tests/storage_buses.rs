@@ -121,6 +121,7 @@ fn a_disk_plugged_in_after_the_drivers_loaded_is_found_through_its_uevent() {
         kernel: &keel_vm_tests::artifacts().unwrap().kernel,
         disks: vec![],
         plugged_in_later: Some(("] modules: ", vec![Disk::on(Bus::VirtioScsi, &disk)])),
+        firmware_config: None,
     };
     let console = boot_machine(&machine, &fixture.initrd, "", TIMEOUT, "unsafe", |_, _| false).unwrap();
     assert_reached_real_init(&console);

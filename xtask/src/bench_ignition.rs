@@ -4,7 +4,7 @@
 //! every pair. Then the engine's size as keel-init would carry it.
 
 use anyhow::{bail, ensure, Context};
-use keel_test_support::ignition::{make_base_root, make_stubs, run_files_stage, snapshot, today_and_yesterday, tree_differences};
+use keel_test_support::ignition::{make_base_root, make_stubs, many_files_config, run_files_stage, snapshot, today_and_yesterday, tree_differences};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -14,39 +14,6 @@ const DIRECTORIES: usize = 20;
 const USERS: usize = 10;
 const ROUNDS: usize = 5;
 const MUSL: &str = "x86_64-unknown-linux-musl";
-
-/// The benchmark's config, spec 3.3.0 (which both read): files of a few hundred bytes owned
-/// by the config's own users, by name; each user with an SSH key.
-fn bench_config() -> String {
-    let users: Vec<serde_json::Value> = (0..USERS)
-        .map(|user| {
-            serde_json::json!({
-                "name": format!("bench{user}"),
-                "sshAuthorizedKeys": [format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBenchKey{user:04} bench{user}@keel")],
-            })
-        })
-        .collect();
-    let files: Vec<serde_json::Value> = (0..FILES)
-        .map(|file| {
-            let directory = file % DIRECTORIES;
-            let line = format!("file {file} in directory {directory}: keel ignition benchmark contents, ");
-            let contents: String = line.repeat(4).replace(' ', "%20").replace(':', "%3A").replace(',', "%2C") + "%0A";
-            serde_json::json!({
-                "path": format!("/opt/bench/dir{directory:02}/file{file:04}.conf"),
-                "mode": 0o640,
-                "user": { "name": format!("bench{}", file % USERS) },
-                "group": { "name": format!("bench{}", file % USERS) },
-                "contents": { "source": format!("data:,{contents}") },
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "ignition": { "version": "3.3.0" },
-        "passwd": { "users": users },
-        "storage": { "files": files },
-    })
-    .to_string()
-}
 
 fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
@@ -176,7 +143,7 @@ pub fn ignition(workspace: &Path) -> anyhow::Result<()> {
     let scratch = workspace.join("target/keel-bench/ignition");
     std::fs::create_dir_all(&scratch)?;
     let config = scratch.join("bench.ign");
-    std::fs::write(&config, bench_config())?;
+    std::fs::write(&config, many_files_config(FILES, DIRECTORIES, USERS))?;
     let stubs = scratch.join("stubs");
     make_stubs(&stubs);
     let tmpfs = PathBuf::from("/dev/shm/keel-bench-ignition");

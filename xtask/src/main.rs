@@ -1,8 +1,9 @@
-//! `cargo xtask setup|demo|test|vm-test|bench verity|look|boot|fuzz`. Everything a fresh Debian
+//! `cargo xtask setup|demo|test|vm-test|bench verity|look|boot|ignition|first-boot|fuzz`. Everything a fresh Debian
 //! machine needs is installed from here, so the README's two commands are the whole set-up.
 
 mod bench;
 mod bench_boot;
+mod bench_first_boot;
 mod bench_ignition;
 mod bench_look;
 mod fuzz;
@@ -52,10 +53,11 @@ fn main() {
             Some("look") => setup().and_then(|()| bench_look::look(&vm::workspace())),
             Some("boot") => setup().and_then(|()| bench_boot::boot(&std::env::args().skip(3).collect::<Vec<_>>())),
             Some("ignition") => setup().and_then(|()| bench_ignition::ignition(&vm::workspace())),
-            _ => Err(anyhow::anyhow!("usage: cargo xtask bench verity|look|boot|ignition")),
+            Some("first-boot") => setup().and_then(|()| bench_first_boot::first_boot_cost(&std::env::args().skip(3).collect::<Vec<_>>())),
+            _ => Err(anyhow::anyhow!("usage: cargo xtask bench verity|look|boot|ignition|first-boot")),
         },
         "fuzz" => setup().and_then(|()| fuzz::run(&vm::workspace(), &std::env::args().skip(2).collect::<Vec<_>>())),
-        _ => Err(anyhow::anyhow!("usage: cargo xtask setup|demo|test|vm-test|bench verity|look|boot|ignition|fuzz")),
+        _ => Err(anyhow::anyhow!("usage: cargo xtask setup|demo|test|vm-test|bench verity|look|boot|ignition|first-boot|fuzz")),
     };
     if let Err(error) = result {
         eprintln!("xtask {task}: {error:#}");

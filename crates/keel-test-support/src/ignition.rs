@@ -96,6 +96,42 @@ pub fn write_file(path: &Path, contents: &[u8], mode: u32, gid: Option<u32>) {
 /// The one failure of Ignition's files stage that comes from running it outside a booted system.
 pub const SYSTEMD_VERSION_CHECK_FAILURE: &str = "failed to create units: dial unix /run/systemd/private";
 
+/// A config of spec 3.3.0 (which Ignition 2.14 reads too) with `files` files of a few hundred
+/// bytes in `directories` directories under /opt/bench, owned by the config's own `users` users
+/// (`bench0`…), by name, each user with an SSH key: what `cargo xtask bench ignition` and the
+/// first-boot benchmark apply. The users' groups are the ones useradd makes them
+/// (`USERGROUPS_ENAB yes`).
+pub fn many_files_config(files: usize, directories: usize, users: usize) -> String {
+    let user_entries: Vec<serde_json::Value> = (0..users)
+        .map(|user| {
+            serde_json::json!({
+                "name": format!("bench{user}"),
+                "sshAuthorizedKeys": [format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBenchKey{user:04} bench{user}@keel")],
+            })
+        })
+        .collect();
+    let file_entries: Vec<serde_json::Value> = (0..files)
+        .map(|file| {
+            let directory = file % directories;
+            let line = format!("file {file} in directory {directory}: keel ignition benchmark contents, ");
+            let contents: String = line.repeat(4).replace(' ', "%20").replace(':', "%3A").replace(',', "%2C") + "%0A";
+            serde_json::json!({
+                "path": format!("/opt/bench/dir{directory:02}/file{file:04}.conf"),
+                "mode": 0o640,
+                "user": { "name": format!("bench{}", file % users) },
+                "group": { "name": format!("bench{}", file % users) },
+                "contents": { "source": format!("data:,{contents}") },
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "ignition": { "version": "3.3.0" },
+        "passwd": { "users": user_entries },
+        "storage": { "files": file_entries },
+    })
+    .to_string()
+}
+
 /// One path of a tree as compared: everything but times, sizes of directories and inode numbers.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Node {

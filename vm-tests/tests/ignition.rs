@@ -1,0 +1,205 @@
+//! Ignition at first boot: a user's config, from any of the places Flatcar reads one, turns
+//! the generic image into their machine; a vendor's base configs on the OEM partition merge
+//! under it; a bad config stops first boot before anything is written, and secrets never
+//! reach the console.
+
+use base64::Engine;
+use keel_test_support::ignition::Snapshot;
+use keel_vm_tests::{
+    artifacts, assert_reached_real_init, assert_refused, boot_machine, disk_copy, esp_has_flag, file_digest, fill_oem, root_snapshot, shared_fixture,
+    Bus, Console, Disk, Machine, RESULT_FILE,
+};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(180);
+/// What no console line may show: the user's password hash and SSH key.
+const PASSWORD_HASH: &str = "$6$keelsalt$SecretHashThatMustNeverBePrinted";
+const SSH_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeelTestKeyNeverPrinted core@keel";
+
+/// A user with a password and an SSH key, a file they own, a unit enabled by preset and a
+/// drop-in for another unit: the config of the first scenarios.
+fn user_config() -> String {
+    serde_json::json!({
+        "ignition": {"version": "3.4.0"},
+        "passwd": {"users": [{"name": "core", "passwordHash": PASSWORD_HASH, "sshAuthorizedKeys": [SSH_KEY]}]},
+        "storage": {"files": [{"path": "/home/core/hello", "contents": {"source": "data:,hello%0A"}, "mode": 0o600, "user": {"name": "core"}}]},
+        "systemd": {"units": [
+            {"name": "hello.service", "enabled": true, "contents": "[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n"},
+            {"name": "getty@.service", "dropins": [{"name": "10-keel.conf", "contents": "[Service]\nTTYVTDisallocate=no\n"}]}
+        ]}
+    })
+    .to_string()
+}
+
+fn write_config(dir: &Path, name: &str, config: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.ign"));
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+fn boot_disk(disk: &Path, firmware_config: Option<&Path>, cmdline: &str) -> Console {
+    let fixture = shared_fixture().unwrap();
+    let machine = Machine {
+        kernel: &artifacts().unwrap().kernel,
+        disks: vec![Disk::of_fixture(Bus::Virtio, disk, fixture)],
+        plugged_in_later: None,
+        firmware_config,
+    };
+    boot_machine(&machine, &fixture.initrd, cmdline, TIMEOUT, "unsafe", |_, _| false).unwrap()
+}
+
+fn node<'a>(tree: &'a Snapshot, path: &str) -> &'a keel_test_support::ignition::Node {
+    tree.get(path).unwrap_or_else(|| panic!("ROOT has no /{path}; it has {:?}", tree.keys().collect::<Vec<_>>()))
+}
+
+fn text(tree: &Snapshot, path: &str) -> String {
+    String::from_utf8_lossy(node(tree, path).contents.as_deref().unwrap_or_default()).into_owned()
+}
+
+fn assert_no_secret(console: &Console) {
+    for secret in [PASSWORD_HASH, "SecretHashThatMustNeverBePrinted", "KeelTestKeyNeverPrinted"] {
+        assert!(!console.has(secret), "a secret reached the console:\n{}", console.text);
+    }
+}
+
+/// The machine `user_config` describes, as ROOT holds it after first boot.
+fn assert_provisioned(tree: &Snapshot) {
+    let passwd = text(tree, "etc/passwd");
+    assert!(passwd.lines().any(|line| line.starts_with("core:") && line.contains(":1000:")), "{passwd}");
+    let key = node(tree, "home/core/.ssh/authorized_keys.d/ignition");
+    assert_eq!((key.mode, key.uid), (0o600, 1000));
+    assert_eq!(text(tree, "home/core/.ssh/authorized_keys.d/ignition"), format!("{SSH_KEY}\n"));
+    assert_eq!((node(tree, "home/core/.ssh").mode, node(tree, "home/core/.ssh").uid), (0o700, 1000));
+    let hello = node(tree, "home/core/hello");
+    assert_eq!((hello.mode, hello.uid, hello.contents.as_deref()), (0o600, 1000, Some(&b"hello\n"[..])));
+    assert!(text(tree, "etc/systemd/system/hello.service").contains("ExecStart=/bin/true"));
+    assert_eq!(text(tree, "etc/systemd/system-preset/20-ignition.preset"), "enable hello.service\n");
+    assert!(text(tree, "etc/systemd/system/getty@.service.d/10-keel.conf").contains("TTYVTDisallocate=no"));
+    let result: serde_json::Value = serde_json::from_str(&text(tree, RESULT_FILE)).unwrap();
+    assert_eq!(result["userConfigProvided"], true, "{result}");
+    assert_eq!(node(tree, RESULT_FILE).mode, 0o600);
+}
+
+/// First boot with the config from wherever `firmware_config` and `cmdline` put it, then a
+/// later boot (which runs no Ignition stage), then a first boot forced again by the command
+/// line (which applies the config again): ROOT is the provisioned machine after the first,
+/// and neither of the others changes it.
+fn provisions_and_converges(disk: &Path, firmware_config: Option<&Path>, cmdline: &str, source: &str) {
+    let first = boot_disk(disk, firmware_config, cmdline);
+    assert_reached_real_init(&first);
+    assert_no_secret(&first);
+    assert!(first.has(&format!("ignition-fetch: user config from {source}")), "{}", first.text);
+    for stage in ["ignition-disks: ", "ignition-files: "] {
+        assert!(first.has(stage), "no {stage} in:\n{}", first.text);
+    }
+    let provisioned = root_snapshot(disk).unwrap();
+    assert_provisioned(&provisioned);
+    assert!(!esp_has_flag(disk).unwrap(), "first boot did not finish");
+
+    let later = boot_disk(disk, firmware_config, cmdline);
+    assert_reached_real_init(&later);
+    assert!(!later.has("] ignition-"), "a later boot ran an Ignition stage:\n{}", later.text);
+    let after_later = root_snapshot(disk).unwrap();
+    let differences = keel_test_support::ignition::tree_differences("first boot", &provisioned, "later boot", &after_later);
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+
+    let again = boot_disk(disk, firmware_config, &format!("{cmdline} ignition.firstboot"));
+    assert_reached_real_init(&again);
+    assert!(again.has("ignition-files: 1 operations applied"), "a second apply did more than rewrite the result file:\n{}", again.text);
+    let after_again = root_snapshot(disk).unwrap();
+    let differences = keel_test_support::ignition::tree_differences("first boot", &provisioned, "second apply", &after_again);
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+}
+
+#[test]
+fn a_config_through_qemu_fw_cfg_provisions_users_keys_files_and_units_and_later_boots_change_nothing() {
+    let fixture = shared_fixture().unwrap();
+    let disk = disk_copy(fixture, "ignition-fw-cfg").unwrap();
+    let config = write_config(&fixture.dir, "ignition-fw-cfg", &user_config());
+    provisions_and_converges(&disk, Some(&config), "", "QEMU fw_cfg opt/org.flatcar-linux/config");
+    let _ = std::fs::remove_file(&disk);
+}
+
+#[test]
+fn a_config_in_a_data_url_on_the_kernel_command_line_provisions_the_machine() {
+    let fixture = shared_fixture().unwrap();
+    let disk = disk_copy(fixture, "ignition-data-url").unwrap();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(user_config());
+    provisions_and_converges(&disk, None, &format!("ignition.config.url=data:;base64,{encoded}"), "the kernel command line's ignition.config.url");
+    let _ = std::fs::remove_file(&disk);
+}
+
+#[test]
+fn the_oem_partitions_config_ign_provisions_the_machine() {
+    let fixture = shared_fixture().unwrap();
+    let disk = disk_copy(fixture, "ignition-oem").unwrap();
+    let tree = fixture.dir.join("ignition-oem-tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("config.ign"), user_config()).unwrap();
+    fill_oem(&disk, &tree).unwrap();
+    provisions_and_converges(&disk, None, "", "OEM partition /config.ign");
+    let _ = std::fs::remove_file(&disk);
+}
+
+#[test]
+fn oem_base_configs_merge_under_the_user_config_which_overrides_them_and_only_this_platforms_apply() {
+    let fixture = shared_fixture().unwrap();
+    let disk = disk_copy(fixture, "ignition-oem-base").unwrap();
+    let tree = fixture.dir.join("ignition-oem-base-tree");
+    let file = |path: &str, contents: &str| serde_json::json!({"path": path, "contents": {"source": format!("data:,{contents}")}, "overwrite": true});
+    let config = |files: Vec<serde_json::Value>| serde_json::json!({"ignition": {"version": "3.4.0"}, "storage": {"files": files}}).to_string();
+    for (dir, name, files) in [
+        ("base", "10-vendor.ign", vec![file("/etc/vendor", "vendor"), file("/etc/motd", "vendor")]),
+        ("base.platform.d/qemu", "10-qemu.ign", vec![file("/etc/platform", "qemu")]),
+        ("base.platform.d/metal", "10-metal.ign", vec![file("/etc/platform", "metal"), file("/etc/metal-only", "metal")]),
+    ] {
+        std::fs::create_dir_all(tree.join(dir)).unwrap();
+        std::fs::write(tree.join(dir).join(name), config(files)).unwrap();
+    }
+    fill_oem(&disk, &tree).unwrap();
+    let user = write_config(&fixture.dir, "ignition-oem-base-user", &config(vec![file("/etc/motd", "user")]));
+
+    let console = boot_disk(&disk, Some(&user), "");
+    assert_reached_real_init(&console);
+    assert!(console.has("2 base configs; platform qemu"), "{}", console.text);
+    let root = root_snapshot(&disk).unwrap();
+    assert_eq!(text(&root, "etc/vendor"), "vendor");
+    assert_eq!(text(&root, "etc/motd"), "user", "the user config does not override the vendor's base");
+    assert_eq!(text(&root, "etc/platform"), "qemu");
+    assert!(!root.contains_key("etc/metal-only"), "another platform's base config was applied");
+    let _ = std::fs::remove_file(&disk);
+}
+
+/// A config that must stop first boot in ignition-fetch: the report names `reason`, nothing
+/// on the disk changed (not even the disk's GUIDs or ROOT's size), and the flag stays.
+fn refused_before_any_write(name: &str, config: &str, reason: &str) {
+    let fixture = shared_fixture().unwrap();
+    let disk = disk_copy(fixture, name).unwrap();
+    let config = write_config(&fixture.dir, name, config);
+    let before = file_digest(&disk).unwrap();
+    let console = boot_disk(&disk, Some(&config), "");
+    assert_refused(&console, "ignition-fetch", reason);
+    assert_no_secret(&console);
+    assert_eq!(file_digest(&disk).unwrap(), before, "the refused config changed the disk");
+    assert!(esp_has_flag(&disk).unwrap(), "the first-boot flag is gone");
+    let _ = std::fs::remove_file(&disk);
+}
+
+#[test]
+fn an_invalid_config_stops_first_boot_before_any_write_naming_the_json_path() {
+    let mut config: serde_json::Value = serde_json::from_str(&user_config()).unwrap();
+    config["storage"]["files"].as_array_mut().unwrap().push(serde_json::json!({"path": "etc/relative", "contents": {"source": "data:,x"}}));
+    refused_before_any_write("ignition-invalid", &config.to_string(), "$.storage.files[1].path");
+}
+
+#[test]
+fn a_file_whose_verification_hash_does_not_match_stops_first_boot_before_any_write() {
+    let mut config: serde_json::Value = serde_json::from_str(&user_config()).unwrap();
+    let wrong = format!("sha512-{}", "0".repeat(128));
+    config["storage"]["files"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"path": "/etc/checked", "contents": {"source": "data:,x", "verification": {"hash": wrong}}}));
+    refused_before_any_write("ignition-bad-hash", &config.to_string(), "$.storage.files[1].contents");
+}
