@@ -1,17 +1,24 @@
-//! Every config in ignition-examples/ is valid, resolves (its merges fetched and verified), and
-//! renders to a config that reads back the same. The CLI's tests apply each one to a root.
+//! Every config in ignition-examples/ (the OEM partition tree in `oem/` too) is valid, resolves
+//! (its merges fetched and verified), and renders to a config that reads back the same. The CLI's
+//! tests apply each top-level one to a root; a VM scenario boots an image whose OEM partition is
+//! `oem/`.
 
 use keel_ignition::report::{has_errors, Level};
 use keel_ignition::resolve::{render, resolve, Document};
 use std::path::PathBuf;
 
 fn examples() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../ignition-examples");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|extension| extension == "ign"))
-        .collect();
+    let mut paths = Vec::new();
+    let mut pending = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../ignition-examples")];
+    while let Some(dir) = pending.pop() {
+        for path in std::fs::read_dir(&dir).unwrap().map(|entry| entry.unwrap().path()) {
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|extension| extension == "ign") {
+                paths.push(path);
+            }
+        }
+    }
     paths.sort();
     paths
 }
@@ -20,6 +27,7 @@ fn examples() -> Vec<PathBuf> {
 fn every_example_is_valid_and_resolves() {
     let examples = examples();
     assert!(examples.len() >= 10, "the issue asks for at least ten examples, found {}", examples.len());
+    assert!(examples.iter().any(|path| path.ends_with("oem/config.ign")), "the OEM tree was not walked: {examples:?}");
     for path in examples {
         let bytes = std::fs::read(&path).unwrap();
         let parsed = keel_ignition::parse(&bytes).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
