@@ -203,6 +203,30 @@ pub fn build_fixture_sized(
     verity: VerityLayout,
     edit_manifest: impl FnOnce(&mut ImageManifest),
 ) -> anyhow::Result<Fixture> {
+    build_fixture_for(name, sizes, sector_size, verity, &Vendor::default(), edit_manifest)
+}
+
+/// What a vendor adds to the demo image: an OEM partition tree (`keel image build --oem`) and
+/// Ignition base configs in the initrd (`keel initrd build --ignition-base`).
+#[derive(Default)]
+pub struct Vendor<'a> {
+    pub oem: Option<&'a Path>,
+    pub ignition_base: Option<&'a Path>,
+}
+
+/// The demo image of the small test sizes with `vendor`'s additions, and its initrd.
+pub fn build_vendor_fixture(name: &str, sizes: LayoutSizes, vendor: &Vendor) -> anyhow::Result<Fixture> {
+    build_fixture_for(name, sizes, FIXTURE_SECTOR_SIZE, VerityLayout::default(), vendor, |_| {})
+}
+
+fn build_fixture_for(
+    name: &str,
+    sizes: LayoutSizes,
+    sector_size: SectorSize,
+    verity: VerityLayout,
+    vendor: &Vendor,
+    edit_manifest: impl FnOnce(&mut ImageManifest),
+) -> anyhow::Result<Fixture> {
     let artifacts = artifacts()?;
     let dir = keel_test_support::process_dir(work_dir()).join(name);
     std::fs::create_dir_all(&dir)?;
@@ -210,6 +234,7 @@ pub fn build_fixture_sized(
     let image = dir.join("disk.img");
     let spec = ImageSpec {
         usr_tree: usr,
+        oem_tree: vendor.oem.map(Path::to_path_buf),
         os: "keel".into(),
         sizes,
         sector_size,
@@ -222,7 +247,8 @@ pub fn build_fixture_sized(
     edit_manifest(&mut manifest);
     let initrd = dir.join("initrd.img");
     // Every filesystem, so scenarios can ask for XFS and btrfs ROOTs.
-    build_initrd(&manifest, &artifacts.kernel, DriverChoice::Default, &keel_manifest::ROOT_FILESYSTEMS, &initrd)?;
+    let drivers = DriverChoice::Default;
+    build_initrd_with(&manifest, &artifacts.kernel, drivers, &keel_manifest::ROOT_FILESYSTEMS, vendor.ignition_base, &initrd)?;
     Ok(Fixture { dir, image, initrd, manifest })
 }
 
@@ -235,6 +261,17 @@ pub fn build_initrd(
     root_filesystems: &[&str],
     output: &Path,
 ) -> anyhow::Result<()> {
+    build_initrd_with(manifest, kernel, drivers, root_filesystems, None, output)
+}
+
+fn build_initrd_with(
+    manifest: &ImageManifest,
+    kernel: &Kernel,
+    drivers: DriverChoice,
+    root_filesystems: &[&str],
+    ignition_base: Option<&Path>,
+    output: &Path,
+) -> anyhow::Result<()> {
     let spec = InitrdSpec {
         init: artifacts()?.binaries.keel_init.clone(),
         manifest: manifest.clone(),
@@ -243,6 +280,7 @@ pub fn build_initrd(
         drivers,
         root_filesystems: root_filesystems.iter().map(|fs| fs.to_string()).collect(),
         host_root: PathBuf::from("/"),
+        ignition_base: ignition_base.map(Path::to_path_buf),
     };
     std::fs::write(output, keel_initrd::build(&spec, Compression::Xz)?.0).with_context(|| format!("cannot write {}", output.display()))
 }
@@ -670,23 +708,6 @@ pub fn format_root(image: &Path, mkfs: &[&str], env: &[(&str, &str)]) -> anyhow:
         .arg(format!("if={}", fs_file.display()))
         .arg(format!("of={}", image.display()))
         .args(["bs=1M", "conv=notrunc,sparse", "status=none"])
-        .arg(format!("seek={}", start >> 20)))?;
-    std::fs::remove_file(&fs_file)?;
-    Ok(())
-}
-
-/// Fills the OEM partition of `image` with an ext4 made from `tree`, as a vendor's image has it.
-pub fn fill_oem(image: &Path, tree: &Path) -> anyhow::Result<()> {
-    let gpt = image_table(image)?;
-    let oem = gpt.by_name("OEM")?.context("no OEM")?;
-    let (start, size) = (oem.start_bytes(gpt.sector_size), oem.size_bytes(gpt.sector_size));
-    let fs_file = image.with_extension("oem-fs");
-    std::fs::File::create(&fs_file)?.set_len(size)?;
-    run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "OEM", "-d"]).arg(tree).arg(&fs_file))?;
-    run(Command::new("dd")
-        .arg(format!("if={}", fs_file.display()))
-        .arg(format!("of={}", image.display()))
-        .args(["bs=1M", "conv=notrunc", "status=none"])
         .arg(format!("seek={}", start >> 20)))?;
     std::fs::remove_file(&fs_file)?;
     Ok(())

@@ -1,13 +1,14 @@
 //! Ignition at first boot: a user's config, from any of the places Flatcar reads one, turns
-//! the generic image into their machine; a vendor's base configs on the OEM partition merge
-//! under it; a bad config stops first boot before anything is written, and secrets never
-//! reach the console.
+//! the generic image into their machine; base configs from the initrd and a vendor's OEM
+//! partition merge under it; a bad config stops first boot before anything is written, and
+//! secrets never reach the console.
 
 use base64::Engine;
+use keel_disk::LayoutSizes;
 use keel_test_support::ignition::Snapshot;
 use keel_vm_tests::{
-    artifacts, assert_reached_real_init, assert_refused, boot_machine, disk_copy, esp_has_flag, file_digest, fill_oem, root_snapshot, shared_fixture,
-    Bus, Console, Disk, Machine, RESULT_FILE,
+    artifacts, assert_reached_real_init, assert_refused, boot_machine, build_vendor_fixture, disk_copy, esp_has_flag, file_digest, resize_disk,
+    root_snapshot, shared_fixture, stage_millis, test_sizes, workspace, Bus, Console, Disk, Fixture, Machine, Vendor, RESULT_FILE,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,8 +39,7 @@ fn write_config(dir: &Path, name: &str, config: &str) -> PathBuf {
     path
 }
 
-fn boot_disk(disk: &Path, firmware_config: Option<&Path>, cmdline: &str) -> Console {
-    let fixture = shared_fixture().unwrap();
+fn boot_disk(fixture: &Fixture, disk: &Path, firmware_config: Option<&Path>, cmdline: &str) -> Console {
     let machine = Machine {
         kernel: &artifacts().unwrap().kernel,
         disks: vec![Disk::of_fixture(Bus::Virtio, disk, fixture)],
@@ -85,8 +85,8 @@ fn assert_provisioned(tree: &Snapshot) {
 /// later boot (which runs no Ignition stage), then a first boot forced again by the command
 /// line (which applies the config again): ROOT is the provisioned machine after the first,
 /// and neither of the others changes it.
-fn provisions_and_converges(disk: &Path, firmware_config: Option<&Path>, cmdline: &str, source: &str) {
-    let first = boot_disk(disk, firmware_config, cmdline);
+fn provisions_and_converges(fixture: &Fixture, disk: &Path, firmware_config: Option<&Path>, cmdline: &str, source: &str) {
+    let first = boot_disk(fixture, disk, firmware_config, cmdline);
     assert_reached_real_init(&first);
     assert_no_secret(&first);
     assert!(first.has(&format!("ignition-fetch: user config from {source}")), "{}", first.text);
@@ -97,14 +97,14 @@ fn provisions_and_converges(disk: &Path, firmware_config: Option<&Path>, cmdline
     assert_provisioned(&provisioned);
     assert!(!esp_has_flag(disk).unwrap(), "first boot did not finish");
 
-    let later = boot_disk(disk, firmware_config, cmdline);
+    let later = boot_disk(fixture, disk, firmware_config, cmdline);
     assert_reached_real_init(&later);
     assert!(!later.has("] ignition-"), "a later boot ran an Ignition stage:\n{}", later.text);
     let after_later = root_snapshot(disk).unwrap();
     let differences = keel_test_support::ignition::tree_differences("first boot", &provisioned, "later boot", &after_later);
     assert!(differences.is_empty(), "{}", differences.join("\n"));
 
-    let again = boot_disk(disk, firmware_config, &format!("{cmdline} ignition.firstboot"));
+    let again = boot_disk(fixture, disk, firmware_config, &format!("{cmdline} ignition.firstboot"));
     assert_reached_real_init(&again);
     assert!(again.has("ignition-files: 1 operations applied"), "a second apply did more than rewrite the result file:\n{}", again.text);
     let after_again = root_snapshot(disk).unwrap();
@@ -117,7 +117,7 @@ fn a_config_through_qemu_fw_cfg_provisions_users_keys_files_and_units_and_later_
     let fixture = shared_fixture().unwrap();
     let disk = disk_copy(fixture, "ignition-fw-cfg").unwrap();
     let config = write_config(&fixture.dir, "ignition-fw-cfg", &user_config());
-    provisions_and_converges(&disk, Some(&config), "", "QEMU fw_cfg opt/org.flatcar-linux/config");
+    provisions_and_converges(fixture, &disk, Some(&config), "", "QEMU fw_cfg opt/org.flatcar-linux/config");
     let _ = std::fs::remove_file(&disk);
 }
 
@@ -126,48 +126,121 @@ fn a_config_in_a_data_url_on_the_kernel_command_line_provisions_the_machine() {
     let fixture = shared_fixture().unwrap();
     let disk = disk_copy(fixture, "ignition-data-url").unwrap();
     let encoded = base64::engine::general_purpose::STANDARD.encode(user_config());
-    provisions_and_converges(&disk, None, &format!("ignition.config.url=data:;base64,{encoded}"), "the kernel command line's ignition.config.url");
+    let cmdline = format!("ignition.config.url=data:;base64,{encoded}");
+    provisions_and_converges(fixture, &disk, None, &cmdline, "the kernel command line's ignition.config.url");
+    let _ = std::fs::remove_file(&disk);
+}
+
+/// A directory of Ignition files: (path under it, config).
+fn config_tree(dir: &Path, files: &[(&str, String)]) -> PathBuf {
+    let _ = std::fs::remove_dir_all(dir);
+    for (path, config) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, config).unwrap();
+    }
+    dir.to_path_buf()
+}
+
+#[test]
+fn the_oem_partitions_config_ign_provisions_the_machine_and_beats_fw_cfg() {
+    let scratch = shared_fixture().unwrap().dir.join("ignition-oem-tree");
+    let tree = config_tree(&scratch, &[("config.ign", user_config())]);
+    let fixture = build_vendor_fixture("ignition-oem", test_sizes(), &Vendor { oem: Some(&tree), ignition_base: None }).unwrap();
+    let disk = disk_copy(&fixture, "ignition-oem").unwrap();
+    // Ignition asks the system config (Flatcar's OEM config.ign) before the platform's.
+    let ignored = write_config(&fixture.dir, "ignored", r#"{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":"/etc/from-fw-cfg"}]}}"#);
+    provisions_and_converges(&fixture, &disk, Some(&ignored), "", "OEM partition /config.ign");
+    assert!(!root_snapshot(&disk).unwrap().contains_key("etc/from-fw-cfg"), "fw_cfg's config was applied too");
     let _ = std::fs::remove_file(&disk);
 }
 
 #[test]
-fn the_oem_partitions_config_ign_provisions_the_machine() {
-    let fixture = shared_fixture().unwrap();
-    let disk = disk_copy(fixture, "ignition-oem").unwrap();
-    let tree = fixture.dir.join("ignition-oem-tree");
-    std::fs::create_dir_all(&tree).unwrap();
-    std::fs::write(tree.join("config.ign"), user_config()).unwrap();
-    fill_oem(&disk, &tree).unwrap();
-    provisions_and_converges(&disk, None, "", "OEM partition /config.ign");
-    let _ = std::fs::remove_file(&disk);
-}
-
-#[test]
-fn oem_base_configs_merge_under_the_user_config_which_overrides_them_and_only_this_platforms_apply() {
-    let fixture = shared_fixture().unwrap();
-    let disk = disk_copy(fixture, "ignition-oem-base").unwrap();
-    let tree = fixture.dir.join("ignition-oem-base-tree");
+fn base_configs_from_the_initrd_then_the_oem_partition_then_the_platform_merge_under_the_user_config() {
     let file = |path: &str, contents: &str| serde_json::json!({"path": path, "contents": {"source": format!("data:,{contents}")}, "overwrite": true});
     let config = |files: Vec<serde_json::Value>| serde_json::json!({"ignition": {"version": "3.4.0"}, "storage": {"files": files}}).to_string();
-    for (dir, name, files) in [
-        ("base", "10-vendor.ign", vec![file("/etc/vendor", "vendor"), file("/etc/motd", "vendor")]),
-        ("base.platform.d/qemu", "10-qemu.ign", vec![file("/etc/platform", "qemu")]),
-        ("base.platform.d/metal", "10-metal.ign", vec![file("/etc/platform", "metal"), file("/etc/metal-only", "metal")]),
-    ] {
-        std::fs::create_dir_all(tree.join(dir)).unwrap();
-        std::fs::write(tree.join(dir).join(name), config(files)).unwrap();
-    }
-    fill_oem(&disk, &tree).unwrap();
-    let user = write_config(&fixture.dir, "ignition-oem-base-user", &config(vec![file("/etc/motd", "user")]));
+    let scratch = shared_fixture().unwrap().dir.join("ignition-bases");
+    // Each later layer overrides the earlier ones on the files they share; the user config
+    // overrides all of them.
+    let initrd = config_tree(
+        &scratch.join("initrd"),
+        &[
+            (
+                "base.d/10-initrd.ign",
+                config(vec![file("/etc/layer", "initrd-base"), file("/etc/initrd-only", "initrd"), file("/etc/motd", "initrd")]),
+            ),
+            ("base.platform.d/qemu/10-initrd.ign", config(vec![file("/etc/platform-layer", "initrd-platform")])),
+        ],
+    );
+    let oem = config_tree(
+        &scratch.join("oem"),
+        &[
+            ("base/10-vendor.ign", config(vec![file("/etc/layer", "oem-base"), file("/etc/vendor", "vendor")])),
+            ("base.platform.d/qemu/10-qemu.ign", config(vec![file("/etc/platform-layer", "oem-platform"), file("/etc/platform", "qemu")])),
+            ("base.platform.d/metal/10-metal.ign", config(vec![file("/etc/platform", "metal"), file("/etc/metal-only", "metal")])),
+        ],
+    );
+    let fixture = build_vendor_fixture("ignition-bases", test_sizes(), &Vendor { oem: Some(&oem), ignition_base: Some(&initrd) }).unwrap();
+    let disk = disk_copy(&fixture, "ignition-bases").unwrap();
+    let user = write_config(&fixture.dir, "ignition-bases-user", &config(vec![file("/etc/motd", "user")]));
 
-    let console = boot_disk(&disk, Some(&user), "");
+    let console = boot_disk(&fixture, &disk, Some(&user), "");
     assert_reached_real_init(&console);
-    assert!(console.has("2 base configs; platform qemu"), "{}", console.text);
+    assert!(console.has("4 base configs; platform qemu"), "{}", console.text);
     let root = root_snapshot(&disk).unwrap();
-    assert_eq!(text(&root, "etc/vendor"), "vendor");
-    assert_eq!(text(&root, "etc/motd"), "user", "the user config does not override the vendor's base");
-    assert_eq!(text(&root, "etc/platform"), "qemu");
+    for (path, expected) in [
+        ("etc/layer", "oem-base"),
+        ("etc/initrd-only", "initrd"),
+        ("etc/vendor", "vendor"),
+        ("etc/platform-layer", "oem-platform"),
+        ("etc/platform", "qemu"),
+        ("etc/motd", "user"),
+    ] {
+        assert_eq!(text(&root, path), expected, "/{path}");
+    }
     assert!(!root.contains_key("etc/metal-only"), "another platform's base config was applied");
+
+    // The platform the command line names is the one whose base configs apply, and, as in
+    // Ignition, the platform decides where the user config comes from: metal reads no fw_cfg.
+    let metal = disk_copy(&fixture, "ignition-bases-metal").unwrap();
+    let console = boot_disk(&fixture, &metal, Some(&user), "ignition.platform.id=metal");
+    assert_reached_real_init(&console);
+    assert!(console.has("ignition-fetch: no user config; 3 base configs; platform metal"), "{}", console.text);
+    let root = root_snapshot(&metal).unwrap();
+    assert_eq!(
+        (text(&root, "etc/platform"), text(&root, "etc/metal-only"), text(&root, "etc/motd")),
+        ("metal".into(), "metal".into(), "initrd".into())
+    );
+    assert!(!root.contains_key("etc/platform-layer"), "qemu's base configs were applied on metal");
+    let _ = std::fs::remove_file(&disk);
+    let _ = std::fs::remove_file(&metal);
+}
+
+/// docs/vendors.md's worked example, on the default layout (1 GiB USR-A, 4 GiB disk): the
+/// image built with `--oem ignition-examples/oem` provisions the machine with the vendor's
+/// base configs, its qemu platform config and its config.ign.
+#[test]
+fn the_vendor_example_oem_partition_provisions_the_default_layout() {
+    let oem = workspace().join("ignition-examples/oem");
+    let fixture = build_vendor_fixture("ignition-vendor-example", LayoutSizes::default(), &Vendor { oem: Some(&oem), ignition_base: None }).unwrap();
+    let disk = disk_copy(&fixture, "ignition-vendor-example").unwrap();
+    resize_disk(&disk, 4 << 30).unwrap();
+    let console = boot_disk(&fixture, &disk, None, "");
+    assert_reached_real_init(&console);
+    assert!(console.has("ignition-fetch: user config from OEM partition /config.ign"), "{}", console.text);
+    let root = root_snapshot(&disk).unwrap();
+    assert_eq!(text(&root, "etc/hostname"), "example-cloud-node\n");
+    assert!(text(&root, "etc/sysctl.d/10-example-cloud.conf").contains("tcp_keepalive_time"));
+    assert!(text(&root, "etc/systemd/timesyncd.conf.d/10-example-cloud.conf").contains("NTP=time.example-cloud.net"));
+    assert!(text(&root, "etc/motd.d/10-example-cloud.conf").contains("Example Cloud"));
+    assert!(text(&root, "etc/systemd/system/qemu-guest-agent.service").contains("qemu-ga"));
+    assert_eq!(text(&root, "etc/systemd/system-preset/20-ignition.preset"), "enable qemu-guest-agent.service\n");
+    eprintln!(
+        "vendor example, default layout: ignition-fetch {:?} ms, ignition-disks {:?} ms, ignition-files {:?} ms",
+        stage_millis(&console, "ignition-fetch"),
+        stage_millis(&console, "ignition-disks"),
+        stage_millis(&console, "ignition-files")
+    );
     let _ = std::fs::remove_file(&disk);
 }
 
@@ -178,7 +251,7 @@ fn refused_before_any_write(name: &str, config: &str, reason: &str) {
     let disk = disk_copy(fixture, name).unwrap();
     let config = write_config(&fixture.dir, name, config);
     let before = file_digest(&disk).unwrap();
-    let console = boot_disk(&disk, Some(&config), "");
+    let console = boot_disk(fixture, &disk, Some(&config), "");
     assert_refused(&console, "ignition-fetch", reason);
     assert_no_secret(&console);
     assert_eq!(file_digest(&disk).unwrap(), before, "the refused config changed the disk");

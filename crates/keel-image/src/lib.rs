@@ -12,11 +12,16 @@
 //! boot, so every machine gets its own filesystem UUID, the image carries no filesystem
 //! that first boot would have to grow, and a blank ROOT exercises the same path as a
 //! freshly wiped one.
+//!
+//! OEM is blank too unless the builder gives a vendor tree (`--oem DIR`: the Ignition
+//! `config.ign`, `base/*.ign` and whatever else a platform needs); then it holds an ext4
+//! labelled `OEM` made from that tree as /usr's is, its files owned by root.
 
 mod esp;
-mod usrfs;
+mod ext4;
 
 use anyhow::{ensure, Context};
+use ext4::{Contents, Ext4};
 use keel_disk::{flatcar_layout, plan_layout, write_gpt, Guid, LayoutSizes, SectorSize};
 use keel_manifest::{ImageManifest, UsrImage};
 use keel_verity::{format_hash_area, tree_start_block, Geometry, HashAlgorithm, HashType, MappedFile, VerityParams};
@@ -33,6 +38,8 @@ const COPY_CHUNK: usize = 1 << 20;
 pub struct ImageSpec {
     /// The directory that becomes /usr.
     pub usr_tree: PathBuf,
+    /// The directory that becomes the OEM partition's filesystem; without it OEM is blank.
+    pub oem_tree: Option<PathBuf>,
     pub os: String,
     pub sizes: LayoutSizes,
     /// The logical sector size of the disks the image is for.
@@ -127,6 +134,9 @@ pub fn usr_filesystem_blocks(partition_bytes: u64, layout: &VerityLayout) -> any
 /// Builds the image at `spec.output` and returns its manifest.
 pub fn build(spec: &ImageSpec) -> anyhow::Result<ImageManifest> {
     ensure!(spec.usr_tree.is_dir(), "{} is not a directory", spec.usr_tree.display());
+    if let Some(oem_tree) = &spec.oem_tree {
+        ensure!(oem_tree.is_dir(), "{} (the OEM tree) is not a directory", oem_tree.display());
+    }
     let smallest_block = spec.verity.data_block_size.min(spec.verity.hash_block_size);
     // dm-verity refuses blocks smaller than its devices' logical sectors.
     ensure!(
@@ -143,7 +153,9 @@ pub fn build(spec: &ImageSpec) -> anyhow::Result<ImageManifest> {
     let fs_blocks = usr_filesystem_blocks(usr_partition.size_bytes(layout.sector_size), &spec.verity)?;
     let fs_path = spec.output.with_extension("usr.ext4");
     let fs_uuid = derive_guid(seed.as_bytes(), "usr filesystem");
-    usrfs::make_ext4(&spec.usr_tree, &fs_path, fs_blocks, "USR-A", &fs_uuid.to_string(), spec.epoch)?;
+    let usr =
+        Ext4 { tree: &spec.usr_tree, blocks: fs_blocks, label: "USR-A", uuid: &fs_uuid.to_string(), epoch: spec.epoch, contents: Contents::System };
+    ext4::make_ext4(&usr, &fs_path)?;
     let result = write_image(spec, &layout, &usr_partition, &fs_path, fs_blocks * BLOCK_SIZE);
     let _ = std::fs::remove_file(&fs_path);
     result
@@ -174,6 +186,9 @@ fn write_image(
     let mut image = OpenOptions::new().read(true).write(true).open(output)?;
     write_gpt(&mut image, layout.sector_size, spec.disk_guid, &layout.partitions)?;
     write_esp(spec, layout, &mut image)?;
+    if let Some(oem_tree) = &spec.oem_tree {
+        write_oem(spec, oem_tree, layout, &mut image)?;
+    }
     let usr_start = usr_partition.start_bytes(layout.sector_size);
     copy_sparse(&mut File::open(fs_path)?, &mut image, usr_start).context("cannot write /usr into USR-A")?;
     image.seek(SeekFrom::Start(usr_start + hash_offset))?;
@@ -198,6 +213,25 @@ fn write_esp(spec: &ImageSpec, layout: &keel_disk::PlannedLayout, image: &mut Fi
         copy_sparse(&mut File::open(&esp_path)?, image, esp.start_bytes(layout.sector_size)).context("cannot write the ESP into the image")
     });
     let _ = std::fs::remove_file(&esp_path);
+    result
+}
+
+fn write_oem(spec: &ImageSpec, oem_tree: &Path, layout: &keel_disk::PlannedLayout, image: &mut File) -> anyhow::Result<()> {
+    let oem = layout.by_name("OEM").context("the layout has no OEM")?;
+    let fs_path = spec.output.with_extension("oem.ext4");
+    let uuid = derive_guid(spec.seed().as_bytes(), "oem filesystem").to_string();
+    let filesystem = Ext4 {
+        tree: oem_tree,
+        blocks: oem.size_bytes(layout.sector_size) / BLOCK_SIZE,
+        label: "OEM",
+        uuid: &uuid,
+        epoch: spec.epoch,
+        contents: Contents::Vendor,
+    };
+    let result = ext4::make_ext4(&filesystem, &fs_path).and_then(|()| {
+        copy_sparse(&mut File::open(&fs_path)?, image, oem.start_bytes(layout.sector_size)).context("cannot write the OEM filesystem into the image")
+    });
+    let _ = std::fs::remove_file(&fs_path);
     result
 }
 

@@ -32,6 +32,7 @@ fn usr_tree(dir: &Path) -> PathBuf {
 fn spec(tree: &Path, output: PathBuf, sector_size: SectorSize) -> ImageSpec {
     ImageSpec {
         usr_tree: tree.to_path_buf(),
+        oem_tree: None,
         os: "keel".into(),
         sizes: LayoutSizes { esp: 2 * MIB, bios_boot: MIB, usr: 16 * MIB, oem: 2 * MIB, oem_config: MIB, root: 8 * MIB },
         sector_size,
@@ -107,15 +108,19 @@ fn image_of_sector_size_passes_the_reference_tools(sector_size: SectorSize) {
 #[test]
 fn same_tree_copied_later_gives_the_same_bytes() {
     let dir = scratch("reproducible");
-    let first_tree = usr_tree(&dir.join("one"));
+    let (first_tree, first_oem) = (usr_tree(&dir.join("one")), oem_tree(&dir.join("one")));
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let second_tree = usr_tree(&dir.join("two"));
+    let (second_tree, second_oem) = (usr_tree(&dir.join("two")), oem_tree(&dir.join("two")));
     for sector_size in SectorSize::ALL {
-        let (one, two) = (dir.join(format!("one-{}.img", sector_size.bytes())), dir.join(format!("two-{}.img", sector_size.bytes())));
-        let first = build(&spec(&first_tree, one.clone(), sector_size)).unwrap();
-        let second = build(&spec(&second_tree, two.clone(), sector_size)).unwrap();
-        assert_eq!(first, second);
-        assert!(fs::read(one).unwrap() == fs::read(two).unwrap(), "images of {sector_size} differ");
+        for with_oem in [false, true] {
+            let name = |copy: &str| dir.join(format!("{copy}-{}-oem-{with_oem}.img", sector_size.bytes()));
+            let (mut one, mut two) = (spec(&first_tree, name("one"), sector_size), spec(&second_tree, name("two"), sector_size));
+            if with_oem {
+                (one.oem_tree, two.oem_tree) = (Some(first_oem.clone()), Some(second_oem.clone()));
+            }
+            assert_eq!(build(&one).unwrap(), build(&two).unwrap());
+            assert!(fs::read(&one.output).unwrap() == fs::read(&two.output).unwrap(), "images of {sector_size} (OEM: {with_oem}) differ");
+        }
     }
 
     let first = build(&spec(&first_tree, dir.join("one.img"), SectorSize::Bytes512)).unwrap();
@@ -151,4 +156,113 @@ fn verity_blocks_smaller_than_the_sectors_are_refused() {
     spec.verity.data_block_size = 512;
     let error = build(&spec).unwrap_err().to_string();
     assert!(error.contains("smaller than the image's 4096-byte sectors"), "{error}");
+}
+
+/// What a vendor ships on OEM, owned by someone other than root on the build host, as it
+/// would be when an unprivileged user builds the image.
+fn oem_tree(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::{lchown, PermissionsExt};
+    let tree = dir.join("oem");
+    fs::create_dir_all(tree.join("base")).unwrap();
+    fs::create_dir_all(tree.join("private")).unwrap();
+    fs::write(tree.join("config.ign"), r#"{"ignition":{"version":"3.4.0"}}"#).unwrap();
+    fs::write(tree.join("base/base.ign"), r#"{"ignition":{"version":"3.0.0"}}"#).unwrap();
+    fs::write(tree.join("private/key"), "secret\n").unwrap();
+    std::os::unix::fs::symlink("../config.ign", tree.join("base/user.ign")).unwrap();
+    fs::set_permissions(tree.join("private"), fs::Permissions::from_mode(0o750)).unwrap();
+    fs::set_permissions(tree.join("private/key"), fs::Permissions::from_mode(0o600)).unwrap();
+    for path in ["", "base", "base/base.ign", "base/user.ign", "private", "private/key", "config.ign"] {
+        // Only root can give files away; anyone else's files are theirs already.
+        let _ = lchown(tree.join(path), Some(1234), Some(5678));
+    }
+    tree
+}
+
+fn oem_spec(dir: &Path, oem: &Path, name: &str) -> ImageSpec {
+    let mut spec = spec(&usr_tree(&dir.join(name)), dir.join(format!("{name}.img")), SectorSize::Bytes512);
+    spec.oem_tree = Some(oem.to_path_buf());
+    spec
+}
+
+/// The OEM partition's bytes, in a file of their own for the e2fsprogs tools.
+fn oem_filesystem(image: &Path, to: &Path) -> PathBuf {
+    let oem = read_gpt(&mut fs::File::open(image).unwrap(), SectorSize::Bytes512).unwrap().by_name("OEM").unwrap().unwrap().clone();
+    extract(image, oem.start_bytes(SectorSize::Bytes512), oem.size_bytes(SectorSize::Bytes512), to);
+    to.to_path_buf()
+}
+
+#[test]
+fn oem_is_an_ext4_of_the_vendor_tree_owned_by_root() {
+    let dir = scratch("oem");
+    let tree = oem_tree(&dir);
+    let spec = oem_spec(&dir, &tree, "disk");
+    build(&spec).unwrap();
+    let oem = oem_filesystem(&spec.output, &dir.join("oem.ext4"));
+    let oem_str = oem.to_str().unwrap();
+
+    let probe = keel_disk::probe_filesystem(&mut fs::File::open(&oem).unwrap()).unwrap();
+    let Probe::Filesystem(filesystem) = probe else { panic!("OEM holds no filesystem: {probe:?}") };
+    assert_eq!((filesystem.kind, filesystem.label.as_str()), (keel_disk::FsKind::Ext4, "OEM"));
+    let header = run("dumpe2fs", &["-h", oem_str]);
+    assert!(!header.contains("has_journal"), "{header}");
+    run("e2fsck", &["-fn", oem_str]);
+
+    assert_eq!(run("debugfs", &["-R", "cat /config.ign", oem_str]), fs::read_to_string(tree.join("config.ign")).unwrap());
+    assert_eq!(run("debugfs", &["-R", "cat /base/base.ign", oem_str]), fs::read_to_string(tree.join("base/base.ign")).unwrap());
+    for (path, kind, mode) in [
+        ("/", "directory", "0755"),
+        ("/config.ign", "regular", "0644"),
+        ("/base/user.ign", "symlink", "0777"),
+        ("/private", "directory", "0750"),
+        ("/private/key", "regular", "0600"),
+        ("/lost+found", "directory", "0700"),
+    ] {
+        let stat = run("debugfs", &["-R", &format!("stat {path}"), oem_str]);
+        assert!(stat.contains(&format!("Type: {kind}")) && stat.contains(&format!("Mode:  {mode}")), "{path}: {stat}");
+        assert!(stat.contains("User:     0   Group:     0"), "{path} is not owned by root: {stat}");
+        assert!(stat.contains("mtime: 0x00000001"), "{path}'s times are not the epoch: {stat}");
+    }
+    assert!(run("debugfs", &["-R", "stat /base/user.ign", oem_str]).contains("Fast link dest: \"../config.ign\""));
+
+    // The UUID comes from the image's seed: another image, another OEM filesystem.
+    let mut other = oem_spec(&dir, &tree, "other");
+    other.os = "other".into();
+    build(&other).unwrap();
+    let other_probe = keel_disk::probe_filesystem(&mut fs::File::open(oem_filesystem(&other.output, &dir.join("other.ext4"))).unwrap()).unwrap();
+    let Probe::Filesystem(other_filesystem) = other_probe else { panic!("OEM holds no filesystem: {other_probe:?}") };
+    assert_ne!(filesystem.uuid, other_filesystem.uuid);
+}
+
+#[test]
+fn without_an_oem_tree_oem_stays_blank() {
+    let dir = scratch("oem-blank");
+    let spec = spec(&usr_tree(&dir), dir.join("disk.img"), SectorSize::Bytes512);
+    build(&spec).unwrap();
+    let oem = oem_filesystem(&spec.output, &dir.join("oem.part"));
+    assert!(fs::read(oem).unwrap().iter().all(|&byte| byte == 0));
+}
+
+#[test]
+fn an_oem_tree_too_big_for_its_partition_is_refused_with_both_sizes() {
+    let dir = scratch("oem-too-big");
+    let tree = dir.join("oem");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("blob"), vec![1u8; 3 * MIB as usize]).unwrap();
+    let error = format!("{:#}", build(&oem_spec(&dir, &tree, "disk")).unwrap_err());
+    assert!(error.contains("3145728 bytes of files") && error.contains("(2097152 bytes)"), "{error}");
+
+    // Within the partition's size but not beside the filesystem's own metadata: mkfs says so.
+    fs::write(tree.join("blob"), vec![1u8; 2 * MIB as usize - 4096]).unwrap();
+    let error = format!("{:#}", build(&oem_spec(&dir, &tree, "again")).unwrap_err());
+    assert!(error.contains("2093056 bytes of files") && error.contains("(2097152 bytes)") && error.contains("allocate"), "{error}");
+}
+
+#[test]
+fn an_oem_tree_with_a_fifo_is_refused() {
+    let dir = scratch("oem-fifo");
+    let tree = dir.join("oem");
+    fs::create_dir_all(&tree).unwrap();
+    run("mkfifo", &[tree.join("pipe").to_str().unwrap()]);
+    let error = format!("{:#}", build(&oem_spec(&dir, &tree, "disk")).unwrap_err());
+    assert!(error.contains("pipe is a FIFO or socket"), "{error}");
 }

@@ -35,6 +35,15 @@ impl Archive {
         self.entries.contains_key(path.trim_matches('/'))
     }
 
+    pub fn get(&self, path: &str) -> Option<&Node> {
+        self.entries.get(path.trim_matches('/'))
+    }
+
+    /// Every path, without its leading `/`, parents first.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
     /// The archive in the kernel's "newc" format.
     pub fn to_newc(&self) -> Vec<u8> {
         let mut out = Vec::new();

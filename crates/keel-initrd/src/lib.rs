@@ -2,10 +2,15 @@
 //! keel-init as /init, the image manifest, the kernel modules keel-init loads (with their
 //! dependencies), the storage drivers it loads when their devices show up, and for each
 //! root filesystem it supports, `mkfs.<fs>` (with its libraries) and the modules that
-//! mount it, loaded only when ROOT has that filesystem.
+//! mount it, loaded only when ROOT has that filesystem, and the image's Ignition base
+//! configs, if it has any.
+//!
+//! The base configs are validated with keel-ignition, the engine keel-init runs, so that a
+//! config keel-init would refuse stops the build instead of every first boot.
 
 mod cpio;
 mod elf;
+mod ignition;
 
 pub use cpio::{Archive, Node};
 pub use elf::{library_closure, HostFile};
@@ -186,16 +191,21 @@ pub struct InitrdSpec {
     pub root_filesystems: Vec<String>,
     /// Where mkfs and its libraries come from (`/` for the build host).
     pub host_root: PathBuf,
+    /// Ignition's base configs (`base.d/*.ign`, `base.platform.d/<platform>/*.ign`), packed
+    /// under INITRD_IGNITION_DIR.
+    pub ignition_base: Option<PathBuf>,
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
-/// An initrd's tree, and which drivers went into it.
+/// An initrd's tree, which drivers went into it, and what Ignition warned of its base
+/// configs (one line each, naming the file).
 pub struct Packed {
     pub archive: Archive,
     pub drivers: ChosenDrivers,
+    pub ignition_warnings: Vec<String>,
 }
 
 /// The uncompressed tree.
@@ -205,6 +215,10 @@ pub fn archive(spec: &InitrdSpec) -> anyhow::Result<Packed> {
     // The kernel opens /dev/console for init's stdio before /init runs, so it must be here.
     archive.insert("/dev/console", Node::CharDevice { major: 5, minor: 1, mode: 0o600 });
     archive.insert(INITRD_MANIFEST_PATH, Node::File { data: spec.manifest.to_json().into_bytes(), mode: 0o644 });
+    let ignition_warnings = match &spec.ignition_base {
+        Some(dir) => ignition::insert_base_configs(&mut archive, dir)?,
+        None => Vec::new(),
+    };
 
     let version = spec.modules_dir.file_name().context("the module directory has no name")?.to_string_lossy();
     let index = ModuleIndex::read(&spec.modules_dir)?;
@@ -239,7 +253,7 @@ pub fn archive(spec: &InitrdSpec) -> anyhow::Result<Packed> {
             }
         }
     }
-    Ok(Packed { archive, drivers: chosen })
+    Ok(Packed { archive, drivers: chosen, ignition_warnings })
 }
 
 /// Packs `modules` (paths relative to the module directory) and returns them as entries
@@ -263,10 +277,10 @@ fn insert_module_list(archive: &mut Archive, spec: &InitrdSpec, version: &str, l
     Ok(())
 }
 
-/// The initrd's bytes.
-pub fn build(spec: &InitrdSpec, compression: Compression) -> anyhow::Result<(Vec<u8>, ChosenDrivers)> {
+/// The initrd's bytes, its drivers, and the warnings about its Ignition base configs.
+pub fn build(spec: &InitrdSpec, compression: Compression) -> anyhow::Result<(Vec<u8>, ChosenDrivers, Vec<String>)> {
     let packed = archive(spec)?;
-    Ok((compress(packed.archive.to_newc(), compression)?, packed.drivers))
+    Ok((compress(packed.archive.to_newc(), compression)?, packed.drivers, packed.ignition_warnings))
 }
 
 fn compress(data: Vec<u8>, compression: Compression) -> anyhow::Result<Vec<u8>> {

@@ -1,7 +1,7 @@
 //! The initrd archive: the same inputs give the same bytes, and GNU cpio (the reference
 //! reader of the format) extracts exactly what keel put in.
 
-use keel_initrd::{archive, build, choose_drivers, Compression, DriverChoice, InitrdSpec};
+use keel_initrd::{archive, build, choose_drivers, Compression, DriverChoice, InitrdSpec, Node};
 use keel_manifest::{ImageManifest, UsrImage};
 use keel_test_support::scratch_dir;
 use keel_verity::VerityParams;
@@ -75,6 +75,7 @@ fn spec(dir: &Path) -> InitrdSpec {
         drivers: keel_initrd::DriverChoice::Default,
         root_filesystems: vec!["ext4".into(), "xfs".into()],
         host_root: PathBuf::from("/"),
+        ignition_base: None,
     }
 }
 
@@ -184,4 +185,115 @@ fn driver_choices() {
     let host = choose_drivers(&DriverChoice::Host(sys), &index).unwrap();
     // In the order of the modaliases that asked for them.
     assert_eq!(host.packed, names(&["virtio_pci", "sd_mod", "virtio_scsi"]));
+}
+
+const EMPTY_CONFIG: &str = r#"{"ignition":{"version":"3.4.0"}}"#;
+
+/// Ignition's layout: two general base configs and one for QEMU.
+fn ignition_base(dir: &Path) -> PathBuf {
+    let base = dir.join("ignition");
+    fs::create_dir_all(base.join("base.d")).unwrap();
+    fs::create_dir_all(base.join("base.platform.d/qemu")).unwrap();
+    fs::write(base.join("base.d/10-users.ign"), r#"{"ignition":{"version":"3.0.0"},"passwd":{"users":[{"name":"core"}]}}"#).unwrap();
+    // An unused key is a warning, not an error: the config goes in.
+    fs::write(base.join("base.d/20-empty.ign"), r#"{"ignition":{"version":"3.4.0"},"surplus":1}"#).unwrap();
+    fs::write(base.join("base.platform.d/qemu/qemu.ign"), EMPTY_CONFIG).unwrap();
+    base
+}
+
+fn ignition_spec(dir: &Path) -> InitrdSpec {
+    InitrdSpec { ignition_base: Some(ignition_base(dir)), ..spec(dir) }
+}
+
+fn build_error(spec: &InitrdSpec) -> String {
+    match archive(spec) {
+        Ok(_) => panic!("the build was not refused"),
+        Err(error) => format!("{error:#}"),
+    }
+}
+
+#[test]
+fn ignition_base_configs_are_packed_where_keel_init_reads_them() {
+    let dir = scratch("ignition-base");
+    let spec = ignition_spec(&dir);
+    let packed = archive(&spec).unwrap();
+    let paths: Vec<&str> = packed.archive.paths().filter(|path| path.starts_with("usr/lib/ignition")).collect();
+    assert_eq!(
+        paths,
+        [
+            "usr/lib/ignition",
+            "usr/lib/ignition/base.d",
+            "usr/lib/ignition/base.d/10-users.ign",
+            "usr/lib/ignition/base.d/20-empty.ign",
+            "usr/lib/ignition/base.platform.d",
+            "usr/lib/ignition/base.platform.d/qemu",
+            "usr/lib/ignition/base.platform.d/qemu/qemu.ign",
+        ]
+    );
+    let base = spec.ignition_base.as_ref().unwrap();
+    for (initrd, host) in [("base.d/10-users.ign", "base.d/10-users.ign"), ("base.platform.d/qemu/qemu.ign", "base.platform.d/qemu/qemu.ign")] {
+        let node = packed.archive.get(&format!("{}/{initrd}", keel_manifest::INITRD_IGNITION_DIR));
+        assert_eq!(node, Some(&Node::File { data: fs::read(base.join(host)).unwrap(), mode: 0o644 }));
+    }
+    assert_eq!(packed.archive.get("/usr/lib/ignition/base.d"), Some(&Node::Dir { mode: 0o755 }));
+    let warning = format!("{}: warning at $.surplus: unused key", base.join("base.d/20-empty.ign").display());
+    assert_eq!(packed.ignition_warnings, [warning]);
+
+    // Owners and times never reach the archive: a later copy gives the same bytes.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let again = ignition_spec(&scratch("ignition-base-again"));
+    assert!(build(&spec, Compression::None).unwrap().0 == build(&again, Compression::None).unwrap().0, "the initrds differ");
+}
+
+#[test]
+fn an_invalid_ignition_base_config_is_refused_with_its_path() {
+    let dir = scratch("ignition-invalid");
+    let spec = ignition_spec(&dir);
+    let base = spec.ignition_base.as_ref().unwrap();
+    let relative_path = base.join("base.d/30-relative.ign");
+    fs::write(&relative_path, r#"{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":"etc/motd"}]},"surplus":1}"#).unwrap();
+    let not_json = base.join("base.platform.d/qemu/broken.ign");
+    fs::write(&not_json, "{").unwrap();
+    let error = build_error(&spec);
+    let relative = relative_path.display();
+    assert!(error.contains(&format!("{relative}: error at $.storage.files[0].path:")), "{error}");
+    assert!(error.contains(&format!("{relative}: warning at $.surplus: unused key")), "every report of the file: {error}");
+    assert!(error.contains(&format!("{}: line 1 column 1", not_json.display())), "every refused file: {error}");
+    assert!(!error.contains("10-users.ign"), "a valid config is not named: {error}");
+
+    fs::remove_file(&relative_path).unwrap();
+    fs::write(&not_json, vec![b' '; keel_ignition::config::MAX_CONFIG_BYTES + 1]).unwrap();
+    let error = build_error(&spec);
+    assert!(error.contains(&format!("{} is over 33554432 bytes", not_json.display())), "{error}");
+}
+
+#[test]
+fn anything_else_in_the_ignition_base_is_refused() {
+    let dir = scratch("ignition-stray");
+    let spec = ignition_spec(&dir);
+    let base = spec.ignition_base.clone().unwrap();
+    let directory = true;
+    for (name, is_directory) in [
+        ("base", directory),
+        ("config.ign", !directory),
+        ("base.d/notes.txt", !directory),
+        ("base.d/.ign", !directory),
+        ("base.d/old", directory),
+        ("base.platform.d/QEMU", directory),
+    ] {
+        let path = base.join(name);
+        if is_directory {
+            fs::create_dir(&path).unwrap();
+        } else {
+            fs::write(&path, EMPTY_CONFIG).unwrap();
+        }
+        let error = build_error(&spec);
+        assert!(error.contains(&format!("{}: ", path.display())) && error.contains(" holds "), "{name}: {error}");
+        if is_directory {
+            fs::remove_dir(&path).unwrap();
+        } else {
+            fs::remove_file(&path).unwrap();
+        }
+    }
+    archive(&spec).unwrap();
 }

@@ -21,8 +21,8 @@ pub const INITRD_DRIVERS_PATH: &str = "/etc/keel/drivers";
 pub const INITRD_FS_MODULES_DIR: &str = "/etc/keel/modules.d";
 /// Where the initrd holds `mkfs.<filesystem>` for each root filesystem it supports.
 pub const INITRD_MKFS_DIR: &str = "/usr/sbin";
-/// Ignition's base configs baked into the initrd: `base.d/*.ign` and
-/// `base.platform.d/<platform>/*.ign` under it, as Ignition's system config directory.
+/// Where the initrd holds Ignition's base configs, in Ignition's layout: `base.d/*.ign`,
+/// then `base.platform.d/<platform>/*.ign`, each group in file-name order.
 pub const INITRD_IGNITION_DIR: &str = "/usr/lib/ignition";
 /// The root filesystems keel can format and grow.
 pub const ROOT_FILESYSTEMS: [&str; 3] = ["ext4", "xfs", "btrfs"];

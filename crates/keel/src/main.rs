@@ -27,8 +27,14 @@ const USAGE: &str = "usage:
                    [--esp-mib N] [--oem-mib N] [--disk-guid GUID] [--epoch SECONDS] [--sector-size 512|4096]
                    [--verity-hash sha256|sha512|sha1] [--verity-format 1|0] [--verity-data-block-size N]
                    [--verity-hash-block-size N]
+                   [--oem DIR]                   the OEM partition as ext4 labelled OEM made from DIR (config.ign,
+                                                 base/*.ign, ...: regular files, directories, symlinks; all owned by
+                                                 root); without it OEM is blank
   keel initrd build --manifest FILE --init KEEL_INIT --kernel-modules /lib/modules/VERSION --output FILE
                     [--compression zstd|xz|gzip|none] [--root-filesystems ext4,xfs,btrfs]
+                    [--ignition-base DIR]        Ignition base configs, DIR/base.d/*.ign and
+                                                 DIR/base.platform.d/PLATFORM/*.ign (nothing else), validated and
+                                                 packed under /usr/lib/ignition; a config with an error stops the build
                     [--drivers default|host|MODULE,...]   storage drivers, loaded only where their devices are
                                                  (default: virtio-blk, virtio-scsi, NVMe, AHCI, SCSI disks;
                                                  host: what drives this machine's disks)
@@ -104,6 +110,7 @@ fn image_build(words: &[String]) -> anyhow::Result<()> {
         words,
         &[
             "usr",
+            "oem",
             "output",
             "manifest",
             "os",
@@ -136,6 +143,7 @@ fn image_build(words: &[String]) -> anyhow::Result<()> {
     let output = PathBuf::from(args.required("output")?);
     let spec = keel_image::ImageSpec {
         usr_tree: PathBuf::from(args.required("usr")?),
+        oem_tree: args.get("oem").map(PathBuf::from),
         os: args.get("os").unwrap_or("keel").to_string(),
         sizes,
         sector_size: args.get("sector-size").map_or(Ok(SectorSize::Bytes512), str::parse).context("--sector-size")?,
@@ -161,7 +169,8 @@ fn image_build(words: &[String]) -> anyhow::Result<()> {
 }
 
 fn initrd_build(words: &[String]) -> anyhow::Result<()> {
-    let args = Args::parse(words, &["manifest", "init", "kernel-modules", "output", "compression", "root-filesystems", "drivers"], &[])?;
+    let args =
+        Args::parse(words, &["manifest", "init", "kernel-modules", "output", "compression", "root-filesystems", "drivers", "ignition-base"], &[])?;
     let manifest_path = args.required("manifest")?;
     let manifest_text = std::fs::read_to_string(manifest_path).with_context(|| format!("cannot read {manifest_path}"))?;
     let spec = keel_initrd::InitrdSpec {
@@ -174,10 +183,14 @@ fn initrd_build(words: &[String]) -> anyhow::Result<()> {
             args.get("root-filesystems").unwrap_or(&keel_initrd::DEFAULT_ROOT_FILESYSTEMS.join(",")),
         )?,
         host_root: PathBuf::from("/"),
+        ignition_base: args.get("ignition-base").map(PathBuf::from),
     };
     let compression = keel_initrd::Compression::parse(args.get("compression").unwrap_or("xz"))?;
-    let (bytes, drivers) = keel_initrd::build(&spec, compression)?;
+    let (bytes, drivers, ignition_warnings) = keel_initrd::build(&spec, compression)?;
     println!("{}", drivers.describe());
+    for warning in ignition_warnings {
+        println!("{warning}");
+    }
     let output = args.required("output")?;
     std::fs::write(output, &bytes).with_context(|| format!("cannot write {output}"))?;
     println!("initrd: {output} ({} bytes)", bytes.len());
