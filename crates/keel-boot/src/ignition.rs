@@ -5,8 +5,8 @@
 //! Where the configs come from (docs/ignition.md has the table):
 //! - the user config, first found wins: the command line's `ignition.config.url=` (or
 //!   Flatcar's and CoreOS's names for it: `data:` or `oem:///PATH`), then the OEM partition's
-//!   `config.ign` (Flatcar's system config), then the platform's (QEMU: fw_cfg), as Ignition
-//!   asks its cmdline, system and platform providers in that order;
+//!   `config.ign` (Flatcar's system config), then the platform's (on `qemu`: fw_cfg), as
+//!   Ignition asks its cmdline, system and platform providers in that order;
 //! - base configs, under it: the initrd's `base.d/*.ign` with the OEM partition's `base/*.ign`,
 //!   then `base.platform.d/<platform>/*.ign` from the initrd and the OEM partition.
 //!
@@ -213,7 +213,9 @@ pub fn fetch(params: &BootParams, boot_disk: Option<&BootDisk>, log: &mut Log) -
         Some((key, url)) => command_line_config(key, url, &oem)?,
         None => match oem.user.clone() {
             Some(document) => Some(document),
-            None => FW_CFG_KEYS.iter().map(|key| read_fw_cfg(key)).find_map(Result::transpose).transpose()?,
+            // The platform's own source, as Ignition's provider for it: only QEMU has one here.
+            None if platform == "qemu" => FW_CFG_KEYS.iter().map(|key| read_fw_cfg(key)).find_map(Result::transpose).transpose()?,
+            None => None,
         },
     };
 
