@@ -35,6 +35,9 @@ const OEM_MOUNT: &str = "/run/keel/oem";
 const FW_CFG: &str = "/sys/firmware/qemu_fw_cfg";
 /// The fw_cfg keys QEMU users pass a config under (`-fw_cfg name=…,file=…`), Flatcar's first.
 const FW_CFG_KEYS: [&str; 2] = ["opt/org.flatcar-linux/config", "opt/com.coreos/config"];
+/// When a slow fw_cfg read first says how far it got, and how often after that.
+const FW_CFG_FIRST_REPORT: std::time::Duration = std::time::Duration::from_secs(10);
+const FW_CFG_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// How many base configs one directory may hold: each is merged, so the count is bounded
 /// before any is read.
 const MAX_CONFIGS_PER_DIRECTORY: usize = 64;
@@ -146,18 +149,36 @@ fn open(device: &FoundDevice) -> anyhow::Result<std::fs::File> {
 }
 
 /// The config QEMU passes through fw_cfg under `key`, if it passes one.
-fn read_fw_cfg(key: &str) -> anyhow::Result<Option<Document>> {
+fn read_fw_cfg(key: &str, log: &mut Log) -> anyhow::Result<Option<Document>> {
     let dir = Path::new(FW_CFG).join("by_name").join(key);
     let Ok(size) = std::fs::read_to_string(dir.join("size")) else { return Ok(None) };
     let size: usize = size.trim().parse().with_context(|| format!("fw_cfg {key} has an unreadable size {size:?}"))?;
     if size > MAX_CONFIG_BYTES {
         bail!("the config in fw_cfg {key} is {size} bytes, more than the {MAX_CONFIG_BYTES} keel reads in a config");
     }
-    // The device reads each request from the start of the item again, so few large reads are
-    // much cheaper than many small ones.
-    let mut bytes = Vec::with_capacity(size);
-    let raw = std::fs::File::open(dir.join("raw")).with_context(|| format!("cannot open fw_cfg {key}"))?;
-    raw.take(size as u64).read_to_end(&mut bytes).with_context(|| format!("cannot read fw_cfg {key}"))?;
+    let mut raw = std::fs::File::open(dir.join("raw")).with_context(|| format!("cannot open fw_cfg {key}"))?;
+    // The kernel serves each read of at most a page by reading the item from its start again,
+    // so a big config takes time quadratic in its size: the console says so rather than look hung.
+    let mut bytes = vec![0; size];
+    let mut filled = 0;
+    let started = std::time::Instant::now();
+    let mut next_report = FW_CFG_FIRST_REPORT;
+    while filled < size {
+        let read = raw.read(&mut bytes[filled..]).with_context(|| format!("cannot read fw_cfg {key}"))?;
+        if read == 0 {
+            bail!("fw_cfg {key} ended after {filled} of the {size} bytes its size promised");
+        }
+        filled += read;
+        if started.elapsed() >= next_report {
+            log.info(&format!(
+                "ignition-fetch: reading fw_cfg {key}: {} of {} KiB; fw_cfg reads take time quadratic in a config's size, so a big \
+                 config is better on the OEM partition",
+                filled >> 10,
+                size >> 10
+            ));
+            next_report += FW_CFG_REPORT_EVERY;
+        }
+    }
     Ok(Some(Document { name: format!("QEMU fw_cfg {key}"), bytes }))
 }
 
@@ -214,7 +235,7 @@ pub fn fetch(params: &BootParams, boot_disk: Option<&BootDisk>, log: &mut Log) -
         None => match oem.user.clone() {
             Some(document) => Some(document),
             // The platform's own source, as Ignition's provider for it: only QEMU has one here.
-            None if platform == "qemu" => FW_CFG_KEYS.iter().map(|key| read_fw_cfg(key)).find_map(Result::transpose).transpose()?,
+            None if platform == "qemu" => FW_CFG_KEYS.iter().map(|key| read_fw_cfg(key, log)).find_map(Result::transpose).transpose()?,
             None => None,
         },
     };
