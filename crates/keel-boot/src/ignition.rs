@@ -47,9 +47,14 @@ pub struct Fetched {
 /// The platform Ignition runs on: the command line's, else `qemu` when QEMU's firmware
 /// config device is there, else `metal`, as Ignition's and Flatcar's defaults are.
 fn platform(params: &BootParams) -> String {
+    platform_with_fw_cfg_at(params, Path::new(FW_CFG))
+}
+
+/// [`platform`], with QEMU's fw_cfg sysfs directory at `fw_cfg` (a seam for tests).
+fn platform_with_fw_cfg_at(params: &BootParams, fw_cfg: &Path) -> String {
     match &params.platform {
         Some(platform) => platform.clone(),
-        None if Path::new(FW_CFG).exists() => "qemu".to_string(),
+        None if fw_cfg.exists() => "qemu".to_string(),
         None => "metal".to_string(),
     }
 }
@@ -299,6 +304,35 @@ mod tests {
         if !Path::new(FW_CFG).exists() {
             assert_eq!(platform(&params("")), "metal");
         }
+    }
+
+    /// Defect: the qemu_fw_cfg module creates /sys/firmware/qemu_fw_cfg as soon as it loads,
+    /// whether or not there is a fw_cfg device (fw_cfg_sysfs_init does kobject_create_and_add
+    /// before platform_driver_register); only a probed device adds `rev`, `by_key` and
+    /// `by_name`. keel-init loads qemu_fw_cfg on every machine (it is in every initrd's module
+    /// list), so on bare metal or any cloud without a platform id on the command line the
+    /// platform comes out as `qemu`: the OEM's and initrd's base.platform.d/qemu configs (the
+    /// vendor example's qemu-guest-agent) are applied there.
+    #[test]
+    fn the_fw_cfg_module_loaded_without_a_fw_cfg_device_does_not_make_the_platform_qemu() {
+        let dir = scratch("fw-cfg");
+        let params = BootParams::from_cmdline(&Cmdline::parse("")).unwrap();
+        // What the module leaves on a machine without the device: the bare directory.
+        let module_only = dir.join("module-only");
+        std::fs::create_dir_all(&module_only).unwrap();
+        // What a probed device adds (QEMU, `-fw_cfg` or not).
+        let probed = dir.join("probed");
+        for subdirectory in ["by_key", "by_name"] {
+            std::fs::create_dir_all(probed.join(subdirectory)).unwrap();
+        }
+        std::fs::write(probed.join("rev"), "3\n").unwrap();
+        let found = [
+            platform_with_fw_cfg_at(&params, &dir.join("absent")),
+            platform_with_fw_cfg_at(&params, &module_only),
+            platform_with_fw_cfg_at(&params, &probed),
+        ];
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(found, ["metal", "metal", "qemu"], "no module, module without a device, QEMU's device");
     }
 
     #[test]
