@@ -50,9 +50,14 @@ pub struct Fetched {
 /// The platform Ignition runs on: the command line's, else `qemu` when QEMU's firmware
 /// config device is there, else `metal`, as Ignition's and Flatcar's defaults are.
 fn platform(params: &BootParams) -> String {
+    platform_with_fw_cfg_at(params, Path::new(FW_CFG))
+}
+
+/// [`platform`], with QEMU's fw_cfg sysfs directory at `fw_cfg` (a seam for tests).
+fn platform_with_fw_cfg_at(params: &BootParams, fw_cfg: &Path) -> String {
     match &params.platform {
         Some(platform) => platform.clone(),
-        None if Path::new(FW_CFG).exists() => "qemu".to_string(),
+        None if fw_cfg.exists() => "qemu".to_string(),
         None => "metal".to_string(),
     }
 }
@@ -128,6 +133,16 @@ fn with_oem<T: Default>(boot_disk: Option<&BootDisk>, with: impl FnOnce(&Root) -
     };
     crate::root::load_filesystem_modules(kind)?;
     let mount_point = Path::new(OEM_MOUNT);
+    mount_read_only(&oem.node, kind, mount_point)?;
+    let result = Root::open(mount_point).context("cannot open the OEM partition's root").and_then(|root| with(&root));
+    let unmounted = umount(mount_point).with_context(|| format!("cannot unmount the OEM partition from {OEM_MOUNT}"));
+    let value = result?;
+    unmounted?;
+    Ok((value, format!("OEM partition {} ({})", oem.node.display(), kind.mount_type())))
+}
+
+/// Mounts the OEM filesystem on `device` at `mount_point`, read-only, nosuid, nodev and noexec.
+fn mount_read_only(device: &Path, kind: FsKind, mount_point: &Path) -> anyhow::Result<()> {
     let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     // A journal or log would be replayed even on a read-only mount: the OEM partition is read, never written.
     let data = match kind {
@@ -136,12 +151,7 @@ fn with_oem<T: Default>(boot_disk: Option<&BootDisk>, with: impl FnOnce(&Root) -
         FsKind::Btrfs => Some("nologreplay"),
         FsKind::Vfat => None,
     };
-    mount_at(&oem.node.display().to_string(), mount_point, Some(kind.mount_type()), flags, data)?;
-    let result = Root::open(mount_point).context("cannot open the OEM partition's root").and_then(|root| with(&root));
-    let unmounted = umount(mount_point).with_context(|| format!("cannot unmount the OEM partition from {OEM_MOUNT}"));
-    let value = result?;
-    unmounted?;
-    Ok((value, format!("OEM partition {} ({})", oem.node.display(), kind.mount_type())))
+    mount_at(&device.display().to_string(), mount_point, Some(kind.mount_type()), flags, data)
 }
 
 fn open(device: &FoundDevice) -> anyhow::Result<std::fs::File> {
@@ -320,6 +330,78 @@ mod tests {
         if !Path::new(FW_CFG).exists() {
             assert_eq!(platform(&params("")), "metal");
         }
+    }
+
+    /// Defect: the qemu_fw_cfg module creates /sys/firmware/qemu_fw_cfg as soon as it loads,
+    /// whether or not there is a fw_cfg device (fw_cfg_sysfs_init does kobject_create_and_add
+    /// before platform_driver_register); only a probed device adds `rev`, `by_key` and
+    /// `by_name`. keel-init loads qemu_fw_cfg on every machine (it is in every initrd's module
+    /// list), so on bare metal or any cloud without a platform id on the command line the
+    /// platform comes out as `qemu`: the OEM's and initrd's base.platform.d/qemu configs (the
+    /// vendor example's qemu-guest-agent) are applied there.
+    #[test]
+    fn the_fw_cfg_module_loaded_without_a_fw_cfg_device_does_not_make_the_platform_qemu() {
+        let dir = scratch("fw-cfg");
+        let params = BootParams::from_cmdline(&Cmdline::parse("")).unwrap();
+        // What the module leaves on a machine without the device: the bare directory.
+        let module_only = dir.join("module-only");
+        std::fs::create_dir_all(&module_only).unwrap();
+        // What a probed device adds (QEMU, `-fw_cfg` or not).
+        let probed = dir.join("probed");
+        for subdirectory in ["by_key", "by_name"] {
+            std::fs::create_dir_all(probed.join(subdirectory)).unwrap();
+        }
+        std::fs::write(probed.join("rev"), "3\n").unwrap();
+        let found = [
+            platform_with_fw_cfg_at(&params, &dir.join("absent")),
+            platform_with_fw_cfg_at(&params, &module_only),
+            platform_with_fw_cfg_at(&params, &probed),
+        ];
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(found, ["metal", "metal", "qemu"], "no module, module without a device, QEMU's device");
+    }
+
+    fn run(program: &str, args: &[&str]) -> String {
+        let output = std::process::Command::new(program).args(args).output().unwrap();
+        assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Defect: ext4 cleans up orphan inodes even on a read-only mount (ext4_orphan_cleanup
+    /// clears SB_RDONLY for it, `noload` or not, and says "orphan cleanup on readonly fs");
+    /// only a read-only block device stops it ("write access unavailable, skipping orphan
+    /// cleanup"). So an OEM partition whose superblock lists an orphan inode (a crafted one,
+    /// or one a vendor's agent left by a power cut while it wrote to OEM) is written by
+    /// ignition-fetch, before any config is checked, and under `noload` against a journal
+    /// that was not replayed. The fix: BLKROSET on the partition before the mount (and off
+    /// again after the unmount). Needs root and a loop device, as keel-disk's kernel tests.
+    #[test]
+    fn mounting_the_oem_partition_writes_nothing_even_when_it_lists_orphan_inodes() {
+        let dir = scratch("oem-orphan");
+        let image = dir.join("oem.img");
+        std::fs::File::create(&image).unwrap().set_len(16 << 20).unwrap();
+        let image_name = image.to_str().unwrap();
+        run("mkfs.ext4", &["-q", "-F", "-O", "^has_journal", "-L", "OEM", image_name]);
+        let contents = dir.join("contents");
+        std::fs::write(&contents, "an orphan\n").unwrap();
+        run("debugfs", &["-w", "-R", &format!("write {} orphan", contents.display()), image_name]);
+        let script = dir.join("orphan.debugfs");
+        // Inode 12 is the first after lost+found: the file just written.
+        std::fs::write(&script, "sif orphan links_count 0\nunlink orphan\nssv last_orphan 12\n").unwrap();
+        run("debugfs", &["-w", "-f", script.to_str().unwrap(), image_name]);
+        let before = std::fs::read(&image).unwrap();
+
+        let device = run("losetup", &["--find", "--show", image_name]).trim().to_string();
+        let mount_point = dir.join("mnt");
+        let mounted = mount_read_only(Path::new(&device), FsKind::Ext4, &mount_point);
+        if mounted.is_ok() {
+            umount(&mount_point).unwrap();
+        }
+        run("losetup", &["--detach", &device]);
+        mounted.unwrap();
+        let after = std::fs::read(&image).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(before == after, "mounting the OEM partition read-only wrote to it (the kernel deleted the orphan inode)");
     }
 
     #[test]
