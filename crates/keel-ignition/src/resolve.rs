@@ -102,6 +102,12 @@ impl fmt::Display for ResolveError {
 
 impl std::error::Error for ResolveError {}
 
+/// Whether `id` can name a platform: it names the directory `base.platform.d/<id>` of base
+/// configs, so lower-case letters, digits, `-` and `_` only (`qemu`, `aws`, `openstack`).
+pub fn is_platform_id(id: &str) -> bool {
+    !id.is_empty() && id.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-' || byte == b'_')
+}
+
 /// The validator: reports about one parsed document (the parse's own reports are kept apart;
 /// the check need not repeat them).
 pub type Check<'a> = &'a dyn Fn(&Parsed) -> Vec<Report>;
@@ -158,7 +164,8 @@ fn resolve_within(limits: &Limits, base_groups: &[&[Document]], user: Option<&Do
         sources += 1;
     }
     if sources > 1 {
-        config = resolver.check_merged("the base configs merged with the user config", config)?;
+        let merged = if user.is_some() { "the base configs merged with the user config" } else { "the base configs merged" };
+        config = resolver.check_merged(merged, config)?;
     }
     Ok(Resolved { config, reports: resolver.reports, user_config_provided: user.is_some() })
 }

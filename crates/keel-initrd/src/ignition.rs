@@ -8,7 +8,9 @@ use crate::{Archive, Node};
 use anyhow::{bail, Context};
 use keel_ignition::config::MAX_CONFIG_BYTES;
 use keel_ignition::report::has_errors;
+use keel_ignition::resolve::{resolve, Document};
 use keel_manifest::INITRD_IGNITION_DIR;
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -65,10 +67,35 @@ pub fn insert_base_configs(archive: &mut Archive, dir: &Path) -> anyhow::Result<
     if !refusals.is_empty() {
         bail!("Ignition base configs with errors (keel-init would refuse them at every first boot):\n{}", refusals.join("\n"));
     }
+    check_merged(&checked)?;
     for (initrd_path, data) in checked {
         archive.insert(&initrd_path, Node::File { data, mode: 0o644 });
     }
     Ok(warnings)
+}
+
+/// Valid configs can still clash once merged (a path that one makes a file and another a
+/// directory): base.d is merged alone, and with each platform's configs, and checked as keel-init
+/// will check it (the OEM partition's base configs join at boot, and are checked then).
+fn check_merged(checked: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
+    let base_prefix = format!("{INITRD_IGNITION_DIR}/{BASE_DIR}/");
+    let platform_prefix = format!("{INITRD_IGNITION_DIR}/{PLATFORM_DIR}/");
+    let document = |(path, data): &(String, Vec<u8>)| Document { name: path.clone(), bytes: data.clone() };
+    let base: Vec<Document> = checked.iter().filter(|(path, _)| path.starts_with(&base_prefix)).map(document).collect();
+    let mut platforms: BTreeMap<&str, Vec<Document>> = BTreeMap::new();
+    for entry in checked {
+        if let Some((platform, _)) = entry.0.strip_prefix(&platform_prefix).and_then(|rest| rest.split_once('/')) {
+            platforms.entry(platform).or_default().push(document(entry));
+        }
+    }
+    let check = |parsed: &keel_ignition::Parsed| keel_ignition::validate::validate(&parsed.config, parsed.version);
+    let mut groups = vec![("base.d".to_string(), vec![base.as_slice(), &[]])];
+    groups
+        .extend(platforms.iter().map(|(platform, documents)| (format!("base.d with base.platform.d/{platform}"), vec![base.as_slice(), documents])));
+    for (name, group) in groups {
+        resolve(&group, None, &check).map_err(|error| anyhow::anyhow!("{name} merged (keel-init would refuse it at every first boot): {error}"))?;
+    }
+    Ok(())
 }
 
 /// The `.ign` files of `dir`, each with its path in the initrd.

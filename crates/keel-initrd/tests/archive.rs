@@ -246,6 +246,24 @@ fn ignition_base_configs_are_packed_where_keel_init_reads_them() {
 }
 
 #[test]
+fn base_configs_valid_alone_that_clash_once_merged_are_refused() {
+    let dir = scratch("ignition-clash");
+    let spec = ignition_spec(&dir);
+    let base = spec.ignition_base.as_ref().unwrap();
+    // A file under a path the platform's config makes a symlink: each is valid, their merge is not.
+    fs::write(base.join("base.d/30-file.ign"), r#"{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":"/etc/agent/conf"}]}}"#).unwrap();
+    archive(&spec).unwrap();
+    fs::write(
+        base.join("base.platform.d/qemu/link.ign"),
+        r#"{"ignition":{"version":"3.4.0"},"storage":{"links":[{"path":"/etc/agent","target":"/opt"}]}}"#,
+    )
+    .unwrap();
+    let error = build_error(&spec);
+    assert!(error.contains("base.d with base.platform.d/qemu merged"), "{error}");
+    assert!(error.contains("goes through the link \"/etc/agent\""), "{error}");
+}
+
+#[test]
 fn an_invalid_ignition_base_config_is_refused_with_its_path() {
     let dir = scratch("ignition-invalid");
     let spec = ignition_spec(&dir);
