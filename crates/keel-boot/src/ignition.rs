@@ -19,10 +19,10 @@ use crate::log::Log;
 use crate::mounts::mount_at;
 use anyhow::{bail, Context};
 use keel_cmdline::BootParams;
-use keel_disk::{probe_filesystem, FsKind, Probe};
+use keel_disk::{probe_filesystem, set_device_read_only, FsKind, Probe};
 use keel_ignition::apply::{plan, verify_resources};
 use keel_ignition::config::{Latest, MAX_CONFIG_BYTES};
-use keel_ignition::resolve::{resolve, Document, Resolved, MAX_TOTAL_BYTES};
+use keel_ignition::resolve::{is_platform_id, resolve, Document, Resolved, MAX_TOTAL_BYTES};
 use keel_ignition::root::Root;
 use keel_manifest::INITRD_IGNITION_DIR;
 use nix::mount::{umount, MsFlags};
@@ -41,6 +41,9 @@ const FW_CFG_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(
 /// How many base configs one directory may hold: each is merged, so the count is bounded
 /// before any is read.
 const MAX_CONFIGS_PER_DIRECTORY: usize = 64;
+/// How many names of any kind a directory of configs may hold: it is listed before the configs
+/// are counted, and a directory on an untrusted disk can hold more names than memory.
+const MAX_NAMES_PER_DIRECTORY: usize = 1024;
 
 /// What `ignition-fetch` settled: the one config first boot applies.
 pub struct Fetched {
@@ -49,16 +52,20 @@ pub struct Fetched {
 
 /// The platform Ignition runs on: the command line's, else `qemu` when QEMU's firmware
 /// config device is there, else `metal`, as Ignition's and Flatcar's defaults are.
-fn platform(params: &BootParams) -> String {
+fn platform(params: &BootParams) -> anyhow::Result<String> {
     platform_with_fw_cfg_at(params, Path::new(FW_CFG))
 }
 
-/// [`platform`], with QEMU's fw_cfg sysfs directory at `fw_cfg` (a seam for tests).
-fn platform_with_fw_cfg_at(params: &BootParams, fw_cfg: &Path) -> String {
+/// [`platform`], with QEMU's fw_cfg sysfs directory at `fw_cfg` (a seam for tests). The
+/// module makes the bare directory on any machine; only a device it found adds `rev`.
+fn platform_with_fw_cfg_at(params: &BootParams, fw_cfg: &Path) -> anyhow::Result<String> {
     match &params.platform {
-        Some(platform) => platform.clone(),
-        None if fw_cfg.exists() => "qemu".to_string(),
-        None => "metal".to_string(),
+        Some(platform) if is_platform_id(platform) => Ok(platform.clone()),
+        Some(platform) => {
+            bail!("the kernel command line names the platform {platform:?}, which is not a platform name (lower-case letters, digits, - and _)")
+        }
+        None if fw_cfg.join("rev").exists() => Ok("qemu".to_string()),
+        None => Ok("metal".to_string()),
     }
 }
 
@@ -94,14 +101,15 @@ impl ConfigDirectory<'_> {
 
     /// Every `*.ign` in `dir`, in name order; none when there is no such directory.
     fn read_all(&self, dir: &str, log: &mut Log) -> anyhow::Result<Vec<Document>> {
-        let names = match self.root.list_dir(dir) {
+        let names = match self.root.list_dir_at_most(dir, MAX_NAMES_PER_DIRECTORY) {
             Ok(names) => names,
-            Err(error) if matches!(error.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => return Ok(Vec::new()),
+            // A file where the directory belongs is a mistake to show, not a directory to skip.
+            Err(error) if error.raw_os_error() == Some(libc::ENOENT) => return Ok(Vec::new()),
             Err(error) => return Err(error).with_context(|| format!("cannot list {dir} on the {}", self.origin)),
         };
         let (configs, others): (Vec<String>, Vec<String>) = names.into_iter().partition(|name| name.ends_with(".ign"));
-        if !others.is_empty() {
-            log.info(&format!("ignition-fetch: ignored in {dir} on the {} (not *.ign): {}", self.origin, others.join(", ")));
+        if let Some(first) = others.first() {
+            log.info(&format!("ignition-fetch: {} names in {dir} on the {} are not *.ign and were ignored ({first}, …)", others.len(), self.origin));
         }
         if configs.len() > MAX_CONFIGS_PER_DIRECTORY {
             bail!("{dir} on the {} holds {} configs, more than the {MAX_CONFIGS_PER_DIRECTORY} keel merges", self.origin, configs.len());
@@ -132,26 +140,45 @@ fn with_oem<T: Default>(boot_disk: Option<&BootDisk>, with: impl FnOnce(&Root) -
         ),
     };
     crate::root::load_filesystem_modules(kind)?;
-    let mount_point = Path::new(OEM_MOUNT);
-    mount_read_only(&oem.node, kind, mount_point)?;
-    let result = Root::open(mount_point).context("cannot open the OEM partition's root").and_then(|root| with(&root));
-    let unmounted = umount(mount_point).with_context(|| format!("cannot unmount the OEM partition from {OEM_MOUNT}"));
+    let mount = ReadOnlyMount::new(&oem.node, kind, Path::new(OEM_MOUNT))?;
+    let result = Root::open(mount.mount_point).context("cannot open the OEM partition's root").and_then(|root| with(&root));
+    let released = mount.release();
     let value = result?;
-    unmounted?;
+    released?;
     Ok((value, format!("OEM partition {} ({})", oem.node.display(), kind.mount_type())))
 }
 
-/// Mounts the OEM filesystem on `device` at `mount_point`, read-only, nosuid, nodev and noexec.
-fn mount_read_only(device: &Path, kind: FsKind, mount_point: &Path) -> anyhow::Result<()> {
-    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    // A journal or log would be replayed even on a read-only mount: the OEM partition is read, never written.
-    let data = match kind {
-        FsKind::Ext4 => Some("noload"),
-        FsKind::Xfs => Some("norecovery"),
-        FsKind::Btrfs => Some("nologreplay"),
-        FsKind::Vfat => None,
-    };
-    mount_at(&device.display().to_string(), mount_point, Some(kind.mount_type()), flags, data)
+/// A filesystem mounted read-only, nosuid, nodev and noexec on a device the kernel holds
+/// read-only meanwhile: a read-only mount alone still lets ext4 clean up orphan inodes, and a
+/// journal or log would be replayed. Nothing reaches the device until [`ReadOnlyMount::release`].
+struct ReadOnlyMount<'a> {
+    device: std::fs::File,
+    mount_point: &'a Path,
+}
+
+impl<'a> ReadOnlyMount<'a> {
+    fn new(node: &Path, kind: FsKind, mount_point: &'a Path) -> anyhow::Result<Self> {
+        let device = std::fs::File::open(node).with_context(|| format!("cannot open {}", node.display()))?;
+        set_device_read_only(&device, true).with_context(|| format!("cannot make {} read-only before mounting it", node.display()))?;
+        let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        let data = match kind {
+            FsKind::Ext4 => Some("noload"),
+            FsKind::Xfs => Some("norecovery"),
+            FsKind::Btrfs => Some("nologreplay"),
+            FsKind::Vfat => None,
+        };
+        if let Err(error) = mount_at(&node.display().to_string(), mount_point, Some(kind.mount_type()), flags, data) {
+            let _ = set_device_read_only(&device, false);
+            return Err(error);
+        }
+        Ok(ReadOnlyMount { device, mount_point })
+    }
+
+    /// Unmounts, and lets the device be written again (by the booted system).
+    fn release(self) -> anyhow::Result<()> {
+        umount(self.mount_point).with_context(|| format!("cannot unmount {}", self.mount_point.display()))?;
+        set_device_read_only(&self.device, false).context("cannot make the device writable again")
+    }
 }
 
 fn open(device: &FoundDevice) -> anyhow::Result<std::fs::File> {
@@ -210,7 +237,7 @@ fn command_line_config(key: &str, url: &str, oem: &OemConfigs) -> anyhow::Result
 /// resource fetched and verified; an error here stops first boot before its first write.
 /// Returns the config and a line for the log.
 pub fn fetch(params: &BootParams, boot_disk: Option<&BootDisk>, log: &mut Log) -> anyhow::Result<(Fetched, String)> {
-    let platform = platform(params);
+    let platform = platform(params)?;
     let initrd_root = Root::open(Path::new(INITRD_IGNITION_DIR)).ok();
     let left = Cell::new(MAX_TOTAL_BYTES);
     let initrd = initrd_root.as_ref().map(|root| ConfigDirectory { root, origin: "initrd", left: &left });
@@ -325,10 +352,10 @@ mod tests {
     #[test]
     fn the_command_lines_platform_wins_and_metal_is_the_default_off_qemu() {
         let params = |line: &str| BootParams::from_cmdline(&Cmdline::parse(line)).unwrap();
-        assert_eq!(platform(&params("flatcar.oem.id=ec2")), "aws");
-        // This test does not run under QEMU's fw_cfg device, so the fallback is metal.
-        if !Path::new(FW_CFG).exists() {
-            assert_eq!(platform(&params("")), "metal");
+        assert_eq!(platform(&params("flatcar.oem.id=ec2")).unwrap(), "aws");
+        for bad in ["../etc", "QEMU", "a/b"] {
+            let error = platform(&params(&format!("ignition.platform.id={bad}"))).unwrap_err().to_string();
+            assert!(error.contains("is not a platform name"), "{bad}: {error}");
         }
     }
 
@@ -353,9 +380,9 @@ mod tests {
         }
         std::fs::write(probed.join("rev"), "3\n").unwrap();
         let found = [
-            platform_with_fw_cfg_at(&params, &dir.join("absent")),
-            platform_with_fw_cfg_at(&params, &module_only),
-            platform_with_fw_cfg_at(&params, &probed),
+            platform_with_fw_cfg_at(&params, &dir.join("absent")).unwrap(),
+            platform_with_fw_cfg_at(&params, &module_only).unwrap(),
+            platform_with_fw_cfg_at(&params, &probed).unwrap(),
         ];
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(found, ["metal", "metal", "qemu"], "no module, module without a device, QEMU's device");
@@ -393,12 +420,9 @@ mod tests {
 
         let device = run("losetup", &["--find", "--show", image_name]).trim().to_string();
         let mount_point = dir.join("mnt");
-        let mounted = mount_read_only(Path::new(&device), FsKind::Ext4, &mount_point);
-        if mounted.is_ok() {
-            umount(&mount_point).unwrap();
-        }
+        let mounted = ReadOnlyMount::new(Path::new(&device), FsKind::Ext4, &mount_point).map(ReadOnlyMount::release);
         run("losetup", &["--detach", &device]);
-        mounted.unwrap();
+        mounted.unwrap().unwrap();
         let after = std::fs::read(&image).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(before == after, "mounting the OEM partition read-only wrote to it (the kernel deleted the orphan inode)");
@@ -449,6 +473,18 @@ mod tests {
         }
         let error = ConfigDirectory { root: &root, origin: "OEM partition", left: &Cell::new(MAX_TOTAL_BYTES) }.read_all("/base", &mut log);
         assert!(error.unwrap_err().to_string().contains("more than the 64 keel merges"));
+
+        // A file where a directory of configs belongs is shown, not skipped as "no configs".
+        std::fs::write(dir.join("base.platform.d"), "a file").unwrap();
+        let error = directory.read_all("/base.platform.d", &mut log).unwrap_err();
+        assert!(format!("{error:#}").contains("cannot list /base.platform.d"), "{error:#}");
+        // Names of any kind are bounded while they are read.
+        std::fs::create_dir_all(dir.join("junk")).unwrap();
+        for count in 0..=MAX_NAMES_PER_DIRECTORY {
+            std::fs::write(dir.join("junk").join(count.to_string()), "").unwrap();
+        }
+        let error = directory.read_all("/junk", &mut log).unwrap_err();
+        assert!(format!("{error:#}").contains("holds more than 1024 names"), "{error:#}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

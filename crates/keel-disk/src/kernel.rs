@@ -13,6 +13,7 @@ use std::path::Path;
 const BLKPG: u32 = 0x1269; // _IO(0x12, 105)
 const BLKRRPART: u32 = 0x125f; // _IO(0x12, 95)
 const BLKSSZGET: u32 = 0x1268; // _IO(0x12, 104), an int
+const BLKROSET: u32 = 0x125d; // _IO(0x12, 93), an int
 const BLKPG_RESIZE_PARTITION: libc::c_int = 3;
 const EXT4_IOC_RESIZE_FS: u32 = 0x4008_6610; // _IOW('f', 16, __u64)
 const XFS_IOC_FSGEOMETRY_V1: u32 = 0x8070_5864; // _IOR('X', 100, struct xfs_fsop_geom_v1)
@@ -77,6 +78,14 @@ static_assertions::const_assert_eq!(std::mem::size_of::<BlkpgPartition>(), 152);
 static_assertions::const_assert_eq!(std::mem::size_of::<XfsGeometryV1>(), 112);
 static_assertions::const_assert_eq!(std::mem::size_of::<XfsGrowfsData>(), 16);
 static_assertions::const_assert_eq!(std::mem::size_of::<BtrfsVolArgs>(), 4096);
+
+/// Makes the kernel refuse (`true`) or allow again every write to the block device `device`
+/// (BLKROSET). A read-only mount is not enough to keep a filesystem's bytes as they are: ext4
+/// cleans up orphan inodes even then; on a read-only device it skips that.
+pub fn set_device_read_only(device: &File, read_only: bool) -> anyhow::Result<()> {
+    let mut flag: libc::c_int = read_only.into();
+    ioctl(device, BLKROSET, &mut flag).context("the kernel refused to change whether the device is read-only")
+}
 
 /// One ioctl whose argument is `arg`, with the errno as an io::Error. Request numbers are
 /// u32 here: glibc declares them unsigned long, musl int (`libc::Ioctl`).

@@ -486,15 +486,23 @@ impl Root {
     /// The names in the directory at `path`, without `.` and `..`; an error satisfying
     /// [`is_not_utf8`] when one of them is not UTF-8.
     pub fn list_dir(&self, path: &str) -> io::Result<Vec<String>> {
+        self.list_dir_at_most(path, usize::MAX)
+    }
+
+    /// [`Root::list_dir`], refused as soon as the directory holds more than `max` names: a
+    /// directory on an untrusted disk can hold more names than memory.
+    pub fn list_dir_at_most(&self, path: &str, max: usize) -> io::Result<Vec<String>> {
         let dir = self.open_dir(path)?;
         let mut names = Vec::new();
         for entry in rustix::fs::Dir::read_from(&dir)? {
             let name = entry?.file_name().to_bytes().to_owned();
-            if name != b"." && name != b".." {
-                names.push(
-                    String::from_utf8(name).map_err(|error| not_utf8(format!("the name {} in {path} is not UTF-8", quoted(error.as_bytes()))))?,
-                );
+            if name == b"." || name == b".." {
+                continue;
             }
+            if names.len() == max {
+                return Err(io::Error::other(format!("{path} holds more than {max} names, the most keel reads of it")));
+            }
+            names.push(String::from_utf8(name).map_err(|error| not_utf8(format!("the name {} in {path} is not UTF-8", quoted(error.as_bytes()))))?);
         }
         names.sort();
         Ok(names)
@@ -752,6 +760,18 @@ pub(crate) mod tests {
         assert!(is_not_utf8(&error));
         assert!(error.to_string().starts_with(r#"the target "caf\xe9" of the symlink /latin1 is not UTF-8"#), "{error}");
         assert!(!is_not_utf8(&root.list_dir("/absent").unwrap_err()));
+    }
+
+    #[test]
+    fn a_directory_with_more_names_than_asked_for_is_refused_while_it_is_read() {
+        let (root_path, _, root) = hostile("many-names");
+        std::fs::create_dir(root_path.join("dir")).unwrap();
+        for name in ["a", "b", "c"] {
+            std::fs::write(root_path.join("dir").join(name), "").unwrap();
+        }
+        assert_eq!(root.list_dir_at_most("/dir", 3).unwrap(), ["a", "b", "c"]);
+        let error = root.list_dir_at_most("/dir", 2).unwrap_err();
+        assert_eq!(error.to_string(), "/dir holds more than 2 names, the most keel reads of it");
     }
 
     const DEEP_TREE_LEVELS: usize = 10_000;

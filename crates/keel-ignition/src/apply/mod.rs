@@ -392,7 +392,9 @@ pub struct VerifiedResources {
 
 /// Fetches and verifies every file content and append fragment of `config` as [`plan`] will,
 /// without a root and keeping nothing: a boot calls it before its first write of any kind (its
-/// disks too), so a config whose resource is bad, or too big for one apply, changes nothing.
+/// disks too), so a config whose resource is bad, or whose contents alone exceed what one apply
+/// holds, changes nothing. What only the root can tell (an existing file an append rewrites,
+/// skeleton files, owners) is checked when planning, after the disks' steps.
 pub fn verify_resources(config: &Latest) -> Result<VerifiedResources, ApplyError> {
     let mut budget = ContentBudget::new();
     let mut verified = VerifiedResources { count: 0, bytes: 0 };
