@@ -833,6 +833,27 @@ pub fn esp_has_flag(image: &Path) -> anyhow::Result<bool> {
     Ok(String::from_utf8_lossy(&listing.stdout).lines().any(|line| line == flag))
 }
 
+/// `cmdline` as a boot loader that honours keel's kernel-argument record (`keel/kernel-args.conf`
+/// on the ESP of `image`, read with mtools) passes it: the recorded `remove=` words taken out,
+/// the `add=` words appended. The harness's stand-in for GRUB sourcing `keel/kernel-args.grub`.
+pub fn cmdline_with_esp_kernel_args(image: &Path, cmdline: &str) -> anyhow::Result<String> {
+    let gpt = image_table(image)?;
+    let esp = gpt.by_name("EFI-SYSTEM")?.context("no EFI-SYSTEM")?;
+    let drive = format!("{}@@{}", image.display(), esp.start_bytes(gpt.sector_size));
+    let record = Command::new("mtype").args(["-i", &drive, "::/keel/kernel-args.conf"]).output()?;
+    if !record.status.success() {
+        return Ok(cmdline.to_string());
+    }
+    let record = String::from_utf8_lossy(&record.stdout).into_owned();
+    let list = |key: &str| -> Vec<String> {
+        record.lines().find_map(|line| line.strip_prefix(key)).unwrap_or_default().split_whitespace().map(str::to_string).collect()
+    };
+    let (add, remove) = (list("add="), list("remove="));
+    let mut words: Vec<String> = cmdline.split_whitespace().filter(|word| !remove.iter().any(|r| r == word)).map(str::to_string).collect();
+    words.extend(add.into_iter().filter(|word| !cmdline.split_whitespace().any(|existing| existing == word)));
+    Ok(words.join(" "))
+}
+
 /// The ext4 on ROOT of `image`: (block count, block size), from dumpe2fs.
 pub fn ext4_blocks(image: &Path) -> anyhow::Result<(u64, u64)> {
     let header = on_root(image, "dumpe2fs", &["-h"])?;

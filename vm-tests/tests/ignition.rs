@@ -7,8 +7,9 @@ use base64::Engine;
 use keel_disk::LayoutSizes;
 use keel_test_support::ignition::Snapshot;
 use keel_vm_tests::{
-    artifacts, assert_reached_real_init, assert_refused, boot_machine, build_vendor_fixture, disk_copy, esp_has_flag, file_digest, resize_disk,
-    root_snapshot, shared_fixture, stage_millis, test_sizes, workspace, Bus, Console, Disk, Fixture, Machine, Vendor, RESULT_FILE,
+    artifacts, assert_reached_real_init, assert_refused, boot_machine, build_vendor_fixture, cmdline_with_esp_kernel_args, disk_copy, esp_has_flag,
+    file_digest, resize_disk, root_snapshot, shared_fixture, stage_millis, test_sizes, workspace, Bus, Console, Disk, Fixture, Machine, Vendor,
+    RESULT_FILE,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -241,6 +242,41 @@ fn the_vendor_example_oem_partition_provisions_the_default_layout() {
         stage_millis(&console, "ignition-disks"),
         stage_millis(&console, "ignition-files")
     );
+    let _ = std::fs::remove_file(&disk);
+}
+
+#[test]
+fn kernel_arguments_are_on_the_next_boots_command_line_after_exactly_one_reboot() {
+    let fixture = shared_fixture().unwrap();
+    let disk = disk_copy(fixture, "ignition-kargs").unwrap();
+    let config = serde_json::json!({
+        "ignition": {"version": "3.4.0"},
+        "kernelArguments": {"shouldExist": ["keel.karg=added", "nosmt"], "shouldNotExist": ["keel.karg.drop=1"]},
+        "storage": {"files": [{"path": "/etc/kargs-done", "contents": {"source": "data:,yes"}}]}
+    });
+    let config = write_config(&fixture.dir, "ignition-kargs", &config.to_string());
+    // The boot loader's own arguments, one of which the config removes.
+    let loader_arguments = "keel.karg.drop=1";
+    let boot = || boot_disk(fixture, &disk, Some(&config), &cmdline_with_esp_kernel_args(&disk, loader_arguments).unwrap());
+
+    let first = boot();
+    assert!(first.has("rebooting so that the boot loader applies them"), "no reboot for the kernel arguments:\n{}", first.text);
+    assert!(first.real_init().is_empty() && !first.has("] ignition-disks: "), "first boot went on past ignition-kargs:\n{}", first.text);
+    assert!(esp_has_flag(&disk).unwrap(), "the reboot ended first boot");
+
+    let second = boot();
+    assert_reached_real_init(&second);
+    assert!(!second.has("rebooting so that"), "a second reboot:\n{}", second.text);
+    assert!(second.has("ignition-kargs: the kernel arguments are on this boot's command line already"), "{}", second.text);
+    let cmdline = second.real_init().into_iter().find_map(|line| line.strip_prefix("cmdline ")).unwrap_or_default().to_string();
+    let words: Vec<&str> = cmdline.split_whitespace().collect();
+    assert!(words.contains(&"keel.karg=added") && words.contains(&"nosmt") && !words.contains(&"keel.karg.drop=1"), "{cmdline}");
+    assert_eq!(text(&root_snapshot(&disk).unwrap(), "etc/kargs-done"), "yes");
+    assert!(!esp_has_flag(&disk).unwrap(), "first boot did not finish after the reboot");
+
+    let later = boot();
+    assert_reached_real_init(&later);
+    assert!(!later.has("] ignition-") && later.has("keel.karg=added"), "{}", later.text);
     let _ = std::fs::remove_file(&disk);
 }
 

@@ -29,6 +29,7 @@ enum Shipped {
 }
 
 /// keel-init's stages in boot order; each logs `keel: [uptime] <stage>: ... (N ms)` as it ends.
+/// `ignition-kargs` runs only for a config with kernel arguments, which no scenario here has.
 const STAGES: [&str; 12] = [
     "mounts",
     "config",

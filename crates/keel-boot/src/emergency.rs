@@ -66,6 +66,15 @@ pub fn handle(log: &mut Log, failure: &Failure, action: EmergencyAction, shell: 
     } else {
         log.error(&format!("{word} (rd.emergency)"));
     }
+    act(mode)
+}
+
+/// Reboots now: what first boot does when the boot loader must apply new kernel arguments.
+pub fn reboot_now() -> ! {
+    act(RebootMode::RB_AUTOBOOT)
+}
+
+fn act(mode: RebootMode) -> ! {
     nix::unistd::sync();
     loop {
         // reboot() only returns on failure; there is nothing left to do but try again.

@@ -57,7 +57,7 @@ pub fn early_random_guid() -> anyhow::Result<Guid> {
 }
 
 /// The boot disk's ESP, when it has one with a vfat filesystem on it.
-fn find_esp(boot_disk: &BootDisk) -> anyhow::Result<Option<FoundDevice>> {
+pub(crate) fn find_esp(boot_disk: &BootDisk) -> anyhow::Result<Option<FoundDevice>> {
     let gpt = boot_disk.table()?;
     let esp_type = Guid::parse(ESP_TYPE)?;
     let mut esps = gpt.partitions.iter().filter(|p| p.type_guid == esp_type);
@@ -70,15 +70,15 @@ fn find_esp(boot_disk: &BootDisk) -> anyhow::Result<Option<FoundDevice>> {
     Ok(matches!(probe, Probe::Filesystem(fs) if fs.kind == FsKind::Vfat).then_some(esp))
 }
 
-/// Mounts the ESP, runs `with` on the flag's path, and unmounts it again.
-fn with_esp<T>(esp: &FoundDevice, writable: bool, with: impl FnOnce(&Path) -> anyhow::Result<T>) -> anyhow::Result<T> {
+/// Mounts the ESP, runs `with` on its mount point, and unmounts it again.
+pub(crate) fn with_esp<T>(esp: &FoundDevice, writable: bool, with: impl FnOnce(&Path) -> anyhow::Result<T>) -> anyhow::Result<T> {
     let mount_point = Path::new(ESP_MOUNT);
     let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     if !writable {
         flags |= MsFlags::MS_RDONLY;
     }
     mount_at(&esp.node.display().to_string(), mount_point, Some("vfat"), flags, None)?;
-    let result = with(&mount_point.join(FIRST_BOOT_FLAG));
+    let result = with(mount_point);
     let unmounted = umount(mount_point).with_context(|| format!("cannot unmount the ESP from {ESP_MOUNT}"));
     let value = result?;
     unmounted?;
@@ -99,7 +99,7 @@ pub fn detect(params: &BootParams, boot_disk: &BootDisk, log: &mut Log) -> Optio
         FirstBootRequest::Detected => ("the bootloader found the first-boot flag", esp),
         FirstBootRequest::Unsaid => {
             let esp = esp?;
-            match with_esp(&esp, false, |flag| Ok(flag.exists())) {
+            match with_esp(&esp, false, |esp| Ok(esp.join(FIRST_BOOT_FLAG).exists())) {
                 Ok(true) => ("the ESP holds the first-boot flag", Some(esp)),
                 Ok(false) => return None,
                 Err(error) => {
@@ -193,7 +193,8 @@ pub fn finish(first_boot: &FirstBoot) -> anyhow::Result<String> {
     let Some(esp) = &first_boot.flag_on else {
         return Ok("no flag to clear: the command line asked for this first boot, or the disk has no vfat ESP".into());
     };
-    with_esp(esp, true, |flag| {
+    with_esp(esp, true, |esp_root| {
+        let flag = &esp_root.join(FIRST_BOOT_FLAG);
         if !flag.exists() {
             return Ok("no first-boot flag left to clear".to_string());
         }

@@ -308,12 +308,6 @@ fn refuse_what_keel_cannot_do_yet(config: &Latest) -> anyhow::Result<()> {
         named(storage.and_then(|s| s.filesystems.as_ref()).is_some_and(|list| !list.is_empty()), "$.storage.filesystems"),
         named(storage.and_then(|s| s.raid.as_ref()).is_some_and(|list| !list.is_empty()), "$.storage.raid"),
         named(storage.and_then(|s| s.luks.as_ref()).is_some_and(|list| !list.is_empty()), "$.storage.luks"),
-        named(
-            config.kernel_arguments.as_ref().is_some_and(|k| {
-                k.should_exist.as_ref().is_some_and(|list| !list.is_empty()) || k.should_not_exist.as_ref().is_some_and(|list| !list.is_empty())
-            }),
-            "$.kernelArguments",
-        ),
     ]
     .into_iter()
     .flatten()
@@ -436,7 +430,7 @@ mod tests {
         ))
         .unwrap_err()
         .to_string();
-        assert!(error.starts_with("$.storage.disks, $.storage.filesystems, $.kernelArguments: not supported"), "{error}");
+        assert!(error.starts_with("$.storage.disks, $.storage.filesystems: not supported"), "{error}");
         for fine in [
             r#"{"ignition":{"version":"3.4.0"}}"#,
             r#"{"ignition":{"version":"3.4.0"},"storage":{"disks":[],"files":[{"path":"/f"}]},"kernelArguments":{"shouldExist":[]}}"#,

@@ -11,6 +11,7 @@ mod emergency;
 mod environment;
 mod first_boot;
 mod ignition;
+mod kernel_args;
 mod log;
 mod mounts;
 mod plan;

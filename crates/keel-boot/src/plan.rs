@@ -2,6 +2,7 @@ use crate::devices::{BootDisk, DeviceWatcher, FoundDevice, Scope, Wanted};
 use crate::emergency::{self, Failure};
 use crate::first_boot::{self, RootDisk};
 use crate::ignition;
+use crate::kernel_args;
 use crate::log::{uptime, Log, Timeline};
 use crate::mounts::mount_pseudo_filesystems;
 use crate::root::{ensure_skeleton, mount_etc_overlay, mount_root};
@@ -213,6 +214,13 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
     let fetched = match (&first_boot, &boot_disk) {
         (Some(_), Some(boot_disk)) => {
             let fetched = boot.stage(&stage::IGNITION_FETCH, |log| ignition::fetch(&params, Some(boot_disk), log))?;
+            if let Some((should_exist, should_not_exist)) = kernel_args::requested(&fetched.resolved.config) {
+                let reboot = boot.stage(&stage::IGNITION_KARGS, |_| kernel_args::apply(&should_exist, &should_not_exist, boot_disk))?;
+                if reboot {
+                    // The flag stays: the next boot is a first boot again, with the arguments.
+                    emergency::reboot_now();
+                }
+            }
             boot.stage(&stage::IGNITION_DISKS, |_| Ok(((), first_boot::prepare_disk(&params, boot_disk, &root, root_disk.as_ref())?)))?;
             Some(fetched)
         }

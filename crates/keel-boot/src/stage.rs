@@ -43,6 +43,12 @@ pub const IGNITION_FETCH: Stage = Stage {
     remedy: "Nothing was written: the first-boot flag stays, and the next boot tries again. Fix the config named above (the \
              JSON path says where), or the source it came from; validate it with `keel ignition validate`.",
 };
+pub const IGNITION_KARGS: Stage = Stage {
+    name: "ignition-kargs",
+    doing: "write the config's kernelArguments to the ESP for the boot loader, and reboot once when they changed",
+    remedy: "The first-boot flag stays. The boot loader must apply keel/kernel-args.conf or keel/kernel-args.grub from the ESP \
+             (docs/ignition.md); without it, remove kernelArguments from the config.",
+};
 pub const IGNITION_DISKS: Stage = Stage {
     name: "ignition-disks",
     doing: "give the boot disk its own GUIDs and grow ROOT to fill the disk",
@@ -80,5 +86,5 @@ pub const SWITCH_ROOT: Stage = Stage {
 
 /// The stages `rd.break=` can stop before, in boot order: the first two run before the
 /// command line has been read. The Ignition stages and first-boot-done run on first boot only.
-pub const BREAKABLE: [&Stage; 10] =
-    [&MODULES, &USR, &FIRST_BOOT, &IGNITION_FETCH, &IGNITION_DISKS, &ROOT, &ETC, &IGNITION_FILES, &FIRST_BOOT_DONE, &SWITCH_ROOT];
+pub const BREAKABLE: [&Stage; 11] =
+    [&MODULES, &USR, &FIRST_BOOT, &IGNITION_FETCH, &IGNITION_KARGS, &IGNITION_DISKS, &ROOT, &ETC, &IGNITION_FILES, &FIRST_BOOT_DONE, &SWITCH_ROOT];

@@ -46,6 +46,14 @@ impl Cmdline {
         self.words.iter().rev().find(|(k, _)| keys.contains(&k.as_str())).map(|(k, v)| (k.as_str(), v.as_deref()))
     }
 
+    /// Every word for the kernel, as `key=value` or `key`, quotes removed, in order.
+    pub fn words(&self) -> impl Iterator<Item = String> + '_ {
+        self.words.iter().map(|(key, value)| match value {
+            Some(value) => format!("{key}={value}"),
+            None => key.clone(),
+        })
+    }
+
     pub fn has(&self, key: &str) -> bool {
         self.words.iter().any(|(k, _)| k == key)
     }
@@ -54,6 +62,12 @@ impl Cmdline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_are_what_the_kernel_was_given_without_quotes_and_init_arguments() {
+        let line = Cmdline::parse("console=ttyS0 quiet \"rootflags=a b\" -- single=1");
+        assert_eq!(line.words().collect::<Vec<_>>(), ["console=ttyS0", "quiet", "rootflags=a b"]);
+    }
 
     #[test]
     fn splits_like_the_kernel() {

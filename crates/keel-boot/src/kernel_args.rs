@@ -1,0 +1,229 @@
+//! Ignition's `kernelArguments` (spec 3.3+): arguments that should or should not be on the
+//! kernel command line. Ignition leaves the change to a distribution's helper, which edits the
+//! boot loader's configuration and reboots when it changed anything; keel writes the arguments
+//! to the ESP, where the boot loader reads them, and reboots once. The next boot finds them on its
+//! command line and goes on; a boot loader that does not apply them stops first boot with an
+//! error rather than a reboot loop.
+//!
+//! On the ESP (docs/ignition.md has the format):
+//! - `keel/kernel-args.conf`: the record, `add=` and `remove=` lines of arguments, which keel reads
+//!   back; a systemd-boot entry or a UKI addon (`ukify build --cmdline`) is made from it;
+//! - `keel/kernel-args.grub`: the same for GRUB, `source`d by its configuration, as Flatcar's GRUB
+//!   sources the OEM partition's grub.cfg: `linux_append` gains the added arguments, and
+//!   `keel_kernel_args_remove` names the removed ones for a configuration that builds its command
+//!   line from variables.
+
+use crate::devices::BootDisk;
+use crate::first_boot::{find_esp, with_esp};
+use anyhow::{bail, Context};
+use keel_cmdline::Cmdline;
+use keel_ignition::config::Latest;
+use std::io::Write;
+use std::path::Path;
+
+pub const RECORD: &str = "keel/kernel-args.conf";
+pub const GRUB_SNIPPET: &str = "keel/kernel-args.grub";
+
+/// The arguments keel has asked the boot loader to add and to remove, as the ESP records them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelArgs {
+    pub add: Vec<String>,
+    pub remove: Vec<String>,
+}
+
+/// What first boot does about a config's `kernelArguments`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The command line already has every argument that should exist and none that should not.
+    InEffect,
+    /// Write this record to the ESP, then reboot.
+    Write(KernelArgs),
+}
+
+impl KernelArgs {
+    pub fn parse(text: &str) -> anyhow::Result<KernelArgs> {
+        let mut args = KernelArgs::default();
+        for line in text.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#')) {
+            match line.split_once('=') {
+                Some(("add", words)) => args.add = words.split_whitespace().map(str::to_string).collect(),
+                Some(("remove", words)) => args.remove = words.split_whitespace().map(str::to_string).collect(),
+                _ => bail!("{RECORD}: {line:?} is not an add= or remove= line"),
+            }
+        }
+        Ok(args)
+    }
+
+    pub fn to_record(&self) -> String {
+        format!(
+            "# Kernel arguments from Ignition's kernelArguments, written by keel at first boot.\nadd={}\nremove={}\n",
+            self.add.join(" "),
+            self.remove.join(" ")
+        )
+    }
+
+    pub fn to_grub(&self) -> String {
+        format!(
+            "# Kernel arguments from Ignition's kernelArguments, written by keel at first boot.\nset linux_append=\"$linux_append {}\"\nset keel_kernel_args_remove=\"{}\"\n",
+            self.add.join(" "),
+            self.remove.join(" ")
+        )
+    }
+}
+
+/// An argument on a command line is one word of it, whole: Ignition's helpers compare words.
+fn has(words: &[String], argument: &str) -> bool {
+    words.iter().any(|word| word == argument)
+}
+
+/// Adds `argument` to `list` unless it is there, and takes it out of `other`.
+fn move_into(list: &mut Vec<String>, other: &mut Vec<String>, argument: &str) {
+    other.retain(|existing| existing != argument);
+    if !list.iter().any(|existing| existing == argument) {
+        list.push(argument.to_string());
+    }
+}
+
+/// What to do, given the arguments the config wants, the running kernel's command line and the
+/// record on the ESP. A record that already says it all while the command line does not show
+/// it means the boot loader ignores the record: rebooting again would loop.
+pub fn decide(should_exist: &[String], should_not_exist: &[String], cmdline: &str, recorded: &KernelArgs) -> anyhow::Result<Decision> {
+    let words: Vec<String> = Cmdline::parse(cmdline).words().collect();
+    let missing = should_exist.iter().any(|argument| !has(&words, argument));
+    let unwanted = should_not_exist.iter().any(|argument| has(&words, argument));
+    if !missing && !unwanted {
+        return Ok(Decision::InEffect);
+    }
+    let mut wanted = recorded.clone();
+    for argument in should_exist {
+        move_into(&mut wanted.add, &mut wanted.remove, argument);
+    }
+    for argument in should_not_exist {
+        move_into(&mut wanted.remove, &mut wanted.add, argument);
+    }
+    if wanted == *recorded {
+        bail!(
+            "the ESP's {RECORD} already asks for these kernel arguments, but this boot's command line does not have them: the boot \
+             loader does not apply them (docs/ignition.md says how it reads {RECORD} or {GRUB_SNIPPET}); first boot stops here \
+             rather than reboot again"
+        );
+    }
+    Ok(Decision::Write(wanted))
+}
+
+/// Writes `name` under `esp` whole or not at all: a temporary file, flushed, renamed into place.
+fn write_replacing(esp: &Path, name: &str, contents: &str) -> anyhow::Result<()> {
+    let path = esp.join(name);
+    let temporary = path.with_extension("new");
+    let mut file = std::fs::File::create(&temporary).with_context(|| format!("cannot create {}", temporary.display()))?;
+    file.write_all(contents.as_bytes()).and_then(|()| file.sync_all()).with_context(|| format!("cannot write {}", temporary.display()))?;
+    std::fs::rename(&temporary, &path).with_context(|| format!("cannot rename {} into place", temporary.display()))
+}
+
+/// Reads the record from the mounted ESP at `esp`; none there is an empty one.
+pub fn read_record(esp: &Path) -> anyhow::Result<KernelArgs> {
+    let path = esp.join(RECORD);
+    match std::fs::read(&path) {
+        // The record is keel's, yet on an untrusted disk: bounded, and parsed as untrusted text.
+        Ok(bytes) if bytes.len() <= 64 << 10 => KernelArgs::parse(&String::from_utf8_lossy(&bytes)),
+        Ok(_) => bail!("{} is larger than 64 KiB: it is not keel's", path.display()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(KernelArgs::default()),
+        Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Writes the record and the GRUB snippet to the mounted ESP at `esp` and flushes it.
+pub fn write_record(esp: &Path, args: &KernelArgs) -> anyhow::Result<()> {
+    let dir = esp.join("keel");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    write_replacing(esp, GRUB_SNIPPET, &args.to_grub())?;
+    // The record last: it is what a later boot compares with, so it never claims more than the snippet holds.
+    write_replacing(esp, RECORD, &args.to_record())?;
+    let root = std::fs::File::open(esp).with_context(|| format!("cannot open {}", esp.display()))?;
+    rustix::fs::syncfs(&root).context("cannot flush the ESP")
+}
+
+/// The config's `kernelArguments`, when it asks for any: (should exist, should not exist).
+pub fn requested(config: &Latest) -> Option<(Vec<String>, Vec<String>)> {
+    let arguments = config.kernel_arguments.as_ref()?;
+    let should_exist = arguments.should_exist.clone().unwrap_or_default();
+    let should_not_exist = arguments.should_not_exist.clone().unwrap_or_default();
+    (!should_exist.is_empty() || !should_not_exist.is_empty()).then_some((should_exist, should_not_exist))
+}
+
+/// `ignition-kargs`: true when the record on the boot disk's ESP changed and the machine must
+/// reboot for it to take effect; with a line for the log.
+pub fn apply(should_exist: &[String], should_not_exist: &[String], boot_disk: &BootDisk) -> anyhow::Result<(bool, String)> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").context("cannot read /proc/cmdline")?;
+    if decide(should_exist, should_not_exist, &cmdline, &KernelArgs::default())? == Decision::InEffect {
+        return Ok((false, "the kernel arguments are on this boot's command line already".to_string()));
+    }
+    let esp = find_esp(boot_disk)?.context("the boot disk has no vfat ESP to write the kernel arguments to")?;
+    with_esp(&esp, true, |root| match decide(should_exist, should_not_exist, &cmdline, &read_record(root)?)? {
+        Decision::InEffect => Ok((false, "the kernel arguments are on this boot's command line already".to_string())),
+        Decision::Write(args) => {
+            write_record(root, &args)?;
+            let detail = format!(
+                "{RECORD} on {} now adds [{}] and removes [{}]; rebooting so that the boot loader applies them",
+                esp.node.display(),
+                args.add.join(" "),
+                args.remove.join(" ")
+            );
+            Ok((true, detail))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(words: &[&str]) -> Vec<String> {
+        words.iter().map(|word| word.to_string()).collect()
+    }
+
+    #[test]
+    fn arguments_already_in_effect_need_nothing() {
+        let decision = decide(&strings(&["nosmt"]), &strings(&["quiet"]), "console=ttyS0 nosmt", &KernelArgs::default()).unwrap();
+        assert_eq!(decision, Decision::InEffect);
+        // A word is compared whole: `quiet=1` is not `quiet`, and `nosmt=force` is not `nosmt`.
+        let decision = decide(&strings(&["nosmt"]), &strings(&["quiet"]), "quiet=1 nosmt=force", &KernelArgs::default()).unwrap();
+        assert_eq!(decision, Decision::Write(KernelArgs { add: strings(&["nosmt"]), remove: strings(&["quiet"]) }));
+    }
+
+    #[test]
+    fn a_change_is_recorded_on_top_of_what_was_recorded_before() {
+        let recorded = KernelArgs { add: strings(&["a", "b"]), remove: strings(&["c"]) };
+        let decision = decide(&strings(&["c", "d"]), &strings(&["a"]), "b", &recorded).unwrap();
+        assert_eq!(decision, Decision::Write(KernelArgs { add: strings(&["b", "c", "d"]), remove: strings(&["a"]) }));
+    }
+
+    #[test]
+    fn a_boot_loader_that_ignores_the_record_stops_first_boot_instead_of_a_reboot_loop() {
+        let recorded = KernelArgs { add: strings(&["nosmt"]), remove: vec![] };
+        let error = decide(&strings(&["nosmt"]), &[], "console=ttyS0", &recorded).unwrap_err().to_string();
+        assert!(error.contains("the boot loader does not apply them"), "{error}");
+    }
+
+    #[test]
+    fn the_record_reads_back_what_was_written_and_refuses_anything_else() {
+        let args = KernelArgs { add: strings(&["nosmt", "keel.x=1"]), remove: strings(&["quiet"]) };
+        assert_eq!(KernelArgs::parse(&args.to_record()).unwrap(), args);
+        assert_eq!(KernelArgs::parse("").unwrap(), KernelArgs::default());
+        assert!(KernelArgs::parse("rm -rf /").is_err());
+        assert!(args.to_grub().contains("set linux_append=\"$linux_append nosmt keel.x=1\"\n"));
+    }
+
+    #[test]
+    fn the_record_and_snippet_are_written_whole_and_read_back() {
+        let esp = std::env::temp_dir().join(format!("keel-kernel-args-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&esp);
+        std::fs::create_dir_all(&esp).unwrap();
+        assert_eq!(read_record(&esp).unwrap(), KernelArgs::default());
+        let args = KernelArgs { add: strings(&["nosmt"]), remove: strings(&["quiet"]) };
+        write_record(&esp, &args).unwrap();
+        assert_eq!(read_record(&esp).unwrap(), args);
+        assert!(std::fs::read_to_string(esp.join(GRUB_SNIPPET)).unwrap().contains("nosmt"));
+        assert_eq!(std::fs::read_dir(esp.join("keel")).unwrap().count(), 2, "a temporary file was left behind");
+        std::fs::remove_dir_all(&esp).unwrap();
+    }
+}
