@@ -845,10 +845,8 @@ pub fn cmdline_with_esp_kernel_args(image: &Path, cmdline: &str) -> anyhow::Resu
         return Ok(cmdline.to_string());
     }
     let record = String::from_utf8_lossy(&record.stdout).into_owned();
-    let list = |key: &str| -> Vec<String> {
-        record.lines().find_map(|line| line.strip_prefix(key)).unwrap_or_default().split_whitespace().map(str::to_string).collect()
-    };
-    let (add, remove) = (list("add="), list("remove="));
+    let list = |verb: &str| -> Vec<String> { record.lines().filter_map(|line| line.strip_prefix(verb)).map(str::to_string).collect() };
+    let (add, remove) = (list("add "), list("remove "));
     let mut words: Vec<String> = cmdline.split_whitespace().filter(|word| !remove.iter().any(|r| r == word)).map(str::to_string).collect();
     words.extend(add.into_iter().filter(|word| !cmdline.split_whitespace().any(|existing| existing == word)));
     Ok(words.join(" "))

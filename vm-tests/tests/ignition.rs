@@ -251,7 +251,7 @@ fn kernel_arguments_are_on_the_next_boots_command_line_after_exactly_one_reboot(
     let disk = disk_copy(fixture, "ignition-kargs").unwrap();
     let config = serde_json::json!({
         "ignition": {"version": "3.4.0"},
-        "kernelArguments": {"shouldExist": ["keel.karg=added", "nosmt"], "shouldNotExist": ["keel.karg.drop=1"]},
+        "kernelArguments": {"shouldExist": ["keel.karg=added", "nosmt", "keel.karg.quoted=\"two words\""], "shouldNotExist": ["keel.karg.drop=1"]},
         "storage": {"files": [{"path": "/etc/kargs-done", "contents": {"source": "data:,yes"}}]}
     });
     let config = write_config(&fixture.dir, "ignition-kargs", &config.to_string());
@@ -271,6 +271,7 @@ fn kernel_arguments_are_on_the_next_boots_command_line_after_exactly_one_reboot(
     let cmdline = second.real_init().into_iter().find_map(|line| line.strip_prefix("cmdline ")).unwrap_or_default().to_string();
     let words: Vec<&str> = cmdline.split_whitespace().collect();
     assert!(words.contains(&"keel.karg=added") && words.contains(&"nosmt") && !words.contains(&"keel.karg.drop=1"), "{cmdline}");
+    assert!(cmdline.contains("keel.karg.quoted=\"two words\""), "an argument with quoted spaces did not arrive whole: {cmdline}");
     assert_eq!(text(&root_snapshot(&disk).unwrap(), "etc/kargs-done"), "yes");
     assert!(!esp_has_flag(&disk).unwrap(), "first boot did not finish after the reboot");
 

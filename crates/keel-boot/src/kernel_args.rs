@@ -6,7 +6,7 @@
 //! error rather than a reboot loop.
 //!
 //! On the ESP (docs/ignition.md has the format):
-//! - `keel/kernel-args.conf`: the record, `add=` and `remove=` lines of arguments, which keel reads
+//! - `keel/kernel-args.conf`: the record, `add ARGUMENT` and `remove ARGUMENT` lines, which keel reads
 //!   back; a systemd-boot entry or a UKI addon (`ukify build --cmdline`) is made from it;
 //! - `keel/kernel-args.grub`: the same for GRUB, `source`d by its configuration, as Flatcar's GRUB
 //!   sources the OEM partition's grub.cfg: `linux_append` gains the added arguments, and
@@ -41,32 +41,46 @@ pub enum Decision {
 }
 
 impl KernelArgs {
+    /// One argument a line, `add ARG` or `remove ARG`: an argument may hold spaces inside quotes
+    /// (`dyndbg="file x.c +p"`).
     pub fn parse(text: &str) -> anyhow::Result<KernelArgs> {
         let mut args = KernelArgs::default();
-        for line in text.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#')) {
-            match line.split_once('=') {
-                Some(("add", words)) => args.add = words.split_whitespace().map(str::to_string).collect(),
-                Some(("remove", words)) => args.remove = words.split_whitespace().map(str::to_string).collect(),
-                _ => bail!("{RECORD}: {line:?} is not an add= or remove= line"),
+        for line in text.lines().filter(|line| !line.trim().is_empty() && !line.starts_with('#')) {
+            match line.split_once(' ') {
+                Some(("add", argument)) => args.add.push(argument.to_string()),
+                Some(("remove", argument)) => args.remove.push(argument.to_string()),
+                _ => bail!("{RECORD}: {line:?} is not an `add ARGUMENT` or `remove ARGUMENT` line"),
             }
         }
         Ok(args)
     }
 
     pub fn to_record(&self) -> String {
-        format!(
-            "# Kernel arguments from Ignition's kernelArguments, written by keel at first boot.\nadd={}\nremove={}\n",
-            self.add.join(" "),
-            self.remove.join(" ")
-        )
+        let mut text = String::from("# Kernel arguments from Ignition's kernelArguments, written by keel at first boot.\n");
+        for (verb, list) in [("add", &self.add), ("remove", &self.remove)] {
+            list.iter().for_each(|argument| text.push_str(&format!("{verb} {argument}\n")));
+        }
+        text
     }
 
+    /// GRUB script: each list in one double-quoted string, in which `\`, `"` and `$` are escaped.
     pub fn to_grub(&self) -> String {
+        let quoted = |list: &[String]| list.join(" ").replace('\\', "\\\\").replace('"', "\\\"").replace('$', "\\$");
         format!(
             "# Kernel arguments from Ignition's kernelArguments, written by keel at first boot.\nset linux_append=\"$linux_append {}\"\nset keel_kernel_args_remove=\"{}\"\n",
-            self.add.join(" "),
-            self.remove.join(" ")
+            quoted(&self.add),
+            quoted(&self.remove)
         )
+    }
+}
+
+/// A config's argument as the kernel will show it in /proc/cmdline, quotes resolved: an argument
+/// must be one word of a command line, without control characters (the record keeps one a line).
+fn normalise(argument: &str) -> anyhow::Result<String> {
+    let words: Vec<String> = Cmdline::parse(argument).words().collect();
+    match words.as_slice() {
+        [word] if !argument.chars().any(char::is_control) => Ok(word.clone()),
+        _ => bail!("the kernel argument {argument:?} is not one argument of a command line (quote spaces: key=\"a b\")"),
     }
 }
 
@@ -88,8 +102,14 @@ fn move_into(list: &mut Vec<String>, other: &mut Vec<String>, argument: &str) {
 /// it means the boot loader ignores the record: rebooting again would loop.
 pub fn decide(should_exist: &[String], should_not_exist: &[String], cmdline: &str, recorded: &KernelArgs) -> anyhow::Result<Decision> {
     let words: Vec<String> = Cmdline::parse(cmdline).words().collect();
-    let missing = should_exist.iter().any(|argument| !has(&words, argument));
-    let unwanted = should_not_exist.iter().any(|argument| has(&words, argument));
+    let mut missing = false;
+    for argument in should_exist {
+        missing |= !has(&words, &normalise(argument)?);
+    }
+    let mut unwanted = false;
+    for argument in should_not_exist {
+        unwanted |= has(&words, &normalise(argument)?);
+    }
     if !missing && !unwanted {
         return Ok(Decision::InEffect);
     }
@@ -206,11 +226,36 @@ mod tests {
 
     #[test]
     fn the_record_reads_back_what_was_written_and_refuses_anything_else() {
-        let args = KernelArgs { add: strings(&["nosmt", "keel.x=1"]), remove: strings(&["quiet"]) };
+        let args = KernelArgs { add: strings(&["nosmt", "dyndbg=\"file x.c +p\""]), remove: strings(&["quiet"]) };
         assert_eq!(KernelArgs::parse(&args.to_record()).unwrap(), args);
         assert_eq!(KernelArgs::parse("").unwrap(), KernelArgs::default());
         assert!(KernelArgs::parse("rm -rf /").is_err());
-        assert!(args.to_grub().contains("set linux_append=\"$linux_append nosmt keel.x=1\"\n"));
+        assert!(args.to_grub().contains("set linux_append=\"$linux_append nosmt dyndbg=\\\"file x.c +p\\\"\"\n"), "{}", args.to_grub());
+    }
+
+    #[test]
+    fn an_argument_cannot_break_out_of_the_grub_string() {
+        let args = KernelArgs { add: strings(&["a=$(x)\\\"; reboot; echo \""]), remove: vec![] };
+        let grub = args.to_grub();
+        let line = grub.lines().find(|line| line.starts_with("set linux_append=")).unwrap();
+        // Inside the quotes every ", $ and \ is escaped: the string ends where the line does.
+        let inside = line.strip_prefix("set linux_append=\"$linux_append ").unwrap().strip_suffix('"').unwrap();
+        let mut escaped = false;
+        for character in inside.chars() {
+            assert!(escaped || !matches!(character, '"' | '$'), "unescaped {character} in {line}");
+            escaped = !escaped && character == '\\';
+        }
+    }
+
+    #[test]
+    fn arguments_are_compared_as_the_kernel_shows_them_and_must_be_one_argument() {
+        let quoted = strings(&["dyndbg=\"file x.c +p\""]);
+        let decision = decide(&quoted, &[], "console=ttyS0 \"dyndbg=file x.c +p\"", &KernelArgs::default()).unwrap();
+        assert_eq!(decision, Decision::InEffect, "the kernel shows a quoted argument without its quotes");
+        for bad in ["two words", "line\nbreak", ""] {
+            let error = decide(&strings(&[bad]), &[], "", &KernelArgs::default()).unwrap_err().to_string();
+            assert!(error.contains("is not one argument"), "{bad:?}: {error}");
+        }
     }
 
     #[test]
