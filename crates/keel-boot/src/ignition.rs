@@ -283,6 +283,7 @@ pub fn fetch(params: &BootParams, boot_disk: Option<&BootDisk>, log: &mut Log) -
         log.info(&format!("ignition-fetch: {report}"));
     }
     refuse_what_keel_cannot_do_yet(&resolved.config)?;
+    refuse_writes_to_usr(&resolved.config)?;
     let verified = verify_resources(&resolved.config)?;
 
     let user_detail = match &user {
@@ -314,6 +315,40 @@ fn refuse_what_keel_cannot_do_yet(config: &Latest) -> anyhow::Result<()> {
     .collect();
     if !unsupported.is_empty() {
         bail!("{}: not supported by keel yet; nothing was written", unsupported.join(", "));
+    }
+    Ok(())
+}
+
+/// Paths the config would write under /usr, the verified read-only /usr of the real root: refused
+/// before any write, rather than failing halfway through `ignition-files` on every first boot.
+fn refuse_writes_to_usr(config: &Latest) -> anyhow::Result<()> {
+    let under_usr = |path: &str| {
+        let normal = path.trim_end_matches('/');
+        normal == "/usr" || normal.starts_with("/usr/")
+    };
+    let mut refused = Vec::new();
+    if let Some(storage) = &config.storage {
+        let sections: [(&str, Vec<&str>); 3] = [
+            ("files", storage.files.iter().flatten().map(|node| node.path.as_str()).collect()),
+            ("directories", storage.directories.iter().flatten().map(|node| node.path.as_str()).collect()),
+            ("links", storage.links.iter().flatten().map(|node| node.path.as_str()).collect()),
+        ];
+        for (section, paths) in sections {
+            for (index, path) in paths.into_iter().enumerate() {
+                if under_usr(path) {
+                    refused.push(format!("$.storage.{section}[{index}].path"));
+                }
+            }
+        }
+    }
+    let users = config.passwd.as_ref().and_then(|passwd| passwd.users.as_ref());
+    for (index, user) in users.into_iter().flatten().enumerate() {
+        if user.home_dir.as_deref().is_some_and(under_usr) {
+            refused.push(format!("$.passwd.users[{index}].homeDir"));
+        }
+    }
+    if !refused.is_empty() {
+        bail!("{}: /usr is the verified, read-only /usr of the image, which no config can write; nothing was written", refused.join(", "));
     }
     Ok(())
 }
@@ -420,6 +455,19 @@ mod tests {
         let after = std::fs::read(&image).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(before == after, "mounting the OEM partition read-only wrote to it (the kernel deleted the orphan inode)");
+    }
+
+    #[test]
+    fn writes_under_the_verified_usr_are_refused_by_their_json_paths() {
+        let error = refuse_writes_to_usr(&config(
+            r#"{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":"/etc/ok"},{"path":"/usr/bin/evil"}],
+                "directories":[{"path":"/usr"}],"links":[{"path":"/usrlocal","target":"/usr"}]},
+                "passwd":{"users":[{"name":"a","homeDir":"/usr/home/a"}]}}"#,
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(error.starts_with("$.storage.files[1].path, $.storage.directories[0].path, $.passwd.users[0].homeDir: /usr is"), "{error}");
+        assert!(refuse_writes_to_usr(&config(r#"{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":"/usrx"}]}}"#)).is_ok());
     }
 
     #[test]
