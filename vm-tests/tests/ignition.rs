@@ -261,6 +261,7 @@ fn kernel_arguments_are_on_the_next_boots_command_line_after_exactly_one_reboot(
 
     let first = boot();
     assert!(first.has("rebooting so that the boot loader applies them"), "no reboot for the kernel arguments:\n{}", first.text);
+    assert!(first.has("reboot: Restarting system"), "the machine did not restart:\n{}", first.text);
     assert!(first.real_init().is_empty() && !first.has("] ignition-disks: "), "first boot went on past ignition-kargs:\n{}", first.text);
     assert!(esp_has_flag(&disk).unwrap(), "the reboot ended first boot");
 

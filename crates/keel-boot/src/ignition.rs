@@ -150,16 +150,20 @@ fn with_oem<T: Default>(boot_disk: Option<&BootDisk>, with: impl FnOnce(&Root) -
 
 /// A filesystem mounted read-only, nosuid, nodev and noexec on a device the kernel holds
 /// read-only meanwhile: a read-only mount alone still lets ext4 clean up orphan inodes, and a
-/// journal or log would be replayed. Nothing reaches the device until [`ReadOnlyMount::release`].
+/// journal or log would be replayed. Nothing reaches the device until it is released (by
+/// [`ReadOnlyMount::release`], or when dropped on an error path).
 struct ReadOnlyMount<'a> {
     device: std::fs::File,
     mount_point: &'a Path,
+    mounted: bool,
 }
 
 impl<'a> ReadOnlyMount<'a> {
     fn new(node: &Path, kind: FsKind, mount_point: &'a Path) -> anyhow::Result<Self> {
         let device = std::fs::File::open(node).with_context(|| format!("cannot open {}", node.display()))?;
         set_device_read_only(&device, true).with_context(|| format!("cannot make {} read-only before mounting it", node.display()))?;
+        // From here on, dropping it makes the device writable again.
+        let mut mount = ReadOnlyMount { device, mount_point, mounted: false };
         let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         let data = match kind {
             FsKind::Ext4 => Some("noload"),
@@ -167,17 +171,27 @@ impl<'a> ReadOnlyMount<'a> {
             FsKind::Btrfs => Some("nologreplay"),
             FsKind::Vfat => None,
         };
-        if let Err(error) = mount_at(&node.display().to_string(), mount_point, Some(kind.mount_type()), flags, data) {
-            let _ = set_device_read_only(&device, false);
-            return Err(error);
-        }
-        Ok(ReadOnlyMount { device, mount_point })
+        mount_at(&node.display().to_string(), mount_point, Some(kind.mount_type()), flags, data)?;
+        mount.mounted = true;
+        Ok(mount)
     }
 
     /// Unmounts, and lets the device be written again (by the booted system).
-    fn release(self) -> anyhow::Result<()> {
+    fn release(mut self) -> anyhow::Result<()> {
         umount(self.mount_point).with_context(|| format!("cannot unmount {}", self.mount_point.display()))?;
+        self.mounted = false;
         set_device_read_only(&self.device, false).context("cannot make the device writable again")
+    }
+}
+
+impl Drop for ReadOnlyMount<'_> {
+    fn drop(&mut self) {
+        // An unmount that failed (or a release never reached) keeps the device read-only, so
+        // nothing can write through a mount left behind.
+        if self.mounted && umount(self.mount_point).is_err() {
+            return;
+        }
+        let _ = set_device_read_only(&self.device, false);
     }
 }
 

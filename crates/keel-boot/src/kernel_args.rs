@@ -17,12 +17,17 @@ use crate::devices::BootDisk;
 use crate::first_boot::{find_esp, with_esp};
 use anyhow::{bail, Context};
 use keel_cmdline::Cmdline;
+use keel_disk::FIRST_BOOT_FLAG;
 use keel_ignition::config::Latest;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 pub const RECORD: &str = "keel/kernel-args.conf";
 pub const GRUB_SNIPPET: &str = "keel/kernel-args.grub";
+/// The most of the record keel reads: it is keel's, yet on an untrusted disk.
+const MAX_RECORD_BYTES: u64 = 64 << 10;
+/// Parameters that decide first boot: a config may neither add nor remove them.
+const FIRST_BOOT_KEYS: [&str; 3] = ["flatcar.first_boot", "coreos.first_boot", "ignition.firstboot"];
 
 /// The arguments keel has asked the boot loader to add and to remove, as the ESP records them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -78,10 +83,18 @@ impl KernelArgs {
 /// must be one word of a command line, without control characters (the record keeps one a line).
 fn normalise(argument: &str) -> anyhow::Result<String> {
     let words: Vec<String> = Cmdline::parse(argument).words().collect();
-    match words.as_slice() {
-        [word] if !argument.chars().any(char::is_control) => Ok(word.clone()),
+    let word = match words.as_slice() {
+        [word] if !argument.chars().any(char::is_control) => word,
         _ => bail!("the kernel argument {argument:?} is not one argument of a command line (quote spaces: key=\"a b\")"),
+    };
+    let key = word.split_once('=').map_or(word.as_str(), |(key, _)| key);
+    if FIRST_BOOT_KEYS.contains(&key) {
+        bail!(
+            "the kernel argument {argument:?} would decide whether later boots are first boots, which only the ESP's flag does \
+             (a first boot cut short must run again, and a finished one must not)"
+        );
     }
+    Ok(word.clone())
 }
 
 /// An argument on a command line is one word of it, whole: Ignition's helpers compare words.
@@ -113,12 +126,13 @@ pub fn decide(should_exist: &[String], should_not_exist: &[String], cmdline: &st
     if !missing && !unwanted {
         return Ok(Decision::InEffect);
     }
+    // Recorded as written (a boot loader passes the quotes on), without surrounding blanks.
     let mut wanted = recorded.clone();
     for argument in should_exist {
-        move_into(&mut wanted.add, &mut wanted.remove, argument);
+        move_into(&mut wanted.add, &mut wanted.remove, argument.trim());
     }
     for argument in should_not_exist {
-        move_into(&mut wanted.remove, &mut wanted.add, argument);
+        move_into(&mut wanted.remove, &mut wanted.add, argument.trim());
     }
     if wanted == *recorded {
         bail!(
@@ -130,36 +144,54 @@ pub fn decide(should_exist: &[String], should_not_exist: &[String], cmdline: &st
     Ok(Decision::Write(wanted))
 }
 
-/// Writes `name` under `esp` whole or not at all: a temporary file, flushed, renamed into place.
+/// Writes `name` under `esp` whole or not at all: a temporary file, flushed, renamed into place,
+/// and the rename flushed before anything else is written.
 fn write_replacing(esp: &Path, name: &str, contents: &str) -> anyhow::Result<()> {
     let path = esp.join(name);
     let temporary = path.with_extension("new");
     let mut file = std::fs::File::create(&temporary).with_context(|| format!("cannot create {}", temporary.display()))?;
     file.write_all(contents.as_bytes()).and_then(|()| file.sync_all()).with_context(|| format!("cannot write {}", temporary.display()))?;
-    std::fs::rename(&temporary, &path).with_context(|| format!("cannot rename {} into place", temporary.display()))
+    std::fs::rename(&temporary, &path).with_context(|| format!("cannot rename {} into place", temporary.display()))?;
+    rustix::fs::syncfs(&file).context("cannot flush the ESP")
 }
 
 /// Reads the record from the mounted ESP at `esp`; none there is an empty one.
 pub fn read_record(esp: &Path) -> anyhow::Result<KernelArgs> {
     let path = esp.join(RECORD);
-    match std::fs::read(&path) {
-        // The record is keel's, yet on an untrusted disk: bounded, and parsed as untrusted text.
-        Ok(bytes) if bytes.len() <= 64 << 10 => KernelArgs::parse(&String::from_utf8_lossy(&bytes)),
-        Ok(_) => bail!("{} is larger than 64 KiB: it is not keel's", path.display()),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(KernelArgs::default()),
-        Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+    let file = match std::fs::File::open(&path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(KernelArgs::default()),
+        Err(error) => return Err(error).with_context(|| format!("cannot open {}", path.display())),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_RECORD_BYTES + 1).read_to_end(&mut bytes).with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() as u64 > MAX_RECORD_BYTES {
+        bail!("{} is larger than {MAX_RECORD_BYTES} bytes: it is not keel's", path.display());
     }
+    KernelArgs::parse(&String::from_utf8_lossy(&bytes))
 }
 
-/// Writes the record and the GRUB snippet to the mounted ESP at `esp` and flushes it.
+/// Writes the GRUB snippet, then the record, to the mounted ESP at `esp`, each flushed before
+/// the next: the record is what a later boot compares with, so it never claims more than the
+/// snippet holds.
 pub fn write_record(esp: &Path, args: &KernelArgs) -> anyhow::Result<()> {
     let dir = esp.join("keel");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     write_replacing(esp, GRUB_SNIPPET, &args.to_grub())?;
-    // The record last: it is what a later boot compares with, so it never claims more than the snippet holds.
-    write_replacing(esp, RECORD, &args.to_record())?;
-    let root = std::fs::File::open(esp).with_context(|| format!("cannot open {}", esp.display()))?;
-    rustix::fs::syncfs(&root).context("cannot flush the ESP")
+    write_replacing(esp, RECORD, &args.to_record())
+}
+
+/// Makes sure the ESP holds the first-boot flag, so that the boot after the reboot is a first
+/// boot too, even when only this boot's command line asked for one.
+fn keep_first_boot_flag(esp: &Path) -> anyhow::Result<()> {
+    let flag = esp.join(FIRST_BOOT_FLAG);
+    if flag.exists() {
+        return Ok(());
+    }
+    let dir = flag.parent().unwrap_or(esp);
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let file = std::fs::File::create(&flag).with_context(|| format!("cannot create {}", flag.display()))?;
+    rustix::fs::syncfs(&file).context("cannot flush the ESP")
 }
 
 /// The config's `kernelArguments`, when it asks for any: (should exist, should not exist).
@@ -182,6 +214,7 @@ pub fn apply(should_exist: &[String], should_not_exist: &[String], boot_disk: &B
         Decision::InEffect => Ok((false, "the kernel arguments are on this boot's command line already".to_string())),
         Decision::Write(args) => {
             write_record(root, &args)?;
+            keep_first_boot_flag(root)?;
             let detail = format!(
                 "{RECORD} on {} now adds [{}] and removes [{}]; rebooting so that the boot loader applies them",
                 esp.node.display(),
@@ -256,6 +289,78 @@ mod tests {
             let error = decide(&strings(&[bad]), &[], "", &KernelArgs::default()).unwrap_err().to_string();
             assert!(error.contains("is not one argument"), "{bad:?}: {error}");
         }
+    }
+
+    /// A boot loader that applies the record as docs/ignition.md says (and as the VM harness's
+    /// `cmdline_with_esp_kernel_args` does): the removed arguments taken out, the added appended.
+    fn loader(base: &str, record: &KernelArgs) -> String {
+        let mut words: Vec<&str> = base.split_whitespace().filter(|word| !record.remove.iter().any(|r| r == word)).collect();
+        words.extend(record.add.iter().map(String::as_str));
+        words.join(" ")
+    }
+
+    /// How many times `boots` boots of a machine whose loader applies the record reboot (each
+    /// written record is one); a refusal stops the boots.
+    fn reboots_over_boots(should_exist: &[String], should_not_exist: &[String], boots: usize) -> usize {
+        let mut recorded = KernelArgs::default();
+        let mut reboots = 0;
+        for _ in 0..boots {
+            match decide(should_exist, should_not_exist, &loader("console=ttyS0", &recorded), &recorded) {
+                Ok(Decision::InEffect) | Err(_) => break,
+                Ok(Decision::Write(args)) => {
+                    reboots += 1;
+                    recorded = KernelArgs::parse(&args.to_record()).unwrap();
+                }
+            }
+        }
+        reboots
+    }
+
+    #[test]
+    fn no_argument_makes_every_boot_reboot() {
+        // Ignition takes any string as an argument; one the record or the kernel cannot hold as it
+        // was written must reboot at most once, or be refused.
+        for argument in ["", " ", "a b", " nosmt", "foo=\"a b\"", "\"quiet\"", "--", "a\nb", "x\"; reboot; echo \"", "init=$prefix/x"] {
+            let reboots = reboots_over_boots(&strings(&[argument]), &[], 6);
+            assert!(reboots <= 1, "shouldExist [{argument:?}]: {reboots} reboots in 6 boots");
+        }
+        assert_eq!(reboots_over_boots(&strings(&["nosmt"]), &strings(&["console=ttyS0"]), 6), 1);
+    }
+
+    #[test]
+    fn arguments_that_decide_first_boot_are_refused() {
+        for (should_exist, should_not_exist) in [
+            (vec!["flatcar.first_boot=0"], vec![]),
+            (vec!["coreos.first_boot=1"], vec![]),
+            (vec!["ignition.firstboot"], vec![]),
+            (vec![], vec!["ignition.firstboot"]),
+            (vec![], vec!["\"flatcar.first_boot=detected\""]),
+        ] {
+            let error = decide(&strings(&should_exist), &strings(&should_not_exist), "", &KernelArgs::default()).unwrap_err().to_string();
+            assert!(error.contains("would decide whether later boots are first boots"), "{should_exist:?} {should_not_exist:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_huge_record_is_refused_without_reading_it() {
+        let esp = std::env::temp_dir().join(format!("keel-kernel-args-huge-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&esp);
+        std::fs::create_dir_all(esp.join("keel")).unwrap();
+        std::fs::File::create(esp.join(RECORD)).unwrap().set_len(1 << 40).unwrap();
+        let error = read_record(&esp).unwrap_err().to_string();
+        assert!(error.contains("is larger than 65536 bytes"), "{error}");
+        std::fs::remove_dir_all(&esp).unwrap();
+    }
+
+    #[test]
+    fn the_flag_is_kept_for_the_boot_after_the_reboot() {
+        let esp = std::env::temp_dir().join(format!("keel-kernel-args-flag-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&esp);
+        std::fs::create_dir_all(&esp).unwrap();
+        keep_first_boot_flag(&esp).unwrap();
+        keep_first_boot_flag(&esp).unwrap();
+        assert!(esp.join(FIRST_BOOT_FLAG).is_file());
+        std::fs::remove_dir_all(&esp).unwrap();
     }
 
     #[test]
