@@ -19,6 +19,8 @@ const EXT4_IOC_RESIZE_FS: u32 = 0x4008_6610; // _IOW('f', 16, __u64)
 const XFS_IOC_FSGEOMETRY_V1: u32 = 0x8070_5864; // _IOR('X', 100, struct xfs_fsop_geom_v1)
 const XFS_IOC_FSGROWFSDATA: u32 = 0x4010_586e; // _IOW('X', 110, struct xfs_growfs_data)
 const BTRFS_IOC_RESIZE: u32 = 0x5000_9403; // _IOW(0x94, 3, struct btrfs_ioctl_vol_args)
+const FIFREEZE: u32 = 0xc004_5877; // _IOWR('X', 119, int)
+const FITHAW: u32 = 0xc004_5878; // _IOWR('X', 120, int)
 
 #[repr(C)]
 struct BlkpgPartition {
@@ -219,5 +221,28 @@ pub fn grow_mounted_filesystem(mount_point: &Path, kind: FsKind, device_bytes: u
         }
         FsKind::Vfat => bail!("vfat cannot be grown in place"),
     }
-    Ok(FsGrowth { bytes_before, bytes_after: statfs_bytes(&dir, mount_point)?.1 })
+    let bytes_after = statfs_bytes(&dir, mount_point)?.1;
+    if bytes_after != bytes_before {
+        checkpoint(&dir).with_context(|| format!("{} grew, but the grow could not be written back in place", mount_point.display()))?;
+    }
+    Ok(FsGrowth { bytes_before, bytes_after })
+}
+
+/// Freezes and thaws the filesystem at `dir`: a freeze writes every piece of metadata back to its
+/// place and leaves the journal or log clean. A grow that is only in the log must be replayed
+/// after a power cut, and a kernel other than the one that grew it (the host's, an update's) can
+/// refuse to (XFS validates the log's blocks against the size the superblock still gives).
+fn checkpoint(dir: &File) -> anyhow::Result<()> {
+    let mut unused: libc::c_int = 0;
+    ioctl(dir, FIFREEZE, &mut unused).context("the kernel refused to freeze the filesystem")?;
+    // A frozen filesystem blocks every writer: the thaw is tried again rather than given up.
+    let mut thawed = ioctl(dir, FITHAW, &mut unused);
+    for _ in 0..3 {
+        if thawed.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        thawed = ioctl(dir, FITHAW, &mut unused);
+    }
+    thawed.context("the kernel refused to thaw the filesystem")
 }

@@ -91,6 +91,12 @@ fn grows_like_its_own_tool(kind: FsKind, mkfs: &[&str], small_mib: u64, big_mib:
     ours_loop.mount(&dir.join("ours"), mount_options);
     let growth = grow_mounted_filesystem(&dir.join("ours"), kind, big_mib * MIB).unwrap();
     assert!(growth.bytes_after > growth.bytes_before, "{kind:?}: {growth:?}");
+    // What a power cut now would leave, read from the image while it is still mounted: the
+    // grow written back in place, not only in the journal or log (which another kernel may
+    // refuse to replay).
+    if let Some(on_disk) = size_in_superblock(kind, &ours) {
+        assert_eq!(on_disk, big_mib * MIB, "{kind:?}: the superblock on disk does not have the grown size yet");
+    }
     let again = grow_mounted_filesystem(&dir.join("ours"), kind, big_mib * MIB).unwrap();
     assert_eq!(again.bytes_after, growth.bytes_after, "{kind:?}: a second grow changed the size");
 
@@ -102,6 +108,26 @@ fn grows_like_its_own_tool(kind: FsKind, mkfs: &[&str], small_mib: u64, big_mib:
         stat.f_blocks as u64 * stat.f_bsize as u64
     };
     assert_eq!(size(&dir.join("ours")), size(&dir.join("theirs")), "{kind:?}: keel and the reference tool disagree");
+}
+
+/// The filesystem's size as its superblock in the image file says, read by its own tool.
+fn size_in_superblock(kind: FsKind, image: &Path) -> Option<u64> {
+    let image = image.to_str().unwrap();
+    let field = |text: &str, name: &str| -> u64 {
+        let value = text.lines().find_map(|line| line.trim().strip_prefix(name)).unwrap_or_else(|| panic!("no {name} in {text}"));
+        value.trim_start_matches([' ', ':', '=']).trim().parse().unwrap()
+    };
+    match kind {
+        FsKind::Ext4 => {
+            let header = run("dumpe2fs", &["-h", image]);
+            Some(field(&header, "Block count:") * field(&header, "Block size:"))
+        }
+        FsKind::Xfs => {
+            let sb = run("xfs_db", &["-r", "-c", "sb 0", "-c", "p dblocks", "-c", "p blocksize", image]);
+            Some(field(&sb, "dblocks") * field(&sb, "blocksize"))
+        }
+        FsKind::Btrfs | FsKind::Vfat => None,
+    }
 }
 
 /// ext4 asks for CAP_SYS_RESOURCE to resize, which some sandboxes (this project's CI
