@@ -237,6 +237,9 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
         if let Some(reason) = outcome.formatted {
             detail.push_str(&format!("; formatted as {kind} because {reason}"));
         }
+        if outcome.journal_replayed_first {
+            detail.push_str("; its journal was replayed by a mount of its own first (it was not unmounted cleanly)");
+        }
         let grow_failed = match outcome.grown {
             Some(Ok((before, after))) => {
                 detail.push_str(&format!("; filesystem grown from {} to {} MiB", before >> 20, after >> 20));

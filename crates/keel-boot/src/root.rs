@@ -3,9 +3,9 @@ use crate::first_boot::{early_random_guid, RootDisk};
 use crate::mounts::{mount_at, real_directory};
 use anyhow::{bail, Context};
 use keel_cmdline::{BootParams, DeviceSpec};
-use keel_disk::{grow_mounted_filesystem, probe_filesystem, set_format_pending, FsKind, Probe, ROOT_FORMAT_PENDING};
+use keel_disk::{ext4_needs_recovery, grow_mounted_filesystem, probe_filesystem, set_format_pending, FsKind, Probe, ROOT_FORMAT_PENDING};
 use keel_manifest::{INITRD_FS_MODULES_DIR, INITRD_MKFS_DIR};
-use nix::mount::MsFlags;
+use nix::mount::{umount, MsFlags};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
@@ -20,6 +20,8 @@ pub struct RootOutcome {
     /// On first boot, the filesystem's size before and after it grew, in bytes, or why it
     /// could not grow (which does not stop the boot: ROOT works, just smaller).
     pub grown: Option<anyhow::Result<(u64, u64)>>,
+    /// ext4's journal needed replaying, and a mount of its own did that first.
+    pub journal_replayed_first: bool,
 }
 
 /// Whether keel's mark says a format of ROOT was cut short.
@@ -64,12 +66,28 @@ pub fn mount_root(
     };
     load_filesystem_modules(kind)?;
     let fstype = params.root_fstype.as_deref().unwrap_or(kind.mount_type());
+    // The kernel's ext4 reads the filesystem's geometry (block and group counts, the group
+    // descriptor blocks) from the superblock as it is in place, and only then replays the
+    // journal, keeping that geometry even when the replay changes it: a power cut during an
+    // online grow leaves the grow committed in the journal but not yet in place, and the
+    // mount after it runs on the old geometry against the new superblock (grown again it
+    // hits a kernel BUG; used, it marks the new group descriptor blocks free). A mount that
+    // only replays (read-only, so nothing else is written on the stale geometry), ended at
+    // once, writes the replayed superblock in place, and the mount after it reads the
+    // geometry right.
+    let journal_replayed_first = kind == FsKind::Ext4
+        && ext4_needs_recovery(&mut File::open(&root.node).with_context(|| format!("cannot open {node}"))?)
+            .with_context(|| format!("cannot read {node}'s superblock"))?;
+    if journal_replayed_first {
+        mount_at(&node, sysroot, Some(fstype), MsFlags::MS_RDONLY, params.root_flags.as_deref()).context("mounting ROOT to replay its journal")?;
+        umount(sysroot).with_context(|| format!("cannot unmount {} after replaying its journal", sysroot.display()))?;
+    }
     mount_at(&node, sysroot, Some(fstype), MsFlags::empty(), params.root_flags.as_deref())?;
     let grown = (first_boot && format_reason.is_none()).then(|| {
         let growth = grow_mounted_filesystem(sysroot, kind, kernel_size_bytes(root)?)?;
         Ok((growth.bytes_before, growth.bytes_after))
     });
-    Ok(RootOutcome { filesystem: kind, formatted: format_reason, grown })
+    Ok(RootOutcome { filesystem: kind, formatted: format_reason, grown, journal_replayed_first })
 }
 
 /// The kernel modules `kind` needs, from the list the initrd builder wrote for it; a

@@ -33,5 +33,5 @@ pub use kernel::{
     grow_mounted_filesystem, logical_sector_size, mounted_partition, reread_partition_table, resize_kernel_partition, set_device_read_only, FsGrowth,
 };
 pub use layout::{flatcar_layout, plan_layout, LayoutSizes, PartitionSpec, PlannedLayout, ALIGNMENT_BYTES, USR_A_GUID};
-pub use probe::{probe_filesystem, Filesystem, FsKind, Probe};
+pub use probe::{ext4_needs_recovery, probe_filesystem, Filesystem, FsKind, Probe};
 pub use sector::SectorSize;

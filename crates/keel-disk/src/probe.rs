@@ -68,6 +68,23 @@ pub fn probe_filesystem(dev: &mut (impl Read + Seek)) -> std::io::Result<Probe> 
     Ok(classify(&head))
 }
 
+/// `EXT4_FEATURE_INCOMPAT_RECOVER` in the superblock's `s_feature_incompat` (at 0x60): the
+/// journal holds committed transactions not yet written in place.
+const EXT4_INCOMPAT_RECOVER: u32 = 0x4;
+
+/// Whether the ext4 superblock of `dev` says its journal must be replayed (it was not
+/// unmounted cleanly); false for anything that is not ext4.
+pub fn ext4_needs_recovery(dev: &mut (impl Read + Seek)) -> std::io::Result<bool> {
+    let mut superblock = [0u8; 1024];
+    dev.seek(SeekFrom::Start(1024))?;
+    dev.read_exact(&mut superblock)?;
+    if superblock[56..58] != [0x53, 0xef] {
+        return Ok(false);
+    }
+    let incompat = u32::from_le_bytes([superblock[0x60], superblock[0x61], superblock[0x62], superblock[0x63]]);
+    Ok(incompat & EXT4_INCOMPAT_RECOVER != 0)
+}
+
 fn classify(head: &[u8]) -> Probe {
     let at = |offset: usize, len: usize| head.get(offset..offset + len);
     let filesystem = |kind, label: &[u8], uuid: String| Probe::Filesystem(Filesystem { kind, label: text(label), uuid });
@@ -152,5 +169,22 @@ mod tests {
         );
         std::fs::remove_file(&path).unwrap();
         assert_eq!(probe_filesystem(&mut Cursor::new(vec![0u8; 100])).unwrap(), Probe::Blank);
+    }
+
+    #[test]
+    fn sees_an_ext4_journal_that_needs_replaying() {
+        let path = std::env::temp_dir().join(format!("keel-probe-recover-{}.img", std::process::id()));
+        std::fs::write(&path, vec![0u8; 8 << 20]).unwrap();
+        let run = |program: &str, args: &[&str]| {
+            let status = std::process::Command::new(program).args(args).arg(&path).status().expect("e2fsprogs must be installed");
+            assert!(status.success(), "{program} {args:?}");
+        };
+        run("mkfs.ext4", &["-q", "-F"]);
+        assert!(!ext4_needs_recovery(&mut std::fs::File::open(&path).unwrap()).unwrap());
+        // What a machine cut off while the filesystem was mounted leaves.
+        run("debugfs", &["-w", "-R", "feature needs_recovery"]);
+        assert!(ext4_needs_recovery(&mut std::fs::File::open(&path).unwrap()).unwrap());
+        std::fs::remove_file(&path).unwrap();
+        assert!(!ext4_needs_recovery(&mut Cursor::new(vec![0u8; 4096])).unwrap());
     }
 }
