@@ -217,4 +217,70 @@ mod tests {
         assert_eq!(std::fs::metadata(root.join("root")).unwrap().permissions().mode() & 0o777, 0o700);
         std::fs::remove_dir_all(&root).unwrap();
     }
+
+    /// An ext4 image marked `needs_recovery` on a loop device, mounted by `mount_root` with
+    /// `rootflags`; returns the outcome's claim, the superblock's mount count before and after
+    /// (a read-write mount adds one, a read-only one none) and whether the flag is still set.
+    /// Needs root and loop devices, as keel-disk's kernel tests.
+    fn mount_dirty_ext4(name: &str, rootflags: &str) -> Option<(bool, u64, u64, bool)> {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root and loop devices");
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("keel-replay-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sysroot")).unwrap();
+        let image = dir.join("root.img");
+        File::create(&image).unwrap().set_len(64 << 20).unwrap();
+        let run = |program: &str, args: &[&str]| -> String {
+            let output = std::process::Command::new(program).args(args).output().unwrap();
+            assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+            String::from_utf8(output.stdout).unwrap()
+        };
+        let image_path = image.to_str().unwrap();
+        run("mkfs.ext4", &["-q", "-F", image_path]);
+        run("debugfs", &["-w", "-R", "feature needs_recovery", image_path]);
+        let mount_count = || -> u64 {
+            let header = run("dumpe2fs", &["-h", image_path]);
+            header.lines().find_map(|l| l.strip_prefix("Mount count:")).unwrap().trim().parse().unwrap()
+        };
+        let before = mount_count();
+        let device = run("losetup", &["-f", "--show", image_path]).trim().to_string();
+        let meta = std::fs::metadata(&device).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let root = crate::devices::FoundDevice {
+            node: device.clone().into(),
+            major: libc::major(meta.rdev()) as u64,
+            minor: libc::minor(meta.rdev()) as u64,
+        };
+        let params = BootParams::from_cmdline(&keel_cmdline::Cmdline::parse(&format!("root={device} rootflags={rootflags}"))).unwrap();
+        let sysroot = dir.join("sysroot");
+        let outcome = mount_root(&params, &root, None, false, &sysroot);
+        let _ = umount(&sysroot);
+        run("losetup", &["-d", &device]);
+        let outcome = outcome.unwrap();
+        let after = mount_count();
+        let still_dirty = keel_disk::ext4_needs_recovery(&mut File::open(&image).unwrap()).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        Some((outcome.journal_replayed_first, before, after, still_dirty))
+    }
+
+    /// The mount that replays the journal runs on the geometry read before the replay, so it
+    /// must be read-only; `rootflags=rw` (which the kernel applies after MS_RDONLY) made it a
+    /// read-write mount: the superblock counted two read-write mounts instead of one.
+    #[test]
+    fn the_replay_mount_is_read_only_whatever_rootflags_say() {
+        let Some((replayed, before, after, still_dirty)) = mount_dirty_ext4("rw", "rw") else { return };
+        assert!(replayed);
+        assert!(!still_dirty);
+        assert_eq!(after, before + 1, "the replay mount was read-write, as well as the real mount");
+    }
+
+    /// With `noload` in rootflags the replay mount replays nothing; the log must not say it did.
+    #[test]
+    fn a_replay_suppressed_by_rootflags_is_not_reported_as_done() {
+        let Some((replayed, _, _, still_dirty)) = mount_dirty_ext4("noload", "ro,noload") else { return };
+        assert!(still_dirty, "noload replayed the journal");
+        assert!(!replayed, "the outcome says the journal was replayed, but needs_recovery is still set");
+    }
 }
