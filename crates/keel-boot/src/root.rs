@@ -75,12 +75,18 @@ pub fn mount_root(
     // only replays (read-only, so nothing else is written on the stale geometry), ended at
     // once, writes the replayed superblock in place, and the mount after it reads the
     // geometry right.
-    let journal_replayed_first = kind == FsKind::Ext4
-        && ext4_needs_recovery(&mut File::open(&root.node).with_context(|| format!("cannot open {node}"))?)
-            .with_context(|| format!("cannot read {node}'s superblock"))?;
-    if journal_replayed_first {
-        mount_at(&node, sysroot, Some(fstype), MsFlags::MS_RDONLY, params.root_flags.as_deref()).context("mounting ROOT to replay its journal")?;
+    let needs_recovery = || -> anyhow::Result<bool> {
+        ext4_needs_recovery(&mut File::open(&root.node).with_context(|| format!("cannot open {node}"))?)
+            .with_context(|| format!("cannot read {node}'s superblock"))
+    };
+    let mut journal_replayed_first = false;
+    if kind == FsKind::Ext4 && needs_recovery()? {
+        // The kernel applies "rw" among the options after MS_RDONLY: "ro" comes last.
+        let options = params.root_flags.as_deref().map_or_else(|| "ro".to_string(), |flags| format!("{flags},ro"));
+        mount_at(&node, sysroot, Some(fstype), MsFlags::MS_RDONLY, Some(&options)).context("mounting ROOT to replay its journal")?;
         umount(sysroot).with_context(|| format!("cannot unmount {} after replaying its journal", sysroot.display()))?;
+        // noload in rootflags suppresses the replay.
+        journal_replayed_first = !needs_recovery()?;
     }
     mount_at(&node, sysroot, Some(fstype), MsFlags::empty(), params.root_flags.as_deref())?;
     let grown = (first_boot && format_reason.is_none()).then(|| {
