@@ -289,4 +289,51 @@ mod tests {
         assert!(still_dirty, "noload replayed the journal");
         assert!(!replayed, "the outcome says the journal was replayed, but needs_recovery is still set");
     }
+
+    /// "Only the boot disk is written": with ROOT elsewhere (root= naming another disk, so no
+    /// `RootDisk`), the boot disk's first boot must not grow that filesystem (nor freeze it),
+    /// as it does not grow its partition either.
+    #[test]
+    fn first_boot_does_not_grow_a_root_on_another_disk() {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root and loop devices");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("keel-foreign-grow-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sysroot")).unwrap();
+        let image = dir.join("root.img");
+        File::create(&image).unwrap().set_len(320 << 20).unwrap();
+        let run = |program: &str, args: &[&str]| -> String {
+            let output = std::process::Command::new(program).args(args).output().unwrap();
+            assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+            String::from_utf8(output.stdout).unwrap()
+        };
+        let image_path = image.to_str().unwrap();
+        run("mkfs.xfs", &["-q", "-f", image_path]);
+        std::fs::OpenOptions::new().write(true).open(&image).unwrap().set_len(400 << 20).unwrap();
+        let before = std::fs::read(&image).unwrap()[..512].to_vec();
+        let device = run("losetup", &["-f", "--show", image_path]).trim().to_string();
+        let meta = std::fs::metadata(&device).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let root = crate::devices::FoundDevice {
+            node: device.clone().into(),
+            major: libc::major(meta.rdev()) as u64,
+            minor: libc::minor(meta.rdev()) as u64,
+        };
+        let params = BootParams::from_cmdline(&keel_cmdline::Cmdline::parse(&format!("root={device}"))).unwrap();
+        let sysroot = dir.join("sysroot");
+        let outcome = mount_root(&params, &root, None, true, &sysroot);
+        let _ = umount(&sysroot);
+        run("losetup", &["-d", &device]);
+        let outcome = outcome.unwrap();
+        let after = std::fs::read(&image).unwrap()[..512].to_vec();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            outcome.grown.is_none(),
+            "keel grew a filesystem on a disk it does not own: {:?}",
+            outcome.grown.map(|g| g.map_err(|e| e.to_string()))
+        );
+        assert_eq!(before, after, "the foreign ROOT's superblock was rewritten");
+    }
 }
