@@ -89,7 +89,7 @@ pub fn mount_root(
         journal_replayed_first = !needs_recovery()?;
     }
     mount_at(&node, sysroot, Some(fstype), MsFlags::empty(), params.root_flags.as_deref())?;
-    let grown = (first_boot && format_reason.is_none()).then(|| {
+    let grown = (first_boot && root_disk.is_some() && format_reason.is_none()).then(|| {
         let growth = grow_mounted_filesystem(sysroot, kind, kernel_size_bytes(root)?)?;
         Ok((growth.bytes_before, growth.bytes_after))
     });
