@@ -217,3 +217,56 @@ impl Drop for Unmount {
         let _ = Command::new("umount").arg(&self.0).output();
     }
 }
+
+/// Not a test of its own: run in a child process by the test below, it grows the XFS at
+/// `KEEL_TEST_GROW_AT` as `keel disk grow-root` does on a running machine.
+#[test]
+fn grow_in_a_child_process() {
+    let Some(at) = std::env::var_os("KEEL_TEST_GROW_AT") else { return };
+    let bytes: u64 = std::env::var("KEEL_TEST_GROW_BYTES").unwrap().parse().unwrap();
+    let _ = grow_mounted_filesystem(Path::new(&at), FsKind::Xfs, bytes);
+}
+
+/// `keel disk grow-root` runs on a live machine, where Ctrl-C or a service manager's SIGTERM
+/// can arrive while FIFREEZE writes the dirty data back: the process then dies between the
+/// freeze and the thaw, and the kernel keeps the filesystem frozen (a freeze is not tied to
+/// the process), so every writer of ROOT hangs until someone runs `fsfreeze -u`.
+#[test]
+fn a_grow_interrupted_by_sigterm_never_leaves_the_filesystem_frozen() {
+    let dir = scratch("sigterm");
+    let mut frozen_after = Vec::new();
+    // Attempt 0 is not interrupted: the check must find that one thawed, or it proves nothing.
+    for attempt in 0..6u64 {
+        let image = dir.join(format!("{attempt}.img"));
+        File::create(&image).unwrap().set_len(320 * MIB).unwrap();
+        run("mkfs.xfs", &["-q", "-f", image.to_str().unwrap()]);
+        OpenOptions::new().write(true).open(&image).unwrap().set_len(2000 * MIB).unwrap();
+        let mut disk = LoopDevice::attach(&image, DEFAULT_SECTOR_SIZE.bytes());
+        let at = dir.join(format!("mnt{attempt}"));
+        disk.mount(&at, "defaults");
+        // Dirty data for the freeze to write back, as on a machine in use.
+        std::fs::write(at.join("dirty"), vec![0x5a; 200 << 20]).unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["grow_in_a_child_process", "--exact", "--test-threads=1"])
+            .env("KEEL_TEST_GROW_AT", &at)
+            .env("KEEL_TEST_GROW_BYTES", (2000 * MIB).to_string())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(attempt * 30));
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+        let status = child.wait().unwrap();
+        // fsfreeze -u succeeds only on a frozen filesystem (and thaws it, so the test can unmount).
+        let thawed = Command::new("fsfreeze").args(["-u", at.to_str().unwrap()]).output().unwrap().status.success();
+        if attempt == 0 {
+            assert!(status.success() && !thawed, "the uninterrupted grow failed or left the filesystem frozen");
+        } else if thawed {
+            frozen_after.push(attempt * 30);
+        }
+        drop(disk);
+        let _ = std::fs::remove_file(&image);
+    }
+    assert!(frozen_after.is_empty(), "SIGTERM after {frozen_after:?} ms left the filesystem frozen");
+}
