@@ -81,9 +81,10 @@ pub fn mount_root(
     };
     let mut journal_replayed_first = false;
     if kind == FsKind::Ext4 && needs_recovery()? {
-        // The kernel applies "rw" among the options after MS_RDONLY: "ro" comes last.
-        let options = params.root_flags.as_deref().map_or_else(|| "ro".to_string(), |flags| format!("{flags},ro"));
-        mount_at(&node, sysroot, Some(fstype), MsFlags::MS_RDONLY, Some(&options)).context("mounting ROOT to replay its journal")?;
+        // The kernel applies an "rw" among the options after MS_RDONLY: it is left out.
+        let options = params.root_flags.as_deref().map(|flags| flags.split(',').filter(|option| *option != "rw").collect::<Vec<_>>().join(","));
+        let options = options.filter(|options| !options.is_empty());
+        mount_at(&node, sysroot, Some(fstype), MsFlags::MS_RDONLY, options.as_deref()).context("mounting ROOT to replay its journal")?;
         umount(sysroot).with_context(|| format!("cannot unmount {} after replaying its journal", sysroot.display()))?;
         // noload in rootflags suppresses the replay.
         journal_replayed_first = !needs_recovery()?;
