@@ -225,25 +225,47 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
     }
 
-    /// An ext4 image marked `needs_recovery` on a loop device, mounted by `mount_root` with
-    /// `rootflags`; returns the outcome's claim, the superblock's mount count before and after
-    /// (a read-write mount adds one, a read-only one none) and whether the flag is still set.
-    /// Needs root and loop devices, as keel-disk's kernel tests.
-    fn mount_dirty_ext4(name: &str, rootflags: &str) -> Option<(bool, u64, u64, bool)> {
-        if unsafe { libc::geteuid() } != 0 {
+    fn run(program: &str, args: &[&str]) -> String {
+        let output = std::process::Command::new(program).args(args).output().unwrap();
+        assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// A scratch directory with `sysroot/` and an empty image file of `mib` MiB, or `None` where
+    /// the test cannot attach loop devices (it needs root, as keel-disk's kernel tests do).
+    fn loop_scratch(name: &str, mib: u64) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+        if !rustix::process::geteuid().is_root() {
             eprintln!("skipped: needs root and loop devices");
             return None;
         }
-        let dir = std::env::temp_dir().join(format!("keel-replay-{name}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("keel-root-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("sysroot")).unwrap();
         let image = dir.join("root.img");
-        File::create(&image).unwrap().set_len(64 << 20).unwrap();
-        let run = |program: &str, args: &[&str]| -> String {
-            let output = std::process::Command::new(program).args(args).output().unwrap();
-            assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-            String::from_utf8(output.stdout).unwrap()
-        };
+        File::create(&image).unwrap().set_len(mib << 20).unwrap();
+        Some((dir, image))
+    }
+
+    /// `mount_root` on `image` attached as a loop device, with `cmdline_extra` after `root=`;
+    /// unmounted and detached after.
+    fn mount_root_from_image(dir: &Path, image: &Path, cmdline_extra: &str, first_boot: bool) -> RootOutcome {
+        use std::os::unix::fs::MetadataExt;
+        let device = run("losetup", &["-f", "--show", image.to_str().unwrap()]).trim().to_string();
+        let rdev = std::fs::metadata(&device).unwrap().rdev();
+        let root = FoundDevice { node: device.clone().into(), major: libc::major(rdev).into(), minor: libc::minor(rdev).into() };
+        let params = BootParams::from_cmdline(&keel_cmdline::Cmdline::parse(&format!("root={device} {cmdline_extra}"))).unwrap();
+        let sysroot = dir.join("sysroot");
+        let outcome = mount_root(&params, &root, None, first_boot, &sysroot);
+        let _ = umount(&sysroot);
+        run("losetup", &["-d", &device]);
+        outcome.unwrap()
+    }
+
+    /// An ext4 image marked `needs_recovery`, mounted by `mount_root` with `rootflags`: the
+    /// outcome's claim, the superblock's mount count before and after (a read-write mount adds
+    /// one, a read-only one none) and whether the flag is still set.
+    fn mount_dirty_ext4(name: &str, rootflags: &str) -> Option<(bool, u64, u64, bool)> {
+        let (dir, image) = loop_scratch(name, 64)?;
         let image_path = image.to_str().unwrap();
         run("mkfs.ext4", &["-q", "-F", image_path]);
         run("debugfs", &["-w", "-R", "feature needs_recovery", image_path]);
@@ -252,20 +274,7 @@ mod tests {
             header.lines().find_map(|l| l.strip_prefix("Mount count:")).unwrap().trim().parse().unwrap()
         };
         let before = mount_count();
-        let device = run("losetup", &["-f", "--show", image_path]).trim().to_string();
-        let meta = std::fs::metadata(&device).unwrap();
-        use std::os::unix::fs::MetadataExt;
-        let root = crate::devices::FoundDevice {
-            node: device.clone().into(),
-            major: libc::major(meta.rdev()) as u64,
-            minor: libc::minor(meta.rdev()) as u64,
-        };
-        let params = BootParams::from_cmdline(&keel_cmdline::Cmdline::parse(&format!("root={device} rootflags={rootflags}"))).unwrap();
-        let sysroot = dir.join("sysroot");
-        let outcome = mount_root(&params, &root, None, false, &sysroot);
-        let _ = umount(&sysroot);
-        run("losetup", &["-d", &device]);
-        let outcome = outcome.unwrap();
+        let outcome = mount_root_from_image(&dir, &image, &format!("rootflags={rootflags}"), false);
         let after = mount_count();
         let still_dirty = keel_disk::ext4_needs_recovery(&mut File::open(&image).unwrap()).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
@@ -296,38 +305,11 @@ mod tests {
     /// as it does not grow its partition either.
     #[test]
     fn first_boot_does_not_grow_a_root_on_another_disk() {
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: needs root and loop devices");
-            return;
-        }
-        let dir = std::env::temp_dir().join(format!("keel-foreign-grow-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("sysroot")).unwrap();
-        let image = dir.join("root.img");
-        File::create(&image).unwrap().set_len(320 << 20).unwrap();
-        let run = |program: &str, args: &[&str]| -> String {
-            let output = std::process::Command::new(program).args(args).output().unwrap();
-            assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-            String::from_utf8(output.stdout).unwrap()
-        };
-        let image_path = image.to_str().unwrap();
-        run("mkfs.xfs", &["-q", "-f", image_path]);
+        let Some((dir, image)) = loop_scratch("foreign-grow", 320) else { return };
+        run("mkfs.xfs", &["-q", "-f", image.to_str().unwrap()]);
         std::fs::OpenOptions::new().write(true).open(&image).unwrap().set_len(400 << 20).unwrap();
         let before = std::fs::read(&image).unwrap()[..512].to_vec();
-        let device = run("losetup", &["-f", "--show", image_path]).trim().to_string();
-        let meta = std::fs::metadata(&device).unwrap();
-        use std::os::unix::fs::MetadataExt;
-        let root = crate::devices::FoundDevice {
-            node: device.clone().into(),
-            major: libc::major(meta.rdev()) as u64,
-            minor: libc::minor(meta.rdev()) as u64,
-        };
-        let params = BootParams::from_cmdline(&keel_cmdline::Cmdline::parse(&format!("root={device}"))).unwrap();
-        let sysroot = dir.join("sysroot");
-        let outcome = mount_root(&params, &root, None, true, &sysroot);
-        let _ = umount(&sysroot);
-        run("losetup", &["-d", &device]);
-        let outcome = outcome.unwrap();
+        let outcome = mount_root_from_image(&dir, &image, "", true);
         let after = std::fs::read(&image).unwrap()[..512].to_vec();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(

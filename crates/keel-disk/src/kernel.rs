@@ -197,35 +197,72 @@ pub fn grow_mounted_filesystem(mount_point: &Path, kind: FsKind, device_bytes: u
     if bytes_before > device_bytes {
         bail!("the filesystem at {} ({bytes_before} bytes) is larger than its device ({device_bytes} bytes)", mount_point.display());
     }
+    let grown = grow(&dir, kind, block_size, device_bytes);
+    // A grow that failed partway (ext4 adds groups one batch at a time) is written back too.
+    let bytes_after = statfs_bytes(&dir, mount_point)?.1;
+    if bytes_after != bytes_before {
+        checkpoint(&dir).with_context(|| format!("{} grew, but the grow could not be written back in place", mount_point.display()))?;
+    }
+    grown?;
+    Ok(FsGrowth { bytes_before, bytes_after })
+}
+
+/// The grow ioctl of `kind` on the filesystem whose root directory is `dir`.
+fn grow(dir: &File, kind: FsKind, block_size: u64, device_bytes: u64) -> anyhow::Result<()> {
     match kind {
         FsKind::Ext4 => {
             let mut blocks = device_bytes / block_size;
-            ioctl(&dir, EXT4_IOC_RESIZE_FS, &mut blocks).map_err(|error| {
+            ioctl(dir, EXT4_IOC_RESIZE_FS, &mut blocks).map_err(|error| {
                 let hint = if error.raw_os_error() == Some(libc::EPERM) { " (resizing ext4 needs CAP_SYS_RESOURCE)" } else { "" };
                 anyhow::Error::from(error).context(format!("the kernel refused to grow the ext4 filesystem{hint}"))
             })?;
         }
         FsKind::Xfs => {
             let mut geometry = XfsGeometryV1::default();
-            ioctl(&dir, XFS_IOC_FSGEOMETRY_V1, &mut geometry).context("cannot read the XFS geometry")?;
+            ioctl(dir, XFS_IOC_FSGEOMETRY_V1, &mut geometry).context("cannot read the XFS geometry")?;
             let newblocks = device_bytes / u64::from(geometry.blocksize);
             if newblocks > geometry.datablocks {
                 let mut request = XfsGrowfsData { newblocks, imaxpct: geometry.imaxpct };
-                ioctl(&dir, XFS_IOC_FSGROWFSDATA, &mut request).context("the kernel refused to grow the XFS filesystem")?;
+                ioctl(dir, XFS_IOC_FSGROWFSDATA, &mut request).context("the kernel refused to grow the XFS filesystem")?;
             }
         }
         FsKind::Btrfs => {
             let mut args = BtrfsVolArgs { fd: 0, name: [0; 4088] };
             args.name[..3].copy_from_slice(b"max");
-            ioctl(&dir, BTRFS_IOC_RESIZE, &mut args).context("the kernel refused to grow the btrfs filesystem")?;
+            ioctl(dir, BTRFS_IOC_RESIZE, &mut args).context("the kernel refused to grow the btrfs filesystem")?;
         }
         FsKind::Vfat => bail!("vfat cannot be grown in place"),
     }
-    let bytes_after = statfs_bytes(&dir, mount_point)?.1;
-    if bytes_after != bytes_before {
-        checkpoint(&dir).with_context(|| format!("{} grew, but the grow could not be written back in place", mount_point.display()))?;
+    Ok(())
+}
+
+/// The signals a person or a service manager sends to stop a command. A process that dies
+/// between a freeze and its thaw leaves the filesystem frozen (the kernel does not tie a
+/// freeze to the process that made it), and every writer hangs; so they are ignored
+/// meanwhile, process-wide (a blocked mask would only cover this thread). SIGKILL cannot be.
+const STOP_SIGNALS: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+/// Ignores [`STOP_SIGNALS`], returning what to restore.
+fn ignore_stop_signals() -> Vec<(libc::c_int, libc::sigaction)> {
+    STOP_SIGNALS
+        .iter()
+        .filter_map(|&signal| {
+            // SAFETY: sigaction with valid pointers to initialised structs; SIG_IGN needs no handler.
+            unsafe {
+                let mut ignore: libc::sigaction = std::mem::zeroed();
+                ignore.sa_sigaction = libc::SIG_IGN;
+                let mut previous: libc::sigaction = std::mem::zeroed();
+                (libc::sigaction(signal, &ignore, &mut previous) == 0).then_some((signal, previous))
+            }
+        })
+        .collect()
+}
+
+fn restore_signals(previous: Vec<(libc::c_int, libc::sigaction)>) {
+    for (signal, action) in previous {
+        // SAFETY: restores an action sigaction itself returned.
+        unsafe { libc::sigaction(signal, &action, std::ptr::null_mut()) };
     }
-    Ok(FsGrowth { bytes_before, bytes_after })
 }
 
 /// Freezes and thaws the filesystem at `dir`: a freeze writes every piece of metadata back to its
@@ -233,6 +270,13 @@ pub fn grow_mounted_filesystem(mount_point: &Path, kind: FsKind, device_bytes: u
 /// after a power cut, and a kernel other than the one that grew it (the host's, an update's) can
 /// refuse to (XFS validates the log's blocks against the size the superblock still gives).
 fn checkpoint(dir: &File) -> anyhow::Result<()> {
+    let previous = ignore_stop_signals();
+    let result = freeze_and_thaw(dir);
+    restore_signals(previous);
+    result
+}
+
+fn freeze_and_thaw(dir: &File) -> anyhow::Result<()> {
     let mut unused: libc::c_int = 0;
     ioctl(dir, FIFREEZE, &mut unused).context("the kernel refused to freeze the filesystem")?;
     // A frozen filesystem blocks every writer: the thaw is tried again rather than given up.
