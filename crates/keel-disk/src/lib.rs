@@ -13,6 +13,7 @@ mod gptprio;
 mod guid;
 mod kernel;
 mod layout;
+mod partitioning;
 mod probe;
 mod sector;
 
@@ -33,5 +34,6 @@ pub use kernel::{
     grow_mounted_filesystem, logical_sector_size, mounted_partition, reread_partition_table, resize_kernel_partition, set_device_read_only, FsGrowth,
 };
 pub use layout::{flatcar_layout, plan_layout, LayoutSizes, PartitionSpec, PlannedLayout, ALIGNMENT_BYTES, USR_A_GUID};
+pub use partitioning::{plan_table, PartitionAction, PartitionOutcome, PartitionRequest, PartitioningError, TablePlan, TableRequest};
 pub use probe::{ext4_needs_recovery, probe_filesystem, Filesystem, FsKind, Probe};
 pub use sector::SectorSize;
