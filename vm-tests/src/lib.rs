@@ -916,3 +916,40 @@ pub fn stage_millis(console: &Console, stage: &str) -> Option<f64> {
         .find_map(|line| line.split_once(&format!("] {stage}: ")).map(|(_, rest)| rest))
         .and_then(|rest| rest.rsplit_once(" ms)").and_then(|(head, _)| head.rsplit_once('(')).and_then(|(_, ms)| ms.parse().ok()))
 }
+
+/// One partition of a disk image and what blkid finds in it, for comparing disks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionContent {
+    pub number: u32,
+    pub name: String,
+    pub type_guid: String,
+    pub first_lba: u64,
+    pub last_lba: u64,
+    /// blkid's TYPE, LABEL and UUID ("" when it finds none).
+    pub filesystem: (String, String, String),
+}
+
+/// Every partition of the disk image `image` (its table read in either sector size) with
+/// what blkid finds in it.
+pub fn partition_contents(image: &Path) -> anyhow::Result<Vec<PartitionContent>> {
+    let gpt = image_table(image)?;
+    gpt.partitions
+        .iter()
+        .map(|p| {
+            let offset = p.start_bytes(gpt.sector_size).to_string();
+            let size = p.size_bytes(gpt.sector_size).to_string();
+            // blkid exits 2 when it finds nothing: that is an answer here, not a failure.
+            let output = Command::new("blkid").args(["-p", "-o", "export", "-O", &offset, "-S", &size]).arg(image).output()?;
+            let export = String::from_utf8_lossy(&output.stdout);
+            let tag = |name: &str| export.lines().find_map(|line| line.strip_prefix(&format!("{name}="))).unwrap_or_default().to_string();
+            Ok(PartitionContent {
+                number: p.number,
+                name: p.name.clone(),
+                type_guid: p.type_guid.to_string(),
+                first_lba: p.first_lba,
+                last_lba: p.last_lba,
+                filesystem: (tag("TYPE"), tag("LABEL"), tag("UUID")),
+            })
+        })
+        .collect()
+}

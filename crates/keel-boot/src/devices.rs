@@ -37,19 +37,19 @@ const SYSFS_SIZE_UNIT: u64 = 512;
 
 /// A block device as sysfs shows it.
 #[derive(Clone, Debug)]
-struct SysBlock {
-    name: String,
-    major: u64,
-    minor: u64,
+pub(crate) struct SysBlock {
+    pub(crate) name: String,
+    pub(crate) major: u64,
+    pub(crate) minor: u64,
     /// For a partition: its disk's name and its number there.
-    partition_of: Option<(String, u32)>,
+    pub(crate) partition_of: Option<(String, u32)>,
 }
 
 fn read_trimmed(path: &Path) -> Option<String> {
     fs::read_to_string(path).ok().map(|text| text.trim().to_string())
 }
 
-fn block_devices() -> Vec<SysBlock> {
+pub(crate) fn block_devices() -> Vec<SysBlock> {
     let Ok(entries) = fs::read_dir(SYS_BLOCK) else { return Vec::new() };
     let mut devices: Vec<SysBlock> = entries
         .flatten()
@@ -79,7 +79,7 @@ fn block_devices() -> Vec<SysBlock> {
 /// `/dev/<name>`, made from sysfs's numbers if devtmpfs has not made it yet, so that a
 /// device sysfs shows can always be opened without waiting for another event. A node
 /// that is already there must be that very block device.
-fn device_node(device: &SysBlock) -> anyhow::Result<PathBuf> {
+pub(crate) fn device_node(device: &SysBlock) -> anyhow::Result<PathBuf> {
     // sysfs writes the '/' of a device name (cciss/c0d0) as '!'.
     let node = Path::new("/dev").join(device.name.replace('!', "/"));
     let dev = makedev(device.major, device.minor);
@@ -648,6 +648,14 @@ impl DeviceWatcher {
             };
             self.wait_for_event(remaining)?;
         }
+    }
+
+    /// Waits for the next uevent (or a second), loading the drivers new devices ask for;
+    /// false, without waiting, once `deadline` has passed.
+    pub fn wait_until(&self, deadline: Instant) -> anyhow::Result<bool> {
+        let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|left| !left.is_zero()) else { return Ok(false) };
+        self.wait_for_event(Some(left))?;
+        Ok(true)
     }
 
     /// What the waits so far changed on the disks, for the log.

@@ -16,7 +16,7 @@ use nix::mount::{umount, MsFlags};
 use std::fs::File;
 use std::path::Path;
 
-const ESP_TYPE: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
+pub(crate) const ESP_TYPE: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
 const ESP_MOUNT: &str = "/run/keel/esp";
 
 /// ROOT as a partition of the boot disk: the only ROOT keel formats, marks or grows.
@@ -134,12 +134,10 @@ fn step(name: &str, run: impl FnOnce() -> anyhow::Result<String>) -> anyhow::Res
     }
 }
 
-/// The boot disk's part of first boot: its own GUIDs, and ROOT (when it is the boot disk's
-/// partition named ROOT) grown to the disk's end with the running kernel told. Returns
-/// what it did, for the log.
-/// `root_disk` is ROOT's place on the boot disk, `None` when ROOT is elsewhere.
-pub fn prepare_disk(params: &BootParams, boot_disk: &BootDisk, root: &FoundDevice, root_disk: Option<&RootDisk>) -> anyhow::Result<String> {
-    let identity = step("give the disk its own GUIDs", || {
+/// The boot disk's own GUIDs (Flatcar's disk-uuid), drawn when it still has the image's.
+/// Returns what it did, for the log.
+pub fn give_identity(params: &BootParams, boot_disk: &BootDisk) -> anyhow::Result<String> {
+    step("give the disk its own GUIDs", || {
         let mut disk = boot_disk.open_for_writing()?;
         // A failed draw gives the zero GUID, which randomize_identity never uses; the draw's
         // own error is what the person needs to see.
@@ -158,16 +156,21 @@ pub fn prepare_disk(params: &BootParams, boot_disk: &BootDisk, root: &FoundDevic
             Some(guid) => format!("disk GUID {guid} (ROOT's is new too)"),
             None => "the disk already has its own GUID".to_string(),
         })
-    })?;
+    })
+}
 
+/// ROOT (when it is the boot disk's partition named ROOT) grown to the disk's end with the
+/// running kernel told. Returns what it did, for the log.
+/// `root_disk` is ROOT's place on the boot disk, `None` when ROOT is elsewhere.
+pub fn grow_root_partition(boot_disk: &BootDisk, root: &FoundDevice, root_disk: Option<&RootDisk>) -> anyhow::Result<String> {
     let Some(root_number) = root_disk.map(|root_disk| root_disk.root_number) else {
-        return Ok(format!("{identity}; ROOT {} is not on the boot disk, so nothing was grown", root.node.display()));
+        return Ok(format!("ROOT {} is not on the boot disk, so nothing was grown", root.node.display()));
     };
     let is_root = boot_disk.table()?.partition(root_number).is_some_and(|p| p.name == ROOT_NAME);
     if !is_root {
-        return Ok(format!("{identity}; root= is not the partition named {ROOT_NAME}, so nothing was grown"));
+        return Ok(format!("root= is not the partition named {ROOT_NAME}, so nothing was grown"));
     }
-    let grown = step("grow ROOT", || {
+    step("grow ROOT", || {
         let sector_size = boot_disk.sector_size;
         let mib = |sectors: u64| (sectors * sector_size.bytes()) >> 20;
         let mut disk = boot_disk.open_for_writing()?;
@@ -182,8 +185,7 @@ pub fn prepare_disk(params: &BootParams, boot_disk: &BootDisk, root: &FoundDevic
             resize_kernel_partition(&disk, sector_size, &entry)?;
         }
         Ok(grown)
-    })?;
-    Ok(format!("{identity}; {grown}"))
+    })
 }
 
 /// Clears the first-boot flag: the last step of a first boot, once all others succeeded.

@@ -169,7 +169,7 @@ impl<'a> ReadOnlyMount<'a> {
             FsKind::Ext4 => Some("noload"),
             FsKind::Xfs => Some("norecovery"),
             FsKind::Btrfs => Some("nologreplay"),
-            FsKind::Vfat => None,
+            FsKind::Vfat | FsKind::Swap => None,
         };
         mount_at(&node.display().to_string(), mount_point, Some(kind.mount_type()), flags, data)?;
         mount.mounted = true;
@@ -321,8 +321,6 @@ fn refuse_what_keel_cannot_do_yet(config: &Latest) -> anyhow::Result<()> {
     let storage = config.storage.as_ref();
     let named = |present: bool, path: &str| present.then(|| path.to_string());
     let unsupported: Vec<String> = [
-        named(storage.and_then(|s| s.disks.as_ref()).is_some_and(|list| !list.is_empty()), "$.storage.disks"),
-        named(storage.and_then(|s| s.filesystems.as_ref()).is_some_and(|list| !list.is_empty()), "$.storage.filesystems"),
         named(storage.and_then(|s| s.raid.as_ref()).is_some_and(|list| !list.is_empty()), "$.storage.raid"),
         named(storage.and_then(|s| s.luks.as_ref()).is_some_and(|list| !list.is_empty()), "$.storage.luks"),
     ]
@@ -489,14 +487,16 @@ mod tests {
     #[test]
     fn sections_keel_cannot_carry_out_yet_are_refused_by_their_json_paths() {
         let error = refuse_what_keel_cannot_do_yet(&config(
-            r#"{"ignition":{"version":"3.4.0"},"storage":{"disks":[{"device":"/dev/vdb","wipeTable":true}],
-                "filesystems":[{"device":"/dev/vdb1","format":"ext4"}]},"kernelArguments":{"shouldExist":["quiet"]}}"#,
+            r#"{"ignition":{"version":"3.4.0"},"storage":{"raid":[{"name":"md0","level":"raid1","devices":["/dev/vdb","/dev/vdc"]}],
+                "luks":[{"name":"data","device":"/dev/vdd"}]},"kernelArguments":{"shouldExist":["quiet"]}}"#,
         ))
         .unwrap_err()
         .to_string();
-        assert!(error.starts_with("$.storage.disks, $.storage.filesystems: not supported"), "{error}");
+        assert!(error.starts_with("$.storage.raid, $.storage.luks: not supported"), "{error}");
         for fine in [
             r#"{"ignition":{"version":"3.4.0"}}"#,
+            r#"{"ignition":{"version":"3.4.0"},"storage":{"disks":[{"device":"/dev/vdb","wipeTable":true}],
+                "filesystems":[{"device":"/dev/vdb1","format":"ext4"}]}}"#,
             r#"{"ignition":{"version":"3.4.0"},"storage":{"disks":[],"files":[{"path":"/f"}]},"kernelArguments":{"shouldExist":[]}}"#,
         ] {
             assert!(refuse_what_keel_cannot_do_yet(&config(fine)).is_ok(), "{fine}");

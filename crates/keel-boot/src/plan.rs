@@ -7,6 +7,7 @@ use crate::log::{uptime, Log, Timeline};
 use crate::mounts::mount_pseudo_filesystems;
 use crate::root::{ensure_skeleton, mount_etc_overlay, mount_root};
 use crate::stage::{self, Stage};
+use crate::storage;
 use crate::switch_root::{check_init, switch_root, DEFAULT_INIT};
 use crate::usr::{check_hash_area, mount_verified_usr, open_verified_usr};
 use anyhow::{bail, Context};
@@ -221,7 +222,10 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
                     emergency::reboot_now();
                 }
             }
-            boot.stage(&stage::IGNITION_DISKS, |_| Ok(((), first_boot::prepare_disk(&params, boot_disk, &root, root_disk.as_ref())?)))?;
+            boot.stage(&stage::IGNITION_DISKS, |log| {
+                let detail = storage::ignition_disks(&fetched.resolved.config, &params, boot_disk, &root, root_disk.as_ref(), &watcher, log)?;
+                Ok(((), detail))
+            })?;
             Some(fetched)
         }
         _ => None,

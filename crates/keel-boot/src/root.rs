@@ -1,12 +1,13 @@
 use crate::devices::{kernel_size_bytes, FoundDevice};
-use crate::first_boot::{early_random_guid, RootDisk};
+use crate::first_boot::RootDisk;
+use crate::mkfs::{make_filesystem, NewFilesystem};
 use crate::mounts::{mount_at, real_directory};
 use anyhow::{bail, Context};
 use keel_cmdline::{BootParams, DeviceSpec};
 use keel_disk::{ext4_needs_recovery, grow_mounted_filesystem, probe_filesystem, set_format_pending, FsKind, Probe, ROOT_FORMAT_PENDING};
-use keel_manifest::{INITRD_FS_MODULES_DIR, INITRD_MKFS_DIR};
+use keel_manifest::INITRD_FS_MODULES_DIR;
 use nix::mount::{umount, MsFlags};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
@@ -60,6 +61,7 @@ pub fn mount_root(
     };
     let (kind, format_reason) = match probe {
         _ if format_was_cut_short(root_disk)? => (format()?, Some("an earlier format was cut short, so it was formatted again")),
+        Probe::Filesystem(fs) if fs.kind == FsKind::Swap => bail!("{node} is a swap area, not a filesystem ROOT can be"),
         Probe::Filesystem(fs) => (fs.kind, None),
         Probe::Blank => (format()?, Some("it was blank")),
         Probe::Unknown => bail!("{node} holds data that is not a filesystem keel recognises; it is left untouched rather than formatted over"),
@@ -116,9 +118,8 @@ fn kernel_knows(kind: FsKind) -> bool {
 /// mkfs's writes flushed before the mark goes: a power cut anywhere in between leaves the
 /// mark, and the next boot formats again instead of trusting a half-made filesystem.
 fn format_marked(root: &FoundDevice, root_disk: &RootDisk, kind: FsKind, label: &str) -> anyhow::Result<()> {
-    let mkfs = format!("{INITRD_MKFS_DIR}/mkfs.{}", kind.mount_type());
-    if !Path::new(&mkfs).exists() {
-        bail!("this initrd has no {mkfs}: rebuild it with `keel initrd build --root-filesystems ext4,{}`", kind.mount_type());
+    if matches!(kind, FsKind::Vfat | FsKind::Swap) {
+        bail!("keel does not format ROOT as {}", kind.mount_type());
     }
     let mut disk = root_disk.boot_disk.open_for_writing()?;
     // Without the mark a format cut short could pass for a filesystem on the next boot:
@@ -128,25 +129,10 @@ fn format_marked(root: &FoundDevice, root_disk: &RootDisk, kind: FsKind, label: 
         "cannot mark ROOT before formatting it, so it is not formatted: format it yourself (mkfs.ext4 -L ROOT), or give the disk \
          a table keel can rewrite (128-entry arrays)",
     )?;
-    run_mkfs(&mkfs, kind, &root.node.display().to_string(), label)?;
-    OpenOptions::new().write(true).open(&root.node).and_then(|f| f.sync_all()).with_context(|| format!("cannot flush {}", root.node.display()))?;
+    make_filesystem(&root.node, &NewFilesystem { kind, label: Some(label), uuid: None, options: &[] }).map_err(|error| {
+        error.context(format!("rebuild the initrd with `keel initrd build --root-filesystems ext4,{}` if it lacks mkfs", kind.mount_type()))
+    })?;
     set_format_pending(&mut disk, sector_size, root_disk.root_number, false)
-}
-
-fn run_mkfs(mkfs: &str, kind: FsKind, node: &str, label: &str) -> anyhow::Result<()> {
-    let uuid = early_random_guid()?.to_string();
-    let mut command = crate::environment::command(mkfs);
-    match kind {
-        FsKind::Ext4 => command.args(["-q", "-F", "-L", label, "-U", &uuid, "-E", &format!("hash_seed={}", early_random_guid()?)]),
-        FsKind::Xfs => command.args(["-q", "-f", "-L", label, "-m", &format!("uuid={uuid}")]),
-        FsKind::Btrfs => command.args(["-q", "-f", "-L", label, "-U", &uuid]),
-        FsKind::Vfat => bail!("keel does not format ROOT as vfat"),
-    };
-    let output = command.arg(node).output().with_context(|| format!("cannot run {mkfs}"))?;
-    if !output.status.success() {
-        bail!("{mkfs} {node} failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr).trim());
-    }
-    Ok(())
 }
 
 /// Directories every root needs and symlinks into /usr (Flatcar's merged-/usr baselayout).

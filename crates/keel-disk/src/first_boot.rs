@@ -8,7 +8,7 @@
 use crate::gpt::usable_range;
 use crate::gpt::{disk_sectors, read_gpt_of_image, DurableWrite, UnsupportedShape};
 use crate::layout::ALIGNMENT_BYTES;
-use crate::{write_gpt, Gpt, GptPartition, Guid, SectorSize};
+use crate::{read_gpt, write_gpt, Gpt, GptPartition, Guid, SectorSize};
 use anyhow::{bail, ensure};
 use std::io::{Read, Seek};
 
@@ -22,7 +22,8 @@ pub const FIRST_BOOT_FLAG: &str = "flatcar/first_boot";
 /// The partition first boot grows: Flatcar's ROOT, which must end the layout.
 pub const ROOT_NAME: &str = "ROOT";
 
-/// A GPT attribute bit of ROOT that is set while keel formats it. mkfs's writes reach the
+/// A GPT attribute bit of a partition (ROOT, or one a first-boot config formats) that is set
+/// while keel formats it. mkfs's writes reach the
 /// disk in no particular order, so after a power cut a half-made filesystem can look whole;
 /// this bit, written through the table's own power-safe rewrite before mkfs starts and
 /// cleared after mkfs's data is on disk, is what tells it apart. Bits 48-63 belong to the
@@ -67,6 +68,23 @@ pub(crate) fn already_written(gpt: &Gpt, sectors: u64, disk_guid: Guid, partitio
         && gpt.disk_guid == disk_guid
         && gpt.last_usable == usable_range(sectors, gpt.sector_size).1
         && gpt.partitions == partitions
+}
+
+/// Writes the table `disk_guid` and `partitions` describe, unless the disk holds exactly it
+/// already (both copies intact and agreeing, the backup at the disk's end). Returns whether
+/// it wrote: a second run of a step that wrote it writes nothing.
+pub fn write_gpt_unless_current(
+    dev: &mut impl DurableWrite,
+    sector_size: SectorSize,
+    disk_guid: Guid,
+    partitions: &[GptPartition],
+) -> anyhow::Result<bool> {
+    let sectors = disk_sectors(dev, sector_size)?;
+    if read_gpt(dev, sector_size).is_ok_and(|gpt| already_written(&gpt, sectors, disk_guid, partitions)) {
+        return Ok(false);
+    }
+    write_gpt(dev, sector_size, disk_guid, partitions)?;
+    Ok(true)
 }
 
 /// Extends ROOT, the last partition, to the last whole MiB of the disk, moving the

@@ -14,6 +14,8 @@ const BLKPG: u32 = 0x1269; // _IO(0x12, 105)
 const BLKRRPART: u32 = 0x125f; // _IO(0x12, 95)
 const BLKSSZGET: u32 = 0x1268; // _IO(0x12, 104), an int
 const BLKROSET: u32 = 0x125d; // _IO(0x12, 93), an int
+const BLKPG_ADD_PARTITION: libc::c_int = 1;
+const BLKPG_DEL_PARTITION: libc::c_int = 2;
 const BLKPG_RESIZE_PARTITION: libc::c_int = 3;
 const EXT4_IOC_RESIZE_FS: u32 = 0x4008_6610; // _IOW('f', 16, __u64)
 const XFS_IOC_FSGEOMETRY_V1: u32 = 0x8070_5864; // _IOR('X', 100, struct xfs_fsop_geom_v1)
@@ -110,20 +112,38 @@ pub fn logical_sector_size(disk: &File) -> anyhow::Result<SectorSize> {
     SectorSize::new(u64::try_from(bytes)?)
 }
 
+/// One BLKPG request about partition `number` of `disk`: the kernel's own partitions change
+/// while other partitions of the disk are in use (rereading the whole table fails then).
+fn blkpg(disk: &File, op: libc::c_int, number: u32, start_bytes: u64, length_bytes: u64) -> anyhow::Result<()> {
+    let mut data = BlkpgPartition {
+        start: i64::try_from(start_bytes)?,
+        length: i64::try_from(length_bytes)?,
+        pno: i32::try_from(number)?,
+        devname: [0; 64],
+        volname: [0; 64],
+    };
+    let mut arg = BlkpgIoctlArg { op, flags: 0, datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int, data: &mut data };
+    Ok(ioctl(disk, BLKPG, &mut arg)?)
+}
+
 /// Tells the kernel that `partition` of `disk` (an open block device of `sector_size`
 /// logical sectors) now has the size the table gives it. Nothing else about the partition
 /// may differ from what the kernel has.
 pub fn resize_kernel_partition(disk: &File, sector_size: SectorSize, partition: &GptPartition) -> anyhow::Result<()> {
-    let mut data = BlkpgPartition {
-        start: i64::try_from(partition.start_bytes(sector_size))?,
-        length: i64::try_from(partition.size_bytes(sector_size))?,
-        pno: i32::try_from(partition.number)?,
-        devname: [0; 64],
-        volname: [0; 64],
-    };
-    let mut arg =
-        BlkpgIoctlArg { op: BLKPG_RESIZE_PARTITION, flags: 0, datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int, data: &mut data };
-    ioctl(disk, BLKPG, &mut arg).with_context(|| format!("the kernel refused the new size of partition {}", partition.number))
+    blkpg(disk, BLKPG_RESIZE_PARTITION, partition.number, partition.start_bytes(sector_size), partition.size_bytes(sector_size))
+        .with_context(|| format!("the kernel refused the new size of partition {}", partition.number))
+}
+
+/// Tells the kernel that `disk` now has `partition`, which it did not have.
+pub fn add_kernel_partition(disk: &File, sector_size: SectorSize, partition: &GptPartition) -> anyhow::Result<()> {
+    blkpg(disk, BLKPG_ADD_PARTITION, partition.number, partition.start_bytes(sector_size), partition.size_bytes(sector_size))
+        .with_context(|| format!("the kernel refused to add partition {}", partition.number))
+}
+
+/// Tells the kernel that `disk` no longer has partition `number`; it refuses while the
+/// partition is in use.
+pub fn delete_kernel_partition(disk: &File, number: u32) -> anyhow::Result<()> {
+    blkpg(disk, BLKPG_DEL_PARTITION, number, 0, 0).with_context(|| format!("the kernel refused to drop partition {number} (is it in use?)"))
 }
 
 /// Asks the kernel to read `disk`'s partition table again; it refuses while a partition
@@ -231,7 +251,7 @@ fn grow(dir: &File, kind: FsKind, block_size: u64, device_bytes: u64) -> anyhow:
             args.name[..3].copy_from_slice(b"max");
             ioctl(dir, BTRFS_IOC_RESIZE, &mut args).context("the kernel refused to grow the btrfs filesystem")?;
         }
-        FsKind::Vfat => bail!("vfat cannot be grown in place"),
+        FsKind::Vfat | FsKind::Swap => bail!("{} cannot be grown in place", kind.mount_type()),
     }
     Ok(())
 }

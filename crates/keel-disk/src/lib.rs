@@ -19,7 +19,8 @@ mod sector;
 
 pub use crc32::crc32;
 pub use first_boot::{
-    grow_root, randomize_identity, repair_table, set_format_pending, Grown, FIRST_BOOT_FLAG, IMAGE_DISK_GUID, ROOT_FORMAT_PENDING, ROOT_NAME,
+    grow_root, randomize_identity, repair_table, set_format_pending, write_gpt_unless_current, Grown, FIRST_BOOT_FLAG, IMAGE_DISK_GUID,
+    ROOT_FORMAT_PENDING, ROOT_NAME,
 };
 pub use gpt::{
     printable, read_gpt, read_gpt_of_image, write_gpt, Ambiguous, DurableWrite, Gpt, GptPartition, SectorSizeMismatch, SmallerThanImage,
@@ -31,7 +32,8 @@ pub use gptprio::{
 };
 pub use guid::Guid;
 pub use kernel::{
-    grow_mounted_filesystem, logical_sector_size, mounted_partition, reread_partition_table, resize_kernel_partition, set_device_read_only, FsGrowth,
+    add_kernel_partition, delete_kernel_partition, grow_mounted_filesystem, logical_sector_size, mounted_partition, reread_partition_table,
+    resize_kernel_partition, set_device_read_only, FsGrowth,
 };
 pub use layout::{flatcar_layout, plan_layout, LayoutSizes, PartitionSpec, PlannedLayout, ALIGNMENT_BYTES, USR_A_GUID};
 pub use partitioning::{plan_table, PartitionAction, PartitionOutcome, PartitionRequest, PartitioningError, TablePlan, TableRequest};

@@ -12,6 +12,8 @@ pub enum FsKind {
     Xfs,
     Btrfs,
     Vfat,
+    /// A Linux swap area: not mounted, but a format Ignition makes and must recognise.
+    Swap,
 }
 
 impl FsKind {
@@ -22,6 +24,7 @@ impl FsKind {
             FsKind::Xfs => "xfs",
             FsKind::Btrfs => "btrfs",
             FsKind::Vfat => "vfat",
+            FsKind::Swap => "swap",
         }
     }
 }
@@ -109,6 +112,12 @@ fn classify(head: &[u8]) -> Probe {
             let serial = u32::from_le_bytes([head[serial_at], head[serial_at + 1], head[serial_at + 2], head[serial_at + 3]]);
             let uuid = format!("{:04X}-{:04X}", serial >> 16, serial & 0xffff);
             return filesystem(FsKind::Vfat, &head[label_at..label_at + 11], uuid);
+        }
+    }
+    // The swap header fills the first page, whose size the signature's place tells.
+    for page in [4096, 8192, 16384, 65536] {
+        if at(page - 10, 10).is_some_and(|magic| magic == b"SWAPSPACE2" || magic == b"SWAP-SPACE") {
+            return filesystem(FsKind::Swap, &head[1024 + 28..1024 + 44], uuid(&head[1024 + 12..]));
         }
     }
     if head.iter().all(|&b| b == 0) {

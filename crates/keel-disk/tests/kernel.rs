@@ -126,7 +126,7 @@ fn size_in_superblock(kind: FsKind, image: &Path) -> Option<u64> {
             let sb = run("xfs_db", &["-r", "-c", "sb 0", "-c", "p dblocks", "-c", "p blocksize", image]);
             Some(field(&sb, "dblocks") * field(&sb, "blocksize"))
         }
-        FsKind::Btrfs | FsKind::Vfat => None,
+        FsKind::Btrfs | FsKind::Vfat | FsKind::Swap => None,
     }
 }
 

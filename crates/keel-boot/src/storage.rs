@@ -1,0 +1,965 @@
+//! A first-boot config's `storage.disks` and `storage.filesystems`, in `ignition-disks`:
+//! planned whole against the disks as they are (every refusal and mismatch found before any
+//! write), then carried out: each disk's new table in one power-safe write with the kernel
+//! told, then each filesystem between setting and clearing a pending mark. Every step
+//! converges on a second run, as first boot repeats until it is done.
+//!
+//! Disks the config names are the user's explicit choice, on whatever disk they are; on the
+//! boot disk the partitions first boot itself reads (ESP, USR-A, USR-B, OEM) are refused.
+
+use crate::devices::{block_devices, device_node, BootDisk, DeviceWatcher, FoundDevice, SysBlock};
+use crate::first_boot::{self, RootDisk, ESP_TYPE};
+use crate::log::Log;
+use crate::mkfs::{make_filesystem, wipe_signatures, NewFilesystem};
+use anyhow::{bail, Context};
+use keel_cmdline::BootParams;
+use keel_disk::{
+    add_kernel_partition, delete_kernel_partition, logical_sector_size, plan_table, probe_filesystem, read_gpt, resize_kernel_partition,
+    set_format_pending, write_gpt_unless_current, FsKind, Gpt, GptPartition, Guid, PartitionAction, PartitionRequest, Probe, SectorSize, TablePlan,
+    TableRequest, ROOT_FORMAT_PENDING,
+};
+use keel_ignition::config::latest::{Disk, Filesystem};
+use keel_ignition::Latest;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Boot-disk partitions first boot reads before this stage (or boots from): never changed.
+const PROTECTED_NAMES: [&str; 4] = ["BIOS-BOOT", "USR-A", "USR-B", "OEM"];
+/// sysfs counts partition starts and sizes in 512-byte units, whatever the sector size.
+const SYSFS_UNIT: u64 = 512;
+
+/// A whole disk as this stage sees it.
+struct KnownDisk {
+    /// Its sysfs name (`vdb`).
+    name: String,
+    node: PathBuf,
+    sector_size: SectorSize,
+    sectors: u64,
+    /// Its table now: `None` when it has none at all, an error text when it is unreadable.
+    table: Result<Option<Gpt>, String>,
+    boot: bool,
+}
+
+/// A device a filesystem goes on: partition `number` of disk `disk` (an index into the
+/// known disks) as the plan leaves it, or the whole disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    Partition { disk: usize, number: u32 },
+    Disk(usize),
+}
+
+/// One config disk's table change.
+struct TableWork {
+    disk: usize,
+    /// `$.storage.disks[i]`, for messages.
+    at: String,
+    request: TableRequest,
+    plan: TablePlan,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FilesystemAction {
+    /// A filesystem of the config's format, label and UUID is there, and wipeFilesystem is
+    /// not set: kept, not written.
+    Keep,
+    /// Signatures wiped, and a new filesystem made unless the format is `none`.
+    Make,
+    /// `none` on a device with nothing on it: nothing to do.
+    Nothing,
+}
+
+struct FilesystemWork {
+    at: String,
+    device: String,
+    target: Target,
+    /// `None` for format `none`.
+    kind: Option<FsKind>,
+    label: Option<String>,
+    uuid: Option<String>,
+    options: Vec<String>,
+    action: FilesystemAction,
+}
+
+/// The config's storage work, planned.
+pub struct StoragePlan {
+    disks: Vec<KnownDisk>,
+    tables: Vec<TableWork>,
+    filesystems: Vec<FilesystemWork>,
+}
+
+/// Whether the config asks anything of disks and filesystems: nothing is planned (or waited
+/// for) when it does not.
+fn asks_for_storage(config: &Latest) -> bool {
+    config.storage.as_ref().is_some_and(|storage| {
+        storage.disks.as_ref().is_some_and(|disks| !disks.is_empty()) || storage.filesystems.as_ref().is_some_and(|list| !list.is_empty())
+    })
+}
+
+/// How long a device the config names may take to appear when `rd.timeout=` does not say:
+/// systemd's default device timeout, which Ignition waits with.
+const DEVICE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The `ignition-disks` stage: the boot disk's own GUIDs, the config's partitions, ROOT
+/// grown (unless the config sizes it), then the config's filesystems. Returns what it did.
+pub fn ignition_disks(
+    config: &Latest,
+    params: &BootParams,
+    boot_disk: &BootDisk,
+    root: &FoundDevice,
+    root_disk: Option<&RootDisk>,
+    watcher: &DeviceWatcher,
+    log: &mut Log,
+) -> anyhow::Result<String> {
+    let timeout = params.device_timeout.unwrap_or(DEVICE_TIMEOUT);
+    // Planned before keel's own first write, so a config the disks cannot satisfy stops first
+    // boot with every disk as it was; planned again after it, against the table it left.
+    let asks = asks_for_storage(config);
+    let mut wait = |deadline| watcher.wait_until(deadline);
+    if asks {
+        plan(config, boot_disk, timeout, &mut wait)?;
+    }
+    let mut detail = vec![first_boot::give_identity(params, boot_disk)?];
+    let storage = if asks { Some(plan(config, boot_disk, timeout, &mut wait)?) } else { None };
+    for line in storage.as_ref().map(StoragePlan::partition).transpose()?.unwrap_or_default() {
+        log.info(&format!("ignition-disks: {line}"));
+    }
+    let root_sized = root_disk.is_some_and(|root_disk| storage.as_ref().is_some_and(|s| s.sizes_boot_partition(root_disk.root_number)));
+    detail.push(if root_sized {
+        "ROOT keeps the size the config gives it, so it was not grown".to_string()
+    } else {
+        first_boot::grow_root_partition(boot_disk, root, root_disk)?
+    });
+    if let Some(storage) = &storage {
+        for line in storage.make_filesystems()? {
+            log.info(&format!("ignition-disks: {line}"));
+        }
+        detail.push(format!("the config's {} disks and {} filesystems done", storage.tables.len(), storage.filesystems.len()));
+    }
+    Ok(detail.join("; "))
+}
+
+/// Plans the config's disks and filesystems, waiting up to `timeout` for the devices it
+/// names to appear (`wait` waits for a change until the deadline it is given, false once it
+/// has passed). Reads only.
+fn plan(
+    config: &Latest,
+    boot_disk: &BootDisk,
+    timeout: Duration,
+    wait: &mut dyn FnMut(Instant) -> anyhow::Result<bool>,
+) -> anyhow::Result<StoragePlan> {
+    let storage = config.storage.as_ref();
+    let disks = storage.and_then(|s| s.disks.as_deref()).unwrap_or_default();
+    let filesystems = storage.and_then(|s| s.filesystems.as_deref()).unwrap_or_default();
+    let deadline = Instant::now() + timeout;
+    loop {
+        match plan_once(disks, filesystems, boot_disk) {
+            Ok(plan) => return Ok(plan),
+            Err(Unplanned::Waiting(device)) => {
+                if !wait(deadline)? {
+                    bail!("{device} did not appear within {} s (rd.timeout=); nothing was written", timeout.as_secs());
+                }
+            }
+            Err(Unplanned::Refused(error)) => return Err(error.context("nothing was written")),
+        }
+    }
+}
+
+/// Why one planning pass did not give a plan: a device not there (yet), or a refusal.
+enum Unplanned {
+    Waiting(String),
+    Refused(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Unplanned {
+    fn from(error: anyhow::Error) -> Unplanned {
+        Unplanned::Refused(error)
+    }
+}
+
+fn plan_once(disks: &[Disk], filesystems: &[Filesystem], boot_disk: &BootDisk) -> Result<StoragePlan, Unplanned> {
+    let devices = block_devices();
+    let known = known_disks(&devices, boot_disk);
+    let mut tables = Vec::new();
+    for (index, config_disk) in disks.iter().enumerate() {
+        let at = format!("$.storage.disks[{index}]");
+        let disk = match resolve(&config_disk.device, &devices, &known, &tables)? {
+            Some(Target::Disk(disk)) => disk,
+            Some(Target::Partition { .. }) => {
+                return Err(anyhow::anyhow!("{at}.device {:?} is a partition, not a disk", config_disk.device).into());
+            }
+            None => return Err(Unplanned::Waiting(config_disk.device.clone())),
+        };
+        if let Some(other) = tables.iter().find(|work: &&TableWork| work.disk == disk) {
+            return Err(anyhow::anyhow!("{at}.device {:?} is the same disk as {}.device", config_disk.device, other.at).into());
+        }
+        let request = table_request(config_disk, &at)?;
+        let work = plan_disk(&known[disk], disk, request, at)?;
+        tables.push(work);
+    }
+    let mut planned = Vec::new();
+    for (index, filesystem) in filesystems.iter().enumerate() {
+        let at = format!("$.storage.filesystems[{index}]");
+        let Some(target) = resolve(&filesystem.device, &devices, &known, &tables)? else {
+            return Err(Unplanned::Waiting(filesystem.device.clone()));
+        };
+        if let Some(other) = planned.iter().find(|work: &&FilesystemWork| work.target == target) {
+            return Err(anyhow::anyhow!("{at}.device {:?} is the same device as {}.device", filesystem.device, other.at).into());
+        }
+        planned.push(plan_filesystem(filesystem, target, &known, &tables, at)?);
+    }
+    Ok(StoragePlan { disks: known, tables, filesystems: planned })
+}
+
+/// Every whole disk there is, with its table read. Device-mapper devices, RAM disks and
+/// optical drives hold no table a config partitions.
+fn known_disks(devices: &[SysBlock], boot_disk: &BootDisk) -> Vec<KnownDisk> {
+    const NOT_DISKS: [&str; 4] = ["dm-", "ram", "zram", "sr"];
+    devices
+        .iter()
+        .filter(|device| device.partition_of.is_none() && !NOT_DISKS.iter().any(|prefix| device.name.starts_with(prefix)))
+        .filter_map(|device| {
+            let node = device_node(device).ok()?;
+            let mut file = File::open(&node).ok()?;
+            let sector_size = logical_sector_size(&file).ok()?;
+            let sectors = file.seek(SeekFrom::End(0)).ok()? / sector_size.bytes();
+            let table = read_table(&mut file, sector_size);
+            let boot = device.major == boot_disk.disk.major && device.minor == boot_disk.disk.minor;
+            Some(KnownDisk { name: device.name.clone(), node, sector_size, sectors, table, boot })
+        })
+        .collect()
+}
+
+/// A disk's table; `None` when nothing on it looks like a partition table (no GPT header at
+/// either end, no MBR boot signature), which is a disk to partition from scratch.
+fn read_table(file: &mut File, sector_size: SectorSize) -> Result<Option<Gpt>, String> {
+    match read_gpt(file, sector_size) {
+        Ok(gpt) => Ok(Some(gpt)),
+        Err(error) => {
+            let mut head = vec![0u8; 2 * sector_size.bytes() as usize];
+            let read = file.seek(SeekFrom::Start(0)).and_then(|_| file.read_exact(&mut head));
+            let looks_partitioned = read.is_err() || head[510..512] == [0x55, 0xaa] || head[sector_size.bytes() as usize..].starts_with(b"EFI PART");
+            // A whole-disk vfat also ends its first sector with 55 AA, but is a filesystem.
+            let filesystem = matches!(probe_filesystem(file), Ok(Probe::Filesystem(_)));
+            if looks_partitioned && !filesystem {
+                Err(format!("{error:#}"))
+            } else {
+                Ok(None)
+            }
+        }
+    }
+}
+
+fn table_request(disk: &Disk, at: &str) -> anyhow::Result<TableRequest> {
+    let partitions = disk.partitions.as_deref().unwrap_or_default();
+    let guid = |text: &Option<String>, field: String| -> anyhow::Result<Option<Guid>> {
+        text.as_deref().filter(|text| !text.is_empty()).map(|text| Guid::parse(text).with_context(|| field)).transpose()
+    };
+    let unsigned = |value: Option<i64>, field: String| -> anyhow::Result<Option<u64>> {
+        value.map(|value| u64::try_from(value).with_context(|| format!("{field} is negative"))).transpose()
+    };
+    let requests = partitions
+        .iter()
+        .enumerate()
+        .map(|(index, partition)| {
+            let at = format!("{at}.partitions[{index}]");
+            Ok(PartitionRequest {
+                number: u32::try_from(partition.number.unwrap_or(0)).with_context(|| format!("{at}.number is out of range"))?,
+                label: partition.label.clone(),
+                start_mib: unsigned(partition.start_mib, format!("{at}.startMiB"))?,
+                size_mib: unsigned(partition.size_mib, format!("{at}.sizeMiB"))?,
+                type_guid: guid(&partition.type_guid, format!("{at}.typeGuid"))?,
+                guid: guid(&partition.guid, format!("{at}.guid"))?,
+                wipe_partition_entry: partition.wipe_partition_entry == Some(true),
+                should_exist: partition.should_exist != Some(false),
+                resize: partition.resize == Some(true),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(TableRequest { wipe_table: disk.wipe_table == Some(true), partitions: requests })
+}
+
+/// Whether partition `partition` of the boot disk is one first boot depends on.
+fn protected(partition: &GptPartition) -> bool {
+    PROTECTED_NAMES.contains(&partition.name.as_str()) || Guid::parse(ESP_TYPE).is_ok_and(|esp| partition.type_guid == esp)
+}
+
+/// Whether the kernel's partition `number` of `disk` is in use: mounted, or held by a
+/// device-mapper target, RAID or another stacked device.
+fn in_use(disk: &KnownDisk, number: u32) -> bool {
+    let Some(device) = block_devices().into_iter().find(|d| d.partition_of == Some((disk.name.clone(), number))) else { return false };
+    let holders = std::fs::read_dir(Path::new("/sys/class/block").join(&device.name).join("holders"));
+    let held = holders.is_ok_and(|mut entries| entries.next().is_some());
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|mounts| {
+        let id = format!("{}:{}", device.major, device.minor);
+        mounts.lines().any(|line| line.split_whitespace().nth(2) == Some(id.as_str()))
+    });
+    held || mounted
+}
+
+fn plan_disk(disk: &KnownDisk, index: usize, request: TableRequest, at: String) -> Result<TableWork, Unplanned> {
+    let current = match (&disk.table, request.wipe_table) {
+        (_, true) => None,
+        (Ok(table), false) => table.clone(),
+        (Err(error), false) => {
+            return Err(
+                anyhow::anyhow!("{at}: {} has no GPT keel can read ({error}); set wipeTable to replace what is there", disk.node.display()).into()
+            )
+        }
+    };
+    if disk.boot && request.wipe_table {
+        return Err(anyhow::anyhow!("{at}: wipeTable on the boot disk {} would destroy the ESP, /usr and OEM partitions", disk.node.display()).into());
+    }
+    let mut draw_error = None;
+    let plan = plan_table(current.as_ref(), disk.sectors, disk.sector_size, &request, &mut || {
+        first_boot::early_random_guid().unwrap_or_else(|error| {
+            draw_error = Some(error);
+            Guid::ZERO
+        })
+    });
+    if let Some(error) = draw_error {
+        return Err(error.context("cannot draw GUIDs for new partitions").into());
+    }
+    let plan = plan.map_err(|error| anyhow::anyhow!("{at} on {}: {error}", disk.node.display()))?;
+    let before = current.as_ref().map_or(&[][..], |gpt| &gpt.partitions[..]);
+    for outcome in &plan.outcomes {
+        let touched = !matches!(outcome.action, PartitionAction::Keep | PartitionAction::StaysAbsent);
+        let existing = before.iter().find(|p| p.number == outcome.number);
+        if touched && disk.boot && existing.is_some_and(protected) {
+            return Err(anyhow::anyhow!(
+                "{at}.partitions[{}]: partition {} of the boot disk ({:?}) is one first boot itself reads or boots from; keel does not change it",
+                outcome.request,
+                outcome.number,
+                existing.map_or("", |p| p.name.as_str())
+            )
+            .into());
+        }
+        if touched && existing.is_some() && in_use(disk, outcome.number) {
+            return Err(
+                anyhow::anyhow!("{at}.partitions[{}]: partition {} of {} is in use", outcome.request, outcome.number, disk.node.display()).into()
+            );
+        }
+    }
+    if request.wipe_table {
+        // The kernel's partitions of a wiped table must not be in use either.
+        if let Some((_, number)) =
+            block_devices().into_iter().filter_map(|d| d.partition_of).find(|(name, number)| *name == disk.name && in_use(disk, *number))
+        {
+            return Err(anyhow::anyhow!("{at}: wipeTable, but partition {number} of {} is in use", disk.node.display()).into());
+        }
+    }
+    Ok(TableWork { disk: index, at, request, plan })
+}
+
+/// The table `disk` has once the plan ran: the planned one for a config disk, else its own.
+fn table_after<'a>(disk: usize, known: &'a [KnownDisk], tables: &'a [TableWork]) -> Option<&'a [GptPartition]> {
+    match tables.iter().find(|work| work.disk == disk) {
+        Some(work) => Some(&work.plan.partitions),
+        None => known[disk].table.as_ref().ok().and_then(Option::as_ref).map(|gpt| &gpt.partitions[..]),
+    }
+}
+
+/// udev's escaping of names in `/dev/disk/by-*` links: `\xNN` for a byte it does not allow.
+fn udev_unescape(name: &str) -> String {
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = bytes.get(index..index + 4).filter(|b| b[0] == b'\\' && b[1] == b'x').and_then(|b| std::str::from_utf8(&b[2..]).ok());
+        match escaped.and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
+            Some(byte) => {
+                out.push(byte);
+                index += 4;
+            }
+            None => {
+                out.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The one target `matches` picks among every disk's planned partitions; two is an error
+/// (udev would pick whichever it saw last).
+fn only_partition(
+    device: &str,
+    known: &[KnownDisk],
+    tables: &[TableWork],
+    matches: impl Fn(&GptPartition) -> bool,
+) -> anyhow::Result<Option<Target>> {
+    let mut found = (0..known.len())
+        .flat_map(|disk| table_after(disk, known, tables).unwrap_or_default().iter().filter(|p| matches(p)).map(move |p| (disk, p.number)));
+    let first = found.next();
+    if let (Some((disk, number)), Some((other_disk, other_number))) = (first, found.next()) {
+        bail!(
+            "{device} is ambiguous: partition {number} of {} and partition {other_number} of {} both answer to it",
+            known[disk].node.display(),
+            known[other_disk].node.display()
+        );
+    }
+    Ok(first.map(|(disk, number)| Target::Partition { disk, number }))
+}
+
+/// The device a config path names, as the plan leaves the disks, without udev: kernel names
+/// (`/dev/vdb`, `/dev/vdb1`, `/dev/nvme0n1p1`), and the partition-table and filesystem
+/// `/dev/disk/by-*` names. `None`: not there (yet).
+fn resolve(device: &str, devices: &[SysBlock], known: &[KnownDisk], tables: &[TableWork]) -> anyhow::Result<Option<Target>> {
+    if let Some(label) = device.strip_prefix("/dev/disk/by-partlabel/") {
+        let label = udev_unescape(label);
+        return only_partition(device, known, tables, |p| p.name == label);
+    }
+    if let Some(guid) = device.strip_prefix("/dev/disk/by-partuuid/") {
+        let guid = Guid::parse(guid).with_context(|| format!("{device} does not name a partition GUID"))?;
+        return only_partition(device, known, tables, |p| p.guid == guid);
+    }
+    let by_filesystem = |wanted: &dyn Fn(&keel_disk::Filesystem) -> bool| -> anyhow::Result<Option<Target>> {
+        let mut found = Vec::new();
+        for (disk, known_disk) in known.iter().enumerate() {
+            let partitions = table_after(disk, known, tables).unwrap_or_default();
+            let targets = if partitions.is_empty() {
+                vec![Target::Disk(disk)]
+            } else {
+                partitions.iter().map(|p| Target::Partition { disk, number: p.number }).collect()
+            };
+            for target in targets {
+                if let Ok(Probe::Filesystem(filesystem)) = probe_target(known_disk, target, known, tables)
+                    && wanted(&filesystem)
+                {
+                    found.push(target);
+                }
+            }
+        }
+        match found[..] {
+            [] => Ok(None),
+            [one] => Ok(Some(one)),
+            _ => bail!("{device} is ambiguous: {} filesystems answer to it", found.len()),
+        }
+    };
+    if let Some(label) = device.strip_prefix("/dev/disk/by-label/") {
+        let label = udev_unescape(label);
+        return by_filesystem(&|filesystem| filesystem.label == label);
+    }
+    if let Some(uuid) = device.strip_prefix("/dev/disk/by-uuid/") {
+        let uuid = canonical_uuid(uuid);
+        return by_filesystem(&|filesystem| canonical_uuid(&filesystem.uuid) == uuid);
+    }
+    if device.starts_with("/dev/disk/") {
+        bail!(
+            "{device}: keel's initrd has no udev, and of the /dev/disk names it knows by-partlabel, by-partuuid, by-label and by-uuid; \
+             name the device one of those ways or by its kernel name (/dev/vdb)"
+        );
+    }
+    let Some(name) = device.strip_prefix("/dev/") else {
+        bail!("{device} is not a device path under /dev");
+    };
+    // sysfs writes the '/' of a device name (cciss/c0d0) as '!'.
+    let name = name.replace('/', "!");
+    if let Some(disk) = known.iter().position(|disk| disk.name == name) {
+        return Ok(Some(Target::Disk(disk)));
+    }
+    for (disk, known_disk) in known.iter().enumerate() {
+        let digits = name.strip_prefix(known_disk.name.as_str());
+        let separator = if known_disk.name.ends_with(|c: char| c.is_ascii_digit()) { "p" } else { "" };
+        let Some(number) = digits.and_then(|rest| rest.strip_prefix(separator)).and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if table_after(disk, known, tables).unwrap_or_default().iter().any(|p| p.number == number) {
+            return Ok(Some(Target::Partition { disk, number }));
+        }
+        if tables.iter().any(|work| work.disk == disk) {
+            bail!("{device} is partition {number} of {}, which the config's partitions leave out", known_disk.node.display());
+        }
+    }
+    if devices.iter().any(|d| d.name == name) {
+        bail!("{device} is not a disk or a partition of a disk keel can partition");
+    }
+    Ok(None)
+}
+
+/// A UUID as Ignition compares them: lower case, and a vfat serial without its dash.
+fn canonical_uuid(uuid: &str) -> String {
+    let lower = uuid.to_lowercase();
+    if lower.len() == 9 && lower.as_bytes()[4] == b'-' {
+        lower.replace('-', "")
+    } else {
+        lower
+    }
+}
+
+/// A window onto `length` bytes of a device from `start`: a partition the kernel may not
+/// have yet, read through its disk.
+struct Window<'a> {
+    device: &'a mut File,
+    start: u64,
+    length: u64,
+    position: u64,
+}
+
+impl Read for Window<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.length.saturating_sub(self.position);
+        let wanted = buffer.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let at = self.start.checked_add(self.position).ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        self.device.seek(SeekFrom::Start(at))?;
+        let read = self.device.read(&mut buffer[..wanted])?;
+        self.position += read as u64;
+        Ok(read)
+    }
+}
+
+impl Seek for Window<'_> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let position = match to {
+            SeekFrom::Start(offset) => Some(offset),
+            SeekFrom::End(offset) => self.length.checked_add_signed(offset),
+            SeekFrom::Current(offset) => self.position.checked_add_signed(offset),
+        };
+        self.position = position.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        Ok(self.position)
+    }
+}
+
+/// What `target` holds now, where the plan puts it: a new partition is read at its planned
+/// place, as blkid would see it once the table is written.
+fn probe_target(disk: &KnownDisk, target: Target, known: &[KnownDisk], tables: &[TableWork]) -> anyhow::Result<Probe> {
+    let mut file = File::open(&disk.node).with_context(|| format!("cannot open {}", disk.node.display()))?;
+    let (start, length) = match target {
+        Target::Disk(_) => (0, disk.sectors * disk.sector_size.bytes()),
+        Target::Partition { disk: index, number } => {
+            let partition = table_after(index, known, tables)
+                .and_then(|partitions| partitions.iter().find(|p| p.number == number))
+                .with_context(|| format!("partition {number} of {} is not in its table", disk.node.display()))?;
+            (partition.start_bytes(disk.sector_size), partition.size_bytes(disk.sector_size))
+        }
+    };
+    Ok(probe_filesystem(&mut Window { device: &mut file, start, length, position: 0 })?)
+}
+
+fn target_text(target: Target, known: &[KnownDisk]) -> String {
+    match target {
+        Target::Disk(disk) => known[disk].node.display().to_string(),
+        Target::Partition { disk, number } => format!("partition {number} of {}", known[disk].node.display()),
+    }
+}
+
+fn plan_filesystem(filesystem: &Filesystem, target: Target, known: &[KnownDisk], tables: &[TableWork], at: String) -> anyhow::Result<FilesystemWork> {
+    let device = filesystem.device.clone();
+    let (disk_index, number) = match target {
+        Target::Disk(disk) => (disk, None),
+        Target::Partition { disk, number } => (disk, Some(number)),
+    };
+    let disk = &known[disk_index];
+    let planned = number.and_then(|number| table_after(disk_index, known, tables)?.iter().find(|p| p.number == number));
+    let format = filesystem.format.as_deref().filter(|format| !format.is_empty());
+    let kind = match format {
+        None | Some("none") => None,
+        Some("ext4") => Some(FsKind::Ext4),
+        Some("xfs") => Some(FsKind::Xfs),
+        Some("btrfs") => Some(FsKind::Btrfs),
+        Some("vfat") => Some(FsKind::Vfat),
+        Some("swap") => Some(FsKind::Swap),
+        Some(other) => bail!("{at}.format {other:?} is not one keel makes"),
+    };
+    if filesystem.path.as_deref().is_some_and(|path| !path.is_empty()) {
+        bail!("{at}.path: mounting filesystems for the files stage is not supported by keel yet (later boots need a mount unit anyway)");
+    }
+    let wipe = filesystem.wipe_filesystem == Some(true);
+    let pending = planned.is_some_and(|p| p.attributes & ROOT_FORMAT_PENDING != 0);
+    let action = if format.is_none() {
+        FilesystemAction::Nothing
+    } else if wipe || pending {
+        FilesystemAction::Make
+    } else {
+        let found = probe_target(disk, target, known, tables)?;
+        match (&found, kind) {
+            // `none` without a wipe writes nothing, whatever is there that is not a filesystem.
+            (Probe::Blank | Probe::Unknown, None) => FilesystemAction::Nothing,
+            (Probe::Blank, Some(_)) => FilesystemAction::Make,
+            (Probe::Filesystem(existing), Some(kind))
+                if existing.kind == kind
+                    && filesystem.label.as_ref().is_none_or(|label| *label == existing.label)
+                    && filesystem.uuid.as_ref().is_none_or(|uuid| canonical_uuid(uuid) == canonical_uuid(&existing.uuid)) =>
+            {
+                FilesystemAction::Keep
+            }
+            (Probe::Filesystem(existing), _) => bail!(
+                "{at}: {device} holds a {} filesystem (label {:?}, UUID {}), not the one the config describes, and wipeFilesystem is not set",
+                existing.kind.mount_type(),
+                keel_disk::printable(&existing.label),
+                existing.uuid
+            ),
+            (_, _) => {
+                bail!("{at}: {device} holds data keel does not recognise as a filesystem; it is not formatted over unless wipeFilesystem is set")
+            }
+        }
+    };
+    if action == FilesystemAction::Make {
+        if disk.boot && (number.is_none() || planned.is_some_and(protected)) {
+            bail!(
+                "{at}: {device} is {} of the boot disk, which first boot itself reads or boots from; keel does not format it",
+                match planned {
+                    Some(p) => format!("partition {} ({:?})", p.number, p.name),
+                    None => "the whole".to_string(),
+                }
+            );
+        }
+        if number.is_none() && !wipe {
+            bail!(
+                "{at}: {device} is a whole disk, where keel has no place to mark a format in progress (a power cut could leave a half-made \
+                 filesystem that a second run keeps); set wipeFilesystem: true, or put the filesystem on a partition"
+            );
+        }
+        if let Some(kind) = kind {
+            let program = crate::mkfs::mkfs_program(kind);
+            if !program.exists() {
+                bail!("{at}: this initrd cannot make {}: it has no {}", kind.mount_type(), program.display());
+            }
+        }
+        if number.is_some_and(|number| tables.iter().all(|work| work.disk != disk_index) && in_use(disk, number)) {
+            bail!("{at}: {device} is in use");
+        }
+    }
+    Ok(FilesystemWork {
+        at,
+        device,
+        target,
+        kind,
+        label: filesystem.label.clone(),
+        uuid: filesystem.uuid.clone(),
+        options: filesystem.options.clone().unwrap_or_default(),
+        action,
+    })
+}
+
+impl StoragePlan {
+    /// Whether the config gives partition `number` of the boot disk a size of its own: keel's
+    /// grow of ROOT then leaves that size alone.
+    pub fn sizes_boot_partition(&self, number: u32) -> bool {
+        self.tables.iter().filter(|work| self.disks[work.disk].boot).any(|work| {
+            work.plan.outcomes.iter().any(|outcome| {
+                outcome.number == number && work.request.partitions.get(outcome.request).is_some_and(|request| request.size_mib.is_some())
+            })
+        })
+    }
+
+    /// Writes every planned table and tells the kernel, disk by disk. Returns what it did.
+    pub fn partition(&self) -> anyhow::Result<Vec<String>> {
+        let mut done = Vec::new();
+        for work in &self.tables {
+            let disk = &self.disks[work.disk];
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&disk.node)
+                .with_context(|| format!("cannot open {} for writing", disk.node.display()))?;
+            let wrote = write_gpt_unless_current(&mut file, disk.sector_size, work.plan.disk_guid, &work.plan.partitions)
+                .with_context(|| format!("{}: cannot write the table of {}", work.at, disk.node.display()))?;
+            let told = tell_kernel(disk, &file, &work.plan.partitions).with_context(|| format!("{}: {}", work.at, disk.node.display()))?;
+            let actions: Vec<String> = work
+                .plan
+                .outcomes
+                .iter()
+                .filter(|outcome| outcome.action != PartitionAction::StaysAbsent)
+                .map(|outcome| format!("{} {:?}", outcome.number, outcome.action).to_lowercase())
+                .collect();
+            done.push(format!(
+                "{}: {} ({}; {})",
+                disk.node.display(),
+                actions.join(", "),
+                if wrote { "table written" } else { "table already so" },
+                told
+            ));
+        }
+        Ok(done)
+    }
+
+    /// Makes every planned filesystem. Returns what it did.
+    pub fn make_filesystems(&self) -> anyhow::Result<Vec<String>> {
+        let mut done = Vec::new();
+        for work in &self.filesystems {
+            let what = match work.kind {
+                Some(kind) => kind.mount_type(),
+                None => "none",
+            };
+            let line = match work.action {
+                FilesystemAction::Keep => format!("{}: {what} kept", work.device),
+                FilesystemAction::Nothing => format!("{}: nothing to do", work.device),
+                FilesystemAction::Make => {
+                    self.make(work).with_context(|| format!("{}: cannot make {what} on {}", work.at, work.device))?;
+                    format!("{}: {what} made on {}", work.device, target_text(work.target, &self.disks))
+                }
+            };
+            done.push(line);
+        }
+        Ok(done)
+    }
+
+    fn make(&self, work: &FilesystemWork) -> anyhow::Result<()> {
+        let (disk, node) = match work.target {
+            Target::Disk(disk) => (&self.disks[disk], self.disks[disk].node.clone()),
+            Target::Partition { disk, number } => (&self.disks[disk], partition_node(&self.disks[disk], number)?),
+        };
+        let marked = |pending: bool| -> anyhow::Result<()> {
+            let Target::Partition { number, .. } = work.target else { return Ok(()) };
+            let mut file = std::fs::OpenOptions::new().read(true).write(true).open(&disk.node)?;
+            set_format_pending(&mut file, disk.sector_size, number, pending)
+        };
+        // Without the mark, a make cut short could pass for a filesystem on the next run.
+        marked(true).context("cannot mark the partition before formatting it")?;
+        wipe_signatures(&node)?;
+        if let Some(kind) = work.kind {
+            make_filesystem(&node, &NewFilesystem { kind, label: work.label.as_deref(), uuid: work.uuid.as_deref(), options: &work.options })?;
+        }
+        marked(false).context("cannot clear the partition's format mark")
+    }
+}
+
+/// The kernel's device for partition `number` of `disk`.
+fn partition_node(disk: &KnownDisk, number: u32) -> anyhow::Result<PathBuf> {
+    let device = block_devices()
+        .into_iter()
+        .find(|d| d.partition_of == Some((disk.name.clone(), number)))
+        .with_context(|| format!("the kernel has no partition {number} of {}", disk.node.display()))?;
+    device_node(&device)
+}
+
+/// Brings the kernel's partitions of `disk` in line with `partitions` (BLKPG: the disk may be
+/// in use, which rules out rereading the whole table), then checks sysfs says so.
+fn tell_kernel(disk: &KnownDisk, file: &File, partitions: &[GptPartition]) -> anyhow::Result<String> {
+    let sector = disk.sector_size;
+    let in_units = |p: &GptPartition| (p.start_bytes(sector) / SYSFS_UNIT, p.size_bytes(sector) / SYSFS_UNIT);
+    let kernel_view = || -> Vec<(u32, u64, u64)> {
+        block_devices()
+            .into_iter()
+            .filter_map(|d| {
+                let (disk_name, number) = d.partition_of?;
+                (disk_name == disk.name).then_some(())?;
+                let read = |field: &str| std::fs::read_to_string(Path::new("/sys/class/block").join(&d.name).join(field)).ok()?.trim().parse().ok();
+                Some((number, read("start")?, read("size")?))
+            })
+            .collect()
+    };
+    let mut changes = 0;
+    for (number, start, size) in kernel_view() {
+        match partitions.iter().find(|p| p.number == number) {
+            Some(p) if in_units(p) == (start, size) => {}
+            Some(p) if in_units(p).0 == start => {
+                resize_kernel_partition(file, sector, p)?;
+                changes += 1;
+            }
+            _ => {
+                delete_kernel_partition(file, number)?;
+                changes += 1;
+            }
+        }
+    }
+    let present: Vec<u32> = kernel_view().iter().map(|(number, _, _)| *number).collect();
+    for partition in partitions.iter().filter(|p| !present.contains(&p.number)) {
+        add_kernel_partition(file, sector, partition)?;
+        changes += 1;
+    }
+    let view = kernel_view();
+    for partition in partitions {
+        let (start, size) = in_units(partition);
+        if !view.contains(&(partition.number, start, size)) {
+            bail!("the kernel's partition {} does not have the start and size just written", partition.number);
+        }
+    }
+    if let Some((number, _, _)) = view.iter().find(|(number, _, _)| partitions.iter().all(|p| p.number != *number)) {
+        bail!("the kernel still has partition {number}, which the table no longer has");
+    }
+    Ok(if changes == 0 { "the kernel already had it".to_string() } else { format!("{changes} kernel partition changes") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::devices::FoundDevice;
+    use keel_test_support::{run, LoopDevice};
+    use std::os::unix::fs::MetadataExt;
+
+    fn config(json: &str) -> Latest {
+        keel_ignition::parse(json.as_bytes()).unwrap().config
+    }
+
+    /// A boot disk (ESP, USR-A, OEM, ROOT, as Flatcar's first partitions are named) and a
+    /// blank data disk of `data_mib` MiB, as loop devices; `None` without root.
+    struct Disks {
+        dir: PathBuf,
+        boot: LoopDevice,
+        boot_disk: BootDisk,
+        data: LoopDevice,
+    }
+
+    impl Drop for Disks {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn disks(name: &str, data_mib: u64) -> Option<Disks> {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root and loop devices");
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("keel-storage-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let boot_image = dir.join("boot.img");
+        File::create(&boot_image).unwrap().set_len(64 << 20).unwrap();
+        let image = boot_image.to_str().unwrap();
+        run("sgdisk", &["-n1:0:+8M", "-t1:EF00", "-c1:EFI-SYSTEM", "-n2:0:+16M", "-c2:USR-A", "-n3:0:+8M", "-c3:OEM", "-n4:0:0", "-c4:ROOT", image]);
+        let mut boot = LoopDevice::attach(&boot_image, 512);
+        boot.add_partitions();
+        let usr_node = format!("{}p2", boot.device);
+        let rdev = std::fs::metadata(&usr_node).unwrap().rdev();
+        let usr = FoundDevice { node: usr_node.into(), major: libc::major(rdev).into(), minor: libc::minor(rdev).into() };
+        let boot_disk = BootDisk::of_verified_usr(&usr).unwrap().unwrap();
+        let data_image = dir.join("data.img");
+        File::create(&data_image).unwrap().set_len(data_mib << 20).unwrap();
+        let data = LoopDevice::attach(&data_image, 512);
+        Some(Disks { dir, boot, boot_disk, data })
+    }
+
+    fn plan_now(config: &Latest, disks: &Disks) -> anyhow::Result<StoragePlan> {
+        plan(config, &disks.boot_disk, Duration::ZERO, &mut |_| Ok(false))
+    }
+
+    /// What blkid finds on `device`: TYPE, LABEL, UUID.
+    fn blkid(device: &str) -> (String, String, String) {
+        let value = |tag: &str| {
+            let output = std::process::Command::new("blkid").args(["-p", "-s", tag, "-o", "value", device]).output().unwrap();
+            String::from_utf8_lossy(&output.stdout).trim().to_string()
+        };
+        (value("TYPE"), value("LABEL"), value("UUID"))
+    }
+
+    /// A second disk partitioned and formatted; the second run (first boot repeated after a
+    /// power cut) keeps what `wipeFilesystem: false` describes, remakes what asks to be wiped,
+    /// and writes no table.
+    #[test]
+    fn a_data_disk_is_partitioned_and_formatted_and_a_second_run_converges() {
+        let Some(disks) = disks("data", 256) else { return };
+        let tag = std::process::id();
+        let data = &disks.data.device;
+        let json = format!(
+            r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{
+                "disks":[{{"device":"{data}","partitions":[
+                    {{"number":1,"label":"kt-a-{tag}","sizeMiB":64}},
+                    {{"label":"kt-b-{tag}","sizeMiB":32,"typeGuid":"C12A7328-F81F-11D2-BA4B-00A0C93EC93B"}},
+                    {{"number":3,"label":"kt-c-{tag}","sizeMiB":0}}]}}],
+                "filesystems":[
+                    {{"device":"/dev/disk/by-partlabel/kt-a-{tag}","format":"ext4","label":"data","uuid":"6F9AD4E4-3B2C-4E1A-9B8D-2E2C5A1B7C3D"}},
+                    {{"device":"{data}p2","format":"vfat","label":"EFI","uuid":"ABCD-1234"}},
+                    {{"device":"/dev/disk/by-partlabel/kt-c-{tag}","format":"xfs","label":"scratch","wipeFilesystem":true}}]}}}}"#
+        );
+        let config = config(&json);
+        let first = plan_now(&config, &disks).unwrap();
+        first.partition().unwrap();
+        first.make_filesystems().unwrap();
+        assert_eq!(blkid(&format!("{data}p1")), ("ext4".into(), "data".into(), "6f9ad4e4-3b2c-4e1a-9b8d-2e2c5a1b7c3d".into()));
+        assert_eq!(blkid(&format!("{data}p2")), ("vfat".into(), "EFI".into(), "ABCD-1234".into()));
+        let (kind, label, first_xfs_uuid) = blkid(&format!("{data}p3"));
+        assert_eq!((kind.as_str(), label.as_str()), ("xfs", "scratch"));
+        let table = run("sgdisk", &["-p", data]);
+        assert!(table.contains("kt-b-") && table.contains("EF00"), "{table}");
+        // Partition 3 filled the rest of the disk, up to the table's last usable sector.
+        let info = run("sgdisk", &["-i", "3", data]);
+        assert!(info.contains("Last sector: 524254"), "{info}");
+
+        // Something written to the kept filesystem must survive the second run.
+        let mount_point = disks.dir.join("mnt");
+        std::fs::create_dir_all(&mount_point).unwrap();
+        run("mount", &[&format!("{data}p1"), mount_point.to_str().unwrap()]);
+        std::fs::write(mount_point.join("kept"), "yes").unwrap();
+        run("umount", &[mount_point.to_str().unwrap()]);
+
+        let second = plan_now(&config, &disks).unwrap();
+        assert!(second.tables[0].plan.outcomes.iter().all(|o| o.action == PartitionAction::Keep), "{:?}", second.tables[0].plan.outcomes);
+        let actions: Vec<FilesystemAction> = second.filesystems.iter().map(|f| f.action).collect();
+        assert_eq!(actions, [FilesystemAction::Keep, FilesystemAction::Keep, FilesystemAction::Make]);
+        let lines = second.partition().unwrap();
+        assert!(lines[0].contains("table already so") && lines[0].contains("the kernel already had it"), "{lines:?}");
+        second.make_filesystems().unwrap();
+        run("mount", &[&format!("{data}p1"), mount_point.to_str().unwrap()]);
+        let kept = std::fs::read_to_string(mount_point.join("kept"));
+        run("umount", &[mount_point.to_str().unwrap()]);
+        assert_eq!(kept.unwrap(), "yes");
+        assert_ne!(blkid(&format!("{data}p3")).2, first_xfs_uuid, "wipeFilesystem: true did not make the filesystem again");
+        let _ = std::process::Command::new("partx").args(["--delete", data]).output();
+    }
+
+    /// The partitions first boot reads are never changed, and a refusal comes before any write.
+    #[test]
+    fn the_boot_disks_own_partitions_are_refused_before_anything_is_written() {
+        let Some(disks) = disks("protected", 64) else { return };
+        let boot = &disks.boot.device;
+        let data = &disks.data.device;
+        let before = run("sgdisk", &["-p", boot]);
+        for (json, expected) in [
+            (format!(r#""disks":[{{"device":"{boot}","partitions":[{{"number":2,"shouldExist":false,"wipePartitionEntry":true}}]}}]"#), "USR-A"),
+            (format!(r#""disks":[{{"device":"{boot}","wipeTable":true}}]"#), "wipeTable on the boot disk"),
+            (format!(r#""filesystems":[{{"device":"{boot}p3","format":"ext4","wipeFilesystem":true}}]"#), "OEM"),
+            (format!(r#""filesystems":[{{"device":"{boot}p1","format":"vfat","wipeFilesystem":true}}]"#), "EFI-SYSTEM"),
+            (format!(r#""filesystems":[{{"device":"{boot}","format":"ext4","wipeFilesystem":true}}]"#), "whole"),
+            (format!(r#""filesystems":[{{"device":"{data}","format":"ext4"}}]"#), "whole disk"),
+            (r#""filesystems":[{"device":"/dev/disk/by-id/virtio-x","format":"ext4"}]"#.to_string(), "no udev"),
+            (format!(r#""filesystems":[{{"device":"{data}","format":"ext4","path":"/var/data","wipeFilesystem":true}}]"#), "path"),
+        ] {
+            let config = config(&format!(r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{{json}}}}}"#));
+            let error = format!("{:#}", plan_now(&config, &disks).err().unwrap_or_else(|| panic!("{json} was planned")));
+            assert!(error.contains(expected) && error.contains("nothing was written"), "{json}: {error}");
+        }
+        assert_eq!(run("sgdisk", &["-p", boot]), before);
+        // ROOT is the config's to reformat.
+        let config = config(&format!(
+            r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"filesystems":[{{"device":"{boot}p4","format":"xfs","label":"ROOT","wipeFilesystem":true}}]}}}}"#
+        ));
+        let plan = plan_now(&config, &disks).unwrap();
+        plan.make_filesystems().unwrap();
+        assert_eq!(blkid(&format!("{boot}p4")).0, "xfs");
+        assert!(read_gpt(&mut File::open(boot).unwrap(), SectorSize::new(512).unwrap())
+            .unwrap()
+            .partitions
+            .iter()
+            .all(|p| p.attributes & ROOT_FORMAT_PENDING == 0));
+    }
+
+    /// A filesystem that is not the config's is never formatted over without wipeFilesystem.
+    #[test]
+    fn a_different_filesystem_is_an_error_unless_wiped() {
+        let Some(disks) = disks("mismatch", 64) else { return };
+        let data = &disks.data.device;
+        run("mkfs.ext4", &["-q", "-F", "-L", "old", data]);
+        let mismatch = config(&format!(
+            r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"filesystems":[{{"device":"{data}","format":"xfs","wipeFilesystem":false}}]}}}}"#
+        ));
+        let error = format!("{:#}", plan_now(&mismatch, &disks).err().unwrap());
+        assert!(error.contains("holds a ext4 filesystem") && error.contains("\"old\""), "{error}");
+        let label = config(
+            r#"{"ignition":{"version":"3.4.0"},"storage":{"filesystems":[{"device":"/dev/disk/by-label/old","format":"ext4","label":"old"}]}}"#,
+        );
+        let planned = plan_now(&label, &disks);
+        // Another disk of this machine could hold a filesystem labelled "old" too.
+        if let Ok(planned) = planned {
+            assert_eq!(planned.filesystems[0].action, FilesystemAction::Keep);
+            assert_eq!(planned.filesystems[0].target, Target::Disk(planned.disks.iter().position(|d| d.node == Path::new(data)).unwrap()));
+        }
+    }
+
+    #[test]
+    fn udev_escapes_are_undone_and_anything_else_is_kept() {
+        assert_eq!(udev_unescape(r"my\x20data"), "my data");
+        assert_eq!(udev_unescape(r"a\x2fb"), "a/b");
+        assert_eq!(udev_unescape(r"odd\x2"), r"odd\x2");
+        assert_eq!(udev_unescape(r"\xzz"), r"\xzz");
+        assert_eq!(udev_unescape("ROOT"), "ROOT");
+    }
+
+    #[test]
+    fn uuids_compare_as_ignition_compares_them() {
+        assert_eq!(canonical_uuid("ABCD-1234"), canonical_uuid("abcd1234"));
+        assert_eq!(canonical_uuid("6F9AD4E4-3B2C-4E1A-9B8D-2E2C5A1B7C3D"), "6f9ad4e4-3b2c-4e1a-9b8d-2e2c5a1b7c3d");
+    }
+}
