@@ -10,7 +10,7 @@ use keel_disk::{Gpt, IMAGE_DISK_GUID};
 use keel_test_support::ignition::{many_files_config, tree_differences, Snapshot};
 use keel_vm_tests::{
     artifacts, assert_root_fills, boot_machine, check_root_ext4, disk_copy, esp_has_flag, ext4_blocks, fixture_4kn, format_root, image_table,
-    on_root, resize_disk, root_snapshot, shared_fixture, stage_millis, Bus, Console, Disk, Fixture, Machine,
+    on_root, partition_contents, resize_disk, root_snapshot, shared_fixture, stage_millis, Bus, Console, Disk, Fixture, Machine,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -102,12 +102,12 @@ fn image_for(fixture: &Fixture, shipped: Shipped, name: &str) -> PathBuf {
 }
 
 /// Boots `disk`, a copy of `fixture`'s image, on a disk of the sector size the image was
-/// built for, cutting the power at `moment`.
-fn boot_through(fixture: &Fixture, disk: &Path, config: Option<&Path>, moment: Option<Moment>) -> Console {
+/// built for (with `data`, a second disk, after it), cutting the power at `moment`.
+fn boot_through(fixture: &Fixture, disk: &Path, data: Option<&Path>, config: Option<&Path>, moment: Option<Moment>) -> Console {
     let mut stage_seen_at = None;
     let machine = Machine {
         kernel: &artifacts().unwrap().kernel,
-        disks: vec![Disk::of_fixture(Bus::Virtio, disk, fixture)],
+        disks: std::iter::once(Disk::of_fixture(Bus::Virtio, disk, fixture)).chain(data.map(|data| Disk::on(Bus::Virtio, data))).collect(),
         plugged_in_later: None,
         firmware_config: config,
     };
@@ -135,10 +135,27 @@ struct Reference {
     table: Gpt,
     /// ROOT's tree, when first boot applied an Ignition config.
     tree: Option<Snapshot>,
+    /// The second disk's partitions and filesystems, when the machine has one.
+    data: Option<Vec<DataPartition>>,
+}
+
+/// A partition of the second disk as a cut run must end it: all but the GUIDs a config
+/// without them leaves to chance.
+type DataPartition = (u32, String, String, u64, u64, (String, String, String));
+
+fn data_shape(data: &Path) -> Result<Vec<DataPartition>, String> {
+    let contents = partition_contents(data).map_err(|e| format!("the second disk's table is unreadable: {e:#}"))?;
+    Ok(contents.into_iter().map(|c| (c.number, c.name, c.type_guid, c.first_lba, c.last_lba, c.filesystem)).collect())
 }
 
 /// Checks the end state against the uninterrupted run's; an error says what differs.
-fn check_end_state(disk: &Path, reference: &Reference, shipped: Shipped) -> Result<(), String> {
+fn check_end_state(disk: &Path, data: Option<&Path>, reference: &Reference, shipped: Shipped) -> Result<(), String> {
+    if let (Some(expected), Some(data)) = (&reference.data, data) {
+        let found = data_shape(data)?;
+        if &found != expected {
+            return Err(format!("the second disk differs:\n{found:?}\nvs\n{expected:?}"));
+        }
+    }
     if let Some(tree) = &reference.tree {
         let after = root_snapshot(disk).map_err(|e| format!("cannot read ROOT's tree: {e:#}"))?;
         let differences = tree_differences("uninterrupted", tree, "after the cut", &after);
@@ -180,19 +197,34 @@ fn check_end_state(disk: &Path, reference: &Reference, shipped: Shipped) -> Resu
     Ok(())
 }
 
+/// A blank second disk of `bytes` for the run `name`, when the scenario has one.
+fn data_disk_for(fixture: &Fixture, bytes: Option<u64>, name: &str) -> Option<PathBuf> {
+    let bytes = bytes?;
+    let path = fixture.dir.join(format!("{name}.data.img"));
+    let _ = std::fs::remove_file(&path);
+    std::fs::File::create(&path).unwrap().set_len(bytes).unwrap();
+    Some(path)
+}
+
 /// Cuts the power `cuts` times in each of the named stages (`kernel` or a stage of
 /// keel-init), boots again each time, and checks every run ends where an uninterrupted
 /// first boot does; every cut must have happened, and in every stage named. With `config`,
 /// first boot applies that Ignition config (through fw_cfg), and ROOT's tree must end as the
-/// uninterrupted run left it.
-fn survives_cuts(fixture: &Fixture, shipped: Shipped, config: Option<&Path>, name: &str, cuts: &[(&'static str, u32)]) {
+/// uninterrupted run left it. With `data_disk` (its size), the machine has a blank second
+/// disk, whose partitions and filesystems must end as the uninterrupted run left them.
+fn survives_cuts(fixture: &Fixture, shipped: Shipped, config: Option<&Path>, data_disk: Option<u64>, name: &str, cuts: &[(&'static str, u32)]) {
     let reference_disk = image_for(fixture, shipped, &format!("{name}-reference"));
-    let reference = boot_through(fixture, &reference_disk, config, None);
+    let reference_data = data_disk_for(fixture, data_disk, &format!("{name}-reference"));
+    let reference = boot_through(fixture, &reference_disk, reference_data.as_deref(), config, None);
     assert!(!reference.timed_out && reference.real_init().contains(&"done"), "the uninterrupted first boot failed:\n{}", reference.text);
     assert!(reference.has("ROOT grew from 64 to"), "the uninterrupted first boot did not grow ROOT:\n{}", reference.text);
     assert_root_fills(&reference_disk, DISK_BYTES);
-    let reference_state = Reference { table: table(&reference_disk), tree: config.map(|_| root_snapshot(&reference_disk).unwrap()) };
-    check_end_state(&reference_disk, &reference_state, shipped).unwrap();
+    let reference_state = Reference {
+        table: table(&reference_disk),
+        tree: config.map(|_| root_snapshot(&reference_disk).unwrap()),
+        data: reference_data.as_deref().map(|data| data_shape(data).unwrap()),
+    };
+    check_end_state(&reference_disk, reference_data.as_deref(), &reference_state, shipped).unwrap();
 
     // The kernel's boot lasts until keel-init's first line; each stage as long as it took
     // in the uninterrupted run.
@@ -219,7 +251,8 @@ fn survives_cuts(fixture: &Fixture, shipped: Shipped, config: Option<&Path>, nam
     let mut outcomes = Vec::new();
     for (index, moment) in moments.iter().copied().enumerate() {
         let disk = image_for(fixture, shipped, &format!("{name}-cut-{index}"));
-        let cut = boot_through(fixture, &disk, config, Some(moment));
+        let data = data_disk_for(fixture, data_disk, &format!("{name}-cut-{index}"));
+        let cut = boot_through(fixture, &disk, data.as_deref(), config, Some(moment));
         let landed = landed_in(&cut);
         let result = if !cut.cut {
             Err(format!("the run ended before its moment came (timed out: {}):\n{}", cut.timed_out, cut.text))
@@ -227,15 +260,18 @@ fn survives_cuts(fixture: &Fixture, shipped: Shipped, config: Option<&Path>, nam
             Err(format!("a cut meant for the kernel's boot landed in {landed}"))
         } else {
             let torn = image_table(&disk).map(|_| ()).map_err(|e| format!("{e:#}"));
-            let after = boot_through(fixture, &disk, config, None);
+            let after = boot_through(fixture, &disk, data.as_deref(), config, None);
             match (&torn, after.real_init().contains(&"done")) {
                 (Err(error), _) => Err(format!("no readable table after the cut: {error}")),
                 (Ok(()), false) => Err(format!("the boot after the cut failed:\n{}", after.text)),
-                (Ok(()), true) => check_end_state(&disk, &reference_state, shipped),
+                (Ok(()), true) => check_end_state(&disk, data.as_deref(), &reference_state, shipped),
             }
         };
         outcomes.push((index, moment, landed, result));
         let _ = std::fs::remove_file(&disk);
+        if let Some(data) = data {
+            let _ = std::fs::remove_file(data);
+        }
     }
     let mut failures = Vec::new();
     let mut landings = std::collections::BTreeMap::<&str, u32>::new();
@@ -258,6 +294,7 @@ fn a_power_cut_while_first_boot_formats_a_blank_root_is_survived() {
         shared_fixture().unwrap(),
         Shipped::Blank,
         None,
+        None,
         "cut-blank",
         &[("kernel", 3), ("ignition-disks", 3), ("root", 4), ("etc", 2), ("first-boot-done", 3)],
     );
@@ -269,6 +306,7 @@ fn a_power_cut_while_first_boot_grows_a_shipped_ext4_root_is_survived() {
         shared_fixture().unwrap(),
         Shipped::Ext4WithFile,
         None,
+        None,
         "cut-ext4",
         &[("kernel", 1), ("ignition-disks", 2), ("root", 3), ("etc", 2), ("first-boot-done", 2)],
     );
@@ -278,7 +316,7 @@ fn a_power_cut_while_first_boot_grows_a_shipped_ext4_root_is_survived() {
 fn a_power_cut_while_first_boot_grows_root_on_a_4kn_disk_is_survived() {
     // The table's rewrites are in 4096-byte sectors (ignition-disks), and mkfs meets a disk
     // whose sectors are as big as its blocks (root).
-    survives_cuts(fixture_4kn().unwrap(), Shipped::Blank, None, "cut-4kn", &[("ignition-disks", 3), ("root", 2), ("first-boot-done", 1)]);
+    survives_cuts(fixture_4kn().unwrap(), Shipped::Blank, None, None, "cut-4kn", &[("ignition-disks", 3), ("root", 2), ("first-boot-done", 1)]);
 }
 
 #[test]
@@ -298,7 +336,37 @@ fn a_power_cut_at_any_moment_of_the_ignition_stages_is_survived() {
         fixture,
         Shipped::Blank,
         Some(&config_path),
+        None,
         "cut-ignition",
         &[("ignition-fetch", 5), ("ignition-disks", 5), ("root", 2), ("ignition-files", 10), ("first-boot-done", 2)],
     );
+}
+
+/// The config's partitions and filesystems on a second disk, cut while ignition-disks writes
+/// the table, tells the kernel and makes each filesystem: every run ends with the same
+/// partitions, the same filesystems (label and UUID as the config gives them) and ROOT's tree.
+#[test]
+fn a_power_cut_while_ignition_partitions_and_formats_a_second_disk_is_survived() {
+    let fixture = shared_fixture().unwrap();
+    let config = serde_json::json!({
+        "ignition": {"version": "3.4.0"},
+        "storage": {
+            "disks": [{"device": "/dev/vdb", "wipeTable": true, "partitions": [
+                {"number": 1, "label": "DATA", "sizeMiB": 96},
+                {"number": 2, "label": "SWAP", "sizeMiB": 32, "typeGuid": "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f"},
+                {"label": "EXCHANGE", "sizeMiB": 48},
+                {"number": 4, "label": "SCRATCH"}
+            ]}],
+            "filesystems": [
+                {"device": "/dev/disk/by-partlabel/DATA", "format": "ext4", "label": "data", "uuid": "6f9ad4e4-3b2c-4e1a-9b8d-2e2c5a1b7c3d"},
+                {"device": "/dev/vdb2", "format": "swap", "label": "swap", "uuid": "0e6c1a6a-2b1e-4c55-8f6e-7a1d2c3b4a59"},
+                {"device": "/dev/disk/by-partlabel/EXCHANGE", "format": "vfat", "label": "EXCHANGE", "uuid": "1A2B-3C4D"},
+                {"device": "/dev/vdb4", "format": "xfs", "label": "scratch", "uuid": "2c8e4b1d-9a7f-4e3c-b6d5-0f1e2d3c4b5a", "wipeFilesystem": true}
+            ],
+            "files": [{"path": "/etc/data-disk", "contents": {"source": "data:,partitioned"}}]
+        }
+    });
+    let config_path = fixture.dir.join("cut-disks.ign");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    survives_cuts(fixture, Shipped::Blank, Some(&config_path), Some(256 << 20), "cut-disks", &[("ignition-disks", 10), ("root", 1)]);
 }
