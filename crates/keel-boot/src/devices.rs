@@ -651,10 +651,16 @@ impl DeviceWatcher {
     }
 
     /// Waits for the next uevent (or a second), loading the drivers new devices ask for;
-    /// false, without waiting, once `deadline` has passed.
-    pub fn wait_until(&self, deadline: Instant) -> anyhow::Result<bool> {
-        let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|left| !left.is_zero()) else { return Ok(false) };
-        self.wait_for_event(Some(left))?;
+    /// false, without waiting, once `deadline` (`None`: none) has passed.
+    pub fn wait_until(&self, deadline: Option<Instant>) -> anyhow::Result<bool> {
+        let left = match deadline {
+            Some(deadline) => match deadline.checked_duration_since(Instant::now()).filter(|left| !left.is_zero()) {
+                Some(left) => Some(left),
+                None => return Ok(false),
+            },
+            None => None,
+        };
+        self.wait_for_event(left)?;
         Ok(true)
     }
 

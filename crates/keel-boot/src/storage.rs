@@ -97,10 +97,6 @@ fn asks_for_storage(config: &Latest) -> bool {
     })
 }
 
-/// How long a device the config names may take to appear when `rd.timeout=` does not say:
-/// systemd's default device timeout, which Ignition waits with.
-const DEVICE_TIMEOUT: Duration = Duration::from_secs(90);
-
 /// The `ignition-disks` stage: the boot disk's own GUIDs, the config's partitions, ROOT
 /// grown (unless the config sizes it), then the config's filesystems. Returns what it did.
 pub fn ignition_disks(
@@ -112,7 +108,7 @@ pub fn ignition_disks(
     watcher: &DeviceWatcher,
     log: &mut Log,
 ) -> anyhow::Result<String> {
-    let timeout = params.device_timeout.unwrap_or(DEVICE_TIMEOUT);
+    let timeout = params.device_timeout;
     // Planned before keel's own first write, so a config the disks cannot satisfy stops first
     // boot with every disk as it was; planned again after it, against the table it left.
     let asks = asks_for_storage(config);
@@ -140,25 +136,25 @@ pub fn ignition_disks(
     Ok(detail.join("; "))
 }
 
-/// Plans the config's disks and filesystems, waiting up to `timeout` for the devices it
-/// names to appear (`wait` waits for a change until the deadline it is given, false once it
-/// has passed). Reads only.
+/// Plans the config's disks and filesystems, waiting up to `timeout` (`rd.timeout=`; `None`:
+/// for ever) for the devices it names to appear (`wait` waits for a change until the
+/// deadline it is given, false once it has passed). Reads only.
 fn plan(
     config: &Latest,
     boot_disk: &BootDisk,
-    timeout: Duration,
-    wait: &mut dyn FnMut(Instant) -> anyhow::Result<bool>,
+    timeout: Option<Duration>,
+    wait: &mut dyn FnMut(Option<Instant>) -> anyhow::Result<bool>,
 ) -> anyhow::Result<StoragePlan> {
     let storage = config.storage.as_ref();
     let disks = storage.and_then(|s| s.disks.as_deref()).unwrap_or_default();
     let filesystems = storage.and_then(|s| s.filesystems.as_deref()).unwrap_or_default();
-    let deadline = Instant::now() + timeout;
+    let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
     loop {
         match plan_once(disks, filesystems, boot_disk) {
             Ok(plan) => return Ok(plan),
             Err(Unplanned::Waiting(device)) => {
                 if !wait(deadline)? {
-                    bail!("{device} did not appear within {} s (rd.timeout=); nothing was written", timeout.as_secs());
+                    bail!("{device} did not appear within {} s (rd.timeout=); nothing was written", timeout.unwrap_or_default().as_secs());
                 }
             }
             Err(Unplanned::Refused(error)) => return Err(error.context("nothing was written")),
@@ -823,7 +819,7 @@ mod tests {
     }
 
     fn plan_now(config: &Latest, disks: &Disks) -> anyhow::Result<StoragePlan> {
-        plan(config, &disks.boot_disk, Duration::ZERO, &mut |_| Ok(false))
+        plan(config, &disks.boot_disk, Some(Duration::ZERO), &mut |_| Ok(false))
     }
 
     /// What blkid finds on `device`: TYPE, LABEL, UUID.
