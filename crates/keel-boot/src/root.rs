@@ -99,10 +99,19 @@ pub fn mount_root(
     Ok(RootOutcome { filesystem: kind, formatted: format_reason, grown, journal_replayed_first })
 }
 
+fn module_list_path(kind: FsKind) -> String {
+    format!("{INITRD_FS_MODULES_DIR}/{}", kind.mount_type())
+}
+
+/// Whether this initrd can mount `kind`: it packs its modules, or the kernel has it built in.
+pub(crate) fn can_mount(kind: FsKind) -> bool {
+    Path::new(&module_list_path(kind)).exists() || kernel_knows(kind)
+}
+
 /// The kernel modules `kind` needs, from the list the initrd builder wrote for it; a
 /// filesystem without a list must be built into the kernel.
 pub(crate) fn load_filesystem_modules(kind: FsKind) -> anyhow::Result<()> {
-    let list_path = format!("{INITRD_FS_MODULES_DIR}/{}", kind.mount_type());
+    let list_path = module_list_path(kind);
     match std::fs::read_to_string(&list_path) {
         Ok(list) => keel_kmod::load_listed(&list).map(|_| ()),
         Err(_) if kernel_knows(kind) => Ok(()),

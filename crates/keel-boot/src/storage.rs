@@ -113,11 +113,12 @@ pub fn ignition_disks(
     // boot with every disk as it was; planned again after it, against the table it left.
     let asks = asks_for_storage(config);
     let mut wait = |deadline| watcher.wait_until(deadline);
+    let root_number = root_disk.map(|root_disk| root_disk.root_number);
     if asks {
-        plan(config, boot_disk, timeout, &mut wait)?;
+        plan(config, boot_disk, root_number, timeout, &mut wait)?;
     }
     let mut detail = vec![first_boot::give_identity(params, boot_disk)?];
-    let storage = if asks { Some(plan(config, boot_disk, timeout, &mut wait)?) } else { None };
+    let storage = if asks { Some(plan(config, boot_disk, root_number, timeout, &mut wait)?) } else { None };
     for line in storage.as_ref().map(StoragePlan::partition).transpose()?.unwrap_or_default() {
         log.info(&format!("ignition-disks: {line}"));
     }
@@ -138,10 +139,12 @@ pub fn ignition_disks(
 
 /// Plans the config's disks and filesystems, waiting up to `timeout` (`rd.timeout=`; `None`:
 /// for ever) for the devices it names to appear (`wait` waits for a change until the
-/// deadline it is given, false once it has passed). Reads only.
+/// deadline it is given, false once it has passed). `root_number`: ROOT's partition on the
+/// boot disk, which the `root` stage mounts next. Reads only.
 fn plan(
     config: &Latest,
     boot_disk: &BootDisk,
+    root_number: Option<u32>,
     timeout: Option<Duration>,
     wait: &mut dyn FnMut(Option<Instant>) -> anyhow::Result<bool>,
 ) -> anyhow::Result<StoragePlan> {
@@ -150,7 +153,7 @@ fn plan(
     let filesystems = storage.and_then(|s| s.filesystems.as_deref()).unwrap_or_default();
     let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
     loop {
-        match plan_once(disks, filesystems, boot_disk) {
+        match plan_once(disks, filesystems, boot_disk, root_number) {
             Ok(plan) => return Ok(plan),
             Err(Unplanned::Waiting(device)) => {
                 if !wait(deadline)? {
@@ -174,7 +177,7 @@ impl From<anyhow::Error> for Unplanned {
     }
 }
 
-fn plan_once(disks: &[Disk], filesystems: &[Filesystem], boot_disk: &BootDisk) -> Result<StoragePlan, Unplanned> {
+fn plan_once(disks: &[Disk], filesystems: &[Filesystem], boot_disk: &BootDisk, root_number: Option<u32>) -> Result<StoragePlan, Unplanned> {
     let devices = block_devices();
     let known = known_disks(&devices, boot_disk);
     let mut tables = Vec::new();
@@ -203,7 +206,19 @@ fn plan_once(disks: &[Disk], filesystems: &[Filesystem], boot_disk: &BootDisk) -
         if let Some(other) = planned.iter().find(|work: &&FilesystemWork| work.target == target) {
             return Err(anyhow::anyhow!("{at}.device {:?} is the same device as {}.device", filesystem.device, other.at).into());
         }
-        planned.push(plan_filesystem(filesystem, target, &known, &tables, at)?);
+        let work = plan_filesystem(filesystem, target, &known, &tables, at)?;
+        let is_root = matches!(target, Target::Partition { disk, number } if known[disk].boot && Some(number) == root_number);
+        if let (true, FilesystemAction::Make, Some(kind)) = (is_root, work.action, work.kind)
+            && !crate::root::can_mount(kind)
+        {
+            return Err(anyhow::anyhow!(
+                "{at}: ROOT would be made {kind} but this initrd cannot mount {kind}: rebuild it with `keel initrd build --root-filesystems ext4,{kind}`",
+                at = work.at,
+                kind = kind.mount_type()
+            )
+            .into());
+        }
+        planned.push(work);
     }
     Ok(StoragePlan { disks: known, tables, filesystems: planned })
 }
@@ -819,7 +834,7 @@ mod tests {
     }
 
     fn plan_now(config: &Latest, disks: &Disks) -> anyhow::Result<StoragePlan> {
-        plan(config, &disks.boot_disk, Some(Duration::ZERO), &mut |_| Ok(false))
+        plan(config, &disks.boot_disk, None, Some(Duration::ZERO), &mut |_| Ok(false))
     }
 
     /// What blkid finds on `device`: TYPE, LABEL, UUID.

@@ -148,6 +148,16 @@ mod tests {
         let mut btrfs = vec![0; PROBE_BYTES];
         btrfs[65536 + 64..65536 + 72].copy_from_slice(b"_BHRfS_M");
         assert!(matches!(classify(&btrfs), Probe::Filesystem(Filesystem { kind: FsKind::Btrfs, .. })));
+
+        // mkswap's header, as `mkswap -L swap -U 0e6c1a6a-2b1e-4c55-8f6e-7a1d2c3b4a59` writes it.
+        for page in [4096, 65536] {
+            let mut swap = vec![0; PROBE_BYTES];
+            swap[1024 + 12..1024 + 28].copy_from_slice(&Guid::parse("0e6c1a6a-2b1e-4c55-8f6e-7a1d2c3b4a59").unwrap().0);
+            swap[1024 + 28..1024 + 32].copy_from_slice(b"swap");
+            swap[page - 10..page].copy_from_slice(b"SWAPSPACE2");
+            let expected = Filesystem { kind: FsKind::Swap, label: "swap".into(), uuid: "0e6c1a6a-2b1e-4c55-8f6e-7a1d2c3b4a59".into() };
+            assert_eq!(classify(&swap), Probe::Filesystem(expected), "page {page}");
+        }
     }
 
     #[test]
