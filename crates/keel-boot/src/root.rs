@@ -4,7 +4,7 @@ use crate::mounts::{mount_at, real_directory};
 use anyhow::{bail, Context};
 use keel_cmdline::{BootParams, DeviceSpec};
 use keel_disk::{ext4_needs_recovery, grow_mounted_filesystem, probe_filesystem, set_format_pending, FsKind, Probe, ROOT_FORMAT_PENDING};
-use keel_manifest::{INITRD_FS_MODULES_DIR, INITRD_MKFS_DIR};
+use keel_manifest::{initrd_mkfs_path, INITRD_FS_MODULES_DIR};
 use nix::mount::{umount, MsFlags};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -116,7 +116,7 @@ fn kernel_knows(kind: FsKind) -> bool {
 /// mkfs's writes flushed before the mark goes: a power cut anywhere in between leaves the
 /// mark, and the next boot formats again instead of trusting a half-made filesystem.
 fn format_marked(root: &FoundDevice, root_disk: &RootDisk, kind: FsKind, label: &str) -> anyhow::Result<()> {
-    let mkfs = format!("{INITRD_MKFS_DIR}/mkfs.{}", kind.mount_type());
+    let mkfs = initrd_mkfs_path(kind.mount_type());
     if !Path::new(&mkfs).exists() {
         bail!("this initrd has no {mkfs}: rebuild it with `keel initrd build --root-filesystems ext4,{}`", kind.mount_type());
     }
