@@ -279,6 +279,8 @@ fn build_initrd_with(
         modules: keel_initrd::default_modules(),
         drivers,
         root_filesystems: root_filesystems.iter().map(|fs| fs.to_string()).collect(),
+        // Every format, so scenarios' Ignition configs may make any filesystem or swap area.
+        mkfs_formats: keel_manifest::MKFS_FORMATS.iter().map(|format| format.to_string()).collect(),
         host_root: PathBuf::from("/"),
         ignition_base: ignition_base.map(Path::to_path_buf),
     };

@@ -30,7 +30,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("pkg-config", "the devicemapper crate's build"),
     ("time", "GNU time: peak memory in cargo xtask bench"),
     ("cgpt", "the reference for keel's A/B gptprio attribute bits"),
-    ("dosfstools", "mkfs.vfat for the image's ESP, which carries the first-boot flag"),
+    ("dosfstools", "mkfs.vfat for the image's ESP, which carries the first-boot flag, and mkfs.fat for the initrd (--mkfs vfat)"),
     ("mtools", "writes the first-boot flag into the ESP image without mounting it"),
     ("xfsprogs", "mkfs.xfs for keel.root.fs=xfs, and the reference for growing XFS"),
     ("btrfs-progs", "mkfs.btrfs for keel.root.fs=btrfs, and the reference for growing btrfs"),

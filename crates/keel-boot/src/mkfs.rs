@@ -4,7 +4,7 @@
 use crate::first_boot::early_random_guid;
 use anyhow::{bail, Context};
 use keel_disk::FsKind;
-use keel_manifest::INITRD_MKFS_DIR;
+use keel_manifest::initrd_mkfs_path;
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -26,7 +26,7 @@ pub struct NewFilesystem<'a> {
 
 /// The initrd's program that makes `kind`.
 pub fn mkfs_program(kind: FsKind) -> PathBuf {
-    Path::new(INITRD_MKFS_DIR).join(format!("mkfs.{}", kind.mount_type()))
+    PathBuf::from(initrd_mkfs_path(kind.mount_type()))
 }
 
 /// Whether the config's options already set what `flags` would: keel then adds nothing.

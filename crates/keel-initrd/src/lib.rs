@@ -1,9 +1,9 @@
 //! `keel initrd build`: a keel initrd as a reproducible, compressed newc cpio holding
 //! keel-init as /init, the image manifest, the kernel modules keel-init loads (with their
-//! dependencies), the storage drivers it loads when their devices show up, and for each
-//! root filesystem it supports, `mkfs.<fs>` (with its libraries) and the modules that
-//! mount it, loaded only when ROOT has that filesystem, and the image's Ignition base
-//! configs, if it has any.
+//! dependencies), the storage drivers it loads when their devices show up, for each root
+//! filesystem it supports the modules that mount it, loaded only when ROOT has that
+//! filesystem, the program (with its libraries) that makes each format first boot may make
+//! (the root filesystems and `--mkfs`), and the image's Ignition base configs, if it has any.
 //!
 //! The base configs are validated with keel-ignition, the engine keel-init runs, so that a
 //! config keel-init would refuse stops the build instead of every first boot.
@@ -18,8 +18,10 @@ pub use elf::{library_closure, HostFile};
 use anyhow::{bail, Context};
 use keel_kmod::{alias_pattern_supported, host_storage_modaliases, module_name, DriverTable, LoadEntry, ModuleIndex};
 use keel_manifest::{
-    ImageManifest, INITRD_DRIVERS_PATH, INITRD_FS_MODULES_DIR, INITRD_MANIFEST_PATH, INITRD_MKFS_DIR, INITRD_MODULES_PATH, ROOT_FILESYSTEMS,
+    initrd_mkfs_path, ImageManifest, INITRD_DRIVERS_PATH, INITRD_FS_MODULES_DIR, INITRD_MANIFEST_PATH, INITRD_MODULES_PATH, MKFS_FORMATS,
+    ROOT_FILESYSTEMS,
 };
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -133,16 +135,40 @@ pub fn choose_drivers(choice: &DriverChoice, index: &ModuleIndex) -> anyhow::Res
 
 /// Parses `ext4,xfs`: the root filesystems an initrd is to support.
 pub fn parse_root_filesystems(list: &str) -> anyhow::Result<Vec<String>> {
+    parse_names(list, &ROOT_FILESYSTEMS, "a root filesystem keel supports")
+}
+
+/// Parses `vfat,swap`: the formats a first-boot Ignition config may make (`--mkfs`).
+pub fn parse_mkfs_formats(list: &str) -> anyhow::Result<Vec<String>> {
+    parse_names(list, &MKFS_FORMATS, "a format keel can make")
+}
+
+/// A comma-separated list of at least one of `accepted`; `what` says what each name is.
+fn parse_names(list: &str, accepted: &[&str], what: &str) -> anyhow::Result<Vec<String>> {
     let names: Vec<String> = list.split(',').map(str::trim).filter(|name| !name.is_empty()).map(str::to_string).collect();
     for name in &names {
-        if !ROOT_FILESYSTEMS.contains(&name.as_str()) {
-            bail!("{name:?} is not a root filesystem keel supports: use {}", ROOT_FILESYSTEMS.join(", "));
+        if !accepted.contains(&name.as_str()) {
+            bail!("{name:?} is not {what}: use {}", accepted.join(", "));
         }
     }
     if names.is_empty() {
-        bail!("name at least one root filesystem");
+        bail!("name at least one of {}", accepted.join(", "));
     }
     Ok(names)
+}
+
+/// Where the build host keeps its mkfs programs, below `InitrdSpec::host_root`.
+const HOST_MKFS_DIR: &str = "usr/sbin";
+
+/// The build host's program that makes `format`, one of MKFS_FORMATS. The filesystems' own
+/// names, except where the usual name is another: mkfs.vfat is only a link to mkfs.fat,
+/// and swap areas are made by mkswap.
+fn host_mkfs_program(format: &str) -> String {
+    match format {
+        "vfat" => "mkfs.fat".to_string(),
+        "swap" => "mkswap".to_string(),
+        filesystem => format!("mkfs.{filesystem}"),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,7 +215,11 @@ pub struct InitrdSpec {
     pub drivers: DriverChoice,
     /// Filesystems ROOT may have (`ext4`, `xfs`, `btrfs`): their mkfs and modules are packed.
     pub root_filesystems: Vec<String>,
-    /// Where mkfs and its libraries come from (`/` for the build host).
+    /// The formats a first-boot Ignition config may make (MKFS_FORMATS): their programs are
+    /// packed, as are the root filesystems' whether listed here or not (a blank ROOT is
+    /// formatted with them). No modules: making a filesystem needs none.
+    pub mkfs_formats: Vec<String>,
+    /// Where the mkfs programs and their libraries come from (`/` for the build host).
     pub host_root: PathBuf,
     /// Ignition's base configs (`base.d/*.ign`, `base.platform.d/<platform>/*.ign`), packed
     /// under INITRD_IGNITION_DIR.
@@ -244,16 +274,25 @@ pub fn archive(spec: &InitrdSpec) -> anyhow::Result<Packed> {
         let extra: Vec<LoadEntry> =
             index.closure(std::slice::from_ref(filesystem))?.into_iter().filter(|m| !base.iter().any(|b| b.path == m.path)).collect();
         insert_module_list(&mut archive, spec, &version, &format!("{INITRD_FS_MODULES_DIR}/{filesystem}"), &extra)?;
-        let mkfs = format!("{INITRD_MKFS_DIR}/mkfs.{filesystem}");
-        let host_mkfs = spec.host_root.join(mkfs.trim_start_matches('/'));
-        archive.insert(&mkfs, Node::File { data: read(&host_mkfs)?, mode: 0o755 });
-        for library in library_closure(&spec.host_root, &host_mkfs)? {
-            if !archive.contains(&library.initrd_path) {
-                archive.insert(&library.initrd_path, Node::File { data: read(&library.host_path)?, mode: 0o755 });
-            }
-        }
+    }
+    let formats: BTreeSet<&str> = spec.root_filesystems.iter().chain(&spec.mkfs_formats).map(String::as_str).collect();
+    for format in formats {
+        insert_mkfs(&mut archive, spec, format)?;
     }
     Ok(Packed { archive, drivers: chosen, ignition_warnings })
+}
+
+/// Packs the host's program that makes `format` where keel-init looks for it, with its ELF
+/// interpreter and libraries; a library another program brought already is packed once.
+fn insert_mkfs(archive: &mut Archive, spec: &InitrdSpec, format: &str) -> anyhow::Result<()> {
+    let host_program = spec.host_root.join(HOST_MKFS_DIR).join(host_mkfs_program(format));
+    archive.insert(&initrd_mkfs_path(format), Node::File { data: read(&host_program)?, mode: 0o755 });
+    for library in library_closure(&spec.host_root, &host_program)? {
+        if !archive.contains(&library.initrd_path) {
+            archive.insert(&library.initrd_path, Node::File { data: read(&library.host_path)?, mode: 0o755 });
+        }
+    }
+    Ok(())
 }
 
 /// Packs `modules` (paths relative to the module directory) and returns them as entries

@@ -1,7 +1,7 @@
 //! The initrd archive: the same inputs give the same bytes, and GNU cpio (the reference
 //! reader of the format) extracts exactly what keel put in.
 
-use keel_initrd::{archive, build, choose_drivers, Compression, DriverChoice, InitrdSpec, Node};
+use keel_initrd::{archive, build, choose_drivers, library_closure, parse_mkfs_formats, Compression, DriverChoice, InitrdSpec, Node};
 use keel_manifest::{ImageManifest, UsrImage};
 use keel_test_support::scratch_dir;
 use keel_verity::VerityParams;
@@ -74,6 +74,8 @@ fn spec(dir: &Path) -> InitrdSpec {
         modules: keel_initrd::default_modules(),
         drivers: keel_initrd::DriverChoice::Default,
         root_filesystems: vec!["ext4".into(), "xfs".into()],
+        // As `keel initrd build` without --mkfs.
+        mkfs_formats: vec!["ext4".into(), "xfs".into()],
         host_root: PathBuf::from("/"),
         ignition_base: None,
     }
@@ -83,9 +85,14 @@ fn scratch(name: &str) -> PathBuf {
     scratch_dir(env!("CARGO_TARGET_TMPDIR"), &format!("initrd-{name}"))
 }
 
+/// `spec` with every format's program packed (`--mkfs ext4,xfs,btrfs,vfat,swap`).
+fn every_mkfs_spec(dir: &Path) -> InitrdSpec {
+    InitrdSpec { mkfs_formats: keel_manifest::MKFS_FORMATS.iter().map(|format| format.to_string()).collect(), ..spec(dir) }
+}
+
 #[test]
 fn same_inputs_give_the_same_bytes_with_every_compression() {
-    let (one, two) = (spec(&scratch("one")), spec(&scratch("two")));
+    let (one, two) = (every_mkfs_spec(&scratch("one")), every_mkfs_spec(&scratch("two")));
     for compression in [Compression::None, Compression::Gzip, Compression::Xz, Compression::Zstd] {
         let first = build(&one, compression).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -314,4 +321,43 @@ fn anything_else_in_the_ignition_base_is_refused() {
         }
     }
     archive(&spec).unwrap();
+}
+
+#[test]
+fn mkfs_programs_are_packed_under_their_format_names_with_their_libraries() {
+    let spec = InitrdSpec { root_filesystems: vec!["ext4".into()], mkfs_formats: vec!["vfat".into(), "swap".into()], ..spec(&scratch("mkfs")) };
+    let tree = archive(&spec).unwrap().archive;
+    let programs: Vec<&str> = tree.paths().filter(|path| path.starts_with("usr/sbin/")).collect();
+    assert_eq!(programs, ["usr/sbin/mkfs.ext4", "usr/sbin/mkfs.swap", "usr/sbin/mkfs.vfat"], "the root filesystem's is packed too");
+    for (format, host_program) in [("ext4", "/usr/sbin/mkfs.ext4"), ("vfat", "/usr/sbin/mkfs.fat"), ("swap", "/usr/sbin/mkswap")] {
+        let packed = tree.get(&keel_manifest::initrd_mkfs_path(format));
+        assert_eq!(packed, Some(&Node::File { data: fs::read(host_program).unwrap(), mode: 0o755 }), "{format}");
+        for library in library_closure(Path::new("/"), Path::new(host_program)).unwrap() {
+            assert!(tree.contains(&library.initrd_path), "{} of {host_program} not packed", library.initrd_path);
+        }
+    }
+    // Modules only for what ROOT may be: vfat and swap are made, never mounted, in the initrd.
+    let lists: Vec<&str> = tree.paths().filter(|path| path.starts_with("etc/keel/modules.d/")).collect();
+    assert_eq!(lists, ["etc/keel/modules.d/ext4"]);
+}
+
+#[test]
+fn without_mkfs_the_root_filesystems_programs_alone_are_packed() {
+    let dir = scratch("mkfs-default");
+    let default = spec(&dir);
+    let tree = archive(&default).unwrap().archive;
+    let programs: Vec<&str> = tree.paths().filter(|path| path.starts_with("usr/sbin/")).collect();
+    assert_eq!(programs, ["usr/sbin/mkfs.ext4", "usr/sbin/mkfs.xfs"]);
+    let root_filesystems_only = InitrdSpec { mkfs_formats: Vec::new(), ..default.clone() };
+    assert!(build(&default, Compression::None).unwrap().0 == build(&root_filesystems_only, Compression::None).unwrap().0, "the initrds differ");
+}
+
+#[test]
+fn an_unknown_mkfs_format_is_refused_with_the_accepted_ones() {
+    assert_eq!(parse_mkfs_formats(" vfat, swap,").unwrap(), ["vfat", "swap"]);
+    for list in ["ext4,ntfs", "fat"] {
+        let error = format!("{:#}", parse_mkfs_formats(list).unwrap_err());
+        assert!(error.contains("is not a format keel can make: use ext4, xfs, btrfs, vfat, swap"), "{list}: {error}");
+    }
+    assert!(format!("{:#}", parse_mkfs_formats(",").unwrap_err()).contains("name at least one of ext4, xfs, btrfs, vfat, swap"));
 }

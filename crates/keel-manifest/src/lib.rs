@@ -19,13 +19,24 @@ pub const INITRD_DRIVERS_PATH: &str = "/etc/keel/drivers";
 /// INITRD_MODULES_PATH named after it (`xfs`), loaded only when ROOT needs it. Its presence
 /// says the initrd supports that filesystem.
 pub const INITRD_FS_MODULES_DIR: &str = "/etc/keel/modules.d";
-/// Where the initrd holds `mkfs.<filesystem>` for each root filesystem it supports.
+/// Where the initrd holds its mkfs programs: see `initrd_mkfs_path`.
 pub const INITRD_MKFS_DIR: &str = "/usr/sbin";
 /// Where the initrd holds Ignition's base configs, in Ignition's layout: `base.d/*.ign`,
 /// then `base.platform.d/<platform>/*.ign`, each group in file-name order.
 pub const INITRD_IGNITION_DIR: &str = "/usr/lib/ignition";
 /// The root filesystems keel can format and grow.
 pub const ROOT_FILESYSTEMS: [&str; 3] = ["ext4", "xfs", "btrfs"];
+/// The formats keel-init can make on first boot (Ignition's `storage.filesystems[].format`),
+/// each when the initrd holds its program: the root filesystems and what else a config may ask for.
+pub const MKFS_FORMATS: [&str; 5] = ["ext4", "xfs", "btrfs", "vfat", "swap"];
+
+/// Where the initrd holds the program that makes a `format` filesystem (one of MKFS_FORMATS).
+/// Named after the format whatever the build host calls the program (mkswap, mkfs.fat), so
+/// keel-init finds it without knowing the host's names; its absence says the initrd cannot
+/// make that format.
+pub fn initrd_mkfs_path(format: &str) -> String {
+    format!("{INITRD_MKFS_DIR}/mkfs.{format}")
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageManifest {
@@ -145,6 +156,14 @@ mod tests {
                 verity: VerityParams::new(260094, vec![1, 2, 3]),
             },
         }
+    }
+
+    #[test]
+    fn every_root_filesystem_can_be_made() {
+        for filesystem in ROOT_FILESYSTEMS {
+            assert!(MKFS_FORMATS.contains(&filesystem), "{filesystem}");
+        }
+        assert_eq!(initrd_mkfs_path("swap"), "/usr/sbin/mkfs.swap");
     }
 
     #[test]

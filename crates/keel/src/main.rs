@@ -32,6 +32,8 @@ const USAGE: &str = "usage:
                                                  root); without it OEM is blank
   keel initrd build --manifest FILE --init KEEL_INIT --kernel-modules /lib/modules/VERSION --output FILE
                     [--compression zstd|xz|gzip|none] [--root-filesystems ext4,xfs,btrfs]
+                    [--mkfs ext4,xfs,btrfs,vfat,swap]   what a first-boot Ignition config may format (default: the
+                                                 root filesystems, whose mkfs is always packed)
                     [--ignition-base DIR]        Ignition base configs, DIR/base.d/*.ign and
                                                  DIR/base.platform.d/PLATFORM/*.ign (nothing else), validated and
                                                  packed under /usr/lib/ignition; a config with an error stops the build
@@ -169,19 +171,28 @@ fn image_build(words: &[String]) -> anyhow::Result<()> {
 }
 
 fn initrd_build(words: &[String]) -> anyhow::Result<()> {
-    let args =
-        Args::parse(words, &["manifest", "init", "kernel-modules", "output", "compression", "root-filesystems", "drivers", "ignition-base"], &[])?;
+    let args = Args::parse(
+        words,
+        &["manifest", "init", "kernel-modules", "output", "compression", "root-filesystems", "mkfs", "drivers", "ignition-base"],
+        &[],
+    )?;
     let manifest_path = args.required("manifest")?;
     let manifest_text = std::fs::read_to_string(manifest_path).with_context(|| format!("cannot read {manifest_path}"))?;
+    let root_filesystems =
+        keel_initrd::parse_root_filesystems(args.get("root-filesystems").unwrap_or(&keel_initrd::DEFAULT_ROOT_FILESYSTEMS.join(",")))
+            .context("--root-filesystems")?;
+    let mkfs_formats = match args.get("mkfs") {
+        Some(list) => keel_initrd::parse_mkfs_formats(list).context("--mkfs")?,
+        None => root_filesystems.clone(),
+    };
     let spec = keel_initrd::InitrdSpec {
         init: PathBuf::from(args.required("init")?),
         manifest: ImageManifest::from_json(&manifest_text).with_context(|| format!("in {manifest_path}"))?,
         modules_dir: PathBuf::from(args.required("kernel-modules")?),
         modules: keel_initrd::default_modules(),
         drivers: keel_initrd::DriverChoice::parse(args.get("drivers").unwrap_or("default"))?,
-        root_filesystems: keel_initrd::parse_root_filesystems(
-            args.get("root-filesystems").unwrap_or(&keel_initrd::DEFAULT_ROOT_FILESYSTEMS.join(",")),
-        )?,
+        root_filesystems,
+        mkfs_formats,
         host_root: PathBuf::from("/"),
         ignition_base: args.get("ignition-base").map(PathBuf::from),
     };

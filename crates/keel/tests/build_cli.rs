@@ -43,6 +43,12 @@ fn image_build_puts_the_oem_tree_on_oem() {
 }
 
 #[test]
+fn initrd_build_refuses_an_unknown_mkfs_format() {
+    let error = failure_of(keel(&["initrd", "build", "--manifest", "/dev/null", "--mkfs", "vfat,ntfs"]));
+    assert!(error.contains("--mkfs: \"ntfs\" is not a format keel can make: use ext4, xfs, btrfs, vfat, swap"), "{error}");
+}
+
+#[test]
 fn initrd_build_refuses_an_invalid_ignition_base_config() {
     let dir = scratch_dir(env!("CARGO_TARGET_TMPDIR"), "build-cli-ignition-base");
     let base = dir.join("ignition");
