@@ -560,6 +560,9 @@ fn plan_filesystem(filesystem: &Filesystem, target: Target, known: &[KnownDisk],
         Target::Partition { disk, number } => (disk, Some(number)),
     };
     let disk = &known[disk_index];
+    if number.is_none() && tables.iter().any(|work| work.disk == disk_index) {
+        bail!("{at}: {device} is a whole disk the config also partitions; put the filesystem on one of its partitions");
+    }
     let planned = number.and_then(|number| table_after(disk_index, known, tables)?.iter().find(|p| p.number == number));
     let format = filesystem.format.as_deref().filter(|format| !format.is_empty());
     let kind = match format {
