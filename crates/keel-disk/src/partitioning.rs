@@ -37,8 +37,9 @@ const LINUX_FILESYSTEM: Guid = Guid([0x0f, 0xc6, 0x3d, 0xaf, 0x84, 0x83, 0x47, 0
 /// One entry of `storage.disks[].partitions`, in keel-disk's terms (validated already).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionRequest {
-    /// 0: the one partition already named `label` if there is exactly one (so a second run
-    /// finds what the first made), else the lowest number free after the config's deletions.
+    /// 0: the one partition already named `label` if there is exactly one that no other
+    /// request names by number (so a second run finds what the first made), else the lowest
+    /// number that is free after the config's deletions and that no request names.
     pub number: u32,
     pub label: Option<String>,
     pub start_mib: Option<u64>,
@@ -234,8 +235,8 @@ impl Spec<'_> {
         }
     }
 
-    /// sgdisk would choose its start or size: a 0 for Ignition to resolve.
-    fn is_resolved(&self) -> bool {
+    /// Its start or size is sgdisk's to choose: a 0 that Ignition resolves by the pretend run.
+    fn sgdisk_chooses(&self) -> bool {
         self.start.unwrap_or(0) == 0 || self.size.unwrap_or(0) == 0
     }
 }
@@ -407,7 +408,7 @@ fn pretend(existing: &[GptPartition], geometry: &Geometry, specs: &[Spec]) -> Re
 /// `resize` is set, else an error. A start or size sgdisk chooses is compared as chosen.
 fn match_existing(spec: &Spec, existing: &GptPartition, placed: &Placed) -> Result<PartitionAction, PartitioningError> {
     let request = spec.request;
-    let (start, size) = if spec.is_resolved() { (Some(placed.extent.first), Some(placed.extent.len())) } else { (spec.start, spec.size) };
+    let (start, size) = if spec.sgdisk_chooses() { (Some(placed.extent.first), Some(placed.extent.len())) } else { (spec.start, spec.size) };
     let common = common_mismatch(request, existing, start);
     let existing_size = sectors_of(existing);
     let size_mismatch = size.filter(|&size| size != existing_size).map(|size| format!("size did not match (specified {size}, got {existing_size})"));
@@ -479,9 +480,9 @@ fn new_entry(spec: &Spec, placed: &Placed, fresh_guid: &mut dyn FnMut() -> Guid)
     })
 }
 
-/// The planned table is one `write_gpt` takes: numbered within its entries, inside its
-/// usable sectors (a partition the disk's own table left room for may reach into the
-/// arrays keel writes), apart.
+/// The planned table is one `write_gpt` takes: inside its usable sectors (a partition the
+/// disk's own table left room for may reach into the arrays keel writes), and apart. Its
+/// numbers are within the entries already: the disk's are checked, and sgdisk's are.
 fn check_writable(partitions: &[GptPartition], geometry: &Geometry) -> Result<(), PartitioningError> {
     let (first_usable, last_usable) = (geometry.first_usable, geometry.last_usable);
     if let Some(outside) = partitions.iter().find(|p| p.first_lba < first_usable || p.last_lba > last_usable) {
@@ -505,15 +506,20 @@ fn check_rerun_keeps(planned: &[GptPartition], geometry: &Geometry, requests: &[
              nothing was written"
         ))
     };
-    // A run that finds everything as made draws no GUID.
-    let (again, outcomes) = plan_partitions(planned, geometry, requests, &mut || Guid::ZERO).map_err(|e| refused(e.0))?;
-    if let Some(outcome) = outcomes.iter().find(|outcome| outcome.action.changes_table()) {
-        return Err(refused(format!("partitions[{}] would be planned as {:?} on partition {}", outcome.request, outcome.action, outcome.number)));
+    // A run that finds everything as made draws no GUID, and keeps the table as it is.
+    let (_, outcomes) = plan_partitions(planned, geometry, requests, &mut || Guid::ZERO).map_err(|e| refused(e.0))?;
+    match outcomes.iter().find(|outcome| outcome.action.changes_table()) {
+        Some(outcome) => {
+            let verb = match outcome.action {
+                PartitionAction::Create => "make",
+                PartitionAction::Delete => "delete",
+                PartitionAction::Resize => "resize",
+                _ => "recreate",
+            };
+            Err(refused(format!("partitions[{}] would {verb} partition {} again", outcome.request, outcome.number)))
+        }
+        None => Ok(()),
     }
-    if again != planned {
-        return Err(refused("the second run's table would differ".into()));
-    }
-    Ok(())
 }
 
 /// Sectors `first..=last`, as GPT entries give them.
