@@ -567,7 +567,7 @@ impl Gdisk {
     fn load(existing: &[GptPartition], geometry: &Geometry) -> Gdisk {
         let mut entries = vec![None; ENTRY_COUNT];
         for partition in existing {
-            if let Some(entry) = entries.get_mut(partition.number as usize - 1) {
+            if let Some(entry) = (partition.number as usize).checked_sub(1).and_then(|slot| entries.get_mut(slot)) {
                 *entry = Some(Extent { first: partition.first_lba, last: partition.last_lba });
             }
         }
@@ -580,7 +580,7 @@ impl Gdisk {
     }
 
     fn delete(&mut self, number: u32) {
-        if let Some(entry) = self.entries.get_mut((number as usize).wrapping_sub(1)) {
+        if let Some(entry) = (number as usize).checked_sub(1).and_then(|slot| self.entries.get_mut(slot)) {
             *entry = None;
         }
     }

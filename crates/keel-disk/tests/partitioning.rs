@@ -994,11 +994,13 @@ enum Verdict {
     BothRefused,
     /// keel refuses what a rerun would not find as made, or a resize that would move a start.
     KeelSafer,
-    /// 2.14 compares no start or size it left out for an entry it may wipe; keel (as
-    /// Ignition since 2.15) compares sgdisk's choice.
-    LeftOutComparedSince215,
+    /// 2.14 compares no start or size left out for an entry it may wipe; keel compares
+    /// sgdisk's choice, as Ignition does since commit 6a8d4e4d (after 2.26; Flatcar
+    /// backports it).
+    LeftOutComparedByLaterIgnition,
     /// 2.14's commit leaves a 0 to sgdisk again, which then chooses with the kept
-    /// partitions already in place, unlike its pretend run.
+    /// partitions already in place, unlike its pretend run; since 6a8d4e4d Ignition commits
+    /// the pretend run's choice, as keel plans it.
     ChosenAgainIn214Commit,
     /// Not compared: 2.14's validation refuses the config, or keel's number-0 rule applies.
     NotComparable,
@@ -1095,7 +1097,7 @@ fn differential(sgdisk: &Sgdisk, disk: &Path, case: &Case) -> Verdict {
         && keel_actions.iter().zip(&ignition.actions).all(|(k, i)| k.0 == i.0 && k.2 == i.2 && (i.1 == 0 || k.1 == i.1));
     if !same_actions {
         assert!(left_out_for_wiped, "the matrices disagree\n{}", explain());
-        return Verdict::LeftOutComparedSince215;
+        return Verdict::LeftOutComparedByLaterIgnition;
     }
 
     // The tables, field by field, but for GUIDs either side draws at random and attribute
@@ -1127,7 +1129,7 @@ fn differential(sgdisk: &Sgdisk, disk: &Path, case: &Case) -> Verdict {
     if moved_since_pretend {
         Verdict::ChosenAgainIn214Commit
     } else {
-        Verdict::LeftOutComparedSince215
+        Verdict::LeftOutComparedByLaterIgnition
     }
 }
 
