@@ -6,7 +6,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 const SIGNATURE: &[u8; 8] = b"EFI PART";
 const HEADER_SIZE: usize = 92;
 const ENTRY_SIZE: usize = 128;
-const ENTRY_COUNT: usize = 128;
+/// Entries of the tables keel writes, so partition numbers 1 to 128.
+pub(crate) const ENTRY_COUNT: usize = 128;
 /// The entry array keel writes: 16 KiB, so 32 sectors of 512 bytes or 4 of 4096.
 const ENTRY_ARRAY_BYTES: u64 = (ENTRY_SIZE * ENTRY_COUNT) as u64;
 /// The MBR is the first 512 bytes of sector 0 whatever the sector size; the rest of a
@@ -14,7 +15,8 @@ const ENTRY_ARRAY_BYTES: u64 = (ENTRY_SIZE * ENTRY_COUNT) as u64;
 const MBR_BYTES: usize = 512;
 /// No legitimate table needs more; a header asking for more is corrupt or hostile.
 const MAX_ENTRY_ARRAY_BYTES: u64 = 1 << 20;
-const NAME_UNITS: usize = 36;
+/// UTF-16 units of a partition name.
+pub(crate) const NAME_UNITS: usize = 36;
 
 /// One used entry of a partition table. `number` is its 1-based slot in the entry array,
 /// which is what the kernel calls the partition (vda9 is number 9).
