@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(240);
-const DATA_DISK_BYTES: u64 = 256 << 20;
+const DATA_DISK_BYTES: u64 = 1 << 30;
 const LINUX_SWAP: &str = "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f";
 
 fn write_config(fixture: &Fixture, name: &str, config: &serde_json::Value) -> PathBuf {
@@ -56,8 +56,8 @@ fn data_disk_config() -> serde_json::Value {
             "disks": [{"device": "/dev/vdb", "wipeTable": true, "partitions": [
                 {"number": 1, "label": "DATA", "sizeMiB": 96},
                 {"number": 2, "label": "SWAP", "sizeMiB": 32, "typeGuid": LINUX_SWAP},
-                {"label": "EXCHANGE", "sizeMiB": 48},
-                {"number": 4, "label": "SCRATCH", "sizeMiB": 0, "guid": "5b1e0a3c-7d2f-4e6a-9c8b-1a2b3c4d5e6f"}
+                {"number": 3, "label": "EXCHANGE", "sizeMiB": 48},
+                {"label": "SCRATCH", "sizeMiB": 0, "guid": "5b1e0a3c-7d2f-4e6a-9c8b-1a2b3c4d5e6f"}
             ]}],
             "filesystems": [
                 {"device": "/dev/disk/by-partlabel/DATA", "format": "ext4", "label": "data", "uuid": "6f9ad4e4-3b2c-4e1a-9b8d-2e2c5a1b7c3d", "options": ["-m", "0"]},

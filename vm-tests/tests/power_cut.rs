@@ -354,8 +354,8 @@ fn a_power_cut_while_ignition_partitions_and_formats_a_second_disk_is_survived()
             "disks": [{"device": "/dev/vdb", "wipeTable": true, "partitions": [
                 {"number": 1, "label": "DATA", "sizeMiB": 96},
                 {"number": 2, "label": "SWAP", "sizeMiB": 32, "typeGuid": "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f"},
-                {"label": "EXCHANGE", "sizeMiB": 48},
-                {"number": 4, "label": "SCRATCH"}
+                {"number": 3, "label": "EXCHANGE", "sizeMiB": 48},
+                {"label": "SCRATCH"}
             ]}],
             "filesystems": [
                 {"device": "/dev/disk/by-partlabel/DATA", "format": "ext4", "label": "data", "uuid": "6f9ad4e4-3b2c-4e1a-9b8d-2e2c5a1b7c3d"},
@@ -368,5 +368,5 @@ fn a_power_cut_while_ignition_partitions_and_formats_a_second_disk_is_survived()
     });
     let config_path = fixture.dir.join("cut-disks.ign");
     std::fs::write(&config_path, config.to_string()).unwrap();
-    survives_cuts(fixture, Shipped::Blank, Some(&config_path), Some(256 << 20), "cut-disks", &[("ignition-disks", 10), ("root", 1)]);
+    survives_cuts(fixture, Shipped::Blank, Some(&config_path), Some(1 << 30), "cut-disks", &[("ignition-disks", 10), ("root", 1)]);
 }

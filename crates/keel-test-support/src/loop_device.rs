@@ -34,6 +34,12 @@ impl LoopDevice {
         self.partitions = true;
     }
 
+    /// Deletes the kernel's partitions of the device when it is dropped, for a test whose
+    /// code under test adds them (through BLKPG) itself.
+    pub fn delete_partitions_on_drop(&mut self) {
+        self.partitions = true;
+    }
+
     pub fn mount(&mut self, at: &Path, options: &str) {
         std::fs::create_dir_all(at).unwrap();
         run("mount", &["-o", options, &self.device, at.to_str().unwrap()]);
