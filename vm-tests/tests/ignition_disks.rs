@@ -169,7 +169,7 @@ fn a_config_that_would_change_the_boot_disks_own_partitions_is_refused_before_an
             "ignition": {"version": "3.4.0"},
             "storage": {"disks": [
                 {"device": "/dev/vdb", "partitions": [{"number": 1, "label": "DATA"}]},
-                {"device": "/dev/vda", "partitions": [{"label": "USR-B", "shouldExist": false, "wipePartitionEntry": true, "number": 4}]}
+                {"device": "/dev/vda", "partitions": [{"number": 4, "shouldExist": false, "wipePartitionEntry": true}]}
             ]}
         }),
     );
