@@ -917,7 +917,7 @@ pub fn stage_millis(console: &Console, stage: &str) -> Option<f64> {
         .filter(|line| line.starts_with("keel: ["))
         // A stage may log lines of its own before the one that ends it, with its duration.
         .filter_map(|line| line.split_once(&format!("] {stage}: ")).map(|(_, rest)| rest))
-        .find_map(|rest| rest.strip_suffix(" ms)").and_then(|head| head.rsplit_once('(')).and_then(|(_, ms)| ms.parse().ok()))
+        .find_map(|rest| rest.trim_end().strip_suffix(" ms)").and_then(|head| head.rsplit_once('(')).and_then(|(_, ms)| ms.parse().ok()))
 }
 
 /// One partition of a disk image and what blkid finds in it, for comparing disks.
