@@ -9,8 +9,9 @@
 use keel_disk::{Gpt, IMAGE_DISK_GUID};
 use keel_test_support::ignition::{many_files_config, tree_differences, Snapshot};
 use keel_vm_tests::{
-    artifacts, assert_root_fills, boot_machine, check_root_ext4, disk_copy, esp_has_flag, ext4_blocks, fixture_4kn, format_root, image_table,
-    on_root, partition_contents, resize_disk, root_snapshot, shared_fixture, stage_millis, Bus, Console, Disk, Fixture, Machine,
+    artifacts, assert_root_fills, boot_machine, check_partition_filesystems, check_root_ext4, disk_copy, esp_has_flag, ext4_blocks, fixture_4kn,
+    format_root, image_table, on_root, partition_contents, resize_disk, root_snapshot, shared_fixture, stage_millis, Bus, Console, Disk, Fixture,
+    Machine,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -155,6 +156,7 @@ fn check_end_state(disk: &Path, data: Option<&Path>, reference: &Reference, ship
         if &found != expected {
             return Err(format!("the second disk differs:\n{found:?}\nvs\n{expected:?}"));
         }
+        check_partition_filesystems(data).map_err(|e| format!("{e:#}"))?;
     }
     if let Some(tree) = &reference.tree {
         let after = root_snapshot(disk).map_err(|e| format!("cannot read ROOT's tree: {e:#}"))?;

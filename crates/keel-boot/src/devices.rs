@@ -294,7 +294,7 @@ fn partition_in<'g>(gpt: &'g Gpt, disk: &str, spec: &DeviceSpec) -> anyhow::Resu
 /// The number of partition `name` of `disk` as the kernel names partitions: the disk's
 /// name, then `p` if that name ends in a digit (`nvme0n1p3`, `loop1p2`), then the number
 /// (`vda3`), with no sign or leading zero.
-fn partition_number(disk: &str, name: &str) -> Option<u32> {
+pub(crate) fn partition_number(disk: &str, name: &str) -> Option<u32> {
     let rest = name.strip_prefix(disk)?;
     let digits = if disk.ends_with(|c: char| c.is_ascii_digit()) { rest.strip_prefix('p')? } else { rest };
     let canonical = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0');

@@ -10,13 +10,12 @@ use anyhow::{bail, Context};
 use keel_cmdline::{BootParams, FirstBootRequest};
 use keel_disk::{
     grow_root, probe_filesystem, randomize_identity, read_gpt, resize_kernel_partition, Ambiguous, FsKind, Guid, Probe, UnsupportedShape,
-    FIRST_BOOT_FLAG, ROOT_NAME,
+    FIRST_BOOT_FLAG, ROOT_NAME, TYPE_ESP,
 };
 use nix::mount::{umount, MsFlags};
 use std::fs::File;
 use std::path::Path;
 
-pub(crate) const ESP_TYPE: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
 const ESP_MOUNT: &str = "/run/keel/esp";
 
 /// ROOT as a partition of the boot disk: the only ROOT keel formats, marks or grows.
@@ -59,7 +58,7 @@ pub fn early_random_guid() -> anyhow::Result<Guid> {
 /// The boot disk's ESP, when it has one with a vfat filesystem on it.
 pub(crate) fn find_esp(boot_disk: &BootDisk) -> anyhow::Result<Option<FoundDevice>> {
     let gpt = boot_disk.table()?;
-    let esp_type = Guid::parse(ESP_TYPE)?;
+    let esp_type = Guid::parse(TYPE_ESP)?;
     let mut esps = gpt.partitions.iter().filter(|p| p.type_guid == esp_type);
     let Some(entry) = esps.next() else { return Ok(None) };
     if let Some(second) = esps.next() {

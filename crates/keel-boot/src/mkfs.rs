@@ -29,9 +29,10 @@ pub fn mkfs_program(kind: FsKind) -> PathBuf {
     PathBuf::from(initrd_mkfs_path(kind.mount_type()))
 }
 
-/// Whether the config's options already set what `flags` would: keel then adds nothing.
+/// Whether the config's options already set what `flags` would (`-U x`, `-Ux`, `--uuid=x`):
+/// keel then adds nothing.
 fn options_set(options: &[String], flags: &[&str]) -> bool {
-    options.iter().any(|option| flags.iter().any(|flag| option == flag || option.starts_with(&format!("{flag}="))))
+    options.iter().any(|option| flags.iter().any(|flag| option.starts_with(flag)))
 }
 
 /// The UUID arguments of one run. A UUID the config leaves out is drawn here rather than by
@@ -45,8 +46,9 @@ fn uuid_arguments(filesystem: &NewFilesystem) -> anyhow::Result<Vec<String>> {
             if filesystem.uuid.is_some() || !options_set(options, &["-U"]) {
                 arguments.extend(["-U".to_string(), filesystem.uuid.map_or_else(random, |uuid| Ok(uuid.to_lowercase()))?]);
             }
-            // The directory hash seed is the other UUID mke2fs would draw.
-            if !options.iter().any(|option| option.contains("hash_seed")) {
+            // The directory hash seed is the other UUID mke2fs would draw. mke2fs keeps only
+            // the last -E: a config's own extended options are left as they are.
+            if !options_set(options, &["-E"]) {
                 arguments.extend(["-E".to_string(), format!("hash_seed={}", random()?)]);
             }
             arguments
@@ -137,6 +139,9 @@ mod tests {
     #[test]
     fn a_uuid_the_options_set_is_not_overridden_and_none_given_is_drawn() {
         assert_eq!(arguments(FsKind::Btrfs, None, &["--uuid=x"]), Vec::<String>::new());
+        assert_eq!(arguments(FsKind::Swap, None, &["-Ux"]), Vec::<String>::new());
+        let ext4 = arguments(FsKind::Ext4, None, &["-E", "stride=8"]);
+        assert!(ext4.len() == 2 && ext4[0] == "-U", "keel's -E would replace the config's: {ext4:?}");
         assert_eq!(arguments(FsKind::Xfs, None, &["-m", "uuid=x"]), Vec::<String>::new());
         assert_eq!(arguments(FsKind::Vfat, None, &["-i", "12345678"]), Vec::<String>::new());
         let drawn = arguments(FsKind::Vfat, None, &[]);

@@ -7,16 +7,16 @@
 //! Disks the config names are the user's explicit choice, on whatever disk they are; on the
 //! boot disk the partitions first boot itself reads (ESP, USR-A, USR-B, OEM) are refused.
 
-use crate::devices::{block_devices, device_node, BootDisk, DeviceWatcher, FoundDevice, SysBlock};
-use crate::first_boot::{self, RootDisk, ESP_TYPE};
+use crate::devices::{block_devices, device_node, partition_number, BootDisk, DeviceWatcher, FoundDevice, SysBlock};
+use crate::first_boot::{self, RootDisk};
 use crate::log::Log;
 use crate::mkfs::{make_filesystem, wipe_signatures, NewFilesystem};
 use anyhow::{bail, Context};
-use keel_cmdline::BootParams;
+use keel_cmdline::{BootParams, DeviceSpec};
 use keel_disk::{
     add_kernel_partition, delete_kernel_partition, logical_sector_size, plan_table, probe_filesystem, read_gpt, resize_kernel_partition,
-    set_format_pending, write_gpt_unless_current, FsKind, Gpt, GptPartition, Guid, PartitionAction, PartitionRequest, Probe, SectorSize, TablePlan,
-    TableRequest, ROOT_FORMAT_PENDING,
+    set_format_pending, usable_range, write_gpt_unless_current, FsKind, Gpt, GptPartition, Guid, PartitionAction, PartitionRequest, Probe,
+    SectorSize, TablePlan, TableRequest, ROOT_FORMAT_PENDING, TYPE_ESP, TYPE_USR, USR_A_GUID, USR_B_GUID,
 };
 use keel_ignition::config::latest::{Disk, Filesystem};
 use keel_ignition::Latest;
@@ -27,6 +27,10 @@ use std::time::{Duration, Instant};
 
 /// Boot-disk partitions first boot reads before this stage (or boots from): never changed.
 const PROTECTED_NAMES: [&str; 4] = ["BIOS-BOOT", "USR-A", "USR-B", "OEM"];
+/// Names first boot finds the boot disk's partitions by: a new partition may not take one.
+const BOOT_DISK_NAMES: [&str; 6] = ["EFI-SYSTEM", "BIOS-BOOT", "USR-A", "USR-B", "OEM", "ROOT"];
+/// mkfs.xfs refuses a smaller filesystem; found in the plan rather than halfway through.
+const XFS_MIN_BYTES: u64 = 300 << 20;
 /// sysfs counts partition starts and sizes in 512-byte units, whatever the sector size.
 const SYSFS_UNIT: u64 = 512;
 
@@ -57,6 +61,21 @@ struct TableWork {
     at: String,
     request: TableRequest,
     plan: TablePlan,
+}
+
+impl TableWork {
+    /// Whether the config changes the disk's table at all: a disk whose partitions are all
+    /// kept is not written (it may hold no table, but a filesystem or a volume, on purpose).
+    fn changes_table(&self) -> bool {
+        self.request.wipe_table || self.plan.outcomes.iter().any(|o| !matches!(o.action, PartitionAction::Keep | PartitionAction::StaysAbsent))
+    }
+}
+
+/// Where ROOT is, for the checks of a config that reformats it: its number on the boot disk
+/// and how later boots find it (`root=`).
+pub struct RootPlace<'a> {
+    pub number: u32,
+    pub spec: &'a DeviceSpec,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,12 +132,12 @@ pub fn ignition_disks(
     // boot with every disk as it was; planned again after it, against the table it left.
     let asks = asks_for_storage(config);
     let mut wait = |deadline| watcher.wait_until(deadline);
-    let root_number = root_disk.map(|root_disk| root_disk.root_number);
+    let root_place = root_disk.map(|root_disk| RootPlace { number: root_disk.root_number, spec: &params.root });
     if asks {
-        plan(config, boot_disk, root_number, timeout, &mut wait)?;
+        plan(config, boot_disk, root_place.as_ref(), timeout, &mut wait)?;
     }
     let mut detail = vec![first_boot::give_identity(params, boot_disk)?];
-    let storage = if asks { Some(plan(config, boot_disk, root_number, timeout, &mut wait)?) } else { None };
+    let storage = if asks { Some(plan(config, boot_disk, root_place.as_ref(), timeout, &mut wait)?) } else { None };
     for line in storage.as_ref().map(StoragePlan::partition).transpose()?.unwrap_or_default() {
         log.info(&format!("ignition-disks: {line}"));
     }
@@ -139,12 +158,12 @@ pub fn ignition_disks(
 
 /// Plans the config's disks and filesystems, waiting up to `timeout` (`rd.timeout=`; `None`:
 /// for ever) for the devices it names to appear (`wait` waits for a change until the
-/// deadline it is given, false once it has passed). `root_number`: ROOT's partition on the
-/// boot disk, which the `root` stage mounts next. Reads only.
+/// deadline it is given, false once it has passed). `root`: ROOT's place on the boot disk,
+/// which the `root` stage mounts next. Reads only.
 fn plan(
     config: &Latest,
     boot_disk: &BootDisk,
-    root_number: Option<u32>,
+    root: Option<&RootPlace>,
     timeout: Option<Duration>,
     wait: &mut dyn FnMut(Option<Instant>) -> anyhow::Result<bool>,
 ) -> anyhow::Result<StoragePlan> {
@@ -153,7 +172,7 @@ fn plan(
     let filesystems = storage.and_then(|s| s.filesystems.as_deref()).unwrap_or_default();
     let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
     loop {
-        match plan_once(disks, filesystems, boot_disk, root_number) {
+        match plan_once(disks, filesystems, boot_disk, root) {
             Ok(plan) => return Ok(plan),
             Err(Unplanned::Waiting(device)) => {
                 if !wait(deadline)? {
@@ -177,7 +196,7 @@ impl From<anyhow::Error> for Unplanned {
     }
 }
 
-fn plan_once(disks: &[Disk], filesystems: &[Filesystem], boot_disk: &BootDisk, root_number: Option<u32>) -> Result<StoragePlan, Unplanned> {
+fn plan_once(disks: &[Disk], filesystems: &[Filesystem], boot_disk: &BootDisk, root: Option<&RootPlace>) -> Result<StoragePlan, Unplanned> {
     let devices = block_devices();
     let known = known_disks(&devices, boot_disk);
     let mut tables = Vec::new();
@@ -203,24 +222,56 @@ fn plan_once(disks: &[Disk], filesystems: &[Filesystem], boot_disk: &BootDisk, r
         let Some(target) = resolve(&filesystem.device, &devices, &known, &tables)? else {
             return Err(Unplanned::Waiting(filesystem.device.clone()));
         };
-        if let Some(other) = planned.iter().find(|work: &&FilesystemWork| work.target == target) {
-            return Err(anyhow::anyhow!("{at}.device {:?} is the same device as {}.device", filesystem.device, other.at).into());
-        }
-        let work = plan_filesystem(filesystem, target, &known, &tables, at)?;
-        let is_root = matches!(target, Target::Partition { disk, number } if known[disk].boot && Some(number) == root_number);
-        if let (true, FilesystemAction::Make, Some(kind)) = (is_root, work.action, work.kind)
-            && !crate::root::can_mount(kind)
-        {
+        if let Some(other) = planned.iter().find(|work: &&FilesystemWork| work.target == target || same_disk_twice(work.target, target)) {
             return Err(anyhow::anyhow!(
-                "{at}: ROOT would be made {kind} but this initrd cannot mount {kind}: rebuild it with `keel initrd build --root-filesystems ext4,{kind}`",
-                at = work.at,
-                kind = kind.mount_type()
+                "{at}.device {:?} is the same device as {}.device, or a whole disk and one of its partitions",
+                filesystem.device,
+                other.at
             )
             .into());
+        }
+        let work = plan_filesystem(filesystem, target, &known, &tables, at)?;
+        let is_root = root.is_some_and(|root| matches!(target, Target::Partition { disk, number } if known[disk].boot && number == root.number));
+        if let (Some(root), true, FilesystemAction::Make) = (root, is_root, work.action) {
+            root_stays_findable(&work, root)?;
         }
         planned.push(work);
     }
     Ok(StoragePlan { disks: known, tables, filesystems: planned })
+}
+
+/// Whether `a` and `b` are a whole disk and a partition of it: a filesystem on the disk would
+/// wipe the table the other one needs.
+fn same_disk_twice(a: Target, b: Target) -> bool {
+    match (a, b) {
+        (Target::Disk(disk), Target::Partition { disk: other, .. }) | (Target::Partition { disk: other, .. }, Target::Disk(disk)) => disk == other,
+        _ => false,
+    }
+}
+
+/// ROOT reformatted by the config must still be ROOT to the `root` stage and to every later
+/// boot: a filesystem it can mount, found by `root=` as before.
+fn root_stays_findable(work: &FilesystemWork, root: &RootPlace) -> anyhow::Result<()> {
+    let at = &work.at;
+    let Some(kind) = work.kind else { bail!("{at}: format none would leave ROOT without a filesystem") };
+    if !matches!(kind, FsKind::Ext4 | FsKind::Xfs | FsKind::Btrfs) {
+        bail!("{at}: ROOT cannot be {}: keel mounts ROOT as ext4, xfs or btrfs", kind.mount_type());
+    }
+    if !crate::root::can_mount(kind) {
+        bail!(
+            "{at}: ROOT would be made {kind} but this initrd cannot mount {kind}: rebuild it with `keel initrd build --root-filesystems ext4,{kind}`",
+            kind = kind.mount_type()
+        );
+    }
+    match root.spec {
+        DeviceSpec::Label(label) if work.label.as_deref() != Some(label.as_str()) => {
+            bail!("{at}: later boots find ROOT by its filesystem label ({}), so the new filesystem needs \"label\": {label:?}", root.spec)
+        }
+        DeviceSpec::Uuid(uuid) if work.uuid.as_deref().map(canonical_uuid) != Some(canonical_uuid(uuid)) => {
+            bail!("{at}: later boots find ROOT by its filesystem UUID ({}), so the new filesystem needs \"uuid\": {uuid:?}", root.spec)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Every whole disk there is, with its table read. Device-mapper devices, RAM disks and
@@ -293,7 +344,36 @@ fn table_request(disk: &Disk, at: &str) -> anyhow::Result<TableRequest> {
 
 /// Whether partition `partition` of the boot disk is one first boot depends on.
 fn protected(partition: &GptPartition) -> bool {
-    PROTECTED_NAMES.contains(&partition.name.as_str()) || Guid::parse(ESP_TYPE).is_ok_and(|esp| partition.type_guid == esp)
+    PROTECTED_NAMES.contains(&partition.name.as_str()) || Guid::parse(TYPE_ESP).is_ok_and(|esp| partition.type_guid == esp)
+}
+
+/// The boot disk's partitions are found by name, type and GUID before this stage on every
+/// boot (the ESP, the /usr slots, OEM, ROOT): a partition the config makes may not take one
+/// of those identities, or the next boot would find two.
+fn check_boot_disk_identities(plan: &TablePlan, before: &[GptPartition], at: &str) -> anyhow::Result<()> {
+    let identity_types = [TYPE_ESP, TYPE_USR].map(Guid::parse);
+    let slot_guids = [USR_A_GUID, USR_B_GUID].map(Guid::parse);
+    for outcome in plan.outcomes.iter().filter(|o| matches!(o.action, PartitionAction::Create | PartitionAction::Recreate)) {
+        let Some(made) = plan.partitions.iter().find(|p| p.number == outcome.number) else { continue };
+        let had_the_name = before.iter().any(|old| old.number == made.number && old.name == made.name);
+        let taken = if BOOT_DISK_NAMES.contains(&made.name.as_str()) && !had_the_name {
+            Some(format!("the name {:?}", made.name))
+        } else if identity_types.iter().any(|t| t.as_ref().is_ok_and(|t| *t == made.type_guid)) {
+            Some(format!("the type {}", made.type_guid))
+        } else if slot_guids.iter().any(|g| g.as_ref().is_ok_and(|g| *g == made.guid)) {
+            Some(format!("the GUID {}", made.guid))
+        } else {
+            None
+        };
+        if let Some(taken) = taken {
+            bail!(
+                "{at}.partitions[{}]: partition {} of the boot disk would take {taken}, by which first boot finds its own partitions",
+                outcome.request,
+                made.number
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Whether the kernel's partition `number` of `disk` is in use: mounted, or held by a
@@ -332,8 +412,30 @@ fn plan_disk(disk: &KnownDisk, index: usize, request: TableRequest, at: String) 
     if let Some(error) = draw_error {
         return Err(error.context("cannot draw GUIDs for new partitions").into());
     }
-    let plan = plan.map_err(|error| anyhow::anyhow!("{at} on {}: {error}", disk.node.display()))?;
+    let mut plan = plan.map_err(|error| anyhow::anyhow!("{at} on {}: {error}", disk.node.display()))?;
+    // A partition made again where a format was cut short (the old table, wiped or not, has
+    // the mark on an entry of the same number and extent) keeps the mark: its filesystem is
+    // made again, and no table write in between can clear the mark first.
+    if let Ok(Some(old)) = &disk.table {
+        for partition in plan.partitions.iter_mut() {
+            let cut_short = old
+                .partitions
+                .iter()
+                .find(|o| o.number == partition.number && o.first_lba == partition.first_lba && o.last_lba == partition.last_lba);
+            partition.attributes |= cut_short.map_or(0, |o| o.attributes & ROOT_FORMAT_PENDING);
+        }
+    }
     let before = current.as_ref().map_or(&[][..], |gpt| &gpt.partitions[..]);
+    if let Some((a, b)) =
+        plan.partitions.iter().enumerate().find_map(|(i, p)| plan.partitions[i + 1..].iter().find(|o| o.guid == p.guid).map(|o| (p, o)))
+    {
+        return Err(
+            anyhow::anyhow!("{at}: partitions {} and {} of {} would share the GUID {}", a.number, b.number, disk.node.display(), a.guid).into()
+        );
+    }
+    if disk.boot {
+        check_boot_disk_identities(&plan, before, &at)?;
+    }
     for outcome in &plan.outcomes {
         let touched = !matches!(outcome.action, PartitionAction::Keep | PartitionAction::StaysAbsent);
         let existing = before.iter().find(|p| p.number == outcome.number);
@@ -465,15 +567,16 @@ fn resolve(device: &str, devices: &[SysBlock], known: &[KnownDisk], tables: &[Ta
     let Some(name) = device.strip_prefix("/dev/") else {
         bail!("{device} is not a device path under /dev");
     };
+    if name.starts_with("mapper/") {
+        bail!("{device} is a device-mapper device, which holds no partitions or filesystems a config makes");
+    }
     // sysfs writes the '/' of a device name (cciss/c0d0) as '!'.
     let name = name.replace('/', "!");
     if let Some(disk) = known.iter().position(|disk| disk.name == name) {
         return Ok(Some(Target::Disk(disk)));
     }
     for (disk, known_disk) in known.iter().enumerate() {
-        let digits = name.strip_prefix(known_disk.name.as_str());
-        let separator = if known_disk.name.ends_with(|c: char| c.is_ascii_digit()) { "p" } else { "" };
-        let Some(number) = digits.and_then(|rest| rest.strip_prefix(separator)).and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Some(number) = partition_number(&known_disk.name, &name) else { continue };
         if table_after(disk, known, tables).unwrap_or_default().iter().any(|p| p.number == number) {
             return Ok(Some(Target::Partition { disk, number }));
         }
@@ -629,8 +732,24 @@ fn plan_filesystem(filesystem: &Filesystem, target: Target, known: &[KnownDisk],
                 bail!("{at}: this initrd cannot make {}: it has no {}", kind.mount_type(), program.display());
             }
         }
-        if number.is_some_and(|number| tables.iter().all(|work| work.disk != disk_index) && in_use(disk, number)) {
+        if number.is_some_and(|number| in_use(disk, number)) {
             bail!("{at}: {device} is in use");
+        }
+        if device.starts_with("/dev/disk/by-label/") || device.starts_with("/dev/disk/by-uuid/") {
+            bail!(
+                "{at}: {device} names a filesystem by what the new one replaces: after a power cut during the format nothing would answer \
+                 to it; name the device by partition label, partition UUID or kernel name to format it"
+            );
+        }
+        if let (Some(kind), Some(uuid)) = (kind, &filesystem.uuid) {
+            uuid_fits(kind, uuid).with_context(|| format!("{at}.uuid"))?;
+        }
+        let bytes = planned.map_or(disk.sectors * disk.sector_size.bytes(), |p| p.size_bytes(disk.sector_size));
+        if kind == Some(FsKind::Xfs) && bytes < XFS_MIN_BYTES {
+            bail!("{at}: {device} has {} MiB; mkfs.xfs makes no filesystem under {} MiB", bytes >> 20, XFS_MIN_BYTES >> 20);
+        }
+        if let (Some(number), false) = (number, tables.iter().any(|work| work.disk == disk_index)) {
+            marks_safely(disk, number).with_context(|| format!("{at}: {device}"))?;
         }
     }
     Ok(FilesystemWork {
@@ -643,6 +762,60 @@ fn plan_filesystem(filesystem: &Filesystem, target: Target, known: &[KnownDisk],
         options: filesystem.options.clone().unwrap_or_default(),
         action,
     })
+}
+
+/// A UUID of the config as mkfs for `kind` takes it: an RFC 4122 text, or for vfat a volume
+/// serial of 8 hex digits (with or without a dash in the middle). Ignition does not check,
+/// and mkfs would refuse only after the tables were written.
+fn uuid_fits(kind: FsKind, uuid: &str) -> anyhow::Result<()> {
+    if kind == FsKind::Vfat {
+        let serial = match uuid.split_once('-') {
+            Some((high, low)) if high.len() == 4 && low.len() == 4 => format!("{high}{low}"),
+            _ => uuid.to_string(),
+        };
+        anyhow::ensure!(serial.len() == 8 && serial.bytes().all(|b| b.is_ascii_hexdigit()), "{uuid:?} is not a vfat volume serial (XXXX-XXXX)");
+        return Ok(());
+    }
+    Guid::parse(uuid).map(|_| ())
+}
+
+/// A partition of a disk the config does not partition gets its filesystem under the pending
+/// mark, which rewrites that disk's table in keel's form: the table must have that form
+/// already, and the kernel must see the partition where the table has it (a disk whose MBR
+/// the kernel reads instead would get mkfs somewhere else than where keel looked).
+fn marks_safely(disk: &KnownDisk, number: u32) -> anyhow::Result<()> {
+    let Ok(Some(gpt)) = &disk.table else { bail!("its disk has no GPT keel can read") };
+    let (first, last) = usable_range(disk.sectors, disk.sector_size);
+    if let Some(odd) = gpt.partitions.iter().find(|p| p.number > 128 || p.first_lba < first || p.last_lba > last) {
+        bail!("partition {} of {} lies outside a table keel can rewrite (128 entries, backup at the end)", odd.number, disk.node.display());
+    }
+    // A table torn by a cut mark is repaired before the format; the kernel follows it then.
+    if gpt.primary_intact && gpt.backup_intact && gpt.copies_agree {
+        let partition = gpt.partition(number).with_context(|| format!("partition {number} is not in the table of {}", disk.node.display()))?;
+        let expected = (partition.start_bytes(disk.sector_size) / SYSFS_UNIT, partition.size_bytes(disk.sector_size) / SYSFS_UNIT);
+        if kernel_extent(&disk.name, number) != Some(expected) {
+            bail!("the kernel does not see partition {number} of {} where its GPT puts it", disk.node.display());
+        }
+    }
+    Ok(())
+}
+
+/// Where the kernel has partition `number` of the disk `disk_name`, in sysfs's 512-byte units.
+fn kernel_extent(disk_name: &str, number: u32) -> Option<(u64, u64)> {
+    kernel_partitions(disk_name).into_iter().find(|(n, _, _)| *n == number).map(|(_, start, size)| (start, size))
+}
+
+/// The kernel's partitions of the disk `disk_name`: number, start and size in 512-byte units.
+fn kernel_partitions(disk_name: &str) -> Vec<(u32, u64, u64)> {
+    block_devices()
+        .into_iter()
+        .filter_map(|device| {
+            let (disk, number) = device.partition_of?;
+            (disk == disk_name).then_some(())?;
+            let read = |field: &str| std::fs::read_to_string(Path::new("/sys/class/block").join(&device.name).join(field)).ok()?.trim().parse().ok();
+            Some((number, read("start")?, read("size")?))
+        })
+        .collect()
 }
 
 impl StoragePlan {
@@ -661,14 +834,6 @@ impl StoragePlan {
         let mut done = Vec::new();
         for work in &self.tables {
             let disk = &self.disks[work.disk];
-            let mut file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&disk.node)
-                .with_context(|| format!("cannot open {} for writing", disk.node.display()))?;
-            let wrote = write_gpt_unless_current(&mut file, disk.sector_size, work.plan.disk_guid, &work.plan.partitions)
-                .with_context(|| format!("{}: cannot write the table of {}", work.at, disk.node.display()))?;
-            let told = tell_kernel(disk, &file, &work.plan.partitions).with_context(|| format!("{}: {}", work.at, disk.node.display()))?;
             let actions: Vec<String> = work
                 .plan
                 .outcomes
@@ -676,13 +841,30 @@ impl StoragePlan {
                 .filter(|outcome| outcome.action != PartitionAction::StaysAbsent)
                 .map(|outcome| format!("{} {:?}", outcome.number, outcome.action).to_lowercase())
                 .collect();
-            done.push(format!(
-                "{}: {} ({}; {})",
-                disk.node.display(),
-                actions.join(", "),
-                if wrote { "table written" } else { "table already so" },
-                told
-            ));
+            if !work.changes_table() {
+                done.push(format!("{}: {} (nothing to change)", disk.node.display(), actions.join(", ")));
+                continue;
+            }
+            let written = write_table(disk, work.plan.disk_guid, &work.plan.partitions).with_context(|| work.at.clone())?;
+            done.push(format!("{}: {} ({written})", disk.node.display(), actions.join(", ")));
+        }
+        // A disk the config formats a partition of but does not partition: its table is
+        // rewritten by the pending mark anyway, and one a cut mark left torn (which the kernel
+        // then ignores) is repaired first, with the kernel told.
+        let marked = self.filesystems.iter().filter(|work| work.action == FilesystemAction::Make).filter_map(|work| match work.target {
+            Target::Partition { disk, .. } if self.tables.iter().all(|table| table.disk != disk) => Some(disk),
+            _ => None,
+        });
+        let mut repaired = Vec::new();
+        for index in marked {
+            if repaired.contains(&index) {
+                continue;
+            }
+            repaired.push(index);
+            let disk = &self.disks[index];
+            let Ok(Some(gpt)) = &disk.table else { continue };
+            let written = write_table(disk, gpt.disk_guid, &gpt.partitions)?;
+            done.push(format!("{}: its table as it was ({written})", disk.node.display()));
         }
         Ok(done)
     }
@@ -728,6 +910,20 @@ impl StoragePlan {
     }
 }
 
+/// Writes `partitions` as `disk`'s table unless it holds exactly that, and brings the
+/// kernel in line. Returns what it did, for the log.
+fn write_table(disk: &KnownDisk, disk_guid: Guid, partitions: &[GptPartition]) -> anyhow::Result<String> {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&disk.node)
+        .with_context(|| format!("cannot open {} for writing", disk.node.display()))?;
+    let wrote = write_gpt_unless_current(&mut file, disk.sector_size, disk_guid, partitions)
+        .with_context(|| format!("cannot write the table of {}", disk.node.display()))?;
+    let told = tell_kernel(disk, &file, partitions).with_context(|| format!("{}", disk.node.display()))?;
+    Ok(format!("{}; {told}", if wrote { "table written" } else { "table already so" }))
+}
+
 /// The kernel's device for partition `number` of `disk`.
 fn partition_node(disk: &KnownDisk, number: u32) -> anyhow::Result<PathBuf> {
     let device = block_devices()
@@ -738,41 +934,36 @@ fn partition_node(disk: &KnownDisk, number: u32) -> anyhow::Result<PathBuf> {
 }
 
 /// Brings the kernel's partitions of `disk` in line with `partitions` (BLKPG: the disk may be
-/// in use, which rules out rereading the whole table), then checks sysfs says so.
+/// in use, which rules out rereading the whole table), then checks sysfs says so. Deletions
+/// first, then shrinks, then grows, then additions: the kernel refuses a partition that
+/// would overlap one it still has.
 fn tell_kernel(disk: &KnownDisk, file: &File, partitions: &[GptPartition]) -> anyhow::Result<String> {
     let sector = disk.sector_size;
     let in_units = |p: &GptPartition| (p.start_bytes(sector) / SYSFS_UNIT, p.size_bytes(sector) / SYSFS_UNIT);
-    let kernel_view = || -> Vec<(u32, u64, u64)> {
-        block_devices()
-            .into_iter()
-            .filter_map(|d| {
-                let (disk_name, number) = d.partition_of?;
-                (disk_name == disk.name).then_some(())?;
-                let read = |field: &str| std::fs::read_to_string(Path::new("/sys/class/block").join(&d.name).join(field)).ok()?.trim().parse().ok();
-                Some((number, read("start")?, read("size")?))
-            })
-            .collect()
-    };
+    let mut resizes = Vec::new();
     let mut changes = 0;
-    for (number, start, size) in kernel_view() {
+    for (number, start, size) in kernel_partitions(&disk.name) {
         match partitions.iter().find(|p| p.number == number) {
             Some(p) if in_units(p) == (start, size) => {}
-            Some(p) if in_units(p).0 == start => {
-                resize_kernel_partition(file, sector, p)?;
-                changes += 1;
-            }
+            Some(p) if in_units(p).0 == start => resizes.push((in_units(p).1 > size, p)),
             _ => {
                 delete_kernel_partition(file, number)?;
                 changes += 1;
             }
         }
     }
-    let present: Vec<u32> = kernel_view().iter().map(|(number, _, _)| *number).collect();
+    // Shrinks (false) before grows (true).
+    resizes.sort_by_key(|(grows, _)| *grows);
+    for (_, partition) in &resizes {
+        resize_kernel_partition(file, sector, partition)?;
+        changes += 1;
+    }
+    let present: Vec<u32> = kernel_partitions(&disk.name).iter().map(|(number, _, _)| *number).collect();
     for partition in partitions.iter().filter(|p| !present.contains(&p.number)) {
         add_kernel_partition(file, sector, partition)?;
         changes += 1;
     }
-    let view = kernel_view();
+    let view = kernel_partitions(&disk.name);
     for partition in partitions {
         let (start, size) = in_units(partition);
         if !view.contains(&(partition.number, start, size)) {
@@ -791,6 +982,7 @@ mod tests {
 
     use crate::devices::FoundDevice;
     use keel_test_support::{run, LoopDevice};
+    use std::io::Read;
     use std::os::unix::fs::MetadataExt;
 
     fn config(json: &str) -> Latest {
@@ -823,7 +1015,10 @@ mod tests {
         let boot_image = dir.join("boot.img");
         File::create(&boot_image).unwrap().set_len(64 << 20).unwrap();
         let image = boot_image.to_str().unwrap();
-        run("sgdisk", &["-n1:0:+8M", "-t1:EF00", "-c1:EFI-SYSTEM", "-n2:0:+16M", "-c2:USR-A", "-n3:0:+8M", "-c3:OEM", "-n4:0:0", "-c4:ROOT", image]);
+        run(
+            "sgdisk",
+            &["-n1:0:+8M", "-t1:EF00", "-c1:EFI-SYSTEM", "-n2:0:+16M", "-c2:USR-A", "-n3:0:+8M", "-c3:OEM", "-n4:0:+24M", "-c4:ROOT", image],
+        );
         let mut boot = LoopDevice::attach(&boot_image, 512);
         boot.add_partitions();
         let usr_node = format!("{}p2", boot.device);
@@ -897,7 +1092,7 @@ mod tests {
         let actions: Vec<FilesystemAction> = second.filesystems.iter().map(|f| f.action).collect();
         assert_eq!(actions, [FilesystemAction::Keep, FilesystemAction::Keep, FilesystemAction::Make]);
         let lines = second.partition().unwrap();
-        assert!(lines[0].contains("table already so") && lines[0].contains("the kernel already had it"), "{lines:?}");
+        assert!(lines[0].contains("nothing to change"), "{lines:?}");
         second.make_filesystems().unwrap();
         run("mount", &[&format!("{data}p1"), mount_point.to_str().unwrap()]);
         let kept = std::fs::read_to_string(mount_point.join("kept"));
@@ -947,21 +1142,145 @@ mod tests {
     fn a_different_filesystem_is_an_error_unless_wiped() {
         let Some(disks) = disks("mismatch", 64) else { return };
         let data = &disks.data.device;
-        run("mkfs.ext4", &["-q", "-F", "-L", "old", data]);
+        // Unique on this machine: a by-label look sees every disk.
+        let old = format!("old{}", std::process::id() % 100_000);
+        run("mkfs.ext4", &["-q", "-F", "-L", &old, data]);
         let mismatch = config(&format!(
             r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"filesystems":[{{"device":"{data}","format":"xfs","wipeFilesystem":false}}]}}}}"#
         ));
         let error = format!("{:#}", plan_now(&mismatch, &disks).err().unwrap());
-        assert!(error.contains("holds a ext4 filesystem") && error.contains("\"old\""), "{error}");
-        let label = config(
-            r#"{"ignition":{"version":"3.4.0"},"storage":{"filesystems":[{"device":"/dev/disk/by-label/old","format":"ext4","label":"old"}]}}"#,
+        assert!(error.contains("holds a ext4 filesystem") && error.contains(&format!("{old:?}")), "{error}");
+        let keep = config(&format!(
+            r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"filesystems":[{{"device":"/dev/disk/by-label/{old}","format":"ext4","label":"{old}"}}]}}}}"#
+        ));
+        let planned = plan_now(&keep, &disks).unwrap();
+        assert_eq!(planned.filesystems[0].action, FilesystemAction::Keep);
+        assert_eq!(planned.filesystems[0].target, Target::Disk(planned.disks.iter().position(|d| d.node == Path::new(data)).unwrap()));
+        // Made again, nothing would answer to the name after a cut mkfs: refused.
+        let remake = config(&format!(
+            r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"filesystems":[{{"device":"/dev/disk/by-label/{old}","format":"ext4","label":"{old}","wipeFilesystem":true}}]}}}}"#
+        ));
+        let error = format!("{:#}", plan_now(&remake, &disks).err().unwrap());
+        assert!(error.contains("names a filesystem by what the new one replaces"), "{error}");
+    }
+
+    fn digest(path: &str) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        File::open(path).unwrap().read_to_end(&mut bytes).unwrap();
+        bytes
+    }
+
+    /// A disk entry that changes nothing writes nothing: not even a table over a whole-disk
+    /// filesystem that has none (Ignition runs no sgdisk then either).
+    #[test]
+    fn a_disk_whose_partitions_all_stay_is_not_written() {
+        let Some(disks) = disks("untouched", 64) else { return };
+        let data = &disks.data.device;
+        run("mkfs.ext4", &["-q", "-F", data]);
+        let before = digest(data);
+        let config = config(&format!(
+            r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"disks":[{{"device":"{data}","partitions":[{{"number":1,"shouldExist":false}}]}}]}}}}"#
+        ));
+        let plan = plan_now(&config, &disks).unwrap();
+        let lines = plan.partition().unwrap();
+        assert!(lines[0].contains("nothing to change"), "{lines:?}");
+        assert!(digest(data) == before, "the disk was written");
+        assert_eq!(blkid(data).0, "ext4");
+    }
+
+    /// wipeTable rebuilds the table from nothing, but a partition made at the place of one
+    /// whose format was cut short keeps the mark: the second run makes its filesystem again
+    /// instead of keeping a half-made one.
+    #[test]
+    fn a_cut_format_is_redone_even_when_the_table_is_wiped() {
+        let Some(disks) = disks("wiped-pending", 64) else { return };
+        let data = &disks.data.device;
+        let json = format!(
+            r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"disks":[{{"device":"{data}","wipeTable":true,"partitions":[{{"number":1,"sizeMiB":32}}]}}],
+                "filesystems":[{{"device":"{data}p1","format":"ext4","label":"half"}}]}}}}"#
         );
-        let planned = plan_now(&label, &disks);
-        // Another disk of this machine could hold a filesystem labelled "old" too.
-        if let Ok(planned) = planned {
-            assert_eq!(planned.filesystems[0].action, FilesystemAction::Keep);
-            assert_eq!(planned.filesystems[0].target, Target::Disk(planned.disks.iter().position(|d| d.node == Path::new(data)).unwrap()));
+        let config = config(&json);
+        let first = plan_now(&config, &disks).unwrap();
+        first.partition().unwrap();
+        // As a cut run leaves it: mkfs got far enough to be recognised, the mark still set.
+        run("mkfs.ext4", &["-q", "-F", "-L", "half", &format!("{data}p1")]);
+        set_format_pending(&mut std::fs::OpenOptions::new().read(true).write(true).open(data).unwrap(), SectorSize::new(512).unwrap(), 1, true)
+            .unwrap();
+        let second = plan_now(&config, &disks).unwrap();
+        assert_eq!(second.filesystems[0].action, FilesystemAction::Make);
+        assert!(second.tables[0].plan.partitions[0].attributes & ROOT_FORMAT_PENDING != 0, "the wiped table dropped the mark");
+        second.partition().unwrap();
+        second.make_filesystems().unwrap();
+        let gpt = read_gpt(&mut File::open(data).unwrap(), SectorSize::new(512).unwrap()).unwrap();
+        assert_eq!(gpt.partitions[0].attributes & ROOT_FORMAT_PENDING, 0);
+    }
+
+    /// A partition the config adds to the boot disk may not take a name, type or GUID by which
+    /// first boot finds its own; nor may two partitions share a GUID.
+    #[test]
+    fn new_boot_disk_partitions_cannot_pose_as_first_boots_own() {
+        let Some(disks) = disks("identities", 64) else { return };
+        let boot = &disks.boot.device;
+        let data = &disks.data.device;
+        let usr_b = keel_disk::USR_B_GUID;
+        let usr_type = keel_disk::TYPE_USR;
+        for (partitions, on, expected) in [
+            (r#"{"number":10,"label":"OEM","sizeMiB":1}"#.to_string(), boot, "the name \"OEM\""),
+            (r#"{"number":10,"label":"DATA","sizeMiB":1,"typeGuid":"C12A7328-F81F-11D2-BA4B-00A0C93EC93B"}"#.to_string(), boot, "the type"),
+            (format!(r#"{{"number":10,"label":"DATA","sizeMiB":1,"typeGuid":"{usr_type}"}}"#), boot, "the type"),
+            (format!(r#"{{"number":10,"label":"DATA","sizeMiB":1,"guid":"{usr_b}"}}"#), boot, "the GUID"),
+            (
+                r#"{"number":1,"sizeMiB":1,"guid":"5b1e0a3c-7d2f-4e6a-9c8b-1a2b3c4d5e6f"},{"number":2,"sizeMiB":1,"guid":"5B1E0A3C-7D2F-4E6A-9C8B-1A2B3C4D5E6F"}"#
+                    .to_string(),
+                data,
+                "would share the GUID",
+            ),
+        ] {
+            let json = format!(r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"disks":[{{"device":"{on}","partitions":[{partitions}]}}]}}}}"#);
+            let error = format!("{:#}", plan_now(&config(&json), &disks).err().unwrap_or_else(|| panic!("{json} was planned")));
+            assert!(error.contains(expected), "{json}: {error}");
         }
+    }
+
+    /// Growing a partition into one the same config deletes: the kernel is told of the
+    /// deletion before the grow, which it would refuse as an overlap.
+    #[test]
+    fn the_kernel_drops_a_neighbour_before_a_partition_grows_into_it() {
+        let Some(disks) = disks("grow-into", 64) else { return };
+        let data = &disks.data.device;
+        run("sgdisk", &["-n1:1M:+20M", "-n2:0:+20M", data]);
+        run("partx", &["--add", data]);
+        let json = format!(
+            r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"disks":[{{"device":"{data}","partitions":[
+                {{"number":1,"resize":true,"sizeMiB":40}},{{"number":2,"shouldExist":false,"wipePartitionEntry":true}}]}}]}}}}"#
+        );
+        let plan = plan_now(&config(&json), &disks).unwrap();
+        plan.partition().unwrap();
+        let sectors = std::fs::read_to_string(format!("/sys/class/block/{}p1/size", data.trim_start_matches("/dev/"))).unwrap();
+        assert_eq!(sectors.trim(), (40 * 2048).to_string());
+        assert!(!Path::new(&format!("{data}p2")).exists() || kernel_extent(data.trim_start_matches("/dev/"), 2).is_none());
+    }
+
+    /// A config that reformats ROOT must leave it findable by `root=` on the next boot.
+    #[test]
+    fn root_is_reformatted_only_as_something_later_boots_find() {
+        let Some(disks) = disks("root-label", 64) else { return };
+        let boot = &disks.boot.device;
+        let spec = DeviceSpec::Label("ROOT".into());
+        let root = RootPlace { number: 4, spec: &spec };
+        for (filesystem, expected) in [
+            (r#""format":"ext4","label":"root","wipeFilesystem":true"#, "needs \"label\": \"ROOT\""),
+            (r#""format":"vfat","label":"ROOT","wipeFilesystem":true"#, "ROOT cannot be vfat"),
+            (r#""format":"none","wipeFilesystem":true"#, "without a filesystem"),
+        ] {
+            let json = format!(r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"filesystems":[{{"device":"{boot}p4",{filesystem}}}]}}}}"#);
+            let error = format!("{:#}", plan(&config(&json), &disks.boot_disk, Some(&root), Some(Duration::ZERO), &mut |_| Ok(false)).err().unwrap());
+            assert!(error.contains(expected), "{json}: {error}");
+        }
+        let json = format!(
+            r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"filesystems":[{{"device":"{boot}p4","format":"ext4","label":"ROOT","wipeFilesystem":true}}]}}}}"#
+        );
+        assert!(plan(&config(&json), &disks.boot_disk, Some(&root), Some(Duration::ZERO), &mut |_| Ok(false)).is_ok());
     }
 
     #[test]

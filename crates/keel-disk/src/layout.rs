@@ -8,9 +8,9 @@ const MIB: u64 = 1 << 20;
 pub const ALIGNMENT_BYTES: u64 = MIB;
 
 // Flatcar's type GUIDs (cgpt's names in comments).
-const TYPE_ESP: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
+pub const TYPE_ESP: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
 const TYPE_BIOS_BOOT: &str = "21686148-6449-6e6f-744e-656564454649";
-const TYPE_USR: &str = "5dfbf5f4-2848-4bac-aa5e-0d9a20b745a6"; // flatcar-rootfs
+pub const TYPE_USR: &str = "5dfbf5f4-2848-4bac-aa5e-0d9a20b745a6"; // flatcar-rootfs
 const TYPE_LINUX_DATA: &str = "0fc63daf-8483-4772-8e79-3d69d8477de4";
 const TYPE_OEM_CONFIG: &str = "c95dc21a-df0e-4340-8d7b-26cbfa9a03e0"; // flatcar-reserved
 const TYPE_ROOT: &str = "3884dd41-8582-4404-b9a8-e9b84f2df50e"; // flatcar-resize

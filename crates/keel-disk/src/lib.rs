@@ -23,8 +23,8 @@ pub use first_boot::{
     ROOT_FORMAT_PENDING, ROOT_NAME,
 };
 pub use gpt::{
-    printable, read_gpt, read_gpt_of_image, write_gpt, Ambiguous, DurableWrite, Gpt, GptPartition, SectorSizeMismatch, SmallerThanImage,
-    UnsupportedShape,
+    printable, read_gpt, read_gpt_of_image, usable_range, write_gpt, Ambiguous, DurableWrite, Gpt, GptPartition, SectorSizeMismatch,
+    SmallerThanImage, UnsupportedShape,
 };
 pub use gptprio::{
     mark_slot_successful, prioritize, prioritize_slot, read_usr_slots, rewrite_gptprio, set_slot_gptprio, slot_of, Gptprio, GptprioChange, Slot,
@@ -35,7 +35,9 @@ pub use kernel::{
     add_kernel_partition, delete_kernel_partition, grow_mounted_filesystem, logical_sector_size, mounted_partition, reread_partition_table,
     resize_kernel_partition, set_device_read_only, FsGrowth,
 };
-pub use layout::{flatcar_layout, plan_layout, LayoutSizes, PartitionSpec, PlannedLayout, ALIGNMENT_BYTES, USR_A_GUID};
+pub use layout::{
+    flatcar_layout, plan_layout, LayoutSizes, PartitionSpec, PlannedLayout, ALIGNMENT_BYTES, TYPE_ESP, TYPE_USR, USR_A_GUID, USR_B_GUID,
+};
 pub use partitioning::{plan_table, PartitionAction, PartitionOutcome, PartitionRequest, PartitioningError, TablePlan, TableRequest};
 pub use probe::{ext4_needs_recovery, probe_filesystem, Filesystem, FsKind, Probe};
 pub use sector::SectorSize;

@@ -111,7 +111,9 @@ fn classify(head: &[u8]) -> Probe {
         if let Some((serial_at, label_at)) = fat {
             let serial = u32::from_le_bytes([head[serial_at], head[serial_at + 1], head[serial_at + 2], head[serial_at + 3]]);
             let uuid = format!("{:04X}-{:04X}", serial >> 16, serial & 0xffff);
-            return filesystem(FsKind::Vfat, &head[label_at..label_at + 11], uuid);
+            // mkfs.fat writes "NO NAME" for no label, which blkid reports as none.
+            let label = if &head[label_at..label_at + 11] == b"NO NAME    " { &[][..] } else { &head[label_at..label_at + 11] };
+            return filesystem(FsKind::Vfat, label, uuid);
         }
     }
     // The swap header fills the first page, whose size the signature's place tells.
