@@ -46,8 +46,8 @@ fn uuid_arguments(filesystem: &NewFilesystem) -> anyhow::Result<Vec<String>> {
             if filesystem.uuid.is_some() || !options_set(options, &["-U"]) {
                 arguments.extend(["-U".to_string(), filesystem.uuid.map_or_else(random, |uuid| Ok(uuid.to_lowercase()))?]);
             }
-            // The directory hash seed is the other UUID mke2fs would draw. mke2fs keeps only
-            // the last -E: a config's own extended options are left as they are.
+            // The directory hash seed is the other UUID mke2fs would draw; mke2fs keeps only
+            // the last -E, so a config's own go there too (see `with_hash_seed`).
             if !options_set(options, &["-E"]) {
                 arguments.extend(["-E".to_string(), format!("hash_seed={}", random()?)]);
             }
@@ -70,6 +70,19 @@ fn uuid_arguments(filesystem: &NewFilesystem) -> anyhow::Result<Vec<String>> {
     })
 }
 
+/// ext4 options with keel's directory hash seed added to the config's last `-E` (mke2fs
+/// keeps only the last one), unless they set a seed themselves; without any `-E` they are
+/// as given (`uuid_arguments` adds its own).
+fn with_hash_seed(options: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut options = options.to_vec();
+    let Some(last) = options.iter().rposition(|option| option.starts_with("-E")) else { return Ok(options) };
+    let value_at = if options[last] == "-E" { last + 1 } else { last };
+    if value_at < options.len() && !options[value_at].contains("hash_seed=") {
+        options[value_at].push_str(&format!(",hash_seed={}", early_random_guid()?));
+    }
+    Ok(options)
+}
+
 /// Runs the initrd's mkfs for `filesystem` on `device`.
 pub fn make_filesystem(device: &Path, filesystem: &NewFilesystem) -> anyhow::Result<()> {
     let program = mkfs_program(filesystem.kind);
@@ -77,7 +90,11 @@ pub fn make_filesystem(device: &Path, filesystem: &NewFilesystem) -> anyhow::Res
         bail!("this initrd has no {}: rebuild it with `keel initrd build --mkfs ...,{}`", program.display(), filesystem.kind.mount_type());
     }
     let mut command = crate::environment::command(&program.display().to_string());
-    command.args(filesystem.options);
+    let options = match filesystem.kind {
+        FsKind::Ext4 => with_hash_seed(filesystem.options)?,
+        _ => filesystem.options.to_vec(),
+    };
+    command.args(options);
     // mkfs.fat has no force flag: it always writes.
     let force = match filesystem.kind {
         FsKind::Ext4 => Some("-F"),
@@ -142,6 +159,11 @@ mod tests {
         assert_eq!(arguments(FsKind::Swap, None, &["-Ux"]), Vec::<String>::new());
         let ext4 = arguments(FsKind::Ext4, None, &["-E", "stride=8"]);
         assert!(ext4.len() == 2 && ext4[0] == "-U", "keel's -E would replace the config's: {ext4:?}");
+        let seeded = |options: &[&str]| with_hash_seed(&options.iter().map(|o| o.to_string()).collect::<Vec<_>>()).unwrap();
+        assert!(seeded(&["-E", "stride=8", "-m", "0"])[1].starts_with("stride=8,hash_seed="));
+        assert!(seeded(&["-Elazy_itable_init=0"])[0].starts_with("-Elazy_itable_init=0,hash_seed="));
+        assert_eq!(seeded(&["-E", "hash_seed=mine"]), ["-E", "hash_seed=mine"]);
+        assert_eq!(seeded(&["-m", "0"]), ["-m", "0"]);
         assert_eq!(arguments(FsKind::Xfs, None, &["-m", "uuid=x"]), Vec::<String>::new());
         assert_eq!(arguments(FsKind::Vfat, None, &["-i", "12345678"]), Vec::<String>::new());
         let drawn = arguments(FsKind::Vfat, None, &[]);

@@ -71,11 +71,15 @@ impl TableWork {
     }
 }
 
-/// Where ROOT is, for the checks of a config that reformats it: its number on the boot disk
-/// and how later boots find it (`root=`).
-pub struct RootPlace<'a> {
-    pub number: u32,
-    pub spec: &'a DeviceSpec,
+/// How every boot finds the partitions first boot needs: a config may not make a second one
+/// that answers (the next boot would find two), nor make ROOT one no boot finds.
+pub struct Finds<'a> {
+    /// `usr=`, looked up on every disk.
+    pub usr: &'a DeviceSpec,
+    /// The device this boot found ROOT on (major, minor), and `root=` and `rootfstype=`.
+    pub root: (u64, u64),
+    pub root_spec: &'a DeviceSpec,
+    pub root_fstype: Option<&'a str>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,12 +136,12 @@ pub fn ignition_disks(
     // boot with every disk as it was; planned again after it, against the table it left.
     let asks = asks_for_storage(config);
     let mut wait = |deadline| watcher.wait_until(deadline);
-    let root_place = root_disk.map(|root_disk| RootPlace { number: root_disk.root_number, spec: &params.root });
+    let finds = Finds { usr: &params.usr_data, root: (root.major, root.minor), root_spec: &params.root, root_fstype: params.root_fstype.as_deref() };
     if asks {
-        plan(config, boot_disk, root_place.as_ref(), timeout, &mut wait)?;
+        plan(config, boot_disk, &finds, timeout, &mut wait)?;
     }
     let mut detail = vec![first_boot::give_identity(params, boot_disk)?];
-    let storage = if asks { Some(plan(config, boot_disk, root_place.as_ref(), timeout, &mut wait)?) } else { None };
+    let storage = if asks { Some(plan(config, boot_disk, &finds, timeout, &mut wait)?) } else { None };
     for line in storage.as_ref().map(StoragePlan::partition).transpose()?.unwrap_or_default() {
         log.info(&format!("ignition-disks: {line}"));
     }
@@ -158,12 +162,11 @@ pub fn ignition_disks(
 
 /// Plans the config's disks and filesystems, waiting up to `timeout` (`rd.timeout=`; `None`:
 /// for ever) for the devices it names to appear (`wait` waits for a change until the
-/// deadline it is given, false once it has passed). `root`: ROOT's place on the boot disk,
-/// which the `root` stage mounts next. Reads only.
+/// deadline it is given, false once it has passed). Reads only.
 fn plan(
     config: &Latest,
     boot_disk: &BootDisk,
-    root: Option<&RootPlace>,
+    finds: &Finds,
     timeout: Option<Duration>,
     wait: &mut dyn FnMut(Option<Instant>) -> anyhow::Result<bool>,
 ) -> anyhow::Result<StoragePlan> {
@@ -172,7 +175,7 @@ fn plan(
     let filesystems = storage.and_then(|s| s.filesystems.as_deref()).unwrap_or_default();
     let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
     loop {
-        match plan_once(disks, filesystems, boot_disk, root) {
+        match plan_once(disks, filesystems, boot_disk, finds) {
             Ok(plan) => return Ok(plan),
             Err(Unplanned::Waiting(device)) => {
                 if !wait(deadline)? {
@@ -196,9 +199,10 @@ impl From<anyhow::Error> for Unplanned {
     }
 }
 
-fn plan_once(disks: &[Disk], filesystems: &[Filesystem], boot_disk: &BootDisk, root: Option<&RootPlace>) -> Result<StoragePlan, Unplanned> {
+fn plan_once(disks: &[Disk], filesystems: &[Filesystem], boot_disk: &BootDisk, finds: &Finds) -> Result<StoragePlan, Unplanned> {
     let devices = block_devices();
     let known = known_disks(&devices, boot_disk);
+    let root = root_target(finds, &devices, &known);
     let mut tables = Vec::new();
     for (index, config_disk) in disks.iter().enumerate() {
         let at = format!("$.storage.disks[{index}]");
@@ -213,8 +217,11 @@ fn plan_once(disks: &[Disk], filesystems: &[Filesystem], boot_disk: &BootDisk, r
             return Err(anyhow::anyhow!("{at}.device {:?} is the same disk as {}.device", config_disk.device, other.at).into());
         }
         let request = table_request(config_disk, &at)?;
-        let work = plan_disk(&known[disk], disk, request, at)?;
+        let work = plan_disk(&known[disk], disk, request, finds, at)?;
         tables.push(work);
+    }
+    if let Some(Target::Partition { disk, number }) = root {
+        root_partition_stays(disk, number, &known, &tables, finds)?;
     }
     let mut planned = Vec::new();
     for (index, filesystem) in filesystems.iter().enumerate() {
@@ -231,9 +238,25 @@ fn plan_once(disks: &[Disk], filesystems: &[Filesystem], boot_disk: &BootDisk, r
             .into());
         }
         let work = plan_filesystem(filesystem, target, &known, &tables, at)?;
-        let is_root = root.is_some_and(|root| matches!(target, Target::Partition { disk, number } if known[disk].boot && number == root.number));
-        if let (Some(root), true, FilesystemAction::Make) = (root, is_root, work.action) {
-            root_stays_findable(&work, root)?;
+        if work.action == FilesystemAction::Make {
+            if Some(target) == root {
+                root_stays_findable(&work, target, &known, finds)?;
+            } else {
+                not_posing_as_root(&work, target, &known, finds)?;
+            }
+            if work.kind == Some(FsKind::Xfs) {
+                let bytes = size_when_made(target, &known, &tables, root)?;
+                if bytes < XFS_MIN_BYTES {
+                    return Err(anyhow::anyhow!(
+                        "{}: {} has {} MiB; mkfs.xfs makes no filesystem under {} MiB",
+                        work.at,
+                        work.device,
+                        bytes >> 20,
+                        XFS_MIN_BYTES >> 20
+                    )
+                    .into());
+                }
+            }
         }
         planned.push(work);
     }
@@ -249,10 +272,48 @@ fn same_disk_twice(a: Target, b: Target) -> bool {
     }
 }
 
-/// ROOT reformatted by the config must still be ROOT to the `root` stage and to every later
-/// boot: a filesystem it can mount, found by `root=` as before.
-fn root_stays_findable(work: &FilesystemWork, root: &RootPlace) -> anyhow::Result<()> {
+/// The device this boot found ROOT on, as a target, when it is a disk or partition of one.
+fn root_target(finds: &Finds, devices: &[SysBlock], known: &[KnownDisk]) -> Option<Target> {
+    let device = devices.iter().find(|d| (d.major, d.minor) == finds.root)?;
+    match &device.partition_of {
+        Some((disk_name, number)) => known.iter().position(|d| &d.name == disk_name).map(|disk| Target::Partition { disk, number: *number }),
+        None => known.iter().position(|d| d.name == device.name).map(Target::Disk),
+    }
+}
+
+/// ROOT's partition, as the config's tables leave it, must still answer to `root=`.
+fn root_partition_stays(disk: usize, number: u32, known: &[KnownDisk], tables: &[TableWork], finds: &Finds) -> anyhow::Result<()> {
+    let Some(work) = tables.iter().find(|work| work.disk == disk) else { return Ok(()) };
+    let after = work.plan.partitions.iter().find(|p| p.number == number);
+    let lost = match (after, finds.root_spec) {
+        (None, _) => Some("deletes it".to_string()),
+        (Some(p), DeviceSpec::PartLabel(label)) if p.name != *label => Some(format!("renames it to {:?}", p.name)),
+        (Some(p), DeviceSpec::PartUuid(guid)) if !p.guid.to_string().eq_ignore_ascii_case(guid) => Some(format!("gives it the GUID {}", p.guid)),
+        _ => None,
+    };
+    match lost {
+        Some(lost) => bail!(
+            "{}: partition {number} of {} is ROOT (root={}), and the config {lost}: no later boot would find ROOT",
+            work.at,
+            known[disk].node.display(),
+            finds.root_spec
+        ),
+        None => Ok(()),
+    }
+}
+
+/// ROOT made anew by the config must still be ROOT to the `root` stage and to every later
+/// boot, also after a power cut in the middle of it: a filesystem keel mounts, of the type
+/// `rootfstype=` says, on the boot disk (where keel finds a blank or half-made ROOT by its
+/// partition name and the pending mark), with the label `root=LABEL=` names.
+fn root_stays_findable(work: &FilesystemWork, target: Target, known: &[KnownDisk], finds: &Finds) -> anyhow::Result<()> {
     let at = &work.at;
+    let Target::Partition { disk, number } = target else {
+        bail!("{at}: ROOT is a whole disk; keel reformats only a ROOT partition of the boot disk")
+    };
+    if !known[disk].boot {
+        bail!("{at}: ROOT is not on the boot disk; keel reformats only a ROOT on the disk it booted from (after a cut format no boot would find it)");
+    }
     let Some(kind) = work.kind else { bail!("{at}: format none would leave ROOT without a filesystem") };
     if !matches!(kind, FsKind::Ext4 | FsKind::Xfs | FsKind::Btrfs) {
         bail!("{at}: ROOT cannot be {}: keel mounts ROOT as ext4, xfs or btrfs", kind.mount_type());
@@ -263,15 +324,64 @@ fn root_stays_findable(work: &FilesystemWork, root: &RootPlace) -> anyhow::Resul
             kind = kind.mount_type()
         );
     }
-    match root.spec {
+    if let Some(fstype) = finds.root_fstype.filter(|fstype| *fstype != kind.mount_type()) {
+        bail!("{at}: rootfstype={fstype} is on the command line, and ROOT would be made {}", kind.mount_type());
+    }
+    let name = known[disk].table.as_ref().ok().and_then(Option::as_ref).and_then(|gpt| gpt.partition(number)).map(|p| p.name.clone());
+    match finds.root_spec {
         DeviceSpec::Label(label) if work.label.as_deref() != Some(label.as_str()) => {
-            bail!("{at}: later boots find ROOT by its filesystem label ({}), so the new filesystem needs \"label\": {label:?}", root.spec)
+            bail!("{at}: later boots find ROOT by its filesystem label (root={}), so the new filesystem needs \"label\": {label:?}", finds.root_spec)
         }
-        DeviceSpec::Uuid(uuid) if work.uuid.as_deref().map(canonical_uuid) != Some(canonical_uuid(uuid)) => {
-            bail!("{at}: later boots find ROOT by its filesystem UUID ({}), so the new filesystem needs \"uuid\": {uuid:?}", root.spec)
-        }
+        DeviceSpec::Label(label) if name.as_deref() != Some(label.as_str()) => bail!(
+            "{at}: root={} names a label that ROOT's partition name ({name:?}) is not: after a cut format no boot would find ROOT",
+            finds.root_spec
+        ),
+        DeviceSpec::Uuid(_) => bail!(
+            "{at}: later boots find ROOT by its filesystem UUID (root={}), which a cut format leaves nowhere; use root=LABEL= to reformat ROOT",
+            finds.root_spec
+        ),
         _ => Ok(()),
     }
+}
+
+/// A filesystem made elsewhere on the boot disk may not answer to `root=` as ROOT does.
+fn not_posing_as_root(work: &FilesystemWork, target: Target, known: &[KnownDisk], finds: &Finds) -> anyhow::Result<()> {
+    let disk = match target {
+        Target::Disk(disk) | Target::Partition { disk, .. } => disk,
+    };
+    let poses = match finds.root_spec {
+        DeviceSpec::Label(label) => work.label.as_deref() == Some(label.as_str()),
+        DeviceSpec::Uuid(uuid) => work.uuid.as_deref().is_some_and(|u| canonical_uuid(u) == canonical_uuid(uuid)),
+        _ => false,
+    };
+    if poses && known[disk].boot {
+        bail!("{}: a filesystem answering to root={} besides ROOT would leave later boots two ROOTs", work.at, finds.root_spec);
+    }
+    Ok(())
+}
+
+/// How big `target` is when its filesystem is made: ROOT grows to the disk's end first
+/// (unless the config sizes it, or a partition comes after it), as the grow step does.
+fn size_when_made(target: Target, known: &[KnownDisk], tables: &[TableWork], root: Option<Target>) -> anyhow::Result<u64> {
+    let (disk_index, number) = match target {
+        Target::Disk(disk) => return Ok(known[disk].sectors * known[disk].sector_size.bytes()),
+        Target::Partition { disk, number } => (disk, number),
+    };
+    let disk = &known[disk_index];
+    let partitions = table_after(disk_index, known, tables).unwrap_or_default();
+    let partition = partitions.iter().find(|p| p.number == number).with_context(|| format!("partition {number} is not in the table"))?;
+    let sized = tables.iter().any(|work| {
+        work.disk == disk_index
+            && work.plan.outcomes.iter().any(|o| o.number == number && work.request.partitions.get(o.request).is_some_and(|r| r.size_mib.is_some()))
+    });
+    let last = partitions.iter().all(|p| p.last_lba <= partition.last_lba);
+    if Some(target) == root && disk.boot && !sized && last && partition.name == keel_disk::ROOT_NAME {
+        let alignment = keel_disk::ALIGNMENT_BYTES / disk.sector_size.bytes();
+        let (_, last_usable) = usable_range(disk.sectors, disk.sector_size);
+        let grown_end = ((last_usable + 1) / alignment * alignment).saturating_sub(1).max(partition.last_lba);
+        return Ok((grown_end + 1 - partition.first_lba) * disk.sector_size.bytes());
+    }
+    Ok(partition.size_bytes(disk.sector_size))
 }
 
 /// Every whole disk there is, with its table read. Device-mapper devices, RAM disks and
@@ -347,30 +457,68 @@ fn protected(partition: &GptPartition) -> bool {
     PROTECTED_NAMES.contains(&partition.name.as_str()) || Guid::parse(TYPE_ESP).is_ok_and(|esp| partition.type_guid == esp)
 }
 
-/// The boot disk's partitions are found by name, type and GUID before this stage on every
-/// boot (the ESP, the /usr slots, OEM, ROOT): a partition the config makes may not take one
-/// of those identities, or the next boot would find two.
-fn check_boot_disk_identities(plan: &TablePlan, before: &[GptPartition], at: &str) -> anyhow::Result<()> {
+/// Partitions first boot needs are found by name, type and GUID on every boot: /usr's slots
+/// (and `usr=`) on any disk, the ESP, OEM and ROOT on the boot disk. A partition the config
+/// makes may not take one of those identities, or the next boot would find two.
+fn check_identities(plan: &TablePlan, before: &[GptPartition], boot: bool, finds: &Finds, at: &str) -> anyhow::Result<()> {
     let identity_types = [TYPE_ESP, TYPE_USR].map(Guid::parse);
     let slot_guids = [USR_A_GUID, USR_B_GUID].map(Guid::parse);
+    let usr_label = match finds.usr {
+        DeviceSpec::PartLabel(label) => Some(label.as_str()),
+        _ => None,
+    };
+    let root_label = match finds.root_spec {
+        DeviceSpec::PartLabel(label) => Some(label.as_str()),
+        _ => None,
+    };
+    let spec_guids: Vec<&str> = [finds.usr, finds.root_spec]
+        .into_iter()
+        .filter_map(|spec| match spec {
+            DeviceSpec::PartUuid(guid) => Some(guid.as_str()),
+            _ => None,
+        })
+        .collect();
     for outcome in plan.outcomes.iter().filter(|o| matches!(o.action, PartitionAction::Create | PartitionAction::Recreate)) {
         let Some(made) = plan.partitions.iter().find(|p| p.number == outcome.number) else { continue };
         let had_the_name = before.iter().any(|old| old.number == made.number && old.name == made.name);
-        let taken = if BOOT_DISK_NAMES.contains(&made.name.as_str()) && !had_the_name {
-            Some(format!("the name {:?}", made.name))
-        } else if identity_types.iter().any(|t| t.as_ref().is_ok_and(|t| *t == made.type_guid)) {
+        let had_the_guid = before.iter().any(|old| old.number == made.number && old.guid == made.guid);
+        let name = made.name.as_str();
+        let taken_name =
+            ["USR-A", "USR-B"].contains(&name) || usr_label == Some(name) || (boot && (BOOT_DISK_NAMES.contains(&name) || root_label == Some(name)));
+        let taken = if taken_name && !had_the_name {
+            Some(format!("the name {name:?}"))
+        } else if boot && identity_types.iter().any(|t| t.as_ref().is_ok_and(|t| *t == made.type_guid)) {
             Some(format!("the type {}", made.type_guid))
-        } else if slot_guids.iter().any(|g| g.as_ref().is_ok_and(|g| *g == made.guid)) {
+        } else if !had_the_guid
+            && (slot_guids.iter().any(|g| g.as_ref().is_ok_and(|g| *g == made.guid))
+                || spec_guids.iter().any(|g| made.guid.to_string().eq_ignore_ascii_case(g)))
+        {
             Some(format!("the GUID {}", made.guid))
         } else {
             None
         };
         if let Some(taken) = taken {
-            bail!(
-                "{at}.partitions[{}]: partition {} of the boot disk would take {taken}, by which first boot finds its own partitions",
-                outcome.request,
-                made.number
-            );
+            bail!("{at}.partitions[{}]: partition {} would take {taken}, by which first boot finds its own partitions", outcome.request, made.number);
+        }
+    }
+    Ok(())
+}
+
+/// A table keel acts on must be the one the kernel reads, or one keel's own cut write left
+/// torn: the protective MBR in place (else the kernel reads the MBR's partitions), and, when
+/// a copy is damaged, no kernel partition elsewhere than the intact copy puts it.
+fn trusted_table(disk: &KnownDisk) -> anyhow::Result<()> {
+    let Ok(Some(gpt)) = &disk.table else { return Ok(()) };
+    if !gpt.protective_mbr {
+        bail!(
+            "sector 0 of {} holds an MBR partition table, which the kernel reads instead of the GPT; set wipeTable to replace both",
+            disk.node.display()
+        );
+    }
+    if !(gpt.primary_intact && gpt.backup_intact && gpt.copies_agree) {
+        let units = |p: &GptPartition| (p.number, p.start_bytes(disk.sector_size) / SYSFS_UNIT, p.size_bytes(disk.sector_size) / SYSFS_UNIT);
+        if let Some((number, _, _)) = kernel_partitions(&disk.name).into_iter().find(|kernel| !gpt.partitions.iter().any(|p| units(p) == *kernel)) {
+            bail!("the GPT of {} is damaged, and the kernel's partition {number} is not where its intact copy puts it", disk.node.display());
         }
     }
     Ok(())
@@ -389,7 +537,7 @@ fn in_use(disk: &KnownDisk, number: u32) -> bool {
     held || mounted
 }
 
-fn plan_disk(disk: &KnownDisk, index: usize, request: TableRequest, at: String) -> Result<TableWork, Unplanned> {
+fn plan_disk(disk: &KnownDisk, index: usize, request: TableRequest, finds: &Finds, at: String) -> Result<TableWork, Unplanned> {
     let current = match (&disk.table, request.wipe_table) {
         (_, true) => None,
         (Ok(table), false) => table.clone(),
@@ -433,8 +581,16 @@ fn plan_disk(disk: &KnownDisk, index: usize, request: TableRequest, at: String) 
             anyhow::anyhow!("{at}: partitions {} and {} of {} would share the GUID {}", a.number, b.number, disk.node.display(), a.guid).into()
         );
     }
-    if disk.boot {
-        check_boot_disk_identities(&plan, before, &at)?;
+    check_identities(&plan, before, disk.boot, finds, &at)?;
+    if !request.wipe_table {
+        trusted_table(disk).with_context(|| at.clone())?;
+    }
+    // Every partition the kernel has where the new table will not is dropped from the kernel
+    // after the write: it may not be in use (the write would be done, the drop refused).
+    let planned_units = |p: &GptPartition| (p.number, p.start_bytes(disk.sector_size) / SYSFS_UNIT, p.size_bytes(disk.sector_size) / SYSFS_UNIT);
+    let moved = kernel_partitions(&disk.name).into_iter().filter(|kernel| !plan.partitions.iter().any(|p| planned_units(p) == *kernel));
+    if let Some((number, _, _)) = moved.into_iter().find(|(number, _, _)| in_use(disk, *number)) {
+        return Err(anyhow::anyhow!("{at}: the config changes partition {number} of {}, which is in use", disk.node.display()).into());
     }
     for outcome in &plan.outcomes {
         let touched = !matches!(outcome.action, PartitionAction::Keep | PartitionAction::StaysAbsent);
@@ -663,7 +819,7 @@ fn plan_filesystem(filesystem: &Filesystem, target: Target, known: &[KnownDisk],
         Target::Partition { disk, number } => (disk, Some(number)),
     };
     let disk = &known[disk_index];
-    if number.is_none() && tables.iter().any(|work| work.disk == disk_index) {
+    if number.is_none() && tables.iter().any(|work| work.disk == disk_index && work.changes_table()) {
         bail!("{at}: {device} is a whole disk the config also partitions; put the filesystem on one of its partitions");
     }
     let planned = number.and_then(|number| table_after(disk_index, known, tables)?.iter().find(|p| p.number == number));
@@ -744,11 +900,7 @@ fn plan_filesystem(filesystem: &Filesystem, target: Target, known: &[KnownDisk],
         if let (Some(kind), Some(uuid)) = (kind, &filesystem.uuid) {
             uuid_fits(kind, uuid).with_context(|| format!("{at}.uuid"))?;
         }
-        let bytes = planned.map_or(disk.sectors * disk.sector_size.bytes(), |p| p.size_bytes(disk.sector_size));
-        if kind == Some(FsKind::Xfs) && bytes < XFS_MIN_BYTES {
-            bail!("{at}: {device} has {} MiB; mkfs.xfs makes no filesystem under {} MiB", bytes >> 20, XFS_MIN_BYTES >> 20);
-        }
-        if let (Some(number), false) = (number, tables.iter().any(|work| work.disk == disk_index)) {
+        if let (Some(number), false) = (number, tables.iter().any(|work| work.disk == disk_index && work.changes_table())) {
             marks_safely(disk, number).with_context(|| format!("{at}: {device}"))?;
         }
     }
@@ -785,6 +937,7 @@ fn uuid_fits(kind: FsKind, uuid: &str) -> anyhow::Result<()> {
 /// the kernel reads instead would get mkfs somewhere else than where keel looked).
 fn marks_safely(disk: &KnownDisk, number: u32) -> anyhow::Result<()> {
     let Ok(Some(gpt)) = &disk.table else { bail!("its disk has no GPT keel can read") };
+    trusted_table(disk)?;
     let (first, last) = usable_range(disk.sectors, disk.sector_size);
     if let Some(odd) = gpt.partitions.iter().find(|p| p.number > 128 || p.first_lba < first || p.last_lba > last) {
         bail!("partition {} of {} lies outside a table keel can rewrite (128 entries, backup at the end)", odd.number, disk.node.display());
@@ -848,23 +1001,24 @@ impl StoragePlan {
             let written = write_table(disk, work.plan.disk_guid, &work.plan.partitions).with_context(|| work.at.clone())?;
             done.push(format!("{}: {} ({written})", disk.node.display(), actions.join(", ")));
         }
-        // A disk the config formats a partition of but does not partition: its table is
-        // rewritten by the pending mark anyway, and one a cut mark left torn (which the kernel
-        // then ignores) is repaired first, with the kernel told.
-        let marked = self.filesystems.iter().filter(|work| work.action == FilesystemAction::Make).filter_map(|work| match work.target {
-            Target::Partition { disk, .. } if self.tables.iter().all(|table| table.disk != disk) => Some(disk),
+        // A disk named but not partitioned by the config whose table a cut write of an earlier
+        // run tore (the kernel then has none of its partitions) is repaired from its intact
+        // copy, with the kernel told, before anything is made or kept on it.
+        let unchanged = self.tables.iter().filter(|work| !work.changes_table()).map(|work| work.disk);
+        let targeted = self.filesystems.iter().filter_map(|work| match work.target {
+            Target::Partition { disk, .. } if self.tables.iter().all(|table| table.disk != disk || !table.changes_table()) => Some(disk),
             _ => None,
         });
         let mut repaired = Vec::new();
-        for index in marked {
-            if repaired.contains(&index) {
+        for index in unchanged.chain(targeted) {
+            let disk = &self.disks[index];
+            let Ok(Some(gpt)) = &disk.table else { continue };
+            if repaired.contains(&index) || (gpt.primary_intact && gpt.backup_intact && gpt.copies_agree) {
                 continue;
             }
             repaired.push(index);
-            let disk = &self.disks[index];
-            let Ok(Some(gpt)) = &disk.table else { continue };
             let written = write_table(disk, gpt.disk_guid, &gpt.partitions)?;
-            done.push(format!("{}: its table as it was ({written})", disk.node.display()));
+            done.push(format!("{}: its damaged table repaired ({written})", disk.node.display()));
         }
         Ok(done)
     }
@@ -982,7 +1136,7 @@ mod tests {
 
     use crate::devices::FoundDevice;
     use keel_test_support::{run, LoopDevice};
-    use std::io::Read;
+    use std::io::{Read, Seek, SeekFrom};
     use std::os::unix::fs::MetadataExt;
 
     fn config(json: &str) -> Latest {
@@ -1032,8 +1186,18 @@ mod tests {
         Some(Disks { dir, boot, boot_disk, data })
     }
 
+    fn major_minor(node: &str) -> (u64, u64) {
+        let rdev = std::fs::metadata(node).unwrap().rdev();
+        (libc::major(rdev).into(), libc::minor(rdev).into())
+    }
+
+    /// Plans with first boot finding /usr by `PARTLABEL=USR-A` and ROOT (found on the
+    /// boot disk's partition 4) by `LABEL=ROOT`, as by default.
     fn plan_now(config: &Latest, disks: &Disks) -> anyhow::Result<StoragePlan> {
-        plan(config, &disks.boot_disk, None, Some(Duration::ZERO), &mut |_| Ok(false))
+        let usr = DeviceSpec::PartLabel("USR-A".into());
+        let root = DeviceSpec::Label("ROOT".into());
+        let finds = Finds { usr: &usr, root: major_minor(&format!("{}p4", disks.boot.device)), root_spec: &root, root_fstype: None };
+        plan(config, &disks.boot_disk, &finds, Some(Duration::ZERO), &mut |_| Ok(false))
     }
 
     /// What blkid finds on `device`: TYPE, LABEL, UUID.
@@ -1267,20 +1431,21 @@ mod tests {
         let Some(disks) = disks("root-label", 64) else { return };
         let boot = &disks.boot.device;
         let spec = DeviceSpec::Label("ROOT".into());
-        let root = RootPlace { number: 4, spec: &spec };
+        let usr = DeviceSpec::PartLabel("USR-A".into());
+        let root = Finds { usr: &usr, root: major_minor(&format!("{boot}p4")), root_spec: &spec, root_fstype: None };
         for (filesystem, expected) in [
             (r#""format":"ext4","label":"root","wipeFilesystem":true"#, "needs \"label\": \"ROOT\""),
             (r#""format":"vfat","label":"ROOT","wipeFilesystem":true"#, "ROOT cannot be vfat"),
             (r#""format":"none","wipeFilesystem":true"#, "without a filesystem"),
         ] {
             let json = format!(r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"filesystems":[{{"device":"{boot}p4",{filesystem}}}]}}}}"#);
-            let error = format!("{:#}", plan(&config(&json), &disks.boot_disk, Some(&root), Some(Duration::ZERO), &mut |_| Ok(false)).err().unwrap());
+            let error = format!("{:#}", plan(&config(&json), &disks.boot_disk, &root, Some(Duration::ZERO), &mut |_| Ok(false)).err().unwrap());
             assert!(error.contains(expected), "{json}: {error}");
         }
         let json = format!(
             r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"filesystems":[{{"device":"{boot}p4","format":"ext4","label":"ROOT","wipeFilesystem":true}}]}}}}"#
         );
-        assert!(plan(&config(&json), &disks.boot_disk, Some(&root), Some(Duration::ZERO), &mut |_| Ok(false)).is_ok());
+        assert!(plan(&config(&json), &disks.boot_disk, &root, Some(Duration::ZERO), &mut |_| Ok(false)).is_ok());
     }
 
     #[test]
@@ -1296,5 +1461,158 @@ mod tests {
     fn uuids_compare_as_ignition_compares_them() {
         assert_eq!(canonical_uuid("ABCD-1234"), canonical_uuid("abcd1234"));
         assert_eq!(canonical_uuid("6F9AD4E4-3B2C-4E1A-9B8D-2E2C5A1B7C3D"), "6f9ad4e4-3b2c-4e1a-9b8d-2e2c5a1b7c3d");
+    }
+
+    /// Tears the primary GPT header of `device` (as a cut between the array and header
+    /// writes leaves it): the header's CRC no longer matches.
+    fn tear_primary(device: &str) {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().read(true).write(true).open(device).unwrap();
+        file.seek(SeekFrom::Start(512 + 16)).unwrap();
+        file.write_all(&[0xde, 0xad, 0xbe, 0xef]).unwrap();
+        file.sync_all().unwrap();
+    }
+
+    /// What a reboot does to the kernel's view of a disk whose primary is torn: nothing.
+    fn reboot_kernel_view(device: &str) {
+        let _ = std::process::Command::new("partx").args(["--delete", device]).output();
+    }
+
+    fn primary_intact(device: &str) -> bool {
+        read_gpt(&mut File::open(device).unwrap(), SectorSize::new(512).unwrap()).unwrap().primary_intact
+    }
+
+    /// A config disk without wipeTable whose mark clear a cut tore in the primary: the rerun,
+    /// which keeps every partition, repairs the table and gives the kernel its partitions.
+    #[test]
+    fn a_config_disks_table_torn_by_a_cut_clear_is_repaired_on_the_rerun() {
+        let Some(disks) = disks("r1a", 64) else { return };
+        let data = &disks.data.device;
+        let json = format!(
+            r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"disks":[{{"device":"{data}","partitions":[{{"number":1,"sizeMiB":32}}]}}],
+                "filesystems":[{{"device":"{data}p1","format":"ext4","label":"r1a"}}]}}}}"#
+        );
+        let config = config(&json);
+        let first = plan_now(&config, &disks).unwrap();
+        first.partition().unwrap();
+        first.make_filesystems().unwrap();
+        tear_primary(data);
+        reboot_kernel_view(data);
+        let second = plan_now(&config, &disks).unwrap();
+        let lines = second.partition().unwrap();
+        second.make_filesystems().unwrap();
+        assert!(lines.iter().any(|l| l.contains("repaired")), "{lines:?}");
+        assert!(primary_intact(data), "the rerun left the primary torn");
+        assert!(kernel_extent(data.trim_start_matches("/dev/"), 1).is_some(), "the kernel has no partition 1");
+    }
+
+    /// The same with the mark's own write torn: the rerun repairs, and makes the filesystem again.
+    #[test]
+    fn a_config_disks_table_torn_by_a_cut_mark_is_repaired_and_the_format_redone() {
+        let Some(disks) = disks("r1b", 64) else { return };
+        let data = &disks.data.device;
+        let json = format!(
+            r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"disks":[{{"device":"{data}","partitions":[{{"number":1,"sizeMiB":32}}]}}],
+                "filesystems":[{{"device":"{data}p1","format":"ext4","label":"r1b"}}]}}}}"#
+        );
+        let config = config(&json);
+        let first = plan_now(&config, &disks).unwrap();
+        first.partition().unwrap();
+        set_format_pending(&mut std::fs::OpenOptions::new().read(true).write(true).open(data).unwrap(), SectorSize::new(512).unwrap(), 1, true)
+            .unwrap();
+        tear_primary(data);
+        reboot_kernel_view(data);
+        for run in 2..4 {
+            let again = plan_now(&config, &disks).unwrap();
+            let lines = again.partition().unwrap();
+            assert!(lines.iter().any(|l| l.contains("repaired")) || run == 3, "{lines:?}");
+            again.make_filesystems().unwrap_or_else(|e| panic!("run {run}: {e:#}"));
+        }
+    }
+
+    /// A disk whose GPT backup is stale (an MBR image written over its start) and whose
+    /// kernel view is the MBR's: refused, not "repaired" back into the stale GPT.
+    #[test]
+    fn a_stale_backup_gpt_under_an_mbr_is_refused() {
+        use std::io::Write;
+        let Some(disks) = disks("r2", 64) else { return };
+        let data = &disks.data.device;
+        run("sgdisk", &["-n1:1M:+16M", data]);
+        // An MBR with one partition at 20 MiB, 8 MiB long; the primary GPT zeroed.
+        let mut mbr = vec![0u8; 512];
+        let record = &mut mbr[446..462];
+        record[4] = 0x83;
+        record[8..12].copy_from_slice(&(40960u32).to_le_bytes());
+        record[12..16].copy_from_slice(&(16384u32).to_le_bytes());
+        mbr[510] = 0x55;
+        mbr[511] = 0xaa;
+        {
+            let mut file = std::fs::OpenOptions::new().write(true).open(data).unwrap();
+            file.write_all(&mbr).unwrap();
+            file.write_all(&vec![0u8; 512 * 33]).unwrap();
+            file.sync_all().unwrap();
+        }
+        run("addpart", &[data, "1", "40960", "16384"]);
+        let json = format!(
+            r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"filesystems":[{{"device":"{data}p1","format":"ext4","wipeFilesystem":true}}]}}}}"#
+        );
+        let error = format!("{:#}", plan_now(&config(&json), &disks).err().expect("the MBR disk was planned"));
+        assert!(error.contains("holds an MBR partition table"), "{error}");
+    }
+
+    /// A config disk whose partitions all stay, and whose kernel view of partition 1 is not
+    /// the GPT's: refused, as mkfs would land where keel did not look.
+    #[test]
+    fn a_partition_the_kernel_sees_elsewhere_than_its_gpt_is_not_formatted() {
+        let Some(disks) = disks("r3", 64) else { return };
+        let data = &disks.data.device;
+        run("sgdisk", &["-n1:1M:+16M", data]);
+        run("addpart", &[data, "1", "40960", "16384"]);
+        let json = format!(
+            r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"disks":[{{"device":"{data}","partitions":[{{"number":1}}]}}],
+                "filesystems":[{{"device":"{data}p1","format":"ext4","label":"r3","wipeFilesystem":true}}]}}}}"#
+        );
+        let error = format!("{:#}", plan_now(&config(&json), &disks).err().expect("planned a format where the kernel does not see the partition"));
+        assert!(error.contains("the kernel does not see partition 1"), "{error}");
+    }
+
+    /// A disk the config only formats a partition of, whose mark clear a cut tore: the rerun
+    /// keeps the filesystem and repairs the table.
+    #[test]
+    fn a_filesystem_only_disks_table_torn_by_a_cut_clear_is_repaired() {
+        let Some(disks) = disks("r4", 64) else { return };
+        let data = &disks.data.device;
+        run("sgdisk", &["-n1:1M:+16M", data]);
+        run("partx", &["--add", data]);
+        let json =
+            format!(r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"filesystems":[{{"device":"{data}p1","format":"ext4","label":"r4"}}]}}}}"#);
+        let config = config(&json);
+        let first = plan_now(&config, &disks).unwrap();
+        first.partition().unwrap();
+        first.make_filesystems().unwrap();
+        tear_primary(data);
+        reboot_kernel_view(data);
+        let second = plan_now(&config, &disks).unwrap();
+        second.partition().unwrap();
+        second.make_filesystems().unwrap();
+        assert!(primary_intact(data), "the rerun left the primary torn");
+        assert_eq!(blkid(&format!("{data}p1")).1, "r4");
+    }
+
+    /// Flatcar's ROOT-as-xfs example on an image whose ROOT is small until keel grows it
+    /// (before the filesystems are made): planned for the grown size.
+    #[test]
+    fn root_as_xfs_is_measured_after_the_grow() {
+        let Some(disks) = disks("r5", 64) else { return };
+        // The boot disk's file grows as a disk bigger than the image would be.
+        let image = disks.dir.join("boot.img");
+        File::options().write(true).open(&image).unwrap().set_len(1 << 30).unwrap();
+        run("losetup", &["--set-capacity", &disks.boot.device]);
+        let json = format!(
+            r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"filesystems":[{{"device":"{}p4","format":"xfs","label":"ROOT","wipeFilesystem":true}}]}}}}"#,
+            disks.boot.device
+        );
+        let error = plan_now(&config(&json), &disks).err().map(|e| format!("{e:#}"));
+        assert!(error.is_none(), "refused although ROOT grows to ~1 GiB before mkfs: {error:?}");
     }
 }

@@ -20,6 +20,10 @@ impl Guid {
             bail!("{text:?} is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)");
         }
         let hex: String = groups.concat();
+        // from_str_radix takes a leading '+': every character must be a hex digit itself.
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!("{text:?} is not a GUID: not hex");
+        }
         let mut bytes = [0u8; 16];
         for (i, byte) in bytes.iter_mut().enumerate() {
             *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| anyhow::anyhow!("{text:?} is not a GUID: not hex"))?;
@@ -68,8 +72,13 @@ mod tests {
         // The ESP type GUID as it appears on disk.
         assert_eq!(guid.to_gpt_bytes()[..4], [0x28, 0x73, 0x2a, 0xc1]);
         assert_eq!(Guid::from_gpt_bytes(&guid.to_gpt_bytes()), guid);
-        for bad in ["", "c12a7328f81f11d2ba4b00a0c93ec93b", "g12a7328-f81f-11d2-ba4b-00a0c93ec93b", "ab\u{20ac}\u{20ac}-0000-0000-0000-000000000000"]
-        {
+        for bad in [
+            "",
+            "c12a7328f81f11d2ba4b00a0c93ec93b",
+            "g12a7328-f81f-11d2-ba4b-00a0c93ec93b",
+            "+12a7328-f81f-11d2-ba4b-00a0c93ec93b",
+            "ab\u{20ac}\u{20ac}-0000-0000-0000-000000000000",
+        ] {
             assert!(Guid::parse(bad).is_err());
         }
     }
