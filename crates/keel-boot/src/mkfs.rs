@@ -77,8 +77,15 @@ fn with_hash_seed(options: &[String]) -> anyhow::Result<Vec<String>> {
     let mut options = options.to_vec();
     let Some(last) = options.iter().rposition(|option| option.starts_with("-E")) else { return Ok(options) };
     let value_at = if options[last] == "-E" { last + 1 } else { last };
-    if value_at < options.len() && !options[value_at].contains("hash_seed=") {
-        options[value_at].push_str(&format!(",hash_seed={}", early_random_guid()?));
+    if let Some(value) = options.get_mut(value_at).filter(|value| !value.contains("hash_seed=")) {
+        // mke2fs refuses an empty item: no comma after a trailing one, none before the first.
+        let seed = format!("hash_seed={}", early_random_guid()?);
+        let kept = value.trim_end_matches(',').len();
+        value.truncate(kept);
+        if !value.is_empty() && value != "-E" {
+            value.push(',');
+        }
+        value.push_str(&seed);
     }
     Ok(options)
 }
@@ -164,6 +171,9 @@ mod tests {
         assert!(seeded(&["-Elazy_itable_init=0"])[0].starts_with("-Elazy_itable_init=0,hash_seed="));
         assert_eq!(seeded(&["-E", "hash_seed=mine"]), ["-E", "hash_seed=mine"]);
         assert_eq!(seeded(&["-m", "0"]), ["-m", "0"]);
+        assert!(seeded(&["-E", "stride=8,"])[1].starts_with("stride=8,hash_seed="));
+        assert!(seeded(&["-E", ""])[1].starts_with("hash_seed="));
+        assert!(seeded(&["-E"])[0] == "-E", "a dangling -E is left to mke2fs to refuse");
         assert_eq!(arguments(FsKind::Xfs, None, &["-m", "uuid=x"]), Vec::<String>::new());
         assert_eq!(arguments(FsKind::Vfat, None, &["-i", "12345678"]), Vec::<String>::new());
         let drawn = arguments(FsKind::Vfat, None, &[]);

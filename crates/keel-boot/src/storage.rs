@@ -240,7 +240,7 @@ fn plan_once(disks: &[Disk], filesystems: &[Filesystem], boot_disk: &BootDisk, f
         let work = plan_filesystem(filesystem, target, &known, &tables, at)?;
         if work.action == FilesystemAction::Make {
             if Some(target) == root {
-                root_stays_findable(&work, target, &known, finds)?;
+                root_stays_findable(&work, target, &known, &tables, finds)?;
             } else {
                 not_posing_as_root(&work, target, &known, finds)?;
             }
@@ -306,7 +306,7 @@ fn root_partition_stays(disk: usize, number: u32, known: &[KnownDisk], tables: &
 /// boot, also after a power cut in the middle of it: a filesystem keel mounts, of the type
 /// `rootfstype=` says, on the boot disk (where keel finds a blank or half-made ROOT by its
 /// partition name and the pending mark), with the label `root=LABEL=` names.
-fn root_stays_findable(work: &FilesystemWork, target: Target, known: &[KnownDisk], finds: &Finds) -> anyhow::Result<()> {
+fn root_stays_findable(work: &FilesystemWork, target: Target, known: &[KnownDisk], tables: &[TableWork], finds: &Finds) -> anyhow::Result<()> {
     let at = &work.at;
     let Target::Partition { disk, number } = target else {
         bail!("{at}: ROOT is a whole disk; keel reformats only a ROOT partition of the boot disk")
@@ -327,7 +327,8 @@ fn root_stays_findable(work: &FilesystemWork, target: Target, known: &[KnownDisk
     if let Some(fstype) = finds.root_fstype.filter(|fstype| *fstype != kind.mount_type()) {
         bail!("{at}: rootfstype={fstype} is on the command line, and ROOT would be made {}", kind.mount_type());
     }
-    let name = known[disk].table.as_ref().ok().and_then(Option::as_ref).and_then(|gpt| gpt.partition(number)).map(|p| p.name.clone());
+    // The name the config's table leaves: what a rerun after a cut format looks for.
+    let name = table_after(disk, known, tables).and_then(|partitions| partitions.iter().find(|p| p.number == number)).map(|p| p.name.clone());
     match finds.root_spec {
         DeviceSpec::Label(label) if work.label.as_deref() != Some(label.as_str()) => {
             bail!("{at}: later boots find ROOT by its filesystem label (root={}), so the new filesystem needs \"label\": {label:?}", finds.root_spec)
@@ -583,7 +584,7 @@ fn plan_disk(disk: &KnownDisk, index: usize, request: TableRequest, finds: &Find
     }
     check_identities(&plan, before, disk.boot, finds, &at)?;
     if !request.wipe_table {
-        trusted_table(disk).with_context(|| at.clone())?;
+        trusted_table(disk).and_then(|()| repairable(disk)).with_context(|| at.clone())?;
     }
     // Every partition the kernel has where the new table will not is dropped from the kernel
     // after the write: it may not be in use (the write would be done, the drop refused).
@@ -823,6 +824,9 @@ fn plan_filesystem(filesystem: &Filesystem, target: Target, known: &[KnownDisk],
         bail!("{at}: {device} is a whole disk the config also partitions; put the filesystem on one of its partitions");
     }
     let planned = number.and_then(|number| table_after(disk_index, known, tables)?.iter().find(|p| p.number == number));
+    if number.is_some() {
+        repairable(disk).with_context(|| format!("{at}: {device}"))?;
+    }
     let format = filesystem.format.as_deref().filter(|format| !format.is_empty());
     let kind = match format {
         None | Some("none") => None,
@@ -938,10 +942,7 @@ fn uuid_fits(kind: FsKind, uuid: &str) -> anyhow::Result<()> {
 fn marks_safely(disk: &KnownDisk, number: u32) -> anyhow::Result<()> {
     let Ok(Some(gpt)) = &disk.table else { bail!("its disk has no GPT keel can read") };
     trusted_table(disk)?;
-    let (first, last) = usable_range(disk.sectors, disk.sector_size);
-    if let Some(odd) = gpt.partitions.iter().find(|p| p.number > 128 || p.first_lba < first || p.last_lba > last) {
-        bail!("partition {} of {} lies outside a table keel can rewrite (128 entries, backup at the end)", odd.number, disk.node.display());
-    }
+    rewritable(disk, gpt)?;
     // A table torn by a cut mark is repaired before the format; the kernel follows it then.
     if gpt.primary_intact && gpt.backup_intact && gpt.copies_agree {
         let partition = gpt.partition(number).with_context(|| format!("partition {number} is not in the table of {}", disk.node.display()))?;
@@ -951,6 +952,24 @@ fn marks_safely(disk: &KnownDisk, number: u32) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether keel can write `gpt` back to `disk` in its own form (128 entries, backup at the
+/// end): what the pending mark and the repair of a torn table do.
+fn rewritable(disk: &KnownDisk, gpt: &Gpt) -> anyhow::Result<()> {
+    let (first, last) = usable_range(disk.sectors, disk.sector_size);
+    if let Some(odd) = gpt.partitions.iter().find(|p| p.number > 128 || p.first_lba < first || p.last_lba > last) {
+        bail!("partition {} of {} lies outside a table keel can rewrite (128 entries, backup at the end)", odd.number, disk.node.display());
+    }
+    Ok(())
+}
+
+/// A disk a torn table of which `partition()` repairs: checked before any write.
+fn repairable(disk: &KnownDisk) -> anyhow::Result<()> {
+    match &disk.table {
+        Ok(Some(gpt)) if !(gpt.primary_intact && gpt.backup_intact && gpt.copies_agree) => rewritable(disk, gpt),
+        _ => Ok(()),
+    }
 }
 
 /// Where the kernel has partition `number` of the disk `disk_name`, in sysfs's 512-byte units.
@@ -1446,6 +1465,13 @@ mod tests {
             r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"filesystems":[{{"device":"{boot}p4","format":"ext4","label":"ROOT","wipeFilesystem":true}}]}}}}"#
         );
         assert!(plan(&config(&json), &disks.boot_disk, &root, Some(Duration::ZERO), &mut |_| Ok(false)).is_ok());
+        // Renamed by the same config, a blank or half-made ROOT would answer to nothing.
+        let json = format!(
+            r#"{{"ignition":{{"version":"3.4.0"}},"storage":{{"disks":[{{"device":"{boot}","partitions":[{{"number":4,"label":"DATA","wipePartitionEntry":true}}]}}],
+                "filesystems":[{{"device":"{boot}p4","format":"ext4","label":"ROOT","wipeFilesystem":true}}]}}}}"#
+        );
+        let error = format!("{:#}", plan(&config(&json), &disks.boot_disk, &root, Some(Duration::ZERO), &mut |_| Ok(false)).err().unwrap());
+        assert!(error.contains("ROOT's partition name (Some(\"DATA\"))"), "{error}");
     }
 
     #[test]
