@@ -46,11 +46,6 @@ fn uuid_arguments(filesystem: &NewFilesystem) -> anyhow::Result<Vec<String>> {
             if filesystem.uuid.is_some() || !options_set(options, &["-U"]) {
                 arguments.extend(["-U".to_string(), filesystem.uuid.map_or_else(random, |uuid| Ok(uuid.to_lowercase()))?]);
             }
-            // The directory hash seed is the other UUID mke2fs would draw; mke2fs keeps only
-            // the last -E, so a config's own go there too (see `with_hash_seed`).
-            if !options_set(options, &["-E"]) {
-                arguments.extend(["-E".to_string(), format!("hash_seed={}", random()?)]);
-            }
             arguments
         }
         FsKind::Xfs if filesystem.uuid.is_some() || !options.iter().any(|option| option.contains("uuid=")) => {
@@ -70,16 +65,20 @@ fn uuid_arguments(filesystem: &NewFilesystem) -> anyhow::Result<Vec<String>> {
     })
 }
 
-/// ext4 options with keel's directory hash seed added to the config's last `-E` (mke2fs
-/// keeps only the last one), unless they set a seed themselves; without any `-E` they are
-/// as given (`uuid_arguments` adds its own).
+/// ext4 options with keel's directory hash seed (the other UUID mke2fs would draw) in the
+/// last `-E` (mke2fs keeps only the last one): added to the config's own, or as an `-E` of
+/// its own when the config has none; a seed the config sets is kept.
 fn with_hash_seed(options: &[String]) -> anyhow::Result<Vec<String>> {
     let mut options = options.to_vec();
-    let Some(last) = options.iter().rposition(|option| option.starts_with("-E")) else { return Ok(options) };
+    let seed = || early_random_guid().map(|guid| format!("hash_seed={guid}"));
+    let Some(last) = options.iter().rposition(|option| option.starts_with("-E")) else {
+        options.extend(["-E".to_string(), seed()?]);
+        return Ok(options);
+    };
     let value_at = if options[last] == "-E" { last + 1 } else { last };
     if let Some(value) = options.get_mut(value_at).filter(|value| !value.contains("hash_seed=")) {
         // mke2fs refuses an empty item: no comma after a trailing one, none before the first.
-        let seed = format!("hash_seed={}", early_random_guid()?);
+        let seed = seed()?;
         let kept = value.trim_end_matches(',').len();
         value.truncate(kept);
         if !value.is_empty() && value != "-E" {
@@ -170,7 +169,8 @@ mod tests {
         assert!(seeded(&["-E", "stride=8", "-m", "0"])[1].starts_with("stride=8,hash_seed="));
         assert!(seeded(&["-Elazy_itable_init=0"])[0].starts_with("-Elazy_itable_init=0,hash_seed="));
         assert_eq!(seeded(&["-E", "hash_seed=mine"]), ["-E", "hash_seed=mine"]);
-        assert_eq!(seeded(&["-m", "0"]), ["-m", "0"]);
+        let unseeded = seeded(&["-m", "0"]);
+        assert_eq!((&unseeded[..3], unseeded[3].starts_with("hash_seed=")), (&["-m".to_string(), "0".to_string(), "-E".to_string()][..], true));
         assert!(seeded(&["-E", "stride=8,"])[1].starts_with("stride=8,hash_seed="));
         assert!(seeded(&["-E", ""])[1].starts_with("hash_seed="));
         assert!(seeded(&["-E"])[0] == "-E", "a dangling -E is left to mke2fs to refuse");
@@ -180,7 +180,9 @@ mod tests {
         assert_eq!(drawn[0], "-i");
         assert!(drawn[1].len() == 8 && drawn[1].chars().all(|c| c.is_ascii_hexdigit()), "{drawn:?}");
         let ext4 = arguments(FsKind::Ext4, None, &[]);
-        assert_eq!((ext4[0].as_str(), ext4[2].as_str()), ("-U", "-E"));
-        assert!(ext4[3].starts_with("hash_seed="));
+        assert_eq!(ext4[0], "-U");
+        let seed = seeded(&[]);
+        assert_eq!(seed[0], "-E");
+        assert!(seed[1].starts_with("hash_seed="));
     }
 }

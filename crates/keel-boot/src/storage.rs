@@ -69,6 +69,11 @@ impl TableWork {
     fn changes_table(&self) -> bool {
         self.request.wipe_table || self.plan.outcomes.iter().any(|o| !matches!(o.action, PartitionAction::Keep | PartitionAction::StaysAbsent))
     }
+
+    /// Whether the config gives partition `number` a size of its own.
+    fn sizes(&self, number: u32) -> bool {
+        self.plan.outcomes.iter().any(|o| o.number == number && self.request.partitions.get(o.request).is_some_and(|r| r.size_mib.is_some()))
+    }
 }
 
 /// How every boot finds the partitions first boot needs: a config may not make a second one
@@ -371,10 +376,7 @@ fn size_when_made(target: Target, known: &[KnownDisk], tables: &[TableWork], roo
     let disk = &known[disk_index];
     let partitions = table_after(disk_index, known, tables).unwrap_or_default();
     let partition = partitions.iter().find(|p| p.number == number).with_context(|| format!("partition {number} is not in the table"))?;
-    let sized = tables.iter().any(|work| {
-        work.disk == disk_index
-            && work.plan.outcomes.iter().any(|o| o.number == number && work.request.partitions.get(o.request).is_some_and(|r| r.size_mib.is_some()))
-    });
+    let sized = tables.iter().any(|work| work.disk == disk_index && work.sizes(number));
     let last = partitions.iter().all(|p| p.last_lba <= partition.last_lba);
     if Some(target) == root && disk.boot && !sized && last && partition.name == keel_disk::ROOT_NAME {
         let alignment = keel_disk::ALIGNMENT_BYTES / disk.sector_size.bytes();
@@ -998,11 +1000,7 @@ impl StoragePlan {
     /// Whether the config gives partition `number` of the boot disk a size of its own: keel's
     /// grow of ROOT then leaves that size alone.
     pub fn sizes_boot_partition(&self, number: u32) -> bool {
-        self.tables.iter().filter(|work| self.disks[work.disk].boot).any(|work| {
-            work.plan.outcomes.iter().any(|outcome| {
-                outcome.number == number && work.request.partitions.get(outcome.request).is_some_and(|request| request.size_mib.is_some())
-            })
-        })
+        self.tables.iter().any(|work| self.disks[work.disk].boot && work.sizes(number))
     }
 
     /// Writes every planned table and tells the kernel, disk by disk. Returns what it did.
