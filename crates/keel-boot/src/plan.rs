@@ -9,7 +9,7 @@ use crate::root::{ensure_skeleton, mount_etc_overlay, mount_root};
 use crate::stage::{self, Stage};
 use crate::storage;
 use crate::switch_root::{check_init, switch_root, DEFAULT_INIT};
-use crate::usr::{check_hash_area, mount_verified_usr, open_verified_usr};
+use crate::usr::{check_hash_area, mount_verified_usr, open_verified_usr, VerifiedUsr};
 use anyhow::{bail, Context};
 use keel_cmdline::{BootParams, Cmdline, DeviceSpec, EmergencyAction};
 use keel_disk::slot_of;
@@ -178,7 +178,7 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
         for change in watcher.take_changes() {
             log.info(&format!("usr: {change}"));
         }
-        let device = open_verified_usr(&params, &manifest.usr, &data, &hash)?;
+        let VerifiedUsr { device, tree_bytes, tree_checked_in } = open_verified_usr(&params, &manifest.usr, &data, &hash)?;
         let boot_disk = BootDisk::of_verified_usr(&data)?;
         let slot = usr_slot(boot_disk.as_ref(), &data)?;
         std::fs::create_dir_all("/run/keel").context("cannot create /run/keel")?;
@@ -186,10 +186,12 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
         let boot_disk_name =
             boot_disk.as_ref().map_or("none (keel writes to no disk)".to_string(), |b| format!("{} ({})", b.disk.node.display(), b.sector_size));
         let detail = format!(
-            "{} verified: dm-verity device {} from {} (slot {slot}), status V; boot disk {boot_disk_name}",
+            "{} verified: dm-verity device {} from {} (slot {slot}), status V; hash tree of {} KiB checked in {:.1} ms; boot disk {boot_disk_name}",
             params.usr_data,
             device.node.display(),
-            data.node.display()
+            data.node.display(),
+            tree_bytes >> 10,
+            tree_checked_in.as_secs_f64() * 1000.0
         );
         Ok(((device, boot_disk), detail))
     })?;

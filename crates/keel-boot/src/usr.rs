@@ -7,18 +7,27 @@ use anyhow::{bail, ensure, Context};
 use keel_cmdline::{BootParams, UsrCorruption};
 use keel_dm::{create_verity, verity_status, MappedDevice, VerityStatus};
 use keel_manifest::UsrImage;
-use keel_verity::{check_tree, encode_hex, tree_start_block, CorruptionMode, ReadAt, Superblock, TableLine, VerityError, SUPERBLOCK_SIZE};
+use keel_verity::{check_tree, encode_hex, tree_start_block, CorruptionMode, Geometry, ReadAt, Superblock, TableLine, VerityError, SUPERBLOCK_SIZE};
 use nix::mount::MsFlags;
 use nix::sys::stat::makedev;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 pub const USR_DEVICE_NAME: &str = "usr";
 
+/// The verity device /usr is mounted from, and what checking its hash tree cost: the one
+/// step of a boot whose time grows with /usr's size, so the log shows it.
+pub struct VerifiedUsr {
+    pub device: MappedDevice,
+    pub tree_bytes: u64,
+    pub tree_checked_in: Duration,
+}
+
 /// Checks the USR partition against the manifest baked into the initrd, then creates the
 /// verity device the kernel will check every /usr read against.
-pub fn open_verified_usr(params: &BootParams, usr: &UsrImage, data: &FoundDevice, hash: &FoundDevice) -> anyhow::Result<MappedDevice> {
+pub fn open_verified_usr(params: &BootParams, usr: &UsrImage, data: &FoundDevice, hash: &FoundDevice) -> anyhow::Result<VerifiedUsr> {
     let baked_root = encode_hex(&usr.root_hash);
     if let Some(requested) = &params.usr_root_hash {
         ensure!(
@@ -38,7 +47,10 @@ pub fn open_verified_usr(params: &BootParams, usr: &UsrImage, data: &FoundDevice
         data.node.display(),
         usr.verity.data_bytes()
     );
+    let started = Instant::now();
     let tree_block = check_hash_area(&hash_file, &hash.node, 0, hash_offset, usr)?;
+    let tree_checked_in = started.elapsed();
+    let tree_bytes = Geometry::new(&usr.verity)?.tree_bytes();
 
     let table = TableLine {
         data_device: format!("{}:{}", data.major, data.minor),
@@ -55,7 +67,7 @@ pub fn open_verified_usr(params: &BootParams, usr: &UsrImage, data: &FoundDevice
     };
     let device = create_verity(USR_DEVICE_NAME, &table)?;
     match verity_status(USR_DEVICE_NAME)? {
-        VerityStatus::Verified => Ok(device),
+        VerityStatus::Verified => Ok(VerifiedUsr { device, tree_bytes, tree_checked_in }),
         other => bail!("the kernel reports the new verity device as {other:?}, not verified (V)"),
     }
 }
