@@ -129,10 +129,31 @@ fn demo() -> anyhow::Result<()> {
     }
     println!("---- the real root reports ----");
     for line in console.real_init() {
-        if !line.starts_with("timeline") {
+        if !line.starts_with("timeline ") && !line.starts_with("analyze ") {
             println!("{line}");
         }
     }
+    println!("---- keel boot analyze ----");
+    let guest_blame: Vec<&str> = console.real_init().into_iter().filter_map(|line| line.strip_prefix("analyze ")).collect();
+    let timeline = console.real_init().into_iter().find_map(|line| line.strip_prefix("timeline ")).context("the real root printed no timeline")?;
+    // In target/keel-vm itself, not the fixture's per-process directory, which the next
+    // test run deletes: the chart is for opening after the demo.
+    let (timeline_path, chart_path) = (vm::work_dir().join("demo-timeline.json"), vm::work_dir().join("demo-boot.svg"));
+    std::fs::write(&timeline_path, timeline).with_context(|| format!("cannot write {}", timeline_path.display()))?;
+    let analyzed = Command::new(&artifacts.binaries.keel)
+        .args(["boot", "analyze"])
+        .arg(&timeline_path)
+        .arg("--svg")
+        .arg(&chart_path)
+        .output()
+        .context("cannot run keel boot analyze")?;
+    let host_output = String::from_utf8_lossy(&analyzed.stdout);
+    ensure!(analyzed.status.success(), "keel boot analyze failed: {}", String::from_utf8_lossy(&analyzed.stderr));
+    // Its last line names the chart, to open in a browser.
+    print!("{host_output}");
+    // The real root ran the same command on the file keel-init left in /run.
+    let host_blame: Vec<&str> = host_output.lines().filter(|line| !line.starts_with("chart: ")).collect();
+    ensure!(guest_blame == host_blame, "keel boot analyze in the real root printed {guest_blame:#?}");
     let size = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     println!("---- figures ----");
     println!("initrd (xz):          {} bytes", size(&fixture.initrd));

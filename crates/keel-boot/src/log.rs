@@ -1,6 +1,5 @@
 use keel_disk::printable;
 use nix::time::{clock_gettime, ClockId};
-use serde_json::{json, Value};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::time::Duration;
@@ -48,44 +47,5 @@ impl Log {
             // One write per record: kmsg takes each write as one message.
             let _ = kmsg.write_all(format!("<{priority}>keel: {line}\n").as_bytes());
         }
-    }
-}
-
-/// What happened when, kept for the real root in /run/keel/timeline.json.
-pub struct Timeline {
-    started: Duration,
-    stages: Vec<Value>,
-}
-
-impl Timeline {
-    pub fn new() -> Timeline {
-        Timeline { started: uptime(), stages: Vec::new() }
-    }
-
-    pub fn record(&mut self, stage: &str, started: Duration, took: Duration, outcome: Result<&str, String>) {
-        let mut entry = json!({
-            "stage": stage,
-            "started_s": started.as_secs_f64(),
-            "duration_ms": took.as_secs_f64() * 1000.0,
-            "ok": outcome.is_ok(),
-        });
-        match outcome {
-            Ok(detail) => entry["detail"] = json!(detail),
-            Err(error) => entry["error"] = json!(error),
-        }
-        self.stages.push(entry);
-    }
-
-    pub fn to_json(&self) -> String {
-        let now = uptime();
-        format!(
-            "{:#}\n",
-            json!({
-                "init_started_s": self.started.as_secs_f64(),
-                "written_s": now.as_secs_f64(),
-                "initrd_ms": now.saturating_sub(self.started).as_secs_f64() * 1000.0,
-                "stages": self.stages,
-            })
-        )
     }
 }

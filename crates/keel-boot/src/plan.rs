@@ -3,7 +3,7 @@ use crate::emergency::{self, Failure};
 use crate::first_boot::{self, RootDisk};
 use crate::ignition;
 use crate::kernel_args;
-use crate::log::{uptime, Log, Timeline};
+use crate::log::{uptime, Log};
 use crate::mounts::mount_pseudo_filesystems;
 use crate::root::{ensure_skeleton, mount_etc_overlay, mount_root};
 use crate::stage::{self, Stage};
@@ -15,18 +15,18 @@ use keel_cmdline::{BootParams, Cmdline, DeviceSpec, EmergencyAction};
 use keel_disk::slot_of;
 use keel_kmod::{DriverTable, Drivers};
 use keel_manifest::{ImageManifest, INITRD_DRIVERS_PATH, INITRD_MANIFEST_PATH, INITRD_MODULES_PATH};
+use keel_timeline::Recorder;
 use std::convert::Infallible;
 use std::path::Path;
 
 const SYSROOT: &str = "/sysroot";
-const TIMELINE: &str = "/run/keel/timeline.json";
 /// Which /usr slot this boot verified (USR-A, USR-B, or `none` for a /usr outside the A/B
 /// pair), for update tools in the booted system.
 const USR_SLOT: &str = "/run/keel/usr-slot";
 
 struct Boot {
     log: Log,
-    timeline: Timeline,
+    timeline: Recorder,
     break_before: Option<String>,
 }
 
@@ -104,7 +104,7 @@ fn root_scope<'a>(spec: &DeviceSpec, boot_disk: Option<&'a BootDisk>) -> Scope<'
 /// keel-init's whole job. Never returns: it either executes the real init or carries out
 /// the emergency action.
 pub fn run_pid1() -> ! {
-    let mut boot = Boot { log: Log::new(), timeline: Timeline::new(), break_before: None };
+    let mut boot = Boot { log: Log::new(), timeline: Recorder::new(uptime()), break_before: None };
     let mut emergency = (EmergencyAction::Reboot, false);
     let failure = match boot_to_real_root(&mut boot, &mut emergency) {
         Ok(never) => match never {},
@@ -288,7 +288,7 @@ fn boot_to_real_root(boot: &mut Boot, emergency: &mut (EmergencyAction, bool)) -
         Ok(((), format!("executing {init} in the real root")))
     })?;
     // Written last so the real root sees every stage, including the switch itself.
-    let _ = std::fs::write(TIMELINE, boot.timeline.to_json());
+    let _ = std::fs::write(keel_timeline::PATH, boot.timeline.to_json(uptime()));
     let init_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let error = match switch_root(sysroot, &init, &init_args) {
         Ok(never) => match never {},
@@ -325,16 +325,5 @@ mod tests {
             let error = check_against_manifest(&params_from(&format!("mount.usrfstype={other}")).unwrap(), &manifest).unwrap_err();
             assert!(error.to_string().contains("differs from the /usr filesystem"), "{error}");
         }
-    }
-
-    #[test]
-    fn timeline_is_json_with_every_stage() {
-        let mut timeline = Timeline::new();
-        timeline.record("usr", std::time::Duration::from_millis(10), std::time::Duration::from_millis(5), Ok("ok"));
-        timeline.record("root", std::time::Duration::from_millis(20), std::time::Duration::from_millis(1), Err("boom".into()));
-        let json: serde_json::Value = serde_json::from_str(&timeline.to_json()).unwrap();
-        assert_eq!(json["stages"][0]["stage"], "usr");
-        assert_eq!(json["stages"][1]["ok"], false);
-        assert_eq!(json["stages"][1]["error"], "boom");
     }
 }

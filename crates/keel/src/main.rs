@@ -2,6 +2,7 @@
 //! arguments and calls the crate that does the work.
 
 mod args;
+mod boot;
 mod disk;
 mod ignition;
 mod usr;
@@ -59,6 +60,9 @@ const USAGE: &str = "usage:
   keel usr set DISK A|B [--priority 0-15] [--tries 0-15] [--successful 0|1]   as cgpt add -P/-T/-S
   keel usr prioritize DISK A|B [--max 1-15]      the slot above the other, as cgpt prioritize
   keel usr mark-successful DISK A|B              the booted slot is good: successful 1, tries 0, on top
+  keel boot analyze [TIMELINE] [--svg FILE]     each keel-init stage's time, the longest first, under the kernel's time
+                                                 before /init and keel-init's own, as systemd-analyze blame; TIMELINE
+                                                 defaults to /run/keel/timeline.json; --svg draws the boot as a chart
   The disk and usr commands take --sector-size 512|4096 too: a block device is read in its logical sectors, an
   image file in 512-byte sectors unless --sector-size 4096 says its table is of 4096-byte ones.
 exit status: 0 done, 1 bad arguments or failure, 2 verification failed (data or hash tree corrupt)";
@@ -99,6 +103,7 @@ fn run(words: &[String]) -> anyhow::Result<()> {
         "usr set" => usr::set(rest),
         "usr prioritize" => usr::prioritize(rest),
         "usr mark-successful" => usr::mark_successful(rest),
+        "boot analyze" => boot::analyze(rest),
         _ => bail!("unknown command {command:?}\n{USAGE}"),
     }
 }
