@@ -182,8 +182,10 @@ fn dracut(kernel: &vm::Kernel, extras: &DracutExtras, output: &Path, scratch: &P
     Ok(())
 }
 
-/// The unit that opens /usr, named as Flatcar's, and the link that makes
-/// `dev-mapper-usr.device` (which `mount.usr=/dev/mapper/usr` waits for) require it.
+/// The unit that opens /usr, named as Flatcar's. `write_verity_units` links it into
+/// `dev-mapper-usr.device.requires/`, so waiting for that device (as `mount.usr=/dev/mapper/usr`
+/// does) starts it; an ordering before the device would be ignored (systemd cannot delay a
+/// device unit).
 fn verity_unit(manifest: &keel_manifest::ImageManifest, usr_device_unit: &str) -> String {
     let usr = "/dev/disk/by-partlabel/USR-A";
     let hash_offset = manifest.usr.hash_offset;
@@ -194,7 +196,6 @@ fn verity_unit(manifest: &keel_manifest::ImageManifest, usr_device_unit: &str) -
          DefaultDependencies=no\n\
          Requires={usr_device_unit}\n\
          After={usr_device_unit}\n\
-         Before=dev-mapper-usr.device\n\
          \n\
          [Service]\n\
          Type=oneshot\n\
@@ -282,7 +283,8 @@ mod tests {
              /dev/disk/by-partlabel/USR-A 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n"
         ));
         assert!(unit.contains("Requires=dev-disk-by\\x2dpartlabel-USR\\x2dA.device\n"));
-        assert!(unit.contains("Before=dev-mapper-usr.device\n"));
+        // systemd cannot order before a device unit; the link below is what pulls it in.
+        assert!(!unit.contains("Before=dev-mapper-usr.device"));
         // systemd expands a single $ itself: the shell must get its own.
         assert!(unit.contains("$$(dmsetup status usr)") && unit.contains("\"$$4\" = V"));
     }
