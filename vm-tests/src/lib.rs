@@ -335,6 +335,9 @@ pub struct Console {
     /// `boot_until`'s `cut` ended the run: a run that ended by itself was not cut.
     pub cut: bool,
     pub elapsed: Duration,
+    /// When each line of `text` came out of QEMU, from QEMU's start: wall time as a user
+    /// waits for it, which the kernel's own timestamps leave out (firmware, decompression).
+    pub arrivals: Vec<Duration>,
 }
 
 impl Console {
@@ -358,6 +361,12 @@ impl Console {
             })
         };
         Some(stamp("keel-root: real init started")? - stamp("Run /init as init process")?)
+    }
+
+    /// How long after QEMU's start the first line containing `needle` came out.
+    pub fn seen_at(&self, needle: &str) -> Option<Duration> {
+        let index = self.text.lines().position(|line| line.contains(needle))?;
+        self.arrivals.get(index).copied()
     }
 }
 
@@ -543,23 +552,27 @@ pub fn boot_machine(
     let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("cannot start qemu-system-x86_64")?;
     let stdout = child.stdout.take().context("no QEMU stdout")?;
     let (lines_tx, lines_rx) = mpsc::channel();
+    // Stamped as they are read, not as the loop below gets to them, which polls.
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
+            if lines_tx.send((started.elapsed(), line)).is_err() {
                 break;
             }
         }
     });
     let mut text = String::new();
+    let mut arrivals = Vec::new();
+    let append = |text: &mut String, arrivals: &mut Vec<Duration>, (arrival, line): (Duration, String)| {
+        text.push_str(line.trim_end_matches('\r'));
+        text.push('\n');
+        arrivals.push(arrival);
+    };
     let mut timed_out = false;
     let mut was_cut = false;
     loop {
         match lines_rx.recv_timeout(Duration::from_millis(2)) {
-            Ok(line) => {
-                text.push_str(line.trim_end_matches('\r'));
-                text.push('\n');
-            }
+            Ok(line) => append(&mut text, &mut arrivals, line),
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
@@ -588,10 +601,9 @@ pub fn boot_machine(
     // Even after a cut: what is still in the pipe was printed before the power went, and
     // says how far the guest got.
     while let Ok(line) = lines_rx.try_recv() {
-        text.push_str(line.trim_end_matches('\r'));
-        text.push('\n');
+        append(&mut text, &mut arrivals, line);
     }
-    Ok(Console { text, timed_out, cut: was_cut, elapsed })
+    Ok(Console { text, timed_out, cut: was_cut, elapsed, arrivals })
 }
 
 /// The boot reached the real root, whose init finished.
@@ -979,4 +991,22 @@ pub fn check_partition_filesystems(image: &Path) -> anyhow::Result<()> {
         checked.with_context(|| format!("partition {} ({}) of {}", content.number, content.filesystem.0, image.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_at_gives_when_the_first_line_with_the_text_arrived() {
+        let console = Console {
+            text: "Booting\nREAL-INIT: started\nREAL-INIT: started again\n".into(),
+            timed_out: false,
+            cut: false,
+            elapsed: Duration::from_secs(3),
+            arrivals: vec![Duration::from_millis(100), Duration::from_millis(2500), Duration::from_millis(2600)],
+        };
+        assert_eq!(console.seen_at("REAL-INIT: started"), Some(Duration::from_millis(2500)));
+        assert_eq!(console.seen_at("never printed"), None);
+    }
 }

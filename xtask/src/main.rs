@@ -1,6 +1,7 @@
 //! `cargo xtask setup|demo|test|vm-test|bench verity|look|boot|ignition|first-boot|fuzz`. Everything a fresh Debian
 //! machine needs is installed from here, so the README's two commands are the whole set-up.
 
+mod anchors;
 mod bench;
 mod bench_boot;
 mod bench_first_boot;
@@ -78,8 +79,9 @@ fn installed(package: &str) -> bool {
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
 }
 
-fn setup() -> anyhow::Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().map(|(name, _)| *name).filter(|name| !installed(name)).collect();
+/// Installs those of `packages` that are missing, from Debian.
+fn install(packages: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages.iter().map(|(name, _)| *name).filter(|name| !installed(name)).collect();
     if !missing.is_empty() {
         eprintln!("xtask: installing {}", missing.join(" "));
         status(Command::new("apt-get").args(["update", "-q"]))?;
@@ -88,6 +90,11 @@ fn setup() -> anyhow::Result<()> {
         )
         .context("installing Debian packages needs root")?;
     }
+    Ok(())
+}
+
+fn setup() -> anyhow::Result<()> {
+    install(PACKAGES)?;
     let targets = Command::new("rustup").args(["target", "list", "--installed"]).output().context("cannot run rustup")?;
     if !String::from_utf8_lossy(&targets.stdout).lines().any(|t| t == MUSL) {
         status(Command::new("rustup").args(["target", "add", MUSL]))?;

@@ -322,7 +322,8 @@ pub fn build(spec: &InitrdSpec, compression: Compression) -> anyhow::Result<(Vec
     Ok((compress(packed.archive.to_newc(), compression)?, packed.drivers, packed.ignition_warnings))
 }
 
-fn compress(data: Vec<u8>, compression: Compression) -> anyhow::Result<Vec<u8>> {
+/// `data` compressed as `compression` says, reproducibly (see `Compression::command`).
+pub fn compress(data: Vec<u8>, compression: Compression) -> anyhow::Result<Vec<u8>> {
     let Some((program, args)) = compression.command() else { return Ok(data) };
     let mut child = Command::new(program)
         .args(args)
