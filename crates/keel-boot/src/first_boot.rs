@@ -76,6 +76,7 @@ pub(crate) fn with_esp<T>(esp: &FoundDevice, writable: bool, with: impl FnOnce(&
     if !writable {
         flags |= MsFlags::MS_RDONLY;
     }
+    crate::root::load_filesystem_modules(FsKind::Vfat)?;
     mount_at(&esp.node.display().to_string(), mount_point, Some("vfat"), flags, None)?;
     let result = with(mount_point);
     let unmounted = umount(mount_point).with_context(|| format!("cannot unmount the ESP from {ESP_MOUNT}"));

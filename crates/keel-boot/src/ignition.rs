@@ -24,7 +24,7 @@ use keel_ignition::apply::{plan, verify_resources};
 use keel_ignition::config::{Latest, MAX_CONFIG_BYTES};
 use keel_ignition::resolve::{is_platform_id, resolve, Document, Resolved, MAX_TOTAL_BYTES};
 use keel_ignition::root::Root;
-use keel_manifest::INITRD_IGNITION_DIR;
+use keel_manifest::{FW_CFG_MODULES, INITRD_IGNITION_DIR};
 use nix::mount::{umount, MsFlags};
 use std::cell::Cell;
 use std::io::Read;
@@ -252,6 +252,10 @@ fn command_line_config(key: &str, url: &str, oem_user: Option<Document>) -> anyh
 /// resource fetched and verified; an error here stops first boot before its first write.
 /// Returns the config and a line for the log.
 pub fn fetch(params: &BootParams, boot_disk: Option<&BootDisk>, log: &mut Log) -> anyhow::Result<(Fetched, String)> {
+    // fw_cfg is read here only, to find the platform and the config QEMU passes.
+    if params.platform.as_deref().is_none_or(|platform| platform == "qemu") {
+        crate::on_demand::load_list(FW_CFG_MODULES)?;
+    }
     let platform = platform(params)?;
     let initrd_root = Root::open(Path::new(INITRD_IGNITION_DIR)).ok();
     let left = Cell::new(MAX_TOTAL_BYTES);
@@ -405,10 +409,10 @@ mod tests {
     /// Defect: the qemu_fw_cfg module creates /sys/firmware/qemu_fw_cfg as soon as it loads,
     /// whether or not there is a fw_cfg device (fw_cfg_sysfs_init does kobject_create_and_add
     /// before platform_driver_register); only a probed device adds `rev`, `by_key` and
-    /// `by_name`. keel-init loads qemu_fw_cfg on every machine (it is in every initrd's module
-    /// list), so on bare metal or any cloud without a platform id on the command line the
-    /// platform comes out as `qemu`: the OEM's and initrd's base.platform.d/qemu configs (the
-    /// vendor example's qemu-guest-agent) are applied there.
+    /// `by_name`. keel-init loads qemu_fw_cfg on every first boot whose command line names no
+    /// platform, so on bare metal or any cloud without a platform id on the command line the
+    /// platform came out as `qemu`: the OEM's and initrd's base.platform.d/qemu configs (the
+    /// vendor example's qemu-guest-agent) were applied there.
     #[test]
     fn the_fw_cfg_module_loaded_without_a_fw_cfg_device_does_not_make_the_platform_qemu() {
         let dir = scratch("fw-cfg");

@@ -16,6 +16,7 @@ mod kernel_args;
 mod log;
 mod mkfs;
 mod mounts;
+mod on_demand;
 mod plan;
 mod root;
 mod stage;

@@ -2,10 +2,10 @@ use crate::devices::{kernel_size_bytes, FoundDevice};
 use crate::first_boot::RootDisk;
 use crate::mkfs::{make_filesystem, NewFilesystem};
 use crate::mounts::{mount_at, real_directory};
+use crate::on_demand;
 use anyhow::{bail, Context};
 use keel_cmdline::{BootParams, DeviceSpec};
 use keel_disk::{ext4_needs_recovery, grow_mounted_filesystem, probe_filesystem, set_format_pending, FsKind, Probe, ROOT_FORMAT_PENDING};
-use keel_manifest::INITRD_FS_MODULES_DIR;
 use nix::mount::{umount, MsFlags};
 use std::fs::File;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -99,24 +99,18 @@ pub fn mount_root(
     Ok(RootOutcome { filesystem: kind, formatted: format_reason, grown, journal_replayed_first })
 }
 
-fn module_list_path(kind: FsKind) -> String {
-    format!("{INITRD_FS_MODULES_DIR}/{}", kind.mount_type())
-}
-
 /// Whether this initrd can mount `kind`: it packs its modules, or the kernel has it built in.
 pub(crate) fn can_mount(kind: FsKind) -> bool {
-    Path::new(&module_list_path(kind)).exists() || kernel_knows(kind)
+    on_demand::has_list(kind.mount_type()) || kernel_knows(kind)
 }
 
 /// The kernel modules `kind` needs, from the list the initrd builder wrote for it; a
 /// filesystem without a list must be built into the kernel.
 pub(crate) fn load_filesystem_modules(kind: FsKind) -> anyhow::Result<()> {
-    let list_path = module_list_path(kind);
-    match std::fs::read_to_string(&list_path) {
-        Ok(list) => keel_kmod::load_listed(&list).map(|_| ()),
-        Err(_) if kernel_knows(kind) => Ok(()),
-        Err(_) => bail!("this initrd cannot mount {0}: rebuild it with `keel initrd build --root-filesystems ext4,{0}`", kind.mount_type()),
+    if on_demand::load_list(kind.mount_type())? || kernel_knows(kind) {
+        return Ok(());
     }
+    bail!("this initrd cannot mount {0}: rebuild it with `keel initrd build --root-filesystems ext4,{0}`", kind.mount_type())
 }
 
 fn kernel_knows(kind: FsKind) -> bool {

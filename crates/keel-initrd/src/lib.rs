@@ -18,7 +18,7 @@ pub use elf::{library_closure, HostFile};
 use anyhow::{bail, Context};
 use keel_kmod::{alias_pattern_supported, host_storage_modaliases, module_name, DriverTable, LoadEntry, ModuleIndex};
 use keel_manifest::{
-    initrd_mkfs_path, ImageManifest, INITRD_DRIVERS_PATH, INITRD_FS_MODULES_DIR, INITRD_MANIFEST_PATH, INITRD_MODULES_PATH, MKFS_FORMATS,
+    initrd_mkfs_path, ImageManifest, FW_CFG_MODULES, INITRD_DRIVERS_PATH, INITRD_MANIFEST_PATH, INITRD_MODULES_PATH, INITRD_ON_DEMAND_MODULES_DIR, MKFS_FORMATS,
     ROOT_FILESYSTEMS,
 };
 use std::collections::BTreeSet;
@@ -31,6 +31,11 @@ const DEFAULT_DRIVERS: &str = include_str!("../../../initrd/drivers");
 /// ext4 is the default root filesystem and built into Debian's kernel. XFS and btrfs add
 /// about a megabyte of modules each, so an image builder asks for them.
 pub const DEFAULT_ROOT_FILESYSTEMS: [&str; 1] = ["ext4"];
+/// Module lists besides the root filesystems' that keel-init loads only when a boot uses them
+/// (INITRD_ON_DEMAND_MODULES_DIR): the ESP's vfat, with the codepage and charset it mounts
+/// with by default, which only first boot mounts; QEMU's firmware config, which only first
+/// boot reads. Under emulation each module costs a later boot tens of milliseconds to load.
+const ON_DEMAND: [(&str, &[&str]); 2] = [("vfat", &["vfat", "nls_cp437", "nls_ascii"]), (FW_CFG_MODULES, &["qemu_fw_cfg"])];
 
 fn data_lines(text: &str) -> impl Iterator<Item = &str> {
     text.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#'))
@@ -270,10 +275,11 @@ pub fn archive(spec: &InitrdSpec) -> anyhow::Result<Packed> {
     }
     archive.insert(INITRD_DRIVERS_PATH, Node::File { data: drivers.to_text().into_bytes(), mode: 0o644 });
 
-    for filesystem in &spec.root_filesystems {
-        let extra: Vec<LoadEntry> =
-            index.closure(std::slice::from_ref(filesystem))?.into_iter().filter(|m| !base.iter().any(|b| b.path == m.path)).collect();
-        insert_module_list(&mut archive, spec, &version, &format!("{INITRD_FS_MODULES_DIR}/{filesystem}"), &extra)?;
+    let root_filesystems = spec.root_filesystems.iter().map(|filesystem| (filesystem.as_str(), vec![filesystem.clone()]));
+    let others = ON_DEMAND.iter().map(|(name, modules)| (*name, modules.iter().map(|module| module.to_string()).collect()));
+    for (name, modules) in root_filesystems.chain(others) {
+        let extra: Vec<LoadEntry> = index.closure(&modules)?.into_iter().filter(|m| !base.iter().any(|b| b.path == m.path)).collect();
+        insert_module_list(&mut archive, spec, &version, &format!("{INITRD_ON_DEMAND_MODULES_DIR}/{name}"), &extra)?;
     }
     let formats: BTreeSet<&str> = spec.root_filesystems.iter().chain(&spec.mkfs_formats).map(String::as_str).collect();
     for format in formats {

@@ -15,10 +15,14 @@ pub const INITRD_MODULES_PATH: &str = "/etc/keel/modules";
 /// Where the initrd keeps its storage drivers (`keel_kmod::DriverTable`): loaded by
 /// keel-init only when a device's modalias asks for them.
 pub const INITRD_DRIVERS_PATH: &str = "/etc/keel/drivers";
-/// For each root filesystem the initrd can format and mount, a module list like
-/// INITRD_MODULES_PATH named after it (`xfs`), loaded only when ROOT needs it. Its presence
-/// says the initrd supports that filesystem.
-pub const INITRD_FS_MODULES_DIR: &str = "/etc/keel/modules.d";
+/// Module lists like INITRD_MODULES_PATH that keel-init loads only when a boot needs them,
+/// so a later boot loads none of them: one per filesystem keel-init may mount besides the
+/// kernel's own, named by its mount type (`xfs` for a ROOT of xfs, whose list's presence says
+/// the initrd supports it; `vfat` for the ESP), and FW_CFG_MODULES.
+pub const INITRD_ON_DEMAND_MODULES_DIR: &str = "/etc/keel/modules.d";
+/// The list of QEMU's firmware-config driver: only first boot reads fw_cfg, for Ignition's
+/// platform and config.
+pub const FW_CFG_MODULES: &str = "qemu_fw_cfg";
 /// Where the initrd holds its mkfs programs: see `initrd_mkfs_path`.
 pub const INITRD_MKFS_DIR: &str = "/usr/sbin";
 /// Where the initrd holds Ignition's base configs, in Ignition's layout: `base.d/*.ign`,
