@@ -284,7 +284,7 @@ fn build_initrd_with(
         host_root: PathBuf::from("/"),
         ignition_base: ignition_base.map(Path::to_path_buf),
     };
-    std::fs::write(output, keel_initrd::build(&spec, Compression::Xz)?.0).with_context(|| format!("cannot write {}", output.display()))
+    std::fs::write(output, keel_initrd::build(&spec, Compression::DEFAULT)?.0).with_context(|| format!("cannot write {}", output.display()))
 }
 
 /// The fixture most scenarios share, built once per process; each test boots its own

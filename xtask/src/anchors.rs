@@ -125,7 +125,7 @@ fn busybox_archive(kernel: &vm::Kernel) -> anyhow::Result<Archive> {
 
 /// The busybox anchor, compressed as `keel initrd build` compresses by default.
 fn busybox_initrd(kernel: &vm::Kernel) -> anyhow::Result<Vec<u8>> {
-    keel_initrd::compress(busybox_archive(kernel)?.to_newc(), Compression::Xz)
+    keel_initrd::compress(busybox_archive(kernel)?.to_newc(), Compression::DEFAULT)
 }
 
 /// What the verity anchor adds to the plain dracut one.

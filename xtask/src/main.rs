@@ -24,6 +24,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("cpio", "GNU cpio: the reference reader of the initrd format"),
     ("xz-utils", "initrd compression"),
     ("zstd", "initrd compression"),
+    ("lz4", "initrd compression: the kernel unpacks lz4 fastest"),
     ("kmod", "depmod for the kernel's modules.dep"),
     ("libdevmapper-dev", "dm-ioctl.h for the devicemapper crate's bindings"),
     ("clang", "bindgen finds its headers through clang"),

@@ -180,18 +180,32 @@ fn host_mkfs_program(format: &str) -> String {
 pub enum Compression {
     None,
     Gzip,
+    Lz4,
     Xz,
     Zstd,
 }
 
 impl Compression {
+    /// What `keel initrd build` compresses with unless told otherwise.
+    pub const DEFAULT: Compression = Compression::Xz;
+
+    pub const ALL: [Compression; 5] = [Compression::Lz4, Compression::Zstd, Compression::Xz, Compression::Gzip, Compression::None];
+
+    /// The name `--compression` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Lz4 => "lz4",
+            Compression::Xz => "xz",
+            Compression::Zstd => "zstd",
+        }
+    }
+
     pub fn parse(name: &str) -> anyhow::Result<Compression> {
-        Ok(match name {
-            "none" => Compression::None,
-            "gzip" => Compression::Gzip,
-            "xz" => Compression::Xz,
-            "zstd" => Compression::Zstd,
-            other => bail!("unknown compression {other:?}: use zstd, xz, gzip or none"),
+        Compression::ALL.into_iter().find(|compression| compression.name() == name).with_context(|| {
+            let names: Vec<&str> = Compression::ALL.iter().map(|compression| compression.name()).collect();
+            format!("unknown compression {name:?}: use {}", names.join(", "))
         })
     }
 
@@ -202,6 +216,8 @@ impl Compression {
         match self {
             Compression::None => None,
             Compression::Gzip => Some(("gzip", &["-9", "-n", "-c"])),
+            // The kernel unpacks only lz4's legacy frame format.
+            Compression::Lz4 => Some(("lz4", &["-l", "-9", "-q", "-c"])),
             Compression::Xz => Some(("xz", &["--check=crc32", "--lzma2=preset=9e,dict=4MiB", "-T1", "-c"])),
             Compression::Zstd => Some(("zstd", &["-19", "-T1", "-q", "-c"])),
         }

@@ -93,7 +93,7 @@ fn every_mkfs_spec(dir: &Path) -> InitrdSpec {
 #[test]
 fn same_inputs_give_the_same_bytes_with_every_compression() {
     let (one, two) = (every_mkfs_spec(&scratch("one")), every_mkfs_spec(&scratch("two")));
-    for compression in [Compression::None, Compression::Gzip, Compression::Xz, Compression::Zstd] {
+    for compression in Compression::ALL {
         let first = build(&one, compression).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(1100));
         let second = build(&two, compression).unwrap();
