@@ -131,8 +131,6 @@ pub struct DumpArgs {
 
 #[derive(Args)]
 pub struct TableArgs {
-    #[command(flatten)]
-    tree: TreeArgs,
     /// a block that does not verify restarts the machine [default: its read fails with EIO]
     #[arg(long, conflicts_with = "panic_on_corruption")]
     restart_on_corruption: bool,
@@ -145,6 +143,9 @@ pub struct TableArgs {
     /// each data block is verified the first time it is read, not on every read
     #[arg(long)]
     check_at_most_once: bool,
+    // Last: the heading of its parameters would otherwise cover the options above.
+    #[command(flatten)]
+    tree: TreeArgs,
 }
 
 fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
