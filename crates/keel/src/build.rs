@@ -9,8 +9,10 @@ use std::path::PathBuf;
 
 #[derive(Subcommand)]
 pub enum ImageCommand {
-    /// a disk image of Flatcar's layout: /usr as ext4 with its verity hash tree on USR-A, the ESP with the
-    /// first-boot flag, OEM, ROOT blank (first boot formats it); and its manifest
+    /// a disk image of Flatcar's layout, and its manifest
+    ///
+    /// /usr as ext4 with its verity hash tree after it on USR-A, the ESP with the first-boot flag, OEM (blank or
+    /// --oem), ROOT blank (first boot formats it); the manifest records what keel-init trusts about /usr.
     Build(ImageArgs),
 }
 
@@ -24,7 +26,10 @@ impl ImageCommand {
 
 #[derive(Subcommand)]
 pub enum InitrdCommand {
-    /// an initrd for an image: keel-init, the image's manifest, the kernel modules and mkfs programs its boots need
+    /// an initrd for an image
+    ///
+    /// keel-init as /init, the image's manifest, the kernel modules and mkfs programs its boots need, and any
+    /// Ignition base configs.
     Build(InitrdArgs),
 }
 

@@ -72,12 +72,16 @@ impl Disk {
 
 #[derive(Subcommand)]
 pub enum DiskCommand {
+    /// ROOT fills the disk, as first boot grows it
+    ///
     /// ROOT (the last partition) fills the disk and the backup table moves to its end; on a block device the kernel is
-    /// told, and a mounted ROOT filesystem grows
+    /// told, and a mounted ROOT filesystem grows.
     GrowRoot(DiskArgs),
     /// new disk and ROOT GUIDs while the disk GUID is the image's, as first boot gives them
     RandomizeGuids(RandomizeArgs),
-    /// what keel-init's look at the block devices finds for SPEC, what it saw, and how long it took
+    /// what keel-init's look at the block devices finds for SPEC
+    ///
+    /// What keel-init's look at the block devices finds for SPEC, what it saw, and how long it took.
     Find(FindArgs),
 }
 

@@ -9,13 +9,19 @@ use std::io::{Read, Write};
 
 #[derive(Subcommand)]
 pub enum IgnitionCommand {
-    /// every error and warning of an Ignition config (spec 3.0-3.6), with its JSON path: exit 1 when there is an error
+    /// every error and warning of a config, with its JSON path
+    ///
+    /// Ignition spec 3.0-3.6; exit 1 when there is an error.
     Validate(ValidateArgs),
-    /// the final config: the base configs in order, the config over them, and every config it merges (data: URLs,
-    /// checked against their hashes); it prints everything the configs hold, secrets included
+    /// the final config, merged: secrets included
+    ///
+    /// The base configs in order, the config over them, and every config it merges (data: URLs, checked against
+    /// their hashes); it prints everything the configs hold, secrets included.
     Render(RenderArgs),
-    /// files, directories, links, users and groups, systemd units and presets written into DIR as Ignition's files
-    /// stage writes them; nothing is written before every content is fetched and verified
+    /// writes a config into a root directory, as Ignition's files stage
+    ///
+    /// Files, directories, links, users and groups, systemd units and presets written into DIR as Ignition's files
+    /// stage writes them; nothing is written before every content is fetched and verified.
     Apply(ApplyArgs),
 }
 

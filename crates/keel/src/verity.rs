@@ -14,7 +14,9 @@ use std::io::Read;
 pub enum VerityCommand {
     /// writes DATA's hash tree to HASH and prints the root hash, as veritysetup format does
     Format(FormatArgs),
-    /// checks every data block and the whole hash tree against the root hash: exit 2 when they do not match
+    /// checks the data and the hash tree against the root hash
+    ///
+    /// Every data block and the whole hash tree; exit 2 when they do not match, as veritysetup verify.
     Verify(TreeArgs),
     /// prints the superblock of a hash area, as veritysetup dump does
     Dump(DumpArgs),

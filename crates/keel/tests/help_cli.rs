@@ -98,9 +98,11 @@ fn words(command: &str) -> Vec<&str> {
 /// The names a help text lists under "Commands:", `help` left out.
 fn listed_commands(help: &str) -> Vec<String> {
     let listing = help.split("Commands:\n").nth(1).unwrap_or_else(|| panic!("no command list in {help}"));
+    // A name starts its line after two spaces; a wrapped summary continues further in.
     listing
         .lines()
         .take_while(|line| line.starts_with("  "))
+        .filter(|line| !line.starts_with("   "))
         .filter_map(|line| line.split_whitespace().next())
         .filter(|name| *name != "help")
         .map(str::to_string)
