@@ -1,11 +1,67 @@
 //! `keel ignition validate|render|apply`: the Ignition engine for image builders, offline.
 
-use crate::args::Args;
 use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
 use keel_ignition::config::MAX_CONFIG_BYTES;
 use keel_ignition::report::has_errors;
 use keel_ignition::resolve::{Document, Resolved};
 use std::io::{Read, Write};
+
+#[derive(Subcommand)]
+pub enum IgnitionCommand {
+    /// every error and warning of a config, with its JSON path
+    ///
+    /// Ignition spec 3.0-3.6; exit 1 when there is an error.
+    Validate(ValidateArgs),
+    /// the final config, merged: secrets included
+    ///
+    /// The base configs in order, the config over them, and every config it merges (data: URLs, checked against
+    /// their hashes); it prints everything the configs hold, secrets included.
+    Render(RenderArgs),
+    /// writes a config into a root directory, as Ignition's files stage
+    ///
+    /// Files, directories, links, users and groups, systemd units and presets written into DIR as Ignition's files
+    /// stage writes them; nothing is written before every content is fetched and verified.
+    Apply(ApplyArgs),
+}
+
+impl IgnitionCommand {
+    pub fn run(self) -> anyhow::Result<()> {
+        match self {
+            IgnitionCommand::Validate(args) => validate(&args),
+            IgnitionCommand::Render(args) => render(&args),
+            IgnitionCommand::Apply(args) => apply(&args),
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ValidateArgs {
+    /// the config file
+    config: String,
+}
+
+/// A config and the base configs under it.
+#[derive(Args)]
+pub struct RenderArgs {
+    /// the config file
+    config: String,
+    /// a base config, merged under CONFIG; give it once for each, in order, as Ignition's base.d holds them
+    #[arg(long = "base", value_name = "CONFIG")]
+    bases: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ApplyArgs {
+    /// the root directory to write into
+    #[arg(long, value_name = "DIR")]
+    root: String,
+    #[command(flatten)]
+    configs: RenderArgs,
+    /// print the operations apply would run, and write nothing
+    #[arg(long)]
+    dry_run: bool,
+}
 
 /// Writes to stdout; a reader that went away (`| head`) ends the output, not the command with a
 /// panic, as println! would.
@@ -28,9 +84,8 @@ fn read_document(path: &str) -> anyhow::Result<Document> {
 }
 
 /// Exits 1 when the config has errors, after printing every report.
-pub fn validate(words: &[String]) -> anyhow::Result<()> {
-    let args = Args::parse(words, &[], &[])?;
-    let [path] = args.positional.as_slice() else { bail!("give one config file") };
+fn validate(args: &ValidateArgs) -> anyhow::Result<()> {
+    let path = &args.config;
     let document = read_document(path)?;
     let parsed = keel_ignition::parse(&document.bytes).with_context(|| format!("{path} is not a valid Ignition config"))?;
     let mut reports = parsed.reports.clone();
@@ -43,10 +98,9 @@ pub fn validate(words: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn resolve(args: &Args) -> anyhow::Result<Resolved> {
-    let [path] = args.positional.as_slice() else { bail!("give one config file (and --base CONFIG for each base config)") };
-    let bases = args.all("base").iter().map(|base| read_document(base)).collect::<anyhow::Result<Vec<_>>>()?;
-    let user = read_document(path)?;
+fn resolve(args: &RenderArgs) -> anyhow::Result<Resolved> {
+    let bases = args.bases.iter().map(|base| read_document(base)).collect::<anyhow::Result<Vec<_>>>()?;
+    let user = read_document(&args.config)?;
     // The --base configs are one group, as Ignition's base.d is: merged in order, then the user config over them.
     let resolved =
         keel_ignition::resolve::resolve(&[&bases], Some(&user), &|parsed| keel_ignition::validate::validate(&parsed.config, parsed.version))?;
@@ -56,19 +110,17 @@ fn resolve(args: &Args) -> anyhow::Result<Resolved> {
     Ok(resolved)
 }
 
-pub fn render(words: &[String]) -> anyhow::Result<()> {
-    let args = Args::parse_repeatable(words, &[], &["base"], &[])?;
-    let resolved = resolve(&args)?;
+fn render(args: &RenderArgs) -> anyhow::Result<()> {
+    let resolved = resolve(args)?;
     print_out(&format!("{}\n", keel_ignition::resolve::render(&resolved.config)?))
 }
 
-pub fn apply(words: &[String]) -> anyhow::Result<()> {
-    let args = Args::parse_repeatable(words, &["root"], &["base"], &["dry-run"])?;
-    let root_path = args.required("root")?;
-    let resolved = resolve(&args)?;
+fn apply(args: &ApplyArgs) -> anyhow::Result<()> {
+    let root_path = &args.root;
+    let resolved = resolve(&args.configs)?;
     let root = keel_ignition::root::Root::open(root_path.as_ref()).with_context(|| format!("cannot open the root {root_path}"))?;
     let plan = keel_ignition::apply::plan(&resolved.config, &root, resolved.user_config_provided)?;
-    if args.flag("dry-run") {
+    if args.dry_run {
         return print_out(&plan.to_string());
     }
     plan.execute(&root)?;

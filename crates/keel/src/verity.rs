@@ -1,7 +1,7 @@
 //! `keel verity format|verify|dump|table`, with veritysetup's option names and output.
 
-use crate::args::Args;
 use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
 use keel_disk::Guid;
 use keel_verity::{
     decode_hex, encode_hex, format_hash_area, tree_start_block, verify, CorruptionMode, Geometry, HashAlgorithm, HashType, MappedFile, ReadAt,
@@ -10,8 +10,145 @@ use keel_verity::{
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 
-/// Options that describe the parameters when no superblock does.
-const PARAM_OPTIONS: [&str; 6] = ["hash", "data-block-size", "hash-block-size", "salt", "format", "data-blocks"];
+#[derive(Subcommand)]
+pub enum VerityCommand {
+    /// writes DATA's hash tree to HASH and prints the root hash, as veritysetup format does
+    Format(FormatArgs),
+    /// checks the data and the hash tree against the root hash
+    ///
+    /// Every data block and the whole hash tree; exit 2 when they do not match, as veritysetup verify.
+    Verify(TreeArgs),
+    /// prints the superblock of a hash area, as veritysetup dump does
+    Dump(DumpArgs),
+    /// prints the kernel's dm-verity table line for DATA, HASH and the root hash
+    Table(TableArgs),
+}
+
+impl VerityCommand {
+    pub fn run(self) -> anyhow::Result<()> {
+        match self {
+            VerityCommand::Format(args) => format(&args),
+            VerityCommand::Verify(args) => verify_command(&args),
+            VerityCommand::Dump(args) => dump(&args),
+            VerityCommand::Table(args) => table(&args),
+        }
+    }
+}
+
+/// The parameters a superblock holds, for when none does (and for format, which writes them).
+#[derive(Args)]
+#[command(next_help_heading = "Parameters (veritysetup's; verify and table read them from the superblock unless --no-superblock)")]
+struct ParamArgs {
+    /// the hash algorithm [default: sha256]
+    #[arg(long = "hash", value_name = "sha256|sha512|sha1", value_parser = HashAlgorithm::from_name)]
+    algorithm: Option<HashAlgorithm>,
+    /// bytes in a data block, a power of two from 512 to 65536 [default: 4096]
+    #[arg(long, value_name = "N")]
+    data_block_size: Option<u32>,
+    /// bytes in a hash block, a power of two from 512 to 65536 [default: 4096]
+    #[arg(long, value_name = "N")]
+    hash_block_size: Option<u32>,
+    /// the salt in hex, - for none [default: format makes 32 random bytes]
+    #[arg(long, value_name = "HEX|-")]
+    salt: Option<String>,
+    /// the hash type: 1 normal, 0 Chrome OS's [default: 1]
+    #[arg(long = "format", value_name = "1|0", value_parser = hash_type)]
+    hash_type: Option<HashType>,
+    /// how many data blocks the tree covers [default: format: all of DATA (or what precedes --hash-offset)]
+    #[arg(long, value_name = "N")]
+    data_blocks: Option<u64>,
+}
+
+impl ParamArgs {
+    /// The first option given, by name: verify and table refuse them when a superblock holds them.
+    fn first_given(&self) -> Option<&'static str> {
+        [
+            ("hash", self.algorithm.is_some()),
+            ("data-block-size", self.data_block_size.is_some()),
+            ("hash-block-size", self.hash_block_size.is_some()),
+            ("salt", self.salt.is_some()),
+            ("format", self.hash_type.is_some()),
+            ("data-blocks", self.data_blocks.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(name, given)| given.then_some(name))
+    }
+}
+
+/// `--format`'s value (and `keel image build --verity-format`'s): 0 or 1.
+pub fn hash_type(text: &str) -> anyhow::Result<HashType> {
+    let number = text.parse().map_err(|_| anyhow::anyhow!("{text:?} is not 0 or 1"))?;
+    Ok(HashType::from_number(number)?)
+}
+
+#[derive(Args)]
+pub struct FormatArgs {
+    /// the data: a file or a block device
+    data: String,
+    /// where the hash area goes: a file or a block device, or DATA itself with --hash-offset (the hash area appended)
+    hash: String,
+    /// where the hash area starts in HASH, in bytes; with HASH the same as DATA, also where the data ends
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    hash_offset: u64,
+    /// the UUID the superblock records [default: a random one]
+    #[arg(long, value_name = "UUID", value_parser = Guid::parse, conflicts_with = "no_superblock")]
+    uuid: Option<Guid>,
+    /// write no superblock: verify and table then need the parameters on their command lines
+    #[arg(long)]
+    no_superblock: bool,
+    /// print the root hash and the parameters as one JSON object instead of veritysetup's lines
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    params: ParamArgs,
+}
+
+/// A hash area and what it must match: what verify and table work from.
+#[derive(Args)]
+pub struct TreeArgs {
+    /// the data: a file or a block device
+    data: String,
+    /// the hash area's file or block device (DATA itself when the hash area is appended)
+    hash: String,
+    /// the root hash in hex, as format printed it
+    root_hash: String,
+    /// where the hash area starts in HASH, in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    hash_offset: u64,
+    /// the hash area has no superblock: give the parameters it was formatted with (--data-blocks at least)
+    #[arg(long)]
+    no_superblock: bool,
+    #[command(flatten)]
+    params: ParamArgs,
+}
+
+#[derive(Args)]
+pub struct DumpArgs {
+    /// the hash area's file or block device
+    hash: String,
+    /// where the hash area (its superblock) starts in HASH, in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    hash_offset: u64,
+}
+
+#[derive(Args)]
+pub struct TableArgs {
+    /// a block that does not verify restarts the machine [default: its read fails with EIO]
+    #[arg(long, conflicts_with = "panic_on_corruption")]
+    restart_on_corruption: bool,
+    /// a block that does not verify panics the kernel [default: its read fails with EIO]
+    #[arg(long)]
+    panic_on_corruption: bool,
+    /// blocks the tree records as zeros read as zeros, unhashed
+    #[arg(long)]
+    ignore_zero_blocks: bool,
+    /// each data block is verified the first time it is read, not on every read
+    #[arg(long)]
+    check_at_most_once: bool,
+    // Last: the heading of its parameters would otherwise cover the options above.
+    #[command(flatten)]
+    tree: TreeArgs,
+}
 
 fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
     let mut bytes = [0u8; N];
@@ -19,25 +156,21 @@ fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
     Ok(bytes)
 }
 
-fn with(options: &[&'static str], more: &[&'static str]) -> Vec<&'static str> {
-    options.iter().chain(more).copied().collect()
-}
-
 /// Parameters from the command line, veritysetup's defaults for the rest; `data_blocks`
 /// is the default block count when `--data-blocks` is not given.
-fn params_from_options(args: &Args, data_blocks: u64, random_salt: bool) -> anyhow::Result<VerityParams> {
-    let salt = match args.get("salt") {
+fn params_from_options(args: &ParamArgs, data_blocks: u64, random_salt: bool) -> anyhow::Result<VerityParams> {
+    let salt = match args.salt.as_deref() {
         Some("-") => Vec::new(),
         Some(hex) => decode_hex(hex, "--salt")?,
         None if random_salt => random_bytes::<32>()?.to_vec(),
         None => Vec::new(),
     };
     let params = VerityParams {
-        algorithm: HashAlgorithm::from_name(args.get("hash").unwrap_or("sha256"))?,
-        hash_type: HashType::from_number(args.number("format")?.unwrap_or(1))?,
-        data_block_size: args.number("data-block-size")?.unwrap_or(4096),
-        hash_block_size: args.number("hash-block-size")?.unwrap_or(4096),
-        data_blocks: args.number("data-blocks")?.unwrap_or(data_blocks),
+        algorithm: args.algorithm.unwrap_or(HashAlgorithm::Sha256),
+        hash_type: args.hash_type.unwrap_or(HashType::Normal),
+        data_block_size: args.data_block_size.unwrap_or(4096),
+        hash_block_size: args.hash_block_size.unwrap_or(4096),
+        data_blocks: args.data_blocks.unwrap_or(data_blocks),
         salt,
     };
     params.validate()?;
@@ -80,37 +213,31 @@ fn print_area_size(hash_offset: u64, area_bytes: u64) {
     }
 }
 
-pub fn format(words: &[String]) -> anyhow::Result<()> {
-    let args = Args::parse(words, &with(&PARAM_OPTIONS, &["hash-offset", "uuid"]), &["json", "no-superblock"])?;
-    let (data_path, hash_path) = match args.positional.as_slice() {
-        [data, hash] => (data.as_str(), hash.as_str()),
-        _ => bail!("give DATA and HASH (the same path, with --hash-offset, to append the hash area)"),
-    };
-    let hash_offset: u64 = args.number("hash-offset")?.unwrap_or(0);
+fn format(args: &FormatArgs) -> anyhow::Result<()> {
+    let (data_path, hash_path, hash_offset) = (args.data.as_str(), args.hash.as_str(), args.hash_offset);
     if data_path == hash_path && hash_offset == 0 {
         bail!("with the hash area in the data file, --hash-offset must say where it starts");
     }
     // Options are checked before any file is touched; the block count may come from the file.
-    let mut params = params_from_options(&args, 1, true)?;
+    let mut params = params_from_options(&args.params, 1, true)?;
     let data = open_for_hashing(data_path)?;
     let data_bytes = if data_path == hash_path { hash_offset } else { data.size().with_context(|| format!("cannot size {data_path}"))? };
-    if args.get("data-blocks").is_none() {
+    if args.params.data_blocks.is_none() {
         params.data_blocks = data_bytes / u64::from(params.data_block_size);
         params.validate().with_context(|| format!("{data_path} holds {data_bytes} bytes"))?;
     }
     if params.data_bytes() > data_bytes {
         bail!("{data_path} holds {data_bytes} bytes, fewer than {} data blocks of {}", params.data_blocks, params.data_block_size);
     }
-    let uuid = match (args.flag("no-superblock"), args.get("uuid")) {
-        (true, Some(_)) => bail!("--uuid has nowhere to go with --no-superblock"),
-        (true, None) => None,
-        (false, Some(text)) => Some(Guid::parse(text)?),
+    let uuid = match (args.no_superblock, args.uuid) {
+        (true, _) => None,
+        (false, Some(uuid)) => Some(uuid),
         (false, None) => Some(Guid::from_random_bytes(random_bytes()?)),
     };
     let mut hash =
         OpenOptions::new().read(true).write(true).create(true).truncate(false).open(hash_path).with_context(|| format!("cannot open {hash_path}"))?;
     let formatted = format_hash_area(data.as_ref(), &params, uuid.map(|u| u.0), &mut hash, hash_offset)?;
-    if args.flag("json") {
+    if args.json {
         println!(
             "{{\"root_hash\":\"{}\",\"salt\":\"{}\",\"uuid\":\"{}\",\"hash_algorithm\":\"{}\",\"hash_type\":{},\"data_blocks\":{},\
              \"data_block_size\":{},\"hash_block_size\":{},\"hash_offset\":{hash_offset},\"hash_start_block\":{},\"hash_area_end\":{}}}",
@@ -140,84 +267,76 @@ fn read_superblock(hash: &File, hash_path: &str, offset: u64) -> anyhow::Result<
     Superblock::parse(&raw).with_context(|| format!("at byte {offset} of {hash_path}"))
 }
 
-/// What verify and table work from: the parameters (from the superblock, or from the
-/// options with --no-superblock) and the first block of the tree.
-fn stored_params(args: &Args, hash: &File, hash_path: &str) -> anyhow::Result<(VerityParams, u64)> {
-    let hash_offset: u64 = args.number("hash-offset")?.unwrap_or(0);
-    if args.flag("no-superblock") {
-        let params = params_from_options(args, 0, false)?;
+/// What verify and table work from: the hash area, its parameters (from the superblock, or
+/// from the options with --no-superblock), the first block of its tree, and the root hash.
+struct StoredTree {
+    hash: File,
+    params: VerityParams,
+    tree_block: u64,
+    root: Vec<u8>,
+}
+
+fn stored_tree(args: &TreeArgs) -> anyhow::Result<StoredTree> {
+    let root = decode_hex(&args.root_hash, "the root hash")?;
+    let hash = open(&args.hash)?;
+    let (params, tree_block) = if args.no_superblock {
+        let params = params_from_options(&args.params, 0, false)?;
         if params.data_blocks == 0 {
             bail!("--no-superblock needs --data-blocks");
         }
-        return Ok((params.clone(), tree_start_block(hash_offset, params.hash_block_size, false)));
-    }
-    if let Some(option) = PARAM_OPTIONS.iter().find(|o| args.get(o).is_some()) {
-        bail!("--{option} comes from the superblock; give it only with --no-superblock");
-    }
-    let superblock = read_superblock(hash, hash_path, hash_offset)?;
-    let start = tree_start_block(hash_offset, superblock.params.hash_block_size, true);
-    Ok((superblock.params, start))
-}
-
-fn devices_and_root<'a>(args: &'a Args, usage: &str) -> anyhow::Result<(&'a str, &'a str, Vec<u8>)> {
-    match args.positional.as_slice() {
-        [data, hash, root] => Ok((data, hash, decode_hex(root, "the root hash")?)),
-        _ => bail!("usage: {usage}"),
-    }
-}
-
-pub fn verify_command(words: &[String]) -> anyhow::Result<()> {
-    let args = Args::parse(words, &with(&PARAM_OPTIONS, &["hash-offset"]), &["no-superblock"])?;
-    let (data_path, hash_path, root) = devices_and_root(&args, "keel verity verify DATA HASH ROOT_HASH")?;
-    let hash = open(hash_path)?;
-    let (params, tree_block) = stored_params(&args, &hash, hash_path)?;
+        let tree_block = tree_start_block(args.hash_offset, params.hash_block_size, false);
+        (params, tree_block)
+    } else {
+        if let Some(option) = args.params.first_given() {
+            bail!("--{option} comes from the superblock; give it only with --no-superblock");
+        }
+        let superblock = read_superblock(&hash, &args.hash, args.hash_offset)?;
+        let tree_block = tree_start_block(args.hash_offset, superblock.params.hash_block_size, true);
+        (superblock.params, tree_block)
+    };
     if root.len() != params.digest_size() {
         bail!("the root hash has {} bytes; a {} digest has {}", root.len(), params.algorithm.name(), params.digest_size());
     }
-    verify(open_for_hashing(data_path)?.as_ref(), &hash, tree_block * u64::from(params.hash_block_size), &params, &root)?;
-    println!("{data_path}: all {} data blocks and the hash tree match the root hash", params.data_blocks);
+    Ok(StoredTree { hash, params, tree_block, root })
+}
+
+fn verify_command(args: &TreeArgs) -> anyhow::Result<()> {
+    let StoredTree { hash, params, tree_block, root } = stored_tree(args)?;
+    verify(open_for_hashing(&args.data)?.as_ref(), &hash, tree_block * u64::from(params.hash_block_size), &params, &root)?;
+    println!("{}: all {} data blocks and the hash tree match the root hash", args.data, params.data_blocks);
     Ok(())
 }
 
-pub fn dump(words: &[String]) -> anyhow::Result<()> {
-    let args = Args::parse(words, &["hash-offset"], &[])?;
-    let [hash_path] = args.positional.as_slice() else { bail!("usage: keel verity dump HASH [--hash-offset BYTES]") };
-    let hash_offset: u64 = args.number("hash-offset")?.unwrap_or(0);
-    let superblock = read_superblock(&open(hash_path)?, hash_path, hash_offset)?;
+fn dump(args: &DumpArgs) -> anyhow::Result<()> {
+    let superblock = read_superblock(&open(&args.hash)?, &args.hash, args.hash_offset)?;
     let params = &superblock.params;
-    let tree_block = tree_start_block(hash_offset, params.hash_block_size, true);
-    let area = tree_block * u64::from(params.hash_block_size) + Geometry::new(params)?.tree_bytes() - hash_offset;
-    print_header(hash_path, Some(Guid(superblock.uuid)), params)?;
-    print_area_size(hash_offset, area);
+    let tree_block = tree_start_block(args.hash_offset, params.hash_block_size, true);
+    let area = tree_block * u64::from(params.hash_block_size) + Geometry::new(params)?.tree_bytes() - args.hash_offset;
+    print_header(&args.hash, Some(Guid(superblock.uuid)), params)?;
+    print_area_size(args.hash_offset, area);
     Ok(())
 }
 
-pub fn table(words: &[String]) -> anyhow::Result<()> {
-    let args = Args::parse(
-        words,
-        &with(&PARAM_OPTIONS, &["hash-offset"]),
-        &["no-superblock", "restart-on-corruption", "panic-on-corruption", "ignore-zero-blocks", "check-at-most-once"],
-    )?;
-    let (data_path, hash_path, root) = devices_and_root(&args, "keel verity table DATA HASH ROOT_HASH [options]")?;
-    let (params, hash_start_block) = stored_params(&args, &open(hash_path)?, hash_path)?;
-    if root.len() != params.digest_size() {
-        bail!("the root hash has {} bytes; a {} digest has {}", root.len(), params.algorithm.name(), params.digest_size());
-    }
-    let corruption = match (args.flag("restart-on-corruption"), args.flag("panic-on-corruption")) {
-        (true, true) => bail!("choose one of --restart-on-corruption and --panic-on-corruption"),
-        (true, false) => CorruptionMode::RestartOnCorruption,
-        (false, true) => CorruptionMode::PanicOnCorruption,
-        (false, false) => CorruptionMode::Eio,
+fn table(args: &TableArgs) -> anyhow::Result<()> {
+    let tree = &args.tree;
+    let StoredTree { params, tree_block: hash_start_block, root, .. } = stored_tree(tree)?;
+    // clap refuses the two together.
+    let corruption = if args.restart_on_corruption {
+        CorruptionMode::RestartOnCorruption
+    } else if args.panic_on_corruption {
+        CorruptionMode::PanicOnCorruption
+    } else {
+        CorruptionMode::Eio
     };
     let line = TableLine {
-        data_device: data_path.to_string(),
-        hash_device: hash_path.to_string(),
+        data_device: tree.data.clone(),
+        hash_device: tree.hash.clone(),
         hash_start_block,
         params,
         root,
         corruption,
-        ignore_zero_blocks: args.flag("ignore-zero-blocks"),
-        check_at_most_once: args.flag("check-at-most-once"),
+        ignore_zero_blocks: args.ignore_zero_blocks,
+        check_at_most_once: args.check_at_most_once,
     };
     println!("{line}");
     Ok(())

@@ -44,7 +44,8 @@ fn image_build_puts_the_oem_tree_on_oem() {
 
 #[test]
 fn initrd_build_refuses_an_unknown_mkfs_format() {
-    let error = failure_of(keel(&["initrd", "build", "--manifest", "/dev/null", "--mkfs", "vfat,ntfs"]));
+    let required = ["--manifest", "/dev/null", "--init", "/bin/true", "--kernel-modules", "/nonexistent", "--output", "/nonexistent/initrd"];
+    let error = failure_of(keel(&[&["initrd", "build", "--mkfs", "vfat,ntfs"][..], &required].concat()));
     assert!(error.contains("--mkfs: \"ntfs\" is not a format keel can make: use ext4, xfs, btrfs, vfat, swap"), "{error}");
 }
 

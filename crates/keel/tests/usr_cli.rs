@@ -72,12 +72,12 @@ fn mistakes_say_what_to_do_and_change_nothing() {
     let before = fs::read(&path).unwrap();
     let cases: [(&[&str], &str); 8] = [
         (&["usr", "set", disk, "C", "--priority", "1"], "give A, B, USR-A or USR-B"),
-        (&["usr", "set", disk, "A", "--priority", "16"], "--priority \"16\" is not a number from 0 to 15"),
-        (&["usr", "set", disk, "A", "--tries", "-1"], "--tries \"-1\" is not a number from 0 to 15"),
-        (&["usr", "set", disk, "A", "--successful", "2"], "--successful \"2\" is not a number from 0 to 1"),
+        (&["usr", "set", disk, "A", "--priority", "16"], "invalid value '16' for '--priority <0-15>': 16 is not in 0..=15"),
+        (&["usr", "set", disk, "A", "--tries", "-1"], "invalid value '-1' for '--tries <0-15>': -1 is not in 0..=15"),
+        (&["usr", "set", disk, "A", "--successful", "2"], "invalid value '2' for '--successful <0|1>': 2 is not in 0..=1"),
         (&["usr", "set", disk, "A"], "give at least one of --priority"),
-        (&["usr", "prioritize", disk, "B", "--max", "0"], "--max \"0\" is not a number from 1 to 15"),
-        (&["usr", "mark-successful", disk], "give the disk (an image file or a block device) and the slot (A or B)"),
+        (&["usr", "prioritize", disk, "B", "--max", "0"], "invalid value '0' for '--max <1-15>': 0 is not in 1..=15"),
+        (&["usr", "mark-successful", disk], "required arguments were not provided:\n  <SLOT>"),
         (&["usr", "show", "/nonexistent/disk.img"], "cannot open /nonexistent/disk.img"),
     ];
     for (args, expected) in cases {

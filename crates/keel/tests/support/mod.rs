@@ -2,8 +2,9 @@
 
 use std::process::{Command, Output};
 
+/// keel's output, help wrapped at one width whatever terminal runs the tests.
 pub fn keel(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_keel")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_keel")).args(args).env("COLUMNS", "100").output().unwrap()
 }
 
 /// The output of a run that must succeed.
