@@ -18,8 +18,8 @@ pub use elf::{library_closure, HostFile};
 use anyhow::{bail, Context};
 use keel_kmod::{alias_pattern_supported, host_storage_modaliases, module_name, DriverTable, LoadEntry, ModuleIndex};
 use keel_manifest::{
-    initrd_mkfs_path, ImageManifest, FW_CFG_MODULES, INITRD_DRIVERS_PATH, INITRD_MANIFEST_PATH, INITRD_MODULES_PATH, INITRD_ON_DEMAND_MODULES_DIR, MKFS_FORMATS,
-    ROOT_FILESYSTEMS,
+    initrd_mkfs_path, ImageManifest, FW_CFG_MODULES, INITRD_DRIVERS_PATH, INITRD_MANIFEST_PATH, INITRD_MODULES_PATH, INITRD_ON_DEMAND_MODULES_DIR,
+    MKFS_FORMATS, ROOT_FILESYSTEMS,
 };
 use std::collections::BTreeSet;
 use std::io::Write;
