@@ -348,6 +348,14 @@ pub fn boot(args: &[String]) -> anyhow::Result<()> {
     for anchor in anchors::build(&vm::work_dir().join("anchors"), kernel, &fixture.manifest)? {
         candidates.push(Candidate::new(anchor.name, anchor.initrd, anchor.cmdline, Boot::Later, anchor.opens_verity));
     }
+    // The ratios find their rows by name: an --initrd may not take a built-in one.
+    for (index, candidate) in candidates.iter().enumerate() {
+        ensure!(
+            !candidates[..index].iter().any(|earlier| earlier.name == candidate.name),
+            "two candidates are named {:?}: give --initrd another name",
+            candidate.name
+        );
+    }
     std::fs::create_dir_all(consoles_dir())?;
     eprintln!("xtask: keel's first boot, to format the disk every later boot starts from ...");
     let formatted = formatted_disk(&fixture, &keel_default)?;

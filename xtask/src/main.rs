@@ -164,7 +164,7 @@ fn demo() -> anyhow::Result<()> {
     ensure!(guest_blame == host_blame, "keel boot analyze in the real root printed {guest_blame:#?}");
     let size = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     println!("---- figures ----");
-    println!("initrd (xz):          {} bytes", size(&fixture.initrd));
+    println!("{:<22}{} bytes", format!("initrd ({}):", keel_initrd::Compression::DEFAULT.name()), size(&fixture.initrd));
     println!("keel-init (static):   {} bytes", size(&artifacts.binaries.keel_init));
     match console.initrd_seconds() {
         Some(seconds) => println!("Run /init -> real init: {:.3} s (kernel timestamps)", seconds),

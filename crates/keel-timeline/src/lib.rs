@@ -12,6 +12,7 @@ pub use svg::svg;
 use anyhow::{bail, Context};
 use serde_json::{json, Map, Value};
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -135,12 +136,21 @@ impl Timeline {
     /// Reads the timeline at `path`, refusing a file larger than [`MAX_BYTES`] before
     /// reading all of it.
     pub fn read(path: &Path) -> anyhow::Result<Timeline> {
-        let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        let mut text = String::new();
-        file.take(MAX_BYTES + 1).read_to_string(&mut text).with_context(|| format!("cannot read {} as UTF-8 text", path.display()))?;
-        if text.len() as u64 > MAX_BYTES {
+        // Non-blocking, so a FIFO given as the timeline is refused instead of waited on.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        if !file.metadata().with_context(|| format!("cannot stat {}", path.display()))?.is_file() {
+            bail!("{} is not a regular file", path.display());
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_BYTES + 1).read_to_end(&mut bytes).with_context(|| format!("cannot read {}", path.display()))?;
+        if bytes.len() as u64 > MAX_BYTES {
             bail!("{} is larger than {MAX_BYTES} bytes, which no keel-init timeline is", path.display());
         }
+        let text = String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))?;
         Timeline::parse(&text).with_context(|| format!("{} is not a keel-init timeline", path.display()))
     }
 
@@ -220,7 +230,8 @@ fn bounded_number(object: &Map<String, Value>, field: &str, max: f64) -> anyhow:
     if !number.is_finite() || !(0.0..=max).contains(&number) {
         bail!("`{field}` is {number}; it must be between 0 and {max}");
     }
-    Ok(number)
+    // -0 is in the range, and would be shown as "-0.0ms".
+    Ok(number + 0.0)
 }
 
 #[cfg(test)]
@@ -318,6 +329,24 @@ pub(crate) mod tests {
         assert!(refusal(&with(|v| v["stages"][0]["stage"] = json!(""))).contains("1 to 64 characters"));
         assert!(refusal(&with(|v| v["stages"][0]["stage"] = json!("x".repeat(65)))).contains("1 to 64 characters"));
         assert!(refusal(&with(|v| v["stages"][0]["ok"] = json!("yes"))).contains("`ok` is not true or false"));
+    }
+
+    #[test]
+    fn only_a_regular_file_is_read_and_a_fifo_is_not_waited_on() {
+        let dir = keel_test_support::scratch_dir(std::env::temp_dir().join("keel-timeline-tests"), "regular_file");
+        let fifo = dir.join("fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        assert!(format!("{:#}", Timeline::read(&fifo).unwrap_err()).contains("is not a regular file"));
+        assert!(format!("{:#}", Timeline::read(&dir).unwrap_err()).contains("is not a regular file"));
+        let latin1 = dir.join("latin1.json");
+        std::fs::write(&latin1, b"{\"stage\": \"caf\xe9\"}").unwrap();
+        assert!(format!("{:#}", Timeline::read(&latin1).unwrap_err()).contains("is not UTF-8 text"));
+    }
+
+    #[test]
+    fn negative_zero_reads_as_zero() {
+        let timeline = Timeline::parse(&with(|v| v["stages"][0]["duration_ms"] = json!(-0.0))).unwrap();
+        assert!(timeline.stages[0].duration_ms.is_sign_positive(), "{:?}", timeline.stages[0]);
     }
 
     #[test]

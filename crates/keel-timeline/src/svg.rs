@@ -172,13 +172,15 @@ fn draw_legend(out: &mut String, top: f64) {
     }
 }
 
-/// `text` cut to `chars` characters, an ellipsis marking the cut. Cut before it is
-/// escaped, so no entity is split.
+/// `text` as it is shown (control characters as their visible escapes, up to six times
+/// longer) cut to `chars` characters, an ellipsis marking the cut. Cut before markup is
+/// escaped, so no entity is split; `xml` leaves the visible escapes as they are.
 fn shortened(text: &str, chars: usize) -> String {
-    if text.chars().count() <= chars {
-        return text.to_string();
+    let shown = printable(text);
+    if shown.chars().count() <= chars {
+        return shown;
     }
-    let mut cut: String = text.chars().take(chars.saturating_sub(1)).collect();
+    let mut cut: String = shown.chars().take(chars.saturating_sub(1)).collect();
     cut.push('\u{2026}');
     cut
 }
@@ -308,5 +310,20 @@ mod tests {
         let room = LABEL_WIDTH + AXIS_WIDTH + RIGHT_MARGIN - number(message, "x");
         assert!(shown.chars().count() as f64 * MESSAGE_CHAR_WIDTH <= room, "{room}");
         assert_eq!(message.attribute("text-anchor"), Some("start"));
+    }
+
+    #[test]
+    fn a_message_of_control_characters_is_cut_as_it_is_shown() {
+        let mut timeline = sample_timeline();
+        // Each ESC is shown as a six-character escape: cut before that, 100 of them would
+        // overflow the chart.
+        timeline.stages[0].outcome = Outcome::Done { detail: "\u{1b}".repeat(100) };
+        let document_text = svg(&timeline);
+        let document = roxmltree::Document::parse(&document_text).unwrap();
+        let message =
+            document.descendants().find(|n| n.attribute("class") == Some("message") && n.text().is_some_and(|t| t.starts_with('\\'))).unwrap();
+        let room = LABEL_WIDTH + AXIS_WIDTH + RIGHT_MARGIN - number(message, "x");
+        let shown = message.text().unwrap();
+        assert!(shown.ends_with('\u{2026}') && shown.chars().count() as f64 * MESSAGE_CHAR_WIDTH <= room, "{room}: {shown}");
     }
 }

@@ -34,10 +34,14 @@ pub struct AnalyzeArgs {
 
 fn analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
     let timeline = Timeline::read(&args.timeline)?;
-    print!("{}", keel_timeline::blame(&timeline));
+    crate::print_out(&keel_timeline::blame(&timeline))?;
     if let Some(svg_path) = &args.svg {
         std::fs::write(svg_path, keel_timeline::svg(&timeline)).with_context(|| format!("cannot write the chart to {}", svg_path.display()))?;
-        println!("chart: {}", svg_path.display());
+        crate::print_out(&format!(
+            "chart: {}
+",
+            svg_path.display()
+        ))?;
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use keel_ignition::config::MAX_CONFIG_BYTES;
 use keel_ignition::report::has_errors;
 use keel_ignition::resolve::{Document, Resolved};
-use std::io::{Read, Write};
+use std::io::Read;
 
 #[derive(Subcommand)]
 pub enum IgnitionCommand {
@@ -63,15 +63,6 @@ pub struct ApplyArgs {
     dry_run: bool,
 }
 
-/// Writes to stdout; a reader that went away (`| head`) ends the output, not the command with a
-/// panic, as println! would.
-fn print_out(text: &str) -> anyhow::Result<()> {
-    match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error).context("cannot write to stdout"),
-        _ => Ok(()),
-    }
-}
-
 /// A config file's bytes, read no further than keel would parse: a 100 MB file costs 32 MiB.
 fn read_document(path: &str) -> anyhow::Result<Document> {
     let file = std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
@@ -91,7 +82,7 @@ fn validate(args: &ValidateArgs) -> anyhow::Result<()> {
     let mut reports = parsed.reports.clone();
     reports.extend(keel_ignition::validate::validate(&parsed.config, parsed.version));
     let lines: String = reports.iter().map(|report| format!("{path}: {report}\n")).collect();
-    print_out(&lines)?;
+    crate::print_out(&lines)?;
     if has_errors(&reports) {
         bail!("{path}: the config has errors");
     }
@@ -112,7 +103,7 @@ fn resolve(args: &RenderArgs) -> anyhow::Result<Resolved> {
 
 fn render(args: &RenderArgs) -> anyhow::Result<()> {
     let resolved = resolve(args)?;
-    print_out(&format!("{}\n", keel_ignition::resolve::render(&resolved.config)?))
+    crate::print_out(&format!("{}\n", keel_ignition::resolve::render(&resolved.config)?))
 }
 
 fn apply(args: &ApplyArgs) -> anyhow::Result<()> {
@@ -121,8 +112,8 @@ fn apply(args: &ApplyArgs) -> anyhow::Result<()> {
     let root = keel_ignition::root::Root::open(root_path.as_ref()).with_context(|| format!("cannot open the root {root_path}"))?;
     let plan = keel_ignition::apply::plan(&resolved.config, &root, resolved.user_config_provided)?;
     if args.dry_run {
-        return print_out(&plan.to_string());
+        return crate::print_out(&plan.to_string());
     }
     plan.execute(&root)?;
-    print_out(&format!("{root_path}: {} operations applied (--dry-run lists them)\n", plan.steps().len()))
+    crate::print_out(&format!("{root_path}: {} operations applied (--dry-run lists them)\n", plan.steps().len()))
 }

@@ -73,6 +73,17 @@ impl Command {
     }
 }
 
+/// Writes to stdout; a reader that went away (`| head`) ends the output, not the command with a
+/// panic, as println! would.
+pub(crate) fn print_out(text: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error).context("cannot write to stdout"),
+        _ => Ok(()),
+    }
+}
+
 fn main() {
     let cli = Cli::try_parse().unwrap_or_else(|error| exit_on_parse_error(error));
     if let Err(error) = cli.command.run() {
@@ -91,7 +102,8 @@ fn exit_on_parse_error(mut error: clap::Error) -> ! {
         let _ = error.print();
         std::process::exit(0);
     }
-    let words: Vec<String> = std::env::args().skip(1).collect();
+    // Only to find the command whose usage to show: a word that is not UTF-8 cannot name one.
+    let words: Vec<String> = std::env::args_os().skip(1).map(|word| word.to_string_lossy().into_owned()).collect();
     let mut command = deepest_command(&words);
     // clap leaves the usage out of some errors (a value its parser refused): every usage error shows it.
     if error.get(ContextKind::Usage).is_none() {

@@ -62,3 +62,11 @@ fn analyze_refuses_a_file_that_is_not_a_timeline() {
     let two = failure_of(keel(&["boot", "analyze", &timeline, &timeline]));
     assert!(two.contains("unexpected argument"), "{two}");
 }
+
+#[test]
+fn analyze_says_so_when_its_output_cannot_be_written() {
+    let (_, timeline) = written("analyze-full", &later_boot());
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keel")).args(["boot", "analyze", &timeline]).stdout(full).output().unwrap();
+    assert!(failure_of(output).contains("cannot write to stdout"));
+}

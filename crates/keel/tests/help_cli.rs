@@ -145,6 +145,16 @@ fn a_usage_error_exits_1_with_the_commands_usage() {
     let error = failure_of(keel(&["usr", "show", "disk.img", "--sector-size", "1024"]));
     assert!(error.contains("'1024' for '--sector-size <512|4096>'") && error.contains("512 and 4096"), "{error}");
     assert!(error.contains("Usage: keel usr show "), "{error}");
+    // A word that is not UTF-8 beside a usage error: still the error, not a panic.
+    use std::os::unix::ffi::OsStrExt;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["usr", "show"])
+        .arg(std::ffi::OsStr::from_bytes(b"\xff"))
+        .arg("--no-such-option")
+        .output()
+        .unwrap();
+    let error = failure_of(output);
+    assert!(error.contains("Usage: keel usr show "), "{error}");
 }
 
 #[test]
