@@ -277,7 +277,7 @@ impl<D: Read + Seek> Volume<'_, D> {
         };
         match next {
             0 => Err(FatError::Damaged(format!("cluster {cluster} is free in the FAT but a chain goes through it"))),
-            bad if bad == width.bad_cluster() => Err(FatError::Damaged(format!("a cluster chain runs into bad cluster {cluster}"))),
+            bad if bad == width.bad_cluster() => Err(FatError::Damaged(format!("the FAT marks the cluster after cluster {cluster} bad"))),
             end if end > width.bad_cluster() => Ok(None),
             next => Ok(Some(next)),
         }
@@ -742,6 +742,14 @@ mod tests {
         image
     }
 
+    /// keel's ESP at FAT12 and 512-byte sectors, with `entries` after `flatcar` in the root.
+    fn esp_with_root(entries: &[[u8; 32]]) -> Image {
+        let mut image = esp(FatWidth::Fat12, 512);
+        let root = image.root_entry(2);
+        image.put(root, entries);
+        image
+    }
+
     #[test]
     fn finds_the_flag_by_long_and_short_name_on_every_width_and_sector_size() {
         for width in [FatWidth::Fat12, FatWidth::Fat16, FatWidth::Fat32] {
@@ -775,62 +783,55 @@ mod tests {
         assert!(!image.found("nothing/../flatcar"), "every name on the way must exist");
     }
 
+    /// Writes `long` (aliased `alias`) into the root with its entries changed by `damage`,
+    /// and checks that only the alias finds it.
+    fn only_the_alias_is_found(long: &str, alias: &[u8; 11], damage: impl FnOnce(&mut Vec<[u8; 32]>)) {
+        let mut entries = long_named(long, file(alias));
+        damage(&mut entries);
+        let image = esp_with_root(&entries);
+        assert!(!image.found(long), "{long}");
+        let (base, extension) = alias.split_at(8);
+        let alias = format!("{}.{}", String::from_utf8_lossy(base).trim_end(), String::from_utf8_lossy(extension).trim_end());
+        assert!(image.found(alias.trim_end_matches('.')), "{alias}");
+    }
+
     #[test]
     fn a_long_name_whose_checksum_does_not_match_leaves_only_the_short_name() {
-        let mut image = esp(FatWidth::Fat12, 512);
-        let mut entries = long_named("another-name", file(b"ANOTHE~1   "));
-        entries[0][13] ^= 0xff;
-        entries[1][13] ^= 0xff;
-        let root = image.root_entry(2);
-        image.put(root, &entries);
-        assert!(!image.found("another-name"));
-        assert!(image.found("anothe~1"));
+        only_the_alias_is_found("another-name", b"ANOTHE~1   ", |entries| {
+            entries[0][13] ^= 0xff;
+            entries[1][13] ^= 0xff;
+        });
         // One slot of two mismatching: the run restarts there, and the slot is not a first one.
-        let mut entries = long_named("yet-another-one", file(b"YET-AN~1   "));
-        entries[1][13] ^= 0xff;
-        image.put(root, &entries);
-        assert!(!image.found("yet-another-one"));
-        assert!(image.found("YET-AN~1"));
+        only_the_alias_is_found("yet-another-one", b"YET-AN~1   ", |entries| entries[1][13] ^= 0xff);
     }
 
     #[test]
     fn orphaned_and_out_of_order_slots_are_ignored() {
-        let mut image = esp(FatWidth::Fat12, 512);
-        let root = image.root_entry(2);
-        // The slots without their short entry: a file follows instead, with its own name.
-        let mut entries = long_named("orphan-name", file(b"ORPHAN~1   "));
-        entries.pop();
-        image.put(root, &entries);
-        image.put(root + 32 * entries.len(), &[file(b"PLAIN   TXT")]);
-        assert!(!image.found("orphan-name"));
-        assert!(image.found("plain.txt"));
+        // A free entry between the slots and their short entry orphans them.
+        only_the_alias_is_found("orphan-name", b"PLAIN   TXT", |entries| {
+            let plain = entries.pop().unwrap();
+            entries.push([0; 32]);
+            entries.push(plain);
+        });
         // The slots swapped: sequence numbers must count down.
-        let mut swapped = long_named("swapped-slots-name", file(b"SWAPPE~1   "));
-        swapped.swap(0, 1);
-        image.put(root, &swapped);
-        assert!(!image.found("swapped-slots-name"));
-        assert!(image.found("swappe~1"));
+        only_the_alias_is_found("swapped-slots-name", b"SWAPPE~1   ", |entries| entries.swap(0, 1));
     }
 
     #[test]
     fn a_long_name_of_thirteen_units_needs_no_terminator() {
-        let mut image = esp(FatWidth::Fat12, 512);
-        let root = image.root_entry(2);
-        image.put(root, &long_named("thirteen-char", file(b"THIRTE~1   ")));
+        let image = esp_with_root(&long_named("thirteen-char", file(b"THIRTE~1   ")));
         assert!(image.found("thirteen-char"));
         assert!(!image.found("thirteen-cha"));
     }
 
     #[test]
     fn deleted_entries_are_not_found_but_0x05_stands_for_0xe5() {
-        let mut image = esp(FatWidth::Fat12, 512);
-        let root = image.root_entry(2);
-        let mut deleted = long_named("gone-file", file(b"GONE-F~1   "));
-        for entry in &mut deleted {
+        let mut entries = long_named("gone-file", file(b"GONE-F~1   "));
+        for entry in &mut entries {
             entry[0] = DELETED;
         }
-        image.put(root, &deleted);
-        image.put(root + 32 * deleted.len(), &[file(b"\x05BC     TXT"), file(b"\xe5LSO    TXT")]);
+        entries.extend([file(b"\x05BC     TXT"), file(b"\xe5LSO    TXT")]);
+        let image = esp_with_root(&entries);
         assert!(!image.found("gone-file"));
         assert!(!image.found("?ONE-F~1"));
         assert!(!image.found("?lso.txt"));
@@ -841,27 +842,21 @@ mod tests {
 
     #[test]
     fn a_zero_first_byte_is_skipped_not_the_end_of_the_directory() {
-        let mut image = esp(FatWidth::Fat12, 512);
-        let root = image.root_entry(3);
-        image.put(root, &[file(b"\0AFTER     "), file(b"AFTER      ")]);
+        let image = esp_with_root(&[file(b"\0AFTER     "), file(b"AFTER      ")]);
         assert!(image.found("after"), "the kernel's lookup reads on past a free entry");
         assert!(!image.found("\0after"));
     }
 
     #[test]
     fn the_volume_label_is_not_a_file() {
-        let mut image = esp(FatWidth::Fat12, 512);
-        let root = image.root_entry(2);
-        image.put(root, &[short(b"EFI-SYSTEM ", ATTR_VOLUME, 0)]);
+        let image = esp_with_root(&[short(b"EFI-SYSTEM ", ATTR_VOLUME, 0)]);
         assert!(!image.found("EFI-SYSTEM"));
         assert!(image.found("flatcar"));
     }
 
     #[test]
     fn short_names_trim_padding_and_keep_inner_spaces() {
-        let mut image = esp(FatWidth::Fat12, 512);
-        let root = image.root_entry(2);
-        image.put(root, &[file(b"A B     C D"), file(b"NOEXT      "), file(b"        TXT"), file(b"           ")]);
+        let image = esp_with_root(&[file(b"A B     C D"), file(b"NOEXT      "), file(b"        TXT"), file(b"           ")]);
         assert!(image.found("a b.c d"));
         assert!(image.found("noext"));
         assert!(image.found("noext..."), "trailing dots of a name sought are dropped");
@@ -871,9 +866,7 @@ mod tests {
 
     #[test]
     fn names_past_ascii_match_only_as_question_marks() {
-        let mut image = esp(FatWidth::Fat12, 512);
-        let root = image.root_entry(2);
-        image.put(root, &long_named("caf\u{e9}", file(b"CAF~1      ")));
+        let image = esp_with_root(&long_named("caf\u{e9}", file(b"CAF~1      ")));
         assert!(image.found("caf?"));
         assert!(image.found("CAF?"));
         assert!(!image.found("caf\u{e9}"));
@@ -935,7 +928,7 @@ mod tests {
             ("past the last cluster", &[(3, 500)], "cluster 500, outside"),
             ("reserved cluster 1", &[(3, 1)], "cluster 1, outside"),
             ("free cluster", &[(3, 4), (4, 0)], "cluster 4 is free"),
-            ("bad cluster", &[(3, 0xff7)], "bad cluster"),
+            ("bad cluster", &[(3, 0xff7)], "after cluster 3 bad"),
         ];
         for (what, links, expected) in cases {
             let mut image = esp(FatWidth::Fat12, 512);
@@ -953,9 +946,7 @@ mod tests {
         image.set_fat(5, 2);
         assert!(image.exists("").unwrap_err().to_string().contains("loops"));
         // A directory that starts at cluster 0 is empty.
-        let mut image = esp(FatWidth::Fat12, 512);
-        let root = image.root_entry(2);
-        image.put(root, &[directory(b"EMPTY      ", 0)]);
+        let image = esp_with_root(&[directory(b"EMPTY      ", 0)]);
         assert!(image.found("empty"));
         assert!(!image.found("empty/flatcar"));
     }
