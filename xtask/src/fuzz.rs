@@ -18,6 +18,8 @@ const TARGETS: &[(&str, usize)] = &[
     ("cmdline", 4096),
     // All that probe_filesystem reads (128 KiB), and some past it.
     ("probe", 132 * 1024),
+    // The seeds' volumes (up to 256 KiB): a lookup reads only what the volume points at.
+    ("fat", 256 * 1024),
     ("manifest", 4096),
 ];
 

@@ -7,6 +7,7 @@
 //! renumber Flatcar's sparse layout (OEM is partition 6, ROOT partition 9).
 
 mod crc32;
+mod fat;
 mod first_boot;
 mod gpt;
 mod gptprio;
@@ -18,6 +19,7 @@ mod probe;
 mod sector;
 
 pub use crc32::crc32;
+pub use fat::{fat_path_exists, FatError};
 pub use first_boot::{
     grow_root, randomize_identity, repair_table, set_format_pending, write_gpt_unless_current, Grown, FIRST_BOOT_FLAG, IMAGE_DISK_GUID,
     ROOT_FORMAT_PENDING, ROOT_NAME,

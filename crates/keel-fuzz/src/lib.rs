@@ -6,6 +6,7 @@
 //! what it must not do is panic, or accept something that breaks what it promises.
 
 pub mod cmdline;
+pub mod fat;
 pub mod gpt;
 pub mod manifest;
 pub mod probe;
