@@ -9,8 +9,8 @@ use crate::mounts::mount_at;
 use anyhow::{bail, Context};
 use keel_cmdline::{BootParams, FirstBootRequest};
 use keel_disk::{
-    grow_root, probe_filesystem, randomize_identity, read_gpt, resize_kernel_partition, Ambiguous, FsKind, Guid, Probe, UnsupportedShape,
-    FIRST_BOOT_FLAG, ROOT_NAME, TYPE_ESP,
+    fat_path_exists, grow_root, probe_filesystem, randomize_identity, read_gpt, resize_kernel_partition, Ambiguous, FsKind, Guid, Probe,
+    UnsupportedShape, FIRST_BOOT_FLAG, ROOT_NAME, TYPE_ESP,
 };
 use nix::mount::{umount, MsFlags};
 use std::fs::File;
@@ -69,14 +69,12 @@ pub(crate) fn find_esp(boot_disk: &BootDisk) -> anyhow::Result<Option<FoundDevic
     Ok(matches!(probe, Probe::Filesystem(fs) if fs.kind == FsKind::Vfat).then_some(esp))
 }
 
-/// Mounts the ESP, runs `with` on its mount point, and unmounts it again.
-pub(crate) fn with_esp<T>(esp: &FoundDevice, writable: bool, with: impl FnOnce(&Path) -> anyhow::Result<T>) -> anyhow::Result<T> {
+/// Mounts the ESP to write it (only first boot does: the flag, the kernel arguments), runs
+/// `with` on its mount point, and unmounts it again.
+pub(crate) fn with_esp<T>(esp: &FoundDevice, with: impl FnOnce(&Path) -> anyhow::Result<T>) -> anyhow::Result<T> {
     let mount_point = Path::new(ESP_MOUNT);
-    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    if !writable {
-        flags |= MsFlags::MS_RDONLY;
-    }
     crate::root::load_filesystem_modules(FsKind::Vfat)?;
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_at(&esp.node.display().to_string(), mount_point, Some("vfat"), flags, None)?;
     let result = with(mount_point);
     let unmounted = umount(mount_point).with_context(|| format!("cannot unmount the ESP from {ESP_MOUNT}"));
@@ -99,7 +97,12 @@ pub fn detect(params: &BootParams, boot_disk: &BootDisk, log: &mut Log) -> Optio
         FirstBootRequest::Detected => ("the bootloader found the first-boot flag", esp),
         FirstBootRequest::Unsaid => {
             let esp = esp?;
-            match with_esp(&esp, false, |esp| Ok(esp.join(FIRST_BOOT_FLAG).exists())) {
+            // Read without mounting: every boot asks, and a later boot then needs no vfat
+            // module and hands the kernel's FAT code nothing from this untrusted partition.
+            let flag = File::open(&esp.node)
+                .with_context(|| format!("cannot open {}", esp.node.display()))
+                .and_then(|mut device| Ok(fat_path_exists(&mut device, boot_disk.sector_size, FIRST_BOOT_FLAG)?));
+            match flag {
                 Ok(true) => ("the ESP holds the first-boot flag", Some(esp)),
                 Ok(false) => return None,
                 Err(error) => {
@@ -195,7 +198,7 @@ pub fn finish(first_boot: &FirstBoot) -> anyhow::Result<String> {
     let Some(esp) = &first_boot.flag_on else {
         return Ok("no flag to clear: the command line asked for this first boot, or the disk has no vfat ESP".into());
     };
-    with_esp(esp, true, |esp_root| {
+    with_esp(esp, |esp_root| {
         let flag = &esp_root.join(FIRST_BOOT_FLAG);
         if !flag.exists() {
             return Ok("no first-boot flag left to clear".to_string());

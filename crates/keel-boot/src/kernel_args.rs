@@ -210,7 +210,7 @@ pub fn apply(should_exist: &[String], should_not_exist: &[String], boot_disk: &B
         return Ok((false, "the kernel arguments are on this boot's command line already".to_string()));
     }
     let esp = find_esp(boot_disk)?.context("the boot disk has no vfat ESP to write the kernel arguments to")?;
-    with_esp(&esp, true, |root| match decide(should_exist, should_not_exist, &cmdline, &read_record(root)?)? {
+    with_esp(&esp, |root| match decide(should_exist, should_not_exist, &cmdline, &read_record(root)?)? {
         Decision::InEffect => Ok((false, "the kernel arguments are on this boot's command line already".to_string())),
         Decision::Write(args) => {
             write_record(root, &args)?;

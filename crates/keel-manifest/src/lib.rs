@@ -16,7 +16,7 @@ pub const INITRD_MODULES_PATH: &str = "/etc/keel/modules";
 /// keel-init only when a device's modalias asks for them.
 pub const INITRD_DRIVERS_PATH: &str = "/etc/keel/drivers";
 /// Module lists like INITRD_MODULES_PATH that keel-init loads only when a boot needs them,
-/// so a later boot loads none of them: one per filesystem keel-init may mount besides the
+/// so a boot loads only those it uses: one per filesystem keel-init may mount besides the
 /// kernel's own, named by its mount type (`xfs` for a ROOT of xfs, whose list's presence says
 /// the initrd supports it; `vfat` for the ESP), and FW_CFG_MODULES.
 pub const INITRD_ON_DEMAND_MODULES_DIR: &str = "/etc/keel/modules.d";
