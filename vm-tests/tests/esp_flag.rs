@@ -1,8 +1,9 @@
 //! keel-init looks for the first-boot flag with keel-disk's own FAT reader, not a vfat mount:
-//! it must see what the kernel's vfat writes. The VM's kernel fills blank volumes of every FAT
-//! width and both sector sizes with long, short, mixed-case, nested and deleted names; the
-//! host then asks keel's lookup about each name, its case variants, deleted names and names
-//! never made, and compares with what the kernel was told to leave there.
+//! it must see what the kernel's vfat sees. The VM's kernel fills blank volumes of every FAT
+//! width and both sector sizes with long, short, mixed-case, nested and deleted names, and
+//! answers (`[ -e PATH ]` on its mount) each question the host then asks keel's lookup: each
+//! name, its case variants, deleted names and names never made. Both must also agree with
+//! what the kernel was told to leave there.
 
 use keel_disk::{fat_path_exists, SectorSize};
 use keel_vm_tests::{assert_reached_real_init, boot_machine, disk_copy, shared_fixture, Bus, Disk, Machine};
@@ -106,8 +107,9 @@ fn questions(steps: &[Step]) -> Vec<String> {
     asked.into_iter().collect()
 }
 
-/// A blank FAT volume of `width` bits and `sector` bytes a sector, with the kernel's script on it.
-fn blank_volume(dir: &Path, width: u32, sector: SectorSize, mib: u64, fill: &str) -> PathBuf {
+/// A blank FAT volume of `width` bits and `sector` bytes a sector, with the kernel's script
+/// and the questions on it.
+fn blank_volume(dir: &Path, width: u32, sector: SectorSize, mib: u64, fill: &str, asked: &[String]) -> PathBuf {
     let image = dir.join(format!("fat{width}-{}.img", sector.bytes()));
     let _ = std::fs::remove_file(&image);
     std::fs::File::create(&image).unwrap().set_len(mib << 20).unwrap();
@@ -118,10 +120,12 @@ fn blank_volume(dir: &Path, width: u32, sector: SectorSize, mib: u64, fill: &str
     }
     let made = mkfs.arg(&image).output().unwrap();
     assert!(made.status.success(), "mkfs.vfat: {}", String::from_utf8_lossy(&made.stderr));
-    let script = dir.join("fill.sh");
-    std::fs::write(&script, fill).unwrap();
-    let copied = Command::new("mcopy").arg("-i").arg(&image).arg(&script).arg("::fill.sh").output().unwrap();
-    assert!(copied.status.success(), "mcopy: {}", String::from_utf8_lossy(&copied.stderr));
+    for (name, text) in [("fill.sh", fill.to_string()), ("ask.txt", asked.iter().map(|path| format!("{path}\n")).collect())] {
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        let copied = Command::new("mcopy").arg("-i").arg(&image).arg(&file).arg(format!("::{name}")).output().unwrap();
+        assert!(copied.status.success(), "mcopy: {}", String::from_utf8_lossy(&copied.stderr));
+    }
     image
 }
 
@@ -132,6 +136,7 @@ fn keels_fat_lookup_sees_what_the_kernels_vfat_wrote_on_every_fat_width_and_sect
     std::fs::create_dir_all(&dir).unwrap();
     let steps = steps();
     let fill = script(&steps);
+    let asked = questions(&steps);
     let volumes = [
         (12, SectorSize::Bytes512, 4),
         (16, SectorSize::Bytes512, 32),
@@ -139,7 +144,7 @@ fn keels_fat_lookup_sees_what_the_kernels_vfat_wrote_on_every_fat_width_and_sect
         (16, SectorSize::Bytes4096, 64),
         (32, SectorSize::Bytes4096, 300),
     ]
-    .map(|(width, sector, mib)| (width, sector, blank_volume(&dir, width, sector, mib, &fill)));
+    .map(|(width, sector, mib)| (width, sector, blank_volume(&dir, width, sector, mib, &fill, &asked)));
 
     // First boot loads vfat (it clears the ESP's flag), so the real root can mount them.
     let disk = disk_copy(fixture, "esp-flag").unwrap();
@@ -154,18 +159,28 @@ fn keels_fat_lookup_sees_what_the_kernels_vfat_wrote_on_every_fat_width_and_sect
     }
 
     let left = left_behind(&steps);
-    let asked = questions(&steps);
     let mut compared = 0;
-    for (width, sector, image) in &volumes {
+    for ((width, sector, image), name) in volumes.iter().zip(["vdb", "vdc", "vdd", "vde", "vdf"]) {
         let mut device = std::fs::File::open(image).unwrap();
-        for path in &asked {
+        let prefix = format!("fat-answer /dev/{name} ");
+        let kernel: Vec<(bool, &str)> = console
+            .real_init()
+            .into_iter()
+            .filter_map(|line| line.strip_prefix(prefix.as_str()))
+            .map(|answer| answer.strip_prefix("yes ").map_or_else(|| (false, answer.strip_prefix("no ").unwrap_or(answer)), |path| (true, path)))
+            .collect();
+        assert_eq!(kernel.len(), asked.len(), "{name}: the kernel answered {} of {} questions", kernel.len(), asked.len());
+        for ((kernel_found, kernel_path), path) in kernel.into_iter().zip(&asked) {
+            assert_eq!(kernel_path, path, "{name}: answers out of order");
             let found = fat_path_exists(&mut device, *sector, path).unwrap_or_else(|error| panic!("FAT{width}/{sector:?} {path}: {error}"));
-            assert_eq!(found, left.contains(&path.to_ascii_lowercase()), "FAT{width}, {} bytes a sector: {path:?}", sector.bytes());
+            let at = format!("FAT{width}, {} bytes a sector: {path:?}", sector.bytes());
+            assert_eq!(found, kernel_found, "{at}: keel's lookup and the kernel's vfat disagree");
+            assert_eq!(found, left.contains(&path.to_ascii_lowercase()), "{at}: not what the kernel was told to leave");
             compared += 1;
         }
         assert!(fat_path_exists(&mut device, *sector, keel_disk::FIRST_BOOT_FLAG).unwrap(), "FAT{width}: the flag");
     }
-    eprintln!("{compared} lookups on {} volumes the kernel wrote agree with what it was told to leave", volumes.len());
+    eprintln!("{compared} lookups on {} volumes the kernel wrote agree with the kernel's own answers", volumes.len());
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&disk);
 }

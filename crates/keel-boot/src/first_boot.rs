@@ -9,7 +9,7 @@ use crate::mounts::mount_at;
 use anyhow::{bail, Context};
 use keel_cmdline::{BootParams, FirstBootRequest};
 use keel_disk::{
-    fat_path_exists, grow_root, probe_filesystem, randomize_identity, read_gpt, resize_kernel_partition, Ambiguous, FsKind, Guid, Probe,
+    fat_path_exists, grow_root, probe_filesystem, randomize_identity, read_gpt, resize_kernel_partition, Ambiguous, FsKind, Guid, Probe, SectorSize,
     UnsupportedShape, FIRST_BOOT_FLAG, ROOT_NAME, TYPE_ESP,
 };
 use nix::mount::{umount, MsFlags};
@@ -41,6 +41,8 @@ pub struct FirstBoot {
     /// first boot (found here, or `detected` by the bootloader), not when the command line
     /// simply asks for one.
     flag_on: Option<FoundDevice>,
+    /// The boot disk's logical sector size, in which the ESP's FAT is read.
+    sector_size: SectorSize,
 }
 
 /// A random GUID that does not wait for the kernel's entropy pool: early in boot
@@ -75,7 +77,9 @@ pub(crate) fn with_esp<T>(esp: &FoundDevice, with: impl FnOnce(&Path) -> anyhow:
     let mount_point = Path::new(ESP_MOUNT);
     crate::root::load_filesystem_modules(FsKind::Vfat)?;
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount_at(&esp.node.display().to_string(), mount_point, Some("vfat"), flags, None)?;
+    // Names as keel's FAT reader reads them (codepage 437, iocharset ascii): Debian's kernel
+    // would otherwise decode them as UTF-8, and could find a flag the reader does not.
+    mount_at(&esp.node.display().to_string(), mount_point, Some("vfat"), flags, Some("utf8=0"))?;
     let result = with(mount_point);
     let unmounted = umount(mount_point).with_context(|| format!("cannot unmount the ESP from {ESP_MOUNT}"));
     let value = result?;
@@ -97,22 +101,20 @@ pub fn detect(params: &BootParams, boot_disk: &BootDisk, log: &mut Log) -> Optio
         FirstBootRequest::Detected => ("the bootloader found the first-boot flag", esp),
         FirstBootRequest::Unsaid => {
             let esp = esp?;
-            // Read without mounting: every boot asks, and a later boot then needs no vfat
-            // module and hands the kernel's FAT code nothing from this untrusted partition.
-            let flag = File::open(&esp.node)
-                .with_context(|| format!("cannot open {}", esp.node.display()))
-                .and_then(|mut device| Ok(fat_path_exists(&mut device, boot_disk.sector_size, FIRST_BOOT_FLAG)?));
-            match flag {
+            match flag_on_esp(&esp, boot_disk.sector_size) {
                 Ok(true) => ("the ESP holds the first-boot flag", Some(esp)),
                 Ok(false) => return None,
                 Err(error) => {
-                    log.error(&format!("first-boot: cannot read the first-boot flag, so this is not treated as a first boot: {error:#}"));
+                    log.error(&format!(
+                        "first-boot: cannot read the first-boot flag, so this is not treated as a first boot: {error:#}; if this \
+                         machine was never provisioned, repair the ESP or boot once with flatcar.first_boot=1"
+                    ));
                     return None;
                 }
             }
         }
     };
-    Some(FirstBoot { reason, flag_on })
+    Some(FirstBoot { reason, flag_on, sector_size: boot_disk.sector_size })
 }
 
 /// Whether `error` comes from the disk itself: a table whose shape rules the step out, or a
@@ -191,6 +193,14 @@ pub fn grow_root_partition(boot_disk: &BootDisk, root: &FoundDevice, root_disk: 
     })
 }
 
+/// Whether the ESP holds the flag, read without mounting it: every boot asks, and a later
+/// boot then needs no vfat module and hands the kernel's FAT code nothing from this
+/// untrusted partition.
+fn flag_on_esp(esp: &FoundDevice, sector_size: SectorSize) -> anyhow::Result<bool> {
+    let mut device = File::open(&esp.node).with_context(|| format!("cannot open {}", esp.node.display()))?;
+    fat_path_exists(&mut device, sector_size, FIRST_BOOT_FLAG).with_context(|| format!("in the ESP {}", esp.node.display()))
+}
+
 /// Clears the first-boot flag: the last step of a first boot, once all others succeeded.
 /// A failure here is reported by the caller but does not stop the boot: the flag stays,
 /// and the next boot runs first boot again, which converges.
@@ -198,7 +208,7 @@ pub fn finish(first_boot: &FirstBoot) -> anyhow::Result<String> {
     let Some(esp) = &first_boot.flag_on else {
         return Ok("no flag to clear: the command line asked for this first boot, or the disk has no vfat ESP".into());
     };
-    with_esp(esp, |esp_root| {
+    let done = with_esp(esp, |esp_root| {
         let flag = &esp_root.join(FIRST_BOOT_FLAG);
         if !flag.exists() {
             return Ok("no first-boot flag left to clear".to_string());
@@ -208,5 +218,16 @@ pub fn finish(first_boot: &FirstBoot) -> anyhow::Result<String> {
         let dir = File::open(flag.parent().unwrap_or(flag)).with_context(|| format!("cannot open {}", flag.display()))?;
         rustix::fs::syncfs(&dir).context("cannot flush the ESP")?;
         Ok(format!("first-boot flag {FIRST_BOOT_FLAG} removed from {}", esp.node.display()))
-    })
+    })?;
+    // The next boot asks keel's reader, not the kernel: a flag only the reader still sees
+    // would make every boot a first boot.
+    if flag_on_esp(esp, first_boot.sector_size).unwrap_or(false) {
+        bail!(
+            "keel's FAT reader still finds {FIRST_BOOT_FLAG} on {} after the kernel's vfat {}: repair the ESP with fsck.vfat, or boot \
+             with flatcar.first_boot=0",
+            esp.node.display(),
+            if done.starts_with("no first-boot flag") { "found none" } else { "removed it" }
+        );
+    }
+    Ok(done)
 }

@@ -58,6 +58,10 @@ const UNITS_PER_SLOT: usize = 13;
 const FIRST_DATA_CLUSTER: u32 = 2;
 /// The kernel limits a file or directory to 4 GiB - 1, and so a chain to this many bytes.
 const MAX_CHAIN_BYTES: u64 = u32::MAX as u64;
+/// No FAT directory is made longer than 65,536 entries. The kernel would read a longer one a
+/// crafted volume holds, but following millions of clusters, each a FAT read, would stall the
+/// boot: a longer one is "cannot tell", which the boot treats as no flag.
+const MAX_DIRECTORY_BYTES: u64 = 65_536 * ENTRY_BYTES;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum FatWidth {
@@ -114,8 +118,9 @@ struct Geometry {
     data_start_sector: u64,
     /// One past the highest valid cluster number.
     end_cluster: u32,
-    /// The longest chain the kernel follows before calling it a loop.
-    max_chain: u64,
+    /// The longest directory chain keel follows: the kernel's loop limit, and no longer
+    /// than MAX_DIRECTORY_BYTES.
+    max_directory_chain: u64,
 }
 
 fn le16(bytes: &[u8], at: usize) -> u16 {
@@ -216,7 +221,7 @@ impl Geometry {
             root,
             data_start_sector,
             end_cluster: u32::try_from(clusters).unwrap_or(u32::MAX).saturating_add(FIRST_DATA_CLUSTER),
-            max_chain: clusters.min(MAX_CHAIN_BYTES / cluster_bytes + 1),
+            max_directory_chain: clusters.min(MAX_CHAIN_BYTES / cluster_bytes + 1).min(MAX_DIRECTORY_BYTES.div_ceil(cluster_bytes)),
         })
     }
 
@@ -277,15 +282,15 @@ impl<D: Read + Seek> Volume<'_, D> {
         };
         match next {
             0 => Err(FatError::Damaged(format!("cluster {cluster} is free in the FAT but a chain goes through it"))),
-            bad if bad == width.bad_cluster() => Err(FatError::Damaged(format!("the FAT marks the cluster after cluster {cluster} bad"))),
-            end if end > width.bad_cluster() => Ok(None),
+            // The kernel ends a chain at a bad-cluster mark as at the end mark.
+            end if end >= width.bad_cluster() => Ok(None),
             next => Ok(Some(next)),
         }
     }
 
     /// Follows the chain from `first` to its end, as the kernel does to size a directory
     /// before it looks inside: a chain that loops, leaves the volume or runs into a free
-    /// or bad cluster is an error even if the name sought comes before the break.
+    /// cluster is an error even if the name sought comes before the break.
     fn check_chain(&mut self, first: u32) -> Result<(), FatError> {
         let mut cluster = first;
         let mut length = 1;
@@ -294,10 +299,36 @@ impl<D: Read + Seek> Volume<'_, D> {
         }
         while let Some(next) = self.next_cluster(cluster)? {
             length += 1;
-            if length > self.geometry.max_chain {
-                return Err(FatError::Damaged(format!("the cluster chain from cluster {first} is longer than the volume allows: it loops")));
+            if length > self.geometry.max_directory_chain {
+                return Err(FatError::Damaged(format!(
+                    "the directory from cluster {first} is longer than a FAT directory is made (65,536 entries), or its chain loops"
+                )));
             }
             cluster = next;
+        }
+        Ok(())
+    }
+
+    /// A subdirectory the kernel would open, as its vfat checks one before it looks inside
+    /// (6.1's fat_validate_dir): a chain of its own (not cluster 0, not FAT32's root) and at
+    /// least two subdirectory entries (`.` and `..`). The kernel fails the lookup of any
+    /// other with EIO, so keel must not find a flag inside one either.
+    fn check_subdirectory(&mut self, first: u32) -> Result<(), FatError> {
+        if first == 0 || (self.geometry.width == FatWidth::Fat32 && self.geometry.root == Directory::Chain(first)) {
+            return Err(FatError::Damaged(format!("a subdirectory starts at cluster {first}, which is not a directory of its own")));
+        }
+        self.check_chain(first)?;
+        let mut subdirectories = 0;
+        self.scan(Directory::Chain(first), |entry| {
+            // As the kernel counts them: any entry in use, not a volume label or long-name slot.
+            let in_use = !matches!(byte(entry, 0), 0 | DELETED) && byte(entry, 11) & ATTR_VOLUME == 0;
+            if in_use && byte(entry, 11) & ATTR_DIRECTORY != 0 {
+                subdirectories += 1;
+            }
+            subdirectories >= 2
+        })?;
+        if subdirectories < 2 {
+            return Err(FatError::Damaged(format!("the subdirectory at cluster {first} has no . and .. entries")));
         }
         Ok(())
     }
@@ -325,7 +356,7 @@ impl<D: Read + Seek> Volume<'_, D> {
                     // check_chain has bounded this chain; counting again keeps the loop
                     // finite should the device change between the two walks.
                     length += 1;
-                    if length > self.geometry.max_chain {
+                    if length > self.geometry.max_directory_chain {
                         return Err(FatError::Damaged(format!("the cluster chain from cluster {first} changed while it was read")));
                     }
                     // Reading the FAT first checks that `current` lies in the data area.
@@ -556,7 +587,7 @@ pub fn fat_path_exists(device: &mut (impl Read + Seek), device_sector: SectorSiz
                     None => return Ok(false),
                     Some(found) => {
                         if let Found::Directory(Directory::Chain(first)) = found {
-                            volume.check_chain(first)?;
+                            volume.check_subdirectory(first)?;
                         }
                         parents.push(directory);
                         current = found;
@@ -923,12 +954,11 @@ mod tests {
     #[test]
     fn broken_chains_are_errors() {
         type Links = &'static [(u32, u32)];
-        let cases: [(&str, Links, &str); 5] = [
+        let cases: [(&str, Links, &str); 4] = [
             ("loop", &[(3, 4), (4, 3)], "loops"),
             ("past the last cluster", &[(3, 500)], "cluster 500, outside"),
             ("reserved cluster 1", &[(3, 1)], "cluster 1, outside"),
             ("free cluster", &[(3, 4), (4, 0)], "cluster 4 is free"),
-            ("bad cluster", &[(3, 0xff7)], "after cluster 3 bad"),
         ];
         for (what, links, expected) in cases {
             let mut image = esp(FatWidth::Fat12, 512);
@@ -945,10 +975,40 @@ mod tests {
         image.set_fat(2, 5);
         image.set_fat(5, 2);
         assert!(image.exists("").unwrap_err().to_string().contains("loops"));
-        // A directory that starts at cluster 0 is empty.
+        // The kernel ends a chain at a bad-cluster mark, as at the end mark.
+        let mut image = esp(FatWidth::Fat12, 512);
+        image.set_fat(3, 0xff7);
+        assert!(image.found("flatcar/first_boot"));
+    }
+
+    #[test]
+    fn a_subdirectory_the_kernel_would_not_open_is_an_error_not_a_find() {
+        // Starting at cluster 0 (the root's number in `..`, never a subdirectory's own).
         let image = esp_with_root(&[directory(b"EMPTY      ", 0)]);
-        assert!(image.found("empty"));
-        assert!(!image.found("empty/flatcar"));
+        assert!(image.exists("empty").unwrap_err().to_string().contains("cluster 0"));
+        // On FAT32, starting at the root's cluster: the root's entries seen again.
+        let mut image = esp(FatWidth::Fat32, 512);
+        let at = image.root_entry(4);
+        image.put(at, &[directory(b"LOOPBACK   ", 2)]);
+        assert!(image.exists("loopback/flatcar").unwrap_err().to_string().contains("cluster 2"));
+        // Without its `.` and `..` entries (deleted here), as the kernel counts them.
+        let mut image = esp(FatWidth::Fat12, 512);
+        let flatcar = image.cluster_at(3);
+        for entry in [flatcar, flatcar + 32] {
+            image.bytes[entry] = DELETED;
+        }
+        assert!(image.exists("flatcar/first_boot").unwrap_err().to_string().contains("no . and .. entries"));
+    }
+
+    #[test]
+    fn a_directory_longer_than_any_fat_directory_is_not_followed() {
+        // 4,097 clusters of 512 bytes is past the 2 MiB a FAT directory can be: a chain that
+        // long (or looping through many FAT sectors) would cost a read a cluster.
+        let mut image = esp(FatWidth::Fat16, 512);
+        let mut chain: Vec<u32> = vec![3];
+        chain.extend(10..10 + 4_097);
+        image.chain(&chain);
+        assert!(image.exists("flatcar").unwrap_err().to_string().contains("longer than a FAT directory is made"));
     }
 
     #[test]
