@@ -208,16 +208,16 @@ pub fn finish(first_boot: &FirstBoot) -> anyhow::Result<String> {
     let Some(esp) = &first_boot.flag_on else {
         return Ok("no flag to clear: the command line asked for this first boot, or the disk has no vfat ESP".into());
     };
-    let done = with_esp(esp, |esp_root| {
+    let removed = with_esp(esp, |esp_root| {
         let flag = &esp_root.join(FIRST_BOOT_FLAG);
         if !flag.exists() {
-            return Ok("no first-boot flag left to clear".to_string());
+            return Ok(false);
         }
         std::fs::remove_file(flag).with_context(|| format!("cannot remove {}", flag.display()))?;
         // The removal must be on disk before the real system starts writing.
         let dir = File::open(flag.parent().unwrap_or(flag)).with_context(|| format!("cannot open {}", flag.display()))?;
         rustix::fs::syncfs(&dir).context("cannot flush the ESP")?;
-        Ok(format!("first-boot flag {FIRST_BOOT_FLAG} removed from {}", esp.node.display()))
+        Ok(true)
     })?;
     // The next boot asks keel's reader, not the kernel: a flag only the reader still sees
     // would make every boot a first boot.
@@ -226,8 +226,12 @@ pub fn finish(first_boot: &FirstBoot) -> anyhow::Result<String> {
             "keel's FAT reader still finds {FIRST_BOOT_FLAG} on {} after the kernel's vfat {}: repair the ESP with fsck.vfat, or boot \
              with flatcar.first_boot=0",
             esp.node.display(),
-            if done.starts_with("no first-boot flag") { "found none" } else { "removed it" }
+            if removed { "removed it" } else { "found none" }
         );
     }
-    Ok(done)
+    Ok(if removed {
+        format!("first-boot flag {FIRST_BOOT_FLAG} removed from {}", esp.node.display())
+    } else {
+        "no first-boot flag left to clear".to_string()
+    })
 }
