@@ -40,6 +40,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("base-passwd", "Debian's master passwd and group: the base root of the Ignition differential test"),
     ("ignition", "Ignition 2.14 (ignition-validate and the files stage): the reference for keel-ignition"),
     ("g++", "libFuzzer, which the fuzz targets link: libfuzzer-sys builds it from its C++ source"),
+    ("ovmf", "UEFI firmware with Secure Boot (OVMF_CODE_4M.secboot.fd): the trust-chain VM tests boot signed UKIs through it"),
+    ("systemd-boot-efi", "linuxx64.efi.stub, the EFI stub every keel UKI is built on"),
+    ("sbsigntool", "sbsign signs UKIs for Secure Boot; sbverify checks them"),
+    ("python3-venv", "the virtual environment the pinned PyPI tools (python-requirements.txt) are installed into"),
 ];
 const MUSL: &str = "x86_64-unknown-linux-musl";
 
@@ -100,11 +104,29 @@ fn setup() -> anyhow::Result<()> {
     if !String::from_utf8_lossy(&targets.stdout).lines().any(|t| t == MUSL) {
         status(Command::new("rustup").args(["target", "add", MUSL]))?;
     }
+    install_python_tools()?;
     // The kernel metadata apt-cache answers from is only there after an update.
     if Command::new("apt-cache").args(["show", "linux-image-cloud-amd64"]).output().map_or(true, |o| !o.status.success()) {
         status(Command::new("apt-get").args(["update", "-q"]))?;
     }
     Ok(())
+}
+
+/// Installs the PyPI tools of python-requirements.txt, at their pinned versions, into the
+/// virtual environment `keel_test_support::python_tool` finds them in. Debian's Python
+/// makes it, so the tools do not depend on whichever `python3` is first on PATH.
+fn install_python_tools() -> anyhow::Result<()> {
+    let requirements = vm::workspace().join("xtask/python-requirements.txt");
+    let venv = keel_test_support::python_venv();
+    let stamp = venv.join("requirements.txt");
+    let wanted = std::fs::read(&requirements).with_context(|| format!("cannot read {}", requirements.display()))?;
+    if std::fs::read(&stamp).is_ok_and(|installed| installed == wanted) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing the PyPI tools of {} into {}", requirements.display(), venv.display());
+    status(Command::new("/usr/bin/python3").arg("-m").arg("venv").arg("--clear").arg(&venv))?;
+    status(Command::new(venv.join("bin/pip")).args(["install", "-q", "--disable-pip-version-check", "-r"]).arg(&requirements))?;
+    std::fs::write(&stamp, wanted).with_context(|| format!("cannot write {}", stamp.display()))
 }
 
 /// The code stays formatted by rustfmt.toml and clean under clippy: checked first, as

@@ -50,6 +50,21 @@ pub fn run(program: &str, args: &[&str]) -> String {
     stdout
 }
 
+/// The virtual environment `cargo xtask setup` installs the pinned PyPI tools into
+/// (xtask/python-requirements.txt): the workspace's `target/python`.
+pub fn python_venv() -> PathBuf {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("/"));
+    crates.parent().unwrap_or(Path::new("/")).join("target/python")
+}
+
+/// A command of the PyPI tools (`virt-fw-vars`, `pe-inspect`, `pyspdxtools`, ...);
+/// panics naming the set-up step when it is not installed.
+pub fn python_tool(name: &str) -> PathBuf {
+    let tool = python_venv().join("bin").join(name);
+    assert!(tool.is_file(), "{} is missing: `cargo xtask setup` installs the PyPI tools", tool.display());
+    tool
+}
+
 /// Writes `bytes` at `offset` of the file at `path`.
 pub fn overwrite(path: &Path, offset: u64, bytes: &[u8]) {
     let file = OpenOptions::new().write(true).open(path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
