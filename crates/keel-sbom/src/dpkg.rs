@@ -1,0 +1,198 @@
+//! Which Debian package a file of the build host comes from, read from dpkg's own
+//! database (`var/lib/dpkg/status` and `var/lib/dpkg/info/*.list`) under a root, the way
+//! `dpkg -S` answers, without running dpkg: the builder may look at another system's root.
+
+use anyhow::{bail, Context};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+/// dpkg's status file on a large system is a few MiB; anything near this is not one.
+const MAX_STATUS_BYTES: u64 = 256 << 20;
+/// Each package's file list; the largest in Debian (texlive, firmware) are a few MiB.
+const MAX_LIST_BYTES: u64 = 64 << 20;
+/// The top-level directories Debian's merged /usr turned into links to their /usr twins.
+const MERGED_DIRS: [&str; 6] = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+
+/// One installed Debian package.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DebPackage {
+    pub name: String,
+    pub version: String,
+    pub architecture: String,
+}
+
+impl DebPackage {
+    /// Package URL as the purl specification spells Debian's (`pkg:deb/debian/NAME@VERSION?arch=ARCH`).
+    pub fn purl(&self) -> String {
+        format!("pkg:deb/debian/{}@{}?arch={}", purl_escape(&self.name), purl_escape(&self.version), purl_escape(&self.architecture))
+    }
+
+    /// The package a control file (`DEBIAN/control` of `dpkg-deb -e`, a status stanza)
+    /// describes.
+    pub fn from_control(text: &str) -> anyhow::Result<DebPackage> {
+        let fields = stanza_fields(text);
+        let field = |name: &str| fields.get(name).map(|value| value.to_string()).with_context(|| format!("the control data has no {name} field"));
+        Ok(DebPackage { name: field("Package")?, version: field("Version")?, architecture: field("Architecture")? })
+    }
+}
+
+/// `+`, `:` (an epoch) and `~` are legal in Debian versions and must be percent-encoded in a purl.
+fn purl_escape(text: &str) -> String {
+    let mut escaped = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b".-_".contains(&byte) {
+            escaped.push(char::from(byte));
+        } else {
+            escaped.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    escaped
+}
+
+/// The `Field: value` lines of one stanza; continuation lines are dropped (no field keel
+/// reads has any).
+fn stanza_fields(stanza: &str) -> BTreeMap<&str, &str> {
+    stanza
+        .lines()
+        .filter(|line| !line.starts_with([' ', '\t']))
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim(), value.trim()))
+        .collect()
+}
+
+/// The installed packages of one root and the files each one owns.
+#[derive(Debug, Default)]
+pub struct DpkgDatabase {
+    /// By the path key of each file a package's list names.
+    owners: BTreeMap<String, DebPackage>,
+}
+
+impl DpkgDatabase {
+    /// Reads the database under `root` (`/` for the build host). A root without dpkg gives an
+    /// empty database: every file is then one that no package owns.
+    pub fn read(root: &Path) -> anyhow::Result<DpkgDatabase> {
+        let dpkg_dir = root.join("var/lib/dpkg");
+        let status_path = dpkg_dir.join("status");
+        if !status_path.exists() {
+            return Ok(DpkgDatabase::default());
+        }
+        let status = read_bounded(&status_path, MAX_STATUS_BYTES)?;
+        let mut installed: BTreeMap<(String, String), DebPackage> = BTreeMap::new();
+        for stanza in status.split("\n\n") {
+            let fields = stanza_fields(stanza);
+            // Only "install ok installed" packages have their files on disk as listed; a
+            // package removed but not purged keeps a status stanza and perhaps a list.
+            if fields.get("Status").is_some_and(|status| status.ends_with(" installed")) {
+                let package = DebPackage::from_control(stanza).with_context(|| format!("in {}", status_path.display()))?;
+                installed.insert((package.name.clone(), package.architecture.clone()), package);
+            }
+        }
+        let mut owners = BTreeMap::new();
+        let info_dir = dpkg_dir.join("info");
+        let mut lists: Vec<_> = std::fs::read_dir(&info_dir)
+            .with_context(|| format!("cannot read {}", info_dir.display()))?
+            .map(|entry| entry.map(|entry| entry.path()))
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("cannot read {}", info_dir.display()))?;
+        lists.sort();
+        for list in lists {
+            let Some(stem) = list.file_name().and_then(|name| name.to_str()).and_then(|name| name.strip_suffix(".list")) else { continue };
+            // `libc6:amd64.list` for a package of multi-arch "same", `e2fsprogs.list` otherwise.
+            let package = match stem.split_once(':') {
+                Some((name, architecture)) => installed.get(&(name.to_string(), architecture.to_string())),
+                None => installed.iter().find(|((name, _), _)| name == stem).map(|(_, package)| package),
+            };
+            let Some(package) = package else { continue };
+            for path in read_bounded(&list, MAX_LIST_BYTES)?.lines() {
+                owners.insert(path_key(path), package.clone());
+            }
+        }
+        Ok(DpkgDatabase { owners })
+    }
+
+    /// The package that owns `path` (absolute, as seen from the database's root), whichever
+    /// side of merged /usr either of them names.
+    pub fn owner(&self, path: &str) -> Option<&DebPackage> {
+        self.owners.get(&path_key(path))
+    }
+}
+
+/// The path with merged /usr folded in: `/lib/x/y` and `/usr/lib/x/y` are one file on a
+/// merged-/usr system, and a package's list may name either.
+fn path_key(path: &str) -> String {
+    let path = path.trim_end_matches('/');
+    if let Some(rest) = path.strip_prefix("/usr/") {
+        let top = rest.split('/').next().unwrap_or_default();
+        if MERGED_DIRS.contains(&top) {
+            return format!("/{rest}");
+        }
+    }
+    path.to_string()
+}
+
+fn read_bounded(path: &Path, limit: u64) -> anyhow::Result<String> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes).with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() as u64 > limit {
+        bail!("{} is over {limit} bytes: not dpkg's database as Debian writes it", path.display());
+    }
+    String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_test_support::{run, scratch_dir};
+
+    fn fake_root(dir: &Path) {
+        let info = dir.join("var/lib/dpkg/info");
+        std::fs::create_dir_all(&info).unwrap();
+        std::fs::write(
+            dir.join("var/lib/dpkg/status"),
+            "Package: e2fsprogs\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.47.0-2\nDescription: ext2/ext3/ext4\n tools\n\n\
+             Package: libc6\nStatus: install ok installed\nArchitecture: amd64\nMulti-Arch: same\nVersion: 2.36-9+deb12u14\n\n\
+             Package: gone\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1.0\n",
+        )
+        .unwrap();
+        std::fs::write(info.join("e2fsprogs.list"), "/.\n/sbin\n/sbin/mkfs.ext4\n").unwrap();
+        std::fs::write(info.join("libc6:amd64.list"), "/usr/lib/x86_64-linux-gnu/libc.so.6\n").unwrap();
+        std::fs::write(info.join("gone.list"), "/usr/bin/gone\n").unwrap();
+    }
+
+    #[test]
+    fn a_list_naming_one_side_of_merged_usr_owns_the_other() {
+        let dir = scratch_dir(std::env::temp_dir().join("keel-sbom-tests"), "dpkg-merged-usr");
+        fake_root(&dir);
+        let database = DpkgDatabase::read(&dir).unwrap();
+        assert_eq!(database.owner("/usr/sbin/mkfs.ext4").map(|p| p.name.as_str()), Some("e2fsprogs"));
+        assert_eq!(database.owner("/sbin/mkfs.ext4").map(|p| p.version.as_str()), Some("1.47.0-2"));
+        let libc = database.owner("/lib/x86_64-linux-gnu/libc.so.6").unwrap();
+        assert_eq!(libc.purl(), "pkg:deb/debian/libc6@2.36-9%2Bdeb12u14?arch=amd64");
+    }
+
+    #[test]
+    fn only_installed_packages_own_files() {
+        let dir = scratch_dir(std::env::temp_dir().join("keel-sbom-tests"), "dpkg-installed");
+        fake_root(&dir);
+        let database = DpkgDatabase::read(&dir).unwrap();
+        assert_eq!(database.owner("/usr/bin/gone"), None);
+        assert_eq!(database.owner("/usr/sbin/mkfs.xfs"), None);
+        assert_eq!(database.owner("/usr/share"), None, "a directory no list names");
+    }
+
+    #[test]
+    fn a_root_without_dpkg_owns_nothing() {
+        let dir = scratch_dir(std::env::temp_dir().join("keel-sbom-tests"), "dpkg-none");
+        assert_eq!(DpkgDatabase::read(&dir).unwrap().owner("/usr/sbin/mkfs.ext4"), None);
+    }
+
+    #[test]
+    fn agrees_with_dpkg_query_on_the_build_host() {
+        let database = DpkgDatabase::read(Path::new("/")).unwrap();
+        let owner = database.owner("/usr/sbin/mkfs.ext4").unwrap();
+        assert_eq!(owner.name, "e2fsprogs");
+        assert_eq!(owner.version, run("dpkg-query", &["-W", "-f", "${Version}", "e2fsprogs"]));
+    }
+}

@@ -1,0 +1,228 @@
+//! The SBOM of a disk image, measured from the image file itself: each partition as its
+//! table names it, the digest of each filesystem the builder wrote (for /usr, the
+//! filesystem the verity root hash covers, with that root hash), the ESP's files as the FAT
+//! holds them, and the OEM tree's files.
+
+use crate::spdx::{Node, Package, Purpose, Sbom, SbomFile};
+use crate::{hex, sha256_hex, Digests, KEEL_VERSION};
+use anyhow::{bail, Context};
+use keel_disk::{probe_filesystem, read_gpt, Probe};
+use keel_manifest::ImageManifest;
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// One partition of the image, as the SBOM describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionContents {
+    /// The GPT name (USR-A, EFI-SYSTEM, OEM, ...).
+    pub name: String,
+    /// What the partition holds (`ext4`, `vfat`), None when blank.
+    pub filesystem: Option<String>,
+    /// SHA-256 of the filesystem's bytes: the whole partition, but for /usr only the
+    /// filesystem before its hash tree (what the root hash covers).
+    pub sha256: Option<String>,
+    /// For a /usr slot: the dm-verity root hash (hex) the initrd bakes in for it.
+    pub verity_root_hash: Option<String>,
+    /// Files, with their paths in the filesystem (no leading `/`), sorted.
+    pub files: Vec<(String, Digests)>,
+}
+
+/// An image's partitions, in table order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageContents {
+    pub partitions: Vec<PartitionContents>,
+}
+
+/// Measures `image` (built with `manifest`): the ESP's files are read back with mtools, and
+/// `oem_tree` (what `--oem` packed) gives OEM's. `scratch` is a directory the ESP's files
+/// are copied into while they are hashed; it is removed again.
+pub fn measure_image(image: &Path, manifest: &ImageManifest, oem_tree: Option<&Path>, scratch: &Path) -> anyhow::Result<ImageContents> {
+    let mut file = File::open(image).with_context(|| format!("cannot open {}", image.display()))?;
+    let gpt = read_gpt(&mut file, manifest.sector_size).with_context(|| format!("reading the partition table of {}", image.display()))?;
+    let mut contents = ImageContents::default();
+    for partition in &gpt.partitions {
+        let start = partition.start_bytes(gpt.sector_size);
+        let size = partition.size_bytes(gpt.sector_size);
+        let mut reader = PartitionReader { file: &mut file, start, size, position: 0 };
+        let filesystem = match probe_filesystem(&mut reader).with_context(|| format!("probing {}", partition.name))? {
+            Probe::Filesystem(filesystem) => Some(filesystem.kind.mount_type().to_string()),
+            Probe::Blank | Probe::Unknown => None,
+        };
+        let mut measured = PartitionContents { name: partition.name.clone(), filesystem, sha256: None, verity_root_hash: None, files: Vec::new() };
+        if measured.filesystem.is_some() {
+            let is_usr = partition.name == "USR-A";
+            let length = if is_usr { manifest.usr.hash_offset } else { size };
+            measured.sha256 = Some(sha256_of_range(&mut file, start, length).with_context(|| format!("hashing {}", partition.name))?);
+            if is_usr {
+                measured.verity_root_hash = Some(hex(&manifest.usr.root_hash));
+            }
+            if measured.filesystem.as_deref() == Some("vfat") {
+                measured.files = fat_files(image, start, scratch)?;
+            } else if partition.name == "OEM" {
+                if let Some(tree) = oem_tree {
+                    measured.files = tree_files(tree)?;
+                }
+            }
+        }
+        contents.partitions.push(measured);
+    }
+    Ok(contents)
+}
+
+/// The SBOM of the image `file_name` whose bytes hash to `image_sha256`.
+pub fn image_sbom(file_name: &str, image_sha256: &str, contents: &ImageContents) -> Sbom {
+    let mut artifact = Package::new(file_name, None, Purpose::OperatingSystem);
+    artifact.sha256 = Some(image_sha256.to_string());
+    artifact.comment = Some(format!("a keel disk image (GPT, Flatcar's layout); built by keel {KEEL_VERSION}"));
+    let mut sbom = Sbom::new(file_name, artifact);
+    for partition in contents.partitions.iter().filter(|partition| partition.filesystem.is_some()) {
+        let mut package = Package::new(&partition.name, None, Purpose::File);
+        package.sha256 = partition.sha256.clone();
+        let mut comment = format!("partition {}: {}", partition.name, partition.filesystem.as_deref().unwrap_or("blank"));
+        if let Some(root_hash) = &partition.verity_root_hash {
+            comment.push_str(&format!("; the SHA-256 is the filesystem's bytes before its hash tree; dm-verity root hash {root_hash}"));
+        }
+        package.comment = Some(comment);
+        let index = sbom.package(package);
+        sbom.relate(Node::Artifact, "CONTAINS", Node::Package(index));
+        for (path, digests) in &partition.files {
+            let file = SbomFile { path: format!("{}/{path}", partition.name), digests: digests.clone(), comment: None };
+            sbom.file(file, Some(index));
+        }
+    }
+    sbom
+}
+
+/// A partition of the image as a file of its own, for the probe.
+struct PartitionReader<'a> {
+    file: &'a mut File,
+    start: u64,
+    size: u64,
+    position: u64,
+}
+
+impl Read for PartitionReader<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.size.saturating_sub(self.position);
+        let wanted = buffer.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        self.file.seek(SeekFrom::Start(self.start + self.position))?;
+        let read = self.file.read(buffer.get_mut(..wanted).unwrap_or_default())?;
+        self.position += read as u64;
+        Ok(read)
+    }
+}
+
+impl Seek for PartitionReader<'_> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        self.position = match to {
+            SeekFrom::Start(offset) => offset,
+            SeekFrom::End(delta) => self.size.saturating_add_signed(delta),
+            SeekFrom::Current(delta) => self.position.saturating_add_signed(delta),
+        };
+        Ok(self.position)
+    }
+}
+
+fn sha256_of_range(file: &mut File, start: u64, length: u64) -> anyhow::Result<String> {
+    file.seek(SeekFrom::Start(start))?;
+    let mut hash = Sha256::new();
+    let copied = std::io::copy(&mut file.take(length), &mut HashWriter(&mut hash))?;
+    if copied != length {
+        bail!("the image ends {} bytes early", length - copied);
+    }
+    Ok(hex(&hash.finalize()))
+}
+
+/// SHA-256 of a whole file, read in pieces (an image is gigabytes).
+pub fn sha256_of_file(path: &Path) -> anyhow::Result<String> {
+    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut hash = Sha256::new();
+    std::io::copy(&mut file, &mut HashWriter(&mut hash)).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(hex(&hash.finalize()))
+}
+
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The files of the FAT at `offset` of `image`, copied out with mtools (which read FAT as
+/// the firmware does) into `scratch` and hashed there.
+fn fat_files(image: &Path, offset: u64, scratch: &Path) -> anyhow::Result<Vec<(String, Digests)>> {
+    let _ = std::fs::remove_dir_all(scratch);
+    std::fs::create_dir_all(scratch).with_context(|| format!("cannot make {}", scratch.display()))?;
+    let mut source = image.as_os_str().to_os_string();
+    source.push(format!("@@{offset}"));
+    let output = Command::new("mcopy").arg("-s").arg("-n").arg("-i").arg(&source).arg("::/").arg(scratch).output();
+    let files = match output {
+        Ok(output) if output.status.success() => tree_files(scratch),
+        Ok(output) => Err(anyhow::anyhow!("mcopy could not read the ESP of {}: {}", image.display(), String::from_utf8_lossy(&output.stderr).trim())),
+        Err(error) => Err(anyhow::anyhow!("cannot run mcopy (mtools reads the ESP for the SBOM): {error}")),
+    };
+    let _ = std::fs::remove_dir_all(scratch);
+    files
+}
+
+/// The regular files below `root`, each with its path relative to it, sorted; a symlink is
+/// recorded as its target's text, as a filesystem stores it.
+pub fn tree_files(root: &Path) -> anyhow::Result<Vec<(String, Digests)>> {
+    let mut files = Vec::new();
+    let mut pending: Vec<PathBuf> = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
+            let path = entry.with_context(|| format!("cannot read {}", dir.display()))?.path();
+            let kind = std::fs::symlink_metadata(&path).with_context(|| format!("cannot stat {}", path.display()))?.file_type();
+            let relative = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().to_string();
+            if kind.is_dir() {
+                pending.push(path);
+            } else if kind.is_symlink() {
+                let target = std::fs::read_link(&path).with_context(|| format!("cannot read the link {}", path.display()))?;
+                files.push((relative, Digests::of(target.as_os_str().as_encoded_bytes())));
+            } else if kind.is_file() {
+                let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+                files.push((relative, Digests::of(&bytes)));
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// One digest for a whole tree: SHA-256 over each entry's relative path and the SHA-256 of
+/// its contents, sorted. What the provenance names an input directory by.
+pub fn tree_digest(root: &Path) -> anyhow::Result<String> {
+    let listing: String = tree_files(root)?.iter().map(|(path, digests)| format!("{} {path}\n", digests.sha256)).collect();
+    Ok(sha256_hex(listing.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_test_support::scratch_dir;
+
+    #[test]
+    fn a_tree_digest_changes_with_a_name_or_a_byte() {
+        let dir = scratch_dir(std::env::temp_dir().join("keel-sbom-tests"), "sbom-tree-digest");
+        std::fs::create_dir_all(dir.join("t/sub")).unwrap();
+        std::fs::write(dir.join("t/sub/a"), "a").unwrap();
+        let before = tree_digest(&dir.join("t")).unwrap();
+        assert_eq!(tree_files(&dir.join("t")).unwrap(), [("sub/a".to_string(), Digests::of(b"a"))]);
+        std::fs::rename(dir.join("t/sub/a"), dir.join("t/sub/b")).unwrap();
+        let renamed = tree_digest(&dir.join("t")).unwrap();
+        std::fs::write(dir.join("t/sub/b"), "b").unwrap();
+        let changed = tree_digest(&dir.join("t")).unwrap();
+        assert_ne!(before, renamed);
+        assert_ne!(renamed, changed);
+    }
+}

@@ -1,0 +1,179 @@
+//! The SBOM and provenance of one initrd: every regular file packed, its digests, and the
+//! package it comes from.
+
+use crate::auditable::linked_crates;
+use crate::dpkg::{DebPackage, DpkgDatabase};
+use crate::kernel::unpacked_kernel_package;
+use crate::provenance::ResolvedDependency;
+use crate::spdx::{Node, Package, Purpose, Sbom, SbomFile};
+use crate::{sha256_hex, Digests, KEEL_VERSION};
+use anyhow::Context;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Where one packed file's bytes came from, as the initrd builder knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A keel binary (keel-init as /init): its crates are read from its own bytes.
+    KeelBinary(PathBuf),
+    /// Written by the builder itself (the manifest, module lists, driver table).
+    Generated,
+    /// A kernel module, from this file of the module directory.
+    KernelModule { modules_dir: PathBuf, file: PathBuf },
+    /// A file of the build host's system: a program or library, at `path_in_root` as the
+    /// host root's own dpkg database names it, read from `host_path`.
+    Host { path_in_root: String, host_path: PathBuf },
+    /// An Ignition base config the builder's user gave (`--ignition-base`).
+    IgnitionBase(PathBuf),
+}
+
+impl Source {
+    /// The input file these bytes were read from, if any.
+    pub fn input(&self) -> Option<&Path> {
+        match self {
+            Source::KeelBinary(path) | Source::IgnitionBase(path) => Some(path),
+            Source::KernelModule { file, .. } => Some(file),
+            Source::Host { host_path, .. } => Some(host_path),
+            Source::Generated => None,
+        }
+    }
+}
+
+/// One regular file of the initrd.
+pub struct PackedFile<'a> {
+    /// Its path in the initrd, without the leading `/`.
+    pub path: &'a str,
+    pub data: &'a [u8],
+    pub source: &'a Source,
+}
+
+/// What the SBOM of an initrd says, and what its writer should warn about.
+pub struct InitrdSbom {
+    pub sbom: Sbom,
+    /// One line each: a keel binary without its crate list, a file no package owns.
+    pub warnings: Vec<String>,
+}
+
+/// The SBOM of the initrd `file_name` (its bytes as written, compressed), made of `files`
+/// (in the archive's order) whose host files are owned as `dpkg` says.
+pub fn initrd_sbom(file_name: &str, bytes: &[u8], compression: &str, files: &[PackedFile], dpkg: &DpkgDatabase) -> anyhow::Result<InitrdSbom> {
+    let mut artifact = Package::new(file_name, None, Purpose::Archive);
+    artifact.sha256 = Some(sha256_hex(bytes));
+    artifact.comment = Some(format!("a keel initrd: newc cpio, compression {compression}; built by keel {KEEL_VERSION}"));
+    let mut sbom = Sbom::new(file_name, artifact);
+    let mut warnings = Vec::new();
+    let mut kernels: BTreeMap<PathBuf, Option<DebPackage>> = BTreeMap::new();
+    for file in files {
+        let digests = Digests::of(file.data);
+        let mut comment = None;
+        let origin = match file.source {
+            Source::KeelBinary(_) => Some(keel_binary(&mut sbom, file, &mut warnings)?),
+            Source::Generated => {
+                comment = Some(format!("written by keel {KEEL_VERSION} (initrd build)"));
+                None
+            }
+            Source::IgnitionBase(_) => {
+                comment = Some("an Ignition base config given to the build (--ignition-base)".to_string());
+                None
+            }
+            Source::KernelModule { modules_dir, file: module } => {
+                let package = match kernels.get(modules_dir) {
+                    Some(package) => package.clone(),
+                    None => {
+                        let package = unpacked_kernel_package(modules_dir)?;
+                        kernels.insert(modules_dir.clone(), package.clone());
+                        package
+                    }
+                };
+                let package = package.or_else(|| dpkg.owner(&absolute(module)).cloned());
+                debian_origin(&mut sbom, package, file.path, &mut comment, &mut warnings)
+            }
+            Source::Host { path_in_root, .. } => {
+                let package = dpkg.owner(path_in_root).cloned();
+                debian_origin(&mut sbom, package, file.path, &mut comment, &mut warnings)
+            }
+        };
+        sbom.file(SbomFile { path: file.path.to_string(), digests, comment }, origin);
+    }
+    Ok(InitrdSbom { sbom, warnings })
+}
+
+fn absolute(path: &Path) -> String {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()).to_string_lossy().to_string()
+}
+
+/// The Debian package as an SPDX package the artifact contains, or a note that no package
+/// owns the file.
+fn debian_origin(
+    sbom: &mut Sbom,
+    package: Option<DebPackage>,
+    path: &str,
+    comment: &mut Option<String>,
+    warnings: &mut Vec<String>,
+) -> Option<usize> {
+    let Some(package) = package else {
+        let note = "NOASSERTION: no Debian package owns this file (dpkg's database of the build root does not list it, and no package control data is kept beside its tree)";
+        *comment = Some(note.to_string());
+        warnings.push(format!("/{path}: no Debian package owns it; its SBOM entry says NOASSERTION"));
+        return None;
+    };
+    let index = sbom.package(debian_package(&package));
+    sbom.relate(Node::Artifact, "CONTAINS", Node::Package(index));
+    Some(index)
+}
+
+pub(crate) fn debian_package(package: &DebPackage) -> Package {
+    let mut spdx = Package::new(&package.name, Some(&package.version), Purpose::Install);
+    spdx.supplier = Some("Organization: Debian".to_string());
+    spdx.purl = Some(package.purl());
+    spdx
+}
+
+/// The keel binary as a package the artifact contains, statically linking each crate its
+/// `.dep-v0` section names.
+fn keel_binary(sbom: &mut Sbom, file: &PackedFile, warnings: &mut Vec<String>) -> anyhow::Result<usize> {
+    let binary_name = file.path.rsplit('/').next().unwrap_or(file.path);
+    let crates = linked_crates(file.data).with_context(|| format!("reading the crates linked into /{}", file.path))?;
+    let Some(crates) = crates else {
+        let mut package = Package::new(binary_name, None, Purpose::Application);
+        package.comment = Some("NOASSERTION for its crates: built without cargo-auditable, so the binary does not say what it links".to_string());
+        warnings.push(format!(
+            "WARNING: /{} was built without cargo-auditable: the SBOM cannot list its crates (build it with `cargo auditable build`)",
+            file.path
+        ));
+        let index = sbom.package(package);
+        sbom.relate(Node::Artifact, "CONTAINS", Node::Package(index));
+        return Ok(index);
+    };
+    let mut package = Package::new(&crates.root.name, Some(&crates.root.version), Purpose::Application);
+    package.comment = Some(format!("/{}, a static binary of keel's workspace; its crates from its cargo-auditable data", file.path));
+    let binary = sbom.package(package);
+    sbom.relate(Node::Artifact, "CONTAINS", Node::Package(binary));
+    for krate in &crates.linked {
+        let mut package = Package::new(&krate.name, Some(&krate.version), Purpose::Library);
+        package.purl = krate.purl();
+        if krate.source != "crates.io" {
+            package.comment = Some(format!("source: {}", krate.source));
+        }
+        let index = sbom.package(package);
+        sbom.relate(Node::Package(binary), "STATIC_LINK", Node::Package(index));
+    }
+    Ok(binary)
+}
+
+/// The inputs of an initrd build: every file packed that was read from somewhere (with the
+/// digest of the bytes packed), and the extra files the build read (the manifest, the module
+/// directory's index files), named as `base` (the build directory) makes portable.
+pub fn initrd_inputs(files: &[PackedFile], extra: &[PathBuf], base: &Path) -> anyhow::Result<Vec<ResolvedDependency>> {
+    let mut inputs = Vec::new();
+    for file in files {
+        if let Some(input) = file.source.input() {
+            inputs.push(ResolvedDependency { name: crate::portable_path(input, base), sha256: sha256_hex(file.data) });
+        }
+    }
+    for path in extra {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {} for the provenance", path.display()))?;
+        inputs.push(ResolvedDependency { name: crate::portable_path(path, base), sha256: sha256_hex(&bytes) });
+    }
+    Ok(inputs)
+}

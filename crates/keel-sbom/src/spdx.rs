@@ -1,0 +1,287 @@
+//! An SBOM as a small graph (the artifact, packages, files and the relationships between
+//! them) and its SPDX 2.3 JSON form.
+
+use crate::{rfc3339_utc, sha256_hex, Digests, KEEL_URI, KEEL_VERSION};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+/// SPDX's primary package purposes keel uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Purpose {
+    Application,
+    Archive,
+    Library,
+    OperatingSystem,
+    File,
+    Install,
+}
+
+impl Purpose {
+    fn name(self) -> &'static str {
+        match self {
+            Purpose::Application => "APPLICATION",
+            Purpose::Archive => "ARCHIVE",
+            Purpose::Library => "LIBRARY",
+            Purpose::OperatingSystem => "OPERATING-SYSTEM",
+            Purpose::File => "FILE",
+            Purpose::Install => "INSTALL",
+        }
+    }
+}
+
+/// One SPDX package: the artifact itself, a Debian package, a kernel, a binary, a crate, a
+/// filesystem of an image.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Package {
+    pub name: String,
+    /// None: NOASSERTION (nothing told keel the version).
+    pub version: Option<String>,
+    /// `Organization: Debian` and the like.
+    pub supplier: Option<String>,
+    pub purl: Option<String>,
+    pub sha256: Option<String>,
+    pub purpose: Purpose,
+    /// What a reader needs to know that no field says (a verity root hash, why an origin is unknown).
+    pub comment: Option<String>,
+}
+
+impl Package {
+    pub fn new(name: &str, version: Option<&str>, purpose: Purpose) -> Package {
+        Package { name: name.to_string(), version: version.map(str::to_string), supplier: None, purl: None, sha256: None, purpose, comment: None }
+    }
+}
+
+/// One file of the artifact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SbomFile {
+    /// Its path in the artifact, without the leading `/` (`lib/modules/…`, `EFI/BOOT/BOOTX64.EFI`).
+    pub path: String,
+    pub digests: Digests,
+    pub comment: Option<String>,
+}
+
+/// An end of a relationship.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Node {
+    Artifact,
+    Package(usize),
+    File(usize),
+}
+
+/// The artifact (the document's one described package), what it carries, and how they
+/// relate. Files and packages are numbered in the order they are added; the document
+/// sorts nothing by itself, so builders add them in a deterministic order.
+#[derive(Clone, Debug)]
+pub struct Sbom {
+    pub artifact: Package,
+    /// The artifact's file name (`initrd.img`), which names the document too.
+    pub artifact_file_name: String,
+    pub packages: Vec<Package>,
+    pub files: Vec<SbomFile>,
+    pub relationships: BTreeSet<(Node, &'static str, Node)>,
+}
+
+impl Sbom {
+    pub fn new(artifact_file_name: &str, artifact: Package) -> Sbom {
+        Sbom { artifact, artifact_file_name: artifact_file_name.to_string(), packages: Vec::new(), files: Vec::new(), relationships: BTreeSet::new() }
+    }
+
+    /// The package's number: an equal package added before is the same package.
+    pub fn package(&mut self, package: Package) -> usize {
+        if let Some(index) = self.packages.iter().position(|known| *known == package) {
+            return index;
+        }
+        self.packages.push(package);
+        self.packages.len() - 1
+    }
+
+    /// Adds a file the artifact contains, and says that `origin` (a package) contains it too.
+    pub fn file(&mut self, file: SbomFile, origin: Option<usize>) -> usize {
+        self.files.push(file);
+        let index = self.files.len() - 1;
+        self.relate(Node::Artifact, "CONTAINS", Node::File(index));
+        if let Some(package) = origin {
+            self.relate(Node::Package(package), "CONTAINS", Node::File(index));
+        }
+        index
+    }
+
+    pub fn relate(&mut self, from: Node, kind: &'static str, to: Node) {
+        self.relationships.insert((from, kind, to));
+    }
+
+    /// The SPDX 2.3 JSON document, created at `epoch` (the build's, not the clock's).
+    pub fn to_spdx_json(&self, epoch: u64) -> String {
+        let artifact_id = "SPDXRef-Artifact".to_string();
+        let package_ids: Vec<String> = self.packages.iter().enumerate().map(|(index, package)| package_id(index, &package.name)).collect();
+        let file_id = |index: usize| format!("SPDXRef-File-{}", index + 1);
+        let id = |node: &Node| match node {
+            Node::Artifact => artifact_id.clone(),
+            Node::Package(index) => package_ids.get(*index).cloned().unwrap_or_else(|| "NOASSERTION".to_string()),
+            Node::File(index) => file_id(*index),
+        };
+        let mut packages = vec![package_json(&self.artifact, &artifact_id)];
+        packages.extend(self.packages.iter().zip(&package_ids).map(|(package, id)| package_json(package, id)));
+        let files: Vec<Value> = self
+            .files
+            .iter()
+            .enumerate()
+            .map(|(index, file)| {
+                let mut value = json!({
+                    "SPDXID": file_id(index),
+                    "fileName": format!("./{}", file.path),
+                    "checksums": [
+                        {"algorithm": "SHA1", "checksumValue": file.digests.sha1},
+                        {"algorithm": "SHA256", "checksumValue": file.digests.sha256},
+                    ],
+                    "licenseConcluded": "NOASSERTION",
+                    "copyrightText": "NOASSERTION",
+                });
+                if let (Some(comment), Some(object)) = (&file.comment, value.as_object_mut()) {
+                    object.insert("comment".into(), comment.clone().into());
+                }
+                value
+            })
+            .collect();
+        let mut relationships =
+            vec![json!({"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": artifact_id})];
+        relationships.extend(
+            self.relationships
+                .iter()
+                .map(|(from, kind, to)| json!({"spdxElementId": id(from), "relationshipType": kind, "relatedSpdxElement": id(to)})),
+        );
+        let document = json!({
+            "spdxVersion": "SPDX-2.3",
+            "dataLicense": "CC0-1.0",
+            "SPDXID": "SPDXRef-DOCUMENT",
+            "name": self.artifact_file_name,
+            "documentNamespace": self.namespace(),
+            "creationInfo": {
+                "created": rfc3339_utc(epoch),
+                "creators": [format!("Tool: keel-{KEEL_VERSION}")],
+            },
+            "packages": packages,
+            "files": files,
+            "relationships": relationships,
+        });
+        let mut text = serde_json::to_string_pretty(&document).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+
+    /// Unique per content, the same for the same content: the artifact's digest, and a
+    /// digest of everything the document says of it.
+    fn namespace(&self) -> String {
+        let summary = format!("{:?}{:?}{:?}{:?}", self.artifact, self.packages, self.files, self.relationships);
+        let artifact = self.artifact.sha256.as_deref().unwrap_or("NOASSERTION");
+        format!("{KEEL_URI}/spdx/{}/{artifact}-{}", sanitize(&self.artifact_file_name), sha256_hex(summary.as_bytes()))
+    }
+}
+
+/// `SPDXRef-Package-<n>-<name>`: the number keeps ids unique where two names sanitize alike
+/// (`libstdc++6`, two versions of one crate); the name keeps them readable.
+fn package_id(index: usize, name: &str) -> String {
+    format!("SPDXRef-Package-{}-{}", index + 1, sanitize(name))
+}
+
+/// What SPDX allows in an id: letters, digits, `.` and `-`.
+fn sanitize(text: &str) -> String {
+    text.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' }).collect()
+}
+
+fn package_json(package: &Package, id: &str) -> Value {
+    let noassertion = || Value::from("NOASSERTION");
+    let mut value = json!({
+        "SPDXID": id,
+        "name": package.name,
+        "versionInfo": package.version.clone().map_or_else(noassertion, Value::from),
+        "supplier": package.supplier.clone().map_or_else(noassertion, Value::from),
+        "downloadLocation": "NOASSERTION",
+        "filesAnalyzed": false,
+        "licenseConcluded": "NOASSERTION",
+        "licenseDeclared": "NOASSERTION",
+        "copyrightText": "NOASSERTION",
+        "primaryPackagePurpose": package.purpose.name(),
+    });
+    let Some(object) = value.as_object_mut() else { return value };
+    if package.version.is_none() {
+        // SPDX: a missing versionInfo is "no assertion"; the literal would read as a version.
+        object.remove("versionInfo");
+    }
+    if let Some(purl) = &package.purl {
+        object.insert("externalRefs".into(), json!([{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": purl}]));
+    }
+    if let Some(sha256) = &package.sha256 {
+        object.insert("checksums".into(), json!([{"algorithm": "SHA256", "checksumValue": sha256}]));
+    }
+    if let Some(comment) = &package.comment {
+        object.insert("comment".into(), comment.clone().into());
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> Sbom {
+        let mut artifact = Package::new("initrd.img", Some("abc"), Purpose::Archive);
+        artifact.sha256 = Some("00".repeat(32));
+        let mut sbom = Sbom::new("initrd.img", artifact);
+        let libc = sbom.package(Package::new("libc6", Some("2.36-9"), Purpose::Library));
+        sbom.file(SbomFile { path: "lib/libc.so.6".into(), digests: Digests::of(b"libc"), comment: None }, Some(libc));
+        sbom.file(SbomFile { path: "etc/keel/modules".into(), digests: Digests::of(b"list"), comment: Some("generated".into()) }, None);
+        sbom
+    }
+
+    #[test]
+    fn one_package_added_twice_is_one_package() {
+        let mut sbom = example();
+        assert_eq!(sbom.package(Package::new("libc6", Some("2.36-9"), Purpose::Library)), 0);
+        assert_eq!(sbom.package(Package::new("libc6", Some("2.37-1"), Purpose::Library)), 1);
+    }
+
+    #[test]
+    fn the_document_describes_the_artifact_and_what_contains_each_file() {
+        let document: Value = serde_json::from_str(&example().to_spdx_json(1_700_000_000)).unwrap();
+        assert_eq!(document["creationInfo"]["created"], "2023-11-14T22:13:20Z");
+        let relationships: Vec<String> = document["relationships"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {}",
+                    r["spdxElementId"].as_str().unwrap(),
+                    r["relationshipType"].as_str().unwrap(),
+                    r["relatedSpdxElement"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(
+            relationships,
+            [
+                "SPDXRef-DOCUMENT DESCRIBES SPDXRef-Artifact",
+                "SPDXRef-Artifact CONTAINS SPDXRef-File-1",
+                "SPDXRef-Artifact CONTAINS SPDXRef-File-2",
+                "SPDXRef-Package-1-libc6 CONTAINS SPDXRef-File-1",
+            ]
+        );
+        assert_eq!(document["files"][0]["fileName"], "./lib/libc.so.6");
+        assert_eq!(document["packages"][0]["checksums"][0]["checksumValue"], "00".repeat(32));
+    }
+
+    #[test]
+    fn the_namespace_changes_with_the_content_only() {
+        let namespace = |sbom: &Sbom| serde_json::from_str::<Value>(&sbom.to_spdx_json(0)).unwrap()["documentNamespace"].clone();
+        let mut other = example();
+        other.files[0].digests = Digests::of(b"another libc");
+        assert_eq!(namespace(&example()), namespace(&example()));
+        assert_ne!(namespace(&example()), namespace(&other));
+    }
+
+    #[test]
+    fn ids_hold_only_what_spdx_allows() {
+        assert_eq!(package_id(4, "libstdc++6"), "SPDXRef-Package-5-libstdc--6");
+    }
+}
