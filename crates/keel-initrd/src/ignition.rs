@@ -4,7 +4,7 @@
 //! word and the machines would boot without it. Each config is checked here as keel-init
 //! will check it, so an image never ships a base config that stops every first boot.
 
-use crate::{Archive, Node};
+use crate::{Source, Tree};
 use anyhow::{bail, Context};
 use keel_ignition::config::MAX_CONFIG_BYTES;
 use keel_ignition::report::has_errors;
@@ -21,7 +21,7 @@ const LAYOUT: &str = "an Ignition base directory holds only base.d/*.ign and bas
 /// Packs every config under `dir` below INITRD_IGNITION_DIR as a root-owned 0644 file and
 /// returns the warnings of the valid ones, each line naming its file. Nothing is packed
 /// when one config has an error: the error names each such file with every report.
-pub fn insert_base_configs(archive: &mut Archive, dir: &Path) -> anyhow::Result<Vec<String>> {
+pub fn insert_base_configs(tree: &mut Tree, dir: &Path) -> anyhow::Result<Vec<String>> {
     let mut configs = Vec::new();
     for (name, path) in entries(dir)? {
         match name.as_str() {
@@ -61,15 +61,16 @@ pub fn insert_base_configs(archive: &mut Archive, dir: &Path) -> anyhow::Result<
             refusals.extend(lines);
         } else {
             warnings.extend(lines);
-            checked.push((initrd_path, data));
+            checked.push((initrd_path, data, host_path));
         }
     }
     if !refusals.is_empty() {
         bail!("Ignition base configs with errors (keel-init would refuse them at every first boot):\n{}", refusals.join("\n"));
     }
-    check_merged(&checked)?;
-    for (initrd_path, data) in checked {
-        archive.insert(&initrd_path, Node::File { data, mode: 0o644 });
+    let configs: Vec<(String, Vec<u8>)> = checked.iter().map(|(initrd_path, data, _)| (initrd_path.clone(), data.clone())).collect();
+    check_merged(&configs)?;
+    for (initrd_path, data, host_path) in checked {
+        tree.file(&initrd_path, data, 0o644, Source::IgnitionBase(host_path));
     }
     Ok(warnings)
 }

@@ -14,6 +14,7 @@ mod ignition;
 
 pub use cpio::{Archive, Node};
 pub use elf::{library_closure, HostFile};
+pub use keel_sbom::initrd::{PackedFile, Source};
 
 use anyhow::{bail, Context};
 use keel_kmod::{alias_pattern_supported, host_storage_modaliases, module_name, DriverTable, LoadEntry, ModuleIndex};
@@ -21,7 +22,7 @@ use keel_manifest::{
     initrd_mkfs_path, ImageManifest, FW_CFG_MODULES, INITRD_DRIVERS_PATH, INITRD_MANIFEST_PATH, INITRD_MODULES_PATH, INITRD_ON_DEMAND_MODULES_DIR,
     MKFS_FORMATS, ROOT_FILESYSTEMS,
 };
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -217,7 +218,7 @@ impl Compression {
     /// The compressor and flags: single-threaded and without names or times, so the same
     /// archive always compresses to the same bytes. xz must use CRC32: the kernel's
     /// decoder knows no other check.
-    fn command(self) -> Option<(&'static str, &'static [&'static str])> {
+    pub fn command(self) -> Option<(&'static str, &'static [&'static str])> {
         match self {
             Compression::None => None,
             Compression::Gzip => Some(("gzip", &["-9", "-n", "-c"])),
@@ -260,19 +261,54 @@ fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
 /// configs (one line each, naming the file).
 pub struct Packed {
     pub archive: Archive,
+    /// Where each regular file's bytes came from, by its path in `archive` (no leading `/`):
+    /// what the SBOM says of it.
+    pub sources: BTreeMap<String, Source>,
     pub drivers: ChosenDrivers,
     pub ignition_warnings: Vec<String>,
 }
 
+impl Packed {
+    /// Every regular file of the archive, in its order, with where it came from.
+    pub fn files(&self) -> anyhow::Result<Vec<PackedFile<'_>>> {
+        let mut files = Vec::new();
+        for path in self.archive.paths() {
+            if let Some(Node::File { data, .. }) = self.archive.get(path) {
+                let source = self.sources.get(path).with_context(|| format!("/{path} was packed without its source"))?;
+                files.push(PackedFile { path, data, source });
+            }
+        }
+        Ok(files)
+    }
+}
+
+/// The tree being packed and each file's source, recorded as it is packed.
+#[derive(Default)]
+pub(crate) struct Tree {
+    archive: Archive,
+    sources: BTreeMap<String, Source>,
+}
+
+impl Tree {
+    pub(crate) fn file(&mut self, path: &str, data: Vec<u8>, mode: u32, source: Source) {
+        self.archive.insert(path, Node::File { data, mode });
+        self.sources.insert(path.trim_matches('/').to_string(), source);
+    }
+
+    fn contains(&self, path: &str) -> bool {
+        self.archive.contains(path)
+    }
+}
+
 /// The uncompressed tree.
 pub fn archive(spec: &InitrdSpec) -> anyhow::Result<Packed> {
-    let mut archive = Archive::default();
-    archive.insert("/init", Node::File { data: read(&spec.init)?, mode: 0o755 });
+    let mut tree = Tree::default();
+    tree.file("/init", read(&spec.init)?, 0o755, Source::KeelBinary(spec.init.clone()));
     // The kernel opens /dev/console for init's stdio before /init runs, so it must be here.
-    archive.insert("/dev/console", Node::CharDevice { major: 5, minor: 1, mode: 0o600 });
-    archive.insert(INITRD_MANIFEST_PATH, Node::File { data: spec.manifest.to_json().into_bytes(), mode: 0o644 });
+    tree.archive.insert("/dev/console", Node::CharDevice { major: 5, minor: 1, mode: 0o600 });
+    tree.file(INITRD_MANIFEST_PATH, spec.manifest.to_json().into_bytes(), 0o644, Source::Generated);
     let ignition_warnings = match &spec.ignition_base {
-        Some(dir) => ignition::insert_base_configs(&mut archive, dir)?,
+        Some(dir) => ignition::insert_base_configs(&mut tree, dir)?,
         None => Vec::new(),
     };
 
@@ -281,7 +317,7 @@ pub fn archive(spec: &InitrdSpec) -> anyhow::Result<Packed> {
     let mut wanted = spec.modules.clone();
     wanted.extend(index.crypto_providers(spec.manifest.usr.verity.algorithm.name()));
     let base = index.closure(&wanted)?;
-    insert_module_list(&mut archive, spec, &version, INITRD_MODULES_PATH, &base)?;
+    insert_module_list(&mut tree, spec, &version, INITRD_MODULES_PATH, &base)?;
 
     // A driver's list names every file it needs, even those another driver or the base
     // list loads too: keel-init loads drivers in parallel, in any order.
@@ -291,32 +327,34 @@ pub fn archive(spec: &InitrdSpec) -> anyhow::Result<Packed> {
         if let Some(pattern) = index.aliases_of(driver).find(|pattern| !alias_pattern_supported(pattern)) {
             bail!("{driver}'s alias {pattern:?} uses a POSIX character class, which keel-init does not match");
         }
-        let files = insert_modules(&mut archive, spec, &version, &index.closure(std::slice::from_ref(driver))?)?;
+        let files = insert_modules(&mut tree, spec, &version, &index.closure(std::slice::from_ref(driver))?)?;
         drivers.insert(driver, files, index.aliases_of(driver).map(str::to_string));
     }
-    archive.insert(INITRD_DRIVERS_PATH, Node::File { data: drivers.to_text().into_bytes(), mode: 0o644 });
+    tree.file(INITRD_DRIVERS_PATH, drivers.to_text().into_bytes(), 0o644, Source::Generated);
 
     let root_filesystems = spec.root_filesystems.iter().map(|filesystem| (filesystem.as_str(), vec![filesystem.clone()]));
     let others = ON_DEMAND.iter().map(|(name, modules)| (*name, modules.iter().map(|module| module.to_string()).collect()));
     for (name, modules) in root_filesystems.chain(others) {
         let extra: Vec<LoadEntry> = index.closure(&modules)?.into_iter().filter(|m| !base.iter().any(|b| b.path == m.path)).collect();
-        insert_module_list(&mut archive, spec, &version, &format!("{INITRD_ON_DEMAND_MODULES_DIR}/{name}"), &extra)?;
+        insert_module_list(&mut tree, spec, &version, &format!("{INITRD_ON_DEMAND_MODULES_DIR}/{name}"), &extra)?;
     }
     let formats: BTreeSet<&str> = spec.root_filesystems.iter().chain(&spec.mkfs_formats).map(String::as_str).collect();
     for format in formats {
-        insert_mkfs(&mut archive, spec, format)?;
+        insert_mkfs(&mut tree, spec, format)?;
     }
-    Ok(Packed { archive, drivers: chosen, ignition_warnings })
+    Ok(Packed { archive: tree.archive, sources: tree.sources, drivers: chosen, ignition_warnings })
 }
 
 /// Packs the host's program that makes `format` where keel-init looks for it, with its ELF
 /// interpreter and libraries; a library another program brought already is packed once.
-fn insert_mkfs(archive: &mut Archive, spec: &InitrdSpec, format: &str) -> anyhow::Result<()> {
-    let host_program = spec.host_root.join(HOST_MKFS_DIR).join(host_mkfs_program(format));
-    archive.insert(&initrd_mkfs_path(format), Node::File { data: read(&host_program)?, mode: 0o755 });
+fn insert_mkfs(tree: &mut Tree, spec: &InitrdSpec, format: &str) -> anyhow::Result<()> {
+    let path_in_root = format!("/{HOST_MKFS_DIR}/{}", host_mkfs_program(format));
+    let host_program = spec.host_root.join(path_in_root.trim_start_matches('/'));
+    tree.file(&initrd_mkfs_path(format), read(&host_program)?, 0o755, Source::Host { path_in_root, host_path: host_program.clone() });
     for library in library_closure(&spec.host_root, &host_program)? {
-        if !archive.contains(&library.initrd_path) {
-            archive.insert(&library.initrd_path, Node::File { data: read(&library.host_path)?, mode: 0o755 });
+        if !tree.contains(&library.initrd_path) {
+            let source = Source::Host { path_in_root: library.initrd_path.clone(), host_path: library.host_path.clone() };
+            tree.file(&library.initrd_path, read(&library.host_path)?, 0o755, source);
         }
     }
     Ok(())
@@ -324,12 +362,14 @@ fn insert_mkfs(archive: &mut Archive, spec: &InitrdSpec, format: &str) -> anyhow
 
 /// Packs `modules` (paths relative to the module directory) and returns them as entries
 /// of a load list, with their paths in the initrd, in the same order.
-fn insert_modules(archive: &mut Archive, spec: &InitrdSpec, version: &str, modules: &[LoadEntry]) -> anyhow::Result<Vec<LoadEntry>> {
+fn insert_modules(tree: &mut Tree, spec: &InitrdSpec, version: &str, modules: &[LoadEntry]) -> anyhow::Result<Vec<LoadEntry>> {
     let mut entries = Vec::new();
     for module in modules {
         let initrd_path = format!("/lib/modules/{version}/{}", module.path);
-        if !archive.contains(&initrd_path) {
-            archive.insert(&initrd_path, Node::File { data: read(&spec.modules_dir.join(&module.path))?, mode: 0o644 });
+        if !tree.contains(&initrd_path) {
+            let file = spec.modules_dir.join(&module.path);
+            let source = Source::KernelModule { modules_dir: spec.modules_dir.clone(), file: file.clone() };
+            tree.file(&initrd_path, read(&file)?, 0o644, source);
         }
         entries.push(LoadEntry { path: initrd_path, optional: module.optional });
     }
@@ -337,9 +377,9 @@ fn insert_modules(archive: &mut Archive, spec: &InitrdSpec, version: &str, modul
 }
 
 /// Packs `modules` (dependencies first) and writes their load list at `list_path`.
-fn insert_module_list(archive: &mut Archive, spec: &InitrdSpec, version: &str, list_path: &str, modules: &[LoadEntry]) -> anyhow::Result<()> {
-    let load_list = LoadEntry::list_text(&insert_modules(archive, spec, version, modules)?);
-    archive.insert(list_path, Node::File { data: load_list.into_bytes(), mode: 0o644 });
+fn insert_module_list(tree: &mut Tree, spec: &InitrdSpec, version: &str, list_path: &str, modules: &[LoadEntry]) -> anyhow::Result<()> {
+    let load_list = LoadEntry::list_text(&insert_modules(tree, spec, version, modules)?);
+    tree.file(list_path, load_list.into_bytes(), 0o644, Source::Generated);
     Ok(())
 }
 

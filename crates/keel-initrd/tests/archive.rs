@@ -1,7 +1,7 @@
 //! The initrd archive: the same inputs give the same bytes, and GNU cpio (the reference
 //! reader of the format) extracts exactly what keel put in.
 
-use keel_initrd::{archive, build, choose_drivers, library_closure, parse_mkfs_formats, Compression, DriverChoice, InitrdSpec, Node};
+use keel_initrd::{archive, build, choose_drivers, library_closure, parse_mkfs_formats, Compression, DriverChoice, InitrdSpec, Node, Source};
 use keel_manifest::{ImageManifest, UsrImage};
 use keel_test_support::scratch_dir;
 use keel_verity::VerityParams;
@@ -98,6 +98,36 @@ fn same_inputs_give_the_same_bytes_with_every_compression() {
         std::thread::sleep(std::time::Duration::from_millis(1100));
         let second = build(&two, compression).unwrap();
         assert!(first == second, "{compression:?}: the initrds differ");
+    }
+}
+
+#[test]
+fn every_packed_file_says_where_its_bytes_came_from() {
+    let dir = scratch("sources");
+    let spec = ignition_spec(&dir);
+    let packed = archive(&spec).unwrap();
+    let files = packed.files().unwrap();
+    let regular: Vec<&str> = packed.archive.paths().filter(|path| matches!(packed.archive.get(path), Some(Node::File { .. }))).collect();
+    assert_eq!(files.iter().map(|file| file.path).collect::<Vec<_>>(), regular);
+    let source = |path: &str| files.iter().find(|file| file.path == path).map(|file| file.source.clone());
+    assert_eq!(source("init"), Some(Source::KeelBinary(spec.init.clone())));
+    assert_eq!(source("etc/keel/image.json"), Some(Source::Generated));
+    assert_eq!(source("etc/keel/drivers"), Some(Source::Generated));
+    let module = spec.modules_dir.join("kernel/drivers/md/dm-verity.ko");
+    assert_eq!(
+        source("lib/modules/6.1.0-test/kernel/drivers/md/dm-verity.ko"),
+        Some(Source::KernelModule { modules_dir: spec.modules_dir.clone(), file: module })
+    );
+    let mkfs = PathBuf::from("/usr/sbin/mkfs.ext4");
+    assert_eq!(source("usr/sbin/mkfs.ext4"), Some(Source::Host { path_in_root: "/usr/sbin/mkfs.ext4".into(), host_path: mkfs }));
+    let Some(Source::Host { path_in_root, .. }) = source("lib/x86_64-linux-gnu/libc.so.6") else { panic!("libc has no host source") };
+    assert_eq!(path_in_root, "/lib/x86_64-linux-gnu/libc.so.6", "as ld.so finds it, for dpkg's database");
+    let config = spec.ignition_base.clone().unwrap().join("base.platform.d/qemu/qemu.ign");
+    assert_eq!(source("usr/lib/ignition/base.platform.d/qemu/qemu.ign"), Some(Source::IgnitionBase(config)));
+    for file in &files {
+        if let Some(input) = file.source.input() {
+            assert_eq!(fs::read(input).unwrap(), file.data, "/{} is not its source's bytes", file.path);
+        }
     }
 }
 

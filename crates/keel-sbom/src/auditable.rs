@@ -84,20 +84,23 @@ fn elf_section<'a>(elf: &'a [u8], name: &str) -> anyhow::Result<Option<&'a [u8]>
     if header_size < 0x40 {
         bail!("ELF section headers of {header_size} bytes");
     }
-    let header = |index: usize| -> anyhow::Result<(u32, &'a [u8])> {
-        let at = index.checked_mul(header_size).and_then(|offset| offset.checked_add(section_headers)).context("section header outside the file")?;
-        let name = u32_at(elf, at)?;
+    let header_at = |index: usize| {
+        index.checked_mul(header_size).and_then(|offset| offset.checked_add(section_headers)).context("section header outside the file")
+    };
+    // Only the sections read are checked to be in the file: .bss and the like take no bytes
+    // of it, whatever their size says.
+    let contents = |at: usize| -> anyhow::Result<&'a [u8]> {
         let offset = usize::try_from(u64_at(elf, at.saturating_add(0x18))?)?;
         let size = usize::try_from(u64_at(elf, at.saturating_add(0x20))?)?;
-        let bytes = offset.checked_add(size).and_then(|end| elf.get(offset..end)).context("section outside the file")?;
-        Ok((name, bytes))
+        offset.checked_add(size).and_then(|end| elf.get(offset..end)).context("section outside the file")
     };
-    let (_, names) = header(names_index)?;
+    let names = contents(header_at(names_index)?)?;
     for index in 0..count {
-        let (name_offset, bytes) = header(index)?;
-        let section_name = names.get(name_offset as usize..).and_then(|rest| rest.split(|&byte| byte == 0).next());
+        let at = header_at(index)?;
+        let name_offset = usize::try_from(u32_at(elf, at)?)?;
+        let section_name = names.get(name_offset..).and_then(|rest| rest.split(|&byte| byte == 0).next());
         if section_name == Some(name.as_bytes()) {
-            return Ok(Some(bytes));
+            return contents(at).map(Some);
         }
     }
     Ok(None)

@@ -61,10 +61,8 @@ pub fn measure_image(image: &Path, manifest: &ImageManifest, oem_tree: Option<&P
             }
             if measured.filesystem.as_deref() == Some("vfat") {
                 measured.files = fat_files(image, start, scratch)?;
-            } else if partition.name == "OEM" {
-                if let Some(tree) = oem_tree {
-                    measured.files = tree_files(tree)?;
-                }
+            } else if let Some(tree) = oem_tree.filter(|_| partition.name == "OEM") {
+                measured.files = tree_files(tree)?;
             }
         }
         contents.partitions.push(measured);

@@ -132,10 +132,14 @@ pub(crate) fn debian_package(package: &DebPackage) -> Package {
 /// The keel binary as a package the artifact contains, statically linking each crate its
 /// `.dep-v0` section names.
 fn keel_binary(sbom: &mut Sbom, file: &PackedFile, warnings: &mut Vec<String>) -> anyhow::Result<usize> {
-    let binary_name = file.path.rsplit('/').next().unwrap_or(file.path);
+    // Named as the builder's file is (keel-init), not as the initrd's (/init).
+    let binary_name = match file.source.input().and_then(Path::file_name) {
+        Some(name) => name.to_string_lossy().to_string(),
+        None => file.path.to_string(),
+    };
     let crates = linked_crates(file.data).with_context(|| format!("reading the crates linked into /{}", file.path))?;
     let Some(crates) = crates else {
-        let mut package = Package::new(binary_name, None, Purpose::Application);
+        let mut package = Package::new(&binary_name, None, Purpose::Application);
         package.comment = Some("NOASSERTION for its crates: built without cargo-auditable, so the binary does not say what it links".to_string());
         warnings.push(format!(
             "WARNING: /{} was built without cargo-auditable: the SBOM cannot list its crates (build it with `cargo auditable build`)",

@@ -3,8 +3,11 @@
 //! digest, and the builder. Nothing about when or where: two directories building the same
 //! inputs write the same statement.
 
-use crate::{KEEL_URI, KEEL_VERSION};
+use crate::dpkg::DpkgDatabase;
+use crate::{sha256_hex, KEEL_URI, KEEL_VERSION};
+use anyhow::Context;
 use serde_json::{json, Value};
+use std::path::PathBuf;
 
 /// One input of a build.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -69,6 +72,23 @@ impl Provenance {
     }
 }
 
+/// A host program the build ran (a compressor, mkfs), found in `PATH` as the build found it:
+/// named by its Debian package's purl with the program as subpath where dpkg owns it, by its
+/// path otherwise; its digest is the program's. None when it is not in `PATH` (the build
+/// then failed already, or did not need it).
+pub fn tool(program: &str, dpkg: &DpkgDatabase) -> anyhow::Result<Option<ResolvedDependency>> {
+    let search = std::env::var_os("PATH").unwrap_or_default();
+    let Some(path) = std::env::split_paths(&search).map(|dir| dir.join(program)).find(|candidate| candidate.is_file()) else { return Ok(None) };
+    let resolved = std::fs::canonicalize(&path).unwrap_or_else(|_| PathBuf::from(&path));
+    let bytes = std::fs::read(&resolved).with_context(|| format!("cannot read {}", resolved.display()))?;
+    let text = path.to_string_lossy().to_string();
+    let name = match dpkg.owner(&text).or_else(|| dpkg.owner(&resolved.to_string_lossy())) {
+        Some(package) => format!("{}#{}", package.purl(), text.trim_start_matches('/')),
+        None => text,
+    };
+    Ok(Some(ResolvedDependency { name, sha256: sha256_hex(&bytes) }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +115,14 @@ mod tests {
         let names: Vec<&str> = definition["resolvedDependencies"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["disk.json", "keel-init"], "sorted, each input once");
         assert_eq!(statement["predicate"]["runDetails"]["builder"]["version"]["keel"], KEEL_VERSION);
+    }
+
+    #[test]
+    fn a_tool_is_named_by_its_package() {
+        let dpkg = DpkgDatabase::read(std::path::Path::new("/")).unwrap();
+        let mkfs = tool("mkfs.ext4", &dpkg).unwrap().unwrap();
+        assert!(mkfs.name.starts_with("pkg:deb/debian/e2fsprogs@"), "{}", mkfs.name);
+        assert!(mkfs.name.ends_with("/mkfs.ext4"), "{}", mkfs.name);
+        assert_eq!(tool("keel-no-such-program", &dpkg).unwrap(), None);
     }
 }

@@ -1,8 +1,9 @@
 //! An SBOM as a small graph (the artifact, packages, files and the relationships between
 //! them) and its SPDX 2.3 JSON form.
 
-use crate::{rfc3339_utc, sha256_hex, Digests, KEEL_URI, KEEL_VERSION};
+use crate::{hex, rfc3339_utc, sha256_hex, Digests, KEEL_URI, KEEL_VERSION};
 use serde_json::{json, Value};
+use sha1::{Digest, Sha1};
 use std::collections::BTreeSet;
 
 /// SPDX's primary package purposes keel uses.
@@ -120,8 +121,14 @@ impl Sbom {
             Node::Package(index) => package_ids.get(*index).cloned().unwrap_or_else(|| "NOASSERTION".to_string()),
             Node::File(index) => file_id(*index),
         };
-        let mut packages = vec![package_json(&self.artifact, &artifact_id)];
-        packages.extend(self.packages.iter().zip(&package_ids).map(|(package, id)| package_json(package, id)));
+        let mut packages = vec![package_json(&self.artifact, &artifact_id, self.verification_code(Node::Artifact))];
+        packages.extend(
+            self.packages
+                .iter()
+                .zip(&package_ids)
+                .enumerate()
+                .map(|(index, (package, id))| package_json(package, id, self.verification_code(Node::Package(index)))),
+        );
         let files: Vec<Value> = self
             .files
             .iter()
@@ -169,6 +176,26 @@ impl Sbom {
         text
     }
 
+    /// SPDX's package verification code of the files `package` contains (SHA-1 of their
+    /// sorted SHA-1s), None when it contains none. SPDX lets only a package whose files
+    /// were analyzed contain files; this code is what says which.
+    fn verification_code(&self, package: Node) -> Option<String> {
+        let mut sha1s: Vec<&str> = self
+            .relationships
+            .iter()
+            .filter(|(from, kind, _)| *from == package && *kind == "CONTAINS")
+            .filter_map(|(_, _, to)| match to {
+                Node::File(index) => self.files.get(*index).map(|file| file.digests.sha1.as_str()),
+                _ => None,
+            })
+            .collect();
+        if sha1s.is_empty() {
+            return None;
+        }
+        sha1s.sort_unstable();
+        Some(hex(&Sha1::digest(sha1s.concat().as_bytes())))
+    }
+
     /// Unique per content, the same for the same content: the artifact's digest, and a
     /// digest of everything the document says of it.
     fn namespace(&self) -> String {
@@ -189,7 +216,7 @@ fn sanitize(text: &str) -> String {
     text.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' }).collect()
 }
 
-fn package_json(package: &Package, id: &str) -> Value {
+fn package_json(package: &Package, id: &str, verification_code: Option<String>) -> Value {
     let noassertion = || Value::from("NOASSERTION");
     let mut value = json!({
         "SPDXID": id,
@@ -197,7 +224,7 @@ fn package_json(package: &Package, id: &str) -> Value {
         "versionInfo": package.version.clone().map_or_else(noassertion, Value::from),
         "supplier": package.supplier.clone().map_or_else(noassertion, Value::from),
         "downloadLocation": "NOASSERTION",
-        "filesAnalyzed": false,
+        "filesAnalyzed": verification_code.is_some(),
         "licenseConcluded": "NOASSERTION",
         "licenseDeclared": "NOASSERTION",
         "copyrightText": "NOASSERTION",
@@ -207,6 +234,9 @@ fn package_json(package: &Package, id: &str) -> Value {
     if package.version.is_none() {
         // SPDX: a missing versionInfo is "no assertion"; the literal would read as a version.
         object.remove("versionInfo");
+    }
+    if let Some(code) = verification_code {
+        object.insert("packageVerificationCode".into(), json!({"packageVerificationCodeValue": code}));
     }
     if let Some(purl) = &package.purl {
         object.insert("externalRefs".into(), json!([{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": purl}]));

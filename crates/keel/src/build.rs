@@ -163,7 +163,15 @@ fn image_build(args: &ImageArgs) -> anyhow::Result<()> {
     println!("root hash: {}", encode_hex(&manifest.usr.root_hash));
     println!("sector size: {} bytes", manifest.sector_size.bytes());
     println!("hash offset: {} bytes", manifest.usr.hash_offset);
-    Ok(())
+    let documents = crate::sbom::ImageBuild {
+        output: &args.output,
+        manifest_path: &manifest_path,
+        manifest: &manifest,
+        usr_tree: &args.usr,
+        oem_tree: args.oem.as_deref(),
+        epoch,
+    };
+    crate::sbom::write_image_documents(&documents)
 }
 
 fn initrd_build(args: &InitrdArgs) -> anyhow::Result<()> {
@@ -185,13 +193,22 @@ fn initrd_build(args: &InitrdArgs) -> anyhow::Result<()> {
         host_root: PathBuf::from("/"),
         ignition_base: args.ignition_base.clone(),
     };
-    let (bytes, drivers, ignition_warnings) = keel_initrd::build(&spec, args.compression)?;
-    println!("{}", drivers.describe());
-    for warning in ignition_warnings {
+    let packed = keel_initrd::archive(&spec)?;
+    let bytes = keel_initrd::compress(packed.archive.to_newc(), args.compression)?;
+    println!("{}", packed.drivers.describe());
+    for warning in &packed.ignition_warnings {
         println!("{warning}");
     }
     let output = args.output.display();
     std::fs::write(&args.output, &bytes).with_context(|| format!("cannot write {output}"))?;
     println!("initrd: {output} ({} bytes)", bytes.len());
-    Ok(())
+    crate::sbom::write_initrd_documents(&crate::sbom::InitrdBuild {
+        output: &args.output,
+        bytes: &bytes,
+        packed: &packed,
+        compression: args.compression,
+        manifest: &args.manifest,
+        modules_dir: &args.kernel_modules,
+        host_root: &spec.host_root,
+    })
 }

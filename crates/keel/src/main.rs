@@ -7,6 +7,7 @@ mod build;
 mod disk;
 mod dm;
 mod ignition;
+mod sbom;
 mod usr;
 mod verity;
 

@@ -1,0 +1,135 @@
+//! The SBOM (`<OUTPUT>.spdx.json`) and provenance (`<OUTPUT>.intoto.json`) the builders write
+//! beside their outputs. keel-sbom makes the documents; this is where the command's
+//! arguments, the build directory and the host's dpkg database come in.
+
+use anyhow::Context;
+use keel_manifest::ImageManifest;
+use keel_sbom::provenance::tool;
+use keel_sbom::{portable_path, provenance_path, sbom_path, sha256_hex, DpkgDatabase, Provenance, ResolvedDependency};
+use std::path::{Path, PathBuf};
+
+/// The module directory's index files `keel initrd build` reads to choose what to pack.
+const MODULE_INDEX_FILES: [&str; 4] = ["modules.dep", "modules.softdep", "modules.builtin", "modules.alias"];
+/// The host programs `keel image build` makes filesystems with: they decide the image's bytes.
+const IMAGE_TOOLS: [&str; 4] = ["mkfs.ext4", "debugfs", "mkfs.vfat", "mcopy"];
+
+/// What the documents of one initrd build need to know besides the packed tree.
+pub struct InitrdBuild<'a> {
+    pub output: &'a Path,
+    pub bytes: &'a [u8],
+    pub packed: &'a keel_initrd::Packed,
+    pub compression: keel_initrd::Compression,
+    pub manifest: &'a Path,
+    pub modules_dir: &'a Path,
+    /// The root whose dpkg database owns the packed host files (`/`).
+    pub host_root: &'a Path,
+}
+
+/// Writes the initrd's SBOM and provenance and prints where, with any warning (a keel-init
+/// without its crate list, a file no package owns).
+pub fn write_initrd_documents(build: &InitrdBuild) -> anyhow::Result<()> {
+    let base = build_directory()?;
+    let dpkg = DpkgDatabase::read(build.host_root).context("reading dpkg's database for the SBOM")?;
+    let files = build.packed.files()?;
+    let file_name = file_name(build.output);
+    let described = keel_sbom::initrd::initrd_sbom(&file_name, build.bytes, build.compression.name(), &files, &dpkg)?;
+    let epoch = keel_sbom::source_date_epoch();
+    let sbom_text = described.sbom.to_spdx_json(epoch);
+    let sbom_file = sbom_path(build.output);
+    write(&sbom_file, &sbom_text)?;
+
+    let mut extra = vec![build.manifest.to_path_buf()];
+    extra.extend(MODULE_INDEX_FILES.iter().map(|name| build.modules_dir.join(name)).filter(|path| path.is_file()));
+    let mut inputs = keel_sbom::initrd::initrd_inputs(&files, &extra, &base)?;
+    if let Some((program, _)) = build.compression.command() {
+        inputs.extend(tool(program, &dpkg)?);
+    }
+    let outputs = vec![output_digest(build.output, build.bytes, &base), output_digest(&sbom_file, sbom_text.as_bytes(), &base)];
+    let provenance = Provenance { kind: "initrd", arguments: arguments(&base), environment: environment(epoch), inputs, outputs };
+    let provenance_file = provenance_path(build.output);
+    write(&provenance_file, &provenance.to_json())?;
+    for warning in described.warnings {
+        println!("{warning}");
+    }
+    println!("sbom: {} ({} packages, {} files)", sbom_file.display(), described.sbom.packages.len() + 1, described.sbom.files.len());
+    println!("provenance: {}", provenance_file.display());
+    Ok(())
+}
+
+/// What the documents of one image build need to know.
+pub struct ImageBuild<'a> {
+    pub output: &'a Path,
+    pub manifest_path: &'a Path,
+    pub manifest: &'a ImageManifest,
+    pub usr_tree: &'a Path,
+    pub oem_tree: Option<&'a Path>,
+    pub epoch: u64,
+}
+
+/// Writes the image's SBOM and provenance, measured from the image as written.
+pub fn write_image_documents(build: &ImageBuild) -> anyhow::Result<()> {
+    let base = build_directory()?;
+    let scratch = keel_sbom::beside(build.output, "sbom-esp");
+    let contents = keel_sbom::image::measure_image(build.output, build.manifest, build.oem_tree, &scratch)?;
+    let image_sha256 = keel_sbom::image::sha256_of_file(build.output)?;
+    let sbom = keel_sbom::image::image_sbom(&file_name(build.output), &image_sha256, &contents);
+    let sbom_text = sbom.to_spdx_json(build.epoch);
+    let sbom_file = sbom_path(build.output);
+    write(&sbom_file, &sbom_text)?;
+
+    let dpkg = DpkgDatabase::read(Path::new("/")).context("reading dpkg's database for the provenance")?;
+    let mut inputs = vec![ResolvedDependency { name: portable_path(build.usr_tree, &base), sha256: keel_sbom::image::tree_digest(build.usr_tree)? }];
+    if let Some(oem) = build.oem_tree {
+        inputs.push(ResolvedDependency { name: portable_path(oem, &base), sha256: keel_sbom::image::tree_digest(oem)? });
+    }
+    for program in IMAGE_TOOLS {
+        inputs.extend(tool(program, &dpkg)?);
+    }
+    let manifest_bytes = std::fs::read(build.manifest_path).with_context(|| format!("cannot read {}", build.manifest_path.display()))?;
+    let outputs = vec![
+        ResolvedDependency { name: portable_path(build.output, &base), sha256: image_sha256 },
+        output_digest(build.manifest_path, &manifest_bytes, &base),
+        output_digest(&sbom_file, sbom_text.as_bytes(), &base),
+    ];
+    let provenance = Provenance { kind: "image", arguments: arguments(&base), environment: environment(build.epoch), inputs, outputs };
+    let provenance_file = provenance_path(build.output);
+    write(&provenance_file, &provenance.to_json())?;
+    println!("sbom: {} ({} packages, {} files)", sbom_file.display(), sbom.packages.len() + 1, sbom.files.len());
+    println!("provenance: {}", provenance_file.display());
+    Ok(())
+}
+
+fn build_directory() -> anyhow::Result<PathBuf> {
+    std::env::current_dir().context("cannot tell the current directory (paths in the provenance are relative to it)")
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|name| name.to_string_lossy().to_string()).unwrap_or_else(|| path.to_string_lossy().to_string())
+}
+
+fn output_digest(path: &Path, bytes: &[u8], base: &Path) -> ResolvedDependency {
+    ResolvedDependency { name: portable_path(path, base), sha256: sha256_hex(bytes) }
+}
+
+/// The command's arguments after `keel`, each path below the build directory made relative
+/// (`--output=/build/x` too), so the provenance names no build directory.
+fn arguments(base: &Path) -> Vec<String> {
+    std::env::args_os()
+        .skip(1)
+        .map(|argument| {
+            let text = argument.to_string_lossy().to_string();
+            match text.split_once('=') {
+                Some((option, value)) if option.starts_with("--") => format!("{option}={}", portable_path(Path::new(value), base)),
+                _ => portable_path(Path::new(&text), base),
+            }
+        })
+        .collect()
+}
+
+fn environment(epoch: u64) -> Vec<(String, String)> {
+    vec![("SOURCE_DATE_EPOCH".to_string(), epoch.to_string())]
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
