@@ -63,7 +63,9 @@ pub fn generic_kernel() -> anyhow::Result<&'static Kernel> {
 
 /// Downloads and unpacks the kernel the Debian package `meta_package` points at, once;
 /// later calls find it in the cache. depmod makes modules.dep (the package leaves that to
-/// its install script).
+/// its install script). The package's control data is kept at `root/DEBIAN/control`, as
+/// `dpkg-deb -R` lays it out: dpkg never installs this kernel, so that is what tells an
+/// initrd's SBOM the package and version its modules come from.
 fn kernel_of(meta_package: &str) -> anyhow::Result<Kernel> {
     let depends = run(Command::new("apt-cache").args(["depends", meta_package]))?;
     let package = depends
@@ -74,7 +76,7 @@ fn kernel_of(meta_package: &str) -> anyhow::Result<Kernel> {
     let version = package.trim_start_matches("linux-image-").to_string();
     let dir = work_dir().join("kernel").join(&package);
     let kernel = Kernel { vmlinuz: dir.join(format!("root/boot/vmlinuz-{version}")), modules_dir: dir.join(format!("root/lib/modules/{version}")) };
-    if dir.join("ready").exists() {
+    if dir.join("ready").exists() && dir.join("root").join(keel_sbom::kernel::CONTROL_PATH).is_file() {
         return Ok(kernel);
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -86,6 +88,7 @@ fn kernel_of(meta_package: &str) -> anyhow::Result<Kernel> {
         .find(|p| p.extension().is_some_and(|x| x == "deb"))
         .context("apt-get download left no .deb")?;
     run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(dir.join("root")))?;
+    run(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(dir.join("root/DEBIAN")))?;
     run(Command::new("depmod").arg("-b").arg(dir.join("root")).arg(&version))?;
     std::fs::remove_file(&deb)?;
     std::fs::write(dir.join("ready"), &package)?;
@@ -100,17 +103,18 @@ pub struct StaticBinaries {
 }
 
 /// Builds them in a target directory of their own, so this works while an outer cargo
-/// (running these tests) holds the main one.
+/// (running these tests) holds the main one. `cargo auditable` (installed by `cargo xtask
+/// setup`) embeds each binary's crates in it, where the initrd's SBOM reads them.
 pub fn static_binaries() -> anyhow::Result<StaticBinaries> {
     let target_dir = workspace().join("target/static");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(workspace())
-        .args(["build", "--quiet", "--release", "--target", MUSL, "-p", "keel-init", "-p", "keel", "--target-dir"])
+        .args(["auditable", "build", "--quiet", "--release", "--target", MUSL, "-p", "keel-init", "-p", "keel", "--target-dir"])
         .arg(&target_dir)
         .status()
         .context("cannot run cargo")?;
-    ensure!(status.success(), "the static build of keel-init and keel failed");
+    ensure!(status.success(), "the static build of keel-init and keel failed (is cargo-auditable installed? `cargo xtask setup`)");
     let release = target_dir.join(MUSL).join("release");
     Ok(StaticBinaries { keel_init: release.join("keel-init"), keel: release.join("keel") })
 }

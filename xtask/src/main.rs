@@ -105,9 +105,28 @@ fn setup() -> anyhow::Result<()> {
         status(Command::new("rustup").args(["target", "add", MUSL]))?;
     }
     install_python_tools()?;
+    install_cargo_auditable()?;
     // The kernel metadata apt-cache answers from is only there after an update.
     if Command::new("apt-cache").args(["show", "linux-image-cloud-amd64"]).output().map_or(true, |o| !o.status.success()) {
         status(Command::new("apt-get").args(["update", "-q"]))?;
+    }
+    Ok(())
+}
+
+/// cargo-auditable, pinned: the static builds of keel-init and keel embed their crates with
+/// it (`.dep-v0`), which an initrd's SBOM reads from the binary it packs.
+const CARGO_AUDITABLE: &str = "cargo-auditable@0.7.7";
+
+fn install_cargo_auditable() -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // `cargo auditable --version` prints cargo's version: the install list is what says.
+    let wanted = format!("{}:", CARGO_AUDITABLE.replace('@', " v"));
+    let installed = Command::new(&cargo)
+        .args(["install", "--list"])
+        .output()
+        .is_ok_and(|output| output.status.success() && String::from_utf8_lossy(&output.stdout).lines().any(|line| line == wanted));
+    if !installed {
+        status(Command::new(&cargo).args(["install", "--locked", CARGO_AUDITABLE]))?;
     }
     Ok(())
 }
