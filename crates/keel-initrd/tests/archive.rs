@@ -3,60 +3,11 @@
 
 use keel_initrd::{archive, build, choose_drivers, library_closure, parse_mkfs_formats, Compression, DriverChoice, InitrdSpec, Node, Source};
 use keel_manifest::{ImageManifest, UsrImage};
-use keel_test_support::scratch_dir;
+use keel_test_support::{fake_kernel_modules, scratch_dir};
 use keel_verity::VerityParams;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
-fn fake_kernel_modules(dir: &Path) -> PathBuf {
-    let modules = dir.join("lib/modules/6.1.0-test");
-    for path in [
-        "kernel/drivers/virtio/virtio.ko",
-        "kernel/drivers/virtio/virtio_ring.ko",
-        "kernel/drivers/virtio/virtio_pci.ko",
-        "kernel/drivers/block/virtio_blk.ko",
-        "kernel/drivers/scsi/virtio_scsi.ko",
-        "kernel/drivers/scsi/scsi_mod.ko",
-        "kernel/drivers/scsi/sd_mod.ko",
-        "kernel/drivers/md/dm-mod.ko",
-        "kernel/drivers/md/dm-verity.ko",
-        "kernel/fs/overlayfs/overlay.ko",
-        "kernel/drivers/firmware/qemu_fw_cfg.ko",
-        "kernel/fs/fat/fat.ko",
-        "kernel/fs/fat/vfat.ko",
-        "kernel/fs/nls/nls_cp437.ko",
-        "kernel/fs/nls/nls_ascii.ko",
-        "kernel/lib/libcrc32c.ko",
-        "kernel/fs/xfs/xfs.ko",
-    ] {
-        fs::create_dir_all(modules.join(path).parent().unwrap()).unwrap();
-        fs::write(modules.join(path), format!("module {path}")).unwrap();
-    }
-    fs::write(modules.join("modules.builtin"), "kernel/fs/ext4/ext4.ko\nkernel/drivers/nvme/host/nvme.ko\n").unwrap();
-    fs::write(
-        modules.join("modules.alias"),
-        "alias crypto-sha256 sha256_ssse3\nalias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci\nalias virtio:d00000002v* virtio_blk\n\
-         alias virtio:d00000008v* virtio_scsi\nalias scsi:t-0x00* sd_mod\nalias scsi:t-0x0e* sd_mod\n",
-    )
-    .unwrap();
-    fs::create_dir_all(modules.join("kernel/arch/x86/crypto")).unwrap();
-    fs::write(modules.join("kernel/arch/x86/crypto/sha256-ssse3.ko"), "module sha256").unwrap();
-    fs::write(
-        modules.join("modules.dep"),
-        "kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko\n\
-         kernel/drivers/virtio/virtio.ko:\nkernel/drivers/virtio/virtio_ring.ko: kernel/drivers/virtio/virtio.ko\n\
-         kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko\n\
-         kernel/drivers/scsi/virtio_scsi.ko: kernel/drivers/scsi/scsi_mod.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko\n\
-         kernel/drivers/scsi/scsi_mod.ko:\nkernel/drivers/scsi/sd_mod.ko: kernel/drivers/scsi/scsi_mod.ko\n\
-         kernel/drivers/md/dm-mod.ko:\nkernel/drivers/md/dm-verity.ko: kernel/drivers/md/dm-mod.ko\n\
-         kernel/fs/overlayfs/overlay.ko:\nkernel/drivers/firmware/qemu_fw_cfg.ko:\n\
-         kernel/fs/fat/fat.ko:\nkernel/fs/fat/vfat.ko: kernel/fs/fat/fat.ko\nkernel/fs/nls/nls_cp437.ko:\nkernel/fs/nls/nls_ascii.ko:\n\
-         kernel/lib/libcrc32c.ko:\nkernel/fs/xfs/xfs.ko: kernel/lib/libcrc32c.ko\nkernel/arch/x86/crypto/sha256-ssse3.ko:\n",
-    )
-    .unwrap();
-    modules
-}
 
 fn spec(dir: &Path) -> InitrdSpec {
     fs::create_dir_all(dir).unwrap();

@@ -1,7 +1,8 @@
 //! An SBOM as a small graph (the artifact, packages, files and the relationships between
 //! them) and its SPDX 2.3 JSON form.
 
-use crate::{hex, rfc3339_utc, sha256_hex, Digests, KEEL_URI, KEEL_VERSION};
+use crate::{hex, sha256_hex, Digests, KEEL_URI, KEEL_VERSION};
+use keel_ignition::apply::rfc3339_utc;
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 use std::collections::BTreeSet;

@@ -6,44 +6,23 @@
 use keel_disk::{read_gpt, SectorSize};
 use keel_manifest::ImageManifest;
 use keel_sbom::{sha256_hex, Digests};
-use keel_test_support::{python_tool, run, scratch_dir};
+use keel_test_support::{fake_kernel_modules, python_tool, run, scratch_dir};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const KERNEL_VERSION: &str = "6.1.0-99-test-amd64";
-const KERNEL_PACKAGE: &str = "linux-image-6.1.0-99-test-amd64";
+/// fake_kernel_modules' version.
+const KERNEL_VERSION: &str = "6.1.0-test";
+const KERNEL_PACKAGE: &str = "linux-image-6.1.0-test";
 const KERNEL_PACKAGE_VERSION: &str = "6.1.999-1";
 
 /// A kernel unpacked from its package as the VM tests unpack Debian's (`dpkg-deb -x`, with
-/// the control data at DEBIAN/control), with the modules every initrd packs.
+/// the control data at DEBIAN/control).
 fn unpacked_kernel(dir: &Path) -> PathBuf {
     let root = dir.join("kernel-root");
-    let modules = root.join("lib/modules").join(KERNEL_VERSION);
-    let files = [
-        "kernel/drivers/virtio/virtio.ko",
-        "kernel/drivers/virtio/virtio_ring.ko",
-        "kernel/drivers/virtio/virtio_pci.ko",
-        "kernel/drivers/block/virtio_blk.ko",
-        "kernel/drivers/md/dm-mod.ko",
-        "kernel/drivers/md/dm-verity.ko",
-        "kernel/fs/overlayfs/overlay.ko",
-        "kernel/drivers/firmware/qemu_fw_cfg.ko",
-        "kernel/fs/fat/fat.ko",
-        "kernel/fs/fat/vfat.ko",
-        "kernel/fs/nls/nls_cp437.ko",
-        "kernel/fs/nls/nls_ascii.ko",
-    ];
-    for path in files {
-        std::fs::create_dir_all(modules.join(path).parent().unwrap()).unwrap();
-        std::fs::write(modules.join(path), format!("module {path}")).unwrap();
-    }
-    let dep: String = files.iter().map(|path| format!("{path}:\n")).collect();
-    std::fs::write(modules.join("modules.dep"), dep).unwrap();
-    std::fs::write(modules.join("modules.builtin"), "kernel/fs/ext4/ext4.ko\n").unwrap();
-    std::fs::write(modules.join("modules.alias"), "alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci\nalias virtio:d00000002v* virtio_blk\n").unwrap();
+    let modules = fake_kernel_modules(&root);
     std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
     let control = format!("Package: {KERNEL_PACKAGE}\nSource: linux-signed-amd64\nVersion: {KERNEL_PACKAGE_VERSION}\nArchitecture: amd64\n");
     std::fs::write(root.join("DEBIAN/control"), control).unwrap();

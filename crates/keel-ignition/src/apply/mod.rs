@@ -42,6 +42,7 @@
 mod files;
 mod passwd;
 mod result;
+pub use result::rfc3339_utc;
 mod systemd;
 
 use crate::config::latest::Resource;

@@ -206,8 +206,9 @@ pub(crate) fn plan_result(planner: &mut Planner, user_config_provided: bool) -> 
     Ok(())
 }
 
-/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`, Go's `time.RFC3339` for UTC.
-fn rfc3339_utc(seconds: u64) -> String {
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`, Go's `time.RFC3339` for UTC (also
+/// SPDX's creation time, keel-sbom).
+pub fn rfc3339_utc(seconds: u64) -> String {
     let days = seconds / 86_400;
     let of_day = seconds % 86_400;
     let (year, month, day) = civil_date(days);
