@@ -14,6 +14,9 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// What keel-disk's probe reads of a partition at most.
+const PROBE_BYTES: u64 = 128 << 10;
+
 /// One partition of the image, as the SBOM describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionContents {
@@ -46,8 +49,10 @@ pub fn measure_image(image: &Path, manifest: &ImageManifest, oem_tree: Option<&P
     for partition in &gpt.partitions {
         let start = partition.start_bytes(gpt.sector_size);
         let size = partition.size_bytes(gpt.sector_size);
-        let mut reader = PartitionReader { file: &mut file, start, size, position: 0 };
-        let filesystem = match probe_filesystem(&mut reader).with_context(|| format!("probing {}", partition.name))? {
+        let mut head = Vec::new();
+        file.seek(SeekFrom::Start(start))?;
+        (&mut file).take(size.min(PROBE_BYTES)).read_to_end(&mut head).with_context(|| format!("cannot read {}", partition.name))?;
+        let filesystem = match probe_filesystem(&mut std::io::Cursor::new(head)).with_context(|| format!("probing {}", partition.name))? {
             Probe::Filesystem(filesystem) => Some(filesystem.kind.mount_type().to_string()),
             Probe::Blank | Probe::Unknown => None,
         };
@@ -92,36 +97,6 @@ pub fn image_sbom(file_name: &str, image_sha256: &str, contents: &ImageContents)
         }
     }
     sbom
-}
-
-/// A partition of the image as a file of its own, for the probe.
-struct PartitionReader<'a> {
-    file: &'a mut File,
-    start: u64,
-    size: u64,
-    position: u64,
-}
-
-impl Read for PartitionReader<'_> {
-    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
-        let left = self.size.saturating_sub(self.position);
-        let wanted = buffer.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        self.file.seek(SeekFrom::Start(self.start + self.position))?;
-        let read = self.file.read(buffer.get_mut(..wanted).unwrap_or_default())?;
-        self.position += read as u64;
-        Ok(read)
-    }
-}
-
-impl Seek for PartitionReader<'_> {
-    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
-        self.position = match to {
-            SeekFrom::Start(offset) => offset,
-            SeekFrom::End(delta) => self.size.saturating_add_signed(delta),
-            SeekFrom::Current(delta) => self.position.saturating_add_signed(delta),
-        };
-        Ok(self.position)
-    }
 }
 
 fn sha256_of_range(file: &mut File, start: u64, length: u64) -> anyhow::Result<String> {

@@ -181,3 +181,34 @@ pub fn initrd_inputs(files: &[PackedFile], extra: &[PathBuf], base: &Path) -> an
     }
     Ok(inputs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_test_support::{python_tool, scratch_dir};
+    use serde_json::Value;
+
+    #[test]
+    fn a_file_no_package_owns_is_noassertion_with_a_note_and_a_warning() {
+        let dir = scratch_dir(std::env::temp_dir().join("keel-sbom-tests"), "initrd-unowned");
+        let (host, module) = (Source::Host { path_in_root: "/usr/sbin/mkfs.ext4".into(), host_path: "/usr/sbin/mkfs.ext4".into() }, dir.join("m.ko"));
+        let module = Source::KernelModule { modules_dir: dir.clone(), file: module };
+        let files = [
+            PackedFile { path: "usr/sbin/mkfs.ext4", data: b"mkfs", source: &host },
+            PackedFile { path: "lib/modules/6.1.0-test/m.ko", data: b"module", source: &module },
+        ];
+        // An empty database: the build root has no dpkg.
+        let described = initrd_sbom("initrd.img", b"initrd", "zstd", &files, &DpkgDatabase::default()).unwrap();
+        assert_eq!(described.warnings.len(), 2, "{:?}", described.warnings);
+        assert!(described.warnings[0].starts_with("/usr/sbin/mkfs.ext4: no Debian package owns it"), "{:?}", described.warnings);
+        assert!(described.sbom.packages.is_empty(), "a guessed package: {:?}", described.sbom.packages);
+        let text = described.sbom.to_spdx_json(0);
+        let document: Value = serde_json::from_str(&text).unwrap();
+        assert!(document["files"][0]["comment"].as_str().unwrap().starts_with("NOASSERTION: no Debian package owns this file"));
+
+        let path = dir.join("initrd.img.spdx.json");
+        std::fs::write(&path, text).unwrap();
+        let validated = std::process::Command::new(python_tool("pyspdxtools")).arg("-i").arg(&path).output().unwrap();
+        assert!(validated.status.success(), "{}", String::from_utf8_lossy(&validated.stderr));
+    }
+}

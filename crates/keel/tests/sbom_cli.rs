@@ -53,6 +53,15 @@ fn build_in(dir: &Path, modules: &Path) -> String {
     keel_in(dir, &["initrd", "build", "--manifest", "disk.json", "--init", "keel-init", "--kernel-modules", modules, "--output", "initrd.img"])
 }
 
+/// A scratch directory `name` with an image and initrd built in its `build` directory: that
+/// directory, the kernel's module directory they used, and keel's output of the initrd build.
+fn built(name: &str) -> (PathBuf, PathBuf, String) {
+    let dir = scratch_dir(env!("CARGO_TARGET_TMPDIR"), name);
+    let modules = unpacked_kernel(&dir);
+    let output = build_in(&dir.join("build"), &modules);
+    (dir.join("build"), modules, output)
+}
+
 fn json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
@@ -121,18 +130,16 @@ fn debian_version(package: &str) -> String {
 
 #[test]
 fn the_initrd_sbom_lists_every_packed_file_with_its_digest_and_origin() {
-    let dir = scratch_dir(env!("CARGO_TARGET_TMPDIR"), "sbom-initrd");
-    let modules = unpacked_kernel(&dir);
-    let output = build_in(&dir.join("build"), &modules);
-    let (initrd, sbom_path) = (dir.join("build/initrd.img"), dir.join("build/initrd.img.spdx.json"));
+    let (build, _, output) = built("sbom-initrd");
+    let (initrd, sbom_path, unpacked) = (build.join("initrd.img"), build.join("initrd.img.spdx.json"), build.join("../unpacked"));
     validate(&sbom_path);
     let sbom = json(&sbom_path);
 
-    let packed = unpacked_initrd(&initrd, &dir.join("unpacked"));
+    let packed = unpacked_initrd(&initrd, &unpacked);
     let listed = sbom_files(&sbom);
     assert_eq!(listed.keys().collect::<Vec<_>>(), packed.keys().collect::<Vec<_>>(), "the SBOM's files are not the initrd's");
     for (path, sha256) in &packed {
-        let bytes = std::fs::read(dir.join("unpacked").join(path)).unwrap();
+        let bytes = std::fs::read(unpacked.join(path)).unwrap();
         assert_eq!((&listed[path].0, &listed[path].1), (sha256, &Digests::of(&bytes).sha1), "{path}");
     }
     assert_eq!(sbom["packages"][0]["checksums"][0]["checksumValue"], sha256_hex(&std::fs::read(&initrd).unwrap()));
@@ -183,10 +190,7 @@ fn digests_of(list: &Value) -> Vec<(String, String)> {
 
 #[test]
 fn the_provenance_names_each_output_and_input_with_its_digest() {
-    let dir = scratch_dir(env!("CARGO_TARGET_TMPDIR"), "sbom-provenance");
-    let modules = unpacked_kernel(&dir);
-    let build = dir.join("build");
-    build_in(&build, &modules);
+    let (build, modules, _) = built("sbom-provenance");
 
     let statement = json(&build.join("initrd.img.intoto.json"));
     assert_eq!(statement["_type"], "https://in-toto.io/Statement/v1");
@@ -221,10 +225,7 @@ fn the_provenance_names_each_output_and_input_with_its_digest() {
 
 #[test]
 fn the_image_sbom_has_usr_with_its_root_hash_and_the_esp_and_oem_files() {
-    let dir = scratch_dir(env!("CARGO_TARGET_TMPDIR"), "sbom-image");
-    let modules = unpacked_kernel(&dir);
-    let build = dir.join("build");
-    build_in(&build, &modules);
+    let (build, _, _) = built("sbom-image");
     validate(&build.join("disk.img.spdx.json"));
     let sbom = json(&build.join("disk.img.spdx.json"));
     let manifest = ImageManifest::from_json(&std::fs::read_to_string(build.join("disk.json")).unwrap()).unwrap();
