@@ -70,8 +70,13 @@ pub struct ImageBuild<'a> {
 pub fn write_image_documents(build: &ImageBuild) -> anyhow::Result<()> {
     let base = build_directory()?;
     let scratch = keel_sbom::beside(build.output, "sbom-esp");
-    let contents = keel_sbom::image::measure_image(build.output, build.manifest, build.oem_tree, &scratch)?;
-    let image_sha256 = keel_sbom::image::sha256_of_file(build.output)?;
+    // The whole image's digest and the partitions' are gigabytes of hashing each: one core each.
+    let (contents, image_sha256) = std::thread::scope(|scope| {
+        let image_sha256 = scope.spawn(|| keel_sbom::image::sha256_of_file(build.output));
+        let contents = keel_sbom::image::measure_image(build.output, build.manifest, build.oem_tree, &scratch);
+        let image_sha256 = image_sha256.join().map_err(|_| anyhow::anyhow!("hashing {} panicked", build.output.display()));
+        anyhow::Ok((contents?, image_sha256??))
+    })?;
     let sbom = keel_sbom::image::image_sbom(&file_name(build.output), &image_sha256, &contents);
     let sbom_text = sbom.to_spdx_json(build.epoch);
     let sbom_file = sbom_path(build.output);
