@@ -6,8 +6,8 @@
 use crate::spdx::{Node, Package, Purpose, Sbom, SbomFile};
 use crate::{hex, sha256_hex, Digests, KEEL_VERSION};
 use anyhow::{bail, Context};
-use keel_disk::{probe_filesystem, read_gpt, Probe};
-use keel_manifest::ImageManifest;
+use keel_disk::{probe_filesystem, read_gpt, Probe, SectorSize};
+use keel_manifest::UsrImage;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -39,12 +39,27 @@ pub struct ImageContents {
     pub partitions: Vec<PartitionContents>,
 }
 
-/// Measures `image` (built with `manifest`): the ESP's files are read back with mtools, and
-/// `oem_tree` (what `--oem` packed) gives OEM's. `scratch` is a directory the ESP's files
-/// are copied into while they are hashed; it is removed again.
-pub fn measure_image(image: &Path, manifest: &ImageManifest, oem_tree: Option<&Path>, scratch: &Path) -> anyhow::Result<ImageContents> {
+/// A /usr slot of the image and what its initrd trusts about it.
+#[derive(Clone, Copy, Debug)]
+pub struct UsrSlot<'a> {
+    /// The partition's GPT name (`USR-A`, `USR-B`).
+    pub partition: &'a str,
+    pub usr: &'a UsrImage,
+}
+
+/// Measures `image` (partition table in `sector_size` sectors), whose /usr slots are
+/// `slots`: the ESP's files are read back with mtools, and `oem_tree` (what `--oem` packed)
+/// gives OEM's. `scratch` is a directory the ESP's files are copied into while they are
+/// hashed; it is removed again.
+pub fn measure_image(
+    image: &Path,
+    sector_size: SectorSize,
+    slots: &[UsrSlot],
+    oem_tree: Option<&Path>,
+    scratch: &Path,
+) -> anyhow::Result<ImageContents> {
     let mut file = File::open(image).with_context(|| format!("cannot open {}", image.display()))?;
-    let gpt = read_gpt(&mut file, manifest.sector_size).with_context(|| format!("reading the partition table of {}", image.display()))?;
+    let gpt = read_gpt(&mut file, sector_size).with_context(|| format!("reading the partition table of {}", image.display()))?;
     let mut contents = ImageContents::default();
     for partition in &gpt.partitions {
         let start = partition.start_bytes(gpt.sector_size);
@@ -58,12 +73,10 @@ pub fn measure_image(image: &Path, manifest: &ImageManifest, oem_tree: Option<&P
         };
         let mut measured = PartitionContents { name: partition.name.clone(), filesystem, sha256: None, verity_root_hash: None, files: Vec::new() };
         if measured.filesystem.is_some() {
-            let is_usr = partition.name == "USR-A";
-            let length = if is_usr { manifest.usr.hash_offset } else { size };
+            let slot = slots.iter().find(|slot| slot.partition == partition.name);
+            let length = slot.map_or(size, |slot| slot.usr.hash_offset);
             measured.sha256 = Some(sha256_of_range(&mut file, start, length).with_context(|| format!("hashing {}", partition.name))?);
-            if is_usr {
-                measured.verity_root_hash = Some(hex(&manifest.usr.root_hash));
-            }
+            measured.verity_root_hash = slot.map(|slot| hex(&slot.usr.root_hash));
             if measured.filesystem.as_deref() == Some("vfat") {
                 measured.files = fat_files(image, start, scratch)?;
             } else if let Some(tree) = oem_tree.filter(|_| partition.name == "OEM") {

@@ -4,6 +4,7 @@
 
 use anyhow::Context;
 use keel_manifest::ImageManifest;
+use keel_sbom::image::UsrSlot;
 use keel_sbom::provenance::tool;
 use keel_sbom::{portable_path, provenance_path, sbom_path, sha256_hex, DpkgDatabase, Provenance, ResolvedDependency};
 use std::path::{Path, PathBuf};
@@ -73,7 +74,8 @@ pub fn write_image_documents(build: &ImageBuild) -> anyhow::Result<()> {
     // The whole image's digest and the partitions' are gigabytes of hashing each: one core each.
     let (contents, image_sha256) = std::thread::scope(|scope| {
         let image_sha256 = scope.spawn(|| keel_sbom::image::sha256_of_file(build.output));
-        let contents = keel_sbom::image::measure_image(build.output, build.manifest, build.oem_tree, &scratch);
+        let slots = [UsrSlot { partition: "USR-A", usr: &build.manifest.usr }];
+        let contents = keel_sbom::image::measure_image(build.output, build.manifest.sector_size, &slots, build.oem_tree, &scratch);
         let image_sha256 = image_sha256.join().map_err(|_| anyhow::anyhow!("hashing {} panicked", build.output.display()));
         anyhow::Ok((contents?, image_sha256??))
     })?;
