@@ -7,6 +7,7 @@ mod build;
 mod disk;
 mod dm;
 mod ignition;
+mod uki;
 mod usr;
 mod verity;
 
@@ -41,6 +42,9 @@ enum Command {
     /// build an initrd for an image
     #[command(subcommand)]
     Initrd(build::InitrdCommand),
+    /// unified kernel images for Secure Boot: build (and sign), inspect
+    #[command(subcommand)]
+    Uki(uki::UkiCommand),
     /// Ignition configs, offline: validate, render, apply
     #[command(subcommand)]
     Ignition(ignition::IgnitionCommand),
@@ -64,6 +68,7 @@ impl Command {
             Command::Verity(command) => command.run(),
             Command::Image(command) => command.run(),
             Command::Initrd(command) => command.run(),
+            Command::Uki(command) => command.run(),
             Command::Ignition(command) => command.run(),
             Command::Dm(command) => command.run(),
             Command::Disk(command) => command.run(),
