@@ -234,6 +234,7 @@ fn build_fixture_for(
     let image = dir.join("disk.img");
     let spec = ImageSpec {
         usr_tree: usr,
+        usr_b_tree: None,
         oem_tree: vendor.oem.map(Path::to_path_buf),
         os: "keel".into(),
         sizes,
