@@ -16,6 +16,7 @@ use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
 mod serial;
+pub mod uefi;
 
 const MIB: u64 = 1 << 20;
 /// The logical sector size fixtures are built for, and their image files read with.
