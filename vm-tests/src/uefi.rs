@@ -94,51 +94,15 @@ fn run_tool(command: &mut Command, remedy: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// Signs the EFI program `image` with `pair` for Secure Boot (sbsign), into `signed`.
-pub fn sign(pair: &KeyPair, image: &Path, signed: &Path) -> anyhow::Result<()> {
-    let mut sbsign = Command::new("sbsign");
-    sbsign.arg("--key").arg(&pair.key).arg("--cert").arg(&pair.certificate).arg("--output").arg(signed).arg(image);
-    run_tool(&mut sbsign, "install sbsigntool (`cargo xtask setup`)").map(drop)
-}
-
-const MIB: u64 = 1 << 20;
-
-/// Writes at `path` a disk with one partition, an ESP (FAT), holding each `(path on the
-/// ESP, host file)` of `files`, at least `esp_bytes` big: what firmware boots from.
-pub fn esp_disk(path: &Path, files: &[(&str, &Path)], esp_bytes: u64) -> anyhow::Result<()> {
-    let mut content = 0;
-    for (_, file) in files {
-        content += std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?.len();
-    }
-    // Room for the FAT's own structures and clusters' slack.
-    let esp_mib = esp_bytes.max(content + 2 * MIB).div_ceil(MIB);
-    let _ = std::fs::remove_file(path);
-    // The ESP from 1 MiB, and a MiB at the end for the backup table.
-    std::fs::File::create(path)?.set_len((esp_mib + 2) * MIB)?;
-    let partition = format!("1:2048:+{esp_mib}M");
-    run_tool(Command::new("sgdisk").args(["-n", &partition, "-t", "1:ef00", "-c", "1:EFI-SYSTEM"]).arg(path), "install gdisk")?;
-    let esp_kib = (esp_mib * MIB / 1024).to_string();
-    run_tool(Command::new("mkfs.vfat").args(["--offset", "2048"]).arg(path).arg(esp_kib), "install dosfstools")?;
-    let drive = format!("{}@@{MIB}", path.display());
-    let mut made = std::collections::BTreeSet::new();
-    for (on_esp, file) in files {
-        let mut parent = String::new();
-        for directory in on_esp.split('/').rev().skip(1).collect::<Vec<_>>().into_iter().rev() {
-            parent = format!("{parent}/{directory}");
-            if made.insert(parent.clone()) {
-                run_tool(Command::new("mmd").args(["-i", &drive, &format!("::{parent}")]), "install mtools")?;
-            }
-        }
-        run_tool(Command::new("mcopy").args(["-i", &drive]).arg(file).arg(format!("::/{on_esp}")), "install mtools")?;
-    }
-    Ok(())
-}
-
 /// A machine that starts through OVMF with `keys` enrolled and Secure Boot enforcing, from
 /// the ESP of its disks (the firmware tries each in turn).
 pub struct UefiMachine<'a> {
     pub disks: Vec<Disk>,
     pub keys: &'a SecureBootKeys,
+    /// An ESP path (`\EFI\keel\usr-b.efi`) the firmware boots first through a boot entry,
+    /// as an update's `efibootmgr --create` makes one; None: the firmware's own choice (the
+    /// removable media path).
+    pub boot_entry: Option<&'a str>,
 }
 
 /// Boots `machine` until the guest powers off or reboots, the firmware refuses the boot
@@ -148,7 +112,17 @@ pub struct UefiMachine<'a> {
 pub fn boot_uefi(machine: &UefiMachine, timeout: Duration, cut: impl FnMut(&str, Duration) -> bool) -> anyhow::Result<Console> {
     static BOOTS: AtomicUsize = AtomicUsize::new(0);
     let variables = machine.keys.variables.with_file_name(format!("vars-{}.fd", BOOTS.fetch_add(1, Ordering::Relaxed)));
-    std::fs::copy(&machine.keys.variables, &variables).with_context(|| format!("cannot copy the enrolled variables to {}", variables.display()))?;
+    match machine.boot_entry {
+        None => drop(
+            std::fs::copy(&machine.keys.variables, &variables)
+                .with_context(|| format!("cannot copy the enrolled variables to {}", variables.display()))?,
+        ),
+        Some(path) => {
+            let mut add_entry = Command::new(keel_test_support::python_tool("virt-fw-vars"));
+            add_entry.arg("--input").arg(&machine.keys.variables).arg("--output").arg(&variables).arg("--append-boot-filepath").arg(path);
+            run_tool(&mut add_entry, "`cargo xtask setup` installs virt-fw-vars")?;
+        }
+    }
     ensure!(Path::new(OVMF_CODE).is_file(), "{OVMF_CODE} is missing: install ovmf (`cargo xtask setup`)");
     // Disk writes are only kept for the test to read after the run.
     let mut command = qemu_command(&machine.disks, &[], "unsafe");

@@ -1,65 +1,202 @@
-//! Secure Boot under OVMF with the tests' own keys enrolled: the firmware starts a boot
-//! image signed with the enrolled db key and refuses one that is unsigned or signed by a
-//! key nobody enrolled. Firmware under TCG takes seconds before it starts anything, so
-//! these scenarios are few.
+//! The trust chain under Secure Boot: OVMF enforcing, with the tests' own PK, KEK and db
+//! enrolled, starts keel's signed UKIs from the ESP of a default-layout image (1 GiB USR-A
+//! and USR-B, 4 GiB disk) that `keel image build` made as an image builder runs it, and
+//! refuses a UKI whose initrd changed or whose signature is another key's. Firmware under
+//! TCG takes seconds before the kernel, so these scenarios are few, and share one image.
 
-use keel_test_support::scratch_dir;
-use keel_vm_tests::uefi::{assert_refused_by_firmware, boot_uefi, esp_disk, secure_boot_keys, sign, KeyPair, UefiMachine, REMOVABLE_MEDIA_PATH};
-use keel_vm_tests::{work_dir, Bus, Console, Disk};
-use std::path::Path;
+use keel_test_support::{overwrite, process_dir};
+use keel_vm_tests::uefi::{assert_refused_by_firmware, boot_uefi, secure_boot_keys, KeyPair, UefiMachine, REMOVABLE_MEDIA_PATH};
+use keel_vm_tests::{
+    artifacts, assert_reached_real_init, assert_refused, demo_usr_tree, image_table, resize_disk, work_dir, Bus, Console, Disk, BASE_CMDLINE,
+};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-const TIMEOUT: Duration = Duration::from_secs(120);
-/// systemd-boot, a small EFI program that shows on the serial console once it runs.
-const SYSTEMD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
-/// What systemd-boot draws with no boot entries: its one menu entry. It draws the menu
-/// without ending the line and counts down to a firmware reboot, so the run is cut here.
-const SYSTEMD_BOOT_MENU: &str = "Reboot Into Firmware Interface";
+const TIMEOUT: Duration = Duration::from_secs(180);
+const DISK_BYTES: u64 = 4 << 30;
+/// A file only USR-B's tree has, so a boot shows which /usr it mounted.
+const SLOT_MARKER: &str = "share/keel-test/slot-b";
 
-/// Boots a disk whose ESP holds `boot_image` at the removable media path, signed by
-/// `signer` (None: as it is), until systemd-boot's menu shows.
-fn boot_systemd_boot(name: &str, signer: Option<&KeyPair>) -> Console {
-    let keys = secure_boot_keys().unwrap();
-    let dir = scratch_dir(work_dir(), name);
-    let image = dir.join("BOOTX64.EFI");
-    match signer {
-        Some(pair) => sign(pair, Path::new(SYSTEMD_BOOT), &image).unwrap(),
-        None => drop(std::fs::copy(SYSTEMD_BOOT, &image).unwrap()),
+/// The default-layout image with a signed UKI per slot, and what went into them.
+struct SignedImage {
+    dir: PathBuf,
+    image: PathBuf,
+    usr_a_uki: PathBuf,
+    usr_b_initrd: PathBuf,
+}
+
+fn keel(args: &[&str]) -> String {
+    let keel = &artifacts().unwrap().binaries.keel;
+    let output = Command::new(keel).args(args).output().unwrap();
+    assert!(output.status.success(), "keel {args:?}: {}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn path(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// Built once per test process by the static `keel`, as an image builder would run it.
+fn signed_image() -> &'static SignedImage {
+    static IMAGE: OnceLock<SignedImage> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let artifacts = artifacts().unwrap();
+        let keys = secure_boot_keys().unwrap();
+        let dir = process_dir(work_dir()).join("secure-boot-image");
+        std::fs::create_dir_all(&dir).unwrap();
+        let usr_a = demo_usr_tree(&dir.join("a"), &artifacts.binaries.keel).unwrap();
+        let usr_b = demo_usr_tree(&dir.join("b"), &artifacts.binaries.keel).unwrap();
+        std::fs::write(usr_b.join(SLOT_MARKER), "B\n").unwrap();
+        let image = dir.join("disk.img");
+        let report = keel(&[
+            "image",
+            "build",
+            "--usr",
+            path(&usr_a),
+            "--usr-b",
+            path(&usr_b),
+            "--output",
+            path(&image),
+            "--uki-kernel",
+            path(&artifacts.kernel.vmlinuz),
+            "--uki-init",
+            path(&artifacts.binaries.keel_init),
+            "--uki-kernel-modules",
+            path(&artifacts.kernel.modules_dir),
+            "--uki-cmdline",
+            BASE_CMDLINE,
+            "--sign-key",
+            path(&keys.db.key),
+            "--sign-cert",
+            path(&keys.db.certificate),
+        ]);
+        eprintln!("{report}");
+        resize_disk(&image, DISK_BYTES).unwrap();
+        let uki_bytes = std::fs::metadata(dir.join("disk.usr-a.efi")).unwrap().len();
+        eprintln!("secure-boot: slot A's signed UKI is {uki_bytes} bytes");
+        SignedImage { usr_a_uki: dir.join("disk.usr-a.efi"), usr_b_initrd: dir.join("disk.usr-b.initrd"), image, dir }
+    })
+}
+
+/// A copy of the signed image for one scenario (sparse, so cheap at 4 GiB).
+fn disk_for(scenario: &str) -> PathBuf {
+    let built = signed_image();
+    let copy = built.dir.join(format!("{scenario}.img"));
+    let status = Command::new("cp").arg("--sparse=always").arg(&built.image).arg(&copy).status().unwrap();
+    assert!(status.success());
+    copy
+}
+
+fn boot(disk: &Path, boot_entry: Option<&str>) -> Console {
+    let machine = UefiMachine { disks: vec![Disk::on(Bus::Virtio, disk)], keys: secure_boot_keys().unwrap(), boot_entry };
+    boot_uefi(&machine, TIMEOUT, |_, _| false).unwrap()
+}
+
+/// Puts `uki` on the ESP of `disk` at the removable media path, over slot A's.
+fn replace_boot_image(disk: &Path, uki: &Path) {
+    let esp = image_table(disk).unwrap().by_name("EFI-SYSTEM").unwrap().unwrap().start_bytes(keel_disk::SectorSize::Bytes512);
+    let drive = format!("{}@@{esp}", disk.display());
+    let status = Command::new("mcopy").args(["-o", "-i", &drive]).arg(uki).arg(format!("::{REMOVABLE_MEDIA_PATH}")).status().unwrap();
+    assert!(status.success());
+}
+
+/// slot A's UKI rebuilt by `keel uki build` with `initrd`, signed by `signer` or not.
+fn reassembled_uki(name: &str, initrd: &Path, signer: Option<&KeyPair>) -> PathBuf {
+    let built = signed_image();
+    let artifacts = artifacts().unwrap();
+    let dir = built.dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (os_release, uki) = (dir.join("os-release"), dir.join("uki.efi"));
+    std::fs::write(&os_release, "ID=keel\n").unwrap();
+    let cmdline = format!("{BASE_CMDLINE} mount.usr=PARTLABEL=USR-A");
+    let mut args = vec!["uki", "build", "--kernel", path(&artifacts.kernel.vmlinuz), "--initrd", path(initrd), "--cmdline", &cmdline];
+    args.extend(["--os-release", path(&os_release), "--output", path(&uki)]);
+    if let Some(signer) = signer {
+        args.extend(["--sign-key", path(&signer.key), "--sign-cert", path(&signer.certificate)]);
     }
-    let disk = dir.join("esp.img");
-    esp_disk(&disk, &[(REMOVABLE_MEDIA_PATH, &image)], 0).unwrap();
-    let machine = UefiMachine { disks: vec![Disk::on(Bus::Virtio, &disk)], keys };
-    let console = boot_uefi(&machine, TIMEOUT, |text, _| text.contains(SYSTEMD_BOOT_MENU)).unwrap();
+    keel(&args);
+    uki
+}
+
+#[test]
+fn the_signed_uki_boots_to_the_real_root_with_verified_usr_and_secure_boot_on() {
+    let console = boot(&disk_for("signed"), None);
+    assert_reached_real_init(&console);
+    let reports = console.real_init();
+    for expected in ["usr-slot USR-A", "dm usr: status Verified"] {
+        assert!(reports.contains(&expected), "no {expected:?}:\n{}", console.text);
+    }
+    assert!(reports.iter().any(|line| line.starts_with("usr-device ") && line.ends_with(" dm-name usr")), "{}", console.text);
+    // The kernel's own word: Secure Boot on, and the lockdown it brings.
+    for kernel_says in ["secureboot: Secure boot enabled", "Kernel is locked down from EFI Secure Boot"] {
+        assert!(reports.iter().any(|line| line.starts_with("dmesg") && line.contains(kernel_says)), "no {kernel_says:?}:\n{}", console.text);
+    }
+    // The command line is the UKI's, as signed, with its slot.
+    let cmdline = reports.iter().find_map(|line| line.strip_prefix("cmdline ")).unwrap();
+    assert_eq!(cmdline, format!("{BASE_CMDLINE} mount.usr=PARTLABEL=USR-A"));
+    let inspected = keel(&["uki", "inspect", path(&signed_image().usr_a_uki)]);
+    assert!(inspected.contains(&format!(".cmdline: {cmdline}\n")), "{inspected}");
     eprintln!(
-        "{name}: firmware's first line at {:?}, program started at {:?}, refusal at {:?}, run {:?}",
-        console.arrivals.first(),
-        console.seen_at(SYSTEMD_BOOT_MENU),
-        console.seen_at(keel_vm_tests::uefi::FIRMWARE_REFUSAL),
-        console.elapsed
+        "secure-boot: firmware starts the UKI at {:?}, keel-init at {:?}, real root at {:?} after QEMU started",
+        console.seen_at("BdsDxe: starting"),
+        console.seen_at("keel-init starting"),
+        console.seen_at("REAL-INIT: started")
     );
-    std::fs::remove_dir_all(&dir).unwrap();
-    console
+}
+
+/// Slot B's initrd (USR-B's root hash) put into slot A's UKI: re-assembled unsigned, or
+/// changed in place under slot A's signature, the firmware starts neither.
+#[test]
+fn a_uki_whose_initrd_changed_is_refused_by_the_firmware() {
+    let built = signed_image();
+    let unsigned = reassembled_uki("reassembled", &built.usr_b_initrd, None);
+    let disk = disk_for("reassembled");
+    replace_boot_image(&disk, &unsigned);
+    assert_refused_by_firmware(&boot(&disk, None));
+
+    let mut signed = std::fs::read(&built.usr_a_uki).unwrap();
+    let inspection = keel_uki::inspect(&signed).unwrap();
+    let initrd = inspection.sections.iter().find(|section| section.name == ".initrd").unwrap();
+    signed[initrd.content.start + initrd.content.len() / 2] ^= 0x20;
+    let changed = built.dir.join("changed-in-place.efi");
+    std::fs::write(&changed, &signed).unwrap();
+    let disk = disk_for("changed-in-place");
+    replace_boot_image(&disk, &changed);
+    assert_refused_by_firmware(&boot(&disk, None));
 }
 
 #[test]
-fn the_firmware_starts_a_boot_image_signed_with_the_enrolled_db_key() {
+fn a_uki_signed_by_another_key_is_refused_by_the_firmware() {
+    let built = signed_image();
     let keys = secure_boot_keys().unwrap();
-    let console = boot_systemd_boot("secure-boot-signed", Some(&keys.db));
-    assert!(console.cut && console.has(SYSTEMD_BOOT_MENU), "systemd-boot did not run:\n{}", console.text);
-    assert!(!console.refused_by_firmware && !console.has("Access Denied"), "{}", console.text);
+    let initrd = built.dir.join("disk.usr-a.initrd");
+    let other = reassembled_uki("other-key", &initrd, Some(&keys.other));
+    let disk = disk_for("other-key");
+    replace_boot_image(&disk, &other);
+    assert_refused_by_firmware(&boot(&disk, None));
 }
 
+/// The boot entry an update adds for slot B boots USR-B; with USR-A's data written over
+/// USR-B, slot B's UKI refuses it.
 #[test]
-fn the_firmware_refuses_an_unsigned_boot_image() {
-    let console = boot_systemd_boot("secure-boot-unsigned", None);
-    assert_refused_by_firmware(&console);
-    assert!(!console.has(SYSTEMD_BOOT_MENU), "systemd-boot ran:\n{}", console.text);
-}
+fn slot_bs_uki_boots_usr_b_and_refuses_usr_as_data() {
+    let slot_b = Some("\\EFI\\keel\\usr-b.efi");
+    let console = boot(&disk_for("slot-b"), slot_b);
+    assert_reached_real_init(&console);
+    let reports = console.real_init();
+    assert!(reports.contains(&"usr-slot USR-B") && reports.contains(&"dm usr: status Verified"), "{}", console.text);
+    let cmdline = reports.iter().find_map(|line| line.strip_prefix("cmdline ")).unwrap();
+    assert!(cmdline.ends_with("mount.usr=PARTLABEL=USR-B"), "{cmdline}");
 
-#[test]
-fn the_firmware_refuses_a_boot_image_signed_by_a_key_nobody_enrolled() {
-    let keys = secure_boot_keys().unwrap();
-    let console = boot_systemd_boot("secure-boot-other-key", Some(&keys.other));
-    assert_refused_by_firmware(&console);
-    assert!(!console.has(SYSTEMD_BOOT_MENU), "systemd-boot ran:\n{}", console.text);
+    let disk = disk_for("slot-b-with-a-data");
+    let table = image_table(&disk).unwrap();
+    let (usr_a, usr_b) = (table.by_name("USR-A").unwrap().unwrap(), table.by_name("USR-B").unwrap().unwrap());
+    let sector = keel_disk::SectorSize::Bytes512;
+    let mut a_data = vec![0; usr_a.size_bytes(sector) as usize];
+    std::os::unix::fs::FileExt::read_exact_at(&std::fs::File::open(&disk).unwrap(), &mut a_data, usr_a.start_bytes(sector)).unwrap();
+    overwrite(&disk, usr_b.start_bytes(sector), &a_data);
+    let console = boot(&disk, slot_b);
+    assert_refused(&console, "usr", "does not match the image manifest in the initrd");
 }
