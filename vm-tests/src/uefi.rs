@@ -5,6 +5,7 @@
 
 use crate::{qemu_command, run_qemu, work_dir, Console, Disk, Watch};
 use anyhow::{ensure, Context};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -146,4 +147,59 @@ pub fn assert_refused_by_firmware(console: &Console) {
     for started in ["EFI stub:", "Linux version", "Run /init", "keel:"] {
         assert!(!console.has(started), "{started:?} after the firmware refused:\n{}", console.text);
     }
+}
+
+/// A file only USR-B's tree of `build_signed_image` has: the two slots' /usr differ, and so
+/// do their root hashes.
+pub const SLOT_B_MARKER: &str = "share/keel-test/slot-b";
+
+/// An image with a signed UKI per /usr slot on its ESP, and what went into them, beside it.
+pub struct SignedImage {
+    pub image: PathBuf,
+    pub usr_a_uki: PathBuf,
+    pub usr_a_initrd: PathBuf,
+    pub usr_b_initrd: PathBuf,
+    /// What `keel image build` printed.
+    pub report: String,
+}
+
+/// Runs the static `keel` with `args`; its stdout, or an error with what it said.
+pub fn run_keel(args: &[&OsStr]) -> anyhow::Result<String> {
+    let keel = &crate::artifacts()?.binaries.keel;
+    let output = Command::new(keel).args(args).output().with_context(|| format!("cannot run {}", keel.display()))?;
+    let said = || format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    ensure!(output.status.success(), "keel {args:?} failed: {}", said());
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The default layout (1 GiB USR-A and USR-B: the demo root, USR-B's with SLOT_B_MARKER)
+/// on a disk of `disk_bytes`, with a UKI per slot signed by the db key, built in `dir` by
+/// the static `keel image build` as an image builder runs it. The UKIs' command line is
+/// `cmdline` (keel adds each slot's mount.usr=).
+pub fn build_signed_image(dir: &Path, keys: &SecureBootKeys, cmdline: &str, disk_bytes: u64) -> anyhow::Result<SignedImage> {
+    let artifacts = crate::artifacts()?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let usr_a = crate::demo_usr_tree(&dir.join("a"), &artifacts.binaries.keel)?;
+    let usr_b = crate::demo_usr_tree(&dir.join("b"), &artifacts.binaries.keel)?;
+    std::fs::write(usr_b.join(SLOT_B_MARKER), "B\n")?;
+    let image = dir.join("disk.img");
+    let mut args: Vec<&OsStr> = ["image", "build", "--usr"].map(OsStr::new).to_vec();
+    args.extend([usr_a.as_os_str(), OsStr::new("--usr-b"), usr_b.as_os_str(), OsStr::new("--output"), image.as_os_str()]);
+    args.extend([
+        OsStr::new("--uki-kernel"),
+        artifacts.kernel.vmlinuz.as_os_str(),
+        OsStr::new("--uki-init"),
+        artifacts.binaries.keel_init.as_os_str(),
+    ]);
+    args.extend([OsStr::new("--uki-kernel-modules"), artifacts.kernel.modules_dir.as_os_str(), OsStr::new("--uki-cmdline"), OsStr::new(cmdline)]);
+    args.extend([OsStr::new("--sign-key"), keys.db.key.as_os_str(), OsStr::new("--sign-cert"), keys.db.certificate.as_os_str()]);
+    let report = run_keel(&args)?;
+    crate::resize_disk(&image, disk_bytes)?;
+    Ok(SignedImage {
+        usr_a_uki: image.with_extension("usr-a.efi"),
+        usr_a_initrd: image.with_extension("usr-a.initrd"),
+        usr_b_initrd: image.with_extension("usr-b.initrd"),
+        image,
+        report,
+    })
 }

@@ -5,10 +5,11 @@
 //! TCG takes seconds before the kernel, so these scenarios are few, and share one image.
 
 use keel_test_support::{overwrite, process_dir};
-use keel_vm_tests::uefi::{assert_refused_by_firmware, boot_uefi, secure_boot_keys, KeyPair, UefiMachine, REMOVABLE_MEDIA_PATH};
-use keel_vm_tests::{
-    artifacts, assert_reached_real_init, assert_refused, demo_usr_tree, image_table, resize_disk, work_dir, Bus, Console, Disk, BASE_CMDLINE,
+use keel_vm_tests::uefi::{
+    assert_refused_by_firmware, boot_uefi, build_signed_image, run_keel, secure_boot_keys, KeyPair, SignedImage, UefiMachine, REMOVABLE_MEDIA_PATH,
 };
+use keel_vm_tests::{artifacts, assert_reached_real_init, assert_refused, image_table, work_dir, Bus, Console, Disk, BASE_CMDLINE};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -16,74 +17,43 @@ use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 const DISK_BYTES: u64 = 4 << 30;
-/// A file only USR-B's tree has, so a boot shows which /usr it mounted.
-const SLOT_MARKER: &str = "share/keel-test/slot-b";
+/// The image every scenario boots a copy of, and its directory.
+fn signed_image() -> &'static (PathBuf, SignedImage) {
+    static IMAGE: OnceLock<(PathBuf, SignedImage)> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let dir = process_dir(work_dir()).join("secure-boot-image");
+        let built = build_signed_image(&dir, secure_boot_keys().unwrap(), BASE_CMDLINE, DISK_BYTES).unwrap();
+        eprintln!("{}secure-boot: slot A's signed UKI is {} bytes", built.report, std::fs::metadata(&built.usr_a_uki).unwrap().len());
+        (dir, built)
+    })
+}
 
-/// The default-layout image with a signed UKI per slot, and what went into them.
-struct SignedImage {
-    dir: PathBuf,
-    image: PathBuf,
-    usr_a_uki: PathBuf,
-    usr_b_initrd: PathBuf,
+/// The root hash `keel image build` reported for `slot` ("USR-A", "USR-B").
+fn root_hash(slot: &str) -> String {
+    let report = &signed_image().1.report;
+    report.lines().find_map(|line| line.strip_prefix(&format!("{slot} root hash: "))).unwrap().trim().to_string()
+}
+
+/// The real root's /usr is the verity device of `slot`'s root hash, and verified.
+fn assert_usr_is(console: &Console, slot: &str) {
+    let reports = console.real_init();
+    assert!(reports.contains(&format!("usr-slot {slot}").as_str()) && reports.contains(&"dm usr: status Verified"), "{}", console.text);
+    let table = reports.iter().find(|line| line.starts_with("dm usr: verity ")).unwrap();
+    assert!(table.contains(&root_hash(slot)), "/usr is not {slot}'s: {table}");
 }
 
 fn keel(args: &[&str]) -> String {
-    let keel = &artifacts().unwrap().binaries.keel;
-    let output = Command::new(keel).args(args).output().unwrap();
-    assert!(output.status.success(), "keel {args:?}: {}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
+    run_keel(&args.iter().map(OsStr::new).collect::<Vec<_>>()).unwrap()
 }
 
 fn path(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-/// Built once per test process by the static `keel`, as an image builder would run it.
-fn signed_image() -> &'static SignedImage {
-    static IMAGE: OnceLock<SignedImage> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let artifacts = artifacts().unwrap();
-        let keys = secure_boot_keys().unwrap();
-        let dir = process_dir(work_dir()).join("secure-boot-image");
-        std::fs::create_dir_all(&dir).unwrap();
-        let usr_a = demo_usr_tree(&dir.join("a"), &artifacts.binaries.keel).unwrap();
-        let usr_b = demo_usr_tree(&dir.join("b"), &artifacts.binaries.keel).unwrap();
-        std::fs::write(usr_b.join(SLOT_MARKER), "B\n").unwrap();
-        let image = dir.join("disk.img");
-        let report = keel(&[
-            "image",
-            "build",
-            "--usr",
-            path(&usr_a),
-            "--usr-b",
-            path(&usr_b),
-            "--output",
-            path(&image),
-            "--uki-kernel",
-            path(&artifacts.kernel.vmlinuz),
-            "--uki-init",
-            path(&artifacts.binaries.keel_init),
-            "--uki-kernel-modules",
-            path(&artifacts.kernel.modules_dir),
-            "--uki-cmdline",
-            BASE_CMDLINE,
-            "--sign-key",
-            path(&keys.db.key),
-            "--sign-cert",
-            path(&keys.db.certificate),
-        ]);
-        eprintln!("{report}");
-        resize_disk(&image, DISK_BYTES).unwrap();
-        let uki_bytes = std::fs::metadata(dir.join("disk.usr-a.efi")).unwrap().len();
-        eprintln!("secure-boot: slot A's signed UKI is {uki_bytes} bytes");
-        SignedImage { usr_a_uki: dir.join("disk.usr-a.efi"), usr_b_initrd: dir.join("disk.usr-b.initrd"), image, dir }
-    })
-}
-
 /// A copy of the signed image for one scenario (sparse, so cheap at 4 GiB).
 fn disk_for(scenario: &str) -> PathBuf {
-    let built = signed_image();
-    let copy = built.dir.join(format!("{scenario}.img"));
+    let (dir, built) = signed_image();
+    let copy = dir.join(format!("{scenario}.img"));
     let status = Command::new("cp").arg("--sparse=always").arg(&built.image).arg(&copy).status().unwrap();
     assert!(status.success());
     copy
@@ -104,9 +74,8 @@ fn replace_boot_image(disk: &Path, uki: &Path) {
 
 /// slot A's UKI rebuilt by `keel uki build` with `initrd`, signed by `signer` or not.
 fn reassembled_uki(name: &str, initrd: &Path, signer: Option<&KeyPair>) -> PathBuf {
-    let built = signed_image();
     let artifacts = artifacts().unwrap();
-    let dir = built.dir.join(name);
+    let dir = signed_image().0.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     let (os_release, uki) = (dir.join("os-release"), dir.join("uki.efi"));
     std::fs::write(&os_release, "ID=keel\n").unwrap();
@@ -125,9 +94,7 @@ fn the_signed_uki_boots_to_the_real_root_with_verified_usr_and_secure_boot_on() 
     let console = boot(&disk_for("signed"), None);
     assert_reached_real_init(&console);
     let reports = console.real_init();
-    for expected in ["usr-slot USR-A", "dm usr: status Verified"] {
-        assert!(reports.contains(&expected), "no {expected:?}:\n{}", console.text);
-    }
+    assert_usr_is(&console, "USR-A");
     assert!(reports.iter().any(|line| line.starts_with("usr-device ") && line.ends_with(" dm-name usr")), "{}", console.text);
     // The kernel's own word: Secure Boot on, and the lockdown it brings.
     for kernel_says in ["secureboot: Secure boot enabled", "Kernel is locked down from EFI Secure Boot"] {
@@ -136,7 +103,7 @@ fn the_signed_uki_boots_to_the_real_root_with_verified_usr_and_secure_boot_on() 
     // The command line is the UKI's, as signed, with its slot.
     let cmdline = reports.iter().find_map(|line| line.strip_prefix("cmdline ")).unwrap();
     assert_eq!(cmdline, format!("{BASE_CMDLINE} mount.usr=PARTLABEL=USR-A"));
-    let inspected = keel(&["uki", "inspect", path(&signed_image().usr_a_uki)]);
+    let inspected = keel(&["uki", "inspect", path(&signed_image().1.usr_a_uki)]);
     assert!(inspected.contains(&format!(".cmdline: {cmdline}\n")), "{inspected}");
     eprintln!(
         "secure-boot: firmware starts the UKI at {:?}, keel-init at {:?}, real root at {:?} after QEMU started",
@@ -150,7 +117,7 @@ fn the_signed_uki_boots_to_the_real_root_with_verified_usr_and_secure_boot_on() 
 /// changed in place under slot A's signature, the firmware starts neither.
 #[test]
 fn a_uki_whose_initrd_changed_is_refused_by_the_firmware() {
-    let built = signed_image();
+    let (dir, built) = signed_image();
     let unsigned = reassembled_uki("reassembled", &built.usr_b_initrd, None);
     let disk = disk_for("reassembled");
     replace_boot_image(&disk, &unsigned);
@@ -160,7 +127,7 @@ fn a_uki_whose_initrd_changed_is_refused_by_the_firmware() {
     let inspection = keel_uki::inspect(&signed).unwrap();
     let initrd = inspection.sections.iter().find(|section| section.name == ".initrd").unwrap();
     signed[initrd.content.start + initrd.content.len() / 2] ^= 0x20;
-    let changed = built.dir.join("changed-in-place.efi");
+    let changed = dir.join("changed-in-place.efi");
     std::fs::write(&changed, &signed).unwrap();
     let disk = disk_for("changed-in-place");
     replace_boot_image(&disk, &changed);
@@ -169,10 +136,8 @@ fn a_uki_whose_initrd_changed_is_refused_by_the_firmware() {
 
 #[test]
 fn a_uki_signed_by_another_key_is_refused_by_the_firmware() {
-    let built = signed_image();
     let keys = secure_boot_keys().unwrap();
-    let initrd = built.dir.join("disk.usr-a.initrd");
-    let other = reassembled_uki("other-key", &initrd, Some(&keys.other));
+    let other = reassembled_uki("other-key", &signed_image().1.usr_a_initrd, Some(&keys.other));
     let disk = disk_for("other-key");
     replace_boot_image(&disk, &other);
     assert_refused_by_firmware(&boot(&disk, None));
@@ -185,8 +150,9 @@ fn slot_bs_uki_boots_usr_b_and_refuses_usr_as_data() {
     let slot_b = Some("\\EFI\\keel\\usr-b.efi");
     let console = boot(&disk_for("slot-b"), slot_b);
     assert_reached_real_init(&console);
+    assert_usr_is(&console, "USR-B");
+    assert_ne!(root_hash("USR-A"), root_hash("USR-B"));
     let reports = console.real_init();
-    assert!(reports.contains(&"usr-slot USR-B") && reports.contains(&"dm usr: status Verified"), "{}", console.text);
     let cmdline = reports.iter().find_map(|line| line.strip_prefix("cmdline ")).unwrap();
     assert!(cmdline.ends_with("mount.usr=PARTLABEL=USR-B"), "{cmdline}");
 
