@@ -15,6 +15,9 @@ use std::process::{Command, Stdio};
 use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
+mod serial;
+pub mod uefi;
+
 const MIB: u64 = 1 << 20;
 /// The logical sector size fixtures are built for, and their image files read with.
 pub const FIXTURE_SECTOR_SIZE: SectorSize = SectorSize::Bytes512;
@@ -238,6 +241,7 @@ fn build_fixture_for(
     let image = dir.join("disk.img");
     let spec = ImageSpec {
         usr_tree: usr,
+        usr_b_tree: None,
         oem_tree: vendor.oem.map(Path::to_path_buf),
         os: "keel".into(),
         sizes,
@@ -338,6 +342,9 @@ pub struct Console {
     pub timed_out: bool,
     /// `boot_until`'s `cut` ended the run: a run that ended by itself was not cut.
     pub cut: bool,
+    /// The UEFI firmware refused to start the boot image (Secure Boot: `Access Denied`) and
+    /// the run was stopped there, as the firmware would wait for a key for ever.
+    pub refused_by_firmware: bool,
     pub elapsed: Duration,
     /// When each line of `text` came out of QEMU, from QEMU's start: wall time as a user
     /// waits for it, which the kernel's own timestamps leave out (firmware, decompression).
@@ -470,11 +477,11 @@ fn disk_device(disk: &Disk, index: usize) -> String {
     }
 }
 
-/// QEMU's arguments for `machine`'s disks: a controller once per bus that needs one, each
-/// disk's drive, and the devices of those there from the start.
-fn disk_arguments(machine: &Machine, cache: &str) -> Vec<String> {
-    let later = machine.plugged_in_later.as_ref().map_or(&[][..], |(_, disks)| disks.as_slice());
-    let all: Vec<&Disk> = machine.disks.iter().chain(later).collect();
+/// QEMU's arguments for a machine's disks, `disks` there from the start and `later` plugged
+/// in while it runs: a controller once per bus that needs one, each disk's drive, and the
+/// devices of those there from the start.
+fn disk_arguments(disks: &[Disk], later: &[Disk], cache: &str) -> Vec<String> {
+    let all: Vec<&Disk> = disks.iter().chain(later).collect();
     let mut arguments = Vec::new();
     let mut add = |words: [&str; 2]| arguments.extend(words.map(str::to_string));
     for (bus, controller) in [(Bus::VirtioScsi, "virtio-scsi-pci,id=scsi0"), (Bus::Ahci, "ahci,id=ahci0")] {
@@ -485,17 +492,26 @@ fn disk_arguments(machine: &Machine, cache: &str) -> Vec<String> {
     for (index, disk) in all.iter().enumerate() {
         let read_only = if disk.path.to_string_lossy().ends_with(READ_ONLY_DISK) { ",readonly=on" } else { "" };
         add(["-drive", &format!("file={},format=raw,if=none,id=disk{index},cache={cache}{read_only}", disk.path.display())]);
-        if index < machine.disks.len() {
+        if index < disks.len() {
             add(["-device", &disk_device(disk, index)]);
         }
     }
     arguments
 }
 
-/// Plugs in `machine`'s late disks through QEMU's QMP socket at `socket`.
-fn plug_in_late_disks(machine: &Machine, socket: &Path) -> anyhow::Result<()> {
+/// Disks a machine gets while it runs, through QEMU's QMP socket, once its console shows
+/// `after`; they are numbered after the `first_index` disks it started with.
+struct LateDisks<'a> {
+    after: &'a str,
+    disks: &'a [Disk],
+    first_index: usize,
+    socket: PathBuf,
+}
+
+/// Plugs in the late disks through QMP.
+fn plug_in_late_disks(late: &LateDisks) -> anyhow::Result<()> {
     use std::io::Write;
-    let Some((_, disks)) = &machine.plugged_in_later else { return Ok(()) };
+    let socket = &late.socket;
     let stream = std::os::unix::net::UnixStream::connect(socket).with_context(|| format!("cannot connect to QMP at {}", socket.display()))?;
     let mut replies = BufReader::new(stream.try_clone()?).lines();
     replies.next().context("no QMP greeting")??;
@@ -514,14 +530,24 @@ fn plug_in_late_disks(machine: &Machine, socket: &Path) -> anyhow::Result<()> {
         }
     };
     command(r#"{"execute": "qmp_capabilities"}"#.to_string())?;
-    for (offset, disk) in disks.iter().enumerate() {
-        let device = disk_device(disk, machine.disks.len() + offset);
+    for (offset, disk) in late.disks.iter().enumerate() {
+        let device = disk_device(disk, late.first_index + offset);
         let mut words = device.split(',');
         let driver = words.next().unwrap_or_default();
         let properties: Vec<String> = words.filter_map(|word| word.split_once('=')).map(|(key, value)| format!(r#", "{key}": "{value}""#)).collect();
         command(format!(r#"{{"execute": "device_add", "arguments": {{"driver": "{driver}"{}}}}}"#, properties.concat()))?;
     }
     Ok(())
+}
+
+/// QEMU with what every boot has, whatever starts the guest: memory, one CPU, the serial
+/// console on stdout, no reboot (a reboot ends the run), and the disks.
+pub(crate) fn qemu_command(disks: &[Disk], later: &[Disk], cache: &str) -> Command {
+    let mut command = Command::new("qemu-system-x86_64");
+    command
+        .args(["-m", "512", "-smp", "1", "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"])
+        .args(disk_arguments(disks, later, cache));
+    command
 }
 
 /// `boot_until` on any machine.
@@ -531,69 +557,89 @@ pub fn boot_machine(
     extra_cmdline: &str,
     timeout: Duration,
     cache: &str,
-    mut cut: impl FnMut(&str, Duration) -> bool,
+    cut: impl FnMut(&str, Duration) -> bool,
 ) -> anyhow::Result<Console> {
-    let mut command = Command::new("qemu-system-x86_64");
-    command
-        .args(["-m", "512", "-smp", "1", "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"])
-        .arg("-kernel")
-        .arg(&machine.kernel.vmlinuz)
-        .arg("-initrd")
-        .arg(initrd)
-        .arg("-append")
-        .arg(format!("{BASE_CMDLINE} {extra_cmdline}"))
-        .args(disk_arguments(machine, cache));
+    let later = machine.plugged_in_later.as_ref().map_or(&[][..], |(_, disks)| disks.as_slice());
+    let mut command = qemu_command(&machine.disks, later, cache);
+    command.arg("-kernel").arg(&machine.kernel.vmlinuz).arg("-initrd").arg(initrd).arg("-append").arg(format!("{BASE_CMDLINE} {extra_cmdline}"));
     if let Some(config) = machine.firmware_config {
         command.arg("-fw_cfg").arg(format!("name={FIRMWARE_CONFIG_KEY},file={}", config.display()));
     }
-    let qmp_socket = std::env::temp_dir().join(format!("keel-qmp-{}-{:?}.sock", std::process::id(), std::thread::current().id()));
-    if machine.plugged_in_later.is_some() {
-        let _ = std::fs::remove_file(&qmp_socket);
-        command.arg("-qmp").arg(format!("unix:{},server=on,wait=off", qmp_socket.display()));
+    let late = machine.plugged_in_later.as_ref().map(|(after, disks)| LateDisks {
+        after,
+        disks,
+        first_index: machine.disks.len(),
+        socket: std::env::temp_dir().join(format!("keel-qmp-{}-{:?}.sock", std::process::id(), std::thread::current().id())),
+    });
+    if let Some(late) = &late {
+        let _ = std::fs::remove_file(&late.socket);
+        command.arg("-qmp").arg(format!("unix:{},server=on,wait=off", late.socket.display()));
     }
-    let mut late_disks_pending = machine.plugged_in_later.as_ref().map(|(after, _)| *after);
+    run_qemu(command, late, Watch { timeout, firmware_refusal: None }, cut)
+}
+
+/// What ends a run besides the guest itself and the caller's cut.
+pub(crate) struct Watch<'a> {
+    /// QEMU is killed after this long.
+    pub timeout: Duration,
+    /// Text with which the firmware says it will not start the boot image and then waits
+    /// for a key for ever: QEMU is stopped as soon as the console shows it.
+    pub firmware_refusal: Option<&'a str>,
+}
+
+/// Runs QEMU's `command` with its serial console on stdout until the guest ends the run
+/// (powers off or reboots), `watch` stops it, or `cut(console so far, time since start)`
+/// says so; the console is read as it comes, the line being written included.
+pub(crate) fn run_qemu(
+    mut command: Command,
+    late: Option<LateDisks>,
+    watch: Watch,
+    mut cut: impl FnMut(&str, Duration) -> bool,
+) -> anyhow::Result<Console> {
+    use std::io::Read;
+    let mut late_disks_pending = late.as_ref();
     let started = Instant::now();
     let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("cannot start qemu-system-x86_64")?;
-    let stdout = child.stdout.take().context("no QEMU stdout")?;
-    let (lines_tx, lines_rx) = mpsc::channel();
+    let mut stdout = child.stdout.take().context("no QEMU stdout")?;
+    let (chunks_tx, chunks_rx) = mpsc::channel();
     // Stamped as they are read, not as the loop below gets to them, which polls.
     let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send((started.elapsed(), line)).is_err() {
+        let mut buffer = [0u8; 4096];
+        while let Ok(read @ 1..) = stdout.read(&mut buffer) {
+            if chunks_tx.send((started.elapsed(), buffer.get(..read).unwrap_or_default().to_vec())).is_err() {
                 break;
             }
         }
     });
-    let mut text = String::new();
-    let mut arrivals = Vec::new();
-    let append = |text: &mut String, arrivals: &mut Vec<Duration>, (arrival, line): (Duration, String)| {
-        text.push_str(line.trim_end_matches('\r'));
-        text.push('\n');
-        arrivals.push(arrival);
-    };
+    let mut serial = serial::SerialText::default();
     let mut timed_out = false;
     let mut was_cut = false;
+    let mut refused_by_firmware = false;
     loop {
-        match lines_rx.recv_timeout(Duration::from_millis(2)) {
-            Ok(line) => append(&mut text, &mut arrivals, line),
+        match chunks_rx.recv_timeout(Duration::from_millis(2)) {
+            Ok((arrival, bytes)) => serial.push(arrival, &bytes),
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
-        if late_disks_pending.is_some_and(|after| text.contains(after)) {
+        if let Some(late) = late_disks_pending.filter(|late| serial.text().contains(late.after)) {
             late_disks_pending = None;
-            if let Err(error) = plug_in_late_disks(machine, &qmp_socket) {
+            if let Err(error) = plug_in_late_disks(late) {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(error.context(format!("plugging in the late disks; the console so far:\n{text}")));
+                return Err(error.context(format!("plugging in the late disks; the console so far:\n{}", serial.text())));
             }
         }
-        if cut(&text, started.elapsed()) {
+        if watch.firmware_refusal.is_some_and(|refusal| serial.text().contains(refusal)) {
+            refused_by_firmware = true;
+            let _ = child.kill();
+            break;
+        }
+        if cut(serial.text(), started.elapsed()) {
             was_cut = true;
             let _ = child.kill();
             break;
         }
-        if started.elapsed() > timeout {
+        if started.elapsed() > watch.timeout {
             timed_out = true;
             let _ = child.kill();
             break;
@@ -604,10 +650,11 @@ pub fn boot_machine(
     let _ = reader.join();
     // Even after a cut: what is still in the pipe was printed before the power went, and
     // says how far the guest got.
-    while let Ok(line) = lines_rx.try_recv() {
-        append(&mut text, &mut arrivals, line);
+    while let Ok((arrival, bytes)) = chunks_rx.try_recv() {
+        serial.push(arrival, &bytes);
     }
-    Ok(Console { text, timed_out, cut: was_cut, elapsed, arrivals })
+    let (text, arrivals) = serial.finish();
+    Ok(Console { text, timed_out, cut: was_cut, refused_by_firmware, elapsed, arrivals })
 }
 
 /// The boot reached the real root, whose init finished.
@@ -1007,6 +1054,7 @@ mod tests {
             text: "Booting\nREAL-INIT: started\nREAL-INIT: started again\n".into(),
             timed_out: false,
             cut: false,
+            refused_by_firmware: false,
             elapsed: Duration::from_secs(3),
             arrivals: vec![Duration::from_millis(100), Duration::from_millis(2500), Duration::from_millis(2600)],
         };

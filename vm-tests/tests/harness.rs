@@ -12,6 +12,7 @@ fn an_esp_whose_fat_cannot_be_read_is_an_error_not_a_removed_flag() {
     let image = dir.join("disk.img");
     let spec = keel_image::ImageSpec {
         usr_tree: dir.join("usr"),
+        usr_b_tree: None,
         oem_tree: None,
         os: "keel".into(),
         sizes: test_sizes(),

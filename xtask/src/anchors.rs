@@ -323,7 +323,7 @@ mod tests {
 
     fn console(real_init: &[&str]) -> vm::Console {
         let text: String = real_init.iter().map(|line| format!("REAL-INIT: {line}\n")).collect();
-        vm::Console { text, timed_out: false, cut: false, elapsed: Default::default(), arrivals: vec![] }
+        vm::Console { text, timed_out: false, cut: false, refused_by_firmware: false, elapsed: Default::default(), arrivals: vec![] }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The EFI system partition: vfat, carrying the first-boot flag that tells keel-init a
 //! machine has not finished its first boot yet.
 
-use anyhow::{bail, Context};
+use crate::EspFile;
+use anyhow::{bail, ensure, Context};
 use keel_disk::{SectorSize, FIRST_BOOT_FLAG};
 use std::path::Path;
 use std::process::Command;
@@ -11,20 +12,38 @@ const FAT_EPOCH: u64 = 315_532_800;
 
 /// Formats `image` (already sized) as vfat of `sector_size` logical sectors (the disk's:
 /// Linux does not mount a FAT of smaller sectors than its device's) labelled `EFI-SYSTEM`
-/// and writes the empty first-boot flag. `--invariant` and SOURCE_DATE_EPOCH make the
-/// bytes depend only on the arguments.
-pub fn make_esp(image: &Path, volume_id: u32, epoch: u64, sector_size: SectorSize) -> anyhow::Result<()> {
+/// and writes the empty first-boot flag and `files` (UKIs, say). `--invariant` and
+/// SOURCE_DATE_EPOCH make the bytes depend only on the arguments.
+pub fn make_esp(image: &Path, volume_id: u32, epoch: u64, sector_size: SectorSize, files: &[EspFile]) -> anyhow::Result<()> {
     let epoch = epoch.max(FAT_EPOCH).to_string();
     let sector_bytes = sector_size.bytes().to_string();
     run(Command::new("mkfs.vfat").args(["--invariant", "-S", &sector_bytes, "-i", &format!("{volume_id:08x}"), "-n", "EFI-SYSTEM"]).arg(image))?;
     let flag_source = image.with_extension("first_boot");
     std::fs::write(&flag_source, b"").with_context(|| format!("cannot write {}", flag_source.display()))?;
-    let (flag_dir, _) = FIRST_BOOT_FLAG.rsplit_once('/').context("the flag path has no directory")?;
-    let result = run(Command::new("mmd").env("SOURCE_DATE_EPOCH", &epoch).arg("-i").arg(image).arg(format!("::{flag_dir}"))).and_then(|()| {
-        run(Command::new("mcopy").env("SOURCE_DATE_EPOCH", &epoch).arg("-i").arg(image).arg(&flag_source).arg(format!("::{FIRST_BOOT_FLAG}")))
-    });
+    let flag = EspFile { path: FIRST_BOOT_FLAG.to_string(), source: flag_source.clone() };
+    let result = std::iter::once(&flag).chain(files).try_for_each(|file| copy_in(image, &epoch, file));
     let _ = std::fs::remove_file(&flag_source);
     result
+}
+
+/// Copies `file` into the FAT at `image`, making the directories of its path first.
+fn copy_in(image: &Path, epoch: &str, file: &EspFile) -> anyhow::Result<()> {
+    let mtools = |program: &str| {
+        let mut command = Command::new(program);
+        command.env("SOURCE_DATE_EPOCH", epoch).arg("-i").arg(image);
+        command
+    };
+    let mut directory = String::new();
+    for component in file.path.split('/').rev().skip(1).collect::<Vec<_>>().into_iter().rev() {
+        ensure!(!component.is_empty() && component != "." && component != "..", "{} is not a plain path on the ESP", file.path);
+        directory = if directory.is_empty() { component.to_string() } else { format!("{directory}/{component}") };
+        // mmd fails on a directory that exists: ask first.
+        let exists = mtools("mdir").arg("-b").arg(format!("::{directory}")).output().is_ok_and(|out| out.status.success());
+        if !exists {
+            run(mtools("mmd").arg(format!("::{directory}")))?;
+        }
+    }
+    run(mtools("mcopy").arg(&file.source).arg(format!("::{}", file.path))).with_context(|| format!("cannot put {} on the ESP", file.path))
 }
 
 fn run(command: &mut Command) -> anyhow::Result<()> {

@@ -36,8 +36,11 @@ const COPY_CHUNK: usize = 1 << 20;
 
 #[derive(Clone, Debug)]
 pub struct ImageSpec {
-    /// The directory that becomes /usr.
+    /// The directory that becomes /usr (USR-A).
     pub usr_tree: PathBuf,
+    /// The directory that becomes USR-B's /usr; without it USR-B is blank, as Flatcar
+    /// ships it until an update writes it.
+    pub usr_b_tree: Option<PathBuf>,
     /// The directory that becomes the OEM partition's filesystem; without it OEM is blank.
     pub oem_tree: Option<PathBuf>,
     pub os: String,
@@ -131,9 +134,64 @@ pub fn usr_filesystem_blocks(partition_bytes: u64, layout: &VerityLayout) -> any
     Ok(low)
 }
 
-/// Builds the image at `spec.output` and returns its manifest.
-pub fn build(spec: &ImageSpec) -> anyhow::Result<ImageManifest> {
+/// A /usr slot of the image: USR-A, or USR-B (which an update writes; the image may ship
+/// it filled for a second /usr of its own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    A,
+    B,
+}
+
+impl Slot {
+    /// The partition's name in the layout, and what `mount.usr=PARTLABEL=` names.
+    pub fn partition_name(self) -> &'static str {
+        match self {
+            Slot::A => "USR-A",
+            Slot::B => "USR-B",
+        }
+    }
+}
+
+/// A file put on the ESP: its path there (`EFI/BOOT/BOOTX64.EFI`) and where it is now.
+#[derive(Clone, Debug)]
+pub struct EspFile {
+    pub path: String,
+    pub source: PathBuf,
+}
+
+/// One /usr slot built: its filesystem in a file beside the output, the hash area that
+/// follows it in the partition, and what an initrd for it must trust.
+struct BuiltSlot {
+    slot: Slot,
+    partition: keel_disk::GptPartition,
+    filesystem: PathBuf,
+    hash_area: Vec<u8>,
+    manifest: ImageManifest,
+}
+
+/// An image whose /usr slots are built and whose manifests are known, not yet written:
+/// what goes on the ESP (the UKIs, each with an initrd made from its slot's manifest)
+/// can depend on them.
+pub struct PreparedImage {
+    spec: ImageSpec,
+    layout: keel_disk::PlannedLayout,
+    slots: Vec<BuiltSlot>,
+}
+
+impl Drop for PreparedImage {
+    fn drop(&mut self) {
+        for slot in &self.slots {
+            let _ = std::fs::remove_file(&slot.filesystem);
+        }
+    }
+}
+
+/// Builds `spec`'s /usr slots (USR-A, and USR-B when it has a tree).
+pub fn prepare(spec: &ImageSpec) -> anyhow::Result<PreparedImage> {
     ensure!(spec.usr_tree.is_dir(), "{} is not a directory", spec.usr_tree.display());
+    if let Some(usr_b_tree) = &spec.usr_b_tree {
+        ensure!(usr_b_tree.is_dir(), "{} (USR-B's tree) is not a directory", usr_b_tree.display());
+    }
     if let Some(oem_tree) = &spec.oem_tree {
         ensure!(oem_tree.is_dir(), "{} (the OEM tree) is not a directory", oem_tree.display());
     }
@@ -148,26 +206,56 @@ pub fn build(spec: &ImageSpec) -> anyhow::Result<ImageManifest> {
     let layout = plan_layout(&flatcar_layout(&spec.sizes)?, spec.sector_size, |partition| {
         derive_guid(seed.as_bytes(), &format!("partition {}", partition.number))
     })?;
-    let usr_partition = layout.by_name("USR-A").context("the layout has no USR-A")?.clone();
-
-    let fs_blocks = usr_filesystem_blocks(usr_partition.size_bytes(layout.sector_size), &spec.verity)?;
-    let fs_path = spec.output.with_extension("usr.ext4");
-    let fs_uuid = derive_guid(seed.as_bytes(), "usr filesystem");
-    let usr =
-        Ext4 { tree: &spec.usr_tree, blocks: fs_blocks, label: "USR-A", uuid: &fs_uuid.to_string(), epoch: spec.epoch, contents: Contents::System };
-    ext4::make_ext4(&usr, &fs_path)?;
-    let result = write_image(spec, &layout, &usr_partition, &fs_path, fs_blocks * BLOCK_SIZE);
-    let _ = std::fs::remove_file(&fs_path);
-    result
+    let mut prepared = PreparedImage { spec: spec.clone(), layout, slots: Vec::new() };
+    let trees = [(Slot::A, Some(&spec.usr_tree)), (Slot::B, spec.usr_b_tree.as_ref())];
+    for (slot, tree) in trees {
+        if let Some(tree) = tree {
+            let built = build_slot(spec, &prepared.layout, slot, tree)?;
+            prepared.slots.push(built);
+        }
+    }
+    Ok(prepared)
 }
 
-fn write_image(
+/// Builds the image at `spec.output` with nothing more on the ESP than the first-boot
+/// flag, and returns USR-A's manifest.
+pub fn build(spec: &ImageSpec) -> anyhow::Result<ImageManifest> {
+    let prepared = prepare(spec)?;
+    let manifest = prepared.manifest(Slot::A).context("USR-A was not built")?.clone();
+    prepared.write(&[])?;
+    Ok(manifest)
+}
+
+fn build_slot(spec: &ImageSpec, layout: &keel_disk::PlannedLayout, slot: Slot, tree: &Path) -> anyhow::Result<BuiltSlot> {
+    let name = slot.partition_name();
+    let partition = layout.by_name(name).with_context(|| format!("the layout has no {name}"))?.clone();
+    let fs_blocks = usr_filesystem_blocks(partition.size_bytes(layout.sector_size), &spec.verity)?;
+    let filesystem = spec.output.with_extension(format!("{}.ext4", name.to_lowercase()));
+    // USR-A keeps the purposes it always had, so its bytes do not change with USR-B.
+    let purpose = |what: &str| if slot == Slot::A { format!("usr {what}") } else { format!("{} {what}", name.to_lowercase()) };
+    let fs_uuid = derive_guid(spec.seed().as_bytes(), &purpose("filesystem"));
+    let usr = Ext4 { tree, blocks: fs_blocks, label: name, uuid: &fs_uuid.to_string(), epoch: spec.epoch, contents: Contents::System };
+    ext4::make_ext4(&usr, &filesystem)?;
+    let hashed = hash_slot(spec, &filesystem, fs_blocks * BLOCK_SIZE, &partition, layout.sector_size);
+    let (hash_area, usr_image) = match hashed {
+        Ok(hashed) => hashed,
+        Err(error) => {
+            let _ = std::fs::remove_file(&filesystem);
+            return Err(error.context(format!("cannot hash {name}")));
+        }
+    };
+    let manifest = ImageManifest { os: spec.os.clone(), image_bytes: layout.disk_bytes, sector_size: layout.sector_size, usr: usr_image };
+    Ok(BuiltSlot { slot, partition, filesystem, hash_area, manifest })
+}
+
+/// The hash area of the /usr filesystem at `fs_path` and what its manifest records.
+fn hash_slot(
     spec: &ImageSpec,
-    layout: &keel_disk::PlannedLayout,
-    usr_partition: &keel_disk::GptPartition,
     fs_path: &Path,
     fs_bytes: u64,
-) -> anyhow::Result<ImageManifest> {
+    partition: &keel_disk::GptPartition,
+    sector_size: SectorSize,
+) -> anyhow::Result<(Vec<u8>, UsrImage)> {
     // The salt comes from the filesystem's bytes: reproducible, yet unique to this /usr.
     let mut fs_hash = Sha256::new();
     std::io::copy(&mut File::open(fs_path)?, &mut HashWriter(&mut fs_hash)).context("cannot read the /usr filesystem")?;
@@ -178,38 +266,52 @@ fn write_image(
     let mut hash_area = Cursor::new(Vec::new());
     let filesystem = MappedFile::new(File::open(fs_path)?).context("cannot map the /usr filesystem")?;
     let formatted = format_hash_area(&filesystem, &params, Some(verity_uuid), &mut hash_area, 0)?;
-    ensure!(hash_offset + formatted.end <= usr_partition.size_bytes(layout.sector_size), "the hash area does not fit in USR-A");
-
-    let output = &spec.output;
-    let file = File::create(output).with_context(|| format!("cannot create {}", output.display()))?;
-    file.set_len(layout.disk_bytes).with_context(|| format!("cannot size {}", output.display()))?;
-    let mut image = OpenOptions::new().read(true).write(true).open(output)?;
-    write_gpt(&mut image, layout.sector_size, spec.disk_guid, &layout.partitions)?;
-    write_esp(spec, layout, &mut image)?;
-    if let Some(oem_tree) = &spec.oem_tree {
-        write_oem(spec, oem_tree, layout, &mut image)?;
-    }
-    let usr_start = usr_partition.start_bytes(layout.sector_size);
-    copy_sparse(&mut File::open(fs_path)?, &mut image, usr_start).context("cannot write /usr into USR-A")?;
-    image.seek(SeekFrom::Start(usr_start + hash_offset))?;
-    image.write_all(hash_area.get_ref()).context("cannot write the hash area into USR-A")?;
-    image.sync_all().with_context(|| format!("cannot flush {}", output.display()))?;
-
-    Ok(ImageManifest {
-        os: spec.os.clone(),
-        image_bytes: layout.disk_bytes,
-        sector_size: layout.sector_size,
-        usr: UsrImage { filesystem: "ext4".into(), hash_offset, root_hash: formatted.root, verity: params },
-    })
+    ensure!(hash_offset + formatted.end <= partition.size_bytes(sector_size), "the hash area does not fit in {}", partition.name);
+    Ok((hash_area.into_inner(), UsrImage { filesystem: "ext4".into(), hash_offset, root_hash: formatted.root, verity: params }))
 }
 
-fn write_esp(spec: &ImageSpec, layout: &keel_disk::PlannedLayout, image: &mut File) -> anyhow::Result<()> {
+impl PreparedImage {
+    /// What an initrd for `slot` must trust; None when the slot ships blank.
+    pub fn manifest(&self, slot: Slot) -> Option<&ImageManifest> {
+        self.slots.iter().find(|built| built.slot == slot).map(|built| &built.manifest)
+    }
+
+    /// The slots built, USR-A first.
+    pub fn slots(&self) -> Vec<Slot> {
+        self.slots.iter().map(|built| built.slot).collect()
+    }
+
+    /// Writes the image: the table, the ESP with the first-boot flag and `esp_files`, OEM,
+    /// and each built slot's filesystem and hash area.
+    pub fn write(self, esp_files: &[EspFile]) -> anyhow::Result<()> {
+        let (spec, layout) = (&self.spec, &self.layout);
+        let output = &spec.output;
+        let file = File::create(output).with_context(|| format!("cannot create {}", output.display()))?;
+        file.set_len(layout.disk_bytes).with_context(|| format!("cannot size {}", output.display()))?;
+        let mut image = OpenOptions::new().read(true).write(true).open(output)?;
+        write_gpt(&mut image, layout.sector_size, spec.disk_guid, &layout.partitions)?;
+        write_esp(spec, layout, esp_files, &mut image)?;
+        if let Some(oem_tree) = &spec.oem_tree {
+            write_oem(spec, oem_tree, layout, &mut image)?;
+        }
+        for slot in &self.slots {
+            let name = slot.slot.partition_name();
+            let start = slot.partition.start_bytes(layout.sector_size);
+            copy_sparse(&mut File::open(&slot.filesystem)?, &mut image, start).with_context(|| format!("cannot write /usr into {name}"))?;
+            image.seek(SeekFrom::Start(start + slot.manifest.usr.hash_offset))?;
+            image.write_all(&slot.hash_area).with_context(|| format!("cannot write the hash area into {name}"))?;
+        }
+        image.sync_all().with_context(|| format!("cannot flush {}", output.display()))
+    }
+}
+
+fn write_esp(spec: &ImageSpec, layout: &keel_disk::PlannedLayout, files: &[EspFile], image: &mut File) -> anyhow::Result<()> {
     let esp = layout.by_name("EFI-SYSTEM").context("the layout has no EFI-SYSTEM")?;
     let esp_path = spec.output.with_extension("esp.vfat");
     let file = File::create(&esp_path).with_context(|| format!("cannot create {}", esp_path.display()))?;
     file.set_len(esp.size_bytes(layout.sector_size)).with_context(|| format!("cannot size {}", esp_path.display()))?;
     let id = derive(spec.seed().as_bytes(), "esp volume id");
-    let result = esp::make_esp(&esp_path, u32::from_le_bytes([id[0], id[1], id[2], id[3]]), spec.epoch, layout.sector_size).and_then(|()| {
+    let result = esp::make_esp(&esp_path, u32::from_le_bytes([id[0], id[1], id[2], id[3]]), spec.epoch, layout.sector_size, files).and_then(|()| {
         copy_sparse(&mut File::open(&esp_path)?, image, esp.start_bytes(layout.sector_size)).context("cannot write the ESP into the image")
     });
     let _ = std::fs::remove_file(&esp_path);

@@ -32,6 +32,7 @@ fn usr_tree(dir: &Path) -> PathBuf {
 fn spec(tree: &Path, output: PathBuf, sector_size: SectorSize) -> ImageSpec {
     ImageSpec {
         usr_tree: tree.to_path_buf(),
+        usr_b_tree: None,
         oem_tree: None,
         os: "keel".into(),
         sizes: LayoutSizes { esp: 2 * MIB, bios_boot: MIB, usr: 16 * MIB, oem: 2 * MIB, oem_config: MIB, root: 8 * MIB },

@@ -8,6 +8,7 @@ mod disk;
 mod dm;
 mod ignition;
 mod sbom;
+mod uki;
 mod usr;
 mod verity;
 
@@ -42,6 +43,9 @@ enum Command {
     /// build an initrd for an image
     #[command(subcommand)]
     Initrd(build::InitrdCommand),
+    /// unified kernel images for Secure Boot: build (and sign), inspect
+    #[command(subcommand)]
+    Uki(uki::UkiCommand),
     /// Ignition configs, offline: validate, render, apply
     #[command(subcommand)]
     Ignition(ignition::IgnitionCommand),
@@ -65,6 +69,7 @@ impl Command {
             Command::Verity(command) => command.run(),
             Command::Image(command) => command.run(),
             Command::Initrd(command) => command.run(),
+            Command::Uki(command) => command.run(),
             Command::Ignition(command) => command.run(),
             Command::Dm(command) => command.run(),
             Command::Disk(command) => command.run(),

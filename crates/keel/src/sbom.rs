@@ -3,6 +3,7 @@
 //! arguments, the build directory and the host's dpkg database come in.
 
 use anyhow::Context;
+use keel_disk::SectorSize;
 use keel_manifest::ImageManifest;
 use keel_sbom::image::UsrSlot;
 use keel_sbom::provenance::tool;
@@ -26,9 +27,9 @@ pub struct InitrdBuild<'a> {
     pub host_root: &'a Path,
 }
 
-/// Writes the initrd's SBOM and provenance and prints where, with any warning (a keel-init
-/// without its crate list, a file no package owns).
-pub fn write_initrd_documents(build: &InitrdBuild) -> anyhow::Result<()> {
+/// Writes the initrd's SBOM and provenance; returns the lines that say where, with any
+/// warning (a keel-init without its crate list, a file no package owns).
+pub fn write_initrd_documents(build: &InitrdBuild) -> anyhow::Result<String> {
     let base = build_directory()?;
     let dpkg = DpkgDatabase::read(build.host_root).context("reading dpkg's database for the SBOM")?;
     let files = build.packed.files()?;
@@ -49,33 +50,42 @@ pub fn write_initrd_documents(build: &InitrdBuild) -> anyhow::Result<()> {
     let provenance = Provenance { kind: "initrd", arguments: arguments(&base), environment: environment(epoch), inputs, outputs };
     let provenance_file = provenance_path(build.output);
     write(&provenance_file, &provenance.to_json())?;
-    for warning in described.warnings {
-        println!("{warning}");
-    }
-    println!("sbom: {} ({} packages, {} files)", sbom_file.display(), described.sbom.packages.len() + 1, described.sbom.files.len());
-    println!("provenance: {}", provenance_file.display());
-    Ok(())
+    let mut report: String = described.warnings.iter().map(|warning| format!("{warning}\n")).collect();
+    report += &documents_report(&sbom_file, &described.sbom, &provenance_file);
+    Ok(report)
+}
+
+fn documents_report(sbom_file: &Path, sbom: &keel_sbom::Sbom, provenance_file: &Path) -> String {
+    let packages = sbom.packages.len() + 1;
+    format!("sbom: {} ({packages} packages, {} files)\nprovenance: {}\n", sbom_file.display(), sbom.files.len(), provenance_file.display())
 }
 
 /// What the documents of one image build need to know.
 pub struct ImageBuild<'a> {
     pub output: &'a Path,
-    pub manifest_path: &'a Path,
-    pub manifest: &'a ImageManifest,
-    pub usr_tree: &'a Path,
+    pub sector_size: SectorSize,
+    /// Each /usr slot built (`USR-A`, `USR-B`) with the manifest its initrd trusts.
+    pub slots: &'a [(&'static str, ImageManifest)],
+    /// The trees the image was made from (/usr of each slot, OEM), named by their digest.
+    pub trees: Vec<&'a PathBuf>,
     pub oem_tree: Option<&'a Path>,
+    /// Further input files (the UKIs' kernel, keel-init, stub, certificate).
+    pub inputs: Vec<&'a PathBuf>,
+    /// What the build wrote besides the image (manifests, UKIs).
+    pub outputs: Vec<PathBuf>,
     pub epoch: u64,
 }
 
-/// Writes the image's SBOM and provenance, measured from the image as written.
-pub fn write_image_documents(build: &ImageBuild) -> anyhow::Result<()> {
+/// Writes the image's SBOM and provenance, measured from the image as written; returns the
+/// lines that say where.
+pub fn write_image_documents(build: &ImageBuild) -> anyhow::Result<String> {
     let base = build_directory()?;
     let scratch = keel_sbom::beside(build.output, "sbom-esp");
+    let slots: Vec<UsrSlot> = build.slots.iter().map(|(partition, manifest)| UsrSlot { partition, usr: &manifest.usr }).collect();
     // The whole image's digest and the partitions' are gigabytes of hashing each: one core each.
     let (contents, image_sha256) = std::thread::scope(|scope| {
         let image_sha256 = scope.spawn(|| keel_sbom::image::sha256_of_file(build.output));
-        let slots = [UsrSlot { partition: "USR-A", usr: &build.manifest.usr }];
-        let contents = keel_sbom::image::measure_image(build.output, build.manifest.sector_size, &slots, build.oem_tree, &scratch);
+        let contents = keel_sbom::image::measure_image(build.output, build.sector_size, &slots, build.oem_tree, &scratch);
         let image_sha256 = image_sha256.join().map_err(|_| anyhow::anyhow!("hashing {} panicked", build.output.display()));
         anyhow::Ok((contents?, image_sha256??))
     })?;
@@ -85,25 +95,30 @@ pub fn write_image_documents(build: &ImageBuild) -> anyhow::Result<()> {
     write(&sbom_file, &sbom_text)?;
 
     let dpkg = DpkgDatabase::read(Path::new("/")).context("reading dpkg's database for the provenance")?;
-    let mut inputs = vec![ResolvedDependency { name: portable_path(build.usr_tree, &base), sha256: keel_sbom::image::tree_digest(build.usr_tree)? }];
-    if let Some(oem) = build.oem_tree {
-        inputs.push(ResolvedDependency { name: portable_path(oem, &base), sha256: keel_sbom::image::tree_digest(oem)? });
+    let mut inputs = Vec::new();
+    for tree in &build.trees {
+        inputs.push(ResolvedDependency { name: portable_path(tree, &base), sha256: keel_sbom::image::tree_digest(tree)? });
+    }
+    for file in &build.inputs {
+        inputs.push(file_digest(file, &base)?);
     }
     for program in IMAGE_TOOLS {
         inputs.extend(tool(program, &dpkg)?);
     }
-    let manifest_bytes = std::fs::read(build.manifest_path).with_context(|| format!("cannot read {}", build.manifest_path.display()))?;
-    let outputs = vec![
-        ResolvedDependency { name: portable_path(build.output, &base), sha256: image_sha256 },
-        output_digest(build.manifest_path, &manifest_bytes, &base),
-        output_digest(&sbom_file, sbom_text.as_bytes(), &base),
-    ];
+    let mut outputs = vec![ResolvedDependency { name: portable_path(build.output, &base), sha256: image_sha256 }];
+    for file in &build.outputs {
+        outputs.push(file_digest(file, &base)?);
+    }
+    outputs.push(output_digest(&sbom_file, sbom_text.as_bytes(), &base));
     let provenance = Provenance { kind: "image", arguments: arguments(&base), environment: environment(build.epoch), inputs, outputs };
     let provenance_file = provenance_path(build.output);
     write(&provenance_file, &provenance.to_json())?;
-    println!("sbom: {} ({} packages, {} files)", sbom_file.display(), sbom.packages.len() + 1, sbom.files.len());
-    println!("provenance: {}", provenance_file.display());
-    Ok(())
+    Ok(documents_report(&sbom_file, &sbom, &provenance_file))
+}
+
+fn file_digest(path: &Path, base: &Path) -> anyhow::Result<ResolvedDependency> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {} for the provenance", path.display()))?;
+    Ok(output_digest(path, &bytes, base))
 }
 
 fn build_directory() -> anyhow::Result<PathBuf> {

@@ -8,7 +8,7 @@ use support::{failure_of, keel, stdout_of};
 
 /// Each command and what its help must name: its positional words and every option, as the
 /// usage text before per-command help listed them.
-const COMMANDS: [(&str, &[&str]); 18] = [
+const COMMANDS: [(&str, &[&str]); 20] = [
     (
         "verity format",
         &[
@@ -62,6 +62,17 @@ const COMMANDS: [(&str, &[&str]); 18] = [
             "--verity-data-block-size <N>",
             "--verity-hash-block-size <N>",
             "--oem <DIR>",
+            "--usr-b <DIR>",
+            "--uki-kernel <VMLINUZ>",
+            "--uki-init <KEEL_INIT>",
+            "--uki-kernel-modules </lib/modules/VERSION>",
+            "--uki-cmdline <TEXT>",
+            "--uki-os-release <FILE>",
+            "--uki-stub <FILE>",
+            "--sign-key <KEY>",
+            "--sign-cert <CERT>",
+            "--compression <lz4|zstd|xz|gzip|none>",
+            "--drivers <default|host|MODULE,...>",
         ],
     ),
     (
@@ -78,6 +89,21 @@ const COMMANDS: [(&str, &[&str]); 18] = [
             "--drivers <default|host|MODULE,...>",
         ],
     ),
+    (
+        "uki build",
+        &[
+            "--kernel <VMLINUZ>",
+            "--initrd <FILE>",
+            "--cmdline <TEXT>",
+            "--os-release <FILE>",
+            "--uname <RELEASE>",
+            "--stub <FILE>",
+            "--output <FILE>",
+            "--sign-key <KEY>",
+            "--sign-cert <CERT>",
+        ],
+    ),
+    ("uki inspect", &["<UKI>"]),
     ("ignition validate", &["<CONFIG>"]),
     ("ignition render", &["<CONFIG>", "--base <CONFIG>"]),
     ("ignition apply", &["<CONFIG>", "--root <DIR>", "--base <CONFIG>", "--dry-run"]),
