@@ -4,9 +4,9 @@
 use crate::auditable::linked_crates;
 use crate::dpkg::{DebPackage, DpkgDatabase};
 use crate::kernel::unpacked_kernel_package;
-use crate::provenance::ResolvedDependency;
+use crate::provenance::{input_name, ResolvedDependency};
 use crate::spdx::{Node, Package, Purpose, Sbom, SbomFile};
-use crate::{sha256_hex, Digests, KEEL_VERSION};
+use crate::{portable_path, sha256_hex, Digests, KEEL_VERSION};
 use anyhow::Context;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -167,17 +167,27 @@ fn keel_binary(sbom: &mut Sbom, file: &PackedFile, warnings: &mut Vec<String>) -
 
 /// The inputs of an initrd build: every file packed that was read from somewhere (with the
 /// digest of the bytes packed), and the extra files the build read (the manifest, the module
-/// directory's index files), named as `base` (the build directory) makes portable.
-pub fn initrd_inputs(files: &[PackedFile], extra: &[PathBuf], base: &Path) -> anyhow::Result<Vec<ResolvedDependency>> {
+/// directory's index files), named as `input_name` names them.
+pub fn initrd_inputs(files: &[PackedFile], extra: &[PathBuf], base: &Path, dpkg: &DpkgDatabase) -> anyhow::Result<Vec<ResolvedDependency>> {
     let mut inputs = Vec::new();
     for file in files {
-        if let Some(input) = file.source.input() {
-            inputs.push(ResolvedDependency { name: crate::portable_path(input, base), sha256: sha256_hex(file.data) });
-        }
+        let name = match file.source {
+            // dpkg's database is the build root's: ask it by the path in that root.
+            Source::Host { path_in_root, host_path } => match dpkg.owner(path_in_root) {
+                Some(package) => format!("{}#{}", package.purl(), path_in_root.trim_start_matches('/')),
+                None => portable_path(host_path, base),
+            },
+            Source::Generated => continue,
+            other => match other.input() {
+                Some(input) => input_name(input, base, dpkg),
+                None => continue,
+            },
+        };
+        inputs.push(ResolvedDependency { name, sha256: sha256_hex(file.data) });
     }
     for path in extra {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read {} for the provenance", path.display()))?;
-        inputs.push(ResolvedDependency { name: crate::portable_path(path, base), sha256: sha256_hex(&bytes) });
+        inputs.push(ResolvedDependency { name: input_name(path, base, dpkg), sha256: sha256_hex(&bytes) });
     }
     Ok(inputs)
 }

@@ -4,10 +4,10 @@
 //! inputs write the same statement.
 
 use crate::dpkg::DpkgDatabase;
-use crate::{sha256_hex, KEEL_URI, KEEL_VERSION};
+use crate::{portable_path, sha256_hex, KEEL_URI, KEEL_VERSION};
 use anyhow::Context;
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::path::Path;
 
 /// One input of a build.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -72,21 +72,31 @@ impl Provenance {
     }
 }
 
-/// A host program the build ran (a compressor, mkfs), found in `PATH` as the build found it:
-/// named by its Debian package's purl with the program as subpath where dpkg owns it, by its
-/// path otherwise; its digest is the program's. None when it is not in `PATH` (the build
-/// then failed already, or did not need it).
+/// A host program the build ran (a compressor, mkfs), found in `PATH` as the build found it
+/// and named as `input_name` names it; its digest is the program's. None when it is not in
+/// `PATH` (the build then failed already, or did not need it).
 pub fn tool(program: &str, dpkg: &DpkgDatabase) -> anyhow::Result<Option<ResolvedDependency>> {
     let search = std::env::var_os("PATH").unwrap_or_default();
     let Some(path) = std::env::split_paths(&search).map(|dir| dir.join(program)).find(|candidate| candidate.is_file()) else { return Ok(None) };
-    let resolved = std::fs::canonicalize(&path).unwrap_or_else(|_| PathBuf::from(&path));
-    let bytes = std::fs::read(&resolved).with_context(|| format!("cannot read {}", resolved.display()))?;
-    let text = path.to_string_lossy().to_string();
-    let name = match dpkg.owner(&text).or_else(|| dpkg.owner(&resolved.to_string_lossy())) {
-        Some(package) => format!("{}#{}", package.purl(), text.trim_start_matches('/')),
-        None => text,
-    };
-    Ok(Some(ResolvedDependency { name, sha256: sha256_hex(&bytes) }))
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Some(ResolvedDependency { name: input_name(&path, Path::new("/"), dpkg), sha256: sha256_hex(&bytes) }))
+}
+
+/// How the provenance names an input file: a file a Debian package owns by the package's
+/// purl with the file as subpath (`pkg:deb/debian/e2fsprogs@1.47.0-2?arch=amd64#usr/sbin/mkfs.ext4`),
+/// so a reader knows where it came from, not only where it was; any other file by its
+/// path, relative to the build directory `base` where it is below it.
+pub fn input_name(path: &Path, base: &Path, dpkg: &DpkgDatabase) -> String {
+    if path.is_absolute() {
+        let text = path.to_string_lossy();
+        // A program reached through a link (`/usr/bin/x` → `/etc/alternatives/x` → ...) is
+        // owned under its target's name.
+        let real = || std::fs::canonicalize(path).ok().and_then(|real| dpkg.owner(&real.to_string_lossy()).cloned());
+        if let Some(package) = dpkg.owner(&text).cloned().or_else(real) {
+            return format!("{}#{}", package.purl(), text.trim_start_matches('/'));
+        }
+    }
+    portable_path(path, base)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use anyhow::Context;
 use keel_disk::SectorSize;
 use keel_manifest::ImageManifest;
 use keel_sbom::image::UsrSlot;
-use keel_sbom::provenance::tool;
+use keel_sbom::provenance::{input_name, tool};
 use keel_sbom::{portable_path, provenance_path, sbom_path, sha256_hex, DpkgDatabase, Provenance, ResolvedDependency};
 use std::path::{Path, PathBuf};
 
@@ -42,7 +42,7 @@ pub fn write_initrd_documents(build: &InitrdBuild) -> anyhow::Result<String> {
 
     let mut extra = vec![build.manifest.to_path_buf()];
     extra.extend(MODULE_INDEX_FILES.iter().map(|name| build.modules_dir.join(name)).filter(|path| path.is_file()));
-    let mut inputs = keel_sbom::initrd::initrd_inputs(&files, &extra, &base)?;
+    let mut inputs = keel_sbom::initrd::initrd_inputs(&files, &extra, &base, &dpkg)?;
     if let Some((program, _)) = build.compression.command() {
         inputs.extend(tool(program, &dpkg)?);
     }
@@ -100,7 +100,8 @@ pub fn write_image_documents(build: &ImageBuild) -> anyhow::Result<String> {
         inputs.push(ResolvedDependency { name: portable_path(tree, &base), sha256: keel_sbom::image::tree_digest(tree)? });
     }
     for file in &build.inputs {
-        inputs.push(file_digest(file, &base)?);
+        let bytes = std::fs::read(file).with_context(|| format!("cannot read {} for the provenance", file.display()))?;
+        inputs.push(ResolvedDependency { name: input_name(file, &base, &dpkg), sha256: sha256_hex(&bytes) });
     }
     for program in IMAGE_TOOLS {
         inputs.extend(tool(program, &dpkg)?);

@@ -43,12 +43,14 @@ fn keel_in(dir: &Path, args: &[&str]) -> String {
 fn build_in(dir: &Path, modules: &Path) -> String {
     std::fs::create_dir_all(dir.join("usr/bin")).unwrap();
     std::fs::write(dir.join("usr/bin/hello"), "#!/bin/sh\necho hello\n").unwrap();
+    std::fs::create_dir_all(dir.join("usr-b/bin")).unwrap();
+    std::fs::write(dir.join("usr-b/bin/hello"), "#!/bin/sh\necho hello from the update\n").unwrap();
     std::fs::create_dir_all(dir.join("oem/base")).unwrap();
     std::fs::write(dir.join("oem/config.ign"), r#"{"ignition":{"version":"3.4.0"}}"#).unwrap();
     std::fs::write(dir.join("oem/base/base.ign"), r#"{"ignition":{"version":"3.4.0"}}"#).unwrap();
     std::fs::copy("/usr/bin/true", dir.join("keel-init")).unwrap();
     let sizes = ["--esp-mib", "2", "--usr-mib", "8", "--oem-mib", "2", "--root-mib", "4"];
-    keel_in(dir, &[&["image", "build", "--usr", "usr", "--oem", "oem", "--output", "disk.img"][..], &sizes].concat());
+    keel_in(dir, &[&["image", "build", "--usr", "usr", "--usr-b", "usr-b", "--oem", "oem", "--output", "disk.img"][..], &sizes].concat());
     let modules = modules.to_str().unwrap();
     keel_in(dir, &["initrd", "build", "--manifest", "disk.json", "--init", "keel-init", "--kernel-modules", modules, "--output", "initrd.img"])
 }
@@ -204,42 +206,50 @@ fn the_provenance_names_each_output_and_input_with_its_digest() {
     let input_names: Vec<&str> = inputs.iter().map(|(name, _)| name.as_str()).collect();
     let dm_verity = modules.join("kernel/drivers/md/dm-verity.ko");
     let zstd = inputs.iter().any(|(name, _)| name.starts_with("pkg:deb/debian/zstd@") && name.ends_with("bin/zstd"));
-    for expected in ["keel-init", "disk.json", dm_verity.to_str().unwrap(), modules.join("modules.dep").to_str().unwrap(), "/usr/sbin/mkfs.ext4"] {
+    for expected in ["keel-init", "disk.json", dm_verity.to_str().unwrap(), modules.join("modules.dep").to_str().unwrap()] {
         assert!(input_names.contains(&expected), "{expected} is not among the inputs {input_names:?}");
     }
+    let libc = format!("pkg:deb/debian/libc6@{}?arch=amd64#lib/x86_64-linux-gnu/libc.so.6", debian_version("libc6").replace('+', "%2B"));
+    assert!(input_names.contains(&libc.as_str()), "{libc} is not among the inputs {input_names:?}");
     assert!(zstd, "the compressor is not among the inputs {input_names:?}");
     let command = statement["predicate"]["buildDefinition"]["externalParameters"]["command"].as_array().unwrap();
     assert_eq!(command[..4], ["keel", "initrd", "build", "--manifest"]);
 
     let statement = json(&build.join("disk.img.intoto.json"));
     let subjects = digests_of(&statement["subject"]);
-    assert_eq!(subjects.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(), ["disk.img", "disk.json", "disk.img.spdx.json"]);
+    assert_eq!(
+        subjects.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>(),
+        ["disk.img", "disk.json", "disk.usr-b.json", "disk.img.spdx.json"]
+    );
     for (name, sha256) in &subjects {
         assert_eq!(&sha256_hex(&named_bytes(&build, name)), sha256, "{name}");
     }
     let inputs: BTreeMap<String, String> = digests_of(&statement["predicate"]["buildDefinition"]["resolvedDependencies"]).into_iter().collect();
     assert_eq!(inputs["usr"], keel_sbom::image::tree_digest(&build.join("usr")).unwrap());
+    assert_eq!(inputs["usr-b"], keel_sbom::image::tree_digest(&build.join("usr-b")).unwrap());
     assert_eq!(inputs["oem"], keel_sbom::image::tree_digest(&build.join("oem")).unwrap());
     assert!(inputs.keys().any(|name| name.starts_with("pkg:deb/debian/e2fsprogs@") && name.ends_with("#usr/sbin/mkfs.ext4")), "{inputs:?}");
 }
 
 #[test]
-fn the_image_sbom_has_usr_with_its_root_hash_and_the_esp_and_oem_files() {
+fn the_image_sbom_has_each_usr_slot_with_its_root_hash_and_the_esp_and_oem_files() {
     let (build, _, _) = built("sbom-image");
     validate(&build.join("disk.img.spdx.json"));
     let sbom = json(&build.join("disk.img.spdx.json"));
-    let manifest = ImageManifest::from_json(&std::fs::read_to_string(build.join("disk.json")).unwrap()).unwrap();
-
-    let mut image = std::fs::File::open(build.join("disk.img")).unwrap();
-    let usr_a = read_gpt(&mut image, SectorSize::Bytes512).unwrap().by_name("USR-A").unwrap().unwrap().clone();
-    let mut filesystem = vec![0; manifest.usr.hash_offset as usize];
-    image.seek(SeekFrom::Start(usr_a.start_bytes(SectorSize::Bytes512))).unwrap();
-    image.read_exact(&mut filesystem).unwrap();
     let package = |name: &str| sbom["packages"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("no {name}")).clone();
-    let usr = package("USR-A");
-    assert_eq!(usr["checksums"][0]["checksumValue"], sha256_hex(&filesystem));
-    let root_hash = keel_verity::encode_hex(&manifest.usr.root_hash);
-    assert!(usr["comment"].as_str().unwrap().contains(&format!("dm-verity root hash {root_hash}")), "{usr}");
+    // Each slot's filesystem up to its hash tree, with the root hash of its own manifest.
+    for (slot, manifest) in [("USR-A", "disk.json"), ("USR-B", "disk.usr-b.json")] {
+        let manifest = ImageManifest::from_json(&std::fs::read_to_string(build.join(manifest)).unwrap()).unwrap();
+        let mut image = std::fs::File::open(build.join("disk.img")).unwrap();
+        let partition = read_gpt(&mut image, SectorSize::Bytes512).unwrap().by_name(slot).unwrap().unwrap().clone();
+        let mut filesystem = vec![0; manifest.usr.hash_offset as usize];
+        image.seek(SeekFrom::Start(partition.start_bytes(SectorSize::Bytes512))).unwrap();
+        image.read_exact(&mut filesystem).unwrap();
+        let usr = package(slot);
+        assert_eq!(usr["checksums"][0]["checksumValue"], sha256_hex(&filesystem), "{slot}");
+        let root_hash = keel_verity::encode_hex(&manifest.usr.root_hash);
+        assert!(usr["comment"].as_str().unwrap().contains(&format!("dm-verity root hash {root_hash}")), "{usr}");
+    }
 
     let files = sbom_files(&sbom);
     assert_eq!(files["EFI-SYSTEM/flatcar/first_boot"].0, sha256_hex(b""));
