@@ -37,11 +37,12 @@ impl DebPackage {
     }
 }
 
-/// `+`, `:` (an epoch) and `~` are legal in Debian versions and must be percent-encoded in a purl.
+/// `+` and `:` (an epoch) are legal in Debian versions and must be percent-encoded in a purl;
+/// `~` is one of RFC 3986's unreserved characters and stays as it is.
 fn purl_escape(text: &str) -> String {
     let mut escaped = String::new();
     for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b".-_".contains(&byte) {
+        if byte.is_ascii_alphanumeric() || b".-_~".contains(&byte) {
             escaped.push(char::from(byte));
         } else {
             escaped.push_str(&format!("%{byte:02X}"));
@@ -170,6 +171,8 @@ mod tests {
         assert_eq!(database.owner("/sbin/mkfs.ext4").map(|p| p.version.as_str()), Some("1.47.0-2"));
         let libc = database.owner("/lib/x86_64-linux-gnu/libc.so.6").unwrap();
         assert_eq!(libc.purl(), "pkg:deb/debian/libc6@2.36-9%2Bdeb12u14?arch=amd64");
+        let stub = DebPackage { name: "systemd-boot-efi".into(), version: "1:252.39-1~deb12u2".into(), architecture: "amd64".into() };
+        assert_eq!(stub.purl(), "pkg:deb/debian/systemd-boot-efi@1%3A252.39-1~deb12u2?arch=amd64");
     }
 
     #[test]
