@@ -142,6 +142,19 @@ pub struct InitrdContent {
     drivers: keel_initrd::DriverChoice,
 }
 
+impl InitrdContent {
+    /// The root filesystems (`--root-filesystems`) and the formats first boot may make
+    /// (`--mkfs`, by default the root filesystems).
+    fn formats(&self) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        let root_filesystems = keel_initrd::parse_root_filesystems(&self.root_filesystems).context("--root-filesystems")?;
+        let mkfs_formats = match &self.mkfs {
+            Some(list) => keel_initrd::parse_mkfs_formats(list).context("--mkfs")?,
+            None => root_filesystems.clone(),
+        };
+        Ok((root_filesystems, mkfs_formats))
+    }
+}
+
 /// `image build`'s unified kernel images: one per /usr slot built, each with an initrd
 /// that trusts its own slot's root hash, on the ESP.
 #[derive(Args)]
@@ -288,6 +301,8 @@ fn slot_uki(args: &ImageArgs, kernel: &Path, slot: Slot, manifest: &ImageManifes
 }
 
 fn initrd_build(args: &InitrdArgs) -> anyhow::Result<()> {
+    // A mistyped option is refused before any file is read, whatever else is wrong.
+    args.content.formats()?;
     let manifest_path = args.manifest.display();
     let manifest_text = std::fs::read_to_string(&args.manifest).with_context(|| format!("cannot read {manifest_path}"))?;
     let manifest = ImageManifest::from_json(&manifest_text).with_context(|| format!("in {manifest_path}"))?;
@@ -304,11 +319,7 @@ fn write_initrd(
     content: &InitrdContent,
     output: &Path,
 ) -> anyhow::Result<()> {
-    let root_filesystems = keel_initrd::parse_root_filesystems(&content.root_filesystems).context("--root-filesystems")?;
-    let mkfs_formats = match &content.mkfs {
-        Some(list) => keel_initrd::parse_mkfs_formats(list).context("--mkfs")?,
-        None => root_filesystems.clone(),
-    };
+    let (root_filesystems, mkfs_formats) = content.formats()?;
     let spec = keel_initrd::InitrdSpec {
         init: init.to_path_buf(),
         manifest,
