@@ -71,55 +71,15 @@ fn parse_graph(graph: &Value) -> anyhow::Result<LinkedCrates> {
     Ok(LinkedCrates { root: root.with_context(|| format!("{SECTION} names no root package"))?, linked })
 }
 
-/// The bytes of the section named `name` in a 64-bit little-endian ELF file, every offset
-/// checked against the file.
+/// The bytes of the section named `name` in an ELF file, read with the `object` crate (every
+/// offset checked against the file).
 fn elf_section<'a>(elf: &'a [u8], name: &str) -> anyhow::Result<Option<&'a [u8]>> {
-    if elf.get(..6) != Some(b"\x7fELF\x02\x01") {
-        bail!("not a 64-bit little-endian ELF file");
+    use object::{Object, ObjectSection};
+    let file = object::File::parse(elf).context("not an ELF file")?;
+    match file.section_by_name(name) {
+        Some(section) => section.data().map(Some).with_context(|| format!("the {name} section lies outside the file")),
+        None => Ok(None),
     }
-    let section_headers = usize::try_from(u64_at(elf, 0x28)?)?;
-    let header_size = usize::from(u16_at(elf, 0x3a)?);
-    let count = usize::from(u16_at(elf, 0x3c)?);
-    let names_index = usize::from(u16_at(elf, 0x3e)?);
-    if header_size < 0x40 {
-        bail!("ELF section headers of {header_size} bytes");
-    }
-    let header_at = |index: usize| {
-        index.checked_mul(header_size).and_then(|offset| offset.checked_add(section_headers)).context("section header outside the file")
-    };
-    // Only the sections read are checked to be in the file: .bss and the like take no bytes
-    // of it, whatever their size says.
-    let contents = |at: usize| -> anyhow::Result<&'a [u8]> {
-        let offset = usize::try_from(u64_at(elf, at.saturating_add(0x18))?)?;
-        let size = usize::try_from(u64_at(elf, at.saturating_add(0x20))?)?;
-        offset.checked_add(size).and_then(|end| elf.get(offset..end)).context("section outside the file")
-    };
-    let names = contents(header_at(names_index)?)?;
-    for index in 0..count {
-        let at = header_at(index)?;
-        let name_offset = usize::try_from(u32_at(elf, at)?)?;
-        let section_name = names.get(name_offset..).and_then(|rest| rest.split(|&byte| byte == 0).next());
-        if section_name == Some(name.as_bytes()) {
-            return contents(at).map(Some);
-        }
-    }
-    Ok(None)
-}
-
-fn field<const N: usize>(elf: &[u8], at: usize) -> anyhow::Result<[u8; N]> {
-    at.checked_add(N).and_then(|end| elf.get(at..end)).and_then(|bytes| bytes.try_into().ok()).context("truncated ELF file")
-}
-
-fn u16_at(elf: &[u8], at: usize) -> anyhow::Result<u16> {
-    field(elf, at).map(u16::from_le_bytes)
-}
-
-fn u32_at(elf: &[u8], at: usize) -> anyhow::Result<u32> {
-    field(elf, at).map(u32::from_le_bytes)
-}
-
-fn u64_at(elf: &[u8], at: usize) -> anyhow::Result<u64> {
-    field(elf, at).map(u64::from_le_bytes)
 }
 
 #[cfg(test)]
@@ -140,6 +100,18 @@ mod tests {
         assert_eq!(names, ["keel-boot", "libc"]);
         assert_eq!(crates.linked[1].purl().as_deref(), Some("pkg:cargo/libc@0.2.177"));
         assert_eq!(crates.linked[0].purl(), None, "a path dependency is on no registry");
+    }
+
+    #[test]
+    fn the_section_objcopy_adds_to_a_binary_is_read_back() {
+        let dir = keel_test_support::scratch_dir(std::env::temp_dir().join("keel-sbom-tests"), "auditable-section");
+        let graph = r#"{"packages":[{"name":"demo","version":"1.0.0","source":"local","root":true,"dependencies":[1]},{"name":"libc","version":"0.2.177","source":"crates.io"}]}"#;
+        std::fs::write(dir.join("graph.z"), miniz_oxide::deflate::compress_to_vec_zlib(graph.as_bytes(), 6)).unwrap();
+        let section = format!("{SECTION}={}", dir.join("graph.z").display());
+        keel_test_support::run("objcopy", &["--add-section", &section, "/usr/bin/true", dir.join("demo").to_str().unwrap()]);
+        let crates = linked_crates(&std::fs::read(dir.join("demo")).unwrap()).unwrap().unwrap();
+        assert_eq!((crates.root.name.as_str(), crates.linked.len()), ("demo", 1));
+        assert_eq!(crates.linked[0].purl().as_deref(), Some("pkg:cargo/libc@0.2.177"));
     }
 
     #[test]
