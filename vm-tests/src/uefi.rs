@@ -3,7 +3,7 @@
 //! QEMU's -kernel: for a plain bzImage edk2 falls back to a loader that checks no signature,
 //! so only a boot from the ESP shows what Secure Boot refuses.
 
-use crate::{qemu_command, run_qemu, work_dir, Console, Disk, Watch};
+use crate::{qemu_command, run, run_qemu, work_dir, Console, Disk, Watch};
 use anyhow::{ensure, Context};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -41,7 +41,7 @@ impl KeyPair {
         let mut openssl = Command::new("openssl");
         openssl.args(["req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "3650", "-subj"]);
         openssl.arg(format!("/CN={common_name}/")).arg("-keyout").arg(&pair.key).arg("-out").arg(&pair.certificate);
-        run_tool(&mut openssl, "install openssl")?;
+        run(&mut openssl).context("cannot make a test key (openssl: Debian package openssl)")?;
         Ok(pair)
     }
 }
@@ -82,17 +82,8 @@ fn make_keys(dir: &Path) -> anyhow::Result<SecureBootKeys> {
     enroll.arg("--add-kek").arg(KEY_OWNER).arg(&key_exchange.certificate);
     enroll.arg("--add-db").arg(KEY_OWNER).arg(&db.certificate);
     enroll.args(["--no-microsoft", "--secure-boot"]);
-    run_tool(&mut enroll, "install ovmf (`cargo xtask setup`)")?;
+    run(&mut enroll).context("cannot enrol the test keys into OVMF's variables (`cargo xtask setup` installs ovmf and virt-fw-vars)")?;
     Ok(SecureBootKeys { platform, key_exchange, db, other, variables })
-}
-
-/// Runs a host tool the harness needs; a failure says what the tool said and `remedy`.
-fn run_tool(command: &mut Command, remedy: &str) -> anyhow::Result<String> {
-    let program = command.get_program().to_string_lossy().into_owned();
-    let output = command.output().with_context(|| format!("cannot run {program}: {remedy}"))?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(output.status.success(), "{command:?} failed ({}): {}\n(if a tool or file is missing: {remedy})", output.status, stderr.trim());
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// A machine that starts through OVMF with `keys` enrolled and Secure Boot enforcing, from
@@ -121,14 +112,15 @@ pub fn boot_uefi(machine: &UefiMachine, timeout: Duration, cut: impl FnMut(&str,
         Some(path) => {
             let mut add_entry = Command::new(keel_test_support::python_tool("virt-fw-vars"));
             add_entry.arg("--input").arg(&machine.keys.variables).arg("--output").arg(&variables).arg("--append-boot-filepath").arg(path);
-            run_tool(&mut add_entry, "`cargo xtask setup` installs virt-fw-vars")?;
+            run(&mut add_entry).context("cannot add the boot entry (`cargo xtask setup` installs virt-fw-vars)")?;
         }
     }
     ensure!(Path::new(OVMF_CODE).is_file(), "{OVMF_CODE} is missing: install ovmf (`cargo xtask setup`)");
     // Disk writes are only kept for the test to read after the run.
     let mut command = qemu_command(&machine.disks, &[], "unsafe");
-    // SMM keeps the variable store out of the guest OS's reach, so the OS cannot enrol a
-    // key of its own; without it the secboot build of OVMF does not start.
+    // SMM and a secure flash keep the variable store writable by the firmware alone, so
+    // the OS cannot enrol a key of its own: the setup of a real Secure Boot machine (the
+    // secboot build starts without them too, but then its keys are not protected).
     command.args(["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"]);
     command.arg("-drive").arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"));
     command.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", variables.display()));
