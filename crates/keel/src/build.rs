@@ -420,3 +420,33 @@ fn write_initrd(manifest: ImageManifest, init: &Path, modules_dir: &Path, conten
     report += &format!("initrd: {} ({} bytes)\n", output.display(), bytes.len());
     crate::print_out(&report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_slots_uki_reads_its_own_usr_whatever_the_builder_adds() {
+        for (slot, other) in [(Slot::A, "USR-B"), (Slot::B, "USR-A")] {
+            let name = slot.partition_name();
+            // A mount.usr= or usr= of the builder's is overridden: keel's comes last.
+            for accepted in ["console=ttyS0 quiet rd.break=usr mount.usr=/dev/mapper/usr", &format!("usr=PARTLABEL={other}")] {
+                let line = slot_cmdline(accepted, slot).unwrap();
+                assert!(line.ends_with(&format!(" mount.usr=PARTLABEL={name}")), "{line}");
+            }
+            for refused in [
+                "console=ttyS0 --".to_string(),
+                "console=ttyS0 -- init-argument".to_string(),
+                "x=\"".to_string(),
+                "\"x".to_string(),
+                format!("verity.usr=PARTLABEL={other}"),
+                format!("systemd.verity_usr_data=PARTLABEL={other}"),
+                "systemd.verity_usr_hash=/dev/vdb".to_string(),
+                "usrhash=00".to_string(),
+                "verity.usrhash=00".to_string(),
+            ] {
+                assert!(slot_cmdline(&refused, slot).is_err(), "{refused:?} for {name}");
+            }
+        }
+    }
+}
