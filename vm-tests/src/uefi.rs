@@ -3,7 +3,7 @@
 //! QEMU's -kernel: for a plain bzImage edk2 falls back to a loader that checks no signature,
 //! so only a boot from the ESP shows what Secure Boot refuses.
 
-use crate::{qemu_command, run_qemu, work_dir, Console, Disk, Watch};
+use crate::{qemu_command, run, run_qemu, work_dir, Console, Disk, Watch};
 use anyhow::{ensure, Context};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -41,7 +41,7 @@ impl KeyPair {
         let mut openssl = Command::new("openssl");
         openssl.args(["req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "3650", "-subj"]);
         openssl.arg(format!("/CN={common_name}/")).arg("-keyout").arg(&pair.key).arg("-out").arg(&pair.certificate);
-        run_tool(&mut openssl, "install openssl")?;
+        run(&mut openssl).context("cannot make a test key (openssl: Debian package openssl)")?;
         Ok(pair)
     }
 }
@@ -82,17 +82,8 @@ fn make_keys(dir: &Path) -> anyhow::Result<SecureBootKeys> {
     enroll.arg("--add-kek").arg(KEY_OWNER).arg(&key_exchange.certificate);
     enroll.arg("--add-db").arg(KEY_OWNER).arg(&db.certificate);
     enroll.args(["--no-microsoft", "--secure-boot"]);
-    run_tool(&mut enroll, "install ovmf (`cargo xtask setup`)")?;
+    run(&mut enroll).context("cannot enrol the test keys into OVMF's variables (`cargo xtask setup` installs ovmf and virt-fw-vars)")?;
     Ok(SecureBootKeys { platform, key_exchange, db, other, variables })
-}
-
-/// Runs a host tool the harness needs; a failure says what the tool said and `remedy`.
-fn run_tool(command: &mut Command, remedy: &str) -> anyhow::Result<String> {
-    let program = command.get_program().to_string_lossy().into_owned();
-    let output = command.output().with_context(|| format!("cannot run {program}: {remedy}"))?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(output.status.success(), "{command:?} failed ({}): {}\n(if a tool or file is missing: {remedy})", output.status, stderr.trim());
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// A machine that starts through OVMF with `keys` enrolled and Secure Boot enforcing, from
@@ -100,35 +91,88 @@ fn run_tool(command: &mut Command, remedy: &str) -> anyhow::Result<String> {
 pub struct UefiMachine<'a> {
     pub disks: Vec<Disk>,
     pub keys: &'a SecureBootKeys,
-    /// An ESP path (`\EFI\keel\usr-b.efi`) the firmware boots first through a boot entry,
-    /// as an update's `efibootmgr --create` makes one; None: the firmware's own choice (the
-    /// removable media path).
-    pub boot_entry: Option<&'a str>,
+    /// A boot entry the firmware boots first, as an update's `efibootmgr --create` makes
+    /// one; None: the firmware's own choice (the removable media path).
+    pub boot_entry: Option<BootEntry<'a>>,
+}
+
+/// A UEFI boot entry (`Boot0000`, alone in BootOrder) for a file on an ESP.
+#[derive(Clone, Copy, Debug)]
+pub struct BootEntry<'a> {
+    /// The file's path on the ESP (`EFI/keel/usr-b.efi`), which edk2 looks for on every
+    /// ESP it finds.
+    pub path: &'a str,
+    /// What the entry passes the image (its load options): for a kernel, the command line
+    /// a boot loader or whoever writes the boot variables would give it.
+    pub options: Option<&'a str>,
+}
+
+/// The GUID of the UEFI global variables (`Boot####`, `BootOrder`).
+const EFI_GLOBAL_VARIABLE: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
+/// Non-volatile, boot-service and runtime access, as efibootmgr writes boot entries.
+const BOOT_VARIABLE_ATTRIBUTES: u32 = 7;
+
+impl BootEntry<'_> {
+    /// The entry as an EFI_LOAD_OPTION (UEFI 2.10, 3.1.3): active, described, a device
+    /// path of one file-path node, and the options as UCS-2 with its terminator, which is
+    /// how the kernel's and systemd's stubs read a command line from them.
+    fn load_option(&self) -> anyhow::Result<Vec<u8>> {
+        let ucs2 = |text: &str| -> Vec<u8> { text.encode_utf16().chain([0]).flat_map(u16::to_le_bytes).collect() };
+        let file = ucs2(&format!("\\{}", self.path.replace('/', "\\")));
+        let too_long = || format!("the boot entry's path {} is too long for a device path", self.path);
+        // Media device path (4), file path (4), the node's length with its 4-byte header;
+        // then the end of the device path.
+        let mut device_path = [4u8, 4].to_vec();
+        device_path.extend(u16::try_from(file.len() + 4).with_context(too_long)?.to_le_bytes());
+        device_path.extend(file);
+        device_path.extend([0x7f, 0xff, 4, 0]);
+        let mut option = 1u32.to_le_bytes().to_vec();
+        option.extend(u16::try_from(device_path.len()).with_context(too_long)?.to_le_bytes());
+        option.extend(ucs2(&format!("keel {}", self.path)));
+        option.extend(device_path);
+        option.extend(self.options.map(ucs2).unwrap_or_default());
+        Ok(option)
+    }
+
+    /// The entry as virt-fw-vars' --set-json takes it: Boot0000 and a BootOrder of it alone.
+    fn variables_json(&self) -> anyhow::Result<serde_json::Value> {
+        let hex = |bytes: &[u8]| bytes.iter().map(|byte| format!("{byte:02x}")).collect::<String>();
+        let variable = |name: &str, data: &[u8]| serde_json::json!({ "name": name, "guid": EFI_GLOBAL_VARIABLE, "attr": BOOT_VARIABLE_ATTRIBUTES, "data": hex(data) });
+        Ok(serde_json::json!({ "version": 2, "variables": [variable("Boot0000", &self.load_option()?), variable("BootOrder", &[0, 0])] }))
+    }
+}
+
+/// A copy of `enrolled` at `variables`, with `entry` added if there is one.
+fn variables_with_entry(enrolled: &Path, variables: &Path, entry: Option<&BootEntry>) -> anyhow::Result<()> {
+    let Some(entry) = entry else {
+        std::fs::copy(enrolled, variables).with_context(|| format!("cannot copy the enrolled variables to {}", variables.display()))?;
+        return Ok(());
+    };
+    // virt-fw-vars' --append-boot-filepath makes entries without options; --set-json
+    // takes any variable.
+    let json = variables.with_extension("json");
+    std::fs::write(&json, entry.variables_json()?.to_string()).with_context(|| format!("cannot write {}", json.display()))?;
+    let mut add = Command::new(keel_test_support::python_tool("virt-fw-vars"));
+    add.arg("--input").arg(enrolled).arg("--output").arg(variables).arg("--set-json").arg(&json);
+    run(&mut add).context("cannot add the boot entry (`cargo xtask setup` installs virt-fw-vars)")?;
+    std::fs::remove_file(&json).with_context(|| format!("cannot remove {}", json.display()))
 }
 
 /// Boots `machine` until the guest powers off or reboots, the firmware refuses the boot
 /// image (`Console::refused_by_firmware`), `cut(console so far, time since start)` says
-/// so, or `timeout` passes. The command line is what the boot image carries: under Secure
-/// Boot nothing else may give one.
+/// so, or `timeout` passes. No command line is given but a boot entry's options: under
+/// Secure Boot the one a UKI carries is what counts.
 pub fn boot_uefi(machine: &UefiMachine, timeout: Duration, cut: impl FnMut(&str, Duration) -> bool) -> anyhow::Result<Console> {
     static BOOTS: AtomicUsize = AtomicUsize::new(0);
-    let variables = machine.keys.variables.with_file_name(format!("vars-{}.fd", BOOTS.fetch_add(1, Ordering::Relaxed)));
-    match machine.boot_entry {
-        None => drop(
-            std::fs::copy(&machine.keys.variables, &variables)
-                .with_context(|| format!("cannot copy the enrolled variables to {}", variables.display()))?,
-        ),
-        Some(path) => {
-            let mut add_entry = Command::new(keel_test_support::python_tool("virt-fw-vars"));
-            add_entry.arg("--input").arg(&machine.keys.variables).arg("--output").arg(&variables).arg("--append-boot-filepath").arg(path);
-            run_tool(&mut add_entry, "`cargo xtask setup` installs virt-fw-vars")?;
-        }
-    }
+    let enrolled = &machine.keys.variables;
+    let variables = enrolled.with_file_name(format!("vars-{}.fd", BOOTS.fetch_add(1, Ordering::Relaxed)));
+    variables_with_entry(enrolled, &variables, machine.boot_entry.as_ref())?;
     ensure!(Path::new(OVMF_CODE).is_file(), "{OVMF_CODE} is missing: install ovmf (`cargo xtask setup`)");
     // Disk writes are only kept for the test to read after the run.
     let mut command = qemu_command(&machine.disks, &[], "unsafe");
-    // SMM keeps the variable store out of the guest OS's reach, so the OS cannot enrol a
-    // key of its own; without it the secboot build of OVMF does not start.
+    // SMM and a secure flash keep the variable store writable by the firmware alone, so
+    // the OS cannot enrol a key of its own: the setup of a real Secure Boot machine (the
+    // secboot build starts without them too, but then its keys are not protected).
     command.args(["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"]);
     command.arg("-drive").arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"));
     command.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", variables.display()));
@@ -202,4 +246,54 @@ pub fn build_signed_image(dir: &Path, keys: &SecureBootKeys, cmdline: &str, disk
         image,
         report,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_enrolled_store_holds_the_test_keys_with_secure_boot_on_and_no_other_key() {
+        let keys = secure_boot_keys().unwrap();
+        let mut print = Command::new(keel_test_support::python_tool("virt-fw-vars"));
+        let listing = run(print.arg("--input").arg(&keys.variables).args(["--print", "--verbose"])).unwrap();
+        // Each variable's name line, then its certificates' subjects.
+        let subjects_of = |variable: &str| -> Vec<&str> {
+            let lines = listing.lines().skip_while(|line| !line.starts_with(&format!("name={variable} "))).skip(1);
+            lines.take_while(|line| !line.starts_with("name=")).filter_map(|line| line.trim().strip_prefix("subject CN=")).collect()
+        };
+        assert_eq!(subjects_of("PK"), ["keel test platform key"], "{listing}");
+        assert_eq!(subjects_of("KEK"), ["keel test key exchange key"], "{listing}");
+        assert_eq!(subjects_of("db"), ["keel test db"], "{listing}");
+        let secure_boot = listing.lines().skip_while(|line| !line.starts_with("name=SecureBootEnable ")).nth(1);
+        assert_eq!(secure_boot.map(str::trim), Some("bool: ON"), "{listing}");
+        assert!(!listing.contains("Microsoft") && !listing.contains("nobody enrolled"), "{listing}");
+    }
+
+    #[test]
+    fn a_boot_entry_reads_back_as_the_file_and_options_it_was_made_for() {
+        let keys = secure_boot_keys().unwrap();
+        let dir = keel_test_support::scratch_dir(work_dir(), "boot-entry");
+        // virt-fw-vars' own decoder reads the entry back.
+        let listing_of = |entry: BootEntry| {
+            let variables = dir.join("vars.fd");
+            variables_with_entry(&keys.variables, &variables, Some(&entry)).unwrap();
+            run(Command::new(keel_test_support::python_tool("virt-fw-vars")).arg("--input").arg(&variables).arg("--print")).unwrap()
+        };
+        let variable = |listing: &str, name: &str| -> String {
+            let line = listing.lines().find(|line| line.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name}:\n{listing}"));
+            line.split_once(": ").map(|(_, value)| value.trim().to_string()).unwrap_or_default()
+        };
+
+        let plain = listing_of(BootEntry { path: "EFI/keel/usr-b.efi", options: None });
+        assert_eq!(variable(&plain, "Boot0000"), r#"boot entry: title="keel EFI/keel/usr-b.efi" devpath=FilePath(\EFI\keel\usr-b.efi)"#);
+        assert_eq!(variable(&plain, "BootOrder"), "boot order: 0000");
+
+        let command_line = "console=ttyS0 init=/bin/sh";
+        let with_options = listing_of(BootEntry { path: REMOVABLE_MEDIA_PATH, options: Some(command_line) });
+        let ucs2: String = command_line.encode_utf16().chain([0]).flat_map(u16::to_le_bytes).map(|byte| format!("{byte:02x}")).collect();
+        let expected = format!(r#"boot entry: title="keel {REMOVABLE_MEDIA_PATH}" devpath=FilePath(\EFI\BOOT\BOOTX64.EFI) optdata={ucs2}"#);
+        assert_eq!(variable(&with_options, "Boot0000"), expected);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

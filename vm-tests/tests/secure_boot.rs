@@ -6,7 +6,8 @@
 
 use keel_test_support::{overwrite, process_dir};
 use keel_vm_tests::uefi::{
-    assert_refused_by_firmware, boot_uefi, build_signed_image, run_keel, secure_boot_keys, KeyPair, SignedImage, UefiMachine, REMOVABLE_MEDIA_PATH,
+    assert_refused_by_firmware, boot_uefi, build_signed_image, run_keel, secure_boot_keys, BootEntry, KeyPair, SignedImage, UefiMachine,
+    REMOVABLE_MEDIA_PATH,
 };
 use keel_vm_tests::{artifacts, assert_reached_real_init, assert_refused, image_table, work_dir, Bus, Console, Disk, BASE_CMDLINE};
 use std::ffi::OsStr;
@@ -59,7 +60,7 @@ fn disk_for(scenario: &str) -> PathBuf {
     copy
 }
 
-fn boot(disk: &Path, boot_entry: Option<&str>) -> Console {
+fn boot(disk: &Path, boot_entry: Option<BootEntry>) -> Console {
     let machine = UefiMachine { disks: vec![Disk::on(Bus::Virtio, disk)], keys: secure_boot_keys().unwrap(), boot_entry };
     boot_uefi(&machine, TIMEOUT, |_, _| false).unwrap()
 }
@@ -113,6 +114,22 @@ fn the_signed_uki_boots_to_the_real_root_with_verified_usr_and_secure_boot_on() 
     );
 }
 
+/// Whoever writes the boot variables (or a boot loader) can hand the UKI a command line;
+/// under Secure Boot the stub ignores it and the kernel gets the signed one, so neither
+/// `init=` nor an unverified /usr gets in that way.
+#[test]
+fn a_command_line_from_the_boot_entry_is_ignored_under_secure_boot() {
+    let injected = format!("{BASE_CMDLINE} init=/bin/false mount.usr=PARTLABEL=USR-B verity.usrhash=00 keel.injected");
+    let entry = BootEntry { path: REMOVABLE_MEDIA_PATH, options: Some(&injected) };
+    let console = boot(&disk_for("injected-cmdline"), Some(entry));
+    assert!(console.has("starting Boot0000 "), "the boot entry was not used:\n{}", console.text);
+    assert_reached_real_init(&console);
+    let reports = console.real_init();
+    let cmdline = reports.iter().find_map(|line| line.strip_prefix("cmdline ")).unwrap();
+    assert_eq!(cmdline, format!("{BASE_CMDLINE} mount.usr=PARTLABEL=USR-A"));
+    assert!(reports.contains(&"usr-slot USR-A") && reports.contains(&"dm usr: status Verified"), "{}", console.text);
+}
+
 /// Slot B's initrd (USR-B's root hash) put into slot A's UKI: re-assembled unsigned, or
 /// changed in place under slot A's signature, the firmware starts neither.
 #[test]
@@ -147,7 +164,7 @@ fn a_uki_signed_by_another_key_is_refused_by_the_firmware() {
 /// USR-B, slot B's UKI refuses it.
 #[test]
 fn slot_bs_uki_boots_usr_b_and_refuses_usr_as_data() {
-    let slot_b = Some("\\EFI\\keel\\usr-b.efi");
+    let slot_b = Some(BootEntry { path: "EFI/keel/usr-b.efi", options: None });
     let console = boot(&disk_for("slot-b"), slot_b);
     assert_reached_real_init(&console);
     assert_usr_is(&console, "USR-B");

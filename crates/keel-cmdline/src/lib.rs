@@ -7,5 +7,5 @@ mod params;
 mod split;
 
 pub use device::DeviceSpec;
-pub use params::{BootParams, EmergencyAction, FirstBootRequest, UsrCorruption, USR_DEVICE_PARAMETERS};
+pub use params::{BootParams, EmergencyAction, FirstBootRequest, UsrCorruption};
 pub use split::Cmdline;

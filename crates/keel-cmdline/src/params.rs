@@ -5,9 +5,6 @@ use std::time::Duration;
 
 /// Where /usr lives when the command line does not say: Flatcar's first slot.
 pub const DEFAULT_USR: &str = "PARTLABEL=USR-A";
-/// Every parameter that chooses where /usr's data or hash tree is read from: a slot's UKI
-/// sets the slot itself, so its builder refuses these in the command line it is given.
-pub const USR_DEVICE_PARAMETERS: [&str; 5] = ["verity.usr", "systemd.verity_usr_data", "mount.usr", "usr", "systemd.verity_usr_hash"];
 /// Flatcar's grub passes `root=LABEL=ROOT`; keel assumes it when nothing is given.
 pub const DEFAULT_ROOT: &str = "LABEL=ROOT";
 const DEFAULT_DEVICE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -261,15 +258,6 @@ mod tests {
         assert_eq!(params("ignition.platform.id=ec2").unwrap().platform.as_deref(), Some("ec2"), "Ignition's own name is taken as it is");
         // Checked by first boot, which alone reads it: a later boot does not fail on it.
         assert_eq!(params("ignition.platform.id=../etc").unwrap().platform.as_deref(), Some("../etc"));
-    }
-
-    #[test]
-    fn each_usr_device_parameter_chooses_the_usr_device() {
-        let default = params("").unwrap();
-        for key in USR_DEVICE_PARAMETERS {
-            let chosen = params(&format!("{key}=PARTLABEL=USR-B")).unwrap();
-            assert!(chosen.usr_data != default.usr_data || chosen.usr_hash_device != default.usr_hash_device, "{key}");
-        }
     }
 
     #[test]

@@ -7,6 +7,12 @@ use keel_disk::{SectorSize, FIRST_BOOT_FLAG};
 use std::path::Path;
 use std::process::Command;
 
+/// What a file can take beyond its size: the rest of its last cluster, for the clusters
+/// mkfs.vfat makes on ESPs of Flatcar's size. A guess made to fail early with advice;
+/// mcopy still refuses what does not fit.
+const CLUSTER_ROOM: u64 = 4096;
+/// The FATs, root directory and reserved sectors of an ESP up to Flatcar's 128 MiB.
+const FAT_ROOM: u64 = 1 << 20;
 /// FAT timestamps start in 1980; an earlier epoch is stored as this.
 const FAT_EPOCH: u64 = 315_532_800;
 
@@ -15,6 +21,17 @@ const FAT_EPOCH: u64 = 315_532_800;
 /// and writes the empty first-boot flag and `files` (UKIs, say). `--invariant` and
 /// SOURCE_DATE_EPOCH make the bytes depend only on the arguments.
 pub fn make_esp(image: &Path, volume_id: u32, epoch: u64, sector_size: SectorSize, files: &[EspFile]) -> anyhow::Result<()> {
+    let mut needed = 0;
+    for file in files {
+        let bytes = std::fs::metadata(&file.source).with_context(|| format!("cannot read {}", file.source.display()))?.len();
+        needed += bytes.div_ceil(CLUSTER_ROOM) * CLUSTER_ROOM;
+    }
+    let esp_bytes = std::fs::metadata(image).with_context(|| format!("cannot read {}", image.display()))?.len();
+    ensure!(
+        needed + FAT_ROOM <= esp_bytes,
+        "the ESP's {} MiB cannot hold {needed} bytes of files and the FAT: give a larger --esp-mib",
+        esp_bytes >> 20
+    );
     let epoch = epoch.max(FAT_EPOCH).to_string();
     let sector_bytes = sector_size.bytes().to_string();
     run(Command::new("mkfs.vfat").args(["--invariant", "-S", &sector_bytes, "-i", &format!("{volume_id:08x}"), "-n", "EFI-SYSTEM"]).arg(image))?;

@@ -15,6 +15,11 @@ use std::mem::size_of;
 /// New sections start on a page, whatever the stub's own section alignment: the stub
 /// hands the kernel and initrd to Linux from where the firmware loaded them.
 const PAGE: u64 = 4096;
+/// The PE/COFF specification's bounds on FileAlignment: a power of two from 512 to 64 KiB.
+const FILE_ALIGNMENTS: std::ops::RangeInclusive<u64> = 512..=65536;
+/// The parts systemd's stub looks up in a UKI. It takes a section whose name *starts* with
+/// one of these (`.initrdX` is an `.initrd` to it), and of several such, the last.
+pub const STUB_PARTS: [&str; 9] = [".osrel", ".cmdline", ".linux", ".initrd", ".splash", ".dtb", ".uname", ".pcrsig", ".pcrpkey"];
 /// Where CheckSum sits in the optional header (the same in PE32 and PE32+).
 const CHECKSUM_IN_OPTIONAL_HEADER: usize = 64;
 /// The signature, magic and file header before the optional header.
@@ -46,6 +51,18 @@ pub struct Inspection {
     /// Whether the header's CheckSum matches the file (0 means "not set" to firmware).
     pub checksum: u32,
     pub checksum_matches: bool,
+}
+
+impl Inspection {
+    /// Each part the stub would find in more than one section, with those sections' names
+    /// in table order: the stub reads the last, whatever a reader of the first believes.
+    pub fn ambiguous_parts(&self) -> Vec<(&'static str, Vec<&str>)> {
+        STUB_PARTS
+            .iter()
+            .map(|part| (*part, self.sections.iter().map(|s| s.name.as_str()).filter(|name| name.starts_with(part)).collect::<Vec<_>>()))
+            .filter(|(_, names)| names.len() > 1)
+            .collect()
+    }
 }
 
 /// An image's headers: owned copies, so a new image can be written from them.
@@ -95,7 +112,7 @@ pub fn inspect(data: &[u8]) -> anyhow::Result<Inspection> {
     let mut sections = Vec::with_capacity(headers.sections.len());
     for header in &headers.sections {
         let content = section_bytes(data, header)?;
-        let sha256 = Sha256::digest(&data[content.clone()]).into();
+        let sha256 = Sha256::digest(data.get(content.clone()).unwrap_or_default()).into();
         sections.push(Section {
             name: section_name(header),
             file_offset: header.pointer_to_raw_data.get(LE),
@@ -142,12 +159,19 @@ pub fn append_sections(stub: &[u8], sections: &[(&str, &[u8])]) -> anyhow::Resul
     let file_alignment = u64::from(optional.file_alignment());
     let section_alignment = u64::from(optional.section_alignment());
     ensure!(
-        file_alignment.is_power_of_two() && section_alignment.is_power_of_two(),
-        "the stub's alignments ({file_alignment}, {section_alignment}) are not powers of two"
+        file_alignment.is_power_of_two() && FILE_ALIGNMENTS.contains(&file_alignment),
+        "the stub's file alignment ({file_alignment}) is not a power of two from 512 to 65536"
+    );
+    ensure!(
+        section_alignment.is_power_of_two() && section_alignment >= file_alignment && section_alignment <= PAGE << 8,
+        "the stub's section alignment ({section_alignment}) is not a power of two from its file alignment to 1 MiB"
     );
     for (name, _) in sections {
         ensure!(name.len() <= 8, "a section name has at most 8 bytes: {name}");
-        ensure!(!headers.sections.iter().any(|header| section_name(header) == *name), "the stub already has a {name} section");
+        // By the stub's own rule: a section whose name starts with ours would be read too.
+        if let Some(header) = headers.sections.iter().find(|header| section_name(header).starts_with(name)) {
+            bail!("the stub already has a {name} section ({})", section_name(header));
+        }
     }
 
     let count = headers.sections.len() + sections.len();
@@ -206,16 +230,21 @@ pub fn append_sections(stub: &[u8], sections: &[(&str, &[u8])]) -> anyhow::Resul
     nt.optional_header.size_of_initialized_data.set(LE, to_u32(initialized, "the initialized data")?);
     nt.optional_header.size_of_image.set(LE, to_u32(align_up(virtual_end, section_alignment), "the image's memory size")?);
     nt.optional_header.check_sum.set(LE, 0);
-    let nt_bytes = bytes_of(&headers.nt);
-    image[headers.nt_offset..headers.nt_offset + nt_bytes.len()].copy_from_slice(nt_bytes);
+    put(&mut image, headers.nt_offset, bytes_of(&headers.nt))?;
     for (index, header) in headers.sections.iter().enumerate() {
-        let at = headers.section_table_offset + index * size_of::<ImageSectionHeader>();
-        image[at..at + IMAGE_SIZEOF_SECTION_HEADER].copy_from_slice(bytes_of(header));
+        put(&mut image, headers.section_table_offset + index * size_of::<ImageSectionHeader>(), bytes_of(header))?;
     }
     let checksum_offset = headers.nt_offset + BEFORE_OPTIONAL_HEADER + CHECKSUM_IN_OPTIONAL_HEADER;
     let checksum = image_checksum(&image, checksum_offset);
-    image[checksum_offset..checksum_offset + 4].copy_from_slice(&checksum.to_le_bytes());
+    put(&mut image, checksum_offset, &checksum.to_le_bytes())?;
     Ok(image)
+}
+
+/// Writes `bytes` over `image` at `at`, which the headers' checks keep inside it.
+fn put(image: &mut [u8], at: usize, bytes: &[u8]) -> anyhow::Result<()> {
+    let target = image.get_mut(at..at + bytes.len()).context("a header lies beyond the stub's headers")?;
+    target.copy_from_slice(bytes);
+    Ok(())
 }
 
 /// The PE image checksum (what Windows' CheckSumMappedFile computes): the 16-bit
@@ -228,7 +257,7 @@ pub fn image_checksum(data: &[u8], checksum_offset: usize) -> u32 {
         if at >= checksum_offset && at < checksum_offset + 4 {
             continue;
         }
-        let word = u16::from_le_bytes([pair[0], pair.get(1).copied().unwrap_or(0)]);
+        let word = u16::from_le_bytes([pair.first().copied().unwrap_or(0), pair.get(1).copied().unwrap_or(0)]);
         sum += u64::from(word);
         sum = (sum & 0xffff) + (sum >> 16);
     }

@@ -225,3 +225,43 @@ fn damaged_images_are_errors_not_panics() {
     let error = format!("{:#}", inspect(&uki[..uki.len() - 1]).unwrap_err());
     assert!(error.contains(".linux"), "a cut image names the section it cuts: {error}");
 }
+
+/// The stub's FileAlignment field (the optional header's, at e_lfanew + 24 + 36).
+fn file_alignment_offset(stub: &[u8]) -> usize {
+    u32::from_le_bytes(stub[0x3c..0x40].try_into().unwrap()) as usize + 24 + 36
+}
+
+/// Alignments outside what PE/COFF allows are refused before any allocation they size
+/// (a 2 GiB FileAlignment would have made keel fill gigabytes of padding).
+#[test]
+fn a_stub_with_alignments_pe_coff_does_not_allow_is_refused() {
+    let (stub, kernel) = (stub(), fake_kernel(8192, 135));
+    let at = file_alignment_offset(&stub);
+    for (alignment, what) in [(1u32 << 31, "file alignment"), (256, "file alignment"), (0x300, "file alignment"), (0x2000, "section alignment")] {
+        let mut bad = stub.clone();
+        bad[at..at + 4].copy_from_slice(&alignment.to_le_bytes());
+        let error = format!("{:#}", build(&parts(&bad, &kernel, b"x")).unwrap_err());
+        assert!(error.contains(what), "{alignment:#x}: {error}");
+    }
+}
+
+/// systemd's stub takes a section whose name starts with a part's (`.initrdX` is an
+/// initrd to it), the last of several: inspect says so, and a stub with such a section
+/// is refused.
+#[test]
+fn sections_the_stub_reads_as_the_same_part_are_flagged_and_refused() {
+    let (stub, kernel, initrd) = (stub(), fake_kernel(8192, 137), vec![3u8; 5000]);
+    let mut uki = build(&parts(&stub, &kernel, &initrd)).unwrap();
+    assert!(inspect(&uki).unwrap().ambiguous_parts().is_empty());
+    let table = u32::from_le_bytes(uki[0x3c..0x40].try_into().unwrap()) as usize + 24 + 240;
+    let names: Vec<String> = inspect(&uki).unwrap().sections.iter().map(|s| s.name.clone()).collect();
+    let uname = table + 40 * names.iter().position(|n| n == ".uname").unwrap();
+    uki[uname..uname + 8].copy_from_slice(b".initrdX");
+    let inspection = inspect(&uki).unwrap();
+    assert_eq!(inspection.ambiguous_parts(), vec![(".initrd", vec![".initrdX", ".initrd"])]);
+    let mut stub_with_part = stub.clone();
+    let sdmagic = table + 40 * names.iter().position(|n| n == ".sdmagic").unwrap();
+    stub_with_part[sdmagic..sdmagic + 8].copy_from_slice(b".linuxAB");
+    let error = format!("{:#}", build(&parts(&stub_with_part, &kernel, &initrd)).unwrap_err());
+    assert!(error.contains("already has a .linux section (.linuxAB)"), "{error}");
+}

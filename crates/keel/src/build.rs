@@ -120,15 +120,19 @@ pub struct InitrdArgs {
 }
 
 /// What goes into an initrd besides keel-init, the manifest and the kernel's modules: the
-/// same options for `initrd build` and for the UKIs `image build` makes.
+/// same options for `initrd build` and for the UKIs `image build` makes. No clap defaults:
+/// `image build` must tell an option given from one left out (they need --uki-kernel
+/// there), so the defaults are applied in `initrd_spec`.
 #[derive(Args)]
 pub struct InitrdContent {
     /// how the cpio archive is compressed (the kernel unpacks it before /init runs: chosen by boot time, not size)
-    #[arg(long, value_name = "lz4|zstd|xz|gzip|none", value_parser = keel_initrd::Compression::parse, default_value = keel_initrd::Compression::DEFAULT.name())]
-    compression: keel_initrd::Compression,
+    /// [default: zstd]
+    #[arg(long, value_name = "lz4|zstd|xz|gzip|none", value_parser = keel_initrd::Compression::parse)]
+    compression: Option<keel_initrd::Compression>,
     /// the filesystems ROOT may have: each one's modules are packed (loaded only when ROOT has it), and its mkfs
-    #[arg(long, value_name = "ext4,xfs,btrfs", default_value_t = keel_initrd::DEFAULT_ROOT_FILESYSTEMS.join(","))]
-    root_filesystems: String,
+    /// [default: ext4]
+    #[arg(long, value_name = "ext4,xfs,btrfs")]
+    root_filesystems: Option<String>,
     /// what a first-boot Ignition config may format [default: the root filesystems, whose mkfs is always packed]
     #[arg(long, value_name = "ext4,xfs,btrfs,vfat,swap")]
     mkfs: Option<String>,
@@ -137,16 +141,31 @@ pub struct InitrdContent {
     #[arg(long, value_name = "DIR")]
     ignition_base: Option<PathBuf>,
     /// storage drivers, loaded only where their devices are: default (virtio-blk, virtio-scsi, NVMe, AHCI, SCSI disks),
-    /// host (what drives this machine's disks), or a list of kernel modules
-    #[arg(long, value_name = "default|host|MODULE,...", value_parser = keel_initrd::DriverChoice::parse, default_value = "default")]
-    drivers: keel_initrd::DriverChoice,
+    /// host (what drives this machine's disks), or a list of kernel modules [default: default]
+    #[arg(long, value_name = "default|host|MODULE,...", value_parser = keel_initrd::DriverChoice::parse)]
+    drivers: Option<keel_initrd::DriverChoice>,
 }
 
 impl InitrdContent {
+    /// The first option given, by its flag.
+    fn first_given(&self) -> Option<&'static str> {
+        [
+            (self.compression.is_some(), "--compression"),
+            (self.root_filesystems.is_some(), "--root-filesystems"),
+            (self.mkfs.is_some(), "--mkfs"),
+            (self.ignition_base.is_some(), "--ignition-base"),
+            (self.drivers.is_some(), "--drivers"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+    }
+
     /// The root filesystems (`--root-filesystems`) and the formats first boot may make
     /// (`--mkfs`, by default the root filesystems).
     fn formats(&self) -> anyhow::Result<(Vec<String>, Vec<String>)> {
-        let root_filesystems = keel_initrd::parse_root_filesystems(&self.root_filesystems).context("--root-filesystems")?;
+        let default_root_filesystems = keel_initrd::DEFAULT_ROOT_FILESYSTEMS.join(",");
+        let root_filesystems = self.root_filesystems.as_deref().unwrap_or(&default_root_filesystems);
+        let root_filesystems = keel_initrd::parse_root_filesystems(root_filesystems).context("--root-filesystems")?;
         let mkfs_formats = match &self.mkfs {
             Some(list) => keel_initrd::parse_mkfs_formats(list).context("--mkfs")?,
             None => root_filesystems.clone(),
@@ -218,52 +237,132 @@ fn image_build(args: &ImageArgs) -> anyhow::Result<()> {
             hash_block_size: args.verity_hash_block_size,
         },
     };
+    // Everything that can be refused is checked before /usr is built.
+    let slots: &[Slot] = if args.usr_b.is_some() { &[Slot::A, Slot::B] } else { &[Slot::A] };
+    let uki = match &args.uki.kernel {
+        Some(kernel) => Some(uki_plan(args, kernel, slots)?),
+        None => match args.uki.content.first_given() {
+            Some(flag) => anyhow::bail!("{flag} is for the UKIs' initrds: it needs --uki-kernel"),
+            None => None,
+        },
+    };
     let prepared = keel_image::prepare(&spec)?;
+    let mut written = vec![args.output.clone()];
+    let result = write_image(args, prepared, uki.as_ref(), epoch, &mut written);
+    if result.is_err() {
+        // Nothing half-made is left behind, nor a manifest beside an image it does not describe.
+        for path in &written {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    crate::print_out(&result?)
+}
+
+/// The UKIs' inputs, checked once for every slot before anything is built.
+struct UkiPlan<'a> {
+    kernel: &'a Path,
+    init: &'a Path,
+    modules: &'a Path,
+    signer: Option<crate::uki::Signer<'a>>,
+}
+
+fn uki_plan<'a>(args: &'a ImageArgs, kernel: &'a Path, slots: &[Slot]) -> anyhow::Result<UkiPlan<'a>> {
+    let options = &args.uki;
+    let (Some(init), Some(modules)) = (&options.init, &options.kernel_modules) else {
+        anyhow::bail!("--uki-kernel needs --uki-init and --uki-kernel-modules");
+    };
+    options.content.formats()?;
+    for &slot in slots {
+        slot_cmdline(&options.cmdline, slot)?;
+    }
+    // The initrd's modules must be the kernel's own: signature and vermagic checks refuse others.
+    let kernel_bytes = std::fs::read(kernel).with_context(|| format!("cannot read the kernel {}", kernel.display()))?;
+    let release = keel_uki::kernel_release(&kernel_bytes).with_context(|| format!("{} is not an x86 bzImage", kernel.display()))?;
+    let modules_release = modules.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    anyhow::ensure!(
+        release == modules_release,
+        "--uki-kernel is Linux {release} but --uki-kernel-modules is for {modules_release:?} ({})",
+        modules.display()
+    );
+    Ok(UkiPlan { kernel, init, modules, signer: crate::uki::Signer::of(options.sign_key.as_deref(), options.sign_cert.as_deref()) })
+}
+
+/// `base` with `slot`'s /usr added, refused unless that is the /usr keel-init will read: a
+/// `--`, an unbalanced quote or a /usr parameter of its own in `base` would turn the
+/// added word into something else, and the slot's UKI would read another slot's /usr.
+fn slot_cmdline(base: &str, slot: Slot) -> anyhow::Result<String> {
+    let name = slot.partition_name();
+    let cmdline = format!("{} mount.usr=PARTLABEL={name}", base.trim());
+    let parsed = keel_cmdline::Cmdline::parse(&cmdline);
+    let params = keel_cmdline::BootParams::from_cmdline(&parsed).with_context(|| format!("--uki-cmdline {base:?}"))?;
+    let wanted = keel_cmdline::DeviceSpec::parse(&format!("PARTLABEL={name}"))?;
+    let added_is_last = parsed.last_of(&["mount.usr", "usr"]) == Some(("mount.usr", Some(&format!("PARTLABEL={name}")[..])));
+    anyhow::ensure!(
+        added_is_last && params.usr_data == wanted && params.usr_hash_device.is_none() && params.usr_root_hash.is_none(),
+        "--uki-cmdline {base:?} would not leave /usr to keel: each slot's UKI gets mount.usr=PARTLABEL={name} added, and \
+         the line must not choose /usr or its root hash itself (usr=, mount.usr=, verity.usr=, systemd.verity_usr_*, \
+         usrhash=), end in --, or leave a quote open"
+    );
+    Ok(cmdline)
+}
+
+/// Builds each slot's UKI, writes the image with them on its ESP, then the manifests, then
+/// the image's SBOM and provenance; every file written is added to `written`. Returns what
+/// to report.
+fn write_image(
+    args: &ImageArgs,
+    prepared: keel_image::PreparedImage,
+    uki: Option<&UkiPlan>,
+    epoch: u64,
+    written: &mut Vec<PathBuf>,
+) -> anyhow::Result<String> {
     let manifest_path = args.manifest.clone().unwrap_or_else(|| args.output.with_extension("json"));
-    let mut report = format!("image:     {}\n", args.output.display());
+    let mut report = String::new();
     let mut esp_files = Vec::new();
-    let mut written = Vec::new();
+    let mut manifests = Vec::new();
     for slot in prepared.slots() {
         let manifest = prepared.manifest(slot).context("a built slot has no manifest")?;
         let path = match slot {
             Slot::A => manifest_path.clone(),
             Slot::B => args.output.with_extension("usr-b.json"),
         };
-        std::fs::write(&path, manifest.to_json()).with_context(|| format!("cannot write {}", path.display()))?;
-        written.push(path.clone());
+        let json = manifest.to_json();
         let name = slot.partition_name();
-        report += &format!("{name} manifest:  {}\n{name} root hash: {}\n", path.display(), encode_hex(&manifest.usr.root_hash));
-        if let Some(kernel) = &args.uki.kernel {
+        report += &format!("{name} root hash: {}\n", encode_hex(&manifest.usr.root_hash));
+        if let Some(plan) = uki {
             let tree = if slot == Slot::A { &args.usr } else { args.usr_b.as_ref().context("USR-B was built without a tree")? };
-            let uki = slot_uki(args, kernel, slot, manifest, &path, tree)?;
-            written.push(uki.clone());
+            let uki = slot_uki(args, plan, slot, (manifest, &path, json.as_bytes()), tree, written)?;
             report += &format!("{name} UKI:       {}\n", uki.display());
-            let esp_name = format!("{ESP_UKI_DIR}/{}.efi", name.to_lowercase());
             if slot == Slot::A {
                 esp_files.push(EspFile { path: ESP_REMOVABLE_PATH.to_string(), source: uki.clone() });
             }
-            esp_files.push(EspFile { path: esp_name, source: uki });
+            esp_files.push(EspFile { path: format!("{ESP_UKI_DIR}/{}.efi", name.to_lowercase()), source: uki });
         }
+        manifests.push((path, json));
     }
-    let sector_size = prepared.manifest(Slot::A).context("USR-A was not built")?.sector_size;
-    let hash_offset = prepared.manifest(Slot::A).context("USR-A was not built")?.usr.hash_offset;
+    let manifest = prepared.manifest(Slot::A).context("USR-A was not built")?;
+    let (sector_size, hash_offset) = (manifest.sector_size, manifest.usr.hash_offset);
     let slots: Vec<_> = prepared.slots().into_iter().filter_map(|slot| Some((slot.partition_name(), prepared.manifest(slot)?.clone()))).collect();
     prepared.write(&esp_files)?;
-    report += &format!("sector size: {} bytes\nhash offset: {hash_offset} bytes\n", sector_size.bytes());
+    for (path, json) in manifests {
+        written.push(path.clone());
+        std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))?;
+        report += &format!("manifest:  {}\n", path.display());
+    }
     let uki_inputs = [&args.uki.kernel, &args.uki.init, &args.uki.os_release, &args.uki.sign_cert].into_iter().flatten();
-    let stub = args.uki.kernel.as_ref().map(|_| &args.uki.stub);
     let documents = crate::sbom::ImageBuild {
         output: &args.output,
         sector_size,
         slots: &slots,
         trees: [Some(&args.usr), args.usr_b.as_ref(), args.oem.as_ref()].into_iter().flatten().collect(),
         oem_tree: args.oem.as_deref(),
-        inputs: uki_inputs.chain(stub).collect(),
-        outputs: written,
+        inputs: uki_inputs.chain(uki.map(|_| &args.uki.stub)).collect(),
+        outputs: written.iter().filter(|path| **path != args.output).cloned().collect(),
         epoch,
     };
+    written.extend([keel_sbom::sbom_path(&args.output), keel_sbom::provenance_path(&args.output)]);
     report += &crate::sbom::write_image_documents(&documents)?;
-    crate::print_out(&report)
+    Ok(format!("image:     {}\n{report}sector size: {} bytes\nhash offset: {hash_offset} bytes\n", args.output.display(), sector_size.bytes()))
 }
 
 /// Where the UKIs of the slots go on the ESP.
@@ -273,31 +372,45 @@ const ESP_REMOVABLE_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
 
 /// Builds `slot`'s initrd (trusting `manifest`) and its UKI, signed when a key is given,
 /// beside the image: IMAGE.usr-a.initrd and IMAGE.usr-a.efi.
-fn slot_uki(args: &ImageArgs, kernel: &Path, slot: Slot, manifest: &ImageManifest, manifest_path: &Path, tree: &Path) -> anyhow::Result<PathBuf> {
+/// `manifest` comes with the file it is written to and that file's bytes.
+fn slot_uki(
+    args: &ImageArgs,
+    plan: &UkiPlan,
+    slot: Slot,
+    manifest: (&ImageManifest, &Path, &[u8]),
+    tree: &Path,
+    written: &mut Vec<PathBuf>,
+) -> anyhow::Result<PathBuf> {
+    let (manifest, manifest_path, manifest_json) = manifest;
     let options = &args.uki;
     let name = slot.partition_name().to_lowercase();
-    let (init, modules) = match (&options.init, &options.kernel_modules) {
-        (Some(init), Some(modules)) => (init, modules),
-        _ => anyhow::bail!("--uki-kernel needs --uki-init and --uki-kernel-modules"),
-    };
-    if let Some((key, _)) = keel_cmdline::Cmdline::parse(&options.cmdline).last_of(&keel_cmdline::USR_DEVICE_PARAMETERS) {
-        anyhow::bail!("--uki-cmdline has {key}=: keel chooses each UKI's /usr (mount.usr=PARTLABEL=USR-A or USR-B) itself");
-    }
     let initrd_path = args.output.with_extension(format!("{name}.initrd"));
-    write_initrd(manifest.clone(), manifest_path, init, modules, &options.content, &initrd_path).with_context(|| format!("{name}'s initrd"))?;
+    written.extend([initrd_path.clone(), keel_sbom::sbom_path(&initrd_path), keel_sbom::provenance_path(&initrd_path)]);
+    let manifest_file = (manifest_path, manifest_json);
+    write_initrd(manifest.clone(), manifest_file, plan.init, plan.modules, &options.content, &initrd_path)
+        .with_context(|| format!("{name}'s initrd"))?;
     let os_release = match &options.os_release {
         Some(path) => std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
-        None => std::fs::read(tree.join("lib/os-release")).unwrap_or_else(|_| format!("NAME={0}\nID={0}\n", args.os).into_bytes()),
+        None => tree_os_release(tree)?.unwrap_or_else(|| format!("NAME={0}\nID={0}\n", args.os).into_bytes()),
     };
-    let cmdline = format!("{} mount.usr=PARTLABEL={}", options.cmdline.trim(), slot.partition_name());
+    let cmdline = slot_cmdline(&options.cmdline, slot)?;
     let output = args.output.with_extension(format!("{name}.efi"));
-    let signer = match (&options.sign_key, &options.sign_cert) {
-        (Some(key), Some(certificate)) => Some(crate::uki::Signer { key, certificate }),
-        _ => None,
-    };
-    let inputs = crate::uki::UkiInputs { kernel, initrd: &initrd_path, cmdline: &cmdline, os_release: &os_release };
-    crate::uki::write_uki(&options.stub, &inputs, None, &output, signer.as_ref()).with_context(|| format!("{name}'s UKI"))?;
+    written.push(output.clone());
+    let inputs = crate::uki::UkiInputs { kernel: plan.kernel, initrd: &initrd_path, cmdline: &cmdline, os_release: &os_release };
+    crate::uki::write_uki(&options.stub, &inputs, None, &output, plan.signer.as_ref()).with_context(|| format!("{name}'s UKI"))?;
     Ok(output)
+}
+
+/// The /usr tree's own os-release (`lib/os-release`), if it has one: a regular file only,
+/// since a symlink there would name a file of the build host, not of the tree.
+fn tree_os_release(tree: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    let path = tree.join("lib/os-release");
+    match std::fs::symlink_metadata(&path) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+        Ok(meta) if !meta.is_file() => anyhow::bail!("{} is not a regular file: give --uki-os-release", path.display()),
+        Ok(_) => Ok(Some(std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?)),
+    }
 }
 
 fn initrd_build(args: &InitrdArgs) -> anyhow::Result<()> {
@@ -306,14 +419,15 @@ fn initrd_build(args: &InitrdArgs) -> anyhow::Result<()> {
     let manifest_path = args.manifest.display();
     let manifest_text = std::fs::read_to_string(&args.manifest).with_context(|| format!("cannot read {manifest_path}"))?;
     let manifest = ImageManifest::from_json(&manifest_text).with_context(|| format!("in {manifest_path}"))?;
-    write_initrd(manifest, &args.manifest, &args.init, &args.kernel_modules, &args.content, &args.output)
+    let manifest_file = (args.manifest.as_path(), manifest_text.as_bytes());
+    write_initrd(manifest, manifest_file, &args.init, &args.kernel_modules, &args.content, &args.output)
 }
 
-/// Builds the initrd of `manifest` (the file at `manifest_path`) with `content` at `output`,
-/// with its SBOM and provenance, and says what it chose.
+/// Builds the initrd of `manifest` (from `manifest_file`: its path and bytes) with `content`
+/// at `output`, with its SBOM and provenance, and says what it chose.
 fn write_initrd(
     manifest: ImageManifest,
-    manifest_path: &Path,
+    manifest_file: (&Path, &[u8]),
     init: &Path,
     modules_dir: &Path,
     content: &InitrdContent,
@@ -325,14 +439,15 @@ fn write_initrd(
         manifest,
         modules_dir: modules_dir.to_path_buf(),
         modules: keel_initrd::default_modules(),
-        drivers: content.drivers.clone(),
+        drivers: content.drivers.clone().unwrap_or(keel_initrd::DriverChoice::Default),
         root_filesystems,
         mkfs_formats,
         host_root: PathBuf::from("/"),
         ignition_base: content.ignition_base.clone(),
     };
+    let compression = content.compression.unwrap_or(keel_initrd::Compression::DEFAULT);
     let packed = keel_initrd::archive(&spec)?;
-    let bytes = keel_initrd::compress(packed.archive.to_newc(), content.compression)?;
+    let bytes = keel_initrd::compress(packed.archive.to_newc(), compression)?;
     let mut report = format!("{}\n", packed.drivers.describe());
     for warning in &packed.ignition_warnings {
         report += &format!("{warning}\n");
@@ -343,11 +458,41 @@ fn write_initrd(
         output,
         bytes: &bytes,
         packed: &packed,
-        compression: content.compression,
-        manifest: manifest_path,
+        compression,
+        manifest: manifest_file,
         modules_dir,
         host_root: &spec.host_root,
     };
     report += &crate::sbom::write_initrd_documents(&documents)?;
     crate::print_out(&report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_slots_uki_reads_its_own_usr_whatever_the_builder_adds() {
+        for (slot, other) in [(Slot::A, "USR-B"), (Slot::B, "USR-A")] {
+            let name = slot.partition_name();
+            // A mount.usr= or usr= of the builder's is overridden: keel's comes last.
+            for accepted in ["console=ttyS0 quiet rd.break=usr mount.usr=/dev/mapper/usr", &format!("usr=PARTLABEL={other}")] {
+                let line = slot_cmdline(accepted, slot).unwrap();
+                assert!(line.ends_with(&format!(" mount.usr=PARTLABEL={name}")), "{line}");
+            }
+            for refused in [
+                "console=ttyS0 --".to_string(),
+                "console=ttyS0 -- init-argument".to_string(),
+                "x=\"".to_string(),
+                "\"x".to_string(),
+                format!("verity.usr=PARTLABEL={other}"),
+                format!("systemd.verity_usr_data=PARTLABEL={other}"),
+                "systemd.verity_usr_hash=/dev/vdb".to_string(),
+                "usrhash=00".to_string(),
+                "verity.usrhash=00".to_string(),
+            ] {
+                assert!(slot_cmdline(&refused, slot).is_err(), "{refused:?} for {name}");
+            }
+        }
+    }
 }

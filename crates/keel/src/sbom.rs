@@ -21,7 +21,9 @@ pub struct InitrdBuild<'a> {
     pub bytes: &'a [u8],
     pub packed: &'a keel_initrd::Packed,
     pub compression: keel_initrd::Compression,
-    pub manifest: &'a Path,
+    /// The manifest's file and its bytes (those written or read: the slot initrds of an image
+    /// build are made before their manifests are written).
+    pub manifest: (&'a Path, &'a [u8]),
     pub modules_dir: &'a Path,
     /// The root whose dpkg database owns the packed host files (`/`).
     pub host_root: &'a Path,
@@ -40,9 +42,10 @@ pub fn write_initrd_documents(build: &InitrdBuild) -> anyhow::Result<String> {
     let sbom_file = sbom_path(build.output);
     write(&sbom_file, &sbom_text)?;
 
-    let mut extra = vec![build.manifest.to_path_buf()];
-    extra.extend(MODULE_INDEX_FILES.iter().map(|name| build.modules_dir.join(name)).filter(|path| path.is_file()));
+    let extra: Vec<PathBuf> = MODULE_INDEX_FILES.iter().map(|name| build.modules_dir.join(name)).filter(|path| path.is_file()).collect();
     let mut inputs = keel_sbom::initrd::initrd_inputs(&files, &extra, &base, &dpkg)?;
+    let (manifest_path, manifest_bytes) = build.manifest;
+    inputs.push(ResolvedDependency { name: input_name(manifest_path, &base, &dpkg), sha256: sha256_hex(manifest_bytes) });
     if let Some((program, _)) = build.compression.command() {
         inputs.extend(tool(program, &dpkg)?);
     }
@@ -71,7 +74,7 @@ pub struct ImageBuild<'a> {
     pub oem_tree: Option<&'a Path>,
     /// Further input files (the UKIs' kernel, keel-init, stub, certificate).
     pub inputs: Vec<&'a PathBuf>,
-    /// What the build wrote besides the image (manifests, UKIs).
+    /// What the build wrote besides the image (manifests; UKIs with their initrds and those initrds' documents).
     pub outputs: Vec<PathBuf>,
     pub epoch: u64,
 }

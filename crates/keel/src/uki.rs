@@ -66,15 +66,19 @@ pub struct Signer<'a> {
     pub certificate: &'a Path,
 }
 
+impl<'a> Signer<'a> {
+    /// The signer of `--sign-key` and `--sign-cert`, which clap only takes together.
+    pub fn of(key: Option<&'a Path>, certificate: Option<&'a Path>) -> Option<Signer<'a>> {
+        Some(Signer { key: key?, certificate: certificate? })
+    }
+}
+
 fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
 }
 
 fn build(args: &BuildArgs) -> anyhow::Result<()> {
-    let signer = match (&args.sign_key, &args.sign_cert) {
-        (Some(key), Some(certificate)) => Some(Signer { key, certificate }),
-        _ => None,
-    };
+    let signer = Signer::of(args.sign_key.as_deref(), args.sign_cert.as_deref());
     let parts =
         UkiInputs { kernel: &args.kernel, initrd: &args.initrd, cmdline: &args.cmdline, os_release: &read(&args.os_release, "the os-release")? };
     let bytes = write_uki(&args.stub, &parts, args.uname.as_deref(), &args.output, signer.as_ref())?;
@@ -103,7 +107,8 @@ pub fn write_uki(stub: &Path, inputs: &UkiInputs, uname: Option<&str>, output: &
     match signer {
         None => std::fs::write(output, &image).with_context(|| format!("cannot write {}", output.display()))?,
         Some(signer) => {
-            let unsigned = output.with_extension("unsigned.efi");
+            // A name no one else uses: it is deleted after signing.
+            let unsigned = output.with_extension(format!("keel-unsigned-{}.efi", std::process::id()));
             std::fs::write(&unsigned, &image).with_context(|| format!("cannot write {}", unsigned.display()))?;
             let signed = keel_uki::sign(&unsigned, signer.key, signer.certificate, output);
             let _ = std::fs::remove_file(&unsigned);
@@ -115,7 +120,7 @@ pub fn write_uki(stub: &Path, inputs: &UkiInputs, uname: Option<&str>, output: &
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// the UKI (any PE image)
+    /// the UKI (any 64-bit PE image)
     uki: PathBuf,
 }
 
@@ -136,6 +141,10 @@ fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
             section.virtual_size,
             encode_hex(&section.sha256)
         );
+    }
+    for (part, names) in inspection.ambiguous_parts() {
+        let read = names.last().copied().unwrap_or_default();
+        out += &format!("warning: {} sections are {part} to systemd's stub ({}), which reads the last: {read}\n", names.len(), names.join(", "));
     }
     for section in inspection.sections.iter().filter(|s| TEXT_SECTIONS.contains(&s.name.as_str())) {
         let text = String::from_utf8_lossy(image.get(section.content.clone()).unwrap_or_default());
