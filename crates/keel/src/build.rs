@@ -424,7 +424,8 @@ fn initrd_build(args: &InitrdArgs) -> anyhow::Result<()> {
 }
 
 /// Builds the initrd of `manifest` (from `manifest_file`: its path and bytes) with `content`
-/// at `output`, with its SBOM and provenance, and says what it chose.
+/// at `output`, with its SBOM and provenance, and says what it chose. A failed build leaves
+/// none of the three at their names.
 fn write_initrd(
     manifest: ImageManifest,
     manifest_file: (&Path, &[u8]),
@@ -433,6 +434,24 @@ fn write_initrd(
     content: &InitrdContent,
     output: &Path,
 ) -> anyhow::Result<()> {
+    let report = build_initrd(manifest, manifest_file, init, modules_dir, content, output);
+    match report {
+        Ok(report) => crate::print_out(&report),
+        Err(error) => {
+            crate::sbom::remove_with_documents(output);
+            Err(error)
+        }
+    }
+}
+
+fn build_initrd(
+    manifest: ImageManifest,
+    manifest_file: (&Path, &[u8]),
+    init: &Path,
+    modules_dir: &Path,
+    content: &InitrdContent,
+    output: &Path,
+) -> anyhow::Result<String> {
     let (root_filesystems, mkfs_formats) = content.formats()?;
     let spec = keel_initrd::InitrdSpec {
         init: init.to_path_buf(),
@@ -452,8 +471,6 @@ fn write_initrd(
     for warning in &packed.ignition_warnings {
         report += &format!("{warning}\n");
     }
-    std::fs::write(output, &bytes).with_context(|| format!("cannot write {}", output.display()))?;
-    report += &format!("initrd: {} ({} bytes)\n", output.display(), bytes.len());
     let documents = crate::sbom::InitrdBuild {
         output,
         bytes: &bytes,
@@ -463,8 +480,11 @@ fn write_initrd(
         modules_dir,
         host_root: &spec.host_root,
     };
-    report += &crate::sbom::write_initrd_documents(&documents)?;
-    crate::print_out(&report)
+    let documents = crate::sbom::initrd_documents(&documents)?;
+    let (sbom_file, provenance_file) = (keel_sbom::sbom_path(output), keel_sbom::provenance_path(output));
+    crate::sbom::write_together(&[(output, &bytes), (&sbom_file, documents.sbom.as_bytes()), (&provenance_file, documents.provenance.as_bytes())])?;
+    report += &format!("initrd: {} ({} bytes)\n", output.display(), bytes.len());
+    Ok(report + &documents.report)
 }
 
 #[cfg(test)]

@@ -29,9 +29,16 @@ pub struct InitrdBuild<'a> {
     pub host_root: &'a Path,
 }
 
-/// Writes the initrd's SBOM and provenance; returns the lines that say where, with any
-/// warning (a keel-init without its crate list, a file no package owns).
-pub fn write_initrd_documents(build: &InitrdBuild) -> anyhow::Result<String> {
+/// An initrd's SBOM and provenance, made before anything is written, and the lines that
+/// say where they go, with any warning (a keel-init without its crate list, a file no
+/// package owns).
+pub struct InitrdDocuments {
+    pub sbom: String,
+    pub provenance: String,
+    pub report: String,
+}
+
+pub fn initrd_documents(build: &InitrdBuild) -> anyhow::Result<InitrdDocuments> {
     let base = build_directory()?;
     let dpkg = DpkgDatabase::read(build.host_root).context("reading dpkg's database for the SBOM")?;
     let files = build.packed.files()?;
@@ -40,7 +47,6 @@ pub fn write_initrd_documents(build: &InitrdBuild) -> anyhow::Result<String> {
     let epoch = keel_sbom::source_date_epoch();
     let sbom_text = described.sbom.to_spdx_json(epoch);
     let sbom_file = sbom_path(build.output);
-    write(&sbom_file, &sbom_text)?;
 
     let extra: Vec<PathBuf> = MODULE_INDEX_FILES.iter().map(|name| build.modules_dir.join(name)).filter(|path| path.is_file()).collect();
     let mut inputs = keel_sbom::initrd::initrd_inputs(&files, &extra, &base, &dpkg)?;
@@ -51,11 +57,54 @@ pub fn write_initrd_documents(build: &InitrdBuild) -> anyhow::Result<String> {
     }
     let outputs = vec![output_digest(build.output, build.bytes, &base), output_digest(&sbom_file, sbom_text.as_bytes(), &base)];
     let provenance = Provenance { kind: "initrd", arguments: arguments(&base), environment: environment(epoch), inputs, outputs };
-    let provenance_file = provenance_path(build.output);
-    write(&provenance_file, &provenance.to_json())?;
     let mut report: String = described.warnings.iter().map(|warning| format!("{warning}\n")).collect();
-    report += &documents_report(&sbom_file, &described.sbom, &provenance_file);
-    Ok(report)
+    report += &documents_report(&sbom_file, &described.sbom, &provenance_path(build.output));
+    Ok(InitrdDocuments { sbom: sbom_text, provenance: provenance.to_json(), report })
+}
+
+/// Puts `files` in place together: each is written under a temporary name in its own
+/// directory, then all are renamed, so no reader finds an output beside documents of
+/// another build. On an error none of the final names is left either, since one of them
+/// may already hold this build's bytes beside a previous build's documents.
+pub fn write_together(files: &[(&Path, &[u8])]) -> anyhow::Result<()> {
+    let temporaries: Vec<PathBuf> = files.iter().map(|(path, _)| temporary_name(path)).collect();
+    let result = write_then_rename(files, &temporaries);
+    if result.is_err() {
+        for path in temporaries.iter().map(PathBuf::as_path).chain(files.iter().map(|(path, _)| *path)) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    result
+}
+
+fn write_then_rename(files: &[(&Path, &[u8])], temporaries: &[PathBuf]) -> anyhow::Result<()> {
+    for ((path, bytes), temporary) in files.iter().zip(temporaries) {
+        // create_new: a file already at the temporary name is someone else's.
+        let mut file =
+            std::fs::File::create_new(temporary).with_context(|| format!("cannot create {} for {}", temporary.display(), path.display()))?;
+        std::io::Write::write_all(&mut file, bytes).with_context(|| format!("cannot write {}", temporary.display()))?;
+    }
+    for ((path, _), temporary) in files.iter().zip(temporaries) {
+        std::fs::rename(temporary, path).with_context(|| format!("cannot rename {} to {}", temporary.display(), path.display()))?;
+    }
+    Ok(())
+}
+
+/// `DIR/.NAME.keel-PID.tmp`: in the final name's directory, so the rename cannot cross a
+/// filesystem; hidden and per-process, so two builds never share one.
+fn temporary_name(path: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or(path.as_os_str()));
+    name.push(format!(".keel-{}.tmp", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Removes an output and its documents after a failed build, so no document of a previous
+/// build is left to describe whatever is (or is no longer) at the output's name.
+pub fn remove_with_documents(output: &Path) {
+    for path in [output.to_path_buf(), sbom_path(output), provenance_path(output)] {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 fn documents_report(sbom_file: &Path, sbom: &keel_sbom::Sbom, provenance_file: &Path) -> String {
@@ -95,7 +144,6 @@ pub fn write_image_documents(build: &ImageBuild) -> anyhow::Result<String> {
     let sbom = keel_sbom::image::image_sbom(&file_name(build.output), &image_sha256, &contents);
     let sbom_text = sbom.to_spdx_json(build.epoch);
     let sbom_file = sbom_path(build.output);
-    write(&sbom_file, &sbom_text)?;
 
     let dpkg = DpkgDatabase::read(Path::new("/")).context("reading dpkg's database for the provenance")?;
     let mut inputs = Vec::new();
@@ -116,7 +164,7 @@ pub fn write_image_documents(build: &ImageBuild) -> anyhow::Result<String> {
     outputs.push(output_digest(&sbom_file, sbom_text.as_bytes(), &base));
     let provenance = Provenance { kind: "image", arguments: arguments(&base), environment: environment(build.epoch), inputs, outputs };
     let provenance_file = provenance_path(build.output);
-    write(&provenance_file, &provenance.to_json())?;
+    write_together(&[(&sbom_file, sbom_text.as_bytes()), (&provenance_file, provenance.to_json().as_bytes())])?;
     Ok(documents_report(&sbom_file, &sbom, &provenance_file))
 }
 
@@ -156,6 +204,33 @@ fn environment(epoch: u64) -> Vec<(String, String)> {
     vec![("SOURCE_DATE_EPOCH".to_string(), epoch.to_string())]
 }
 
-fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_test_support::scratch_dir;
+
+    #[test]
+    fn a_failed_rename_leaves_none_of_the_files_nor_a_temporary() {
+        let dir = scratch_dir(std::env::temp_dir().join("keel-cli-tests"), "write-together");
+        let (output, sbom, provenance) = (dir.join("initrd.img"), dir.join("initrd.img.spdx.json"), dir.join("initrd.img.intoto.json"));
+        std::fs::write(&sbom, "a previous build's SBOM").unwrap();
+        // A directory at the last name: the first two are renamed into place before it fails.
+        std::fs::create_dir(&provenance).unwrap();
+        std::fs::write(provenance.join("keep"), "").unwrap();
+        let result = write_together(&[(&output, b"initrd"), (&sbom, b"sbom"), (&provenance, b"provenance")]);
+        assert!(result.is_err());
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|entry| entry.unwrap().file_name()).collect();
+        assert_eq!(left, ["initrd.img.intoto.json"], "only the directory that was there before");
+    }
+
+    #[test]
+    fn the_files_are_in_place_and_no_temporary_is_left() {
+        let dir = scratch_dir(std::env::temp_dir().join("keel-cli-tests"), "write-together-ok");
+        let (output, sbom) = (dir.join("initrd.img"), dir.join("initrd.img.spdx.json"));
+        std::fs::write(&output, "a previous initrd").unwrap();
+        write_together(&[(&output, b"initrd"), (&sbom, b"sbom")]).unwrap();
+        assert_eq!(std::fs::read(&output).unwrap(), b"initrd");
+        assert_eq!(std::fs::read(&sbom).unwrap(), b"sbom");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+    }
 }

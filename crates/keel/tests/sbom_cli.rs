@@ -259,3 +259,21 @@ fn the_image_sbom_has_each_usr_slot_with_its_root_hash_and_the_esp_and_oem_files
     assert_eq!(origin_of(&sbom, "OEM/config.ign").map(|(name, _)| name), Some("OEM".to_string()));
     assert_eq!(package("disk.img")["checksums"][0]["checksumValue"], sha256_hex(&std::fs::read(build.join("disk.img")).unwrap()));
 }
+
+#[test]
+fn a_failed_rebuild_leaves_no_initrd_beside_documents_of_another() {
+    let (build, modules, _) = built("sbom-failed-rebuild");
+    // Not an ELF file: reading its crates for the SBOM fails after the archive is made.
+    std::fs::write(build.join("not-elf"), "#!/bin/sh\n").unwrap();
+    let modules = modules.to_str().unwrap();
+    let args = ["initrd", "build", "--manifest", "disk.json", "--init", "not-elf", "--kernel-modules", modules, "--output", "initrd.img"];
+    let output = Command::new(env!("CARGO_BIN_EXE_keel")).args(args).current_dir(&build).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not an ELF file"), "{}", String::from_utf8_lossy(&output.stderr));
+    for name in ["initrd.img", "initrd.img.spdx.json", "initrd.img.intoto.json"] {
+        assert!(!build.join(name).exists(), "{name} is left from the build before");
+    }
+    let temporaries: Vec<_> =
+        std::fs::read_dir(&build).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().ends_with(".tmp")).collect();
+    assert!(temporaries.is_empty(), "{temporaries:?}");
+}
