@@ -42,7 +42,8 @@ pub struct LinkedCrates {
 pub fn linked_crates(elf: &[u8]) -> anyhow::Result<Option<LinkedCrates>> {
     let Some(section) = elf_section(elf, SECTION)? else { return Ok(None) };
     let json = miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(section, MAX_GRAPH_BYTES)
-        .map_err(|error| anyhow::anyhow!("the {SECTION} section does not inflate ({error:?}): not cargo-auditable's data"))?;
+        // The status only: the error also carries everything inflated so far, up to the limit.
+        .map_err(|error| anyhow::anyhow!("the {SECTION} section does not inflate ({:?}): not cargo-auditable's data", error.status))?;
     let graph: Value = serde_json::from_slice(&json).with_context(|| format!("the {SECTION} section is not JSON"))?;
     parse_graph(&graph).map(Some)
 }
@@ -112,6 +113,19 @@ mod tests {
         let crates = linked_crates(&std::fs::read(dir.join("demo")).unwrap()).unwrap().unwrap();
         assert_eq!((crates.root.name.as_str(), crates.linked.len()), ("demo", 1));
         assert_eq!(crates.linked[0].purl().as_deref(), Some("pkg:cargo/libc@0.2.177"));
+    }
+
+    #[test]
+    fn a_zlib_bomb_is_refused_in_a_short_message() {
+        let dir = keel_test_support::scratch_dir(std::env::temp_dir().join("keel-sbom-tests"), "auditable-bomb");
+        let bomb = miniz_oxide::deflate::compress_to_vec_zlib(&vec![b' '; 2 * MAX_GRAPH_BYTES], 10);
+        std::fs::write(dir.join("bomb.z"), bomb).unwrap();
+        let section = format!("{SECTION}={}", dir.join("bomb.z").display());
+        keel_test_support::run("objcopy", &["--add-section", &section, "/usr/bin/true", dir.join("bomb").to_str().unwrap()]);
+        let error = linked_crates(&std::fs::read(dir.join("bomb")).unwrap()).unwrap_err();
+        let message = format!("{error:#}");
+        assert!(message.contains("does not inflate (HasMoreOutput)"), "{}", &message[..message.len().min(200)]);
+        assert!(message.len() < 200, "{} bytes", message.len());
     }
 
     #[test]
