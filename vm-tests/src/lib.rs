@@ -66,9 +66,10 @@ pub fn generic_kernel() -> anyhow::Result<&'static Kernel> {
 
 /// Downloads and unpacks the kernel the Debian package `meta_package` points at, once;
 /// later calls find it in the cache. depmod makes modules.dep (the package leaves that to
-/// its install script). The package's control data is kept at `root/DEBIAN/control`, as
-/// `dpkg-deb -R` lays it out: dpkg never installs this kernel, so that is what tells an
-/// initrd's SBOM the package and version its modules come from.
+/// its install script). The package's control data is kept at `root/DEBIAN` (`control`,
+/// `md5sums`), as `dpkg-deb -R` lays it out: dpkg never installs this kernel, so that is what
+/// tells an initrd's SBOM the package and version its modules come from, and that they are
+/// the package's own bytes.
 fn kernel_of(meta_package: &str) -> anyhow::Result<Kernel> {
     let depends = run(Command::new("apt-cache").args(["depends", meta_package]))?;
     let package = depends
@@ -79,7 +80,8 @@ fn kernel_of(meta_package: &str) -> anyhow::Result<Kernel> {
     let version = package.trim_start_matches("linux-image-").to_string();
     let dir = work_dir().join("kernel").join(&package);
     let kernel = Kernel { vmlinuz: dir.join(format!("root/boot/vmlinuz-{version}")), modules_dir: dir.join(format!("root/lib/modules/{version}")) };
-    if dir.join("ready").exists() && dir.join("root").join(keel_sbom::kernel::CONTROL_PATH).is_file() {
+    let control_data = [keel_sbom::kernel::CONTROL_PATH, keel_sbom::kernel::MD5SUMS_PATH];
+    if dir.join("ready").exists() && control_data.iter().all(|path| dir.join("root").join(path).is_file()) {
         return Ok(kernel);
     }
     let _ = std::fs::remove_dir_all(&dir);

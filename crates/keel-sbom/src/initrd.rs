@@ -3,7 +3,7 @@
 
 use crate::auditable::linked_crates;
 use crate::dpkg::{DebPackage, DpkgDatabase};
-use crate::kernel::unpacked_kernel_package;
+use crate::kernel::UnpackedKernel;
 use crate::provenance::{input_name, ResolvedDependency};
 use crate::spdx::{Node, Package, Purpose, Sbom, SbomFile};
 use crate::{portable_path, sha256_hex, Digests, KEEL_VERSION};
@@ -62,7 +62,7 @@ pub fn initrd_sbom(file_name: &str, bytes: &[u8], compression: &str, files: &[Pa
     artifact.comment = Some(format!("a keel initrd: newc cpio, compression {compression}; built by keel {KEEL_VERSION}"));
     let mut sbom = Sbom::new(file_name, artifact);
     let mut warnings = Vec::new();
-    let mut kernels: BTreeMap<PathBuf, Option<DebPackage>> = BTreeMap::new();
+    let mut kernels: BTreeMap<PathBuf, Option<UnpackedKernel>> = BTreeMap::new();
     for file in files {
         let digests = Digests::of(file.data);
         let mut comment = None;
@@ -77,19 +77,18 @@ pub fn initrd_sbom(file_name: &str, bytes: &[u8], compression: &str, files: &[Pa
                 None
             }
             Source::KernelModule { modules_dir, file: module } => {
-                let package = match kernels.get(modules_dir) {
-                    Some(package) => package.clone(),
-                    None => {
-                        let package = unpacked_kernel_package(modules_dir)?;
-                        kernels.insert(modules_dir.clone(), package.clone());
-                        package
-                    }
+                let kernel = match kernels.entry(modules_dir.clone()) {
+                    std::collections::btree_map::Entry::Occupied(known) => known.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(new) => new.insert(UnpackedKernel::find(modules_dir)?),
                 };
-                let package = package.or_else(|| dpkg.owner(&absolute(module)).cloned());
+                let package = match kernel {
+                    Some(kernel) => kernel.package_of(module, file.data).cloned(),
+                    None => dpkg.owner(&absolute(module)).cloned().ok_or_else(|| UNOWNED.to_string()),
+                };
                 debian_origin(&mut sbom, package, file.path, &mut comment, &mut warnings)
             }
             Source::Host { path_in_root, .. } => {
-                let package = dpkg.owner(path_in_root).cloned();
+                let package = dpkg.owner(path_in_root).cloned().ok_or_else(|| UNOWNED.to_string());
                 debian_origin(&mut sbom, package, file.path, &mut comment, &mut warnings)
             }
         };
@@ -102,20 +101,26 @@ fn absolute(path: &Path) -> String {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()).to_string_lossy().to_string()
 }
 
-/// The Debian package as an SPDX package the artifact contains, or a note that no package
-/// owns the file.
+/// Why a file of the host or a module of an installed kernel has no package.
+const UNOWNED: &str =
+    "no Debian package owns it (dpkg's database of the build root does not list it, and no package control data is kept beside its tree)";
+
+/// The Debian package as an SPDX package the artifact contains, or a note saying why no
+/// package is credited with the file.
 fn debian_origin(
     sbom: &mut Sbom,
-    package: Option<DebPackage>,
+    package: Result<DebPackage, String>,
     path: &str,
     comment: &mut Option<String>,
     warnings: &mut Vec<String>,
 ) -> Option<usize> {
-    let Some(package) = package else {
-        let note = "NOASSERTION: no Debian package owns this file (dpkg's database of the build root does not list it, and no package control data is kept beside its tree)";
-        *comment = Some(note.to_string());
-        warnings.push(format!("/{path}: no Debian package owns it; its SBOM entry says NOASSERTION"));
-        return None;
+    let package = match package {
+        Ok(package) => package,
+        Err(why) => {
+            *comment = Some(format!("NOASSERTION: {why}"));
+            warnings.push(format!("/{path}: {why}; its SBOM entry says NOASSERTION"));
+            return None;
+        }
     };
     let index = sbom.package(debian_package(&package));
     sbom.relate(Node::Artifact, "CONTAINS", Node::Package(index));
@@ -199,6 +204,32 @@ mod tests {
     use serde_json::Value;
 
     #[test]
+    fn only_the_modules_the_kernel_package_shipped_are_credited_to_it() {
+        let dir = scratch_dir(std::env::temp_dir().join("keel-sbom-tests"), "initrd-kernel-md5sums");
+        let modules_dir = dir.join("lib/modules/6.1.0-test");
+        std::fs::create_dir_all(dir.join("DEBIAN")).unwrap();
+        let control = "Package: linux-image-6.1.0-test\nVersion: 6.1.999-1\nArchitecture: amd64\n";
+        std::fs::write(dir.join(crate::kernel::CONTROL_PATH), control).unwrap();
+        // `printf shipped | md5sum`
+        let md5sums = "8407efe4e76e884909955a5e7293661e  lib/modules/6.1.0-test/kernel/shipped.ko\n";
+        std::fs::write(dir.join(crate::kernel::MD5SUMS_PATH), md5sums).unwrap();
+        let source = |name: &str| Source::KernelModule { modules_dir: modules_dir.clone(), file: modules_dir.join(name) };
+        let (shipped, dkms) = (source("kernel/shipped.ko"), source("updates/dkms/added.ko"));
+        let files = [
+            PackedFile { path: "lib/modules/6.1.0-test/kernel/shipped.ko", data: b"shipped", source: &shipped },
+            PackedFile { path: "lib/modules/6.1.0-test/updates/dkms/added.ko", data: b"added", source: &dkms },
+        ];
+        let described = initrd_sbom("initrd.img", b"initrd", "zstd", &files, &DpkgDatabase::default()).unwrap();
+        let names: Vec<&str> = described.sbom.packages.iter().map(|package| package.name.as_str()).collect();
+        assert_eq!(names, ["linux-image-6.1.0-test"]);
+        assert!(described.sbom.relationships.contains(&(Node::Package(0), "CONTAINS", Node::File(0))));
+        assert!(!described.sbom.relationships.contains(&(Node::Package(0), "CONTAINS", Node::File(1))));
+        assert_eq!(described.warnings.len(), 1, "{:?}", described.warnings);
+        assert!(described.warnings[0].starts_with("/lib/modules/6.1.0-test/updates/dkms/added.ko: linux-image-6.1.0-test did not ship it"));
+        assert!(described.sbom.files[1].comment.as_deref().unwrap_or_default().starts_with("NOASSERTION: linux-image-6.1.0-test did not ship it"));
+    }
+
+    #[test]
     fn a_file_no_package_owns_is_noassertion_with_a_note_and_a_warning() {
         let dir = scratch_dir(std::env::temp_dir().join("keel-sbom-tests"), "initrd-unowned");
         let (host, module) = (Source::Host { path_in_root: "/usr/sbin/mkfs.ext4".into(), host_path: "/usr/sbin/mkfs.ext4".into() }, dir.join("m.ko"));
@@ -214,7 +245,7 @@ mod tests {
         assert!(described.sbom.packages.is_empty(), "a guessed package: {:?}", described.sbom.packages);
         let text = described.sbom.to_spdx_json(0);
         let document: Value = serde_json::from_str(&text).unwrap();
-        assert!(document["files"][0]["comment"].as_str().unwrap().starts_with("NOASSERTION: no Debian package owns this file"));
+        assert!(document["files"][0]["comment"].as_str().unwrap().starts_with("NOASSERTION: no Debian package owns it"));
 
         let path = dir.join("initrd.img.spdx.json");
         std::fs::write(&path, text).unwrap();

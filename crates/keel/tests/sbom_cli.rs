@@ -19,13 +19,15 @@ const KERNEL_PACKAGE: &str = "linux-image-6.1.0-test";
 const KERNEL_PACKAGE_VERSION: &str = "6.1.999-1";
 
 /// A kernel unpacked from its package as the VM tests unpack Debian's (`dpkg-deb -x`, with
-/// the control data at DEBIAN/control).
+/// the control data at DEBIAN/control and DEBIAN/md5sums).
 fn unpacked_kernel(dir: &Path) -> PathBuf {
     let root = dir.join("kernel-root");
     let modules = fake_kernel_modules(&root);
     std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
     let control = format!("Package: {KERNEL_PACKAGE}\nSource: linux-signed-amd64\nVersion: {KERNEL_PACKAGE_VERSION}\nArchitecture: amd64\n");
     std::fs::write(root.join("DEBIAN/control"), control).unwrap();
+    let md5sums = run("sh", &["-c", &format!("cd {} && find lib -name '*.ko' | sort | xargs md5sum", root.display())]);
+    std::fs::write(root.join("DEBIAN/md5sums"), md5sums).unwrap();
     modules
 }
 
