@@ -23,17 +23,73 @@ pub struct DebPackage {
 }
 
 impl DebPackage {
-    /// Package URL as the purl specification spells Debian's (`pkg:deb/debian/NAME@VERSION?arch=ARCH`).
-    pub fn purl(&self) -> String {
-        format!("pkg:deb/debian/{}@{}?arch={}", purl_escape(&self.name), purl_escape(&self.version), purl_escape(&self.architecture))
-    }
-
     /// The package a control file (`DEBIAN/control` of `dpkg-deb -e`, a status stanza)
     /// describes.
     pub fn from_control(text: &str) -> anyhow::Result<DebPackage> {
         let fields = stanza_fields(text);
         let field = |name: &str| fields.get(name).map(|value| value.to_string()).with_context(|| format!("the control data has no {name} field"));
         Ok(DebPackage { name: field("Package")?, version: field("Version")?, architecture: field("Architecture")? })
+    }
+}
+
+/// The distribution a build root runs, from its os-release: what a Debian package's purl and
+/// supplier say. The same `.deb` name and version may come from Debian, Ubuntu or a
+/// derivative, and scanners look packages up in the advisories of the distribution and release
+/// the purl names (syft writes `pkg:deb/debian/NAME@VERSION?arch=amd64&distro=debian-12`;
+/// Grype skips a `pkg:deb` purl without `distro`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Distro {
+    /// os-release's `ID` (`debian`, `ubuntu`); None when the root has no os-release.
+    pub id: Option<String>,
+    /// `VERSION_ID` (`12`), else `VERSION_CODENAME` (Debian's testing and sid have no number).
+    pub release: Option<String>,
+}
+
+impl Distro {
+    /// `ROOT/etc/os-release`, else `ROOT/usr/lib/os-release`, as systemd looks for it.
+    pub fn read(root: &Path) -> anyhow::Result<Distro> {
+        for path in [root.join("etc/os-release"), root.join("usr/lib/os-release")] {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => return Ok(Distro::from_os_release(&text)),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
+            }
+        }
+        Ok(Distro::default())
+    }
+
+    pub fn from_os_release(text: &str) -> Distro {
+        let fields: BTreeMap<&str, &str> = text
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(name, value)| (name.trim(), value.trim().trim_matches(|c| c == '"' || c == '\'')))
+            .filter(|(_, value)| !value.is_empty())
+            .collect();
+        let field = |name: &str| fields.get(name).map(|value| value.to_string());
+        Distro { id: field("ID"), release: field("VERSION_ID").or_else(|| field("VERSION_CODENAME")) }
+    }
+
+    /// The package's purl (`pkg:deb/debian/NAME@VERSION?arch=ARCH&distro=debian-12`), None
+    /// when the root does not say which distribution it is.
+    pub fn purl(&self, package: &DebPackage) -> Option<String> {
+        let id = self.id.as_deref()?;
+        let mut purl = format!(
+            "pkg:deb/{}/{}@{}?arch={}",
+            purl_escape(id),
+            purl_escape(&package.name),
+            purl_escape(&package.version),
+            purl_escape(&package.architecture)
+        );
+        if let Some(release) = &self.release {
+            purl += &format!("&distro={}-{}", purl_escape(id), purl_escape(release));
+        }
+        Some(purl)
+    }
+
+    /// SPDX's supplier of the root's packages: Debian only when the root says it is Debian;
+    /// a derivative's packages are its own (None: NOASSERTION).
+    pub fn supplier(&self) -> Option<String> {
+        (self.id.as_deref() == Some("debian")).then(|| "Organization: Debian".to_string())
     }
 }
 
@@ -62,11 +118,12 @@ fn stanza_fields(stanza: &str) -> BTreeMap<&str, &str> {
         .collect()
 }
 
-/// The installed packages of one root and the files each one owns.
+/// The installed packages of one root, the files each one owns, and the distribution.
 #[derive(Debug, Default)]
 pub struct DpkgDatabase {
     /// By the path key of each file a package's list names.
     owners: BTreeMap<String, DebPackage>,
+    pub distro: Distro,
 }
 
 impl DpkgDatabase {
@@ -75,8 +132,9 @@ impl DpkgDatabase {
     pub fn read(root: &Path) -> anyhow::Result<DpkgDatabase> {
         let dpkg_dir = root.join("var/lib/dpkg");
         let status_path = dpkg_dir.join("status");
+        let distro = Distro::read(root)?;
         if !status_path.exists() {
-            return Ok(DpkgDatabase::default());
+            return Ok(DpkgDatabase { owners: BTreeMap::new(), distro });
         }
         let status = read_bounded(&status_path, MAX_STATUS_BYTES)?;
         let mut installed: BTreeMap<(String, String), DebPackage> = BTreeMap::new();
@@ -109,7 +167,7 @@ impl DpkgDatabase {
                 owners.insert(path_key(path), package.clone());
             }
         }
-        Ok(DpkgDatabase { owners })
+        Ok(DpkgDatabase { owners, distro })
     }
 
     /// The package that owns `path` (absolute, as seen from the database's root), whichever
@@ -160,6 +218,8 @@ mod tests {
         std::fs::write(info.join("e2fsprogs.list"), "/.\n/sbin\n/sbin/mkfs.ext4\n").unwrap();
         std::fs::write(info.join("libc6:amd64.list"), "/usr/lib/x86_64-linux-gnu/libc.so.6\n").unwrap();
         std::fs::write(info.join("gone.list"), "/usr/bin/gone\n").unwrap();
+        std::fs::create_dir_all(dir.join("usr/lib")).unwrap();
+        std::fs::write(dir.join("usr/lib/os-release"), "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n").unwrap();
     }
 
     #[test]
@@ -170,9 +230,24 @@ mod tests {
         assert_eq!(database.owner("/usr/sbin/mkfs.ext4").map(|p| p.name.as_str()), Some("e2fsprogs"));
         assert_eq!(database.owner("/sbin/mkfs.ext4").map(|p| p.version.as_str()), Some("1.47.0-2"));
         let libc = database.owner("/lib/x86_64-linux-gnu/libc.so.6").unwrap();
-        assert_eq!(libc.purl(), "pkg:deb/debian/libc6@2.36-9%2Bdeb12u14?arch=amd64");
+        assert_eq!(database.distro.purl(libc).unwrap(), "pkg:deb/debian/libc6@2.36-9%2Bdeb12u14?arch=amd64&distro=debian-12");
         let stub = DebPackage { name: "systemd-boot-efi".into(), version: "1:252.39-1~deb12u2".into(), architecture: "amd64".into() };
-        assert_eq!(stub.purl(), "pkg:deb/debian/systemd-boot-efi@1%3A252.39-1~deb12u2?arch=amd64");
+        let purl = database.distro.purl(&stub).unwrap();
+        assert_eq!(purl, "pkg:deb/debian/systemd-boot-efi@1%3A252.39-1~deb12u2?arch=amd64&distro=debian-12");
+    }
+
+    #[test]
+    fn the_purl_and_supplier_are_the_roots_distribution() {
+        let libc = DebPackage { name: "libc6".into(), version: "2.39-0ubuntu8".into(), architecture: "amd64".into() };
+        let ubuntu = Distro::from_os_release("NAME=\"Ubuntu\"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID=\"24.04\"\nVERSION_CODENAME=noble\n");
+        assert_eq!(ubuntu.purl(&libc).unwrap(), "pkg:deb/ubuntu/libc6@2.39-0ubuntu8?arch=amd64&distro=ubuntu-24.04");
+        assert_eq!(ubuntu.supplier(), None, "Ubuntu's packages are not Debian's");
+        let sid =
+            Distro::from_os_release("PRETTY_NAME=\"Debian GNU/Linux trixie/sid\"\nNAME=\"Debian GNU/Linux\"\nVERSION_CODENAME=trixie\nID=debian\n");
+        assert_eq!(sid.purl(&libc).unwrap(), "pkg:deb/debian/libc6@2.39-0ubuntu8?arch=amd64&distro=debian-trixie");
+        assert_eq!(sid.supplier().as_deref(), Some("Organization: Debian"));
+        assert_eq!(Distro::default().purl(&libc), None, "a root that does not say what it is");
+        assert_eq!(Distro::default().supplier(), None);
     }
 
     #[test]
@@ -197,5 +272,8 @@ mod tests {
         let owner = database.owner("/usr/sbin/mkfs.ext4").unwrap();
         assert_eq!(owner.name, "e2fsprogs");
         assert_eq!(owner.version, run("dpkg-query", &["-W", "-f", "${Version}", "e2fsprogs"]));
+        let os_release = std::fs::read_to_string("/etc/os-release").unwrap();
+        assert_eq!(database.distro, Distro::from_os_release(&os_release));
+        assert!(database.distro.id.is_some());
     }
 }

@@ -85,11 +85,11 @@ pub fn initrd_sbom(file_name: &str, bytes: &[u8], compression: &str, files: &[Pa
                     Some(kernel) => kernel.package_of(module, file.data).cloned(),
                     None => dpkg.owner(&absolute(module)).cloned().ok_or_else(|| UNOWNED.to_string()),
                 };
-                debian_origin(&mut sbom, package, file.path, &mut comment, &mut warnings)
+                debian_origin(&mut sbom, package, dpkg, file.path, &mut comment, &mut warnings)
             }
             Source::Host { path_in_root, .. } => {
                 let package = dpkg.owner(path_in_root).cloned().ok_or_else(|| UNOWNED.to_string());
-                debian_origin(&mut sbom, package, file.path, &mut comment, &mut warnings)
+                debian_origin(&mut sbom, package, dpkg, file.path, &mut comment, &mut warnings)
             }
         };
         sbom.file(SbomFile { path: file.path.to_string(), digests, comment }, origin);
@@ -110,6 +110,7 @@ const UNOWNED: &str =
 fn debian_origin(
     sbom: &mut Sbom,
     package: Result<DebPackage, String>,
+    dpkg: &DpkgDatabase,
     path: &str,
     comment: &mut Option<String>,
     warnings: &mut Vec<String>,
@@ -122,15 +123,19 @@ fn debian_origin(
             return None;
         }
     };
-    let index = sbom.package(debian_package(&package));
+    let index = sbom.package(debian_package(&package, dpkg));
     sbom.relate(Node::Artifact, "CONTAINS", Node::Package(index));
     Some(index)
 }
 
-pub(crate) fn debian_package(package: &DebPackage) -> Package {
+/// The package as the SPDX package of the build root's distribution.
+fn debian_package(package: &DebPackage, dpkg: &DpkgDatabase) -> Package {
     let mut spdx = Package::new(&package.name, Some(&package.version), Purpose::Install);
-    spdx.supplier = Some("Organization: Debian".to_string());
-    spdx.purl = Some(package.purl());
+    spdx.supplier = dpkg.distro.supplier();
+    spdx.purl = dpkg.distro.purl(package);
+    if spdx.purl.is_none() {
+        spdx.comment = Some("NOASSERTION for its purl and supplier: the build root has no os-release to say its distribution".to_string());
+    }
     spdx
 }
 
@@ -178,8 +183,8 @@ pub fn initrd_inputs(files: &[PackedFile], extra: &[PathBuf], base: &Path, dpkg:
     for file in files {
         let name = match file.source {
             // dpkg's database is the build root's: ask it by the path in that root.
-            Source::Host { path_in_root, host_path } => match dpkg.owner(path_in_root) {
-                Some(package) => format!("{}#{}", package.purl(), path_in_root.trim_start_matches('/')),
+            Source::Host { path_in_root, host_path } => match dpkg.owner(path_in_root).and_then(|package| dpkg.distro.purl(package)) {
+                Some(purl) => format!("{purl}#{}", path_in_root.trim_start_matches('/')),
                 None => portable_path(host_path, base),
             },
             Source::Generated => continue,

@@ -18,7 +18,7 @@ pub mod provenance;
 pub mod spdx;
 
 pub use auditable::{linked_crates, Crate, LinkedCrates};
-pub use dpkg::{DebPackage, DpkgDatabase};
+pub use dpkg::{DebPackage, Distro, DpkgDatabase};
 pub use provenance::{Provenance, ResolvedDependency};
 pub use spdx::{Node, Package, Purpose, Sbom, SbomFile};
 

@@ -83,7 +83,7 @@ pub fn tool(program: &str, dpkg: &DpkgDatabase) -> anyhow::Result<Option<Resolve
 }
 
 /// How the provenance names an input file: a file a Debian package owns by the package's
-/// purl with the file as subpath (`pkg:deb/debian/e2fsprogs@1.47.0-2?arch=amd64#usr/sbin/mkfs.ext4`),
+/// purl with the file as subpath (`pkg:deb/debian/e2fsprogs@1.47.0-2?arch=amd64&distro=debian-12#usr/sbin/mkfs.ext4`),
 /// so a reader knows where it came from, not only where it was; any other file by its
 /// path, relative to the build directory `base` where it is below it.
 pub fn input_name(path: &Path, base: &Path, dpkg: &DpkgDatabase) -> String {
@@ -92,8 +92,8 @@ pub fn input_name(path: &Path, base: &Path, dpkg: &DpkgDatabase) -> String {
         // A program reached through a link (`/usr/bin/x` → `/etc/alternatives/x` → ...) is
         // owned under its target's name.
         let real = || std::fs::canonicalize(path).ok().and_then(|real| dpkg.owner(&real.to_string_lossy()).cloned());
-        if let Some(package) = dpkg.owner(&text).cloned().or_else(real) {
-            return format!("{}#{}", package.purl(), text.trim_start_matches('/'));
+        if let Some(purl) = dpkg.owner(&text).cloned().or_else(real).and_then(|package| dpkg.distro.purl(&package)) {
+            return format!("{purl}#{}", text.trim_start_matches('/'));
         }
     }
     portable_path(path, base)

@@ -128,6 +128,12 @@ fn origin_of(sbom: &Value, name: &str) -> Option<(String, String)> {
     Some((package["name"].as_str().unwrap().to_string(), package["versionInfo"].as_str().unwrap_or("NOASSERTION").to_string()))
 }
 
+/// The build host's distribution as its purls name it (`debian-12`), from /etc/os-release.
+fn host_distro() -> String {
+    let fields = |name: &str| run("sh", &["-c", &format!(". /etc/os-release && printf %s \"${name}\"")]);
+    format!("{}-{}", fields("ID"), fields("VERSION_ID"))
+}
+
 fn debian_version(package: &str) -> String {
     run("dpkg-query", &["-W", "-f", "${Version}", package])
 }
@@ -154,8 +160,9 @@ fn the_initrd_sbom_lists_every_packed_file_with_its_digest_and_origin() {
     assert_eq!(origin_of(&sbom, &module), Some((KERNEL_PACKAGE.into(), KERNEL_PACKAGE_VERSION.into())));
     assert_eq!(origin_of(&sbom, "etc/keel/image.json"), None, "keel writes it: only the initrd contains it");
     let kernel = sbom["packages"].as_array().unwrap().iter().find(|p| p["name"] == KERNEL_PACKAGE).unwrap();
-    let purl = format!("pkg:deb/debian/{KERNEL_PACKAGE}@{KERNEL_PACKAGE_VERSION}?arch=amd64");
+    let purl = format!("pkg:deb/debian/{KERNEL_PACKAGE}@{KERNEL_PACKAGE_VERSION}?arch=amd64&distro={}", host_distro());
     assert_eq!(kernel["externalRefs"][0]["referenceLocator"], purl);
+    assert_eq!(kernel["supplier"], "Organization: Debian");
 
     // keel's test binary was built without cargo-auditable: said, not guessed.
     assert!(output.contains("WARNING: /init was built without cargo-auditable"), "{output}");
@@ -211,7 +218,11 @@ fn the_provenance_names_each_output_and_input_with_its_digest() {
     for expected in ["keel-init", "disk.json", dm_verity.to_str().unwrap(), modules.join("modules.dep").to_str().unwrap()] {
         assert!(input_names.contains(&expected), "{expected} is not among the inputs {input_names:?}");
     }
-    let libc = format!("pkg:deb/debian/libc6@{}?arch=amd64#lib/x86_64-linux-gnu/libc.so.6", debian_version("libc6").replace('+', "%2B"));
+    let libc = format!(
+        "pkg:deb/debian/libc6@{}?arch=amd64&distro={}#lib/x86_64-linux-gnu/libc.so.6",
+        debian_version("libc6").replace('+', "%2B"),
+        host_distro()
+    );
     assert!(input_names.contains(&libc.as_str()), "{libc} is not among the inputs {input_names:?}");
     assert!(zstd, "the compressor is not among the inputs {input_names:?}");
     let command = statement["predicate"]["buildDefinition"]["externalParameters"]["command"].as_array().unwrap();
