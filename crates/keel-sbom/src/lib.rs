@@ -22,6 +22,7 @@ pub use dpkg::{DebPackage, Distro, DpkgDatabase};
 pub use provenance::{Provenance, ResolvedDependency};
 pub use spdx::{Node, Package, Purpose, Sbom, SbomFile};
 
+use anyhow::Context;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -82,9 +83,32 @@ pub fn portable_path(path: &Path, base: &Path) -> String {
     relative.to_string_lossy().to_string()
 }
 
-/// The build's epoch: `SOURCE_DATE_EPOCH` when it is set to a number, else 0.
-pub fn source_date_epoch() -> u64 {
-    std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|value| value.parse().ok()).unwrap_or(0)
+/// 9999-12-31T23:59:59Z: SPDX's creation time is an RFC 3339 time of four-digit years, and
+/// validators refuse a document from year 10000.
+pub const MAX_EPOCH: u64 = 253_402_300_799;
+
+/// The variable reproducible builds take their time from.
+pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+
+/// A build's epoch as given (`SOURCE_DATE_EPOCH`, `--epoch`): decimal seconds since 1970, no
+/// sign, at most `MAX_EPOCH`. The one parser of both, so both refuse the same text.
+pub fn parse_epoch(text: &str) -> anyhow::Result<u64> {
+    anyhow::ensure!(
+        !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()),
+        "{text:?} is not a whole number of seconds since 1970-01-01T00:00:00Z"
+    );
+    let epoch: u64 = text.parse().map_err(|_| anyhow::anyhow!("{text} seconds is past 9999-12-31T23:59:59Z ({MAX_EPOCH})"))?;
+    anyhow::ensure!(epoch <= MAX_EPOCH, "{text} seconds is past 9999-12-31T23:59:59Z ({MAX_EPOCH}): SPDX has no later time");
+    Ok(epoch)
+}
+
+/// `SOURCE_DATE_EPOCH` as the build must use it: None when it is not set, an error naming the
+/// variable when it is set to anything `parse_epoch` refuses (the reproducible-builds
+/// specification: a malformed value fails the build rather than being ignored).
+pub fn source_date_epoch() -> anyhow::Result<Option<u64>> {
+    let Some(value) = std::env::var_os(SOURCE_DATE_EPOCH) else { return Ok(None) };
+    let text = value.to_str().with_context(|| format!("{SOURCE_DATE_EPOCH} is not UTF-8"))?;
+    parse_epoch(text).with_context(|| format!("{SOURCE_DATE_EPOCH}={text:?}: set it to seconds since 1970, or unset it")).map(Some)
 }
 
 #[cfg(test)]
@@ -96,6 +120,22 @@ mod tests {
         assert_eq!(portable_path(Path::new("/build/a/disk.json"), Path::new("/build/a")), "disk.json");
         assert_eq!(portable_path(Path::new("/var/cache/modules"), Path::new("/build/a")), "/var/cache/modules");
         assert_eq!(portable_path(Path::new("out/initrd.img"), Path::new("/build/a")), "out/initrd.img");
+    }
+
+    #[test]
+    fn an_epoch_is_plain_decimal_seconds_up_to_year_9999() {
+        assert_eq!(parse_epoch("0").unwrap(), 0);
+        assert_eq!(parse_epoch("1700000000").unwrap(), 1_700_000_000);
+        assert_eq!(parse_epoch("253402300799").unwrap(), MAX_EPOCH);
+        assert_eq!(keel_ignition::apply::rfc3339_utc(MAX_EPOCH), "9999-12-31T23:59:59Z");
+        for malformed in ["", "-5", "+5", "1e9", " 5", "5s", "0x10"] {
+            let error = parse_epoch(malformed).unwrap_err().to_string();
+            assert!(error.contains("is not a whole number of seconds"), "{malformed:?}: {error}");
+        }
+        for too_late in ["253402300800", "99999999999999999999999"] {
+            let error = parse_epoch(too_late).unwrap_err().to_string();
+            assert!(error.contains("past 9999-12-31T23:59:59Z"), "{too_late}: {error}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ use keel_disk::{Guid, LayoutSizes, SectorSize};
 use keel_image::{EspFile, Slot};
 use keel_manifest::ImageManifest;
 use keel_verity::{encode_hex, HashAlgorithm, HashType};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
@@ -18,9 +19,10 @@ pub enum ImageCommand {
 }
 
 impl ImageCommand {
-    pub fn run(self) -> anyhow::Result<()> {
+    /// `arguments`: the command line after `keel`, as given, for the provenance.
+    pub fn run(self, arguments: &[OsString]) -> anyhow::Result<()> {
         match self {
-            ImageCommand::Build(args) => image_build(&args),
+            ImageCommand::Build(args) => image_build(&args, arguments),
         }
     }
 }
@@ -35,9 +37,10 @@ pub enum InitrdCommand {
 }
 
 impl InitrdCommand {
-    pub fn run(self) -> anyhow::Result<()> {
+    /// `arguments`: the command line after `keel`, as given, for the provenance.
+    pub fn run(self, arguments: &[OsString]) -> anyhow::Result<()> {
         match self {
-            InitrdCommand::Build(args) => initrd_build(&args),
+            InitrdCommand::Build(args) => initrd_build(&args, arguments),
         }
     }
 }
@@ -72,7 +75,7 @@ pub struct ImageArgs {
     #[arg(long, value_name = "GUID", value_parser = Guid::parse, default_value = keel_disk::IMAGE_DISK_GUID)]
     disk_guid: Guid,
     /// the time every file gets, in seconds since 1970 [default: $SOURCE_DATE_EPOCH, else 0]
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = keel_sbom::parse_epoch)]
     epoch: Option<u64>,
     /// the disk's logical sector size: the partition tables and the ESP are made for it
     #[arg(long, value_name = "512|4096", default_value = "512")]
@@ -208,17 +211,14 @@ pub struct UkiOptions {
     content: InitrdContent,
 }
 
-fn image_build(args: &ImageArgs) -> anyhow::Result<()> {
+fn image_build(args: &ImageArgs, arguments: &[OsString]) -> anyhow::Result<()> {
+    let invocation = crate::sbom::Invocation::new("image", arguments, args.epoch)?;
     let sizes = LayoutSizes {
         esp: args.esp_mib << 20,
         usr: args.usr_mib << 20,
         oem: args.oem_mib << 20,
         root: args.root_mib << 20,
         ..LayoutSizes::default()
-    };
-    let epoch = match args.epoch {
-        Some(epoch) => epoch,
-        None => std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
     };
     let spec = keel_image::ImageSpec {
         usr_tree: args.usr.clone(),
@@ -229,7 +229,7 @@ fn image_build(args: &ImageArgs) -> anyhow::Result<()> {
         sector_size: args.sector_size,
         output: args.output.clone(),
         disk_guid: args.disk_guid,
-        epoch,
+        epoch: invocation.epoch,
         verity: keel_image::VerityLayout {
             algorithm: args.verity_hash,
             hash_type: args.verity_format,
@@ -248,7 +248,7 @@ fn image_build(args: &ImageArgs) -> anyhow::Result<()> {
     };
     let prepared = keel_image::prepare(&spec)?;
     let mut written = vec![args.output.clone()];
-    let result = write_image(args, prepared, uki.as_ref(), epoch, &mut written);
+    let result = write_image(args, prepared, uki.as_ref(), &invocation, &mut written);
     if result.is_err() {
         // Nothing half-made is left behind, nor a manifest beside an image it does not describe.
         for path in &written {
@@ -313,7 +313,7 @@ fn write_image(
     args: &ImageArgs,
     prepared: keel_image::PreparedImage,
     uki: Option<&UkiPlan>,
-    epoch: u64,
+    invocation: &crate::sbom::Invocation,
     written: &mut Vec<PathBuf>,
 ) -> anyhow::Result<String> {
     let manifest_path = args.manifest.clone().unwrap_or_else(|| args.output.with_extension("json"));
@@ -331,7 +331,7 @@ fn write_image(
         report += &format!("{name} root hash: {}\n", encode_hex(&manifest.usr.root_hash));
         if let Some(plan) = uki {
             let tree = if slot == Slot::A { &args.usr } else { args.usr_b.as_ref().context("USR-B was built without a tree")? };
-            let uki = slot_uki(args, plan, slot, (manifest, &path, json.as_bytes()), tree, written)?;
+            let uki = slot_uki(args, plan, slot, (manifest, &path, json.as_bytes()), tree, invocation, written)?;
             report += &format!("{name} UKI:       {}\n", uki.display());
             if slot == Slot::A {
                 esp_files.push(EspFile { path: ESP_REMOVABLE_PATH.to_string(), source: uki.clone() });
@@ -358,7 +358,7 @@ fn write_image(
         oem_tree: args.oem.as_deref(),
         inputs: uki_inputs.chain(uki.map(|_| &args.uki.stub)).collect(),
         outputs: written.iter().filter(|path| **path != args.output).cloned().collect(),
-        epoch,
+        invocation,
     };
     written.extend([keel_sbom::sbom_path(&args.output), keel_sbom::provenance_path(&args.output)]);
     report += &crate::sbom::write_image_documents(&documents)?;
@@ -379,6 +379,7 @@ fn slot_uki(
     slot: Slot,
     manifest: (&ImageManifest, &Path, &[u8]),
     tree: &Path,
+    invocation: &crate::sbom::Invocation,
     written: &mut Vec<PathBuf>,
 ) -> anyhow::Result<PathBuf> {
     let (manifest, manifest_path, manifest_json) = manifest;
@@ -387,8 +388,8 @@ fn slot_uki(
     let initrd_path = args.output.with_extension(format!("{name}.initrd"));
     written.extend([initrd_path.clone(), keel_sbom::sbom_path(&initrd_path), keel_sbom::provenance_path(&initrd_path)]);
     let manifest_file = (manifest_path, manifest_json);
-    write_initrd(manifest.clone(), manifest_file, plan.init, plan.modules, &options.content, &initrd_path)
-        .with_context(|| format!("{name}'s initrd"))?;
+    let initrd = InitrdInputs { init: plan.init, modules_dir: plan.modules, content: &options.content, invocation };
+    write_initrd(manifest.clone(), manifest_file, &initrd, &initrd_path).with_context(|| format!("{name}'s initrd"))?;
     let os_release = match &options.os_release {
         Some(path) => std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
         None => tree_os_release(tree)?.unwrap_or_else(|| format!("NAME={0}\nID={0}\n", args.os).into_bytes()),
@@ -413,28 +414,31 @@ fn tree_os_release(tree: &Path) -> anyhow::Result<Option<Vec<u8>>> {
     }
 }
 
-fn initrd_build(args: &InitrdArgs) -> anyhow::Result<()> {
+fn initrd_build(args: &InitrdArgs, arguments: &[OsString]) -> anyhow::Result<()> {
     // A mistyped option is refused before any file is read, whatever else is wrong.
     args.content.formats()?;
+    let invocation = crate::sbom::Invocation::new("initrd", arguments, None)?;
     let manifest_path = args.manifest.display();
     let manifest_text = std::fs::read_to_string(&args.manifest).with_context(|| format!("cannot read {manifest_path}"))?;
     let manifest = ImageManifest::from_json(&manifest_text).with_context(|| format!("in {manifest_path}"))?;
     let manifest_file = (args.manifest.as_path(), manifest_text.as_bytes());
-    write_initrd(manifest, manifest_file, &args.init, &args.kernel_modules, &args.content, &args.output)
+    let initrd = InitrdInputs { init: &args.init, modules_dir: &args.kernel_modules, content: &args.content, invocation: &invocation };
+    write_initrd(manifest, manifest_file, &initrd, &args.output)
+}
+
+/// What an initrd is built from besides its manifest, and the build that makes it.
+struct InitrdInputs<'a> {
+    init: &'a Path,
+    modules_dir: &'a Path,
+    content: &'a InitrdContent,
+    invocation: &'a crate::sbom::Invocation,
 }
 
 /// Builds the initrd of `manifest` (from `manifest_file`: its path and bytes) with `content`
 /// at `output`, with its SBOM and provenance, and says what it chose. A failed build leaves
 /// none of the three at their names.
-fn write_initrd(
-    manifest: ImageManifest,
-    manifest_file: (&Path, &[u8]),
-    init: &Path,
-    modules_dir: &Path,
-    content: &InitrdContent,
-    output: &Path,
-) -> anyhow::Result<()> {
-    let report = build_initrd(manifest, manifest_file, init, modules_dir, content, output);
+fn write_initrd(manifest: ImageManifest, manifest_file: (&Path, &[u8]), inputs: &InitrdInputs, output: &Path) -> anyhow::Result<()> {
+    let report = build_initrd(manifest, manifest_file, inputs, output);
     match report {
         Ok(report) => crate::print_out(&report),
         Err(error) => {
@@ -444,14 +448,8 @@ fn write_initrd(
     }
 }
 
-fn build_initrd(
-    manifest: ImageManifest,
-    manifest_file: (&Path, &[u8]),
-    init: &Path,
-    modules_dir: &Path,
-    content: &InitrdContent,
-    output: &Path,
-) -> anyhow::Result<String> {
+fn build_initrd(manifest: ImageManifest, manifest_file: (&Path, &[u8]), inputs: &InitrdInputs, output: &Path) -> anyhow::Result<String> {
+    let InitrdInputs { init, modules_dir, content, invocation } = *inputs;
     let (root_filesystems, mkfs_formats) = content.formats()?;
     let spec = keel_initrd::InitrdSpec {
         init: init.to_path_buf(),
@@ -472,6 +470,7 @@ fn build_initrd(
         report += &format!("{warning}\n");
     }
     let documents = crate::sbom::InitrdBuild {
+        invocation,
         output,
         bytes: &bytes,
         packed: &packed,

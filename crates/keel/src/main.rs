@@ -64,11 +64,12 @@ enum Command {
 }
 
 impl Command {
-    fn run(self) -> anyhow::Result<()> {
+    /// `arguments`: the command line after `keel`, which the builders' provenance records.
+    fn run(self, arguments: &[std::ffi::OsString]) -> anyhow::Result<()> {
         match self {
             Command::Verity(command) => command.run(),
-            Command::Image(command) => command.run(),
-            Command::Initrd(command) => command.run(),
+            Command::Image(command) => command.run(arguments),
+            Command::Initrd(command) => command.run(arguments),
             Command::Uki(command) => command.run(),
             Command::Ignition(command) => command.run(),
             Command::Dm(command) => command.run(),
@@ -91,8 +92,9 @@ pub(crate) fn print_out(text: &str) -> anyhow::Result<()> {
 }
 
 fn main() {
-    let cli = Cli::try_parse().unwrap_or_else(|error| exit_on_parse_error(error));
-    if let Err(error) = cli.command.run() {
+    let arguments: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = Cli::try_parse_from(&arguments).unwrap_or_else(|error| exit_on_parse_error(error));
+    if let Err(error) = cli.command.run(arguments.get(1..).unwrap_or_default()) {
         eprintln!("keel: {error:#}");
         let corrupt = error.chain().any(|cause| matches!(cause.downcast_ref(), Some(VerityError::Corrupt(_))));
         std::process::exit(if corrupt { EXIT_CORRUPT } else { EXIT_FAILURE });

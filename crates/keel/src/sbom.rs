@@ -8,6 +8,7 @@ use keel_manifest::ImageManifest;
 use keel_sbom::image::UsrSlot;
 use keel_sbom::provenance::{input_name, tool};
 use keel_sbom::{portable_path, provenance_path, sbom_path, sha256_hex, DpkgDatabase, Provenance, ResolvedDependency};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 /// The module directory's index files `keel initrd build` reads to choose what to pack.
@@ -15,8 +16,46 @@ const MODULE_INDEX_FILES: [&str; 4] = ["modules.dep", "modules.softdep", "module
 /// The host programs `keel image build` makes filesystems with: they decide the image's bytes.
 const IMAGE_TOOLS: [&str; 4] = ["mkfs.ext4", "debugfs", "mkfs.vfat", "mcopy"];
 
+/// The build a document is about: the command as given, the epoch every document of the
+/// build uses, and where that epoch came from. An image build's slot initrds are made by the
+/// image build, so their provenance names it, not an `initrd build` that never ran.
+pub struct Invocation {
+    /// `initrd` or `image`: the provenance's build type.
+    pub kind: &'static str,
+    /// The arguments after `keel`, as given.
+    pub arguments: Vec<OsString>,
+    pub epoch: u64,
+    /// `SOURCE_DATE_EPOCH` when it set the epoch; an `--epoch` is among the arguments already.
+    pub epoch_from_environment: Option<u64>,
+}
+
+impl Invocation {
+    /// `given_epoch` (an `--epoch`) wins over `SOURCE_DATE_EPOCH`, which is then not read;
+    /// neither means 0.
+    pub fn new(kind: &'static str, arguments: &[OsString], given_epoch: Option<u64>) -> anyhow::Result<Invocation> {
+        let from_environment = match given_epoch {
+            Some(_) => None,
+            None => keel_sbom::source_date_epoch()?,
+        };
+        let epoch = given_epoch.or(from_environment).unwrap_or(0);
+        Ok(Invocation { kind, arguments: arguments.to_vec(), epoch, epoch_from_environment: from_environment })
+    }
+
+    fn provenance(&self, base: &Path, inputs: Vec<ResolvedDependency>, outputs: Vec<ResolvedDependency>) -> Provenance {
+        let environment = self.epoch_from_environment.map(|epoch| (keel_sbom::SOURCE_DATE_EPOCH.to_string(), epoch.to_string()));
+        Provenance {
+            kind: self.kind,
+            arguments: portable_arguments(&self.arguments, base),
+            environment: environment.into_iter().collect(),
+            inputs,
+            outputs,
+        }
+    }
+}
+
 /// What the documents of one initrd build need to know besides the packed tree.
 pub struct InitrdBuild<'a> {
+    pub invocation: &'a Invocation,
     pub output: &'a Path,
     pub bytes: &'a [u8],
     pub packed: &'a keel_initrd::Packed,
@@ -44,8 +83,7 @@ pub fn initrd_documents(build: &InitrdBuild) -> anyhow::Result<InitrdDocuments> 
     let files = build.packed.files()?;
     let file_name = file_name(build.output);
     let described = keel_sbom::initrd::initrd_sbom(&file_name, build.bytes, build.compression.name(), &files, &dpkg)?;
-    let epoch = keel_sbom::source_date_epoch();
-    let sbom_text = described.sbom.to_spdx_json(epoch);
+    let sbom_text = described.sbom.to_spdx_json(build.invocation.epoch);
     let sbom_file = sbom_path(build.output);
 
     let extra: Vec<PathBuf> = MODULE_INDEX_FILES.iter().map(|name| build.modules_dir.join(name)).filter(|path| path.is_file()).collect();
@@ -56,7 +94,7 @@ pub fn initrd_documents(build: &InitrdBuild) -> anyhow::Result<InitrdDocuments> 
         inputs.extend(tool(program, &dpkg)?);
     }
     let outputs = vec![output_digest(build.output, build.bytes, &base), output_digest(&sbom_file, sbom_text.as_bytes(), &base)];
-    let provenance = Provenance { kind: "initrd", arguments: arguments(&base), environment: environment(epoch), inputs, outputs };
+    let provenance = build.invocation.provenance(&base, inputs, outputs);
     let mut report: String = described.warnings.iter().map(|warning| format!("{warning}\n")).collect();
     report += &documents_report(&sbom_file, &described.sbom, &provenance_path(build.output));
     Ok(InitrdDocuments { sbom: sbom_text, provenance: provenance.to_json(), report })
@@ -125,7 +163,7 @@ pub struct ImageBuild<'a> {
     pub inputs: Vec<&'a PathBuf>,
     /// What the build wrote besides the image (manifests; UKIs with their initrds and those initrds' documents).
     pub outputs: Vec<PathBuf>,
-    pub epoch: u64,
+    pub invocation: &'a Invocation,
 }
 
 /// Writes the image's SBOM and provenance, measured from the image as written; returns the
@@ -142,7 +180,7 @@ pub fn write_image_documents(build: &ImageBuild) -> anyhow::Result<String> {
         anyhow::Ok((contents?, image_sha256??))
     })?;
     let sbom = keel_sbom::image::image_sbom(&file_name(build.output), &image_sha256, &contents);
-    let sbom_text = sbom.to_spdx_json(build.epoch);
+    let sbom_text = sbom.to_spdx_json(build.invocation.epoch);
     let sbom_file = sbom_path(build.output);
 
     let dpkg = DpkgDatabase::read(Path::new("/")).context("reading dpkg's database for the provenance")?;
@@ -162,7 +200,7 @@ pub fn write_image_documents(build: &ImageBuild) -> anyhow::Result<String> {
         outputs.push(file_digest(file, &base)?);
     }
     outputs.push(output_digest(&sbom_file, sbom_text.as_bytes(), &base));
-    let provenance = Provenance { kind: "image", arguments: arguments(&base), environment: environment(build.epoch), inputs, outputs };
+    let provenance = build.invocation.provenance(&base, inputs, outputs);
     let provenance_file = provenance_path(build.output);
     write_together(&[(&sbom_file, sbom_text.as_bytes()), (&provenance_file, provenance.to_json().as_bytes())])?;
     Ok(documents_report(&sbom_file, &sbom, &provenance_file))
@@ -187,9 +225,9 @@ fn output_digest(path: &Path, bytes: &[u8], base: &Path) -> ResolvedDependency {
 
 /// The command's arguments after `keel`, each path below the build directory made relative
 /// (`--output=/build/x` too), so the provenance names no build directory.
-fn arguments(base: &Path) -> Vec<String> {
-    std::env::args_os()
-        .skip(1)
+fn portable_arguments(arguments: &[OsString], base: &Path) -> Vec<String> {
+    arguments
+        .iter()
         .map(|argument| {
             let text = argument.to_string_lossy().to_string();
             match text.split_once('=') {
@@ -198,10 +236,6 @@ fn arguments(base: &Path) -> Vec<String> {
             }
         })
         .collect()
-}
-
-fn environment(epoch: u64) -> Vec<(String, String)> {
-    vec![("SOURCE_DATE_EPOCH".to_string(), epoch.to_string())]
 }
 
 #[cfg(test)]

@@ -34,9 +34,11 @@ struct Changed<'a> {
     cmdline: &'a str,
     modules: Option<&'a str>,
     esp_mib: &'a str,
+    /// Options added at the end.
+    extra: &'a [&'a str],
 }
 
-const AS_BUILT: Changed = Changed { cmdline: "console=ttyS0", modules: None, esp_mib: ESP_MIB };
+const AS_BUILT: Changed = Changed { cmdline: "console=ttyS0", modules: None, esp_mib: ESP_MIB, extra: &[] };
 
 /// Two /usr trees, a kernel and its modules, keel-init's stand-in and a signing key.
 fn inputs(name: &str) -> Inputs {
@@ -80,6 +82,7 @@ fn image_build(inputs: &Inputs, changed: &Changed) -> std::process::Output {
     args.extend(["--esp-mib".into(), changed.esp_mib.into(), "--usr-b".into(), path("usr-b"), "--uki-kernel".into(), path("vmlinuz")]);
     args.extend(["--uki-init".into(), path("keel-init"), "--uki-kernel-modules".into(), modules, "--uki-cmdline".into(), changed.cmdline.into()]);
     args.extend(["--sign-key".into(), path("db.key"), "--sign-cert".into(), path("db.crt")]);
+    args.extend(changed.extra.iter().map(|option| option.to_string()));
     keel(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
@@ -95,6 +98,41 @@ fn esp_file(image: &Path, path: &str) -> Vec<u8> {
 fn root_hash(manifest: &Path) -> String {
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
     json["usr"]["root_hash"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn each_slots_initrd_documents_name_the_image_build_and_its_epoch() {
+    let inputs = inputs("uki-cli-slot-documents");
+    stdout_of(image_build(&inputs, &Changed { extra: &["--epoch", "99"], ..AS_BUILT }));
+    let json = |name: &str| -> serde_json::Value { serde_json::from_slice(&std::fs::read(inputs.dir.join(name)).unwrap()).unwrap() };
+    for document in ["disk.img.spdx.json", "disk.usr-a.initrd.spdx.json", "disk.usr-b.initrd.spdx.json"] {
+        assert_eq!(json(document)["creationInfo"]["created"], "1970-01-01T00:01:39Z", "{document}: --epoch 99");
+    }
+    for document in ["disk.img.intoto.json", "disk.usr-a.initrd.intoto.json", "disk.usr-b.initrd.intoto.json"] {
+        let definition = json(document)["predicate"]["buildDefinition"].clone();
+        assert_eq!(definition["buildType"], "https://keel.invalid/build/image/v1", "{document}");
+        let command = definition["externalParameters"]["command"].as_array().unwrap().clone();
+        assert_eq!(command[..3], ["keel", "image", "build"], "{document}");
+        assert_eq!(command[command.len() - 2..], ["--epoch", "99"], "{document}");
+        // The epoch is an argument: no SOURCE_DATE_EPOCH was read, whatever the environment holds.
+        assert_eq!(definition["externalParameters"]["environment"], serde_json::json!({}), "{document}");
+    }
+}
+
+#[test]
+fn a_malformed_or_too_late_epoch_is_refused_by_name() {
+    let dir = scratch_dir(env!("CARGO_TARGET_TMPDIR"), "uki-cli-epochs");
+    std::fs::create_dir_all(dir.join("usr")).unwrap();
+    let (usr, image) = (dir.join("usr"), dir.join("disk.img"));
+    let build = [&["image", "build", "--usr", usr.to_str().unwrap(), "--output", image.to_str().unwrap()][..], &SIZES].concat();
+    for malformed in ["-5", "1e9", "253402300800"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_keel")).args(&build).env("SOURCE_DATE_EPOCH", malformed).output().unwrap();
+        let error = failure_of(output);
+        assert!(error.contains(&format!("SOURCE_DATE_EPOCH=\"{malformed}\"")), "{error}");
+        let error = failure_of(keel(&[&build[..], &[&format!("--epoch={malformed}")]].concat()));
+        assert!(error.contains("--epoch"), "{error}");
+    }
+    assert!(!image.exists(), "nothing is built with an epoch the documents cannot hold");
 }
 
 #[test]
