@@ -163,7 +163,7 @@ impl Sbom {
             "dataLicense": "CC0-1.0",
             "SPDXID": "SPDXRef-DOCUMENT",
             "name": self.artifact_file_name,
-            "documentNamespace": self.namespace(),
+            "documentNamespace": self.namespace(epoch),
             "creationInfo": {
                 "created": rfc3339_utc(epoch),
                 "creators": [format!("Tool: keel-{KEEL_VERSION}")],
@@ -197,10 +197,11 @@ impl Sbom {
         Some(hex(&Sha1::digest(sha1s.concat().as_bytes())))
     }
 
-    /// Unique per content, the same for the same content: the artifact's digest, and a
-    /// digest of everything the document says of it.
-    fn namespace(&self) -> String {
-        let summary = format!("{:?}{:?}{:?}{:?}", self.artifact, self.packages, self.files, self.relationships);
+    /// Unique per document, the same for the same document: the artifact's digest, and a
+    /// digest of everything the document says of it, its creation time included (SPDX: two
+    /// documents never share a namespace, and one artifact described at two times is two).
+    fn namespace(&self, epoch: u64) -> String {
+        let summary = format!("{epoch}{:?}{:?}{:?}{:?}", self.artifact, self.packages, self.files, self.relationships);
         let artifact = self.artifact.sha256.as_deref().unwrap_or("NOASSERTION");
         format!("{KEEL_URI}/spdx/{}/{artifact}-{}", sanitize(&self.artifact_file_name), sha256_hex(summary.as_bytes()))
     }
@@ -309,6 +310,13 @@ mod tests {
         other.files[0].digests = Digests::of(b"another libc");
         assert_eq!(namespace(&example()), namespace(&example()));
         assert_ne!(namespace(&example()), namespace(&other));
+    }
+
+    #[test]
+    fn one_content_created_at_two_times_is_two_namespaces() {
+        let namespace = |epoch: u64| serde_json::from_str::<Value>(&example().to_spdx_json(epoch)).unwrap()["documentNamespace"].clone();
+        assert_eq!(namespace(5), namespace(5));
+        assert_ne!(namespace(5), namespace(6));
     }
 
     #[test]
