@@ -48,16 +48,9 @@ pub struct UsrSlot<'a> {
 }
 
 /// Measures `image` (partition table in `sector_size` sectors), whose /usr slots are
-/// `slots`: the ESP's files are read back with mtools, and `oem_tree` (what `--oem` packed)
-/// gives OEM's. `scratch` is a directory the ESP's files are copied into while they are
-/// hashed; it is removed again.
-pub fn measure_image(
-    image: &Path,
-    sector_size: SectorSize,
-    slots: &[UsrSlot],
-    oem_tree: Option<&Path>,
-    scratch: &Path,
-) -> anyhow::Result<ImageContents> {
+/// `slots`: the ESP's files are read back with mtools (into a directory of their own beside
+/// the image, removed again), and `oem_tree` (what `--oem` packed) gives OEM's.
+pub fn measure_image(image: &Path, sector_size: SectorSize, slots: &[UsrSlot], oem_tree: Option<&Path>) -> anyhow::Result<ImageContents> {
     let mut file = File::open(image).with_context(|| format!("cannot open {}", image.display()))?;
     let gpt = read_gpt(&mut file, sector_size).with_context(|| format!("reading the partition table of {}", image.display()))?;
     let mut contents = ImageContents::default();
@@ -78,7 +71,7 @@ pub fn measure_image(
             measured.sha256 = Some(sha256_of_range(&mut file, start, length).with_context(|| format!("hashing {}", partition.name))?);
             measured.verity_root_hash = slot.map(|slot| hex(&slot.usr.root_hash));
             if measured.filesystem.as_deref() == Some("vfat") {
-                measured.files = fat_files(image, start, scratch)?;
+                measured.files = fat_files(image, start)?;
             } else if let Some(tree) = oem_tree.filter(|_| partition.name == "OEM") {
                 measured.files = tree_files(tree)?;
             }
@@ -144,20 +137,44 @@ impl std::io::Write for HashWriter<'_> {
 }
 
 /// The files of the FAT at `offset` of `image`, copied out with mtools (which read FAT as
-/// the firmware does) into `scratch` and hashed there.
-fn fat_files(image: &Path, offset: u64, scratch: &Path) -> anyhow::Result<Vec<(String, Digests)>> {
-    let _ = std::fs::remove_dir_all(scratch);
-    std::fs::create_dir_all(scratch).with_context(|| format!("cannot make {}", scratch.display()))?;
+/// the firmware does) into a fresh directory and hashed there.
+fn fat_files(image: &Path, offset: u64) -> anyhow::Result<Vec<(String, Digests)>> {
+    let scratch = ScratchDir::beside(image)?;
     let mut source = image.as_os_str().to_os_string();
     source.push(format!("@@{offset}"));
-    let output = Command::new("mcopy").arg("-s").arg("-n").arg("-i").arg(&source).arg("::/").arg(scratch).output();
-    let files = match output {
-        Ok(output) if output.status.success() => tree_files(scratch),
+    let output = Command::new("mcopy").arg("-s").arg("-n").arg("-i").arg(&source).arg("::/").arg(&scratch.0).output();
+    match output {
+        Ok(output) if output.status.success() => tree_files(&scratch.0),
         Ok(output) => Err(anyhow::anyhow!("mcopy could not read the ESP of {}: {}", image.display(), String::from_utf8_lossy(&output.stderr).trim())),
         Err(error) => Err(anyhow::anyhow!("cannot run mcopy (mtools reads the ESP for the SBOM): {error}")),
-    };
-    let _ = std::fs::remove_dir_all(scratch);
-    files
+    }
+}
+
+/// A directory this process made, removed with everything in it when dropped. It is made
+/// beside the image (the ESP's files, UKIs included, may not fit in a small /tmp) under a
+/// name no one else has: `create_dir` fails on an existing one, so a directory keel did not
+/// make is never used, nor removed.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn beside(image: &Path) -> anyhow::Result<ScratchDir> {
+        let name = image.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        for attempt in 0..100 {
+            let path = image.with_file_name(format!(".{name}.esp-{}-{attempt}", std::process::id()));
+            match std::fs::create_dir(&path) {
+                Ok(()) => return Ok(ScratchDir(path)),
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(error) => return Err(error).with_context(|| format!("cannot make {} to read the ESP into", path.display())),
+            }
+        }
+        bail!("cannot make a directory beside {} to read the ESP into: 100 names taken", image.display())
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The regular files below `root`, each with its path relative to it, sorted; a symlink is

@@ -170,12 +170,11 @@ pub struct ImageBuild<'a> {
 /// lines that say where.
 pub fn write_image_documents(build: &ImageBuild) -> anyhow::Result<String> {
     let base = build_directory()?;
-    let scratch = keel_sbom::beside(build.output, "sbom-esp");
     let slots: Vec<UsrSlot> = build.slots.iter().map(|(partition, manifest)| UsrSlot { partition, usr: &manifest.usr }).collect();
     // The whole image's digest and the partitions' are gigabytes of hashing each: one core each.
     let (contents, image_sha256) = std::thread::scope(|scope| {
         let image_sha256 = scope.spawn(|| keel_sbom::image::sha256_of_file(build.output));
-        let contents = keel_sbom::image::measure_image(build.output, build.sector_size, &slots, build.oem_tree, &scratch);
+        let contents = keel_sbom::image::measure_image(build.output, build.sector_size, &slots, build.oem_tree);
         let image_sha256 = image_sha256.join().map_err(|_| anyhow::anyhow!("hashing {} panicked", build.output.display()));
         anyhow::Ok((contents?, image_sha256??))
     })?;

@@ -290,3 +290,17 @@ fn a_failed_rebuild_leaves_no_initrd_beside_documents_of_another() {
         std::fs::read_dir(&build).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().ends_with(".tmp")).collect();
     assert!(temporaries.is_empty(), "{temporaries:?}");
 }
+
+#[test]
+fn reading_the_esp_back_leaves_a_directory_it_did_not_make_alone() {
+    let dir = scratch_dir(env!("CARGO_TARGET_TMPDIR"), "sbom-esp-scratch");
+    let modules = unpacked_kernel(&dir);
+    // The name the ESP's files were once copied into, then removed with whatever it held.
+    std::fs::create_dir_all(dir.join("build/disk.img.sbom-esp")).unwrap();
+    std::fs::write(dir.join("build/disk.img.sbom-esp/keep"), "mine").unwrap();
+    build_in(&dir.join("build"), &modules);
+    assert_eq!(std::fs::read_to_string(dir.join("build/disk.img.sbom-esp/keep")).unwrap(), "mine");
+    let left: Vec<_> =
+        std::fs::read_dir(dir.join("build")).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().starts_with('.')).collect();
+    assert!(left.is_empty(), "scratch directories left: {left:?}");
+}
