@@ -11,6 +11,8 @@ use keel_manifest::UsrImage;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -202,17 +204,109 @@ pub fn tree_files(root: &Path) -> anyhow::Result<Vec<(String, Digests)>> {
     Ok(files)
 }
 
-/// One digest for a whole tree: SHA-256 over each entry's relative path and the SHA-256 of
-/// its contents, sorted. What the provenance names an input directory by.
+/// One digest for a whole tree, the provenance's name for an input directory: SHA-256 over
+/// one line per entry, the root and every directory included, sorted by path, each with what
+/// `mkfs.ext4 -d` copies into the filesystem: type, permission bits (setuid and sticky
+/// too), owner, group, extended attributes (names and values, sorted: file capabilities,
+/// SELinux labels), and the contents' SHA-256, a link's target or a device's number. A
+/// chmod, chown, setfattr or a new empty directory changes the image, so it changes this.
 pub fn tree_digest(root: &Path) -> anyhow::Result<String> {
-    let listing: String = tree_files(root)?.iter().map(|(path, digests)| format!("{} {path}\n", digests.sha256)).collect();
-    Ok(sha256_hex(listing.as_bytes()))
+    let mut lines = Vec::new();
+    let mut pending: Vec<PathBuf> = vec![root.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path).with_context(|| format!("cannot stat {}", path.display()))?;
+        let kind = meta.file_type();
+        let contents = if kind.is_dir() {
+            for entry in std::fs::read_dir(&path).with_context(|| format!("cannot read {}", path.display()))? {
+                pending.push(entry.with_context(|| format!("cannot read {}", path.display()))?.path());
+            }
+            "directory".to_string()
+        } else if kind.is_symlink() {
+            let target = std::fs::read_link(&path).with_context(|| format!("cannot read the link {}", path.display()))?;
+            format!("symlink {}", hex(target.as_os_str().as_encoded_bytes()))
+        } else if kind.is_file() {
+            format!("file {}", sha256_of_file(&path)?)
+        } else {
+            use std::os::unix::fs::FileTypeExt;
+            let special = if kind.is_block_device() {
+                "block"
+            } else if kind.is_char_device() {
+                "char"
+            } else if kind.is_fifo() {
+                "fifo"
+            } else {
+                "socket"
+            };
+            format!("{special} {}", meta.rdev())
+        };
+        let relative = path.strip_prefix(root).unwrap_or(&path);
+        let xattrs: String = xattrs(&path)?.iter().map(|(name, value)| format!(" {}={}", hex(name), hex(value))).collect();
+        let line = format!(
+            "{} {contents} mode={:o} uid={} gid={}{xattrs}\n",
+            hex(relative.as_os_str().as_encoded_bytes()),
+            meta.mode() & 0o7777,
+            meta.uid(),
+            meta.gid()
+        );
+        lines.push(line);
+    }
+    lines.sort();
+    Ok(sha256_hex(lines.concat().as_bytes()))
+}
+
+/// The extended attributes of `path` itself (not a link's target), sorted by name.
+fn xattrs(path: &Path) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let context = || format!("cannot read the extended attributes of {}", path.display());
+    let mut names = vec![0; rustix::fs::llistxattr_query(path).with_context(context)?];
+    let length = rustix::fs::llistxattr(path, &mut names[..]).with_context(context)?;
+    names.truncate(length);
+    let mut attributes = Vec::new();
+    for name in names.split(|byte| *byte == 0).filter(|name| !name.is_empty()) {
+        let name = std::ffi::OsStr::from_bytes(name);
+        let mut value = vec![0; rustix::fs::lgetxattr_query(path, name).with_context(context)?];
+        let length = rustix::fs::lgetxattr(path, name, &mut value[..]).with_context(context)?;
+        value.truncate(length);
+        attributes.push((name.as_bytes().to_vec(), value));
+    }
+    attributes.sort();
+    Ok(attributes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use keel_test_support::scratch_dir;
+
+    #[test]
+    fn a_tree_digest_changes_with_a_mode_an_owner_an_xattr_or_an_empty_directory() {
+        let dir = scratch_dir(std::env::temp_dir().join("keel-sbom-tests"), "sbom-tree-metadata");
+        let tree = dir.join("t");
+        std::fs::create_dir_all(tree.join("bin")).unwrap();
+        std::fs::write(tree.join("bin/ping"), "ping").unwrap();
+        let mut seen = vec![tree_digest(&tree).unwrap()];
+        let mut changed = |what: &str| {
+            let digest = tree_digest(&tree).unwrap();
+            assert!(!seen.contains(&digest), "{what} left the digest as it was");
+            seen.push(digest);
+        };
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tree.join("bin/ping"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+        changed("setuid");
+        std::fs::set_permissions(tree.join("bin"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        changed("a directory's mode");
+        // The tests run as root, as mkfs and loop devices need.
+        std::os::unix::fs::lchown(tree.join("bin/ping"), Some(1), Some(1)).unwrap();
+        changed("chown");
+        rustix::fs::lsetxattr(tree.join("bin/ping"), "user.keel", b"cap", rustix::fs::XattrFlags::empty()).unwrap();
+        changed("setfattr");
+        rustix::fs::lsetxattr(tree.join("bin/ping"), "user.keel", b"cap2", rustix::fs::XattrFlags::empty()).unwrap();
+        changed("an xattr's value");
+        std::fs::create_dir(tree.join("empty")).unwrap();
+        changed("an empty directory");
+        std::os::unix::fs::symlink("ping", tree.join("bin/link")).unwrap();
+        changed("a symlink");
+        assert_eq!(tree_digest(&tree).unwrap(), *seen.last().unwrap(), "the same tree, the same digest");
+    }
 
     #[test]
     fn a_tree_digest_changes_with_a_name_or_a_byte() {
