@@ -270,7 +270,8 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     (0..hex.len()).step_by(2).map(|index| u8::from_str_radix(hex.get(index..index + 2)?, 16).ok()).collect()
 }
 
-pub(crate) fn encode_hex(bytes: &[u8]) -> String {
+/// Lower-case hex, as hashes are written in configs.
+pub fn encode_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 

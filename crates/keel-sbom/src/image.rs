@@ -109,32 +109,35 @@ pub fn image_sbom(file_name: &str, image_sha256: &str, contents: &ImageContents)
 
 fn sha256_of_range(file: &mut File, start: u64, length: u64) -> anyhow::Result<String> {
     file.seek(SeekFrom::Start(start))?;
-    let mut hash = Sha256::new();
-    let copied = std::io::copy(&mut file.take(length), &mut HashWriter(&mut hash))?;
-    if copied != length {
-        bail!("the image ends {} bytes early", length - copied);
+    let (sha256, read) = sha256_of_reader(file.take(length))?;
+    if read != length {
+        bail!("the image ends {} bytes early", length - read);
     }
-    Ok(hex(&hash.finalize()))
+    Ok(sha256)
 }
 
 /// SHA-256 of a whole file, read in pieces (an image is gigabytes).
 pub fn sha256_of_file(path: &Path) -> anyhow::Result<String> {
-    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut hash = Sha256::new();
-    std::io::copy(&mut file, &mut HashWriter(&mut hash)).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(hex(&hash.finalize()))
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let (sha256, _) = sha256_of_reader(file).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(sha256)
 }
 
-struct HashWriter<'a>(&'a mut Sha256);
-
-impl std::io::Write for HashWriter<'_> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.update(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+/// SHA-256 of everything `reader` gives, and how many bytes that was.
+fn sha256_of_reader(mut reader: impl Read) -> std::io::Result<(String, u64)> {
+    let mut hash = Sha256::new();
+    let mut buffer = vec![0; 1 << 20];
+    let mut total = 0;
+    loop {
+        match reader.read(&mut buffer) {
+            Ok(0) => return Ok((hex(&hash.finalize()), total)),
+            Ok(read) => {
+                hash.update(buffer.get(..read).unwrap_or_default());
+                total += read as u64;
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        }
     }
 }
 

@@ -48,13 +48,9 @@ impl Digests {
     }
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
+/// keel-ignition's, which every digest of keel's builders and Ignition's hash checks share.
+pub use keel_ignition::apply::sha256_hex;
+pub use keel_ignition::resource::encode_hex as hex;
 
 /// Where a document about `output` goes: `initrd.img` → `initrd.img.spdx.json` with
 /// `suffix` `spdx.json`.

@@ -277,7 +277,8 @@ fn execute_op(root: &Root, op: &Op) -> Result<(), OpError> {
     }
 }
 
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+/// SHA-256 in lower-case hex, as Ignition writes and checks hashes (keel-sbom's digests too).
+pub fn sha256_hex(bytes: &[u8]) -> String {
     resource::encode_hex(&Sha256::digest(bytes))
 }
 
