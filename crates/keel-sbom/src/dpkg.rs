@@ -1,6 +1,7 @@
 //! Which Debian package a file of the build host comes from, read from dpkg's own
-//! database (`var/lib/dpkg/status` and `var/lib/dpkg/info/*.list`) under a root, the way
-//! `dpkg -S` answers, without running dpkg: the builder may look at another system's root.
+//! database (`var/lib/dpkg/status`, `var/lib/dpkg/info/*.list`, `var/lib/dpkg/diversions`)
+//! under a root, the way `dpkg -S` answers, without running dpkg: the builder may look at
+//! another system's root.
 
 use anyhow::{bail, Context};
 use std::collections::BTreeMap;
@@ -121,10 +122,22 @@ fn stanza_fields(stanza: &str) -> BTreeMap<&str, &str> {
 /// The installed packages of one root, the files each one owns, and the distribution.
 #[derive(Debug, Default)]
 pub struct DpkgDatabase {
-    /// By the path key of each file a package's list names.
-    owners: BTreeMap<String, DebPackage>,
+    /// By the path key of each file the lists name, every package that claims it (after
+    /// diversions): one, or more when packages conflict (directories, which many share, too).
+    claims: BTreeMap<String, Vec<DebPackage>>,
     pub distro: Distro,
 }
+
+/// One `dpkg-divert`: the file a package ships at `from` is at `to` instead, unless the
+/// package is the one that diverted it (`by`; `:` for the administrator).
+struct Diversion {
+    to: String,
+    by: String,
+}
+
+/// Why a file has no package, when no list names it.
+const UNOWNED: &str =
+    "no Debian package owns it (dpkg's database of the build root does not list it, and no package control data is kept beside its tree)";
 
 impl DpkgDatabase {
     /// Reads the database under `root` (`/` for the build host). A root without dpkg gives an
@@ -134,7 +147,7 @@ impl DpkgDatabase {
         let status_path = dpkg_dir.join("status");
         let distro = Distro::read(root)?;
         if !status_path.exists() {
-            return Ok(DpkgDatabase { owners: BTreeMap::new(), distro });
+            return Ok(DpkgDatabase { claims: BTreeMap::new(), distro });
         }
         let status = read_bounded(&status_path, MAX_STATUS_BYTES)?;
         let mut installed: BTreeMap<(String, String), DebPackage> = BTreeMap::new();
@@ -147,7 +160,8 @@ impl DpkgDatabase {
                 installed.insert((package.name.clone(), package.architecture.clone()), package);
             }
         }
-        let mut owners = BTreeMap::new();
+        let diversions = read_diversions(&dpkg_dir.join("diversions"))?;
+        let mut claims: BTreeMap<String, Vec<DebPackage>> = BTreeMap::new();
         let info_dir = dpkg_dir.join("info");
         let mut lists: Vec<_> = std::fs::read_dir(&info_dir)
             .with_context(|| format!("cannot read {}", info_dir.display()))?
@@ -164,17 +178,58 @@ impl DpkgDatabase {
             };
             let Some(package) = package else { continue };
             for path in read_bounded(&list, MAX_LIST_BYTES)?.lines() {
-                owners.insert(path_key(path), package.clone());
+                let mut key = path_key(path);
+                if let Some(diversion) = diversions.get(&key).filter(|diversion| diversion.by != package.name) {
+                    key = diversion.to.clone();
+                }
+                let claimants = claims.entry(key).or_default();
+                if !claimants.contains(package) {
+                    claimants.push(package.clone());
+                }
             }
         }
-        Ok(DpkgDatabase { owners, distro })
+        Ok(DpkgDatabase { claims, distro })
     }
 
     /// The package that owns `path` (absolute, as seen from the database's root), whichever
-    /// side of merged /usr either of them names.
+    /// side of merged /usr either of them names; None when none does or two claim it.
     pub fn owner(&self, path: &str) -> Option<&DebPackage> {
-        self.owners.get(&path_key(path))
+        match self.claims.get(&path_key(path)).map(Vec::as_slice) {
+            Some([package]) => Some(package),
+            _ => None,
+        }
     }
+
+    /// Why `owner` has no package for `path`, for the SBOM's note.
+    pub fn why_unowned(&self, path: &str) -> String {
+        match self.claims.get(&path_key(path)) {
+            Some(claimants) if claimants.len() > 1 => {
+                let names: Vec<&str> = claimants.iter().map(|package| package.name.as_str()).collect();
+                format!("packages {} all claim it in dpkg's database, and no diversion says which ships it", names.join(", "))
+            }
+            _ => UNOWNED.to_string(),
+        }
+    }
+}
+
+/// `diversions`: three lines each, the diverted path, where it went, and the package that
+/// diverted it; by the diverted path's key.
+fn read_diversions(path: &Path) -> anyhow::Result<BTreeMap<String, Diversion>> {
+    if !path.exists() {
+        return Ok(BTreeMap::new());
+    }
+    let text = read_bounded(path, MAX_LIST_BYTES)?;
+    let lines: Vec<&str> = text.lines().collect();
+    if !lines.len().is_multiple_of(3) {
+        bail!("{} has {} lines, not three per diversion: not dpkg's diversions file", path.display(), lines.len());
+    }
+    Ok(lines
+        .chunks_exact(3)
+        .filter_map(|entry| match entry {
+            [from, to, by] => Some((path_key(from), Diversion { to: path_key(to), by: by.to_string() })),
+            _ => None,
+        })
+        .collect())
 }
 
 /// The path with merged /usr folded in: `/lib/x/y` and `/usr/lib/x/y` are one file on a
@@ -212,12 +267,18 @@ mod tests {
             dir.join("var/lib/dpkg/status"),
             "Package: e2fsprogs\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.47.0-2\nDescription: ext2/ext3/ext4\n tools\n\n\
              Package: libc6\nStatus: install ok installed\nArchitecture: amd64\nMulti-Arch: same\nVersion: 2.36-9+deb12u14\n\n\
-             Package: gone\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1.0\n",
+             Package: gone\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1.0\n\n\
+             Package: fancy-mkfs\nStatus: install ok installed\nArchitecture: amd64\nVersion: 2\n\n\
+             Package: other-mkfs\nStatus: install ok installed\nArchitecture: amd64\nVersion: 3\n",
         )
         .unwrap();
-        std::fs::write(info.join("e2fsprogs.list"), "/.\n/sbin\n/sbin/mkfs.ext4\n").unwrap();
+        std::fs::write(info.join("e2fsprogs.list"), "/.\n/sbin\n/sbin/mkfs.ext4\n/sbin/mkfs.ext3\n").unwrap();
         std::fs::write(info.join("libc6:amd64.list"), "/usr/lib/x86_64-linux-gnu/libc.so.6\n").unwrap();
         std::fs::write(info.join("gone.list"), "/usr/bin/gone\n").unwrap();
+        std::fs::write(info.join("fancy-mkfs.list"), "/usr/sbin\n/usr/sbin/mkfs.ext3\n/usr/sbin/mkfs.both\n").unwrap();
+        std::fs::write(info.join("other-mkfs.list"), "/usr/sbin/mkfs.both\n").unwrap();
+        // fancy-mkfs moved e2fsprogs' mkfs.ext3 aside and ships its own at the name.
+        std::fs::write(dir.join("var/lib/dpkg/diversions"), "/sbin/mkfs.ext3\n/sbin/mkfs.ext3.e2fsprogs\nfancy-mkfs\n").unwrap();
         std::fs::create_dir_all(dir.join("usr/lib")).unwrap();
         std::fs::write(dir.join("usr/lib/os-release"), "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n").unwrap();
     }
@@ -248,6 +309,25 @@ mod tests {
         assert_eq!(sid.supplier().as_deref(), Some("Organization: Debian"));
         assert_eq!(Distro::default().purl(&libc), None, "a root that does not say what it is");
         assert_eq!(Distro::default().supplier(), None);
+    }
+
+    #[test]
+    fn a_diverted_file_belongs_to_the_diverter_and_its_new_name_to_the_shipper() {
+        let dir = scratch_dir(std::env::temp_dir().join("keel-sbom-tests"), "dpkg-diversions");
+        fake_root(&dir);
+        let database = DpkgDatabase::read(&dir).unwrap();
+        assert_eq!(database.owner("/usr/sbin/mkfs.ext3").map(|p| p.name.as_str()), Some("fancy-mkfs"));
+        assert_eq!(database.owner("/sbin/mkfs.ext3.e2fsprogs").map(|p| p.name.as_str()), Some("e2fsprogs"));
+    }
+
+    #[test]
+    fn a_file_two_packages_claim_has_no_owner_and_a_reason() {
+        let dir = scratch_dir(std::env::temp_dir().join("keel-sbom-tests"), "dpkg-conflict");
+        fake_root(&dir);
+        let database = DpkgDatabase::read(&dir).unwrap();
+        assert_eq!(database.owner("/usr/sbin/mkfs.both"), None);
+        assert!(database.why_unowned("/usr/sbin/mkfs.both").starts_with("packages fancy-mkfs, other-mkfs all claim it"));
+        assert!(database.why_unowned("/usr/sbin/mkfs.none").starts_with("no Debian package owns it"));
     }
 
     #[test]

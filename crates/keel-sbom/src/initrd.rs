@@ -83,12 +83,15 @@ pub fn initrd_sbom(file_name: &str, bytes: &[u8], compression: &str, files: &[Pa
                 };
                 let package = match kernel {
                     Some(kernel) => kernel.package_of(module, file.data).cloned(),
-                    None => dpkg.owner(&absolute(module)).cloned().ok_or_else(|| UNOWNED.to_string()),
+                    None => {
+                        let module = absolute(module);
+                        dpkg.owner(&module).cloned().ok_or_else(|| dpkg.why_unowned(&module))
+                    }
                 };
                 debian_origin(&mut sbom, package, dpkg, file.path, &mut comment, &mut warnings)
             }
             Source::Host { path_in_root, .. } => {
-                let package = dpkg.owner(path_in_root).cloned().ok_or_else(|| UNOWNED.to_string());
+                let package = dpkg.owner(path_in_root).cloned().ok_or_else(|| dpkg.why_unowned(path_in_root));
                 debian_origin(&mut sbom, package, dpkg, file.path, &mut comment, &mut warnings)
             }
         };
@@ -100,10 +103,6 @@ pub fn initrd_sbom(file_name: &str, bytes: &[u8], compression: &str, files: &[Pa
 fn absolute(path: &Path) -> String {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()).to_string_lossy().to_string()
 }
-
-/// Why a file of the host or a module of an installed kernel has no package.
-const UNOWNED: &str =
-    "no Debian package owns it (dpkg's database of the build root does not list it, and no package control data is kept beside its tree)";
 
 /// The Debian package as an SPDX package the artifact contains, or a note saying why no
 /// package is credited with the file.
@@ -133,9 +132,13 @@ fn debian_package(package: &DebPackage, dpkg: &DpkgDatabase) -> Package {
     let mut spdx = Package::new(&package.name, Some(&package.version), Purpose::Install);
     spdx.supplier = dpkg.distro.supplier();
     spdx.purl = dpkg.distro.purl(package);
+    // SPDX's verification code is of the files a package CONTAINS: here only those packed,
+    // so two initrds carrying different files of one package show different codes.
+    let mut comment = "its packageVerificationCode covers only the files of this package packed here, not all the package ships".to_string();
     if spdx.purl.is_none() {
-        spdx.comment = Some("NOASSERTION for its purl and supplier: the build root has no os-release to say its distribution".to_string());
+        comment += "; NOASSERTION for its purl and supplier: the build root has no os-release to say its distribution";
     }
+    spdx.comment = Some(comment);
     spdx
 }
 
@@ -232,6 +235,8 @@ mod tests {
         assert_eq!(described.warnings.len(), 1, "{:?}", described.warnings);
         assert!(described.warnings[0].starts_with("/lib/modules/6.1.0-test/updates/dkms/added.ko: linux-image-6.1.0-test did not ship it"));
         assert!(described.sbom.files[1].comment.as_deref().unwrap_or_default().starts_with("NOASSERTION: linux-image-6.1.0-test did not ship it"));
+        let kernel_comment = described.sbom.packages[0].comment.as_deref().unwrap_or_default();
+        assert!(kernel_comment.starts_with("its packageVerificationCode covers only the files of this package packed here"), "{kernel_comment}");
     }
 
     #[test]

@@ -179,7 +179,8 @@ impl Sbom {
 
     /// SPDX's package verification code of the files `package` contains (SHA-1 of their
     /// sorted SHA-1s), None when it contains none. SPDX lets only a package whose files
-    /// were analyzed contain files; this code is what says which.
+    /// were analyzed contain files; this code is what says which. It covers the files this
+    /// document lists, not all a package ships: builders say so in the package's comment.
     fn verification_code(&self, package: Node) -> Option<String> {
         let mut sha1s: Vec<&str> = self
             .relationships
