@@ -111,17 +111,27 @@ pub struct StaticBinaries {
 /// (running these tests) holds the main one. `cargo auditable` (installed by `cargo xtask
 /// setup`) embeds each binary's crates in it, where the initrd's SBOM reads them.
 pub fn static_binaries() -> anyhow::Result<StaticBinaries> {
+    let release = static_build(&["-p", "keel-init", "-p", "keel"])?;
+    Ok(StaticBinaries { keel_init: release.join("keel-init"), keel: release.join("keel") })
+}
+
+/// `cargo auditable build --release --target x86_64-unknown-linux-musl` of `selection`
+/// (`-p keel-init`, `--example NAME`) in `target/static`; returns its release directory.
+/// Every static build goes through here, so none rebuilds what another built with other
+/// settings (cargo-auditable's wrapper is part of every crate's fingerprint).
+pub fn static_build(selection: &[&str]) -> anyhow::Result<PathBuf> {
     let target_dir = workspace().join("target/static");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(workspace())
-        .args(["auditable", "build", "--quiet", "--release", "--target", MUSL, "-p", "keel-init", "-p", "keel", "--target-dir"])
+        .args(["auditable", "build", "--quiet", "--release", "--target", MUSL])
+        .args(selection)
+        .arg("--target-dir")
         .arg(&target_dir)
         .status()
         .context("cannot run cargo")?;
-    ensure!(status.success(), "the static build of keel-init and keel failed (is cargo-auditable installed? `cargo xtask setup`)");
-    let release = target_dir.join(MUSL).join("release");
-    Ok(StaticBinaries { keel_init: release.join("keel-init"), keel: release.join("keel") })
+    ensure!(status.success(), "the static build of {} failed (is cargo-auditable installed? `cargo xtask setup`)", selection.join(" "));
+    Ok(target_dir.join(MUSL).join("release"))
 }
 
 /// Everything a boot needs that does not change between scenarios.

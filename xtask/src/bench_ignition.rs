@@ -84,29 +84,12 @@ fn cargo() -> Command {
 }
 
 /// The engine built static as keel-init is built, and a static program that does nothing with
-/// the same profile: their sizes in bytes.
+/// the same profile: their sizes in bytes. keel-init is the VM tests' own build (with
+/// cargo-auditable's section), so the two never rebuild each other's target directory.
 fn engine_sizes(workspace: &Path) -> anyhow::Result<(u64, u64, u64)> {
+    let keel_init = keel_vm_tests::static_binaries()?.keel_init;
+    let release = keel_vm_tests::static_build(&["-p", "keel-ignition", "--example", "apply_root"])?;
     let target_dir = workspace.join("target/static");
-    let status = cargo()
-        .current_dir(workspace)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "--target",
-            MUSL,
-            "-p",
-            "keel-init",
-            "-p",
-            "keel-ignition",
-            "--example",
-            "apply_root",
-            "--target-dir",
-        ])
-        .arg(&target_dir)
-        .status()?;
-    ensure!(status.success(), "the static builds failed");
-    let release = target_dir.join(MUSL).join("release");
     let empty_source = target_dir.join("empty.rs");
     std::fs::write(&empty_source, "fn main() {}\n")?;
     let empty = target_dir.join("empty");
@@ -133,7 +116,7 @@ fn engine_sizes(workspace: &Path) -> anyhow::Result<(u64, u64, u64)> {
         .status()?;
     ensure!(status.success(), "building the empty static program failed");
     let size = |path: &Path| std::fs::metadata(path).map(|meta| meta.len()).with_context(|| format!("no {}", path.display()));
-    Ok((size(&release.join("keel-init"))?, size(&release.join("examples/apply_root"))?, size(&empty)?))
+    Ok((size(&keel_init)?, size(&release.join("examples/apply_root"))?, size(&empty)?))
 }
 
 pub fn ignition(workspace: &Path) -> anyhow::Result<()> {
