@@ -283,11 +283,16 @@ mod tests {
         std::fs::write(dir.join("usr/lib/os-release"), "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n").unwrap();
     }
 
+    /// The database of a fake root in a scratch directory of its own.
+    fn fake_database(name: &str) -> DpkgDatabase {
+        let dir = scratch_dir(std::env::temp_dir().join("keel-sbom-tests"), name);
+        fake_root(&dir);
+        DpkgDatabase::read(&dir).unwrap()
+    }
+
     #[test]
     fn a_list_naming_one_side_of_merged_usr_owns_the_other() {
-        let dir = scratch_dir(std::env::temp_dir().join("keel-sbom-tests"), "dpkg-merged-usr");
-        fake_root(&dir);
-        let database = DpkgDatabase::read(&dir).unwrap();
+        let database = fake_database("dpkg-merged-usr");
         assert_eq!(database.owner("/usr/sbin/mkfs.ext4").map(|p| p.name.as_str()), Some("e2fsprogs"));
         assert_eq!(database.owner("/sbin/mkfs.ext4").map(|p| p.version.as_str()), Some("1.47.0-2"));
         let libc = database.owner("/lib/x86_64-linux-gnu/libc.so.6").unwrap();
@@ -313,18 +318,14 @@ mod tests {
 
     #[test]
     fn a_diverted_file_belongs_to_the_diverter_and_its_new_name_to_the_shipper() {
-        let dir = scratch_dir(std::env::temp_dir().join("keel-sbom-tests"), "dpkg-diversions");
-        fake_root(&dir);
-        let database = DpkgDatabase::read(&dir).unwrap();
+        let database = fake_database("dpkg-diversions");
         assert_eq!(database.owner("/usr/sbin/mkfs.ext3").map(|p| p.name.as_str()), Some("fancy-mkfs"));
         assert_eq!(database.owner("/sbin/mkfs.ext3.e2fsprogs").map(|p| p.name.as_str()), Some("e2fsprogs"));
     }
 
     #[test]
     fn a_file_two_packages_claim_has_no_owner_and_a_reason() {
-        let dir = scratch_dir(std::env::temp_dir().join("keel-sbom-tests"), "dpkg-conflict");
-        fake_root(&dir);
-        let database = DpkgDatabase::read(&dir).unwrap();
+        let database = fake_database("dpkg-conflict");
         assert_eq!(database.owner("/usr/sbin/mkfs.both"), None);
         assert!(database.why_unowned("/usr/sbin/mkfs.both").starts_with("packages fancy-mkfs, other-mkfs all claim it"));
         assert!(database.why_unowned("/usr/sbin/mkfs.none").starts_with("no Debian package owns it"));
@@ -332,9 +333,7 @@ mod tests {
 
     #[test]
     fn only_installed_packages_own_files() {
-        let dir = scratch_dir(std::env::temp_dir().join("keel-sbom-tests"), "dpkg-installed");
-        fake_root(&dir);
-        let database = DpkgDatabase::read(&dir).unwrap();
+        let database = fake_database("dpkg-installed");
         assert_eq!(database.owner("/usr/bin/gone"), None);
         assert_eq!(database.owner("/usr/sbin/mkfs.xfs"), None);
         assert_eq!(database.owner("/usr/share"), None, "a directory no list names");
