@@ -3,7 +3,7 @@
 
 use crate::auditable::linked_crates;
 use crate::dpkg::{DebPackage, DpkgDatabase};
-use crate::kernel::UnpackedKernel;
+use crate::kernel::{kernel_file_origin, UnpackedKernel};
 use crate::provenance::{input_name, ResolvedDependency};
 use crate::spdx::{Node, Package, Purpose, Sbom, SbomFile};
 use crate::{portable_path, sha256_hex, Digests, KEEL_VERSION};
@@ -47,8 +47,8 @@ pub struct PackedFile<'a> {
     pub source: &'a Source,
 }
 
-/// What the SBOM of an initrd says, and what its writer should warn about.
-pub struct InitrdSbom {
+/// What an SBOM says, and what its writer should warn about.
+pub struct DescribedSbom {
     pub sbom: Sbom,
     /// One line each: a keel binary without its crate list, a file no package owns.
     pub warnings: Vec<String>,
@@ -56,7 +56,7 @@ pub struct InitrdSbom {
 
 /// The SBOM of the initrd `file_name` (its bytes as written, compressed), made of `files`
 /// (in the archive's order) whose host files are owned as `dpkg` says.
-pub fn initrd_sbom(file_name: &str, bytes: &[u8], compression: &str, files: &[PackedFile], dpkg: &DpkgDatabase) -> anyhow::Result<InitrdSbom> {
+pub fn initrd_sbom(file_name: &str, bytes: &[u8], compression: &str, files: &[PackedFile], dpkg: &DpkgDatabase) -> anyhow::Result<DescribedSbom> {
     let mut artifact = Package::new(file_name, None, Purpose::Archive);
     artifact.sha256 = Some(sha256_hex(bytes));
     artifact.comment = Some(format!("a keel initrd: newc cpio, compression {compression}; built by keel {KEEL_VERSION}"));
@@ -81,13 +81,7 @@ pub fn initrd_sbom(file_name: &str, bytes: &[u8], compression: &str, files: &[Pa
                     std::collections::btree_map::Entry::Occupied(known) => known.into_mut(),
                     std::collections::btree_map::Entry::Vacant(new) => new.insert(UnpackedKernel::find(modules_dir)?),
                 };
-                let package = match kernel {
-                    Some(kernel) => kernel.package_of(module, file.data).cloned(),
-                    None => {
-                        let module = absolute(module);
-                        dpkg.owner(&module).cloned().ok_or_else(|| dpkg.why_unowned(&module))
-                    }
-                };
+                let package = kernel_file_origin(kernel.as_ref(), module, file.data, dpkg);
                 debian_origin(&mut sbom, package, dpkg, file.path, &mut comment, &mut warnings)
             }
             Source::Host { path_in_root, .. } => {
@@ -97,16 +91,12 @@ pub fn initrd_sbom(file_name: &str, bytes: &[u8], compression: &str, files: &[Pa
         };
         sbom.file(SbomFile { path: file.path.to_string(), digests, comment }, origin);
     }
-    Ok(InitrdSbom { sbom, warnings })
-}
-
-fn absolute(path: &Path) -> String {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()).to_string_lossy().to_string()
+    Ok(DescribedSbom { sbom, warnings })
 }
 
 /// The Debian package as an SPDX package the artifact contains, or a note saying why no
 /// package is credited with the file.
-fn debian_origin(
+pub(crate) fn debian_origin(
     sbom: &mut Sbom,
     package: Result<DebPackage, String>,
     dpkg: &DpkgDatabase,

@@ -11,7 +11,7 @@
 //! bytes are the ones it shipped; a DKMS or hand-built module added to the tree later, or a
 //! DEBIAN/ directory of some other package, is not.
 
-use crate::dpkg::DebPackage;
+use crate::dpkg::{DebPackage, DpkgDatabase};
 use anyhow::Context;
 use md5::{Digest, Md5};
 use std::collections::BTreeMap;
@@ -69,6 +69,19 @@ impl UnpackedKernel {
             Some(shipped) if *shipped == md5 => Ok(&self.package),
             Some(_) => Err(format!("its bytes are not the ones {} shipped ({} says another MD5)", self.package.name, MD5SUMS_PATH)),
             None => Err(format!("{} did not ship it ({} of {} does not list {relative})", self.package.name, MD5SUMS_PATH, self.root.display())),
+        }
+    }
+}
+
+/// The package that shipped `file` (a module, or the kernel image itself) of the kernel
+/// whose module directory `unpacked` was found from: its control data when it was unpacked
+/// from its package, else dpkg's database of the build root; or why no package is credited.
+pub fn kernel_file_origin(unpacked: Option<&UnpackedKernel>, file: &Path, bytes: &[u8], dpkg: &DpkgDatabase) -> Result<DebPackage, String> {
+    match unpacked {
+        Some(kernel) => kernel.package_of(file, bytes).cloned(),
+        None => {
+            let file = crate::absolute(file);
+            dpkg.owner(&file).cloned().ok_or_else(|| dpkg.why_unowned(&file))
         }
     }
 }

@@ -20,7 +20,7 @@ pub mod spdx;
 pub use auditable::{linked_crates, Crate, LinkedCrates};
 pub use dpkg::{DebPackage, Distro, DpkgDatabase};
 pub use provenance::{Provenance, ResolvedDependency};
-pub use spdx::{Node, Package, Purpose, Sbom, SbomFile};
+pub use spdx::{ExternalDocument, Node, Package, Purpose, Sbom, SbomFile};
 
 use anyhow::Context;
 use sha1::Sha1;
@@ -77,6 +77,11 @@ pub fn provenance_path(output: &Path) -> PathBuf {
 pub fn portable_path(path: &Path, base: &Path) -> String {
     let relative = if path.is_absolute() { path.strip_prefix(base).unwrap_or(path) } else { path };
     relative.to_string_lossy().to_string()
+}
+
+/// `path` from the root of the file system, as dpkg's database names files.
+pub(crate) fn absolute(path: &Path) -> String {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()).to_string_lossy().to_string()
 }
 
 /// 9999-12-31T23:59:59Z: SPDX's creation time is an RFC 3339 time of four-digit years, and

@@ -62,12 +62,33 @@ pub struct SbomFile {
     pub comment: Option<String>,
 }
 
+/// Another SPDX document this one refers to (SPDX 2.3 §6.6): an initrd's SBOM from the image's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExternalDocument {
+    /// `DocumentRef-<name>`, this document's name for it.
+    pub id: String,
+    pub namespace: String,
+    /// SHA-256 of the document's bytes: what says it is the document meant, not a later one.
+    pub sha256: String,
+}
+
+impl ExternalDocument {
+    /// The document in file `file_name` (`disk.usr-a.initrd.spdx.json`) with `namespace`, whose bytes hash to `sha256`.
+    pub fn new(file_name: &str, namespace: &str, sha256: &str) -> ExternalDocument {
+        let name = file_name.strip_suffix(".spdx.json").unwrap_or(file_name);
+        ExternalDocument { id: format!("DocumentRef-{}", sanitize(name)), namespace: namespace.to_string(), sha256: sha256.to_string() }
+    }
+}
+
 /// An end of a relationship.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Node {
     Artifact,
     Package(usize),
     File(usize),
+    /// The artifact an external document (by its number) describes: keel's documents all
+    /// describe theirs as `SPDXRef-Artifact`.
+    ExternalArtifact(usize),
 }
 
 /// The artifact (the document's one described package), what it carries, and how they
@@ -81,11 +102,19 @@ pub struct Sbom {
     pub packages: Vec<Package>,
     pub files: Vec<SbomFile>,
     pub relationships: BTreeSet<(Node, &'static str, Node)>,
+    pub external_documents: Vec<ExternalDocument>,
 }
 
 impl Sbom {
     pub fn new(artifact_file_name: &str, artifact: Package) -> Sbom {
-        Sbom { artifact, artifact_file_name: artifact_file_name.to_string(), packages: Vec::new(), files: Vec::new(), relationships: BTreeSet::new() }
+        Sbom {
+            artifact,
+            artifact_file_name: artifact_file_name.to_string(),
+            packages: Vec::new(),
+            files: Vec::new(),
+            relationships: BTreeSet::new(),
+            external_documents: Vec::new(),
+        }
     }
 
     /// The package's number: an equal package added before is the same package.
@@ -99,9 +128,17 @@ impl Sbom {
 
     /// Adds a file the artifact contains, and says that `origin` (a package) contains it too.
     pub fn file(&mut self, file: SbomFile, origin: Option<usize>) -> usize {
+        self.file_in(file, Some(Node::Artifact), origin)
+    }
+
+    /// Adds a file that `container` contains (None: a file the artifact's files are made
+    /// from, not one it holds as it is), and says that `origin` (a package) contains it too.
+    pub fn file_in(&mut self, file: SbomFile, container: Option<Node>, origin: Option<usize>) -> usize {
         self.files.push(file);
         let index = self.files.len() - 1;
-        self.relate(Node::Artifact, "CONTAINS", Node::File(index));
+        if let Some(container) = container {
+            self.relate(container, "CONTAINS", Node::File(index));
+        }
         if let Some(package) = origin {
             self.relate(Node::Package(package), "CONTAINS", Node::File(index));
         }
@@ -110,6 +147,15 @@ impl Sbom {
 
     pub fn relate(&mut self, from: Node, kind: &'static str, to: Node) {
         self.relationships.insert((from, kind, to));
+    }
+
+    /// Refers to another document; its number, for `Node::ExternalArtifact`.
+    pub fn external_document(&mut self, document: ExternalDocument) -> usize {
+        if let Some(index) = self.external_documents.iter().position(|known| *known == document) {
+            return index;
+        }
+        self.external_documents.push(document);
+        self.external_documents.len() - 1
     }
 
     /// The SPDX 2.3 JSON document, created at `epoch` (the build's, not the clock's).
@@ -121,6 +167,10 @@ impl Sbom {
             Node::Artifact => artifact_id.clone(),
             Node::Package(index) => package_ids.get(*index).cloned().unwrap_or_else(|| "NOASSERTION".to_string()),
             Node::File(index) => file_id(*index),
+            Node::ExternalArtifact(index) => match self.external_documents.get(*index) {
+                Some(document) => format!("{}:{artifact_id}", document.id),
+                None => "NOASSERTION".to_string(),
+            },
         };
         let mut packages = vec![package_json(&self.artifact, &artifact_id, self.verification_code(Node::Artifact))];
         packages.extend(
@@ -158,7 +208,7 @@ impl Sbom {
                 .iter()
                 .map(|(from, kind, to)| json!({"spdxElementId": id(from), "relationshipType": kind, "relatedSpdxElement": id(to)})),
         );
-        let document = json!({
+        let mut document = json!({
             "spdxVersion": "SPDX-2.3",
             "dataLicense": "CC0-1.0",
             "SPDXID": "SPDXRef-DOCUMENT",
@@ -172,6 +222,20 @@ impl Sbom {
             "files": files,
             "relationships": relationships,
         });
+        if let (false, Some(object)) = (self.external_documents.is_empty(), document.as_object_mut()) {
+            let references: Vec<Value> = self
+                .external_documents
+                .iter()
+                .map(|external| {
+                    json!({
+                        "externalDocumentId": external.id,
+                        "spdxDocument": external.namespace,
+                        "checksum": {"algorithm": "SHA256", "checksumValue": external.sha256},
+                    })
+                })
+                .collect();
+            object.insert("externalDocumentRefs".into(), references.into());
+        }
         let mut text = serde_json::to_string_pretty(&document).unwrap_or_default();
         text.push('\n');
         text
@@ -202,7 +266,7 @@ impl Sbom {
     /// digest of everything the document says of it, its creation time included (SPDX: two
     /// documents never share a namespace, and one artifact described at two times is two).
     fn namespace(&self, epoch: u64) -> String {
-        let summary = format!("{epoch}{:?}{:?}{:?}{:?}", self.artifact, self.packages, self.files, self.relationships);
+        let summary = format!("{epoch}{:?}{:?}{:?}{:?}{:?}", self.artifact, self.packages, self.files, self.relationships, self.external_documents);
         let artifact = self.artifact.sha256.as_deref().unwrap_or("NOASSERTION");
         format!("{KEEL_URI}/spdx/{}/{artifact}-{}", sanitize(&self.artifact_file_name), sha256_hex(summary.as_bytes()))
     }
