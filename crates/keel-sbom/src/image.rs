@@ -3,7 +3,10 @@
 //! filesystem the verity root hash covers, with that root hash), the ESP's files as the FAT
 //! holds them, and the OEM tree's files.
 
-use crate::spdx::{Node, Package, Purpose, Sbom, SbomFile};
+use crate::dpkg::{DebPackage, DpkgDatabase};
+use crate::initrd::{debian_origin, DescribedSbom};
+use crate::kernel::{kernel_file_origin, UnpackedKernel};
+use crate::spdx::{ExternalDocument, Node, Package, Purpose, Sbom, SbomFile};
 use crate::{hex, sha256_hex, Digests, KEEL_VERSION};
 use anyhow::{bail, Context};
 use keel_disk::{probe_filesystem, read_gpt, Probe, SectorSize};
@@ -83,12 +86,80 @@ pub fn measure_image(image: &Path, sector_size: SectorSize, slots: &[UsrSlot], o
     Ok(contents)
 }
 
-/// The SBOM of the image `file_name` whose bytes hash to `image_sha256`.
-pub fn image_sbom(file_name: &str, image_sha256: &str, contents: &ImageContents) -> Sbom {
+/// The files the image's UKIs were built from, and each slot's UKI with its initrd's SBOM.
+#[derive(Clone, Copy, Debug)]
+pub struct UkiSources<'a> {
+    /// The kernel every UKI carries (`--uki-kernel`).
+    pub kernel: &'a Path,
+    /// Its module directory: where an unpacked kernel package keeps its control data.
+    pub modules_dir: &'a Path,
+    /// The EFI stub the UKIs are built on (`--uki-stub`).
+    pub stub: &'a Path,
+    /// Each slot's UKI as written beside the image, and its initrd's SBOM.
+    pub slots: &'a [(PathBuf, PathBuf)],
+}
+
+/// A file a UKI is made from, and the Debian package that shipped it (or why none is credited).
+#[derive(Clone, Debug)]
+pub struct UkiPart {
+    /// The file's name, as the SBOM names it.
+    pub name: String,
+    pub digests: Digests,
+    pub origin: Result<DebPackage, String>,
+}
+
+/// What the image's UKIs are made of.
+#[derive(Clone, Debug)]
+pub struct UkiParts {
+    pub kernel: UkiPart,
+    pub stub: UkiPart,
+    /// Each slot's UKI (its SHA-256, as on the ESP) and the SBOM of the initrd it carries.
+    pub slots: Vec<(String, ExternalDocument)>,
+}
+
+/// Measures what `sources` name: the kernel credited as its modules are (kernel.rs), the
+/// stub by dpkg's database of the build host, each initrd SBOM by its namespace and digest.
+pub fn measure_ukis(sources: &UkiSources, dpkg: &DpkgDatabase) -> anyhow::Result<UkiParts> {
+    let read = |path: &Path| std::fs::read(path).with_context(|| format!("cannot read {} for the image's SBOM", path.display()));
+    let name = |path: &Path| path.file_name().map_or_else(|| path.to_string_lossy(), |name| name.to_string_lossy()).into_owned();
+    let kernel_bytes = read(sources.kernel)?;
+    let unpacked = UnpackedKernel::find(&std::path::absolute(sources.modules_dir)?)?;
+    let kernel_path = std::path::absolute(sources.kernel)?;
+    let kernel = UkiPart {
+        name: name(sources.kernel),
+        digests: Digests::of(&kernel_bytes),
+        origin: kernel_file_origin(unpacked.as_ref(), &kernel_path, &kernel_bytes, dpkg),
+    };
+    let stub_path = crate::absolute(sources.stub);
+    let stub = UkiPart {
+        name: name(sources.stub),
+        digests: Digests::of(&read(sources.stub)?),
+        origin: dpkg.owner(&stub_path).cloned().ok_or_else(|| dpkg.why_unowned(&stub_path)),
+    };
+    let mut slots = Vec::new();
+    for (uki, initrd_sbom) in sources.slots {
+        let document = read(initrd_sbom)?;
+        let namespace = serde_json::from_slice::<serde_json::Value>(&document)
+            .ok()
+            .and_then(|json| json.get("documentNamespace")?.as_str().map(str::to_string))
+            .with_context(|| format!("{} is not an SPDX document with a documentNamespace", initrd_sbom.display()))?;
+        let external = ExternalDocument::new(&name(initrd_sbom), &namespace, &sha256_hex(&document));
+        slots.push((sha256_of_file(uki)?, external));
+    }
+    Ok(UkiParts { kernel, stub, slots })
+}
+
+/// The SBOM of the image `file_name` whose bytes hash to `image_sha256`, whose ESP holds
+/// UKIs made of `ukis`, whose packages' purls name `dpkg`'s distribution; and a warning for
+/// each UKI part no package is credited with.
+pub fn image_sbom(file_name: &str, image_sha256: &str, contents: &ImageContents, ukis: Option<&UkiParts>, dpkg: &DpkgDatabase) -> DescribedSbom {
     let mut artifact = Package::new(file_name, None, Purpose::OperatingSystem);
     artifact.sha256 = Some(image_sha256.to_string());
     artifact.comment = Some(format!("a keel disk image (GPT, Flatcar's layout); built by keel {KEEL_VERSION}"));
     let mut sbom = Sbom::new(file_name, artifact);
+    let mut warnings = Vec::new();
+    // Each file of the ESP that is a slot's UKI, with that slot's number.
+    let mut uki_files = Vec::new();
     for partition in contents.partitions.iter().filter(|partition| partition.filesystem.is_some()) {
         let mut package = Package::new(&partition.name, None, Purpose::File);
         package.sha256 = partition.sha256.clone();
@@ -101,10 +172,38 @@ pub fn image_sbom(file_name: &str, image_sha256: &str, contents: &ImageContents)
         sbom.relate(Node::Artifact, "CONTAINS", Node::Package(index));
         for (path, digests) in &partition.files {
             let file = SbomFile { path: format!("{}/{path}", partition.name), digests: digests.clone(), comment: None };
-            sbom.file(file, Some(index));
+            let file = sbom.file(file, Some(index));
+            let slot = ukis.and_then(|ukis| ukis.slots.iter().position(|(sha256, _)| *sha256 == digests.sha256));
+            uki_files.extend(slot.map(|slot| (file, slot)));
         }
     }
-    sbom
+    if let Some(ukis) = ukis {
+        describe_ukis(&mut sbom, ukis, &uki_files, dpkg, &mut warnings);
+    }
+    DescribedSbom { sbom, warnings }
+}
+
+/// The kernel and stub each UKI file (`uki_files`: file number, slot number) is made of,
+/// and the SBOM of the initrd it carries. The kernel is in the UKI as it is (its `.linux`
+/// section); the stub is the PE image the sections were added to, so the UKI is
+/// GENERATED_FROM it rather than containing its bytes.
+fn describe_ukis(sbom: &mut Sbom, ukis: &UkiParts, uki_files: &[(usize, usize)], dpkg: &DpkgDatabase, warnings: &mut Vec<String>) {
+    let mut part = |part: &UkiPart, note: &str, warnings: &mut Vec<String>| {
+        let mut why_unowned = None;
+        let origin = debian_origin(sbom, part.origin.clone(), dpkg, &part.name, &mut why_unowned, warnings);
+        let comment = Some(why_unowned.map_or_else(|| note.to_string(), |why| format!("{note}; {why}")));
+        sbom.file_in(SbomFile { path: part.name.clone(), digests: part.digests.clone(), comment }, None, origin)
+    };
+    let kernel = part(&ukis.kernel, "the kernel each UKI on the ESP carries as its .linux section (--uki-kernel)", warnings);
+    let stub = part(&ukis.stub, "the EFI stub each UKI on the ESP is built on (--uki-stub): the PE image its sections were added to", warnings);
+    for &(file, slot) in uki_files {
+        sbom.relate(Node::File(file), "CONTAINS", Node::File(kernel));
+        sbom.relate(Node::File(file), "GENERATED_FROM", Node::File(stub));
+        if let Some((_, initrd_sbom)) = ukis.slots.get(slot) {
+            let document = sbom.external_document(initrd_sbom.clone());
+            sbom.relate(Node::File(file), "CONTAINS", Node::ExternalArtifact(document));
+        }
+    }
 }
 
 fn sha256_of_range(file: &mut File, start: u64, length: u64) -> anyhow::Result<String> {

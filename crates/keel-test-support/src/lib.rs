@@ -42,6 +42,16 @@ pub fn scratch_dir(base: impl AsRef<Path>, name: &str) -> PathBuf {
     dir
 }
 
+/// Bytes at `path` that pass for a bzImage of `release` (the boot protocol's magic and version string).
+pub fn fake_kernel(path: &Path, release: &str) {
+    let mut kernel = vec![0x90u8; 1 << 20];
+    kernel[0x202..0x206].copy_from_slice(b"HdrS");
+    kernel[0x20e..0x210].copy_from_slice(&0x100u16.to_le_bytes());
+    let version = format!("{release} (test@keel) #1 SMP\0");
+    kernel[0x300..0x300 + version.len()].copy_from_slice(version.as_bytes());
+    std::fs::write(path, kernel).unwrap();
+}
+
 /// A kernel module directory at `dir/lib/modules/6.1.0-test`, shaped like Debian's cloud
 /// kernel where an initrd needs it (virtio, SCSI, dm-verity, overlay, FAT, fw_cfg, xfs, a
 /// crypto provider for sha256), each module a few bytes of text, with its modules.dep,

@@ -320,6 +320,8 @@ fn write_image(
     let mut report = String::new();
     let mut esp_files = Vec::new();
     let mut manifests = Vec::new();
+    // Each slot's UKI and its initrd's SBOM, which the image's SBOM refers to.
+    let mut uki_slots = Vec::new();
     for slot in prepared.slots() {
         let manifest = prepared.manifest(slot).context("a built slot has no manifest")?;
         let path = match slot {
@@ -331,12 +333,13 @@ fn write_image(
         report += &format!("{name} root hash: {}\n", encode_hex(&manifest.usr.root_hash));
         if let Some(plan) = uki {
             let tree = if slot == Slot::A { &args.usr } else { args.usr_b.as_ref().context("USR-B was built without a tree")? };
-            let uki = slot_uki(args, plan, slot, (manifest, &path, json.as_bytes()), tree, invocation, written)?;
+            let (uki, initrd) = slot_uki(args, plan, slot, (manifest, &path, json.as_bytes()), tree, invocation, written)?;
             report += &format!("{name} UKI:       {}\n", uki.display());
             if slot == Slot::A {
                 esp_files.push(EspFile { path: ESP_REMOVABLE_PATH.to_string(), source: uki.clone() });
             }
-            esp_files.push(EspFile { path: format!("{ESP_UKI_DIR}/{}.efi", name.to_lowercase()), source: uki });
+            esp_files.push(EspFile { path: format!("{ESP_UKI_DIR}/{}.efi", name.to_lowercase()), source: uki.clone() });
+            uki_slots.push((uki, keel_sbom::sbom_path(&initrd)));
         }
         manifests.push((path, json));
     }
@@ -356,6 +359,12 @@ fn write_image(
         slots: &slots,
         trees: [Some(&args.usr), args.usr_b.as_ref(), args.oem.as_ref()].into_iter().flatten().collect(),
         oem_tree: args.oem.as_deref(),
+        ukis: uki.map(|plan| keel_sbom::image::UkiSources {
+            kernel: plan.kernel,
+            modules_dir: plan.modules,
+            stub: &args.uki.stub,
+            slots: &uki_slots,
+        }),
         inputs: uki_inputs.chain(uki.map(|_| &args.uki.stub)).collect(),
         outputs: written.iter().filter(|path| **path != args.output).cloned().collect(),
         invocation,
@@ -371,7 +380,7 @@ const ESP_UKI_DIR: &str = "EFI/keel";
 const ESP_REMOVABLE_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
 
 /// Builds `slot`'s initrd (trusting `manifest`) and its UKI, signed when a key is given,
-/// beside the image: IMAGE.usr-a.initrd and IMAGE.usr-a.efi.
+/// beside the image: IMAGE.usr-a.initrd and IMAGE.usr-a.efi; returns the UKI's path and the initrd's.
 /// `manifest` comes with the file it is written to and that file's bytes.
 fn slot_uki(
     args: &ImageArgs,
@@ -381,7 +390,7 @@ fn slot_uki(
     tree: &Path,
     invocation: &crate::sbom::Invocation,
     written: &mut Vec<PathBuf>,
-) -> anyhow::Result<PathBuf> {
+) -> anyhow::Result<(PathBuf, PathBuf)> {
     let (manifest, manifest_path, manifest_json) = manifest;
     let options = &args.uki;
     let name = slot.partition_name().to_lowercase();
@@ -399,7 +408,7 @@ fn slot_uki(
     written.push(output.clone());
     let inputs = crate::uki::UkiInputs { kernel: plan.kernel, initrd: &initrd_path, cmdline: &cmdline, os_release: &os_release };
     crate::uki::write_uki(&options.stub, &inputs, None, &output, plan.signer.as_ref()).with_context(|| format!("{name}'s UKI"))?;
-    Ok(output)
+    Ok((output, initrd_path))
 }
 
 /// The /usr tree's own os-release (`lib/os-release`), if it has one: a regular file only,

@@ -5,7 +5,7 @@
 use anyhow::Context;
 use keel_disk::SectorSize;
 use keel_manifest::ImageManifest;
-use keel_sbom::image::UsrSlot;
+use keel_sbom::image::{UkiSources, UsrSlot};
 use keel_sbom::provenance::{input_name, tool};
 use keel_sbom::{portable_path, provenance_path, sbom_path, sha256_hex, DpkgDatabase, Provenance, ResolvedDependency};
 use std::ffi::OsString;
@@ -159,6 +159,8 @@ pub struct ImageBuild<'a> {
     /// The trees the image was made from (/usr of each slot, OEM), named by their digest.
     pub trees: Vec<&'a PathBuf>,
     pub oem_tree: Option<&'a Path>,
+    /// What the ESP's UKIs were built from, when the image has them.
+    pub ukis: Option<UkiSources<'a>>,
     /// Further input files (the UKIs' kernel, keel-init, stub, certificate).
     pub inputs: Vec<&'a PathBuf>,
     /// What the build wrote besides the image (manifests; UKIs with their initrds and those initrds' documents).
@@ -178,11 +180,12 @@ pub fn write_image_documents(build: &ImageBuild) -> anyhow::Result<String> {
         let image_sha256 = image_sha256.join().map_err(|_| anyhow::anyhow!("hashing {} panicked", build.output.display()));
         anyhow::Ok((contents?, image_sha256??))
     })?;
-    let sbom = keel_sbom::image::image_sbom(&file_name(build.output), &image_sha256, &contents);
-    let sbom_text = sbom.to_spdx_json(build.invocation.epoch);
+    let dpkg = DpkgDatabase::read(Path::new("/")).context("reading dpkg's database for the SBOM and provenance")?;
+    let ukis = build.ukis.as_ref().map(|sources| keel_sbom::image::measure_ukis(sources, &dpkg)).transpose()?;
+    let described = keel_sbom::image::image_sbom(&file_name(build.output), &image_sha256, &contents, ukis.as_ref(), &dpkg);
+    let sbom_text = described.sbom.to_spdx_json(build.invocation.epoch);
     let sbom_file = sbom_path(build.output);
 
-    let dpkg = DpkgDatabase::read(Path::new("/")).context("reading dpkg's database for the provenance")?;
     let mut inputs = Vec::new();
     for tree in &build.trees {
         inputs.push(ResolvedDependency { name: portable_path(tree, &base), sha256: keel_sbom::image::tree_digest(tree)? });
@@ -202,7 +205,8 @@ pub fn write_image_documents(build: &ImageBuild) -> anyhow::Result<String> {
     let provenance = build.invocation.provenance(&base, inputs, outputs);
     let provenance_file = provenance_path(build.output);
     write_together(&[(&sbom_file, sbom_text.as_bytes()), (&provenance_file, provenance.to_json().as_bytes())])?;
-    Ok(documents_report(&sbom_file, &sbom, &provenance_file))
+    let warnings: String = described.warnings.iter().map(|warning| format!("{warning}\n")).collect();
+    Ok(warnings + &documents_report(&sbom_file, &described.sbom, &provenance_file))
 }
 
 fn file_digest(path: &Path, base: &Path) -> anyhow::Result<ResolvedDependency> {

@@ -6,7 +6,7 @@
 use keel_disk::{read_gpt, SectorSize};
 use keel_manifest::ImageManifest;
 use keel_sbom::{sha256_hex, Digests};
-use keel_test_support::{fake_kernel_modules, python_tool, run, scratch_dir};
+use keel_test_support::{fake_kernel, fake_kernel_modules, python_tool, run, scratch_dir};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -271,6 +271,76 @@ fn the_image_sbom_has_each_usr_slot_with_its_root_hash_and_the_esp_and_oem_files
     assert!(files.contains_key("OEM/base/base.ign"), "{files:?}");
     assert_eq!(origin_of(&sbom, "OEM/config.ign").map(|(name, _)| name), Some("OEM".to_string()));
     assert_eq!(package("disk.img")["checksums"][0]["checksumValue"], sha256_hex(&std::fs::read(build.join("disk.img")).unwrap()));
+}
+
+/// The SPDX id of the file named `name` in `sbom`.
+fn file_id(sbom: &Value, name: &str) -> String {
+    let file = sbom["files"].as_array().unwrap().iter().find(|file| file["fileName"] == format!("./{name}"));
+    file.unwrap_or_else(|| panic!("no file {name}"))["SPDXID"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn the_image_sbom_credits_each_ukis_kernel_and_stub_and_refers_to_its_initrds_sbom() {
+    let dir = scratch_dir(env!("CARGO_TARGET_TMPDIR"), "sbom-image-ukis");
+    let modules = unpacked_kernel(&dir);
+    // Where Debian's kernel package ships its image, listed in its md5sums as the modules are.
+    let kernel = dir.join(format!("kernel-root/boot/vmlinuz-{KERNEL_VERSION}"));
+    std::fs::create_dir_all(kernel.parent().unwrap()).unwrap();
+    fake_kernel(&kernel, KERNEL_VERSION);
+    let md5 = run("md5sum", &[kernel.to_str().unwrap()]);
+    let md5 = md5.split_whitespace().next().unwrap();
+    let md5sums = std::fs::read_to_string(dir.join("kernel-root/DEBIAN/md5sums")).unwrap();
+    std::fs::write(dir.join("kernel-root/DEBIAN/md5sums"), format!("{md5sums}\n{md5}  boot/vmlinuz-{KERNEL_VERSION}\n")).unwrap();
+    let build = dir.join("build");
+    for tree in ["usr", "usr-b"] {
+        std::fs::create_dir_all(build.join(tree).join("bin")).unwrap();
+        std::fs::write(build.join(tree).join("bin/hello"), format!("#!/bin/sh\necho {tree}\n")).unwrap();
+    }
+    std::fs::copy("/usr/bin/true", build.join("keel-init")).unwrap();
+    let (kernel_arg, modules_arg) = (kernel.to_str().unwrap(), modules.to_str().unwrap());
+    let sizes = ["--esp-mib", "64", "--usr-mib", "8", "--oem-mib", "2", "--root-mib", "4"];
+    let ukis = ["--uki-kernel", kernel_arg, "--uki-init", "keel-init", "--uki-kernel-modules", modules_arg];
+    keel_in(&build, &[&["image", "build", "--usr", "usr", "--usr-b", "usr-b", "--output", "disk.img"][..], &sizes, &ukis].concat());
+    validate(&build.join("disk.img.spdx.json"));
+    let sbom = json(&build.join("disk.img.spdx.json"));
+    let files = sbom_files(&sbom);
+
+    let kernel_name = format!("vmlinuz-{KERNEL_VERSION}");
+    assert_eq!(files[&kernel_name].0, sha256_hex(&std::fs::read(&kernel).unwrap()));
+    assert_eq!(origin_of(&sbom, &kernel_name), Some((KERNEL_PACKAGE.to_string(), KERNEL_PACKAGE_VERSION.to_string())));
+    let stub = std::fs::read("/usr/lib/systemd/boot/efi/linuxx64.efi.stub").unwrap();
+    assert_eq!(files["linuxx64.efi.stub"].0, sha256_hex(&stub));
+    assert_eq!(origin_of(&sbom, "linuxx64.efi.stub"), Some(("systemd-boot-efi".to_string(), debian_version("systemd-boot-efi"))));
+
+    let relationships: Vec<(String, String, String)> = sbom["relationships"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["spdxElementId"].as_str().unwrap().into(),
+                r["relationshipType"].as_str().unwrap().into(),
+                r["relatedSpdxElement"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let related = |from: &str, kind: &str, to: &str| relationships.contains(&(from.to_string(), kind.to_string(), to.to_string()));
+    let references = sbom["externalDocumentRefs"].as_array().unwrap();
+    assert_eq!(references.len(), 2, "{references:?}");
+    for (slot, esp_paths) in [("usr-a", &["EFI/keel/usr-a.efi", "EFI/BOOT/BOOTX64.EFI"][..]), ("usr-b", &["EFI/keel/usr-b.efi"])] {
+        let initrd_sbom = std::fs::read(build.join(format!("disk.{slot}.initrd.spdx.json"))).unwrap();
+        let namespace = serde_json::from_slice::<Value>(&initrd_sbom).unwrap()["documentNamespace"].clone();
+        let reference = references.iter().find(|r| r["spdxDocument"] == namespace).unwrap_or_else(|| panic!("no reference to {slot}'s initrd SBOM"));
+        assert_eq!(reference["checksum"]["algorithm"], "SHA256");
+        assert_eq!(reference["checksum"]["checksumValue"], sha256_hex(&initrd_sbom), "{slot}");
+        let initrd_artifact = format!("{}:SPDXRef-Artifact", reference["externalDocumentId"].as_str().unwrap());
+        for esp_path in esp_paths {
+            let uki = file_id(&sbom, &format!("EFI-SYSTEM/{esp_path}"));
+            assert!(related(&uki, "CONTAINS", &initrd_artifact), "{esp_path} does not contain {initrd_artifact}");
+            assert!(related(&uki, "CONTAINS", &file_id(&sbom, &kernel_name)), "{esp_path} does not contain the kernel");
+            assert!(related(&uki, "GENERATED_FROM", &file_id(&sbom, "linuxx64.efi.stub")), "{esp_path} is not made from the stub");
+        }
+    }
 }
 
 #[test]

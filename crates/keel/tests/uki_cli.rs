@@ -6,23 +6,13 @@
 mod support;
 
 use keel_disk::{read_gpt, SectorSize};
-use keel_test_support::{fake_kernel_modules, run, scratch_dir};
+use keel_test_support::{fake_kernel, fake_kernel_modules, run, scratch_dir};
 use std::path::{Path, PathBuf};
 use support::{failure_of, keel, stdout_of};
 
 const SIZES: [&str; 6] = ["--usr-mib", "8", "--oem-mib", "2", "--root-mib", "4"];
 /// Room for two UKIs and the removable path's copy.
 const ESP_MIB: &str = "64";
-
-/// Bytes that pass for a bzImage of `release` (the boot protocol's magic and version string).
-fn fake_kernel(path: &Path, release: &str) {
-    let mut kernel = vec![0x90u8; 1 << 20];
-    kernel[0x202..0x206].copy_from_slice(b"HdrS");
-    kernel[0x20e..0x210].copy_from_slice(&0x100u16.to_le_bytes());
-    let version = format!("{release} (test@keel) #1 SMP\0");
-    kernel[0x300..0x300 + version.len()].copy_from_slice(version.as_bytes());
-    std::fs::write(path, kernel).unwrap();
-}
 
 struct Inputs {
     dir: PathBuf,
