@@ -190,7 +190,7 @@ pub fn image_sbom(file_name: &str, image_sha256: &str, contents: &ImageContents,
 fn describe_ukis(sbom: &mut Sbom, ukis: &UkiParts, uki_files: &[(usize, usize)], dpkg: &DpkgDatabase, warnings: &mut Vec<String>) {
     let mut part = |part: &UkiPart, note: &str, warnings: &mut Vec<String>| {
         let mut why_unowned = None;
-        let origin = debian_origin(sbom, part.origin.clone(), dpkg, &part.name, &mut why_unowned, warnings);
+        let origin = debian_origin(sbom, part.origin.clone(), dpkg, &format!("{} in the UKIs", part.name), &mut why_unowned, warnings);
         let comment = Some(why_unowned.map_or_else(|| note.to_string(), |why| format!("{note}; {why}")));
         sbom.file_in(SbomFile { path: part.name.clone(), digests: part.digests.clone(), comment }, None, origin)
     };
@@ -378,6 +378,103 @@ fn xattrs(path: &Path) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
 mod tests {
     use super::*;
     use keel_test_support::scratch_dir;
+
+    /// An image whose only partition is an ESP holding `files`, in this order.
+    fn esp_only(files: &[(&str, &[u8])]) -> ImageContents {
+        let files = files.iter().map(|(path, bytes)| (path.to_string(), Digests::of(bytes))).collect();
+        let esp = PartitionContents { name: "EFI-SYSTEM".into(), filesystem: Some("vfat".into()), sha256: None, verity_root_hash: None, files };
+        ImageContents { partitions: vec![esp] }
+    }
+
+    fn deb(name: &str, version: &str) -> DebPackage {
+        DebPackage { name: name.into(), version: version.into(), architecture: "amd64".into() }
+    }
+
+    /// One slot's UKI (the bytes `uki a`) made of a kernel whose origin is `kernel_origin`.
+    fn parts(kernel_origin: Result<DebPackage, String>) -> UkiParts {
+        UkiParts {
+            kernel: UkiPart { name: "vmlinuz".into(), digests: Digests::of(b"kernel"), origin: kernel_origin },
+            stub: UkiPart { name: "linuxx64.efi.stub".into(), digests: Digests::of(b"stub"), origin: Ok(deb("systemd-boot-efi", "252-1")) },
+            slots: vec![(sha256_hex(b"uki a"), ExternalDocument::new("disk.usr-a.initrd.spdx.json", "https://keel.invalid/a", &"aa".repeat(32)))],
+        }
+    }
+
+    /// The document's relationships as `FROM KIND TO` lines.
+    fn relationships(sbom: &Sbom) -> Vec<String> {
+        let document: serde_json::Value = serde_json::from_str(&sbom.to_spdx_json(0)).unwrap();
+        let line = |r: &serde_json::Value| format!("{} {} {}", r["spdxElementId"], r["relationshipType"], r["relatedSpdxElement"]).replace('"', "");
+        document["relationships"].as_array().unwrap().iter().map(line).collect()
+    }
+
+    #[test]
+    fn only_an_esp_file_that_is_a_slots_uki_refers_to_that_slots_initrd_sbom_kernel_and_stub() {
+        let contents = esp_only(&[("EFI/keel/usr-a.efi", b"uki a"), ("EFI/tool.efi", b"another program")]);
+        let kernel = deb("linux-image-6.1.0-test", "6.1.999-1");
+        let described = image_sbom("disk.img", &"00".repeat(32), &contents, Some(&parts(Ok(kernel))), &DpkgDatabase::default());
+        let relationships = relationships(&described.sbom);
+        for expected in [
+            "SPDXRef-File-1 CONTAINS DocumentRef-disk.usr-a.initrd:SPDXRef-Artifact",
+            "SPDXRef-File-1 CONTAINS SPDXRef-File-3",
+            "SPDXRef-File-1 GENERATED_FROM SPDXRef-File-4",
+            "SPDXRef-Package-2-linux-image-6.1.0-test CONTAINS SPDXRef-File-3",
+            "SPDXRef-Package-3-systemd-boot-efi CONTAINS SPDXRef-File-4",
+        ] {
+            assert!(relationships.iter().any(|line| line == expected), "no {expected}: {relationships:#?}");
+        }
+        assert!(!relationships.iter().any(|line| line.starts_with("SPDXRef-File-2 ")), "{relationships:#?}");
+        // Neither is on the image as it is: the kernel is inside the UKIs, the stub was rewritten into them.
+        assert!(!relationships
+            .iter()
+            .any(|line| line == "SPDXRef-Artifact CONTAINS SPDXRef-File-3" || line == "SPDXRef-Artifact CONTAINS SPDXRef-File-4"));
+        assert!(described.warnings.is_empty(), "{:?}", described.warnings);
+    }
+
+    #[test]
+    fn a_kernel_no_package_is_credited_with_says_noassertion_and_why_and_warns() {
+        let contents = esp_only(&[("EFI/keel/usr-a.efi", b"uki a")]);
+        let why = "no Debian package owns it".to_string();
+        let described = image_sbom("disk.img", &"00".repeat(32), &contents, Some(&parts(Err(why))), &DpkgDatabase::default());
+        let kernel = described.sbom.files.iter().position(|file| file.path == "vmlinuz").unwrap();
+        let comment = described.sbom.files[kernel].comment.clone().unwrap();
+        assert!(comment.ends_with("(--uki-kernel); NOASSERTION: no Debian package owns it"), "{comment}");
+        assert_eq!(described.warnings, ["vmlinuz in the UKIs: no Debian package owns it; its SBOM entry says NOASSERTION"]);
+        let credited = described.sbom.relationships.iter().any(|(from, _, to)| matches!(from, Node::Package(_)) && *to == Node::File(kernel));
+        assert!(!credited, "no package contains the kernel");
+    }
+
+    #[test]
+    fn an_initrd_sbom_without_a_namespace_is_refused_by_name() {
+        let dir = scratch_dir(std::env::temp_dir().join("keel-sbom-tests"), "uki-initrd-sbom");
+        for name in ["vmlinuz", "stub", "uki"] {
+            std::fs::write(dir.join(name), name).unwrap();
+        }
+        std::fs::write(dir.join("initrd.spdx.json"), r#"{"spdxVersion": "SPDX-2.3"}"#).unwrap();
+        let slots = [(dir.join("uki"), dir.join("initrd.spdx.json"))];
+        let sources =
+            UkiSources { kernel: &dir.join("vmlinuz"), modules_dir: &dir.join("lib/modules/6.1.0-test"), stub: &dir.join("stub"), slots: &slots };
+        let error = measure_ukis(&sources, &DpkgDatabase::default()).unwrap_err().to_string();
+        assert!(error.contains("initrd.spdx.json is not an SPDX document with a documentNamespace"), "{error}");
+    }
+
+    #[test]
+    fn a_kernel_and_stub_nothing_owns_are_measured_with_the_reason() {
+        let dir = scratch_dir(std::env::temp_dir().join("keel-sbom-tests"), "uki-unowned");
+        for name in ["vmlinuz", "stub", "uki"] {
+            std::fs::write(dir.join(name), name).unwrap();
+        }
+        std::fs::write(dir.join("initrd.spdx.json"), r#"{"documentNamespace": "https://keel.invalid/i"}"#).unwrap();
+        let slots = [(dir.join("uki"), dir.join("initrd.spdx.json"))];
+        let sources =
+            UkiSources { kernel: &dir.join("vmlinuz"), modules_dir: &dir.join("lib/modules/6.1.0-test"), stub: &dir.join("stub"), slots: &slots };
+        let parts = measure_ukis(&sources, &DpkgDatabase::default()).unwrap();
+        assert_eq!((parts.kernel.digests.clone(), parts.stub.digests.clone()), (Digests::of(b"vmlinuz"), Digests::of(b"stub")));
+        assert!(parts.kernel.origin.unwrap_err().starts_with("no Debian package owns it"));
+        assert!(parts.stub.origin.unwrap_err().starts_with("no Debian package owns it"));
+        let (uki_sha256, initrd_sbom) = &parts.slots[0];
+        assert_eq!(*uki_sha256, sha256_hex(b"uki"));
+        let document = std::fs::read(dir.join("initrd.spdx.json")).unwrap();
+        assert_eq!(*initrd_sbom, ExternalDocument::new("initrd.spdx.json", "https://keel.invalid/i", &sha256_hex(&document)));
+    }
 
     #[test]
     fn a_tree_digest_changes_with_a_mode_an_owner_an_xattr_or_an_empty_directory() {

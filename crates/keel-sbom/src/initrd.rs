@@ -82,11 +82,11 @@ pub fn initrd_sbom(file_name: &str, bytes: &[u8], compression: &str, files: &[Pa
                     std::collections::btree_map::Entry::Vacant(new) => new.insert(UnpackedKernel::find(modules_dir)?),
                 };
                 let package = kernel_file_origin(kernel.as_ref(), module, file.data, dpkg);
-                debian_origin(&mut sbom, package, dpkg, file.path, &mut comment, &mut warnings)
+                debian_origin(&mut sbom, package, dpkg, &format!("/{}", file.path), &mut comment, &mut warnings)
             }
             Source::Host { path_in_root, .. } => {
                 let package = dpkg.owner(path_in_root).cloned().ok_or_else(|| dpkg.why_unowned(path_in_root));
-                debian_origin(&mut sbom, package, dpkg, file.path, &mut comment, &mut warnings)
+                debian_origin(&mut sbom, package, dpkg, &format!("/{}", file.path), &mut comment, &mut warnings)
             }
         };
         sbom.file(SbomFile { path: file.path.to_string(), digests, comment }, origin);
@@ -95,12 +95,12 @@ pub fn initrd_sbom(file_name: &str, bytes: &[u8], compression: &str, files: &[Pa
 }
 
 /// The Debian package as an SPDX package the artifact contains, or a note saying why no
-/// package is credited with the file.
+/// package is credited with the file, which the warning calls `file`.
 pub(crate) fn debian_origin(
     sbom: &mut Sbom,
     package: Result<DebPackage, String>,
     dpkg: &DpkgDatabase,
-    path: &str,
+    file: &str,
     comment: &mut Option<String>,
     warnings: &mut Vec<String>,
 ) -> Option<usize> {
@@ -108,7 +108,7 @@ pub(crate) fn debian_origin(
         Ok(package) => package,
         Err(why) => {
             *comment = Some(format!("NOASSERTION: {why}"));
-            warnings.push(format!("/{path}: {why}; its SBOM entry says NOASSERTION"));
+            warnings.push(format!("{file}: {why}; its SBOM entry says NOASSERTION"));
             return None;
         }
     };

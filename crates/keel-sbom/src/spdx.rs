@@ -385,6 +385,32 @@ mod tests {
     }
 
     #[test]
+    fn a_referred_document_is_named_by_namespace_and_digest_and_its_artifact_by_its_id() {
+        let with_reference = |sha256: &str| {
+            let mut sbom = example();
+            let document = sbom.external_document(ExternalDocument::new("disk.usr-a.initrd.spdx.json", "https://keel.invalid/a", sha256));
+            sbom.relate(Node::File(0), "CONTAINS", Node::ExternalArtifact(document));
+            serde_json::from_str::<Value>(&sbom.to_spdx_json(0)).unwrap()
+        };
+        let document = with_reference(&"aa".repeat(32));
+        assert_eq!(
+            document["externalDocumentRefs"],
+            json!([{
+                "externalDocumentId": "DocumentRef-disk.usr-a.initrd",
+                "spdxDocument": "https://keel.invalid/a",
+                "checksum": {"algorithm": "SHA256", "checksumValue": "aa".repeat(32)},
+            }])
+        );
+        let relationships = document["relationships"].as_array().unwrap();
+        assert!(relationships.contains(&json!({
+            "spdxElementId": "SPDXRef-File-1", "relationshipType": "CONTAINS", "relatedSpdxElement": "DocumentRef-disk.usr-a.initrd:SPDXRef-Artifact"
+        })));
+        // Another initrd SBOM is another statement about the image.
+        assert_ne!(document["documentNamespace"], with_reference(&"bb".repeat(32))["documentNamespace"]);
+        assert!(serde_json::from_str::<Value>(&example().to_spdx_json(0)).unwrap().get("externalDocumentRefs").is_none());
+    }
+
+    #[test]
     fn ids_hold_only_what_spdx_allows() {
         assert_eq!(package_id(4, "libstdc++6"), "SPDXRef-Package-5-libstdc--6");
     }

@@ -279,10 +279,10 @@ fn file_id(sbom: &Value, name: &str) -> String {
     file.unwrap_or_else(|| panic!("no file {name}"))["SPDXID"].as_str().unwrap().to_string()
 }
 
-#[test]
-fn the_image_sbom_credits_each_ukis_kernel_and_stub_and_refers_to_its_initrds_sbom() {
-    let dir = scratch_dir(env!("CARGO_TARGET_TMPDIR"), "sbom-image-ukis");
-    let modules = unpacked_kernel(&dir);
+/// An image with unsigned UKIs for both slots built in `dir/build`, their kernel unpacked
+/// from its package beside it: the build directory and the kernel.
+fn build_with_ukis(dir: &Path) -> (PathBuf, PathBuf) {
+    let modules = unpacked_kernel(dir);
     // Where Debian's kernel package ships its image, listed in its md5sums as the modules are.
     let kernel = dir.join(format!("kernel-root/boot/vmlinuz-{KERNEL_VERSION}"));
     std::fs::create_dir_all(kernel.parent().unwrap()).unwrap();
@@ -301,6 +301,12 @@ fn the_image_sbom_credits_each_ukis_kernel_and_stub_and_refers_to_its_initrds_sb
     let sizes = ["--esp-mib", "64", "--usr-mib", "8", "--oem-mib", "2", "--root-mib", "4"];
     let ukis = ["--uki-kernel", kernel_arg, "--uki-init", "keel-init", "--uki-kernel-modules", modules_arg];
     keel_in(&build, &[&["image", "build", "--usr", "usr", "--usr-b", "usr-b", "--output", "disk.img"][..], &sizes, &ukis].concat());
+    (build, kernel)
+}
+
+#[test]
+fn the_image_sbom_credits_each_ukis_kernel_and_stub_and_refers_to_its_initrds_sbom() {
+    let (build, kernel) = build_with_ukis(&scratch_dir(env!("CARGO_TARGET_TMPDIR"), "sbom-image-ukis"));
     validate(&build.join("disk.img.spdx.json"));
     let sbom = json(&build.join("disk.img.spdx.json"));
     let files = sbom_files(&sbom);
@@ -341,6 +347,17 @@ fn the_image_sbom_credits_each_ukis_kernel_and_stub_and_refers_to_its_initrds_sb
             assert!(related(&uki, "GENERATED_FROM", &file_id(&sbom, "linuxx64.efi.stub")), "{esp_path} is not made from the stub");
         }
     }
+}
+
+#[test]
+fn an_unsigned_image_with_ukis_has_the_same_sbom_from_two_build_directories() {
+    let sbom = |name: &str| {
+        let (build, _) = build_with_ukis(&scratch_dir(env!("CARGO_TARGET_TMPDIR"), name));
+        std::fs::read(build.join("disk.img.spdx.json")).unwrap()
+    };
+    let first = sbom("sbom-image-ukis-one");
+    assert!(String::from_utf8_lossy(&first).contains("externalDocumentRefs"), "the UKIs are described");
+    assert!(first == sbom("sbom-image-ukis-two"), "the image SBOM differs between build directories");
 }
 
 #[test]
