@@ -123,8 +123,10 @@ pub fn measure_ukis(sources: &UkiSources, dpkg: &DpkgDatabase) -> anyhow::Result
     let read = |path: &Path| std::fs::read(path).with_context(|| format!("cannot read {} for the image's SBOM", path.display()));
     let name = |path: &Path| path.file_name().map_or_else(|| path.to_string_lossy(), |name| name.to_string_lossy()).into_owned();
     let kernel_bytes = read(sources.kernel)?;
-    let unpacked = UnpackedKernel::find(&std::path::absolute(sources.modules_dir)?)?;
-    let kernel_path = std::path::absolute(sources.kernel)?;
+    // Both from /: the kernel is matched to the package's md5sums by its path below the package's root.
+    let absolute = |path: &Path| std::path::absolute(path).with_context(|| format!("cannot tell where {} is", path.display()));
+    let unpacked = UnpackedKernel::find(&absolute(sources.modules_dir)?)?;
+    let kernel_path = absolute(sources.kernel)?;
     let kernel = UkiPart {
         name: name(sources.kernel),
         digests: Digests::of(&kernel_bytes),
