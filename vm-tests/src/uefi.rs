@@ -209,11 +209,7 @@ pub struct SignedImage {
 
 /// Runs the static `keel` with `args`; its stdout, or an error with what it said.
 pub fn run_keel(args: &[&OsStr]) -> anyhow::Result<String> {
-    let keel = &crate::artifacts()?.binaries.keel;
-    let output = Command::new(keel).args(args).output().with_context(|| format!("cannot run {}", keel.display()))?;
-    let said = || format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    ensure!(output.status.success(), "keel {args:?} failed: {}", said());
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    crate::run(Command::new(&crate::artifacts()?.binaries.keel).args(args))
 }
 
 /// The default layout (1 GiB USR-A and USR-B: the demo root, USR-B's with SLOT_B_MARKER)
